@@ -1,0 +1,24 @@
+"""Public tensor ops (custom ops with fake kernels and autograd), dispatched per backend."""
+
+from ._checks import set_value_checks, value_checks
+from ._dispatch import BACKENDS, OP_BACKENDS, select, use_backend
+from .gp_noise import gp_noise
+from .guidance import euler_guided_step, guidance_grad, guidance_loss, guidance_residual
+from .warp import compose_coords, occlusion_mask, warp
+
+__all__ = [
+    "BACKENDS",
+    "OP_BACKENDS",
+    "compose_coords",
+    "euler_guided_step",
+    "gp_noise",
+    "guidance_grad",
+    "guidance_loss",
+    "guidance_residual",
+    "occlusion_mask",
+    "warp",
+    "select",
+    "set_value_checks",
+    "use_backend",
+    "value_checks",
+]

@@ -1,0 +1,80 @@
+"""Input checks at the public boundary: clear errors naming the argument, expected and actual values."""
+
+from __future__ import annotations
+
+import contextlib
+
+import torch
+
+FLOAT_DTYPES = (torch.float32, torch.float64, torch.float16, torch.bfloat16)
+_value_checks = True
+
+
+def set_value_checks(enabled: bool) -> None:
+    """Enable/disable checks that read tensor values (NaN/inf scans; a device sync on GPU)."""
+    global _value_checks
+    _value_checks = bool(enabled)
+
+
+@contextlib.contextmanager
+def value_checks(enabled: bool):
+    """Temporarily enable/disable value checks."""
+    global _value_checks
+    old, _value_checks = _value_checks, bool(enabled)
+    try:
+        yield
+    finally:
+        _value_checks = old
+
+
+def check_tensor(
+    name: str,
+    t,
+    shape: tuple | None = None,
+    dtypes: tuple = FLOAT_DTYPES,
+    device: torch.device | None = None,
+) -> None:
+    """Check type, rank/shape (None entries are wildcards), dtype and device of an argument."""
+    if not isinstance(t, torch.Tensor):
+        raise TypeError(f"{name}: expected a torch.Tensor, got {type(t).__name__}")
+    if shape is not None:
+        if t.dim() != len(shape) or any(s not in (None, a) for s, a in zip(shape, t.shape, strict=True)):
+            want = "[" + ", ".join("*" if s is None else str(s) for s in shape) + "]"
+            raise ValueError(f"{name}: expected shape {want}, got {list(t.shape)}")
+    if dtypes is not None and t.dtype not in dtypes:
+        raise TypeError(f"{name}: expected dtype in {[str(d) for d in dtypes]}, got {t.dtype}")
+    if device is not None and t.device != device:
+        raise ValueError(f"{name}: expected a tensor on {device}, got {t.device}")
+
+
+def check_nonempty(name: str, t: torch.Tensor, dims: tuple[int, ...], what: str = "frame") -> None:
+    if any(t.shape[d] == 0 for d in dims):
+        raise ValueError(f"{name}: empty {what} (shape {list(t.shape)})")
+
+
+def check_finite(name: str, t: torch.Tensor) -> None:
+    """Raise when ``t`` holds NaN or inf (skipped while compiling or when value checks are off)."""
+    if not _value_checks or torch.compiler.is_compiling() or t.numel() == 0:
+        return
+    if not bool(torch.isfinite(t).all()):
+        bad = int((~torch.isfinite(t)).sum())
+        raise ValueError(f"{name}: expected finite values, found {bad} NaN/inf entries")
+
+
+def as_sigma(
+    name: str, s, n: int, device: torch.device, dtype=torch.float32, allow_zero: bool = False
+) -> torch.Tensor:
+    """A noise level as a ``[n]`` tensor of ``dtype`` (from a float, a 0-d or an ``[n]`` tensor), > 0
+    (>= 0 with ``allow_zero``, for the last step's target)."""
+    t = torch.as_tensor(s, dtype=dtype, device=device)
+    if t.dim() == 0:
+        t = t.expand(n)
+    if t.shape != (n,):
+        raise ValueError(f"{name}: expected a float or a tensor of shape [{n}], got shape {list(t.shape)}")
+    if _value_checks and not torch.compiler.is_compiling():
+        ok = (t >= 0) if allow_zero else (t > 0)
+        if not bool((ok & torch.isfinite(t)).all()):
+            raise ValueError(
+                f"{name}: expected finite noise levels {'>=' if allow_zero else '>'} 0, got {t.tolist()}"
+            )
+    return t.contiguous()

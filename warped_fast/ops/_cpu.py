@@ -1,0 +1,28 @@
+"""Calling the compiled CPU kernels: pointers, dtype codes, thread count."""
+
+from __future__ import annotations
+
+import torch
+
+from .. import _ext
+
+
+def ptr(t: torch.Tensor | None) -> int:
+    return 0 if t is None else t.data_ptr()
+
+
+def dtype_code(t: torch.Tensor) -> int:
+    return _ext.CPU_DTYPE_CODES[t.dtype]
+
+
+def compute_dtype(dtype: torch.dtype) -> torch.dtype:
+    """float64 stays float64; everything else runs in float32 on the CPU."""
+    return torch.float64 if dtype == torch.float64 else torch.float32
+
+
+def threads() -> int:
+    return max(1, torch.get_num_threads())
+
+
+def lib():
+    return _ext.ext()

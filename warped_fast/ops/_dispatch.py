@@ -1,0 +1,82 @@
+"""Backend selection for the ops: cuda-ext | triton | cpu-ext | reference.
+
+The default order by device is ``cuda, triton, reference`` on CUDA tensors and ``cpu, reference``
+on CPU tensors, restricted to the backends an op has. ``use_backend(name)`` (or the environment
+variable ``WARPED_FAST_BACKEND``) forces one backend; forcing a backend an op lacks, or one that
+cannot run here, raises.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import contextvars
+import logging
+import os
+
+from .. import _ext
+
+logger = logging.getLogger("warped_fast")
+
+BACKENDS = ("cuda", "triton", "cpu", "reference")
+_DEFAULT_ORDER = {"cuda": ("cuda", "triton", "reference"), "cpu": ("cpu", "reference")}
+# Backends implemented per op; filled by each op module at import.
+OP_BACKENDS: dict[str, tuple[str, ...]] = {}
+_forced: contextvars.ContextVar[str | None] = contextvars.ContextVar("warped_fast_backend", default=None)
+_logged: set[tuple[str, str, str]] = set()
+
+
+def register(op: str, backends: tuple[str, ...]) -> None:
+    OP_BACKENDS[op] = backends
+
+
+def available(backend: str, device_type: str) -> bool:
+    """Whether ``backend`` can run on tensors of ``device_type`` in this process."""
+    if backend == "reference":
+        return True
+    if backend == "cpu":
+        return device_type == "cpu" and _ext.has_cpu_ext()
+    if backend == "cuda":
+        return device_type == "cuda" and _ext.has_cuda_ext()
+    if backend == "triton":
+        return _ext.has_triton(device_type)
+    raise ValueError(f"backend must be one of {BACKENDS}, got {backend!r}")
+
+
+def forced_backend() -> str | None:
+    return _forced.get() or os.environ.get("WARPED_FAST_BACKEND") or None
+
+
+@contextlib.contextmanager
+def use_backend(name: str | None):
+    """Force every op called inside the block to use backend ``name`` (None: automatic)."""
+    if name is not None and name not in BACKENDS:
+        raise ValueError(f"backend must be one of {BACKENDS} or None, got {name!r}")
+    token = _forced.set(name)
+    try:
+        yield
+    finally:
+        _forced.reset(token)
+
+
+def select(op: str, device_type: str) -> str:
+    """The backend ``op`` uses for tensors on ``device_type`` now."""
+    have = OP_BACKENDS[op]
+    forced = forced_backend()
+    if forced is not None:
+        if forced not in have:
+            raise ValueError(f"{op}: backend {forced!r} is not implemented; it has {have}")
+        if not available(forced, device_type):
+            raise RuntimeError(f"{op}: backend {forced!r} cannot run on {device_type} tensors here")
+        return forced
+    order = _DEFAULT_ORDER.get(device_type, ("reference",))
+    for b in order:
+        if b in have and available(b, device_type):
+            best = next(x for x in order if x in have)
+            key = (op, device_type, b)
+            if b != best and key not in _logged:
+                _logged.add(key)
+                logger.warning(
+                    "%s: %s backend unavailable on %s; falling back to %s", op, best, device_type, b
+                )
+            return b
+    return "reference"

@@ -1,0 +1,87 @@
+"""GP noise by random Fourier features, evaluated at arbitrary coordinates (method section 2).
+
+``out[n, c] (x) = sqrt(2 / J) * sum_j w[c, j] * cos(<z[c', j], X_n(x)> + b[c', j])``, with
+``c' = c`` (independent channels, ``z: [C, J, 2]``) or ``c' = 0`` (shared features, ``z: [1, J, 2]``).
+Fused: the ``[pixels, J]`` matrix is never materialized. Math in float32.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from .. import reference
+from . import _cpu
+from ._checks import check_finite, check_nonempty, check_tensor
+from ._dispatch import register, select
+
+register("gp_noise", ("cuda", "cpu", "reference"))
+
+
+@torch.library.custom_op("warped_fast::gp_noise", mutates_args=())
+def _gp_noise(coords: torch.Tensor, z: torch.Tensor, b: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
+    backend = select("gp_noise", coords.device.type)
+    if backend == "reference":
+        return reference.gp_noise(coords, z, b, w)
+    n, h, wd, _ = coords.shape
+    c, j = w.shape
+    out = torch.empty(n, c, h, wd, dtype=torch.float32, device=coords.device)
+    args = (
+        _cpu.ptr(coords),
+        _cpu.ptr(z),
+        _cpu.ptr(b),
+        _cpu.ptr(w),
+        _cpu.ptr(out),
+        n,
+        h * wd,
+        c,
+        z.shape[0],
+        j,
+    )
+    if backend == "cpu":
+        _cpu.lib().gp_noise_cpu(*args, _cpu.threads())
+    else:  # cuda
+        with torch.cuda.device(coords.device):
+            _cpu.lib().gp_noise_cuda(*args, torch.cuda.current_stream(coords.device).cuda_stream)
+    return out
+
+
+@_gp_noise.register_fake
+def _(coords, z, b, w):
+    n, h, wd, _ = coords.shape
+    return coords.new_empty((n, w.shape[0], h, wd), dtype=torch.float32)
+
+
+def gp_noise(
+    coords: torch.Tensor,
+    z: torch.Tensor,
+    b: torch.Tensor,
+    w: torch.Tensor,
+    dtype: torch.dtype = torch.float32,
+) -> torch.Tensor:
+    """Evaluate the RFF Gaussian-process field at coordinates.
+
+    Args:
+        coords: ``[N, H, W, 2]`` positions (x, y) in pixels, any float dtype (used as float32).
+        z: ``[Cz, J, 2]`` frequencies in radians per pixel, ``Cz`` = C (independent) or 1 (shared).
+        b: ``[Cz, J]`` phases.
+        w: ``[C, J]`` weights.
+        dtype: output dtype (the field is computed in float32, then cast).
+    Returns:
+        ``[N, C, H, W]`` noise; unit variance per pixel for ``w ~ N(0, 1)``, ``b ~ U(0, 2 pi)``.
+    """
+    check_tensor("coords", coords, (None, None, None, 2))
+    check_nonempty("coords", coords, (1, 2))
+    check_tensor("w", w, (None, None), device=coords.device)
+    c, j = w.shape
+    if j == 0:
+        raise ValueError("w: expected at least one feature (J >= 1), got J = 0")
+    if c == 0:
+        raise ValueError("w: expected at least one channel, got C = 0")
+    check_tensor("z", z, (None, j, 2), device=coords.device)
+    if z.shape[0] not in (1, c):
+        raise ValueError(f"z: expected {c} (independent) or 1 (shared) feature sets, got {z.shape[0]}")
+    check_tensor("b", b, (z.shape[0], j), device=coords.device)
+    check_finite("coords", coords)
+    f32 = [t.to(torch.float32).contiguous() for t in (coords, z, b, w)]
+    out = torch.ops.warped_fast.gp_noise(*f32)
+    return out if dtype == torch.float32 else out.to(dtype)

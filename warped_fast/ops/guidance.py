@@ -1,0 +1,225 @@
+"""Equivariance self-guidance ops (method section 4, Algorithm 1): the fused masked residual with
+its per-frame squared norm, the guidance loss and gradient, and the fused Euler + guidance update.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from .. import reference
+from . import _cpu
+from ._checks import as_sigma, check_finite, check_nonempty, check_tensor
+from ._dispatch import register, select
+
+register("guidance_residual", ("triton", "cpu", "reference"))
+register("euler_guided_step", ("triton", "cpu", "reference"))
+
+
+def _triton():
+    from ..triton import guidance as tg
+
+    return tg
+
+
+def _sumsq_dtype(dtype: torch.dtype) -> torch.dtype:
+    return torch.float64 if dtype == torch.float64 else torch.float32
+
+
+# --- residual -------------------------------------------------------------------------------------
+
+
+@torch.library.custom_op("warped_fast::guidance_residual", mutates_args=())
+def _guidance_residual(
+    pred: torch.Tensor, prev_pred: torch.Tensor, flow: torch.Tensor, mask: torch.Tensor | None
+) -> tuple[torch.Tensor, torch.Tensor]:
+    backend = select("guidance_residual", pred.device.type)
+    if backend == "reference":
+        r = reference.guidance_residual(pred, prev_pred, flow, mask)
+        return r, r.to(_sumsq_dtype(pred.dtype)).pow(2).flatten(1).sum(1)
+    if backend == "triton":
+        return _triton().guidance_residual(pred, prev_pred, flow, mask)
+    n, c, h, w = pred.shape
+    cd = _cpu.compute_dtype(pred.dtype)
+    p, q, fl = (t.to(cd).contiguous() for t in (pred, prev_pred, flow))
+    m = None if mask is None else mask.to(torch.bool).contiguous()
+    r = torch.empty(n, c, h, w, dtype=cd)
+    rows = torch.empty(n, h, dtype=torch.float64)
+    _cpu.lib().guidance_residual_cpu(
+        _cpu.dtype_code(p), _cpu.ptr(p), _cpu.ptr(q), _cpu.ptr(fl), _cpu.ptr(m), _cpu.ptr(r), _cpu.ptr(rows),
+        n, c, h, w, _cpu.threads(),
+    )  # fmt: skip
+    return r.to(pred.dtype), rows.sum(1).to(_sumsq_dtype(pred.dtype))
+
+
+@_guidance_residual.register_fake
+def _(pred, prev_pred, flow, mask):
+    return torch.empty_like(pred), pred.new_empty((pred.shape[0],), dtype=_sumsq_dtype(pred.dtype))
+
+
+def _residual_setup(ctx, inputs, output):
+    _, _, flow, mask = inputs
+    r, _ = output
+    ctx.save_for_backward(flow, mask, r)
+
+
+def _residual_backward(ctx, grad_r, grad_sumsq):
+    # r = M (warp(pred) - prev), sumsq = ||r||^2: d/dpred = splat(M grad_r + 2 r grad_sumsq).
+    flow, mask, r = ctx.saved_tensors
+    g = torch.zeros_like(r)
+    if grad_r is not None:
+        empty = flow.new_empty((flow.shape[0], 0, *flow.shape[2:]))
+        valid = torch.ops.warped_fast.warp(empty, flow, None)[1]
+        if mask is not None:
+            valid = valid & mask.bool()
+        g = g + grad_r * valid.to(r.dtype)
+    if grad_sumsq is not None:
+        g = g + 2 * r * grad_sumsq.to(r.dtype).view(-1, 1, 1, 1)
+    gp = (
+        torch.ops.warped_fast.warp_image_grad(g.contiguous(), flow, None) if ctx.needs_input_grad[0] else None
+    )
+    return gp, (-g if ctx.needs_input_grad[1] else None), None, None
+
+
+_guidance_residual.register_autograd(_residual_backward, setup_context=_residual_setup)
+
+
+def _check_guidance(pred, prev_pred, flow, mask) -> None:
+    check_tensor("pred", pred, (None, None, None, None))
+    check_nonempty("pred", pred, (2, 3))
+    check_tensor("prev_pred", prev_pred, tuple(pred.shape), dtypes=(pred.dtype,), device=pred.device)
+    check_tensor("flow", flow, (pred.shape[0], 2, *pred.shape[2:]), device=pred.device)
+    check_finite("flow", flow)
+    if mask is not None:
+        check_tensor("mask", mask, (pred.shape[0], 1, *pred.shape[2:]), dtypes=None, device=pred.device)
+
+
+def guidance_residual(
+    pred: torch.Tensor, prev_pred: torch.Tensor, flow: torch.Tensor, mask: torch.Tensor | None = None
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Fused masked residual ``r = M * (warp(pred, flow) - prev_pred)`` and ``||r_n||^2``.
+
+    Args:
+        pred: ``[N, C, H, W]`` prediction D of frame j (one frame per batch element).
+        prev_pred: ``[N, C, H, W]`` stored prediction of frame j-1 at the same step.
+        flow: ``[N, 2, H, W]`` forward flow (j-1 -> j) on frame j-1's grid.
+        mask: optional ``[N, 1, H, W]`` (bool or 0/1) extra pixels to keep, e.g. non-occluded;
+            M = in-frame validity AND mask.
+    Returns:
+        r ``[N, C, H, W]`` and sumsq ``[N]`` (float32, float64 for float64 input); differentiable
+        in ``pred`` and ``prev_pred``.
+    """
+    _check_guidance(pred, prev_pred, flow, mask)
+    m = None if mask is None else mask.bool().contiguous()
+    return torch.ops.warped_fast.guidance_residual(
+        pred.contiguous(), prev_pred.contiguous(), flow.contiguous(), m
+    )
+
+
+def guidance_loss(
+    pred: torch.Tensor,
+    prev_pred: torch.Tensor,
+    flow: torch.Tensor,
+    mask: torch.Tensor | None = None,
+    squared: bool = False,
+) -> torch.Tensor:
+    """Per-frame guidance loss ``||r_n||`` (default, as in DPS) or ``||r_n||^2``; differentiable.
+
+    Returns:
+        ``[N]``. The gradient of the norm at r = 0 is taken as 0.
+    """
+    _, sumsq = guidance_residual(pred, prev_pred, flow, mask)
+    return sumsq if squared else sumsq.clamp_min(1e-30).sqrt()
+
+
+def guidance_grad(
+    pred: torch.Tensor,
+    prev_pred: torch.Tensor,
+    flow: torch.Tensor,
+    mask: torch.Tensor | None = None,
+    squared: bool = False,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Guidance loss and its gradient with respect to ``pred``, without autograd (two fused kernels).
+
+    The gradient is the adjoint warp (bilinear splat) of ``r / ||r||`` (or ``2 r`` when squared);
+    it is what the Jacobian-free mode uses as ``g`` (method section 5).
+
+    Returns:
+        loss ``[N]`` and grad ``[N, C, H, W]``.
+    """
+    with torch.no_grad():
+        r, sumsq = guidance_residual(pred, prev_pred, flow, mask)
+        if squared:
+            loss, scale = sumsq, torch.full_like(sumsq, 2.0)
+        else:
+            loss = sumsq.sqrt()
+            scale = torch.where(loss > 0, 1.0 / loss.clamp_min(1e-30), torch.zeros_like(loss))
+        grad = torch.ops.warped_fast.warp_image_grad(r, flow.contiguous(), scale)
+    return loss, grad
+
+
+# --- Euler + guidance update ----------------------------------------------------------------------
+
+
+@torch.library.custom_op("warped_fast::euler_guided_step", mutates_args=())
+def _euler_guided_step(
+    u: torch.Tensor,
+    pred: torch.Tensor,
+    grad: torch.Tensor | None,
+    sigma: torch.Tensor,
+    sigma_next: torch.Tensor,
+    lam: float,
+) -> torch.Tensor:
+    backend = select("euler_guided_step", u.device.type)
+    if backend == "reference":
+        return reference.euler_guided_step(u, pred, grad, sigma, sigma_next, lam)
+    if backend == "triton":
+        return _triton().euler_guided_step(u, pred, grad, sigma, sigma_next, lam)
+    cd = _cpu.compute_dtype(u.dtype)
+    uu, pp = u.to(cd).contiguous(), pred.to(cd).contiguous()
+    gg = None if grad is None else grad.to(cd).contiguous()
+    s, sn = sigma.to(cd).contiguous(), sigma_next.to(cd).contiguous()
+    out = torch.empty_like(uu)
+    n = u.shape[0]
+    _cpu.lib().euler_guided_step_cpu(
+        _cpu.dtype_code(uu), _cpu.ptr(uu), _cpu.ptr(pp), _cpu.ptr(gg), _cpu.ptr(s), _cpu.ptr(sn), float(lam),
+        _cpu.ptr(out), n, u.numel() // max(n, 1), _cpu.threads(),
+    )  # fmt: skip
+    return out.to(u.dtype)
+
+
+@_euler_guided_step.register_fake
+def _(u, pred, grad, sigma, sigma_next, lam):
+    return torch.empty_like(u)
+
+
+def euler_guided_step(
+    u: torch.Tensor,
+    pred: torch.Tensor,
+    sigma,
+    sigma_next,
+    grad: torch.Tensor | None = None,
+    lam: float = 1.0,
+) -> torch.Tensor:
+    """Fused EDM Euler step with guidance: ``u + (s_next - s) * (u - D) / s - lam * g``.
+
+    Args:
+        u: ``[N, ...]`` current noisy sample (one item per frame).
+        pred: ``[N, ...]`` denoised prediction D (detached).
+        sigma, sigma_next: noise levels, a float or ``[N]`` (items may be at different steps).
+        grad: optional ``[N, ...]`` guidance gradient g.
+        lam: guidance weight lambda.
+    Returns:
+        ``[N, ...]`` in ``u``'s dtype.
+    """
+    check_tensor("u", u)
+    if u.dim() < 1 or u.shape[0] == 0:
+        raise ValueError(f"u: expected a non-empty batch [N, ...], got shape {list(u.shape)}")
+    check_tensor("pred", pred, tuple(u.shape), device=u.device)
+    if grad is not None:
+        check_tensor("grad", grad, tuple(u.shape), device=u.device)
+    n = u.shape[0]
+    sd = torch.float64 if u.dtype == torch.float64 else torch.float32
+    s = as_sigma("sigma", sigma, n, u.device, sd)
+    sn = as_sigma("sigma_next", sigma_next, n, u.device, sd, allow_zero=True)
+    g = None if grad is None else grad.contiguous()
+    return torch.ops.warped_fast.euler_guided_step(u.contiguous(), pred.contiguous(), g, s, sn, float(lam))

@@ -1,0 +1,72 @@
+"""Bilinear sampling helpers shared by the reference ops (pure PyTorch, differentiable).
+
+Pixel-unit coordinates: the centre of row i, column j is (x, y) = (j, i).
+"""
+
+from __future__ import annotations
+
+import torch
+
+
+def pixel_grid(h: int, w: int, device=None, dtype=torch.float32) -> tuple[torch.Tensor, torch.Tensor]:
+    """Pixel-centre coordinates.
+
+    Returns:
+        xs, ys: each ``[H, W]``; ``xs[i, j] = j``, ``ys[i, j] = i``.
+    """
+    ys, xs = torch.meshgrid(
+        torch.arange(h, device=device, dtype=dtype),
+        torch.arange(w, device=device, dtype=dtype),
+        indexing="ij",
+    )
+    return xs, ys
+
+
+def _gather(img: torch.Tensor, xi: torch.Tensor, yi: torch.Tensor) -> torch.Tensor:
+    """img ``[N, C, H, W]``, integer xi/yi ``[N, H', W']`` (already in range) -> ``[N, C, H', W']``."""
+    n, c, h, w = img.shape
+    idx = (yi * w + xi).reshape(n, 1, -1).expand(n, c, -1)
+    return torch.gather(img.reshape(n, c, h * w), 2, idx).reshape(n, c, *xi.shape[1:])
+
+
+def sample_zeros(img: torch.Tensor, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    """Bilinear sample with zero padding: taps outside the frame contribute 0.
+
+    Args:
+        img: ``[N, C, H, W]``.
+        x, y: ``[N, H', W']`` sample positions in pixels.
+    Returns:
+        ``[N, C, H', W']``, differentiable in ``img``, ``x`` and ``y``.
+    """
+    n, c, h, w = img.shape
+    x0f, y0f = torch.floor(x), torch.floor(y)
+    wx, wy = x - x0f, y - y0f
+    x0, y0 = x0f.long(), y0f.long()
+    out = img.new_zeros(n, c, *x.shape[1:])
+    for dy, wy_ in ((0, 1 - wy), (1, wy)):
+        for dx, wx_ in ((0, 1 - wx), (1, wx)):
+            xi, yi = x0 + dx, y0 + dy
+            inside = (xi >= 0) & (xi < w) & (yi >= 0) & (yi < h)
+            v = _gather(img, xi.clamp(0, w - 1), yi.clamp(0, h - 1))
+            out = out + v * (wx_ * wy_ * inside.to(img.dtype)).unsqueeze(1)
+    return out
+
+
+def sample_extrapolate(img: torch.Tensor, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    """Bilinear sample that extrapolates linearly outside the frame (from the border cell).
+
+    The cell is ``clamp(floor(x), 0, W - 2)`` and the weight ``x - cell`` may leave [0, 1], so
+    the bilinear patch of the border cell is continued; a 1-pixel axis is constant.
+
+    Args / returns as :func:`sample_zeros`.
+    """
+    n, c, h, w = img.shape
+    x0 = torch.floor(x).clamp(0, max(w - 2, 0))
+    y0 = torch.floor(y).clamp(0, max(h - 2, 0))
+    wx, wy = x - x0, y - y0
+    x0i, y0i = x0.long(), y0.long()
+    x1i, y1i = (x0i + 1).clamp(max=w - 1), (y0i + 1).clamp(max=h - 1)
+    v00, v01 = _gather(img, x0i, y0i), _gather(img, x1i, y0i)
+    v10, v11 = _gather(img, x0i, y1i), _gather(img, x1i, y1i)
+    wx, wy = wx.unsqueeze(1), wy.unsqueeze(1)
+    return (v00 * (1 - wx) + v01 * wx) * (1 - wy) + (v10 * (1 - wx) + v11 * wx) * wy

@@ -1,0 +1,73 @@
+"""Reference (pure PyTorch, unfused) of the equivariance-guidance ops (method section 4, Algorithm 1)."""
+
+from __future__ import annotations
+
+import torch
+
+from .warp import warp
+
+
+def guidance_residual(
+    pred: torch.Tensor, prev_pred: torch.Tensor, flow: torch.Tensor, mask: torch.Tensor | None = None
+) -> torch.Tensor:
+    """Masked residual ``r = M * (warp(pred, flow) - prev_pred)``.
+
+    Args:
+        pred: ``[N, C, H, W]`` prediction D of frame j.
+        prev_pred: ``[N, C, H, W]`` stored prediction of frame j-1 at the same step.
+        flow: ``[N, 2, H, W]`` forward flow (j-1 -> j) on frame j-1's grid.
+        mask: optional ``[N, 1, H, W]`` bool, extra pixels to keep (e.g. non-occluded);
+            M is this AND the in-frame validity of the warp.
+    Returns:
+        ``[N, C, H, W]``, differentiable in ``pred``.
+    """
+    warped, valid = warp(pred, flow)
+    if mask is not None:
+        valid = valid & mask.bool()
+    return (warped - prev_pred) * valid.to(warped.dtype)
+
+
+def guidance_grad(
+    pred: torch.Tensor,
+    prev_pred: torch.Tensor,
+    flow: torch.Tensor,
+    mask: torch.Tensor | None = None,
+    squared: bool = False,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per-frame guidance loss and its gradient with respect to ``pred``.
+
+    loss_n = ||r_n||_2 (default, normalized as in DPS) or ||r_n||_2^2 (``squared=True``).
+
+    Returns:
+        loss ``[N]`` and grad ``[N, C, H, W]`` (the adjoint warp of ``r / ||r||``, or of ``2 r``).
+    """
+    with torch.enable_grad():
+        p = pred.detach().requires_grad_(True)
+        r = guidance_residual(p, prev_pred, flow, mask).flatten(1)
+        loss = (r**2).sum(1) if squared else r.norm(dim=1)
+        (grad,) = torch.autograd.grad(loss.sum(), p)
+    return loss.detach(), grad
+
+
+def euler_guided_step(
+    u: torch.Tensor,
+    pred: torch.Tensor,
+    grad: torch.Tensor | None,
+    sigma: torch.Tensor,
+    sigma_next: torch.Tensor,
+    lam: float = 1.0,
+) -> torch.Tensor:
+    """EDM Euler step plus guidance: ``u + (s_next - s) * (u - D) / s - lam * g``.
+
+    Args:
+        u, pred, grad: ``[N, C, H, W]`` (``grad`` may be None: plain Euler step).
+        sigma, sigma_next: ``[N]`` noise levels per batch element.
+    Returns:
+        ``[N, C, H, W]``.
+    """
+    s = sigma.to(u.dtype).view(-1, 1, 1, 1)
+    sn = sigma_next.to(u.dtype).view(-1, 1, 1, 1)
+    out = u + (sn - s) * (u - pred) / s
+    if grad is not None:
+        out = out - lam * grad
+    return out

@@ -1,0 +1,109 @@
+"""Reference (pure PyTorch) of the warp family: backward warp, occlusion check, coordinate composition.
+
+Method section 3. Conventions: flows ``[N, 2, H, W]`` hold (dx, dy) in pixels; the forward flow
+of a pair (a -> b) says pixel x of a is at x + f(x) in b.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from ._bilinear import pixel_grid, sample_extrapolate, sample_zeros
+
+# Forward-backward consistency thresholds (UnFlow): |f + b~|^2 > A1 (|f|^2 + |b~|^2) + A2.
+OCCLUSION_ALPHA1 = 0.01
+OCCLUSION_ALPHA2 = 0.5
+
+
+def warp(
+    image: torch.Tensor, flow: torch.Tensor, back_flow: torch.Tensor | None = None
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Bilinear backward warp: ``out(x) = image(x + flow(x))`` with zero padding.
+
+    Args:
+        image: ``[N, C, H, W]`` (C may be 0).
+        flow: ``[N, 2, H, W]``, where each output pixel samples ``image``.
+        back_flow: optional ``[N, 2, H, W]``, the reverse flow defined on ``image``'s grid;
+            when given, pixels failing the forward-backward check are marked invalid.
+    Returns:
+        out ``[N, C, H, W]`` (image dtype) and valid ``[N, 1, H, W]`` bool: the sample point lies
+        in ``[0, W-1] x [0, H-1]`` (and passes the consistency check when ``back_flow`` is given).
+    """
+    n, c, h, w = image.shape
+    xs, ys = pixel_grid(h, w, image.device, flow.dtype)
+    x, y = xs + flow[:, 0], ys + flow[:, 1]
+    out = sample_zeros(image, x, y)
+    valid = (x >= 0) & (x <= w - 1) & (y >= 0) & (y <= h - 1)
+    if back_flow is not None:
+        bt = sample_zeros(back_flow, x, y)
+        s2 = ((flow + bt) ** 2).sum(1)
+        m2 = (flow**2).sum(1) + (bt**2).sum(1)
+        valid = valid & ~(s2 > OCCLUSION_ALPHA1 * m2 + OCCLUSION_ALPHA2)
+    return out, valid.unsqueeze(1)
+
+
+def occlusion_mask(flow: torch.Tensor, back_flow: torch.Tensor) -> torch.Tensor:
+    """Pixels of ``flow``'s grid that are occluded or leave the frame (forward-backward check).
+
+    Args:
+        flow: ``[N, 2, H, W]`` forward flow (a -> b) on a's grid.
+        back_flow: ``[N, 2, H, W]`` backward flow (b -> a) on b's grid.
+    Returns:
+        ``[N, 1, H, W]`` bool, True where the correspondence is NOT trustworthy.
+    """
+    empty = flow.new_zeros(flow.shape[0], 0, *flow.shape[2:])
+    return ~warp(empty, flow, back_flow)[1]
+
+
+def compose_coords(coords: torch.Tensor, flow: torch.Tensor) -> torch.Tensor:
+    """Pull a coordinate map back through a flow: ``X_new(x) = X(x + flow(x))``.
+
+    ``X`` is sampled bilinearly and extrapolated linearly outside the frame (method section 3),
+    in displacement form ``X(p) = p + (X - id)(p)`` so the identity map composes exactly.
+
+    Args:
+        coords: ``[N, H, W, 2]`` coordinate map X (x, y) in pixels.
+        flow: ``[N, 2, H, W]`` backward flow of the new frame.
+    Returns:
+        ``[N, H, W, 2]``.
+    """
+    n, h, w, _ = coords.shape
+    xs, ys = pixel_grid(h, w, coords.device, coords.dtype)
+    disp = (coords - torch.stack((xs, ys), -1)).permute(0, 3, 1, 2)
+    x, y = xs + flow[:, 0], ys + flow[:, 1]
+    d = sample_extrapolate(disp, x, y)
+    return torch.stack((x + d[:, 0], y + d[:, 1]), -1)
+
+
+def warp_image_grad(
+    grad_out: torch.Tensor, flow: torch.Tensor, scale: torch.Tensor | None = None
+) -> torch.Tensor:
+    """Adjoint of :func:`warp` in the image (a bilinear splat), by autograd of the reference.
+
+    Args:
+        grad_out: ``[N, C, H, W]`` cotangent of the warped image.
+        flow: ``[N, 2, H, W]``.
+        scale: optional ``[N]`` factor per frame applied to ``grad_out``.
+    Returns:
+        ``[N, C, H, W]``.
+    """
+    if scale is not None:
+        grad_out = grad_out * scale.to(grad_out.dtype).view(-1, 1, 1, 1)
+    with torch.enable_grad():
+        img = torch.zeros_like(grad_out, requires_grad=True)
+        out, _ = warp(img, flow.detach())
+        (g,) = torch.autograd.grad(out, img, grad_out)
+    return g
+
+
+def warp_flow_grad(grad_out: torch.Tensor, image: torch.Tensor, flow: torch.Tensor) -> torch.Tensor:
+    """Gradient of ``<grad_out, warp(image, flow)>`` with respect to ``flow``, by autograd.
+
+    Returns:
+        ``[N, 2, H, W]``.
+    """
+    with torch.enable_grad():
+        f = flow.detach().requires_grad_(True)
+        out, _ = warp(image.detach(), f)
+        (g,) = torch.autograd.grad(out, f, grad_out)
+    return g

@@ -1,0 +1,465 @@
+"""Triton kernels of the warp family (method section 3): backward warp with validity and
+forward-backward occlusion check, its adjoints (image splat, flow gradient), coordinate composition.
+
+Semantics follow :mod:`warped_fast.reference.warp` (and ``csrc/warp.cpp``): pixel ``(x, y)`` is
+(column, row); flows ``[N, 2, H, W]`` hold ``(dx, dy)``; bilinear sampling with zero padding.
+All math is float32 whatever the storage dtype. Non-finite sample positions sample nothing
+(all taps outside, output 0, invalid).
+
+The same code runs on CUDA tensors and, under ``TRITON_INTERPRET=1``, on CPU tensors; meta-parameters
+come from a small heuristic (no autotuning, which the interpreter does not support).
+"""
+
+from __future__ import annotations
+
+import torch
+import triton
+import triton.language as tl
+
+__all__ = ["compose_coords", "warp_flow_grad", "warp_forward", "warp_image_grad"]
+
+# Forward-backward consistency thresholds (UnFlow), as in the reference.
+OCCLUSION_ALPHA1 = 0.01
+OCCLUSION_ALPHA2 = 0.5
+
+_IMAGE_DTYPES = (torch.float32, torch.float16, torch.bfloat16)
+_MAX_GRID = 2**31 - 1
+
+
+# --------------------------------------------------------------------------------------------------
+# Launch heuristics
+# --------------------------------------------------------------------------------------------------
+
+
+def _pixel_block(hw: int, device: torch.device) -> tuple[int, int]:
+    """(BLOCK pixels, num_warps) for the per-pixel kernels.
+
+    GPU: 512 pixels / 4 warps (4 pixels per thread, coalesced along W). Interpreter: large blocks,
+    since each program instance has a fixed cost of a few ms.
+    """
+    if device.type == "cpu":
+        return max(16, min(triton.next_power_of_2(hw), 8192)), 4
+    return max(128, min(triton.next_power_of_2(hw), 512)), 4
+
+
+def _elem_block(numel: int, device: torch.device) -> tuple[int, int]:
+    """(BLOCK elements, num_warps) for elementwise kernels."""
+    if device.type == "cpu":
+        return max(16, min(triton.next_power_of_2(numel), 32768)), 4
+    return max(128, min(triton.next_power_of_2(numel), 1024)), 4
+
+
+def _check_frame(hw: int, w: int) -> None:
+    # In-plane offsets (y * W + x, with taps one row/column outside) are int32.
+    if hw + 2 * w + 2 >= 2**31:
+        raise ValueError(f"frame too large for the Triton kernels: H*W = {hw}")
+
+
+def _check_grid(n: int, nblk: int) -> None:
+    if n * nblk > _MAX_GRID:
+        raise ValueError(f"too many programs ({n} x {nblk}) for one launch")
+
+
+def _check_flow(name: str, flow: torch.Tensor, n: int, h: int, w: int, dtypes, device) -> None:
+    if flow.shape != (n, 2, h, w):
+        raise ValueError(f"{name}: expected shape [{n}, 2, {h}, {w}], got {list(flow.shape)}")
+    if flow.dtype not in dtypes:
+        raise TypeError(f"{name}: expected dtype in {[str(d) for d in dtypes]}, got {flow.dtype}")
+    if flow.device != device:
+        raise ValueError(f"{name}: expected a tensor on {device}, got {flow.device}")
+
+
+# --------------------------------------------------------------------------------------------------
+# Shared device helpers
+# --------------------------------------------------------------------------------------------------
+
+
+@triton.jit
+def _pixel_coords(blk, HW, W, BLOCK: tl.constexpr):
+    """In-plane offsets (int32) of a block of pixels, their mask, and column / row as float32."""
+    offs = blk * BLOCK + tl.arange(0, BLOCK)
+    pm = offs < HW
+    xx = offs % W
+    yy = offs // W
+    return offs, pm, xx.to(tl.float32), yy.to(tl.float32)
+
+
+@triton.jit
+def _bilinear_taps(x, y, H, W, pm):
+    """Zero-padded bilinear taps of float32 sample positions ``(x, y)``.
+
+    Returns the int32 in-plane offset of the top-left tap ``(x0, y0)``, the fractional weights
+    ``wx, wy`` of the ``x0 + 1`` column / ``y0 + 1`` row, the masks of the four taps
+    (00, 01 = x0+1, 10 = y0+1, 11) restricted to the frame and to ``pm``, and ``inside`` (the sample
+    point lies in ``[0, W-1] x [0, H-1]``). Non-finite positions get no taps and are not inside.
+    """
+    fin = (x > -1e30) & (x < 1e30) & (y > -1e30) & (y < 1e30)  # False for NaN / inf
+    x = tl.where(fin, x, -4.0)
+    y = tl.where(fin, y, -4.0)
+    inside = (x >= 0.0) & (x <= W - 1.0) & (y >= 0.0) & (y <= H - 1.0) & pm
+    x0f = tl.floor(x)
+    y0f = tl.floor(y)
+    wx = x - x0f
+    wy = y - y0f
+    # Clamp far-away cells to just outside the frame before the integer conversion: every tap of a
+    # cell with x0 <= -2 or x0 >= W is outside either way.
+    x0 = tl.minimum(tl.maximum(x0f, -2.0), W * 1.0).to(tl.int32)
+    y0 = tl.minimum(tl.maximum(y0f, -2.0), H * 1.0).to(tl.int32)
+    cx0 = (x0 >= 0) & (x0 < W)
+    cx1 = (x0 >= -1) & (x0 < W - 1)
+    cy0 = (y0 >= 0) & (y0 < H) & pm
+    cy1 = (y0 >= -1) & (y0 < H - 1) & pm
+    i00 = y0 * W + x0
+    return i00, wx, wy, cx0 & cy0, cx1 & cy0, cx0 & cy1, cx1 & cy1, inside
+
+
+@triton.jit
+def _sample(plane, i00, W, wx, wy, m00, m01, m10, m11):
+    """Zero-padded bilinear sample (float32) of one plane at precomputed taps."""
+    v00 = tl.load(plane + i00, mask=m00, other=0.0).to(tl.float32)
+    v01 = tl.load(plane + i00 + 1, mask=m01, other=0.0).to(tl.float32)
+    v10 = tl.load(plane + i00 + W, mask=m10, other=0.0).to(tl.float32)
+    v11 = tl.load(plane + i00 + W + 1, mask=m11, other=0.0).to(tl.float32)
+    return (v00 * (1.0 - wx) + v01 * wx) * (1.0 - wy) + (v10 * (1.0 - wx) + v11 * wx) * wy
+
+
+# --------------------------------------------------------------------------------------------------
+# Kernels
+# --------------------------------------------------------------------------------------------------
+
+
+@triton.jit
+def _warp_fwd_kernel(
+    img_ptr, flow_ptr, back_ptr, out_ptr, valid_ptr,
+    C, H, W, HW, nblk,
+    HAS_BACK: tl.constexpr, BLOCK: tl.constexpr,
+):  # fmt: skip
+    # One program = BLOCK pixels of frame n: taps once, then a loop over the C channels; validity
+    # (in-frame, and the forward-backward check against the sampled back flow when HAS_BACK).
+    pid = tl.program_id(0)
+    n = pid // nblk
+    blk = pid - n * nblk
+    n = n.to(tl.int64)
+    offs, pm, xf, yf = _pixel_coords(blk, HW, W, BLOCK)
+    fbase = n * 2 * HW
+    dx = tl.load(flow_ptr + fbase + offs, mask=pm, other=0.0).to(tl.float32)
+    dy = tl.load(flow_ptr + fbase + HW + offs, mask=pm, other=0.0).to(tl.float32)
+    i00, wx, wy, m00, m01, m10, m11, ok = _bilinear_taps(xf + dx, yf + dy, H, W, pm)
+
+    plane = img_ptr + n * C * HW
+    dst = out_ptr + n * C * HW + offs
+    c = 0
+    while c < C:
+        c += 1
+        v = _sample(plane, i00, W, wx, wy, m00, m01, m10, m11)
+        tl.store(dst, v.to(out_ptr.dtype.element_ty), mask=pm)
+        plane += HW
+        dst += HW
+
+    if HAS_BACK:
+        bx = _sample(back_ptr + fbase, i00, W, wx, wy, m00, m01, m10, m11)
+        by = _sample(back_ptr + fbase + HW, i00, W, wx, wy, m00, m01, m10, m11)
+        sx = dx + bx
+        sy = dy + by
+        s2 = sx * sx + sy * sy
+        m2 = dx * dx + dy * dy + bx * bx + by * by
+        ok = ok & ~(s2 > OCCLUSION_ALPHA1 * m2 + OCCLUSION_ALPHA2)
+    tl.store(valid_ptr + n * HW + offs, ok.to(tl.uint8), mask=pm)
+
+
+@triton.jit
+def _warp_splat_kernel(
+    gout_ptr, flow_ptr, scale_ptr, gimg_ptr,
+    C, H, W, HW, nblk,
+    HAS_SCALE: tl.constexpr, BLOCK: tl.constexpr,
+):  # fmt: skip
+    # Adjoint of the warp in the image: each pixel splats scale[n] * grad_out onto its in-frame taps
+    # with float32 atomic adds (zero cotangents are skipped).
+    pid = tl.program_id(0)
+    n = pid // nblk
+    blk = pid - n * nblk
+    n = n.to(tl.int64)
+    offs, pm, xf, yf = _pixel_coords(blk, HW, W, BLOCK)
+    fbase = n * 2 * HW
+    dx = tl.load(flow_ptr + fbase + offs, mask=pm, other=0.0).to(tl.float32)
+    dy = tl.load(flow_ptr + fbase + HW + offs, mask=pm, other=0.0).to(tl.float32)
+    i00, wx, wy, m00, m01, m10, m11, _inside = _bilinear_taps(xf + dx, yf + dy, H, W, pm)
+    w00 = (1.0 - wx) * (1.0 - wy)
+    w01 = wx * (1.0 - wy)
+    w10 = (1.0 - wx) * wy
+    w11 = wx * wy
+    if HAS_SCALE:
+        s = tl.load(scale_ptr + n).to(tl.float32)
+
+    src = gout_ptr + n * C * HW + offs
+    dst = gimg_ptr + n * C * HW + i00
+    c = 0
+    while c < C:
+        c += 1
+        g = tl.load(src, mask=pm, other=0.0).to(tl.float32)
+        if HAS_SCALE:
+            g = g * s
+        nz = g != 0.0
+        tl.atomic_add(dst, g * w00, mask=m00 & nz, sem="relaxed")
+        tl.atomic_add(dst + 1, g * w01, mask=m01 & nz, sem="relaxed")
+        tl.atomic_add(dst + W, g * w10, mask=m10 & nz, sem="relaxed")
+        tl.atomic_add(dst + W + 1, g * w11, mask=m11 & nz, sem="relaxed")
+        src += HW
+        dst += HW
+
+
+@triton.jit
+def _warp_flow_grad_kernel(
+    gout_ptr, img_ptr, flow_ptr, gflow_ptr,
+    C, H, W, HW, nblk,
+    BLOCK: tl.constexpr,
+):  # fmt: skip
+    # Gradient of sum_c grad_out * warp(image) w.r.t. the flow: derivative of the bilinear weights,
+    # accumulated over channels in float32 registers.
+    pid = tl.program_id(0)
+    n = pid // nblk
+    blk = pid - n * nblk
+    n = n.to(tl.int64)
+    offs, pm, xf, yf = _pixel_coords(blk, HW, W, BLOCK)
+    fbase = n * 2 * HW
+    dx = tl.load(flow_ptr + fbase + offs, mask=pm, other=0.0).to(tl.float32)
+    dy = tl.load(flow_ptr + fbase + HW + offs, mask=pm, other=0.0).to(tl.float32)
+    i00, wx, wy, m00, m01, m10, m11, _inside = _bilinear_taps(xf + dx, yf + dy, H, W, pm)
+
+    gx = tl.zeros([BLOCK], dtype=tl.float32)
+    gy = tl.zeros([BLOCK], dtype=tl.float32)
+    plane = img_ptr + n * C * HW
+    src = gout_ptr + n * C * HW + offs
+    c = 0
+    while c < C:
+        c += 1
+        g = tl.load(src, mask=pm, other=0.0).to(tl.float32)
+        v00 = tl.load(plane + i00, mask=m00, other=0.0).to(tl.float32)
+        v01 = tl.load(plane + i00 + 1, mask=m01, other=0.0).to(tl.float32)
+        v10 = tl.load(plane + i00 + W, mask=m10, other=0.0).to(tl.float32)
+        v11 = tl.load(plane + i00 + W + 1, mask=m11, other=0.0).to(tl.float32)
+        gx += g * ((v01 - v00) * (1.0 - wy) + (v11 - v10) * wy)
+        gy += g * ((v10 - v00) * (1.0 - wx) + (v11 - v01) * wx)
+        plane += HW
+        src += HW
+    ty = gflow_ptr.dtype.element_ty
+    tl.store(gflow_ptr + fbase + offs, gx.to(ty), mask=pm)
+    tl.store(gflow_ptr + fbase + HW + offs, gy.to(ty), mask=pm)
+
+
+@triton.jit
+def _compose_kernel(
+    coords_ptr, flow_ptr, out_ptr,
+    H, W, HW, WM2, HM2, nblk,
+    BLOCK: tl.constexpr,
+):  # fmt: skip
+    # X_new(p) = q + (X - id)(q), q = p + flow(p): bilinear with linear extrapolation from the border
+    # cell clamp(floor(q), 0, max(W-2, 0)). Coordinates are interleaved (x, y): [BLOCK, 2] tiles.
+    pid = tl.program_id(0)
+    n = pid // nblk
+    blk = pid - n * nblk
+    n = n.to(tl.int64)
+    offs, pm, xf, yf = _pixel_coords(blk, HW, W, BLOCK)
+    fbase = n * 2 * HW
+    px = xf + tl.load(flow_ptr + fbase + offs, mask=pm, other=0.0).to(tl.float32)
+    py = yf + tl.load(flow_ptr + fbase + HW + offs, mask=pm, other=0.0).to(tl.float32)
+    cx = tl.minimum(tl.maximum(tl.floor(px), 0.0), WM2 * 1.0)
+    cy = tl.minimum(tl.maximum(tl.floor(py), 0.0), HM2 * 1.0)
+    cx = tl.where(cx == cx, cx, 0.0)  # NaN position: any in-range cell (the output is NaN anyway)
+    cy = tl.where(cy == cy, cy, 0.0)
+    wx = (px - cx)[:, None]
+    wy = (py - cy)[:, None]
+    x0 = cx.to(tl.int32)
+    y0 = cy.to(tl.int32)
+    x1 = tl.minimum(x0 + 1, W - 1)
+    y1 = tl.minimum(y0 + 1, H - 1)
+
+    k = tl.arange(0, 2)[None, :]
+    is_x = k == 0
+    m2 = pm[:, None] & (k < 2)
+    base = coords_ptr + n * HW * 2 + k
+    idx0 = tl.where(is_x, x0[:, None], y0[:, None]).to(tl.float32)  # identity at the 4 taps
+    idx1 = tl.where(is_x, x1[:, None], y0[:, None]).to(tl.float32)
+    idy0 = tl.where(is_x, x0[:, None], y1[:, None]).to(tl.float32)
+    idy1 = tl.where(is_x, x1[:, None], y1[:, None]).to(tl.float32)
+    d00 = tl.load(base + ((y0 * W + x0) * 2)[:, None], mask=m2, other=0.0).to(tl.float32) - idx0
+    d01 = tl.load(base + ((y0 * W + x1) * 2)[:, None], mask=m2, other=0.0).to(tl.float32) - idx1
+    d10 = tl.load(base + ((y1 * W + x0) * 2)[:, None], mask=m2, other=0.0).to(tl.float32) - idy0
+    d11 = tl.load(base + ((y1 * W + x1) * 2)[:, None], mask=m2, other=0.0).to(tl.float32) - idy1
+    d = (d00 * (1.0 - wx) + d01 * wx) * (1.0 - wy) + (d10 * (1.0 - wx) + d11 * wx) * wy
+    o = tl.where(is_x, px[:, None], py[:, None]) + d
+    dst = out_ptr + n * HW * 2 + (offs * 2)[:, None] + k
+    tl.store(dst, o.to(out_ptr.dtype.element_ty), mask=m2)
+
+
+# --------------------------------------------------------------------------------------------------
+# Python wrappers
+# --------------------------------------------------------------------------------------------------
+
+
+def warp_forward(
+    image: torch.Tensor, flow: torch.Tensor, back_flow: torch.Tensor | None = None
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Bilinear backward warp ``out(x) = image(x + flow(x))`` with zero padding, and its validity.
+
+    Args:
+        image: ``[N, C, H, W]`` float32 / float16 / bfloat16 (C may be 0).
+        flow: ``[N, 2, H, W]`` (dx, dy) in pixels, float32 or the image's dtype.
+        back_flow: optional ``[N, 2, H, W]`` reverse flow on ``image``'s grid (float32 or the
+            image's dtype); pixels failing the forward-backward check
+            ``|f + b~|^2 > 0.01 (|f|^2 + |b~|^2) + 0.5`` (``b~`` = back_flow sampled at x + f) are
+            marked invalid.
+    Returns:
+        out ``[N, C, H, W]`` in the image dtype, and valid ``[N, 1, H, W]`` bool: the sample point
+        lies in ``[0, W-1] x [0, H-1]`` (and passes the consistency check when ``back_flow`` is given).
+    """
+    if image.dim() != 4:
+        raise ValueError(f"image: expected shape [N, C, H, W], got {list(image.shape)}")
+    if image.dtype not in _IMAGE_DTYPES:
+        raise TypeError(f"image: expected dtype in {[str(d) for d in _IMAGE_DTYPES]}, got {image.dtype}")
+    n, c, h, w = image.shape
+    fdt = (torch.float32, image.dtype)
+    _check_flow("flow", flow, n, h, w, fdt, image.device)
+    if back_flow is not None:
+        _check_flow("back_flow", back_flow, n, h, w, fdt, image.device)
+    image, flow = image.contiguous(), flow.contiguous()
+    back_flow = back_flow.contiguous() if back_flow is not None else None
+
+    out = torch.empty_like(image)
+    valid = torch.empty((n, 1, h, w), dtype=torch.uint8, device=image.device)
+    hw = h * w
+    if n == 0 or hw == 0:
+        return out, valid.view(torch.bool)
+    _check_frame(hw, w)
+    block, warps = _pixel_block(hw, image.device)
+    nblk = triton.cdiv(hw, block)
+    _check_grid(n, nblk)
+    # Empty image: the channel loop never runs; pass the flow as a stand-in pointer.
+    img_arg, out_arg = (image, out) if c > 0 else (flow, flow)
+    _warp_fwd_kernel[(n * nblk,)](
+        img_arg, flow, back_flow if back_flow is not None else flow, out_arg, valid,
+        c, h, w, hw, nblk,
+        HAS_BACK=back_flow is not None, BLOCK=block, num_warps=warps,
+    )  # fmt: skip
+    return out, valid.view(torch.bool)
+
+
+def warp_image_grad(
+    grad_out: torch.Tensor, flow: torch.Tensor, scale: torch.Tensor | None = None
+) -> torch.Tensor:
+    """Adjoint of :func:`warp_forward` in the image (bilinear splat).
+
+    ``grad_image[n] = splat(scale[n] * grad_out[n])`` through the bilinear weights of the taps that
+    lie inside the frame. Accumulates with float32 atomics (summation order is not deterministic
+    on the GPU).
+
+    Args:
+        grad_out: ``[N, C, H, W]`` cotangent of the warped image (float32 / float16 / bfloat16).
+        flow: ``[N, 2, H, W]`` float32 or grad_out's dtype.
+        scale: optional float32 ``[N]`` per-frame factor.
+    Returns:
+        grad_image ``[N, C, H, W]`` in grad_out's dtype.
+    """
+    if grad_out.dim() != 4:
+        raise ValueError(f"grad_out: expected shape [N, C, H, W], got {list(grad_out.shape)}")
+    if grad_out.dtype not in _IMAGE_DTYPES:
+        raise TypeError(
+            f"grad_out: expected dtype in {[str(d) for d in _IMAGE_DTYPES]}, got {grad_out.dtype}"
+        )
+    n, c, h, w = grad_out.shape
+    _check_flow("flow", flow, n, h, w, (torch.float32, grad_out.dtype), grad_out.device)
+    if scale is not None:
+        if scale.shape != (n,) or scale.device != grad_out.device:
+            raise ValueError(f"scale: expected a [{n}] tensor on {grad_out.device}, got {list(scale.shape)}")
+        scale = scale.to(torch.float32).contiguous()
+    grad_out, flow = grad_out.contiguous(), flow.contiguous()
+
+    acc = torch.zeros(grad_out.shape, dtype=torch.float32, device=grad_out.device)
+    hw = h * w
+    if grad_out.numel() > 0:
+        _check_frame(hw, w)
+        block, warps = _pixel_block(hw, grad_out.device)
+        nblk = triton.cdiv(hw, block)
+        _check_grid(n, nblk)
+        _warp_splat_kernel[(n * nblk,)](
+            grad_out, flow, scale if scale is not None else flow, acc,
+            c, h, w, hw, nblk,
+            HAS_SCALE=scale is not None, BLOCK=block, num_warps=warps,
+        )  # fmt: skip
+    return acc if grad_out.dtype == torch.float32 else acc.to(grad_out.dtype)
+
+
+def warp_flow_grad(grad_out: torch.Tensor, image: torch.Tensor, flow: torch.Tensor) -> torch.Tensor:
+    """Gradient of ``sum(grad_out * warp_forward(image, flow)[0])`` with respect to the flow.
+
+    ``gx = sum_c g ((v01 - v00)(1 - wy) + (v11 - v10) wy)``,
+    ``gy = sum_c g ((v10 - v00)(1 - wx) + (v11 - v01) wx)`` with zero-padded taps ``v``.
+
+    Args:
+        grad_out: ``[N, C, H, W]`` cotangent of the warped image.
+        image: ``[N, C, H, W]`` float32 / float16 / bfloat16.
+        flow: ``[N, 2, H, W]`` float32 or the image's dtype.
+    Returns:
+        grad_flow ``[N, 2, H, W]`` in the flow's dtype.
+    """
+    if image.dim() != 4:
+        raise ValueError(f"image: expected shape [N, C, H, W], got {list(image.shape)}")
+    if image.dtype not in _IMAGE_DTYPES:
+        raise TypeError(f"image: expected dtype in {[str(d) for d in _IMAGE_DTYPES]}, got {image.dtype}")
+    n, c, h, w = image.shape
+    if grad_out.shape != image.shape or grad_out.device != image.device:
+        raise ValueError(f"grad_out: expected shape {list(image.shape)}, got {list(grad_out.shape)}")
+    _check_flow("flow", flow, n, h, w, (torch.float32, image.dtype), image.device)
+    grad_out, image, flow = grad_out.contiguous(), image.contiguous(), flow.contiguous()
+
+    hw = h * w
+    if c == 0 or n == 0 or hw == 0:
+        return torch.zeros_like(flow)
+    grad_flow = torch.empty_like(flow)
+    _check_frame(hw, w)
+    block, warps = _pixel_block(hw, image.device)
+    nblk = triton.cdiv(hw, block)
+    _check_grid(n, nblk)
+    _warp_flow_grad_kernel[(n * nblk,)](
+        grad_out, image, flow, grad_flow,
+        c, h, w, hw, nblk,
+        BLOCK=block, num_warps=warps,
+    )  # fmt: skip
+    return grad_flow
+
+
+def compose_coords(coords: torch.Tensor, flow: torch.Tensor) -> torch.Tensor:
+    """Pull a coordinate map back through a flow: ``X_new(p) = X(p + flow(p))``.
+
+    ``X`` is sampled bilinearly in displacement form ``X(q) = q + (X - id)(q)`` from the cell
+    ``clamp(floor(q), 0, max(W-2, 0))`` (weights may leave [0, 1]: linear extrapolation outside the
+    frame; a 1-pixel axis is constant). A NaN position gives NaN.
+
+    Args:
+        coords: ``[N, H, W, 2]`` float32 coordinate map (x, y) in pixels.
+        flow: ``[N, 2, H, W]`` backward flow of the new frame (float32, float16 or bfloat16).
+    Returns:
+        ``[N, H, W, 2]`` float32.
+    """
+    if coords.dim() != 4 or coords.shape[3] != 2:
+        raise ValueError(f"coords: expected shape [N, H, W, 2], got {list(coords.shape)}")
+    if coords.dtype != torch.float32:
+        raise TypeError(f"coords: expected dtype torch.float32, got {coords.dtype}")
+    n, h, w, _ = coords.shape
+    _check_flow("flow", flow, n, h, w, _IMAGE_DTYPES, coords.device)
+    coords, flow = coords.contiguous(), flow.contiguous()
+
+    out = torch.empty_like(coords)
+    hw = h * w
+    if n == 0 or hw == 0:
+        return out
+    _check_frame(hw, w)
+    block, warps = _pixel_block(hw, coords.device)
+    nblk = triton.cdiv(hw, block)
+    _check_grid(n, nblk)
+    _compose_kernel[(n * nblk,)](
+        coords, flow, out,
+        h, w, hw, max(w - 2, 0), max(h - 2, 0), nblk,
+        BLOCK=block, num_warps=warps,
+    )  # fmt: skip
+    return out
