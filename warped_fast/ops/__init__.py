@@ -1,7 +1,7 @@
 """Public tensor ops (custom ops with fake kernels and autograd), dispatched per backend."""
 
 from ._checks import set_value_checks, value_checks
-from ._dispatch import BACKENDS, OP_BACKENDS, select, use_backend
+from ._dispatch import BACKENDS, OP_BACKENDS, backend_info, select, use_backend
 from .gp_noise import gp_noise
 from .guidance import euler_guided_step, guidance_grad, guidance_loss, guidance_residual
 from .warp import compose_coords, occlusion_mask, warp
@@ -9,6 +9,7 @@ from .warp import compose_coords, occlusion_mask, warp
 __all__ = [
     "BACKENDS",
     "OP_BACKENDS",
+    "backend_info",
     "compose_coords",
     "euler_guided_step",
     "gp_noise",

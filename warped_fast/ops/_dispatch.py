@@ -80,3 +80,25 @@ def select(op: str, device_type: str) -> str:
                 )
             return b
     return "reference"
+
+
+def backend_info(device_type: str | None = None) -> dict:
+    """What is available here and which backend each op uses.
+
+    Args:
+        device_type: "cpu" or "cuda"; default: "cuda" when a GPU is visible, else "cpu".
+    Returns:
+        ``{"cpu_ext", "cuda_ext_built", "cuda_ext", "triton", "device_type", "ops": {op: backend}}``.
+    """
+    import torch
+
+    if device_type is None:
+        device_type = "cuda" if torch.cuda.is_available() else "cpu"
+    return {
+        "cpu_ext": _ext.has_cpu_ext(),
+        "cuda_ext_built": _ext.cuda_ext_built(),
+        "cuda_ext": _ext.has_cuda_ext(),
+        "triton": _ext.has_triton(device_type),
+        "device_type": device_type,
+        "ops": {op: select(op, device_type) for op in sorted(OP_BACKENDS)},
+    }

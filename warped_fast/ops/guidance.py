@@ -192,6 +192,24 @@ def _(u, pred, grad, sigma, sigma_next, lam):
     return torch.empty_like(u)
 
 
+def _euler_setup(ctx, inputs, output):
+    _, _, grad, sigma, sigma_next, lam = inputs
+    ctx.save_for_backward(sigma, sigma_next)
+    ctx.lam = lam
+    ctx.has_grad = grad is not None
+
+
+def _euler_backward(ctx, gout):
+    # out = (1 + k) u - k D - lam g with k = (s_next - s) / s: linear in u, D and g.
+    sigma, sigma_next = ctx.saved_tensors
+    k = ((sigma_next - sigma) / sigma).to(gout.dtype).view(-1, *([1] * (gout.dim() - 1)))
+    gg = -ctx.lam * gout if ctx.has_grad else None
+    return gout * (1 + k), -k * gout, gg, None, None, None
+
+
+_euler_guided_step.register_autograd(_euler_backward, setup_context=_euler_setup)
+
+
 def euler_guided_step(
     u: torch.Tensor,
     pred: torch.Tensor,

@@ -21,6 +21,8 @@ __all__ = ["compose_coords", "warp_flow_grad", "warp_forward", "warp_image_grad"
 # Forward-backward consistency thresholds (UnFlow), as in the reference.
 OCCLUSION_ALPHA1 = 0.01
 OCCLUSION_ALPHA2 = 0.5
+_ALPHA1 = tl.constexpr(OCCLUSION_ALPHA1)  # kernels only read constexpr globals
+_ALPHA2 = tl.constexpr(OCCLUSION_ALPHA2)
 
 _IMAGE_DTYPES = (torch.float32, torch.float16, torch.bfloat16)
 _MAX_GRID = 2**31 - 1
@@ -163,7 +165,7 @@ def _warp_fwd_kernel(
         sy = dy + by
         s2 = sx * sx + sy * sy
         m2 = dx * dx + dy * dy + bx * bx + by * by
-        ok = ok & ~(s2 > OCCLUSION_ALPHA1 * m2 + OCCLUSION_ALPHA2)
+        ok = ok & ~(s2 > _ALPHA1 * m2 + _ALPHA2)
     tl.store(valid_ptr + n * HW + offs, ok.to(tl.uint8), mask=pm)
 
 

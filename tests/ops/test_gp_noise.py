@@ -1,0 +1,177 @@
+"""gp_noise: fast paths against the reference, the field's distribution, pull-back, bad inputs."""
+
+import math
+
+import numpy as np
+import pytest
+import torch
+from scipy import stats
+
+import warped_fast as wf
+from tests.helpers import assert_close
+from warped_fast import reference
+from warped_fast.noise import RFFConfig, RFFField, identity_coords, truncated_rbf_kernel
+
+SHAPES = [(1, 3, 17, 29), (3, 4, 8, 5), (2, 1, 1, 7)]
+
+
+def _params(c, j, shared, gen):
+    field = RFFField.sample(RFFConfig(channels=c, num_features=j, shared_features=shared), gen)
+    return field.z, field.b, field.w
+
+
+def _coords(n, h, w, gen, spread=40.0):
+    return identity_coords(h, w, n) + torch.randn(n, h, w, 2, generator=gen) * spread
+
+
+def _ref_errors(coords, z, b, w):
+    r64 = reference.gp_noise(coords.double(), z.double(), b.double(), w.double())
+    r32 = reference.gp_noise(coords, z, b, w)
+    return r64, (r32.double() - r64).abs().max().item()
+
+
+@pytest.mark.parametrize("shape", SHAPES)
+@pytest.mark.parametrize("shared", [False, True])
+@pytest.mark.parametrize("j", [37, 1000])
+def test_cpu_matches_reference(shape, shared, j, gen):
+    n, c, h, w = shape
+    z, b, wt = _params(c, j, shared, gen)
+    coords = _coords(n, h, w, gen)
+    r64, ref_err = _ref_errors(coords, z, b, wt)
+    with wf.use_backend("cpu"):
+        out = wf.gp_noise(coords, z, b, wt)
+    assert out.shape == (n, c, h, w) and out.dtype == torch.float32
+    # float32 phases: at most 2x the float32 reference's distance from float64, plus the 2e-5 floor of
+    # float32 phase rounding on few samples.
+    assert_close(out, r64, atol=2 * ref_err + 2e-5, what="gp_noise cpu vs float64 reference")
+
+
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
+def test_low_precision_output(dtype, gen):
+    z, b, wt = _params(4, 500, False, gen)
+    coords = _coords(1, 9, 13, gen)
+    r64, _ = _ref_errors(coords, z, b, wt)
+    ref_lp_err = (reference.gp_noise(coords, z, b, wt).to(dtype).double() - r64).abs().max().item()
+    out = wf.gp_noise(coords, z, b, wt, dtype=dtype)
+    assert out.dtype == dtype
+    assert_close(out, r64, atol=2 * ref_lp_err, what=f"gp_noise {dtype}")
+
+
+def test_noncontiguous_and_float64_coords(gen):
+    z, b, wt = _params(2, 64, False, gen)
+    coords = _coords(2, 7, 11, gen)
+    base = wf.gp_noise(coords, z, b, wt)
+    nc = coords.transpose(1, 2).contiguous().transpose(1, 2)  # same values, non-contiguous strides
+    assert not nc.is_contiguous()
+    assert torch.equal(wf.gp_noise(nc, z, b, wt), base)
+    assert_close(wf.gp_noise(coords.double(), z, b, wt), base, atol=0, what="float64 coords")
+
+
+def test_opcheck(gen):
+    z, b, wt = _params(3, 50, False, gen)
+    coords = _coords(2, 5, 6, gen)
+    torch.library.opcheck(torch.ops.warped_fast.gp_noise.default, (coords, z, b, wt))
+
+
+def test_mean_and_variance_across_seeds():
+    h = w = 8
+    draws = torch.stack(
+        [RFFField.sample(RFFConfig(channels=4, num_features=3000), s).on_grid(h, w)[0] for s in range(300)]
+    )
+    mean, var = draws.mean(0), draws.var(0)
+    # 300 draws: std of a per-pixel mean is ~0.06, of a per-pixel variance ~0.08.
+    assert mean.abs().max() < 0.3, f"per-pixel mean max {mean.abs().max():.3f}"
+    assert (var - 1).abs().max() < 0.4, f"per-pixel variance range {var.min():.3f}..{var.max():.3f}"
+    assert abs(var.mean().item() - 1) < 0.03, f"mean per-pixel variance {var.mean():.4f}"
+
+
+@pytest.mark.parametrize("shared", [False, True])
+def test_correlation_matches_truncated_rbf(shared):
+    cfg = RFFConfig(channels=4, num_features=3000, shared_features=shared)
+    h = w = 48
+    fields = torch.cat([RFFField.sample(cfg, s).on_grid(h, w)[0] for s in range(12)]).double()
+    lags = {(1, 0): 1.0, (0, 1): 1.0, (2, 0): 2.0, (1, 1): math.sqrt(2), (0, 2): 2.0}
+    expected = truncated_rbf_kernel(list(lags.values()), cfg.lengthscale)
+    for (dx, dy), e in zip(lags, expected, strict=True):
+        a = fields[:, : h - dy, : w - dx].flatten()
+        bb = fields[:, dy:, dx:].flatten()
+        corr = torch.corrcoef(torch.stack([a, bb]))[0, 1].item()
+        assert abs(corr - e) < 0.03, f"lag {(dx, dy)}: corr {corr:.4f} vs kernel {e:.4f}"
+    # Channels are uncorrelated with each other, shared features or not.
+    cc = torch.corrcoef(fields.reshape(12, 4, -1).transpose(0, 1).reshape(4, -1))
+    assert (cc - torch.eye(4, dtype=cc.dtype)).abs().max() < 0.05
+
+
+def test_rbf_kernel_limit():
+    # Without meaningful truncation the kernel is the RBF.
+    d = np.array([0.0, 0.5, 1.0, 2.0])
+    k = truncated_rbf_kernel(d, 1.0, truncation=8.0)
+    np.testing.assert_allclose(k, np.exp(-(d**2) / 2), atol=1e-4)
+
+
+def test_gaussian_marginal_ks():
+    x = RFFField.sample(RFFConfig(channels=4), 7).on_grid(96, 96)[0, :, ::4, ::4].flatten().double().numpy()
+    p = stats.kstest(x, "norm").pvalue
+    assert p > 1e-3, f"KS p-value {p:.2e}"
+
+
+def test_pullback_integer_and_subpixel_shift():
+    field = RFFField.sample(RFFConfig(channels=3, num_features=500), 3)
+    h, w = 16, 20
+    base = field.on_grid(h, w)
+    shifted = field.on_grid(h, w, offset=(3.0, 2.0))
+    assert torch.equal(shifted[..., : h - 2, : w - 3], base[..., 2:, 3:])
+    # Sub-pixel: the grid offset by (0.5, 0.5) is every other point of a half-pixel grid, exactly.
+    fine = field(identity_coords(2 * h, 2 * w) * 0.5)
+    half = field.on_grid(h, w, offset=(0.5, 0.5))
+    assert torch.equal(half, fine[..., 1::2, 1::2])
+    # Far outside the frame the field is still unit-variance noise.
+    far = field.on_grid(64, 64, offset=(-5000.0, 7000.0))
+    assert abs(far.var().item() - 1) < 0.15
+
+
+def test_same_seed_same_field():
+    a = RFFField.sample(RFFConfig(), 11).on_grid(8, 8)
+    b = RFFField.sample(RFFConfig(), 11).on_grid(8, 8)
+    c = RFFField.sample(RFFConfig(), 12).on_grid(8, 8)
+    assert torch.equal(a, b) and not torch.equal(a, c)
+
+
+def test_bad_inputs(gen):
+    z, b, wt = _params(2, 10, False, gen)
+    coords = _coords(1, 4, 4, gen)
+    with pytest.raises(ValueError, match="coords: expected shape"):
+        wf.gp_noise(coords[..., :1], z, b, wt)
+    with pytest.raises(TypeError, match="coords: expected dtype"):
+        wf.gp_noise(coords.long(), z, b, wt)
+    with pytest.raises(ValueError, match="J = 0"):
+        wf.gp_noise(coords, z[:, :0], b[:, :0], wt[:, :0])
+    with pytest.raises(ValueError, match="z: expected 2"):
+        wf.gp_noise(coords, torch.cat([z, z]), b, wt)
+    with pytest.raises(ValueError, match="b: expected shape"):
+        wf.gp_noise(coords, z, b[:, :5], wt)
+    with pytest.raises(ValueError, match="empty frame"):
+        wf.gp_noise(coords[:, :0], z, b, wt)
+    with pytest.raises(ValueError, match="expected a tensor on"):
+        wf.gp_noise(coords, z, b, wt.to("meta"))
+    bad = coords.clone()
+    bad[0, 1, 1, 0] = float("nan")
+    with pytest.raises(ValueError, match="coords: expected finite"):
+        wf.gp_noise(bad, z, b, wt)
+    with pytest.raises(ValueError, match="lengthscale"):
+        RFFConfig(lengthscale=0.0)
+    with pytest.raises(ValueError, match="num_features"):
+        RFFConfig(num_features=0)
+
+
+@pytest.mark.cuda
+@pytest.mark.parametrize("shared", [False, True])
+@pytest.mark.parametrize("shape", SHAPES + [(1, 4, 128, 128), (2, 8, 33, 70), (1, 9, 5, 3)])
+def test_cuda_matches_reference(shape, shared, gen):
+    n, c, h, w = shape
+    z, b, wt = _params(c, 1001, shared, gen)
+    coords = _coords(n, h, w, gen)
+    r64, ref_err = _ref_errors(coords, z, b, wt)
+    with wf.use_backend("cuda"):
+        out = wf.gp_noise(coords.cuda(), z.cuda(), b.cuda(), wt.cuda())
+    assert_close(out, r64, atol=2 * ref_err + 1e-5, what="gp_noise cuda vs float64 reference")

@@ -1,0 +1,169 @@
+"""Guidance ops: fused residual/loss/gradient and the fused Euler + guidance update vs the reference."""
+
+import pytest
+import torch
+
+import warped_fast as wf
+from tests.helpers import assert_close, smooth_flow
+from warped_fast import reference
+
+SHAPES = [(1, 3, 17, 29), (3, 4, 8, 5), (2, 1, 6, 7)]
+
+
+def _inputs(shape, gen, dtype=torch.float64, with_mask=False):
+    n, c, h, w = shape
+    pred = torch.randn(n, c, h, w, generator=gen, dtype=dtype)
+    prev = torch.randn(n, c, h, w, generator=gen, dtype=dtype)
+    flow = smooth_flow(n, h, w, gen, scale=2.0, dtype=dtype)
+    mask = torch.rand(n, 1, h, w, generator=gen) > 0.3 if with_mask else None
+    return pred, prev, flow, mask
+
+
+@pytest.mark.parametrize("shape", SHAPES)
+@pytest.mark.parametrize("with_mask", [False, True])
+def test_residual_matches_reference(shape, with_mask, fast_backend, gen):
+    pred, prev, flow, mask = _inputs(shape, gen, with_mask=with_mask)
+    ref = reference.guidance_residual(pred, prev, flow, mask)
+    with wf.use_backend(fast_backend):
+        r, sumsq = wf.guidance_residual(pred.float(), prev.float(), flow.float(), mask)
+    assert r.dtype == torch.float32 and sumsq.shape == (shape[0],)
+    assert_close(r, ref, atol=1e-5, what="residual")
+    assert_close(sumsq, ref.pow(2).flatten(1).sum(1), atol=1e-4, rtol=1e-5, what="sumsq")
+
+
+@pytest.mark.parametrize("shape", SHAPES)
+@pytest.mark.parametrize("squared", [False, True])
+@pytest.mark.parametrize("with_mask", [False, True])
+def test_guidance_grad_matches_reference(shape, squared, with_mask, fast_backend, gen):
+    pred, prev, flow, mask = _inputs(shape, gen, with_mask=with_mask)
+    r_loss, r_grad = reference.guidance_grad(pred, prev, flow, mask, squared=squared)
+    with wf.use_backend(fast_backend):
+        loss, grad = wf.guidance_grad(pred.float(), prev.float(), flow.float(), mask, squared=squared)
+    assert_close(loss, r_loss, atol=1e-4, rtol=1e-5, what="loss")
+    assert_close(grad, r_grad, atol=1e-5, rtol=1e-5, what="adjoint warp of the normalized residual")
+
+
+@pytest.mark.parametrize("squared", [False, True])
+def test_guidance_loss_autograd(squared, fast_backend, gen):
+    pred, prev, flow, mask = _inputs((2, 3, 9, 11), gen, with_mask=True)
+    _, r_grad = reference.guidance_grad(pred, prev, flow, mask, squared=squared)
+    p = pred.float().requires_grad_()
+    q = prev.float().requires_grad_()
+    with wf.use_backend(fast_backend):
+        loss = wf.guidance_loss(p, q, flow.float(), mask, squared=squared)
+        gp, gq = torch.autograd.grad(loss.sum(), (p, q))
+    assert_close(gp, r_grad, atol=1e-5, rtol=1e-5, what="d loss / d pred")
+    # d loss / d prev: -r / ||r|| (or -2 r), straight from the residual.
+    r = reference.guidance_residual(pred, prev, flow, mask)
+    nrm = r.flatten(1).norm(dim=1).view(-1, 1, 1, 1)
+    assert_close(gq, -2 * r if squared else -r / nrm, atol=1e-5, what="d loss / d prev")
+
+
+def test_residual_gradcheck_float64(gen):
+    pred, prev, flow, mask = _inputs((2, 2, 5, 6), gen, with_mask=True)
+    pred.requires_grad_()
+    prev.requires_grad_()
+
+    def f(p, q):
+        r, ss = wf.guidance_residual(p, q, flow, mask)
+        return r, ss
+
+    with wf.use_backend("cpu"):
+        assert torch.autograd.gradcheck(f, (pred, prev), eps=1e-6, atol=1e-5)
+
+
+def test_zero_residual_gives_zero_gradient():
+    pred = torch.randn(1, 2, 6, 6)
+    flow = torch.zeros(1, 2, 6, 6)
+    loss, grad = wf.guidance_grad(pred, pred.clone(), flow)
+    assert loss.item() == 0 and torch.equal(grad, torch.zeros_like(grad))
+    p = pred.clone().requires_grad_()
+    (g,) = torch.autograd.grad(wf.guidance_loss(p, pred, flow).sum(), p)
+    assert torch.isfinite(g).all() and g.abs().max() == 0
+
+
+@pytest.mark.parametrize("shape", [(1, 3, 17, 29), (5, 4, 3, 2)])
+@pytest.mark.parametrize("with_grad", [False, True])
+def test_euler_step_matches_reference(shape, with_grad, fast_backend, gen):
+    u, pred, _, _ = _inputs(shape, gen)
+    g = torch.randn(shape, generator=gen, dtype=torch.float64) if with_grad else None
+    s = torch.rand(shape[0], generator=gen, dtype=torch.float64) * 10 + 0.1
+    sn = s * 0.8
+    ref = reference.euler_guided_step(u, pred, g, s, sn, 0.7)
+    with wf.use_backend(fast_backend):
+        out = wf.euler_guided_step(u.float(), pred.float(), s.float(), sn.float(), None if g is None else g.float(), 0.7)
+    assert_close(out, ref, atol=1e-5, rtol=1e-5, what="euler step")
+    if fast_backend == "cpu":
+        out64 = wf.euler_guided_step(u, pred, s, sn, g, 0.7)
+        assert_close(out64, ref, atol=1e-12, rtol=1e-12, what="euler step float64")
+
+
+def test_euler_step_scalars_and_last_step(gen):
+    u, pred, _, _ = _inputs((2, 3, 4, 5), gen, dtype=torch.float32)
+    out = wf.euler_guided_step(u, pred, 2.0, 0.0)
+    assert_close(out, pred, atol=1e-6, what="sigma_next = 0 lands on the prediction")
+
+
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
+def test_low_precision(dtype, fast_backend, gen):
+    pred, prev, flow, _ = _inputs((2, 4, 9, 10), gen)
+    r_loss, r_grad = reference.guidance_grad(pred, prev, flow)
+    lp_loss, lp_grad = reference.guidance_grad(pred.to(dtype), prev.to(dtype), flow.to(dtype))
+    with wf.use_backend(fast_backend):
+        loss, grad = wf.guidance_grad(pred.to(dtype), prev.to(dtype), flow.float())
+    assert grad.dtype == dtype
+    g_err = (lp_grad.double() - r_grad).abs().max().item()
+    l_err = (lp_loss.double() - r_loss).abs().max().item()
+    assert_close(grad, r_grad, atol=2 * g_err + 1e-6, what=f"grad {dtype}")
+    assert_close(loss, r_loss, atol=2 * l_err + 1e-6, what=f"loss {dtype}")
+
+
+def test_opcheck(gen):
+    pred, prev, flow, mask = (t if t is None else t.float() if t.is_floating_point() else t
+                              for t in _inputs((2, 3, 5, 6), gen, with_mask=True))  # fmt: skip
+    op = torch.ops.warped_fast.guidance_residual.default
+    torch.library.opcheck(op, (pred.clone().requires_grad_(), prev.clone().requires_grad_(), flow, mask))
+    torch.library.opcheck(op, (pred, prev, flow, None))
+    s = torch.tensor([1.0, 2.0])
+    g = torch.randn_like(pred)
+    step = torch.ops.warped_fast.euler_guided_step.default
+    torch.library.opcheck(step, (pred, prev, None, s, s / 2, 1.0))
+    torch.library.opcheck(step, (pred.clone().requires_grad_(), prev.clone().requires_grad_(), g, s, s / 3, 0.5))
+
+
+def test_bad_inputs(gen):
+    pred, prev, flow, _ = _inputs((2, 3, 5, 6), gen, dtype=torch.float32)
+    with pytest.raises(ValueError, match="prev_pred: expected shape"):
+        wf.guidance_grad(pred, prev[:1], flow)
+    with pytest.raises(TypeError, match="prev_pred: expected dtype"):
+        wf.guidance_grad(pred, prev.double(), flow)
+    with pytest.raises(ValueError, match="flow: expected shape"):
+        wf.guidance_grad(pred, prev, flow[:, :1])
+    with pytest.raises(ValueError, match="mask: expected shape"):
+        wf.guidance_grad(pred, prev, flow, torch.ones(2, 3, 5, 6, dtype=torch.bool))
+    bad = flow.clone()
+    bad[0, 0, 0, 0] = float("nan")
+    with pytest.raises(ValueError, match="flow: expected finite"):
+        wf.guidance_loss(pred, prev, bad)
+    with pytest.raises(ValueError, match="sigma: expected finite noise levels > 0"):
+        wf.euler_guided_step(pred, prev, 0.0, 0.0)
+    with pytest.raises(ValueError, match=r"sigma_next: expected a float or a tensor of shape \[2\]"):
+        wf.euler_guided_step(pred, prev, 1.0, torch.ones(3))
+    with pytest.raises(ValueError, match="pred: expected shape"):
+        wf.euler_guided_step(pred, prev[:, :2], 1.0, 0.5)
+
+
+@pytest.mark.cuda
+@pytest.mark.parametrize("shape", SHAPES + [(4, 4, 128, 128)])
+def test_triton_gpu_matches_reference(shape, gen):
+    pred, prev, flow, mask = _inputs(shape, gen, with_mask=True)
+    r_loss, r_grad = reference.guidance_grad(pred, prev, flow, mask)
+    s = torch.rand(shape[0], generator=gen, dtype=torch.float64) + 0.5
+    ref_step = reference.euler_guided_step(pred, prev, r_grad, s, s * 0.5, 1.0)
+    with wf.use_backend("triton"):
+        loss, grad = wf.guidance_grad(pred.float().cuda(), prev.float().cuda(), flow.float().cuda(), mask.cuda())
+        step = wf.euler_guided_step(pred.float().cuda(), prev.float().cuda(), s.float().cuda(), (s * 0.5).float().cuda(),
+                                    grad, 1.0)  # fmt: skip
+    assert_close(loss, r_loss, atol=1e-3, rtol=1e-5, what="loss triton gpu")
+    assert_close(grad, r_grad, atol=1e-5, rtol=1e-4, what="grad triton gpu")
+    assert_close(step, ref_step, atol=1e-4, rtol=1e-5, what="euler triton gpu")

@@ -1,0 +1,237 @@
+"""warp / occlusion_mask / compose_coords and their gradients: fast paths against the reference."""
+
+import pytest
+import torch
+
+import warped_fast as wf
+from tests.helpers import assert_close, smooth_flow
+from warped_fast import reference
+
+SHAPES = [(1, 3, 17, 29), (3, 1, 8, 5), (2, 4, 6, 9), (1, 0, 5, 7)]
+LOW = [torch.float16, torch.bfloat16]
+
+
+def _low_precision_ok(fast, ref_lp, ref64, what):
+    """Low-precision fast path: error vs float64 at most 2x that of the reference run in that precision."""
+    ref_err = (ref_lp.double() - ref64.double()).abs().max().item()
+    assert_close(fast, ref64, atol=2 * ref_err + 1e-6, what=what)
+
+
+@pytest.mark.parametrize("shape", SHAPES)
+@pytest.mark.parametrize("with_back", [False, True])
+def test_warp_matches_reference(shape, with_back, fast_backend, gen):
+    n, c, h, w = shape
+    img = torch.randn(n, c, h, w, generator=gen, dtype=torch.float64)
+    flow = smooth_flow(n, h, w, gen)
+    back = smooth_flow(n, h, w, gen) if with_back else None
+    r_out, r_valid = reference.warp(img, flow, back)
+    for dt in (torch.float32, torch.float64) if fast_backend == "cpu" else (torch.float32,):
+        with wf.use_backend(fast_backend):
+            out, valid = wf.warp(img.to(dt), flow.to(dt), None if back is None else back.to(dt))
+        assert out.dtype == dt and valid.dtype == torch.bool and valid.shape == (n, 1, h, w)
+        assert_close(out, r_out, atol=1e-5 if dt == torch.float32 else 1e-12, what=f"warp {dt}")
+        assert torch.equal(valid, r_valid), f"valid differs at {int((valid != r_valid).sum())} pixels"
+        assert not valid.all() and (with_back or valid.any())
+
+
+@pytest.mark.parametrize("dtype", LOW)
+def test_warp_low_precision(dtype, fast_backend, gen):
+    n, c, h, w = 2, 3, 11, 13
+    img = torch.randn(n, c, h, w, generator=gen, dtype=torch.float64)
+    flow = smooth_flow(n, h, w, gen)
+    ref64, _ = reference.warp(img, flow)
+    ref_lp, _ = reference.warp(img.to(dtype), flow.to(dtype))
+    with wf.use_backend(fast_backend):
+        out, _ = wf.warp(img.to(dtype), flow.float())
+    assert out.dtype == dtype
+    _low_precision_ok(out, ref_lp, ref64, f"warp {dtype}")
+
+
+@pytest.mark.parametrize("shape", [(1, 3, 17, 29), (3, 2, 6, 5)])
+def test_warp_gradients(shape, fast_backend, gen):
+    n, c, h, w = shape
+    img = torch.randn(n, c, h, w, generator=gen, dtype=torch.float64)
+    flow = smooth_flow(n, h, w, gen)
+    cot = torch.randn(n, c, h, w, generator=gen, dtype=torch.float64)
+    dt = torch.float32
+    i1, f1 = img.to(dt).requires_grad_(), flow.to(dt).requires_grad_()
+    with wf.use_backend(fast_backend):
+        gi, gf = torch.autograd.grad(wf.warp(i1, f1)[0], (i1, f1), cot.to(dt))
+    i2, f2 = img.clone().requires_grad_(), flow.clone().requires_grad_()
+    ri, rf = torch.autograd.grad(reference.warp(i2, f2)[0], (i2, f2), cot)
+    assert_close(gi, ri, atol=1e-5, what="d warp / d image (splat)")
+    assert_close(gf, rf, atol=1e-4, rtol=1e-5, what="d warp / d flow")
+
+
+def test_warp_gradcheck_float64(gen):
+    n, c, h, w = 2, 2, 5, 6
+    img = torch.randn(n, c, h, w, generator=gen, dtype=torch.float64, requires_grad=True)
+    flow = smooth_flow(n, h, w, gen, scale=1.5).requires_grad_()
+    with wf.use_backend("cpu"):
+        assert torch.autograd.gradcheck(lambda i, f: wf.warp(i, f)[0], (img, flow), eps=1e-6, atol=1e-5)
+
+
+@pytest.mark.parametrize("shape", [(1, 17, 29), (3, 5, 4), (1, 1, 6), (2, 6, 1)])
+def test_compose_coords_matches_reference(shape, fast_backend, gen):
+    n, h, w = shape
+    coords = wf.identity_coords(h, w, n).double() + torch.randn(n, h, w, 2, generator=gen, dtype=torch.float64)
+    flow = smooth_flow(n, h, w, gen, scale=6.0)  # many samples far outside: linear extrapolation
+    ref = reference.compose_coords(coords, flow)
+    dts = (torch.float32, torch.float64) if fast_backend == "cpu" else (torch.float32,)
+    for dt in dts:
+        with wf.use_backend(fast_backend):
+            out = wf.compose_coords(coords.to(dt), flow.to(dt))
+        assert out.dtype == dt
+        assert_close(out, ref, atol=1e-4 if dt == torch.float32 else 1e-10, what=f"compose_coords {dt}")
+
+
+def test_compose_identity_and_translation(fast_backend):
+    h, w = 9, 12
+    ident = wf.identity_coords(h, w, 2)
+    flow = torch.zeros(2, 2, h, w)
+    flow[:, 0], flow[:, 1] = 1.25, -0.5  # backward flow: pixel x of the new frame came from x + f
+    with wf.use_backend(fast_backend):
+        out = wf.compose_coords(ident, flow)
+        twice = wf.compose_coords(out, flow)
+    # Composition of translations is exact, also where x + f leaves the frame (extrapolation).
+    assert_close(out, ident + torch.tensor([1.25, -0.5]), atol=1e-5, what="one translation")
+    assert_close(twice, ident + torch.tensor([2.5, -1.0]), atol=1e-5, what="two translations")
+
+
+def test_occlusion_mask(fast_backend, gen):
+    n, h, w = 2, 16, 20
+    flow = torch.zeros(n, 2, h, w, dtype=torch.float64)
+    flow[:, 0] = 2.3
+    back = -flow.clone()
+    back[:, :, 4:8, 6:12] = 5.7  # an inconsistent patch
+    ref = reference.occlusion_mask(flow, back)
+    with wf.use_backend(fast_backend):
+        out = wf.occlusion_mask(flow.float(), back.float())
+    assert torch.equal(out, ref)
+    assert out[:, :, :, -2:].all(), "columns leaving the frame are flagged"
+    assert not out[:, :, 10:, :10].any(), "consistent pixels are not flagged"
+    assert out[:, :, 5:7, 5:8].all(), "the inconsistent patch is flagged"
+
+
+@pytest.mark.parametrize(
+    "op,args",
+    [
+        ("warp", lambda g: (torch.randn(2, 3, 5, 6, generator=g), torch.randn(2, 2, 5, 6, generator=g), None)),
+        (
+            "warp",
+            lambda g: (torch.randn(1, 2, 4, 7, generator=g), torch.randn(1, 2, 4, 7, generator=g),
+                       torch.randn(1, 2, 4, 7, generator=g)),
+        ),  # fmt: skip
+        ("warp_image_grad", lambda g: (torch.randn(2, 3, 5, 6, generator=g), torch.randn(2, 2, 5, 6, generator=g),
+                                       torch.rand(2, generator=g))),  # fmt: skip
+        ("warp_flow_grad", lambda g: (torch.randn(2, 3, 5, 6, generator=g), torch.randn(2, 3, 5, 6, generator=g),
+                                      torch.randn(2, 2, 5, 6, generator=g))),  # fmt: skip
+        ("compose_coords", lambda g: (torch.randn(2, 5, 6, 2, generator=g), torch.randn(2, 2, 5, 6, generator=g))),
+    ],
+)
+def test_opcheck(op, args, gen):
+    a = args(gen)
+    if op == "warp":
+        a = (a[0].requires_grad_(), a[1].requires_grad_(), a[2])
+    torch.library.opcheck(getattr(torch.ops.warped_fast, op).default, a)
+
+
+def test_noncontiguous_inputs(gen):
+    img = torch.randn(2, 6, 7, 3, generator=gen).permute(0, 3, 1, 2)  # [2, 3, 6, 7], non-contiguous
+    flow = torch.randn(2, 6, 7, 2, generator=gen).permute(0, 3, 1, 2)
+    assert not img.is_contiguous() and not flow.is_contiguous()
+    out, valid = wf.warp(img, flow)
+    r_out, r_valid = reference.warp(img, flow)
+    assert_close(out, r_out, atol=1e-5, what="non-contiguous warp")
+    assert torch.equal(valid, r_valid)
+
+
+def test_bad_inputs(gen):
+    img = torch.randn(2, 3, 5, 6, generator=gen)
+    flow = torch.randn(2, 2, 5, 6, generator=gen)
+    with pytest.raises(ValueError, match=r"flow: expected shape \[2, 2, 5, 6\]"):
+        wf.warp(img, flow[:, :, :4])
+    with pytest.raises(ValueError, match="image: expected shape"):
+        wf.warp(img[0], flow)
+    with pytest.raises(TypeError, match="image: expected dtype"):
+        wf.warp(img.int(), flow)
+    with pytest.raises(ValueError, match="empty frame"):
+        wf.warp(img[:, :, :0], flow[:, :, :0])
+    with pytest.raises(ValueError, match="expected a tensor on"):
+        wf.warp(img, flow.to("meta"))
+    for v in (float("nan"), float("inf")):
+        bad = flow.clone()
+        bad[1, 0, 2, 2] = v
+        with pytest.raises(ValueError, match="flow: expected finite values"):
+            wf.warp(img, bad)
+        with pytest.raises(ValueError, match="back_flow: expected finite values"):
+            wf.warp(img, flow, bad)
+        with pytest.raises(ValueError, match="flow: expected finite values"):
+            wf.compose_coords(wf.identity_coords(5, 6, 2), bad)
+    with pytest.raises(TypeError, match="coords: expected dtype"):
+        wf.compose_coords(wf.identity_coords(5, 6, 2).half(), flow)
+    with wf.use_backend("cuda"), pytest.raises(ValueError, match="not implemented"):
+        wf.warp(img, flow)
+    with pytest.raises(ValueError, match="backend must be one of"):
+        with wf.use_backend("fast"):
+            pass
+
+
+def test_nonfinite_positions_do_not_crash_kernels(gen):
+    # With value checks off, a NaN flow must give invalid pixels, not undefined behaviour.
+    img = torch.randn(1, 2, 4, 5, generator=gen)
+    flow = torch.zeros(1, 2, 4, 5)
+    flow[0, 0, 1, 1] = float("nan")
+    flow[0, 1, 2, 2] = float("inf")
+    with wf.ops.value_checks(False):
+        out, valid = wf.warp(img, flow)
+    assert not valid[0, 0, 1, 1] and not valid[0, 0, 2, 2] and valid[0, 0, 0, 0]
+    assert out[0, :, 1, 1].eq(0).all() and torch.isfinite(out).all()
+
+
+def test_stereo_pair_warp_matches_independent_remap():
+    """A real correspondence field: skimage's motorcycle pair with its ground-truth disparity."""
+    skimage_data = pytest.importorskip("skimage.data")
+    cv2 = pytest.importorskip("cv2")
+    left, right, disp = skimage_data.stereo_motorcycle()
+    s = 4  # downscale for speed
+    left = torch.from_numpy(left[::s, ::s].mean(-1) / 255.0).float()
+    right = torch.from_numpy(right[::s, ::s].mean(-1) / 255.0).float()
+    disp = torch.from_numpy(disp[::s, ::s] / s).float()
+    known = torch.isfinite(disp)  # the ground truth marks unknown disparities as inf
+    disp = torch.where(known, disp, torch.zeros_like(disp))
+    h, w = left.shape
+    flow = torch.zeros(1, 2, h, w)
+    flow[0, 0] = -disp  # left pixel x is at x - d in the right image
+    out, valid = wf.warp(right[None, None], flow)
+    valid = valid & known
+    err_warp = ((out[0, 0] - left).abs() * valid[0, 0]).sum() / valid.sum()
+    err_none = ((right - left).abs() * valid[0, 0]).sum() / valid.sum()
+    assert err_warp < 0.6 * err_none, f"warped error {err_warp:.4f} vs unwarped {err_none:.4f}"
+    xs, ys = torch.meshgrid(torch.arange(w, dtype=torch.float32), torch.arange(h, dtype=torch.float32), indexing="xy")
+    remap = cv2.remap(right.numpy(), (xs - disp).numpy(), ys.numpy(), cv2.INTER_LINEAR, borderMode=cv2.BORDER_CONSTANT)
+    m = valid[0, 0].numpy()
+    diff = abs(out[0, 0].numpy() - remap)[m]
+    assert diff.max() < 2e-2 and diff.mean() < 2e-3, f"vs cv2.remap: max {diff.max():.2e} mean {diff.mean():.2e}"
+
+
+@pytest.mark.cuda
+@pytest.mark.parametrize("shape", SHAPES + [(4, 4, 128, 128)])
+def test_triton_gpu_matches_reference(shape, gen):
+    n, c, h, w = shape
+    img = torch.randn(n, c, h, w, generator=gen, dtype=torch.float64)
+    flow, back = smooth_flow(n, h, w, gen), smooth_flow(n, h, w, gen)
+    cot = torch.randn(n, c, h, w, generator=gen, dtype=torch.float64)
+    r_out, r_valid = reference.warp(img, flow, back)
+    with wf.use_backend("triton"):
+        out, valid = wf.warp(img.float().cuda(), flow.float().cuda(), back.float().cuda())
+        i1, f1 = img.float().cuda().requires_grad_(), flow.float().cuda().requires_grad_()
+        gi, gf = torch.autograd.grad(wf.warp(i1, f1)[0], (i1, f1), cot.float().cuda())
+        co = wf.compose_coords(wf.identity_coords(h, w, n).cuda(), flow.float().cuda())
+    assert_close(out, r_out, atol=1e-5, what="warp triton gpu")
+    assert torch.equal(valid.cpu(), r_valid)
+    i2, f2 = img.clone().requires_grad_(), flow.clone().requires_grad_()
+    ri, rf = torch.autograd.grad(reference.warp(i2, f2)[0], (i2, f2), cot)
+    assert_close(gi, ri, atol=1e-4, what="splat triton gpu")
+    assert_close(gf, rf, atol=1e-3, rtol=1e-4, what="flow grad triton gpu")
+    assert_close(co, reference.compose_coords(wf.identity_coords(h, w, n).double(), flow), atol=1e-4, what="compose")
