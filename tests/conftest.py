@@ -24,7 +24,9 @@ def pytest_collection_modifyitems(config, items):
 def _fast_backends():
     out = [pytest.param("cpu", id="cpu")]
     out.append(
-        pytest.param("triton", id="triton", marks=pytest.mark.skipif(not HAS_TRITON, reason="triton not installed"))
+        pytest.param(
+            "triton", id="triton", marks=pytest.mark.skipif(not HAS_TRITON, reason="triton not installed")
+        )
     )
     return out
 

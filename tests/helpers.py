@@ -5,7 +5,9 @@ from __future__ import annotations
 import torch
 
 
-def assert_close(actual: torch.Tensor, expected: torch.Tensor, atol: float, rtol: float = 0.0, what: str = ""):
+def assert_close(
+    actual: torch.Tensor, expected: torch.Tensor, atol: float, rtol: float = 0.0, what: str = ""
+):
     a, e = actual.detach().double().cpu(), expected.detach().double().cpu()
     assert a.shape == e.shape, f"{what}: shape {list(a.shape)} != {list(e.shape)}"
     err = (a - e).abs()

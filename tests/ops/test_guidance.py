@@ -91,7 +91,9 @@ def test_euler_step_matches_reference(shape, with_grad, fast_backend, gen):
     sn = s * 0.8
     ref = reference.euler_guided_step(u, pred, g, s, sn, 0.7)
     with wf.use_backend(fast_backend):
-        out = wf.euler_guided_step(u.float(), pred.float(), s.float(), sn.float(), None if g is None else g.float(), 0.7)
+        out = wf.euler_guided_step(
+            u.float(), pred.float(), s.float(), sn.float(), None if g is None else g.float(), 0.7
+        )
     assert_close(out, ref, atol=1e-5, rtol=1e-5, what="euler step")
     if fast_backend == "cpu":
         out64 = wf.euler_guided_step(u, pred, s, sn, g, 0.7)
@@ -119,8 +121,10 @@ def test_low_precision(dtype, fast_backend, gen):
 
 
 def test_opcheck(gen):
-    pred, prev, flow, mask = (t if t is None else t.float() if t.is_floating_point() else t
-                              for t in _inputs((2, 3, 5, 6), gen, with_mask=True))  # fmt: skip
+    pred, prev, flow, mask = (
+        t if t is None else t.float() if t.is_floating_point() else t
+        for t in _inputs((2, 3, 5, 6), gen, with_mask=True)
+    )
     op = torch.ops.warped_fast.guidance_residual.default
     torch.library.opcheck(op, (pred.clone().requires_grad_(), prev.clone().requires_grad_(), flow, mask))
     torch.library.opcheck(op, (pred, prev, flow, None))
@@ -128,7 +132,9 @@ def test_opcheck(gen):
     g = torch.randn_like(pred)
     step = torch.ops.warped_fast.euler_guided_step.default
     torch.library.opcheck(step, (pred, prev, None, s, s / 2, 1.0))
-    torch.library.opcheck(step, (pred.clone().requires_grad_(), prev.clone().requires_grad_(), g, s, s / 3, 0.5))
+    torch.library.opcheck(
+        step, (pred.clone().requires_grad_(), prev.clone().requires_grad_(), g, s, s / 3, 0.5)
+    )
 
 
 def test_bad_inputs(gen):
@@ -161,9 +167,12 @@ def test_triton_gpu_matches_reference(shape, gen):
     s = torch.rand(shape[0], generator=gen, dtype=torch.float64) + 0.5
     ref_step = reference.euler_guided_step(pred, prev, r_grad, s, s * 0.5, 1.0)
     with wf.use_backend("triton"):
-        loss, grad = wf.guidance_grad(pred.float().cuda(), prev.float().cuda(), flow.float().cuda(), mask.cuda())
-        step = wf.euler_guided_step(pred.float().cuda(), prev.float().cuda(), s.float().cuda(), (s * 0.5).float().cuda(),
-                                    grad, 1.0)  # fmt: skip
+        loss, grad = wf.guidance_grad(
+            pred.float().cuda(), prev.float().cuda(), flow.float().cuda(), mask.cuda()
+        )
+        step = wf.euler_guided_step(
+            pred.float().cuda(), prev.float().cuda(), s.float().cuda(), (s * 0.5).float().cuda(), grad, 1.0
+        )
     assert_close(loss, r_loss, atol=1e-3, rtol=1e-5, what="loss triton gpu")
     assert_close(grad, r_grad, atol=1e-5, rtol=1e-4, what="grad triton gpu")
     assert_close(step, ref_step, atol=1e-4, rtol=1e-5, what="euler triton gpu")

@@ -74,7 +74,9 @@ def test_warp_gradcheck_float64(gen):
 @pytest.mark.parametrize("shape", [(1, 17, 29), (3, 5, 4), (1, 1, 6), (2, 6, 1)])
 def test_compose_coords_matches_reference(shape, fast_backend, gen):
     n, h, w = shape
-    coords = wf.identity_coords(h, w, n).double() + torch.randn(n, h, w, 2, generator=gen, dtype=torch.float64)
+    coords = wf.identity_coords(h, w, n).double() + torch.randn(
+        n, h, w, 2, generator=gen, dtype=torch.float64
+    )
     flow = smooth_flow(n, h, w, gen, scale=6.0)  # many samples far outside: linear extrapolation
     ref = reference.compose_coords(coords, flow)
     dts = (torch.float32, torch.float64) if fast_backend == "cpu" else (torch.float32,)
@@ -116,17 +118,38 @@ def test_occlusion_mask(fast_backend, gen):
 @pytest.mark.parametrize(
     "op,args",
     [
-        ("warp", lambda g: (torch.randn(2, 3, 5, 6, generator=g), torch.randn(2, 2, 5, 6, generator=g), None)),
         (
             "warp",
-            lambda g: (torch.randn(1, 2, 4, 7, generator=g), torch.randn(1, 2, 4, 7, generator=g),
-                       torch.randn(1, 2, 4, 7, generator=g)),
-        ),  # fmt: skip
-        ("warp_image_grad", lambda g: (torch.randn(2, 3, 5, 6, generator=g), torch.randn(2, 2, 5, 6, generator=g),
-                                       torch.rand(2, generator=g))),  # fmt: skip
-        ("warp_flow_grad", lambda g: (torch.randn(2, 3, 5, 6, generator=g), torch.randn(2, 3, 5, 6, generator=g),
-                                      torch.randn(2, 2, 5, 6, generator=g))),  # fmt: skip
-        ("compose_coords", lambda g: (torch.randn(2, 5, 6, 2, generator=g), torch.randn(2, 2, 5, 6, generator=g))),
+            lambda g: (torch.randn(2, 3, 5, 6, generator=g), torch.randn(2, 2, 5, 6, generator=g), None),
+        ),
+        (
+            "warp",
+            lambda g: (
+                torch.randn(1, 2, 4, 7, generator=g),
+                torch.randn(1, 2, 4, 7, generator=g),
+                torch.randn(1, 2, 4, 7, generator=g),
+            ),
+        ),
+        (
+            "warp_image_grad",
+            lambda g: (
+                torch.randn(2, 3, 5, 6, generator=g),
+                torch.randn(2, 2, 5, 6, generator=g),
+                torch.rand(2, generator=g),
+            ),
+        ),
+        (
+            "warp_flow_grad",
+            lambda g: (
+                torch.randn(2, 3, 5, 6, generator=g),
+                torch.randn(2, 3, 5, 6, generator=g),
+                torch.randn(2, 2, 5, 6, generator=g),
+            ),
+        ),
+        (
+            "compose_coords",
+            lambda g: (torch.randn(2, 5, 6, 2, generator=g), torch.randn(2, 2, 5, 6, generator=g)),
+        ),
     ],
 )
 def test_opcheck(op, args, gen):
@@ -208,11 +231,17 @@ def test_stereo_pair_warp_matches_independent_remap():
     err_warp = ((out[0, 0] - left).abs() * valid[0, 0]).sum() / valid.sum()
     err_none = ((right - left).abs() * valid[0, 0]).sum() / valid.sum()
     assert err_warp < 0.6 * err_none, f"warped error {err_warp:.4f} vs unwarped {err_none:.4f}"
-    xs, ys = torch.meshgrid(torch.arange(w, dtype=torch.float32), torch.arange(h, dtype=torch.float32), indexing="xy")
-    remap = cv2.remap(right.numpy(), (xs - disp).numpy(), ys.numpy(), cv2.INTER_LINEAR, borderMode=cv2.BORDER_CONSTANT)
+    xs, ys = torch.meshgrid(
+        torch.arange(w, dtype=torch.float32), torch.arange(h, dtype=torch.float32), indexing="xy"
+    )
+    remap = cv2.remap(
+        right.numpy(), (xs - disp).numpy(), ys.numpy(), cv2.INTER_LINEAR, borderMode=cv2.BORDER_CONSTANT
+    )
     m = valid[0, 0].numpy()
     diff = abs(out[0, 0].numpy() - remap)[m]
-    assert diff.max() < 2e-2 and diff.mean() < 2e-3, f"vs cv2.remap: max {diff.max():.2e} mean {diff.mean():.2e}"
+    assert diff.max() < 2e-2 and diff.mean() < 2e-3, (
+        f"vs cv2.remap: max {diff.max():.2e} mean {diff.mean():.2e}"
+    )
 
 
 @pytest.mark.cuda
@@ -234,4 +263,6 @@ def test_triton_gpu_matches_reference(shape, gen):
     ri, rf = torch.autograd.grad(reference.warp(i2, f2)[0], (i2, f2), cot)
     assert_close(gi, ri, atol=1e-4, what="splat triton gpu")
     assert_close(gf, rf, atol=1e-3, rtol=1e-4, what="flow grad triton gpu")
-    assert_close(co, reference.compose_coords(wf.identity_coords(h, w, n).double(), flow), atol=1e-4, what="compose")
+    assert_close(
+        co, reference.compose_coords(wf.identity_coords(h, w, n).double(), flow), atol=1e-4, what="compose"
+    )

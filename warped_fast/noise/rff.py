@@ -132,5 +132,8 @@ def truncated_rbf_kernel(dist, lengthscale: float, truncation: float = 2.0) -> n
     dens /= np.trapezoid(dens, r)
     theta = np.linspace(0.0, np.pi, 1025)
     # J0(x) = (1/pi) * int_0^pi cos(x cos t) dt
-    j0 = np.trapezoid(np.cos(np.multiply.outer(np.multiply.outer(d, r), np.cos(theta))), theta, axis=-1) / np.pi
+    j0 = (
+        np.trapezoid(np.cos(np.multiply.outer(np.multiply.outer(d, r), np.cos(theta))), theta, axis=-1)
+        / np.pi
+    )
     return np.trapezoid(j0 * dens, r, axis=-1)

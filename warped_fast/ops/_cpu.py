@@ -20,8 +20,15 @@ def compute_dtype(dtype: torch.dtype) -> torch.dtype:
     return torch.float64 if dtype == torch.float64 else torch.float32
 
 
-def threads() -> int:
-    return max(1, torch.get_num_threads())
+_MIN_WORK_PER_THREAD = 1 << 15  # elements; below this, thread start-up costs more than it saves
+
+
+def threads(work: int | None = None) -> int:
+    """OpenMP threads for a kernel over ``work`` elements (torch's intra-op thread count at most)."""
+    t = max(1, torch.get_num_threads())
+    if work is not None:
+        t = max(1, min(t, work // _MIN_WORK_PER_THREAD))
+    return t
 
 
 def lib():

@@ -45,9 +45,19 @@ def _guidance_residual(
     r = torch.empty(n, c, h, w, dtype=cd)
     rows = torch.empty(n, h, dtype=torch.float64)
     _cpu.lib().guidance_residual_cpu(
-        _cpu.dtype_code(p), _cpu.ptr(p), _cpu.ptr(q), _cpu.ptr(fl), _cpu.ptr(m), _cpu.ptr(r), _cpu.ptr(rows),
-        n, c, h, w, _cpu.threads(),
-    )  # fmt: skip
+        _cpu.dtype_code(p),
+        _cpu.ptr(p),
+        _cpu.ptr(q),
+        _cpu.ptr(fl),
+        _cpu.ptr(m),
+        _cpu.ptr(r),
+        _cpu.ptr(rows),
+        n,
+        c,
+        h,
+        w,
+        _cpu.threads(n * max(c, 1) * h * w),
+    )
     return r.to(pred.dtype), rows.sum(1).to(_sumsq_dtype(pred.dtype))
 
 
@@ -181,9 +191,18 @@ def _euler_guided_step(
     out = torch.empty_like(uu)
     n = u.shape[0]
     _cpu.lib().euler_guided_step_cpu(
-        _cpu.dtype_code(uu), _cpu.ptr(uu), _cpu.ptr(pp), _cpu.ptr(gg), _cpu.ptr(s), _cpu.ptr(sn), float(lam),
-        _cpu.ptr(out), n, u.numel() // max(n, 1), _cpu.threads(),
-    )  # fmt: skip
+        _cpu.dtype_code(uu),
+        _cpu.ptr(uu),
+        _cpu.ptr(pp),
+        _cpu.ptr(gg),
+        _cpu.ptr(s),
+        _cpu.ptr(sn),
+        float(lam),
+        _cpu.ptr(out),
+        n,
+        u.numel() // max(n, 1),
+        _cpu.threads(u.numel()),
+    )
     return out.to(u.dtype)
 
 

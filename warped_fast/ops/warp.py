@@ -45,9 +45,18 @@ def _warp(
     out = torch.empty(n, c, h, w, dtype=cd)
     valid = torch.empty(n, 1, h, w, dtype=torch.bool)
     _cpu.lib().warp_forward_cpu(
-        _cpu.dtype_code(img), _cpu.ptr(img), _cpu.ptr(fl), _cpu.ptr(bf), _cpu.ptr(out), _cpu.ptr(valid),
-        n, c, h, w, _cpu.threads(),
-    )  # fmt: skip
+        _cpu.dtype_code(img),
+        _cpu.ptr(img),
+        _cpu.ptr(fl),
+        _cpu.ptr(bf),
+        _cpu.ptr(out),
+        _cpu.ptr(valid),
+        n,
+        c,
+        h,
+        w,
+        _cpu.threads(n * max(c, 1) * h * w),
+    )
     return out.to(image.dtype), valid
 
 
@@ -102,7 +111,7 @@ def _warp_image_grad(grad_out: torch.Tensor, flow: torch.Tensor, scale: torch.Te
         c,
         h,
         w,
-        _cpu.threads(),
+        _cpu.threads(n * c * h * w),
     )
     return gi.to(grad_out.dtype)
 
@@ -135,7 +144,7 @@ def _warp_flow_grad(grad_out: torch.Tensor, image: torch.Tensor, flow: torch.Ten
         c,
         h,
         w,
-        _cpu.threads(),
+        _cpu.threads(n * c * h * w),
     )
     return gf.to(flow.dtype)
 
@@ -160,7 +169,7 @@ def _compose_coords(coords: torch.Tensor, flow: torch.Tensor) -> torch.Tensor:
     co, fl = coords.to(cd).contiguous(), flow.to(cd).contiguous()
     out = torch.empty(n, h, w, 2, dtype=cd)
     _cpu.lib().compose_coords_cpu(
-        _cpu.dtype_code(co), _cpu.ptr(co), _cpu.ptr(fl), _cpu.ptr(out), n, h, w, _cpu.threads()
+        _cpu.dtype_code(co), _cpu.ptr(co), _cpu.ptr(fl), _cpu.ptr(out), n, h, w, _cpu.threads(n * h * w)
     )
     return out.to(coords.dtype)
 

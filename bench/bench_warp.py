@@ -1,0 +1,83 @@
+"""Benchmark the warp family: warp + occlusion check, its adjoint (splat), composition of coordinates.
+
+Every available backend against the PyTorch reference in one run; on a known GPU the note gives the
+memory-bandwidth floor (bytes read and written once at peak HBM bandwidth) and the ratio to it.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).parent))
+
+import torch  # noqa: E402
+from common import Table, bandwidth_floor_ms, parse_args, time_ms  # noqa: E402
+
+import warped_fast as wf  # noqa: E402
+from warped_fast import reference  # noqa: E402
+from warped_fast.ops import OP_BACKENDS  # noqa: E402
+from warped_fast.ops._dispatch import available  # noqa: E402
+
+
+def _cases(n, c, h, w, dev):
+    g = torch.Generator(device=dev).manual_seed(0)
+    img = torch.randn(n, c, h, w, device=dev, generator=g)
+    flow = torch.randn(n, 2, h, w, device=dev, generator=g) * 3
+    back = -flow + 0.1 * torch.randn(n, 2, h, w, device=dev, generator=g)
+    cot = torch.randn(n, c, h, w, device=dev, generator=g)
+    coords = wf.identity_coords(h, w, n, device=dev)
+    px, f32 = n * h * w, 4
+    return [
+        # (case, public fn, reference fn, bytes moved at least once)
+        (
+            "warp+occlusion",
+            lambda: wf.warp(img, flow, back),
+            lambda: reference.warp(img, flow, back),
+            "warp",
+            px * (2 * c * f32 + 4 * f32 + 1),
+        ),
+        (
+            "warp splat (adjoint)",
+            lambda: torch.ops.warped_fast.warp_image_grad(cot, flow, None),
+            lambda: reference.warp_image_grad(cot, flow),
+            "warp_image_grad",
+            px * (2 * c * f32 + 2 * f32),
+        ),
+        (
+            "compose_coords",
+            lambda: wf.compose_coords(coords, flow),
+            lambda: reference.compose_coords(coords, flow),
+            "compose_coords",
+            px * 6 * f32,
+        ),
+    ]
+
+
+def main():
+    args = parse_args(__doc__.splitlines()[0])
+    dev = args.device
+    shapes = [(1, 4, 128, 128), (1, 3, 1024, 1024)]
+    if args.quick:
+        shapes = shapes[:1]
+    table = Table("warp", dev)
+    reps = args.repeats or (5 if dev == "cpu" else 50)
+    for n, c, h, w in shapes:
+        shape = f"{n}x{c}x{h}x{w}"
+        for case, fn, ref_fn, op, nbytes in _cases(n, c, h, w, dev):
+            with wf.use_backend("reference"):
+                ref_ms = time_ms(ref_fn, dev, reps)
+            table.add(case, shape, "reference", ref_ms, ref_ms)
+            floor = bandwidth_floor_ms(dev, nbytes)
+            for be in OP_BACKENDS[op]:
+                if be == "reference" or not available(be, dev.split(":")[0]):
+                    continue
+                with wf.use_backend(be), wf.ops.value_checks(False):
+                    ms = time_ms(fn, dev, reps)
+                note = f"floor {floor:.4f} ms, {ms / floor:.2f}x floor" if floor else ""
+                table.add(case, shape, be, ms, ref_ms, note)
+    table.finish()
+
+
+if __name__ == "__main__":
+    main()

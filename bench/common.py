@@ -1,0 +1,132 @@
+"""Shared benchmark helpers: device description, timing (median of repeats), table and CSV rows."""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import os
+import platform
+import statistics
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import torch
+
+RESULTS_DIR = Path(os.environ.get("WARPED_FAST_BENCH_OUT", Path(__file__).parent / "results"))
+
+# Per-device figures for the roofline floors (boost clock GHz, HBM TB/s); SM count comes from torch.
+_GPU_SPECS = {"H200": (1.98, 4.8), "H100": (1.98, 3.35), "A100": (1.41, 2.0)}
+SFU_COS_PER_SM_PER_CLOCK = 16  # Hopper/Ampere special-function units
+
+
+def parse_args(description: str) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=description)
+    p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    p.add_argument("--quick", action="store_true", help="smaller shapes and fewer repeats")
+    p.add_argument("--repeats", type=int, default=None)
+    return p.parse_args()
+
+
+def device_name(device: str) -> str:
+    if device.startswith("cuda"):
+        return torch.cuda.get_device_name(torch.device(device))
+    return f"{platform.processor() or platform.machine()} ({torch.get_num_threads()} threads)"
+
+
+def gpu_spec(device: str) -> tuple[float, float, int] | None:
+    """(clock GHz, memory TB/s, SMs) of a known GPU, else None."""
+    if not device.startswith("cuda"):
+        return None
+    name = torch.cuda.get_device_name(torch.device(device))
+    sms = torch.cuda.get_device_properties(torch.device(device)).multi_processor_count
+    for key, (ghz, tbs) in _GPU_SPECS.items():
+        if key in name:
+            return ghz, tbs, sms
+    return None
+
+
+def cosine_floor_ms(device: str, cosines: float) -> float | None:
+    spec = gpu_spec(device)
+    if spec is None:
+        return None
+    ghz, _, sms = spec
+    return cosines / (SFU_COS_PER_SM_PER_CLOCK * sms * ghz * 1e9) * 1e3
+
+
+def bandwidth_floor_ms(device: str, nbytes: float) -> float | None:
+    spec = gpu_spec(device)
+    return None if spec is None else nbytes / (spec[1] * 1e12) * 1e3
+
+
+def sync(device: str) -> None:
+    if device.startswith("cuda"):
+        torch.cuda.synchronize()
+
+
+def time_ms(fn: Callable[[], object], device: str, repeats: int, warmup: int = 2) -> float:
+    """Median wall time of ``fn`` in ms (CUDA events on GPU)."""
+    for _ in range(warmup):
+        fn()
+    sync(device)
+    times = []
+    for _ in range(repeats):
+        if device.startswith("cuda"):
+            a, b = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+            a.record()
+            fn()
+            b.record()
+            b.synchronize()
+            times.append(a.elapsed_time(b))
+        else:
+            t0 = time.perf_counter()
+            fn()
+            times.append((time.perf_counter() - t0) * 1e3)
+    return statistics.median(times)
+
+
+class Table:
+    """Collects rows, prints an aligned table and appends them to ``results/<name>.csv``."""
+
+    COLUMNS = ["device", "case", "shape", "backend", "median_ms", "ratio_to_reference", "note"]
+
+    def __init__(self, name: str, device: str):
+        self.name, self.device, self.dev_name = name, device, device_name(device)
+        self.rows: list[dict] = []
+
+    def add(
+        self, case: str, shape: str, backend: str, ms: float, ref_ms: float | None, note: str = ""
+    ) -> None:
+        ratio = "" if ref_ms is None else f"{ref_ms / ms:.2f}x"
+        self.rows.append(
+            dict(
+                device=self.dev_name,
+                case=case,
+                shape=shape,
+                backend=backend,
+                median_ms=f"{ms:.4f}",
+                ratio_to_reference=ratio,
+                note=note,
+            )
+        )
+
+    def finish(self) -> None:
+        widths = {c: max(len(c), *(len(r[c]) for r in self.rows)) for c in self.COLUMNS} if self.rows else {}
+        print(f"\n== {self.name} on {self.dev_name} ==")
+        if not self.rows:
+            print("(no rows)")
+            return
+        print("  ".join(c.ljust(widths[c]) for c in self.COLUMNS))
+        for r in self.rows:
+            print("  ".join(r[c].ljust(widths[c]) for c in self.COLUMNS))
+        RESULTS_DIR.mkdir(parents=True, exist_ok=True)
+        path = RESULTS_DIR / f"{self.name}.csv"
+        new = not path.exists()
+        with path.open("a", newline="") as f:
+            w = csv.DictWriter(f, fieldnames=["time", *self.COLUMNS])
+            if new:
+                w.writeheader()
+            stamp = time.strftime("%Y-%m-%dT%H:%M:%S")
+            for r in self.rows:
+                w.writerow({"time": stamp, **r})
+        print(f"(rows appended to {path})")

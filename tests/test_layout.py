@@ -1,0 +1,48 @@
+"""House rules that keep the op set complete: every public op has a reference, a fake kernel, a test
+file and a benchmark; the backend report is consistent."""
+
+from pathlib import Path
+
+import torch
+
+import warped_fast as wf
+from warped_fast import reference
+from warped_fast.ops import OP_BACKENDS
+
+ROOT = Path(__file__).resolve().parents[1]
+# Public function -> (custom ops behind it, module stem of its files)
+PUBLIC = {
+    "gp_noise": (["gp_noise"], "gp_noise"),
+    "warp": (["warp", "warp_image_grad", "warp_flow_grad"], "warp"),
+    "occlusion_mask": (["warp"], "warp"),
+    "compose_coords": (["compose_coords"], "warp"),
+    "guidance_residual": (["guidance_residual"], "guidance"),
+    "guidance_grad": (["guidance_residual", "warp_image_grad"], "guidance"),
+    "guidance_loss": (["guidance_residual"], "guidance"),
+    "euler_guided_step": (["euler_guided_step"], "guidance"),
+}
+
+
+def test_every_public_op_has_reference_fake_test_and_bench():
+    for name, (custom, stem) in PUBLIC.items():
+        assert callable(getattr(wf, name)), name
+        assert hasattr(reference, name) or name == "guidance_loss", f"{name}: no reference"
+        assert (ROOT / "warped_fast" / "reference" / f"{stem}.py").exists()
+        assert (ROOT / "tests" / "ops" / f"test_{stem}.py").exists(), f"{name}: no test file"
+        assert (ROOT / "bench" / f"bench_{stem}.py").exists(), f"{name}: no benchmark"
+        for op in custom:
+            assert op in OP_BACKENDS, f"{op}: not registered with the dispatcher"
+            overload = getattr(torch.ops.warped_fast, op).default
+            assert (
+                torch._library.simple_registry.singleton.find(overload.name()).fake_impl.kernel is not None
+            ), f"{op}: no fake kernel"
+
+
+def test_backend_info_reports_every_op():
+    info = wf.backend_info("cpu")
+    assert set(info["ops"]) == set(OP_BACKENDS)
+    assert info["cpu_ext"], "the C++ CPU kernels must be built by the package install"
+    for op, be in info["ops"].items():
+        assert be in OP_BACKENDS[op]
+        assert be == "cpu", f"{op} should use the C++ kernels on CPU tensors, got {be}"
+    assert wf.backend_info("cuda")["ops"]["gp_noise"] in ("cuda", "reference")
