@@ -58,9 +58,15 @@ def use_backend(name: str | None):
         _forced.reset(token)
 
 
-def select(op: str, device_type: str) -> str:
-    """The backend ``op`` uses for tensors on ``device_type`` now."""
+# Triton kernels compute in float32 and take float32/float16/bfloat16 tensors only.
+_TRITON_DTYPES = ("torch.float32", "torch.float16", "torch.bfloat16")
+
+
+def select(op: str, device_type: str, dtype=None) -> str:
+    """The backend ``op`` uses for tensors on ``device_type`` (of ``dtype``, when given) now."""
     have = OP_BACKENDS[op]
+    if dtype is not None and str(dtype) not in _TRITON_DTYPES:
+        have = tuple(b for b in have if b != "triton")
     forced = forced_backend()
     if forced is not None:
         if forced not in have:

@@ -32,7 +32,7 @@ def _sumsq_dtype(dtype: torch.dtype) -> torch.dtype:
 def _guidance_residual(
     pred: torch.Tensor, prev_pred: torch.Tensor, flow: torch.Tensor, mask: torch.Tensor | None
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    backend = select("guidance_residual", pred.device.type)
+    backend = select("guidance_residual", pred.device.type, pred.dtype)
     if backend == "reference":
         r = reference.guidance_residual(pred, prev_pred, flow, mask)
         return r, r.to(_sumsq_dtype(pred.dtype)).pow(2).flatten(1).sum(1)
@@ -179,7 +179,7 @@ def _euler_guided_step(
     sigma_next: torch.Tensor,
     lam: float,
 ) -> torch.Tensor:
-    backend = select("euler_guided_step", u.device.type)
+    backend = select("euler_guided_step", u.device.type, u.dtype)
     if backend == "reference":
         return reference.euler_guided_step(u, pred, grad, sigma, sigma_next, lam)
     if backend == "triton":

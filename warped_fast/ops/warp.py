@@ -32,7 +32,7 @@ def _triton():
 def _warp(
     image: torch.Tensor, flow: torch.Tensor, back_flow: torch.Tensor | None
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    backend = select("warp", image.device.type)
+    backend = select("warp", image.device.type, image.dtype)
     if backend == "reference":
         out, valid = reference.warp(image, flow, back_flow)
         return out, valid
@@ -89,7 +89,7 @@ _warp.register_autograd(_warp_backward, setup_context=_warp_setup)
 
 @torch.library.custom_op("warped_fast::warp_image_grad", mutates_args=())
 def _warp_image_grad(grad_out: torch.Tensor, flow: torch.Tensor, scale: torch.Tensor | None) -> torch.Tensor:
-    backend = select("warp_image_grad", grad_out.device.type)
+    backend = select("warp_image_grad", grad_out.device.type, grad_out.dtype)
     if backend == "reference":
         return reference.warp_image_grad(grad_out, flow, scale)
     if backend == "triton":
@@ -123,7 +123,7 @@ def _(grad_out, flow, scale):
 
 @torch.library.custom_op("warped_fast::warp_flow_grad", mutates_args=())
 def _warp_flow_grad(grad_out: torch.Tensor, image: torch.Tensor, flow: torch.Tensor) -> torch.Tensor:
-    backend = select("warp_flow_grad", grad_out.device.type)
+    backend = select("warp_flow_grad", grad_out.device.type, image.dtype)
     if backend == "reference":
         return reference.warp_flow_grad(grad_out, image, flow)
     if backend == "triton":
@@ -159,7 +159,7 @@ def _(grad_out, image, flow):
 
 @torch.library.custom_op("warped_fast::compose_coords", mutates_args=())
 def _compose_coords(coords: torch.Tensor, flow: torch.Tensor) -> torch.Tensor:
-    backend = select("compose_coords", coords.device.type)
+    backend = select("compose_coords", coords.device.type, coords.dtype)
     if backend == "reference":
         return reference.compose_coords(coords, flow.to(coords.dtype))
     if backend == "triton":
