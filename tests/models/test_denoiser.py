@@ -1,0 +1,164 @@
+"""Denoiser adapters against diffusers' own schedulers; CFG batching; layouts; UNet backends."""
+
+import pytest
+import torch
+
+from tests.helpers import assert_close
+from tests.models.tiny import scheduler, tiny_cond_unet, tiny_unet
+from warped_fast.models import ConditioningLayout, DiffusersDenoiser, inpaint_condition, sr_condition
+from warped_fast.sampling import diffusers_schedule, karras_sigmas, timesteps_for_sigmas
+
+
+class Recorder(torch.nn.Module):
+    """Wraps a UNet and records its inputs; returns a fixed output when given one."""
+
+    def __init__(self, unet, fixed=None):
+        super().__init__()
+        self.unet, self.fixed, self.calls = unet, fixed, []
+        self.config = unet.config
+
+    def forward(self, x, t, **kw):
+        self.calls.append((x.detach().clone(), t.detach().clone(), kw))
+        out = self.unet(x, t, **kw)
+        if self.fixed is not None:
+            out.sample = self.fixed.expand_as(out.sample).clone()
+        return out
+
+
+@pytest.mark.parametrize("kind", ["epsilon", "v_prediction", "sample"])
+@pytest.mark.parametrize("karras", [False, True])
+def test_adapter_matches_diffusers_euler_step(kind, karras):
+    sch = scheduler(kind, use_karras_sigmas=karras)
+    sched = diffusers_schedule(sch, 8)
+    g = torch.Generator().manual_seed(0)
+    u = torch.randn(2, 4, 16, 16, generator=g) * 3
+    fixed = torch.randn(2, 4, 16, 16, generator=g)
+    rec = Recorder(tiny_unet(), fixed)
+    den = DiffusersDenoiser(rec, scheduler=sch, schedule=sched)
+    for i in (0, 3, 7):
+        sigma = torch.full((2,), float(sched.sigmas[i]))
+        d = den(u, sigma)
+        x_in, t_in, _ = rec.calls[-1]
+        # The UNet sees the scheduler's scaled input and timestep.
+        sch._step_index = None
+        sch._init_step_index(sch.timesteps[i])
+        assert_close(x_in, sch.scale_model_input(u, sch.timesteps[i]), atol=1e-6, what="scaled input")
+        assert_close(t_in, sch.timesteps[i].expand(2), atol=1e-4, what="timestep")
+        ref = sch.step(fixed, sch.timesteps[i], u)
+        assert_close(d, ref.pred_original_sample, atol=1e-5, rtol=1e-5, what=f"x0 ({kind})")
+        s, sn = float(sched.sigmas[i]), float(sched.sigmas[i + 1])
+        mine = u + (sn - s) * (u - d) / s
+        assert_close(mine, ref.prev_sample, atol=1e-4, rtol=1e-5, what=f"Euler step ({kind})")
+
+
+def test_timesteps_for_arbitrary_sigmas_match_diffusers():
+    sch = scheduler("epsilon", use_karras_sigmas=True)
+    sch.set_timesteps(10)
+    t = timesteps_for_sigmas(torch.as_tensor(sch.sigmas[:-1]).double(), sch.alphas_cumprod)
+    assert_close(t, torch.as_tensor(sch.timesteps).double(), atol=1e-3, what="sigma -> t")
+
+
+def test_cfg_runs_both_halves_in_one_batch():
+    unet = tiny_cond_unet()
+    sch = scheduler()
+    g = torch.Generator().manual_seed(1)
+    pos, neg = torch.randn(1, 5, 16, generator=g), torch.randn(1, 5, 16, generator=g)
+    u = torch.randn(3, 4, 16, 16, generator=g)
+    sigma = torch.tensor([10.0, 5.0, 1.0])
+    rec = Recorder(unet)
+    den = DiffusersDenoiser(
+        rec, scheduler=sch, prompt_embeds=pos, negative_prompt_embeds=neg, guidance_scale=4.0
+    )
+    with torch.no_grad():
+        d = den(u, sigma)
+        assert len(rec.calls) == 1 and rec.calls[0][0].shape[0] == 6
+        ehs = rec.calls[0][2]["encoder_hidden_states"]
+        assert torch.equal(ehs[:3], neg.expand(3, -1, -1)) and torch.equal(ehs[3:], pos.expand(3, -1, -1))
+        d_c = DiffusersDenoiser(unet, scheduler=sch, prompt_embeds=pos)(u, sigma)
+        d_u = DiffusersDenoiser(unet, scheduler=sch, prompt_embeds=neg)(u, sigma)
+    assert_close(d, d_u + 4.0 * (d_c - d_u), atol=1e-4, rtol=1e-4, what="CFG combination")
+
+
+def test_sdxl_added_conditions_are_passed_and_batched():
+    unet = tiny_cond_unet(sdxl=True)
+    g = torch.Generator().manual_seed(2)
+    pos, neg = torch.randn(1, 5, 16, generator=g), torch.randn(1, 5, 16, generator=g)
+    added = {"text_embeds": torch.randn(1, 16, generator=g), "time_ids": torch.randn(1, 6, generator=g)}
+    nadded = {"text_embeds": torch.randn(1, 16, generator=g), "time_ids": added["time_ids"]}
+    rec = Recorder(unet)
+    den = DiffusersDenoiser(
+        rec, scheduler=scheduler(), prompt_embeds=pos, negative_prompt_embeds=neg, added_cond_kwargs=added,
+        negative_added_cond_kwargs=nadded, guidance_scale=2.0,
+    )  # fmt: skip
+    with torch.no_grad():
+        d = den(torch.randn(2, 4, 16, 16, generator=g), torch.tensor([3.0, 1.0]))
+    a = rec.calls[0][2]["added_cond_kwargs"]
+    assert a["text_embeds"].shape == (4, 16) and torch.equal(
+        a["text_embeds"][:2], nadded["text_embeds"].expand(2, -1)
+    )
+    assert d.shape == (2, 4, 16, 16) and torch.isfinite(d).all()
+
+
+def test_layouts():
+    assert ConditioningLayout.for_unet(9).kind == "inpaint"
+    assert ConditioningLayout.for_unet(8).kind == "sr"
+    assert ConditioningLayout.for_unet(4).kind == "none"
+    assert ConditioningLayout.for_unet(6).kind == "concat"
+    mask = torch.ones(2, 1, 8, 8)
+    lat = torch.randn(2, 4, 8, 8)
+    c = inpaint_condition(mask, lat)
+    assert c.shape == (2, 5, 8, 8) and torch.equal(c[:, :1], mask) and torch.equal(c[:, 1:], lat)
+    x = ConditioningLayout.inpaint().unet_input(torch.randn(2, 4, 8, 8), c)
+    assert x.shape == (2, 9, 8, 8)
+    assert sr_condition(lat) is lat
+    with pytest.raises(ValueError, match=r"cond: expected shape \[2, 5, 8, 8\]"):
+        ConditioningLayout.inpaint().unet_input(torch.randn(2, 4, 8, 8), lat)
+    with pytest.raises(ValueError, match="mask: expected shape"):
+        inpaint_condition(lat, lat)
+    with pytest.raises(ValueError, match="cond_channels"):
+        ConditioningLayout("inpaint", 4, 3)
+
+
+def test_inpaint_denoiser_with_condition():
+    unet = tiny_unet(in_channels=9)
+    den = DiffusersDenoiser(unet, scheduler=scheduler())
+    assert den.layout.kind == "inpaint"
+    cond = inpaint_condition(torch.ones(1, 1, 16, 16), torch.randn(1, 4, 16, 16))
+    with torch.no_grad():
+        assert den(torch.randn(1, 4, 16, 16), torch.tensor([2.0]), cond).shape == (1, 4, 16, 16)
+    with pytest.raises(ValueError, match="cond: expected shape"):
+        den(torch.randn(1, 4, 16, 16), torch.tensor([2.0]))
+
+
+def test_bad_construction():
+    with pytest.raises(ValueError, match="scheduler / alphas_cumprod"):
+        DiffusersDenoiser(tiny_unet())
+    with pytest.raises(ValueError, match="prompt_embeds: required"):
+        DiffusersDenoiser(tiny_cond_unet(), scheduler=scheduler())
+    with pytest.raises(ValueError, match="prediction_type"):
+        DiffusersDenoiser(tiny_unet(), scheduler=scheduler(), prediction_type="x")
+
+
+def test_compile_backend_matches_eager_and_reports_cost():
+    unet = tiny_unet()
+    sch = scheduler()
+    u = torch.randn(1, 4, 16, 16)
+    s = torch.tensor([5.0])
+    eager = DiffusersDenoiser(unet, scheduler=sch)
+    comp = DiffusersDenoiser(unet, scheduler=sch, backend="compile")
+    with torch.no_grad():
+        a, b = eager(u, s), comp(u, s)
+    assert_close(b, a, atol=1e-4, rtol=1e-4, what="compiled vs eager")
+    assert comp.runner.total_compile_seconds > 0
+    # forward + input gradient through the compiled module
+    ug = u.clone().requires_grad_()
+    (g,) = torch.autograd.grad(comp(ug, s).square().sum(), ug)
+    ue = u.clone().requires_grad_()
+    (ge,) = torch.autograd.grad(eager(ue, s).square().sum(), ue)
+    assert_close(g, ge, atol=1e-3, rtol=1e-3, what="compiled input gradient")
+
+
+def test_karras_schedule():
+    s = karras_sigmas(10, 0.002, 80.0)
+    assert s.shape == (11,) and s[0] == 80.0 and s[-1] == 0 and abs(s[-2] - 0.002) < 1e-12
+    assert (s[1:] < s[:-1]).all()

@@ -1,0 +1,206 @@
+"""The video sampler (Algorithm 1): invariants, schedules, guidance effect, streaming, bad input."""
+
+import pytest
+import torch
+
+import warped_fast as wf
+from tests.helpers import assert_close
+from tests.models.tiny import scheduler, tiny_unet
+from warped_fast.models import DiffusersDenoiser, GaussianPriorDenoiser
+from warped_fast.sampling import (
+    FrameInput,
+    GuidanceConfig,
+    SigmaSchedule,
+    VideoSampler,
+    VideoSamplerConfig,
+    diffusers_schedule,
+    karras_sigmas,
+    sample_image,
+)
+
+H = W = 16
+
+
+def _tiny():
+    sch = scheduler()
+    return DiffusersDenoiser(tiny_unet(seed=3), scheduler=sch), diffusers_schedule(sch, 6)
+
+
+def _pan_frames(t: int, shift: float, h: int = H, w: int = W, seed: int = 0):
+    """GP noise of a pan moving right by ``shift`` px per frame, with its flows."""
+    field = wf.RFFField.sample(wf.RFFConfig(channels=4), seed)
+    frames = []
+    for j in range(t):
+        noise = field(wf.identity_coords(h, w, offset=(-shift * j, 0.0)))[0]
+        fwd = torch.zeros(2, h, w)
+        fwd[0] = shift
+        frames.append(FrameInput(noise, None, fwd if j else None, -fwd if j else None))
+    return frames
+
+
+def _swe(video, frames):
+    """Self-warping error w.r.t. the previous frame over valid pixels, per frame."""
+    out = []
+    for j in range(1, len(frames)):
+        wv, valid = wf.warp(video[j : j + 1], frames[j].fwd_flow[None])
+        out.append((((wv - video[j - 1 : j]) ** 2) * valid).sum() / (valid.sum() * video.shape[1]))
+    return torch.stack(out)
+
+
+def test_zero_flow_same_noise_gives_identical_frames():
+    den, sched = _tiny()
+    noise = torch.randn(4, H, W, generator=torch.Generator().manual_seed(0))
+    zero = torch.zeros(2, H, W)
+    frames = [FrameInput(noise, None, zero if j else None, zero if j else None) for j in range(3)]
+    v = VideoSampler(den, sched, VideoSamplerConfig(guidance=GuidanceConfig(mode="exact"))).sample(frames)
+    assert torch.equal(v[1], v[0]) and torch.equal(v[2], v[0])
+
+
+def test_lambda_zero_equals_per_frame_sampling_of_warped_noise():
+    den, sched = _tiny()
+    frames = _pan_frames(3, 0.4)
+    v = VideoSampler(den, sched, VideoSamplerConfig(guidance=GuidanceConfig(lam=0.0))).sample(frames)
+    for j, f in enumerate(frames):
+        ref = sample_image(den, f.noise[None], sched)[0]
+        assert_close(v[j], ref, atol=1e-6, what=f"frame {j}")
+
+
+@pytest.mark.parametrize("mode", ["exact", "jacobian_free"])
+@pytest.mark.parametrize("max_batch", [2, 8])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_wavefront_equals_sequential(mode, max_batch, dtype):
+    den, sched = _tiny()
+    den.unet.to(dtype)
+    frames = [FrameInput(f.noise.to(dtype), None, f.fwd_flow, f.back_flow) for f in _pan_frames(5, 0.6)]
+    g = GuidanceConfig(mode=mode)
+    seq = VideoSampler(den, sched, VideoSamplerConfig("sequential", guidance=g)).sample(frames)
+    wav = VideoSampler(den, sched, VideoSamplerConfig("wavefront", max_batch=max_batch, guidance=g)).sample(
+        frames
+    )
+    # Only the batching of the UNet's convolutions differs: relative float rounding.
+    tol = (2e-6 if dtype == torch.float32 else 1e-12) * seq.abs().max().item()
+    assert_close(wav, seq, atol=tol, what=f"wavefront vs sequential ({mode}, {dtype})")
+
+
+def test_analytic_denoiser_circular_shift_is_exact():
+    """A circularly shift-equivariant denoiser with exactly shifted noise: the guided frames are the
+    shifted first frame and the self-warping error is ~0."""
+    den = GaussianPriorDenoiser(2.0, 4)
+    sched = SigmaSchedule(karras_sigmas(12, 0.02, 80.0))
+    base = torch.randn(4, H, W, generator=torch.Generator().manual_seed(5))
+    s = 3
+    frames = []
+    for j in range(4):
+        fwd = torch.full((2, H, W), 0.0)
+        fwd[0] = s
+        fwd[0, :, W - s :] = s - W  # the circular pan, as a flow
+        frames.append(FrameInput(torch.roll(base, s * j, dims=2), None, fwd if j else None))
+    for schedule in ("sequential", "wavefront"):
+        # Squared loss: its gradient vanishes with the residual, whereas the normalized gradient of a
+        # residual at rounding level (FFT) is still a unit-norm step.
+        cfg = VideoSamplerConfig(schedule, guidance=GuidanceConfig(mode="exact", loss="squared"))
+        v = VideoSampler(den, sched, cfg).sample(frames)
+        for j in range(1, 4):
+            assert_close(
+                v[j], torch.roll(v[0], s * j, dims=2), atol=1e-4, what=f"frame {j} = shifted frame 0"
+            )
+        assert _swe(v, frames).max() < 1e-8
+
+
+@pytest.mark.parametrize("mode", ["exact", "jacobian_free"])
+def test_analytic_denoiser_translation_guidance_lowers_warping_error(mode):
+    den = GaussianPriorDenoiser(2.0, 4)
+    sched = SigmaSchedule(karras_sigmas(12, 0.02, 80.0))
+    frames = _pan_frames(4, 2.0, 24, 24)
+    off = VideoSampler(den, sched, VideoSamplerConfig(guidance=GuidanceConfig(mode="off"))).sample(frames)
+    on = VideoSampler(den, sched, VideoSamplerConfig(guidance=GuidanceConfig(mode=mode, lam=4.0))).sample(
+        frames
+    )
+    e_off, e_on = _swe(off, frames).mean().item(), _swe(on, frames).mean().item()
+    assert e_on < 0.5 * e_off, f"guided {e_on:.4f} vs unguided {e_off:.4f}"
+
+
+@pytest.mark.parametrize("mode", ["exact", "jacobian_free"])
+def test_guidance_lowers_residual_on_tiny_unet(mode):
+    den, sched = _tiny()
+    frames = _pan_frames(3, 1.3)
+    off = VideoSampler(den, sched, VideoSamplerConfig(guidance=GuidanceConfig(lam=0.0))).sample(frames)
+    s_on = VideoSampler(den, sched, VideoSamplerConfig(guidance=GuidanceConfig(mode=mode, lam=1.0)))
+    on = s_on.sample(frames)
+    e_off, e_on = _swe(off, frames).mean().item(), _swe(on, frames).mean().item()
+    assert e_on < e_off, f"guided {e_on:.5f} vs unguided {e_off:.5f}"
+    assert set(s_on.losses) == {1, 2} and all(len(v) == sched.num_steps for v in s_on.losses.values())
+
+
+def test_step_range_and_squared_loss():
+    den, sched = _tiny()
+    frames = _pan_frames(2, 0.5)
+    s = VideoSampler(
+        den, sched, VideoSamplerConfig(guidance=GuidanceConfig(loss="squared", start_step=1, end_step=4))
+    )
+    s.sample(frames)
+    assert len(s.losses[1]) == 3
+
+
+def test_occlusion_masks_guidance():
+    den, sched = _tiny()
+    frames = _pan_frames(3, 1.0)
+    cfg = VideoSamplerConfig(guidance=GuidanceConfig(occlusion=True))
+    v = VideoSampler(den, sched, cfg).sample(frames)
+    assert v.shape == (3, 4, H, W) and torch.isfinite(v).all()
+    frames[1].back_flow = None
+    with pytest.raises(ValueError, match=r"frames\[1\].back_flow"):
+        VideoSampler(den, sched, cfg).sample(frames)
+
+
+@pytest.mark.parametrize("schedule", ["sequential", "wavefront"])
+def test_streaming_yields_in_order_without_reading_ahead(schedule):
+    den, sched = _tiny()
+    frames = _pan_frames(4, 0.5)
+    pulled = []
+
+    def source():
+        for j, f in enumerate(frames):
+            pulled.append(j)
+            yield f
+
+    sampler = VideoSampler(den, sched, VideoSamplerConfig(schedule, max_batch=4))
+    got = []
+    for j, frame in enumerate(sampler.stream(source())):
+        got.append(frame)
+        # sequential: frame j is out after reading frame j; wavefront: after at most S more ticks.
+        lag = 0 if schedule == "sequential" else sched.num_steps - 1
+        assert len(pulled) <= j + 1 + lag
+    assert len(got) == 4
+    ref = VideoSampler(den, sched, VideoSamplerConfig("sequential")).sample(frames)
+    assert_close(torch.stack(got), ref, atol=1e-4, rtol=1e-4, what="streamed frames")
+
+
+def test_callback_and_progress():
+    den, sched = _tiny()
+    seen = []
+    VideoSampler(
+        den,
+        sched,
+        VideoSamplerConfig(progress=True),
+        callback_on_step_end=lambda f, s, u, d: seen.append((f, s)),
+    ).sample(_pan_frames(2, 0.5))
+    assert seen == [(f, s) for f in range(2) for s in range(sched.num_steps)]
+
+
+def test_bad_inputs():
+    den, sched = _tiny()
+    frames = _pan_frames(2, 0.5)
+    with pytest.raises(ValueError, match="frame_schedule"):
+        VideoSamplerConfig("parallel")
+    with pytest.raises(ValueError, match="max_batch"):
+        VideoSamplerConfig(max_batch=0)
+    with pytest.raises(ValueError, match="mode"):
+        GuidanceConfig(mode="fast")
+    with pytest.raises(ValueError, match="expected at least one frame"):
+        VideoSampler(den, sched).sample([])
+    frames[1].fwd_flow = None
+    with pytest.raises(ValueError, match=r"frames\[1\].fwd_flow"):
+        VideoSampler(den, sched).sample(frames)
+    with pytest.raises(TypeError, match=r"frames\[0\]"):
+        VideoSampler(den, sched).sample([torch.zeros(4, H, W)])

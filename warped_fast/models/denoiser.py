@@ -1,0 +1,171 @@
+"""Denoiser adapters: a diffusers UNet (epsilon, v or sample prediction) as an x0-predictor
+``D(u, sigma, cond)`` for the EDM Euler sampler (method section 4).
+
+Input scaling ``c_in = 1 / sqrt(sigma^2 + 1)`` and the timestep of each sigma follow diffusers'
+``EulerDiscreteScheduler``; ``D = u - sigma * eps`` (epsilon), ``D = -sigma / sqrt(sigma^2 + 1) * v +
+u / (sigma^2 + 1)`` (v_prediction), ``D = out`` (sample). Classifier-free guidance runs the uncond and
+cond halves in one batch and combines them before the x0 conversion (equivalent, being affine).
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+import torch
+
+from ..sampling.schedules import SigmaSchedule, timesteps_for_sigmas
+from .layouts import ConditioningLayout
+from .unet_backends import UNetBackend, UNetRunner
+
+PredictionType = Literal["epsilon", "v_prediction", "sample"]
+
+
+def x0_from_model_output(
+    out: torch.Tensor, u: torch.Tensor, sigma: torch.Tensor, kind: PredictionType
+) -> torch.Tensor:
+    """x0 prediction from a model output, as diffusers' EulerDiscreteScheduler computes it.
+
+    Args:
+        out, u: ``[B, C, H, W]``; sigma: ``[B]``.
+    """
+    s = sigma.to(u.dtype).view(-1, *([1] * (u.dim() - 1)))
+    if kind == "epsilon":
+        return u - s * out
+    if kind == "v_prediction":
+        return out * (-s / (s**2 + 1) ** 0.5) + u / (s**2 + 1)
+    if kind == "sample":
+        return out
+    raise ValueError(f"prediction_type: expected epsilon, v_prediction or sample, got {kind!r}")
+
+
+class DiffusersDenoiser(torch.nn.Module):
+    """x0-predictor around a diffusers ``UNet2DConditionModel`` or ``UNet2DModel``.
+
+    Args:
+        unet: the model.
+        scheduler: a diffusers scheduler (gives ``alphas_cumprod`` and ``prediction_type``), or
+        alphas_cumprod: ``[T_train]`` cumulative alphas of the model's training schedule.
+        prediction_type: overrides the scheduler's.
+        layout: conditioning layout; default guessed from ``unet.config.in_channels``.
+        prompt_embeds: ``[1 or B, L, D]`` text conditioning (UNet2DConditionModel).
+        negative_prompt_embeds: same shape; enables classifier-free guidance with ``guidance_scale``.
+        added_cond_kwargs / negative_added_cond_kwargs: SDXL's ``text_embeds`` and ``time_ids``.
+        guidance_scale: CFG scale (1 = no CFG).
+        backend: "eager" or "compile" (``compile_mode`` e.g. "reduce-overhead" for CUDA graphs).
+        schedule: the sampling schedule, so its sigmas map to the scheduler's exact timesteps.
+
+    The UNet's parameters are frozen (``requires_grad_(False)``): guidance needs input gradients only.
+    """
+
+    def __init__(
+        self,
+        unet: torch.nn.Module,
+        scheduler=None,
+        alphas_cumprod: torch.Tensor | None = None,
+        prediction_type: PredictionType | None = None,
+        layout: ConditioningLayout | None = None,
+        prompt_embeds: torch.Tensor | None = None,
+        negative_prompt_embeds: torch.Tensor | None = None,
+        added_cond_kwargs: dict[str, torch.Tensor] | None = None,
+        negative_added_cond_kwargs: dict[str, torch.Tensor] | None = None,
+        guidance_scale: float = 1.0,
+        backend: UNetBackend = "eager",
+        compile_mode: str | None = None,
+        schedule: SigmaSchedule | None = None,
+    ):
+        super().__init__()
+        if scheduler is None and alphas_cumprod is None:
+            raise ValueError(
+                "scheduler / alphas_cumprod: one of them is required (the timestep of each sigma)"
+            )
+        # Sampling never needs parameter gradients; freezing them also keeps the compiled backward of
+        # the input gradient correct (with parameter grads on, torch 2.13's compiled CPU backward of a
+        # diffusers UNet returned wrong input gradients).
+        self.unet = unet.requires_grad_(False)
+        self.runner = UNetRunner(unet, backend, compile_mode)
+        ac = alphas_cumprod if alphas_cumprod is not None else scheduler.alphas_cumprod
+        self.register_buffer("alphas_cumprod", torch.as_tensor(ac, dtype=torch.float64), persistent=False)
+        kind = prediction_type or (scheduler.config.prediction_type if scheduler is not None else "epsilon")
+        if kind not in ("epsilon", "v_prediction", "sample"):
+            raise ValueError(f"prediction_type: expected epsilon, v_prediction or sample, got {kind!r}")
+        self.prediction_type: PredictionType = kind
+        cfg = unet.config
+        self.latent_channels = (
+            cfg.out_channels if cfg.out_channels <= cfg.in_channels else cfg.out_channels // 2
+        )
+        self.layout = layout or ConditioningLayout.for_unet(cfg.in_channels, self.latent_channels)
+        if self.layout.in_channels != cfg.in_channels:
+            raise ValueError(
+                f"layout: {self.layout.in_channels} input channels, the UNet takes {cfg.in_channels}"
+            )
+        self.conditional = hasattr(cfg, "cross_attention_dim")
+        if self.conditional and prompt_embeds is None:
+            raise ValueError("prompt_embeds: required by a UNet2DConditionModel")
+        self.prompt_embeds, self.negative_prompt_embeds = prompt_embeds, negative_prompt_embeds
+        self.added_cond_kwargs, self.negative_added_cond_kwargs = (
+            added_cond_kwargs,
+            negative_added_cond_kwargs,
+        )
+        self.guidance_scale = float(guidance_scale)
+        if self.guidance_scale != 1.0 and self.conditional and negative_prompt_embeds is None:
+            raise ValueError(
+                "negative_prompt_embeds: required for classifier-free guidance (guidance_scale != 1)"
+            )
+        self._table: tuple[torch.Tensor, torch.Tensor] | None = None
+        if schedule is not None:
+            self.set_schedule(schedule)
+
+    @property
+    def cfg(self) -> bool:
+        return self.guidance_scale != 1.0
+
+    def set_schedule(self, schedule: SigmaSchedule) -> None:
+        """Use ``schedule.timesteps`` for its sigmas (exactly as its scheduler would)."""
+        if schedule.timesteps is not None:
+            self._table = (schedule.sigmas[:-1].double(), schedule.timesteps.double())
+
+    def timesteps(self, sigma: torch.Tensor) -> torch.Tensor:
+        """Model timesteps ``[B]`` (float64) of noise levels ``sigma`` ``[B]``."""
+        t = timesteps_for_sigmas(sigma, self.alphas_cumprod)
+        if self._table is not None:
+            s_tab, t_tab = self._table
+            sd = sigma.detach().double().cpu().view(-1, 1)
+            hit = (sd - s_tab.view(1, -1)).abs() <= 1e-6 * s_tab.view(1, -1)
+            has = hit.any(1)
+            t = torch.where(has, t_tab[hit.float().argmax(1)], t.view(-1)).view(sigma.shape)
+        return t
+
+    def _batch(self, x: torch.Tensor | None, n: int) -> torch.Tensor | None:
+        if x is None:
+            return None
+        return x.expand(n, *x.shape[1:]) if x.shape[0] == 1 else x
+
+    def forward(self, u: torch.Tensor, sigma: torch.Tensor, cond: torch.Tensor | None = None) -> torch.Tensor:
+        """D(u, sigma): ``u`` ``[B, C, H, W]``, ``sigma`` ``[B]``, ``cond`` ``[B, Cc, H, W]`` -> ``[B, C, H, W]``."""
+        b = u.shape[0]
+        s = sigma.to(u.dtype).view(-1, 1, 1, 1)
+        x = self.layout.unet_input(u / (s**2 + 1) ** 0.5, cond)
+        t = self.timesteps(sigma).to(device=u.device, dtype=torch.float32)
+        p_dtype = next(self.unet.parameters()).dtype
+        kwargs = {}
+        if self.conditional:
+            ehs = self._batch(self.prompt_embeds, b)
+            added = {k: self._batch(v, b) for k, v in (self.added_cond_kwargs or {}).items()}
+            if self.cfg:
+                neg = self._batch(self.negative_prompt_embeds, b)
+                nadd = {k: self._batch(v, b) for k, v in (self.negative_added_cond_kwargs or {}).items()}
+                ehs = torch.cat([neg, ehs])
+                added = {k: torch.cat([nadd.get(k, torch.zeros_like(v)), v]) for k, v in added.items()}
+            kwargs["encoder_hidden_states"] = ehs.to(device=u.device, dtype=p_dtype)
+            if added:
+                kwargs["added_cond_kwargs"] = {
+                    k: v.to(device=u.device, dtype=p_dtype) for k, v in added.items()
+                }
+        if self.cfg:
+            x, t = torch.cat([x, x]), torch.cat([t, t])
+        out = self.runner(x.to(p_dtype), t, **kwargs).sample.to(u.dtype)
+        out = out[:, : self.latent_channels]  # learned-variance models: keep the mean part
+        if self.cfg:
+            o_u, o_c = out.chunk(2)
+            out = o_u + self.guidance_scale * (o_c - o_u)
+        return x0_from_model_output(out, u, sigma, self.prediction_type)

@@ -1,0 +1,99 @@
+"""Conditioning layouts: what is concatenated to the scaled noisy latent along channels (method section 6).
+
+UNet input = ``[c_in * u | cond]`` where ``cond`` is built per frame by a layout:
+- inpainting (diffusers' SDXL inpainting layout): ``[mask 1 | masked-image latent C]`` -> 9 channels
+  for a 4-channel latent;
+- x8 super-resolution: ``[latent of the low-resolution frame upsampled to the output size]``;
+- generic: any tensors concatenated in order.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal
+
+import torch
+
+
+@dataclass(frozen=True)
+class ConditioningLayout:
+    """Describes the UNet's input channels.
+
+    Attributes:
+        kind: "none", "inpaint", "sr" or "concat".
+        latent_channels: C of the noisy latent.
+        cond_channels: channels appended after it.
+    """
+
+    kind: Literal["none", "inpaint", "sr", "concat"]
+    latent_channels: int = 4
+    cond_channels: int = 0
+
+    def __post_init__(self):
+        if self.latent_channels < 1 or self.cond_channels < 0:
+            raise ValueError(f"channels: expected latent >= 1 and cond >= 0, got {self}")
+        want = {"none": 0, "inpaint": self.latent_channels + 1, "sr": self.latent_channels}.get(self.kind)
+        if want is not None and self.cond_channels != want:
+            raise ValueError(f"cond_channels: the {self.kind} layout has {want}, got {self.cond_channels}")
+
+    @property
+    def in_channels(self) -> int:
+        return self.latent_channels + self.cond_channels
+
+    @classmethod
+    def inpaint(cls, latent_channels: int = 4) -> ConditioningLayout:
+        return cls("inpaint", latent_channels, latent_channels + 1)
+
+    @classmethod
+    def sr(cls, latent_channels: int = 4) -> ConditioningLayout:
+        return cls("sr", latent_channels, latent_channels)
+
+    @classmethod
+    def for_unet(cls, in_channels: int, latent_channels: int = 4) -> ConditioningLayout:
+        """Guess from a UNet's input channels: C -> none, 2C + 1 -> inpaint, 2C -> sr, else concat."""
+        extra = in_channels - latent_channels
+        kind = {0: "none", latent_channels + 1: "inpaint", latent_channels: "sr"}.get(extra, "concat")
+        return cls(kind, latent_channels, extra)
+
+    def check(self, cond: torch.Tensor | None, batch: int, h: int, w: int) -> None:
+        if self.cond_channels == 0:
+            if cond is not None:
+                raise ValueError(
+                    f"cond: this model takes no conditioning channels, got shape {list(cond.shape)}"
+                )
+            return
+        if cond is None or cond.shape != (batch, self.cond_channels, h, w):
+            got = None if cond is None else list(cond.shape)
+            raise ValueError(f"cond: expected shape [{batch}, {self.cond_channels}, {h}, {w}], got {got}")
+
+    def unet_input(self, scaled_latent: torch.Tensor, cond: torch.Tensor | None) -> torch.Tensor:
+        """``[B, C + Cc, H, W]`` from the scaled latent ``[B, C, H, W]`` and ``cond`` ``[B, Cc, H, W]``."""
+        n, _, h, w = scaled_latent.shape
+        self.check(cond, n, h, w)
+        return scaled_latent if cond is None else torch.cat([scaled_latent, cond.to(scaled_latent.dtype)], 1)
+
+
+def inpaint_condition(mask: torch.Tensor, masked_latent: torch.Tensor) -> torch.Tensor:
+    """Inpainting conditioning ``[mask | masked-image latent]``.
+
+    Args:
+        mask: ``[B, 1, h, w]`` 1 where the content is to be generated, at latent resolution.
+        masked_latent: ``[B, C, h, w]`` latent of the image with the masked region blanked.
+    Returns:
+        ``[B, C + 1, h, w]``.
+    """
+    if mask.dim() != 4 or mask.shape[1] != 1:
+        raise ValueError(f"mask: expected shape [B, 1, h, w], got {list(mask.shape)}")
+    if masked_latent.shape[0] != mask.shape[0] or masked_latent.shape[2:] != mask.shape[2:]:
+        raise ValueError(
+            f"masked_latent: expected [B, C, {mask.shape[2]}, {mask.shape[3]}], got {list(masked_latent.shape)}"
+        )
+    return torch.cat([mask.to(masked_latent.dtype), masked_latent], 1)
+
+
+def sr_condition(lowres_latent: torch.Tensor) -> torch.Tensor:
+    """Super-resolution conditioning: the latent of the low-resolution frame upsampled to the output
+    size, ``[B, C, h, w]`` (already at latent resolution; the pipeline does the upsampling)."""
+    if lowres_latent.dim() != 4:
+        raise ValueError(f"lowres_latent: expected [B, C, h, w], got {list(lowres_latent.shape)}")
+    return lowres_latent

@@ -1,0 +1,94 @@
+"""Equivariance self-guidance for one batched denoiser call (method section 4, Algorithm 1 steps 1-4).
+
+Exact mode: D with autograd on, ``g = grad_u ||M (warp(D, f) - D_prev)||`` through the denoiser (one
+forward, one backward). Jacobian-free mode (section 5): dD/du taken as the identity, so ``g`` is the
+adjoint warp of ``r / ||r||`` and the denoiser runs forward only.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal
+
+import torch
+
+from ..ops import guidance_grad, guidance_loss
+
+
+@dataclass(frozen=True)
+class GuidanceConfig:
+    """Guidance settings.
+
+    Attributes:
+        lam: lambda, the step size of the guidance term (paper: 1).
+        mode: "exact" (gradient through the denoiser), "jacobian_free", or "off" (lambda = 0).
+        loss: "norm" (gradient of ||r||, as in DPS; default) or "squared" (of ||r||^2).
+        start_step, end_step: guidance on steps ``start_step <= t < end_step`` (None: to the end).
+        occlusion: also mask pixels failing the forward-backward check (needs backward flows).
+    """
+
+    lam: float = 1.0
+    mode: Literal["exact", "jacobian_free", "off"] = "exact"
+    loss: Literal["norm", "squared"] = "norm"
+    start_step: int = 0
+    end_step: int | None = None
+    occlusion: bool = False
+
+    def __post_init__(self):
+        if self.mode not in ("exact", "jacobian_free", "off"):
+            raise ValueError(f"mode: expected 'exact', 'jacobian_free' or 'off', got {self.mode!r}")
+        if self.loss not in ("norm", "squared"):
+            raise ValueError(f"loss: expected 'norm' or 'squared', got {self.loss!r}")
+        if self.start_step < 0 or (self.end_step is not None and self.end_step < self.start_step):
+            raise ValueError(
+                f"start_step/end_step: expected 0 <= start <= end, got {self.start_step}, {self.end_step}"
+            )
+
+    def active(self, step: int) -> bool:
+        """Whether step ``step`` (0-based) is guided (for frames after the first)."""
+        if self.mode == "off" or self.lam == 0:
+            return False
+        return step >= self.start_step and (self.end_step is None or step < self.end_step)
+
+
+def predict_and_guide(
+    denoiser,
+    u: torch.Tensor,
+    sigma: torch.Tensor,
+    cond: torch.Tensor | None,
+    guided: list[bool],
+    prev_pred: torch.Tensor | None,
+    flow: torch.Tensor | None,
+    mask: torch.Tensor | None,
+    config: GuidanceConfig,
+) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor | None]:
+    """One denoiser call for a batch of frames, with the guidance gradient of the guided ones.
+
+    Args:
+        u: ``[B, C, H, W]``; sigma ``[B]``; cond ``[B, Cc, H, W]`` or None.
+        guided: per item, whether it is guided at its step.
+        prev_pred: ``[G, C, H, W]`` stored previous-frame predictions of the G guided items (in order).
+        flow: ``[G, 2, H, W]`` forward flows (previous -> this frame, on the previous frame's grid).
+        mask: ``[G, 1, H, W]`` extra valid pixels (e.g. non-occluded) or None.
+    Returns:
+        D ``[B, C, H, W]`` (detached), g ``[B, C, H, W]`` (zero for unguided items) or None, and
+        the per-item losses ``[G]`` or None.
+    """
+    idx = [i for i, gi in enumerate(guided) if gi]
+    if not idx:
+        with torch.no_grad():
+            return denoiser(u, sigma, cond), None, None
+    squared = config.loss == "squared"
+    if config.mode == "jacobian_free":
+        with torch.no_grad():
+            d = denoiser(u, sigma, cond)
+            loss, g_sub = guidance_grad(d[idx], prev_pred, flow, mask, squared=squared)
+        g = torch.zeros_like(u)
+        g[idx] = g_sub.to(u.dtype)
+        return d, g, loss
+    with torch.enable_grad():
+        ug = u.detach().requires_grad_(True)
+        d = denoiser(ug, sigma, cond)
+        loss = guidance_loss(d[idx], prev_pred, flow, mask, squared=squared)
+        (g,) = torch.autograd.grad(loss.sum(), ug)
+    return d.detach(), g, loss.detach()

@@ -1,0 +1,87 @@
+"""Noise-level (sigma) schedules for the EDM Euler ODE sampler (method section 4).
+
+Sigmas are descending and end with 0. Diffusers models also need the model timestep of each sigma;
+:class:`SigmaSchedule` carries both, exactly as the matching diffusers scheduler computes them.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+
+@dataclass(frozen=True)
+class SigmaSchedule:
+    """A sampling schedule.
+
+    Attributes:
+        sigmas: ``[S + 1]`` float64, descending, ``sigmas[-1] == 0``.
+        timesteps: optional ``[S]`` model timesteps of ``sigmas[:-1]`` (diffusers models).
+    """
+
+    sigmas: torch.Tensor
+    timesteps: torch.Tensor | None = None
+
+    def __post_init__(self):
+        s = self.sigmas
+        if s.dim() != 1 or s.numel() < 2:
+            raise ValueError(f"sigmas: expected a 1-D tensor of at least 2 levels, got shape {list(s.shape)}")
+        if not bool((s[:-1] > 0).all()) or not bool((s[1:] <= s[:-1]).all()) or float(s[-1]) < 0:
+            raise ValueError("sigmas: expected positive, non-increasing levels ending at >= 0")
+        if self.timesteps is not None and self.timesteps.shape != (s.numel() - 1,):
+            raise ValueError(f"timesteps: expected shape [{s.numel() - 1}], got {list(self.timesteps.shape)}")
+
+    @property
+    def num_steps(self) -> int:
+        return self.sigmas.numel() - 1
+
+    @property
+    def sigma_max(self) -> float:
+        return float(self.sigmas[0])
+
+
+def karras_sigmas(num_steps: int, sigma_min: float, sigma_max: float, rho: float = 7.0) -> torch.Tensor:
+    """Karras et al. (2022) schedule: ``[S + 1]`` float64, ending with 0."""
+    if num_steps < 1:
+        raise ValueError(f"num_steps: expected >= 1, got {num_steps}")
+    if not 0 < sigma_min < sigma_max:
+        raise ValueError(f"expected 0 < sigma_min < sigma_max, got {sigma_min}, {sigma_max}")
+    ramp = torch.linspace(0, 1, num_steps, dtype=torch.float64)
+    lo, hi = sigma_min ** (1 / rho), sigma_max ** (1 / rho)
+    s = (hi + ramp * (lo - hi)) ** rho
+    return torch.cat([s, s.new_zeros(1)])
+
+
+def sigmas_of_alphas(alphas_cumprod: torch.Tensor) -> torch.Tensor:
+    """Training sigmas of a discrete-time model: ``sqrt((1 - a) / a)``, ``[T_train]`` float64."""
+    a = alphas_cumprod.to(torch.float64)
+    return ((1 - a) / a).sqrt()
+
+
+def timesteps_for_sigmas(sigmas: torch.Tensor, alphas_cumprod: torch.Tensor) -> torch.Tensor:
+    """Continuous model timesteps of arbitrary sigmas, by interpolation in log sigma
+    (the same rule as diffusers' ``EulerDiscreteScheduler._sigma_to_t``)."""
+    log_sigmas = np.log(sigmas_of_alphas(alphas_cumprod).cpu().numpy())
+    log_sigma = np.log(np.maximum(sigmas.detach().cpu().double().numpy(), 1e-10))
+    dists = log_sigma - log_sigmas[:, None]
+    low = np.cumsum(dists >= 0, axis=0).argmax(axis=0).clip(max=log_sigmas.shape[0] - 2)
+    lo, hi = log_sigmas[low], log_sigmas[low + 1]
+    w = np.clip((lo - log_sigma) / (lo - hi), 0, 1)
+    return torch.from_numpy((1 - w) * low + w * (low + 1)).reshape(sigmas.shape)
+
+
+def diffusers_schedule(scheduler, num_steps: int) -> SigmaSchedule:
+    """The sigmas and timesteps a diffusers Euler-type scheduler uses for ``num_steps`` steps.
+
+    Args:
+        scheduler: e.g. ``EulerDiscreteScheduler`` (any scheduler exposing ``sigmas`` and
+            ``timesteps`` after ``set_timesteps``).
+    """
+    scheduler.set_timesteps(num_steps)
+    sig = torch.as_tensor(np.asarray(scheduler.sigmas, dtype=np.float64))
+    ts = torch.as_tensor(np.asarray(scheduler.timesteps, dtype=np.float64))
+    if sig.numel() != num_steps + 1 or ts.numel() != num_steps:
+        raise ValueError(f"scheduler: expected {num_steps + 1} sigmas and {num_steps} timesteps")
+    return SigmaSchedule(sig, ts)

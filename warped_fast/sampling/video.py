@@ -1,0 +1,212 @@
+"""The video sampler (Algorithm 1): frame 0 sampled plainly with its predictions stored at every step;
+frame j >= 1 guided at every step toward frame j-1's prediction at the same step, warped.
+
+Frame schedules (method section 5):
+- sequential: frame by frame; keeps the previous frame's predictions at every step (S x [C, H, W]);
+- wavefront: at tick k every frame j <= k runs its step k - j in ONE batched denoiser call (in chunks of
+  ``max_batch``). Frame j at step t needs only frame j-1 at step t, computed one tick earlier, so the
+  result equals the sequential order (deterministic ODE) and only one prediction per active frame is
+  kept. Both stream: frames go in one at a time and finished frames come out in order.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass, field
+from typing import Literal
+
+import torch
+from tqdm.auto import tqdm
+
+from ..ops import euler_guided_step, occlusion_mask
+from .guidance import GuidanceConfig, predict_and_guide
+from .schedules import SigmaSchedule
+
+
+@dataclass(frozen=True)
+class VideoSamplerConfig:
+    """Attributes:
+    frame_schedule: "sequential" or "wavefront".
+    max_batch: largest batch of frames per denoiser call (wavefront).
+    guidance: the guidance settings.
+    progress: show a tqdm bar.
+    """
+
+    frame_schedule: Literal["sequential", "wavefront"] = "sequential"
+    max_batch: int = 8
+    guidance: GuidanceConfig = field(default_factory=GuidanceConfig)
+    progress: bool = False
+
+    def __post_init__(self):
+        if self.frame_schedule not in ("sequential", "wavefront"):
+            raise ValueError(
+                f"frame_schedule: expected 'sequential' or 'wavefront', got {self.frame_schedule!r}"
+            )
+        if self.max_batch < 1:
+            raise ValueError(f"max_batch: expected >= 1, got {self.max_batch}")
+
+
+@dataclass
+class FrameInput:
+    """One input frame of the sampler.
+
+    Attributes:
+        noise: ``[C, H, W]`` unit-variance noise of this frame (e.g. warped GP noise).
+        cond: ``[Cc, H, W]`` concatenated conditioning (mask + masked latent, LR latent) or None.
+        fwd_flow: ``[2, H, W]`` flow previous -> this frame on the previous frame's grid (None for frame 0).
+        back_flow: ``[2, H, W]`` flow this -> previous frame on this frame's grid (occlusion check).
+    """
+
+    noise: torch.Tensor
+    cond: torch.Tensor | None = None
+    fwd_flow: torch.Tensor | None = None
+    back_flow: torch.Tensor | None = None
+
+
+@dataclass
+class _Active:
+    index: int
+    u: torch.Tensor
+    cond: torch.Tensor | None
+    flow: torch.Tensor | None
+    mask: torch.Tensor | None
+    step: int = 0
+
+
+# callback(frame_index, step, u_next [C, H, W], D [C, H, W])
+StepCallback = Callable[[int, int, torch.Tensor, torch.Tensor], None]
+
+
+class VideoSampler:
+    """Samples a video with equivariance self-guidance.
+
+    Args:
+        denoiser: x0-predictor ``D(u [B, C, H, W], sigma [B], cond [B, Cc, H, W] | None)``.
+        schedule: the sigma schedule (descending, ending at 0).
+        config: frame schedule, batch size and guidance settings.
+        callback_on_step_end: optional ``callback(frame, step, u, D)``.
+    Attributes:
+        losses: per frame, the guidance loss at each guided step (for diagnostics).
+    """
+
+    def __init__(
+        self,
+        denoiser,
+        schedule: SigmaSchedule,
+        config: VideoSamplerConfig | None = None,
+        callback_on_step_end: StepCallback | None = None,
+    ):
+        self.denoiser, self.schedule = denoiser, schedule
+        self.config = config or VideoSamplerConfig()
+        self.callback = callback_on_step_end
+        self.losses: dict[int, list[float]] = {}
+        if hasattr(denoiser, "set_schedule"):
+            denoiser.set_schedule(schedule)
+
+    # -- helpers ---------------------------------------------------------------------------------
+
+    def _admit(self, index: int, f: FrameInput) -> _Active:
+        if not isinstance(f, FrameInput):
+            raise TypeError(f"frames[{index}]: expected a FrameInput, got {type(f).__name__}")
+        if f.noise.dim() != 3:
+            raise ValueError(f"frames[{index}].noise: expected [C, H, W], got {list(f.noise.shape)}")
+        _, h, w = f.noise.shape
+        flow = mask = None
+        if index > 0:
+            if f.fwd_flow is None or f.fwd_flow.shape != (2, h, w):
+                got = None if f.fwd_flow is None else list(f.fwd_flow.shape)
+                raise ValueError(f"frames[{index}].fwd_flow: expected [2, {h}, {w}], got {got}")
+            flow = f.fwd_flow[None].to(f.noise.device, torch.float32)
+            if self.config.guidance.occlusion:
+                if f.back_flow is None or f.back_flow.shape != (2, h, w):
+                    raise ValueError(f"frames[{index}].back_flow: expected [2, {h}, {w}] (occlusion=True)")
+                mask = ~occlusion_mask(flow, f.back_flow[None].to(flow))
+        cond = None if f.cond is None else f.cond[None]
+        return _Active(index, f.noise[None] * self.schedule.sigma_max, cond, flow, mask)
+
+    def _tick(self, batch: list[_Active], prev: dict[int, torch.Tensor]) -> dict[int, torch.Tensor]:
+        """One step for each frame in ``batch`` (one denoiser call); returns their predictions."""
+        sig = self.schedule.sigmas
+        gcfg = self.config.guidance
+        u = torch.cat([a.u for a in batch])
+        dev = u.device
+        s = torch.tensor([float(sig[a.step]) for a in batch], device=dev)
+        sn = torch.tensor([float(sig[a.step + 1]) for a in batch], device=dev)
+        cond = None if batch[0].cond is None else torch.cat([a.cond for a in batch])
+        guided = [a.index > 0 and gcfg.active(a.step) for a in batch]
+        g_items = [a for a, gi in zip(batch, guided, strict=True) if gi]
+        prev_pred = torch.cat([prev[a.index - 1] for a in g_items]) if g_items else None
+        flow = torch.cat([a.flow for a in g_items]) if g_items else None
+        mask = None
+        if g_items and gcfg.occlusion:
+            mask = torch.cat([a.mask for a in g_items])
+        d, g, loss = predict_and_guide(self.denoiser, u, s, cond, guided, prev_pred, flow, mask, gcfg)
+        u_next = euler_guided_step(u, d, s, sn, g, gcfg.lam)
+        out = {}
+        for i, a in enumerate(batch):
+            a.u = u_next[i : i + 1]
+            out[a.index] = d[i : i + 1]
+            if self.callback is not None:
+                self.callback(a.index, a.step, a.u[0], d[i])
+            a.step += 1
+        if loss is not None:
+            for a, lv in zip(g_items, loss.tolist(), strict=True):
+                self.losses.setdefault(a.index, []).append(lv)
+        return out
+
+    # -- schedules -------------------------------------------------------------------------------
+
+    def stream(self, frames: Iterable[FrameInput]) -> Iterator[torch.Tensor]:
+        """Consume frames one at a time; yield finished frames ``[C, H, W]`` in order."""
+        if self.config.frame_schedule == "sequential":
+            yield from self._sequential(frames)
+        else:
+            yield from self._wavefront(frames)
+
+    def sample(self, frames: Iterable[FrameInput]) -> torch.Tensor:
+        """All frames at once: ``[T, C, H, W]``."""
+        out = list(self.stream(frames))
+        if not out:
+            raise ValueError("frames: expected at least one frame")
+        return torch.stack(out)
+
+    def _sequential(self, frames: Iterable[FrameInput]) -> Iterator[torch.Tensor]:
+        steps = self.schedule.num_steps
+        prev_store: list[torch.Tensor] | None = None
+        bar = tqdm(desc="frames", disable=not self.config.progress, unit="frame")
+        for j, f in enumerate(frames):
+            a = self._admit(j, f)
+            store = []
+            for t in range(steps):
+                prev = {j - 1: prev_store[t]} if prev_store is not None else {}
+                store.append(self._tick([a], prev)[j])
+            prev_store = store
+            bar.update(1)
+            yield a.u[0]
+        bar.close()
+
+    def _wavefront(self, frames: Iterable[FrameInput]) -> Iterator[torch.Tensor]:
+        steps, mb = self.schedule.num_steps, self.config.max_batch
+        it = iter(frames)
+        active: list[_Active] = []
+        prev: dict[int, torch.Tensor] = {}
+        j, exhausted = 0, False
+        bar = tqdm(desc="wavefront ticks", disable=not self.config.progress, unit="tick")
+        while True:
+            if not exhausted:
+                f = next(it, None)
+                if f is None:
+                    exhausted = True
+                else:
+                    active.append(self._admit(j, f))
+                    j += 1
+            if not active:
+                break
+            new: dict[int, torch.Tensor] = {}
+            for c in range(0, len(active), mb):
+                new.update(self._tick(active[c : c + mb], prev))
+            prev = new
+            bar.update(1)
+            while active and active[0].step == steps:  # the oldest frames finish first
+                yield active.pop(0).u[0]
+        bar.close()
