@@ -266,3 +266,16 @@ def test_triton_gpu_matches_reference(shape, gen):
     assert_close(
         co, reference.compose_coords(wf.identity_coords(h, w, n).double(), flow), atol=1e-4, what="compose"
     )
+
+
+def test_reference_adjoints_equal_autograd_of_reference_warp(gen):
+    """The explicit reference splat and flow gradient are the autograd adjoints of the reference warp."""
+    n, c, h, w = 2, 3, 7, 9
+    img = torch.randn(n, c, h, w, generator=gen, dtype=torch.float64, requires_grad=True)
+    flow = smooth_flow(n, h, w, gen).requires_grad_()
+    cot = torch.randn(n, c, h, w, generator=gen, dtype=torch.float64)
+    gi, gf = torch.autograd.grad(reference.warp(img, flow)[0], (img, flow), cot)
+    assert_close(reference.warp_image_grad(cot, flow.detach()), gi, atol=1e-12, what="reference splat")
+    assert_close(
+        reference.warp_flow_grad(cot, img.detach(), flow.detach()), gf, atol=1e-12, what="reference flow grad"
+    )

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import torch
 
-from ._bilinear import pixel_grid, sample_extrapolate, sample_zeros
+from ._bilinear import _gather, pixel_grid, sample_extrapolate, sample_zeros
 
 # Forward-backward consistency thresholds (UnFlow): |f + b~|^2 > A1 (|f|^2 + |b~|^2) + A2.
 OCCLUSION_ALPHA1 = 0.01
@@ -75,10 +75,25 @@ def compose_coords(coords: torch.Tensor, flow: torch.Tensor) -> torch.Tensor:
     return torch.stack((x + d[:, 0], y + d[:, 1]), -1)
 
 
+def _taps(flow: torch.Tensor, h: int, w: int):
+    """The four zero-padded bilinear taps of ``x + flow(x)``: (xi, yi, weight, inside) each ``[N, H, W]``."""
+    xs, ys = pixel_grid(h, w, flow.device, flow.dtype)
+    x, y = xs + flow[:, 0], ys + flow[:, 1]
+    x0, y0 = torch.floor(x), torch.floor(y)
+    wx, wy = x - x0, y - y0
+    out = []
+    for dy, wy_ in ((0, 1 - wy), (1, wy)):
+        for dx, wx_ in ((0, 1 - wx), (1, wx)):
+            xi, yi = x0.long() + dx, y0.long() + dy
+            inside = (xi >= 0) & (xi < w) & (yi >= 0) & (yi < h)
+            out.append((xi.clamp(0, w - 1), yi.clamp(0, h - 1), wx_ * wy_, inside))
+    return out, wx, wy
+
+
 def warp_image_grad(
     grad_out: torch.Tensor, flow: torch.Tensor, scale: torch.Tensor | None = None
 ) -> torch.Tensor:
-    """Adjoint of :func:`warp` in the image (a bilinear splat), by autograd of the reference.
+    """Adjoint of :func:`warp` in the image: the bilinear splat of ``grad_out`` (explicit scatter-add).
 
     Args:
         grad_out: ``[N, C, H, W]`` cotangent of the warped image.
@@ -87,23 +102,31 @@ def warp_image_grad(
     Returns:
         ``[N, C, H, W]``.
     """
+    n, c, h, w = grad_out.shape
     if scale is not None:
         grad_out = grad_out * scale.to(grad_out.dtype).view(-1, 1, 1, 1)
-    with torch.enable_grad():
-        img = torch.zeros_like(grad_out, requires_grad=True)
-        out, _ = warp(img, flow.detach())
-        (g,) = torch.autograd.grad(out, img, grad_out)
-    return g
+    taps, _, _ = _taps(flow.to(grad_out.dtype), h, w)
+    out = grad_out.new_zeros(n, c, h * w)
+    for xi, yi, wt, inside in taps:
+        idx = (yi * w + xi).reshape(n, 1, -1).expand(n, c, -1)
+        val = (grad_out * (wt * inside.to(wt.dtype)).unsqueeze(1)).reshape(n, c, -1)
+        out.scatter_add_(2, idx, val)
+    return out.reshape(n, c, h, w)
 
 
 def warp_flow_grad(grad_out: torch.Tensor, image: torch.Tensor, flow: torch.Tensor) -> torch.Tensor:
-    """Gradient of ``<grad_out, warp(image, flow)>`` with respect to ``flow``, by autograd.
+    """Gradient of ``<grad_out, warp(image, flow)>`` with respect to ``flow`` (explicit formula):
+    ``gx = sum_c g ((v01 - v00)(1 - wy) + (v11 - v10) wy)``, ``gy = sum_c g ((v10 - v00)(1 - wx) + (v11 - v01) wx)``
+    with zero-padded taps v.
 
     Returns:
         ``[N, 2, H, W]``.
     """
-    with torch.enable_grad():
-        f = flow.detach().requires_grad_(True)
-        out, _ = warp(image.detach(), f)
-        (g,) = torch.autograd.grad(out, f, grad_out)
-    return g
+    n, c, h, w = image.shape
+    taps, wx, wy = _taps(flow.to(image.dtype), h, w)
+    v = [_gather(image, xi, yi) * inside.unsqueeze(1).to(image.dtype) for xi, yi, _, inside in taps]
+    v00, v01, v10, v11 = v
+    wx, wy = wx.unsqueeze(1), wy.unsqueeze(1)
+    gx = (grad_out * ((v01 - v00) * (1 - wy) + (v11 - v10) * wy)).sum(1)
+    gy = (grad_out * ((v10 - v00) * (1 - wx) + (v11 - v01) * wx)).sum(1)
+    return torch.stack((gx, gy), 1).to(flow.dtype)
