@@ -1,6 +1,7 @@
 """Denoiser adapters, conditioning layouts, UNet backends and analytic denoisers."""
 
 from .analytic import GaussianPriorDenoiser
+from .default import default_model, default_model_dir, load_model, load_unet_folder
 from .denoiser import DiffusersDenoiser, x0_from_model_output
 from .layouts import ConditioningLayout, inpaint_condition, sr_condition
 from .unet_backends import UNetRunner
@@ -10,6 +11,10 @@ __all__ = [
     "DiffusersDenoiser",
     "GaussianPriorDenoiser",
     "UNetRunner",
+    "default_model",
+    "default_model_dir",
+    "load_model",
+    "load_unet_folder",
     "inpaint_condition",
     "sr_condition",
     "x0_from_model_output",

@@ -83,6 +83,7 @@ class DiffusersDenoiser(torch.nn.Module):
         # diffusers UNet returned wrong input gradients).
         self.unet = unet.requires_grad_(False)
         self.runner = UNetRunner(unet, backend, compile_mode)
+        self.scheduler = scheduler
         ac = alphas_cumprod if alphas_cumprod is not None else scheduler.alphas_cumprod
         self.register_buffer("alphas_cumprod", torch.as_tensor(ac, dtype=torch.float64), persistent=False)
         kind = prediction_type or (scheduler.config.prediction_type if scheduler is not None else "epsilon")

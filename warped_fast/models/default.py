@@ -1,0 +1,69 @@
+"""The models shipped inside the package, and loading of local diffusers folders (safetensors only).
+
+``default_model("inpaint" | "sr")``: small pixel-space UNets trained with GP noise by
+:mod:`warped_fast.train` on photos that scikit-image / scikit-learn ship; see ``weights/MODEL_CARD.md``.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import torch
+
+from .denoiser import DiffusersDenoiser
+
+WEIGHTS_DIR = Path(__file__).parent / "weights"
+TASKS = ("inpaint", "sr")
+
+
+def load_unet_folder(folder: str | Path, device=None, dtype: torch.dtype = torch.float32):
+    """Load ``(unet, scheduler)`` from a local diffusers folder (``config.json`` + safetensors weights,
+    ``scheduler_config.json``). Never downloads; pickled weights are refused."""
+    from diffusers import EulerDiscreteScheduler, UNet2DConditionModel, UNet2DModel
+
+    folder = Path(folder)
+    cfg_path = folder / "config.json"
+    if not cfg_path.exists():
+        raise FileNotFoundError(f"folder: no config.json in {folder} (expected a diffusers UNet folder)")
+    if not any(folder.glob("*.safetensors")):
+        raise FileNotFoundError(
+            f"folder: no .safetensors weights in {folder} (pickled weights are not loaded)"
+        )
+    cls_name = json.loads(cfg_path.read_text()).get("_class_name", "UNet2DModel")
+    cls = {"UNet2DModel": UNet2DModel, "UNet2DConditionModel": UNet2DConditionModel}.get(cls_name)
+    if cls is None:
+        raise ValueError(f"folder: unsupported model class {cls_name!r} in {cfg_path}")
+    unet = cls.from_pretrained(folder, use_safetensors=True, local_files_only=True, torch_dtype=dtype)
+    sch_path = folder / "scheduler_config.json"
+    scheduler = (
+        EulerDiscreteScheduler.from_pretrained(folder, local_files_only=True)
+        if sch_path.exists()
+        else EulerDiscreteScheduler()
+    )
+    return unet.to(device or "cpu").eval(), scheduler
+
+
+def load_model(
+    folder: str | Path, device=None, dtype: torch.dtype = torch.float32, **denoiser_kwargs
+) -> DiffusersDenoiser:
+    """A :class:`DiffusersDenoiser` around the UNet of a local diffusers folder."""
+    unet, scheduler = load_unet_folder(folder, device, dtype)
+    return DiffusersDenoiser(unet, scheduler=scheduler, **denoiser_kwargs)
+
+
+def default_model_dir(task: str) -> Path:
+    if task not in TASKS:
+        raise ValueError(f"task: expected one of {TASKS}, got {task!r}")
+    d = WEIGHTS_DIR / task
+    if not (d / "config.json").exists():
+        raise FileNotFoundError(f"the default {task} model is not in this install ({d})")
+    return d
+
+
+def default_model(
+    task: str = "inpaint", device=None, dtype: torch.dtype = torch.float32, **kw
+) -> DiffusersDenoiser:
+    """The shipped model for ``task`` ("inpaint" or "sr") as an x0-denoiser (weights stored in fp16,
+    loaded in ``dtype``)."""
+    return load_model(default_model_dir(task), device, dtype, **kw)

@@ -1,0 +1,101 @@
+"""Training configuration: a frozen dataclass, loadable from a TOML or JSON file."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
+from typing import Literal
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """Fine-tune or train a diffusers UNet with GP (or white) noise in the denoising loss.
+
+    Attributes:
+        task: "inpaint" (input [noisy | mask | masked image]) or "sr" (input [noisy | upsampled x8 LR]).
+        output_dir: checkpoints, loss log and curve go here.
+        pretrained: a local diffusers UNet folder to fine-tune; None builds ``model`` from scratch.
+        model: UNet2DModel settings when training from scratch.
+        noise: "gp" (RFF GP noise, method section 6) or "white" (the ablation).
+        lengthscale: GP lengthscale in pixels of the training grid; num_features: J.
+        resolution, batch_size, steps, lr, weight_decay, grad_clip, ema_decay, warmup_steps.
+        prediction_type: "epsilon" or "v_prediction" (DDPM schedule, 1000 steps, linear betas).
+        mixed_precision: "no", "fp16" or "bf16" (autocast, CUDA only).
+        checkpoint_every: steps between checkpoints (resume picks up the latest).
+        lora_rank: > 0 trains LoRA adapters instead of the full model (needs peft).
+        seed: everything random derives from it.
+    """
+
+    task: Literal["inpaint", "sr"] = "inpaint"
+    output_dir: str = "runs/train"
+    pretrained: str | None = None
+    model: dict = field(
+        default_factory=lambda: {
+            "block_out_channels": [48, 96, 192],
+            "layers_per_block": 1,
+            "norm_num_groups": 16,
+        }
+    )
+    noise: Literal["gp", "white"] = "gp"
+    lengthscale: float = 2.0 / 3.141592653589793
+    num_features: int = 3000
+    resolution: int = 64
+    batch_size: int = 16
+    steps: int = 2000
+    lr: float = 1e-3
+    weight_decay: float = 1e-2
+    grad_clip: float = 1.0
+    ema_decay: float = 0.999
+    warmup_steps: int = 100
+    prediction_type: Literal["epsilon", "v_prediction"] = "v_prediction"
+    mixed_precision: Literal["no", "fp16", "bf16"] = "no"
+    checkpoint_every: int = 500
+    lora_rank: int = 0
+    seed: int = 0
+    progress: bool = True
+
+    def __post_init__(self):
+        if self.task not in ("inpaint", "sr"):
+            raise ValueError(f"task: expected 'inpaint' or 'sr', got {self.task!r}")
+        if self.noise not in ("gp", "white"):
+            raise ValueError(f"noise: expected 'gp' or 'white', got {self.noise!r}")
+        if self.resolution % 8 or self.resolution < 16:
+            raise ValueError(f"resolution: expected a multiple of 8 >= 16, got {self.resolution}")
+        for name in ("batch_size", "steps", "num_features", "checkpoint_every"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name}: expected >= 1, got {getattr(self, name)}")
+        if not self.lr > 0 or not self.lengthscale > 0:
+            raise ValueError("lr and lengthscale: expected > 0")
+        if not 0 <= self.ema_decay < 1:
+            raise ValueError(f"ema_decay: expected in [0, 1), got {self.ema_decay}")
+        if self.prediction_type not in ("epsilon", "v_prediction"):
+            raise ValueError(
+                f"prediction_type: expected 'epsilon' or 'v_prediction', got {self.prediction_type!r}"
+            )
+        if self.mixed_precision not in ("no", "fp16", "bf16"):
+            raise ValueError(
+                f"mixed_precision: expected 'no', 'fp16' or 'bf16', got {self.mixed_precision!r}"
+            )
+
+    @classmethod
+    def from_file(cls, path: str | Path, **overrides) -> TrainConfig:
+        """Load a ``.toml`` or ``.json`` file (keys = attribute names); ``overrides`` win."""
+        p = Path(path)
+        if p.suffix == ".toml":
+            import tomllib
+
+            data = tomllib.loads(p.read_text())
+        elif p.suffix == ".json":
+            data = json.loads(p.read_text())
+        else:
+            raise ValueError(f"path: expected a .toml or .json file, got {p.name}")
+        known = {f.name for f in fields(cls)}
+        unknown = set(data) - known
+        if unknown:
+            raise ValueError(f"{p.name}: unknown keys {sorted(unknown)}; expected some of {sorted(known)}")
+        data.update({k: v for k, v in overrides.items() if v is not None})
+        return cls(**data)
+
+    def to_json(self) -> str:
+        return json.dumps(asdict(self), indent=2)

