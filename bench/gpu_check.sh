@@ -18,7 +18,7 @@ echo "== cuda tests"
 timeout 180 python -m pytest -m cuda -q -p no:cacheprovider tests 2>&1 | tee "$OUT/tests_cuda.log" | tail -15
 
 echo "== benchmarks"
-for b in bench_gp_noise bench_warp bench_guidance; do
+for b in bench_gp_noise bench_warp bench_guidance bench_noise_warp bench_sampler; do
   timeout 120 python "bench/$b.py" --device cuda >"$OUT/$b.log" 2>&1 || echo "$b failed (see $OUT/$b.log)"
 done
 cat "$OUT"/bench_*.log

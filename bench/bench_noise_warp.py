@@ -1,0 +1,129 @@
+"""Benchmark every noise method per frame: one ``NoiseWarper.step`` at 128x128x4 and 1024x1024x4.
+
+Runs on the CPU and, when a GPU is visible, on the GPU in the same run (``--device`` picks one).
+Each row is the median time of one step (flows given; random draws included) with the default
+backend of the device: on CPU tensors the PyTorch implementations, on CUDA tensors the Triton kernels
+(hiwyn, infres, gwtf) and the ops' GPU paths (gp: ``compose_coords`` + ``gp_noise``; bilinear:
+``warp``). The note gives the published A100 figure at 1024x1024 where one exists (Go-with-the-Flow
+paper, one table) and, for ``gp``, the cosine floor of the chip (H*W*C*J cosines, or H*W*J with
+shared features, at 16 per SM per clock).
+"""
+
+from __future__ import annotations
+
+import math
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).parent))
+
+import torch  # noqa: E402
+from common import Table, cosine_floor_ms, parse_args, time_ms  # noqa: E402
+
+import warped_fast as wf  # noqa: E402
+from warped_fast.noise import RFFConfig, make_noise_warper  # noqa: E402
+
+# Published per-frame times at 1024x1024 on an A100 (Go-with-the-Flow, CVPR 2025, one table;
+# Warped Diffusion's own RFF warp from its paper).
+PUBLISHED_A100_MS = {"hiwyn": 55.2, "infres": 2.61, "gwtf": 2.14, "bilinear": 4.41, "gp": 39.0}
+J = 3000
+
+
+def _flows(h: int, w: int, device: str):
+    """A zoom + rotation + pan (exact inverse pair): both expansion and contraction everywhere."""
+    ys, xs = torch.meshgrid(
+        torch.arange(h, dtype=torch.float64), torch.arange(w, dtype=torch.float64), indexing="ij"
+    )
+    cx, cy, s, a, t = (w - 1) / 2, (h - 1) / 2, 0.97, math.radians(1.5), (0.37, -0.21)
+    ca, sa = math.cos(a), math.sin(a)
+    x, y = xs - cx, ys - cy
+    back = torch.stack((cx + s * (ca * x - sa * y) + t[0] - xs, cy + s * (sa * x + ca * y) + t[1] - ys))
+    qx, qy = xs - cx - t[0], ys - cy - t[1]
+    fwd = torch.stack((cx + (ca * qx + sa * qy) / s - xs, cy + (-sa * qx + ca * qy) / s - ys))
+    return back.float().to(device), fwd.float().to(device)
+
+
+def _cases(quick_cpu_big: bool):
+    """(label, method, options)."""
+    cases = [
+        ("fixed", "fixed", {}),
+        ("resample", "resample", {}),
+        ("nearest (white)", "nearest", {}),
+        ("bilinear (white)", "bilinear", {}),
+        ("hiwyn k=8", "hiwyn", {}),
+        ("infres", "infres", {}),
+        ("gwtf", "gwtf", {}),
+        ("gwtf 4x grid", "gwtf", {"upsample": 4}),
+        (f"gp J={J} shared", "gp", {"rff": RFFConfig(num_features=J, shared_features=True)}),
+    ]
+    if not quick_cpu_big:
+        cases.append((f"gp J={J} independent", "gp", {"rff": RFFConfig(num_features=J)}))
+    return cases
+
+
+def _note(method: str, label: str, dev: str, c: int, h: int, w: int, ms: float) -> str:
+    parts = []
+    if method == "gp":
+        shared = "shared" in label
+        cos = h * w * J * (1 if shared else c)
+        floor = cosine_floor_ms(dev, cos)
+        if floor:
+            parts.append(f"cosine floor {floor:.3f} ms ({cos:.2e} cos), {ms / floor:.2f}x floor")
+        else:
+            parts.append(f"{cos:.2e} cosines")
+    pub = PUBLISHED_A100_MS.get(method)
+    if pub is not None and (h, w) == (1024, 1024):
+        ratio = f", {pub / ms:.1f}x faster" if dev.startswith("cuda") else ""
+        parts.append(f"published A100 {pub} ms{ratio}")
+    return "; ".join(parts)
+
+
+def run(dev: str, quick: bool, repeats: int | None) -> Table:
+    table = Table("noise_warp", dev)
+    shapes = [(4, 128, 128)] if quick else [(4, 128, 128), (4, 1024, 1024)]
+    for c, h, w in shapes:
+        big_cpu = dev == "cpu" and h >= 1024
+        reps = repeats or (1 if big_cpu else 5 if dev == "cpu" else 30)
+        warm = 1 if big_cpu else 2
+        back, fwd = _flows(h, w, dev)
+        for label, method, opts in _cases(quick_cpu_big=big_cpu):
+            warper = make_noise_warper(method, **opts)
+            warper.reset((c, h, w), 0, device=dev)
+            needs_fwd = warper.uses_forward_flow
+            step = lambda: warper.step(back, fwd if needs_fwd else None)  # noqa: E731
+            with wf.ops.value_checks(False):
+                ms = time_ms(step, dev, reps, warmup=warm)
+            ops = wf.backend_info(dev.split(":")[0])["ops"]
+            backend = ops.get(method, "torch ops")
+            if backend in ("cpu", "reference"):
+                backend = "pytorch"  # the noise ops have no C++ kernel: their CPU path is PyTorch
+            if method == "bilinear":
+                backend = f"warp:{ops['warp']}"
+            if method == "gp":
+                backend = f"compose_coords:{ops['compose_coords']} gp_noise:{ops['gp_noise']}"
+            table.add(label, f"{c}x{h}x{w}", backend, ms, None, _note(method, label, dev, c, h, w, ms))
+            if dev.startswith("cuda"):
+                torch.cuda.empty_cache()
+        if big_cpu:
+            table.add(
+                f"gp J={J} independent",
+                f"{c}x{h}x{w}",
+                "-",
+                float("nan"),
+                None,
+                "skipped on CPU (~1.3e10 cosines)",
+            )
+    return table
+
+
+def main():
+    args = parse_args(__doc__.splitlines()[0])
+    explicit = any(a == "--device" or a.startswith("--device=") for a in sys.argv[1:])
+    devices = [args.device] if explicit else ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
+    tables = [run(dev, args.quick, args.repeats) for dev in devices]
+    for t in tables:
+        t.finish()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,101 @@
+"""The NoiseWarper interface: names, options, determinism, incremental = whole clip, input checks."""
+
+import pytest
+import torch
+
+import warped_fast.noise as wn
+from warped_fast.noise import METHODS, NoiseWarper, RFFConfig, make_noise_warper, warp_noise_video
+
+from .common import similarity
+
+ALL = ["gp", "fixed", "resample", "nearest", "bilinear", "hiwyn", "infres", "gwtf"]
+OPTIONS = {
+    "gp": [{}, {"rff": RFFConfig(num_features=64, shared_features=True)}, {"occlusion": True}],
+    "fixed": [{}, {"base": "gp"}],
+    "resample": [{}, {"base": "gp"}],
+    "nearest": [{}, {"base": "gp"}],
+    "bilinear": [{}, {"base": "gp"}],
+    "hiwyn": [{}, {"upsample": 3, "max_extent": 2}],
+    "infres": [{}, {"missing": "renormalize"}],
+    "gwtf": [{}, {"normalize_weights": False}, {"upsample": 2}],
+}
+CASES = [(m, o) for m in ALL for o in OPTIONS[m]]
+
+
+def test_registry():
+    assert sorted(METHODS) == sorted(ALL)
+    for name, cls in METHODS.items():
+        assert issubclass(cls, NoiseWarper) and cls.method == name
+        assert isinstance(cls.needs_forward_flow, bool)
+        assert cls.__doc__ and len(cls.__doc__) > 80, f"{name}: docstring"
+    assert METHODS["infres"].needs_forward_flow and METHODS["gwtf"].needs_forward_flow
+    assert not METHODS["hiwyn"].needs_forward_flow and not METHODS["gp"].needs_forward_flow
+    for mod in (wn.gp_warp, wn.hiwyn, wn.infres, wn.gwtf, wn.grid_warp, wn.simple):
+        assert "Known limits" in (mod.__doc__ or "") + "".join(
+            c.__doc__ or "" for c in METHODS.values() if c.__module__ == mod.__name__
+        ), mod.__name__
+
+
+@pytest.mark.parametrize("method,opts", CASES, ids=[f"{m}-{i}" for m in ALL for i in range(len(OPTIONS[m]))])
+def test_incremental_equals_clip_and_seeds(method, opts):
+    t, c, h, w = 4, 3, 9, 11
+    back, fwd = similarity(t, h, w)
+    clip = warp_noise_video(method, (c, h, w), back, fwd, generator=7, **opts)
+    assert clip.shape == (t, c, h, w) and clip.dtype == torch.float32 and torch.isfinite(clip).all()
+    warper = make_noise_warper(method, **opts)
+    frames = [warper.reset((c, h, w), torch.Generator().manual_seed(7))]
+    frames += [warper.step(back[j], fwd[j]) for j in range(t - 1)]
+    assert torch.equal(torch.stack(frames), clip), "incremental != whole clip"
+    assert torch.equal(warp_noise_video(method, (c, h, w), back, fwd, generator=7, **opts), clip)
+    other = warp_noise_video(method, (c, h, w), back, fwd, generator=8, **opts)
+    assert not torch.equal(other, clip)
+    if method == "fixed":
+        assert all(torch.equal(clip[j], clip[0]) for j in range(t))
+    else:
+        assert not torch.equal(clip[1], clip[0])
+
+
+def test_flows_in_float64_and_reset_restarts():
+    back, fwd = similarity(3, 8, 8)
+    w = make_noise_warper("gwtf")
+    a0 = w.reset((2, 8, 8), 1)
+    a1 = w.step(back[0].double(), fwd[0].double())
+    b0 = w.reset((2, 8, 8), 1)
+    b1 = w.step(back[0], fwd[0])
+    assert torch.equal(a0, b0) and torch.equal(a1, b1)
+    assert w.weight.shape == (8, 8) and abs(w.weight.mean().item() - 1) < 1e-5
+
+
+def test_bad_inputs():
+    with pytest.raises(ValueError, match="method"):
+        make_noise_warper("perlin")
+    with pytest.raises(ValueError, match="base"):
+        make_noise_warper("nearest", base="pink")
+    with pytest.raises(TypeError, match="rff"):
+        make_noise_warper("gp", rff={"num_features": 3})
+    with pytest.raises(ValueError, match="upsample"):
+        make_noise_warper("hiwyn", upsample=0)
+    with pytest.raises(ValueError, match="missing"):
+        make_noise_warper("infres", missing="zero")
+    with pytest.raises(ValueError, match="upsample"):
+        make_noise_warper("gwtf", upsample=0)
+    with pytest.raises(TypeError):
+        make_noise_warper("gwtf", k=2)
+    w = make_noise_warper("infres")
+    with pytest.raises(RuntimeError, match="reset"):
+        w.step(torch.zeros(2, 4, 4))
+    with pytest.raises(ValueError, match="shape"):
+        w.reset((4, 4), 0)
+    with pytest.raises(TypeError, match="generator"):
+        w.reset((1, 4, 4), "seed")
+    w.reset((1, 4, 4), 0)
+    with pytest.raises(ValueError, match="fwd_flow"):
+        w.step(torch.zeros(2, 4, 4))
+    with pytest.raises(ValueError, match="back_flow: expected shape"):
+        w.step(torch.zeros(2, 4, 5), torch.zeros(2, 4, 4))
+    with pytest.raises(ValueError, match="fwd_flow: expected finite"):
+        w.step(torch.zeros(2, 4, 4), torch.full((2, 4, 4), float("nan")))
+    with pytest.raises(ValueError, match="back_flows"):
+        warp_noise_video("gp", (1, 4, 4), torch.zeros(2, 4, 4))
+    with pytest.raises(ValueError, match="fwd_flows"):
+        warp_noise_video("gwtf", (1, 4, 4), torch.zeros(2, 2, 4, 4), torch.zeros(1, 2, 4, 4))

@@ -1,0 +1,177 @@
+"""Triton kernels of hiwyn / infres / gwtf against the PyTorch implementations (the reference), run
+by the Triton interpreter on CPU tensors; plus properties of the reference steps."""
+
+import pytest
+import torch
+
+import warped_fast as wf
+from tests.helpers import assert_close
+from warped_fast.noise import pixel_corners, warp_noise_video
+from warped_fast.noise.gwtf import gwtf_transport, gwtf_transport_reference
+from warped_fast.noise.hiwyn import hiwyn_transport, hiwyn_transport_reference
+from warped_fast.noise.infres import infres_transport, infres_transport_reference
+from warped_fast.ops import OP_BACKENDS
+
+from .common import similarity, translation
+
+pytestmark = pytest.mark.skipif(
+    not wf.backend_info("cpu")["triton"], reason="needs triton with TRITON_INTERPRET=1 (tests/conftest.py)"
+)
+
+
+def _flow(h, w, gen, jitter=1.0, **kw):
+    back, fwd = similarity(2, h, w, **kw)
+    noise = torch.randn(2, 2, h, w, generator=gen) * 0.15 * jitter
+    return back[0] + noise[0], fwd[0] + noise[1]
+
+
+def test_registered():
+    for op in ("hiwyn", "infres", "gwtf"):
+        assert OP_BACKENDS[op] == ("triton", "cpu", "reference")
+
+
+@pytest.mark.parametrize(
+    "c,h,w,k,max_extent,kw",
+    [
+        (2, 12, 10, 8, 8, {}),
+        (3, 7, 9, 3, 8, {"scale": 1.3, "angle_deg": 20.0}),  # shrink + rotation, some polygons outside
+        (1, 9, 8, 4, 1, {"scale": 1.6}),  # clipped windows
+        (4, 6, 6, 8, 8, {"shift": (4.5, 2.0)}),  # mostly outside: empty polygons -> fresh
+    ],
+)
+def test_hiwyn_triton_matches_reference(c, h, w, k, max_extent, kw, gen):
+    prev = torch.randn(c, h, w, generator=gen)
+    z = torch.randn(c, h, w, k, k, generator=gen)
+    fresh = torch.randn(c, h, w, generator=gen)
+    back, _ = _flow(h, w, gen, **kw)
+    corners = pixel_corners(back)
+    ref = hiwyn_transport_reference(prev, corners, z, fresh, max_extent)
+    with wf.use_backend("triton"):
+        out = hiwyn_transport(prev, corners, z, fresh, max_extent)
+    assert_close(out, ref, atol=2e-5, what="hiwyn triton vs reference")
+    if "shift" in kw:
+        assert torch.equal(out[:, :, -2:], fresh[:, :, -2:])  # nothing arrives at the right columns
+
+
+@pytest.mark.parametrize("missing", ["fill", "renormalize"])
+@pytest.mark.parametrize("c,h,w,spread", [(3, 11, 13, 1.0), (1, 5, 4, 6.0)])
+def test_infres_triton_matches_reference(missing, c, h, w, spread, gen):
+    prev = torch.randn(c, h, w, generator=gen)
+    z = torch.randn(c, 4, h, w, generator=gen)
+    fresh = torch.randn(c, h, w, generator=gen)
+    _, fwd = _flow(h, w, gen, jitter=spread)
+    ref = infres_transport_reference(prev, fwd, z, fresh, missing)
+    with wf.use_backend("triton"):
+        out = infres_transport(prev, fwd, z, fresh, missing)
+    assert_close(out, ref, atol=2e-5, what=f"infres triton vs reference ({missing})")
+
+
+@pytest.mark.parametrize("c,h,w,spread", [(3, 11, 13, 1.0), (2, 6, 5, 8.0)])
+def test_gwtf_triton_matches_reference(c, h, w, spread, gen):
+    q = torch.randn(c, h, w, generator=gen)
+    weight = torch.rand(h, w, generator=gen) + 0.3
+    zc, ze, fresh = (torch.randn(c, h, w, generator=gen) for _ in range(3))
+    back, fwd = _flow(h, w, gen, jitter=spread)
+    ref, rw = gwtf_transport_reference(q, weight, fwd, back, zc, ze, fresh)
+    with wf.use_backend("triton"):
+        out, ow = gwtf_transport(q, weight, fwd, back, zc, ze, fresh)
+    assert_close(out, ref, atol=2e-5, what="gwtf noise triton vs reference")
+    assert_close(ow, rw, atol=2e-6, what="gwtf weight triton vs reference")
+
+
+@pytest.mark.parametrize("method", ["hiwyn", "infres", "gwtf"])
+def test_warpers_dispatch_to_triton(method):
+    back, fwd = similarity(3, 8, 10)
+    ref = warp_noise_video(method, (2, 8, 10), back, fwd, generator=3)
+    with wf.use_backend("triton"):
+        out = warp_noise_video(method, (2, 8, 10), back, fwd, generator=3)
+    assert_close(out, ref, atol=5e-5, what=f"{method} clip, triton vs reference")
+
+
+@pytest.mark.parametrize(
+    "method,opts", [("hiwyn", {}), ("infres", {}), ("gwtf", {}), ("gwtf", {"upsample": 2})]
+)
+def test_triton_integer_translation_is_exact(method, opts):
+    back, fwd = translation(3, 7, 9, (2, -1))
+    with wf.use_backend("triton"):
+        v = warp_noise_video(method, (2, 7, 9), back, fwd, generator=1, **opts)
+    for j in (1, 2):
+        assert torch.equal(v[j][:, :-1, 2:], v[j - 1][:, 1:, :-2])
+
+
+def test_hiwyn_reference_properties(gen):
+    c, h, w, k = 2, 8, 9, 4
+    prev = torch.randn(c, h, w, generator=gen)
+    z = torch.randn(c, h, w, k, k, generator=gen)
+    fresh = torch.randn(c, h, w, generator=gen)
+    # No motion: each polygon is its own pixel, which integrates back to its value exactly.
+    out = hiwyn_transport_reference(prev, pixel_corners(torch.zeros(2, h, w)), z, fresh)
+    assert torch.equal(out, prev)
+    # Half-pixel shift in x: each new pixel covers half of two source pixels (k^2 / 2 sub-pixels each).
+    back = torch.zeros(2, h, w)
+    back[0] = 0.5
+    out = hiwyn_transport_reference(prev, pixel_corners(back), z, fresh)
+    zb = z.reshape(c, h, w, k, k)
+    zr = zb - zb.mean((-1, -2), keepdim=True)
+    left = prev[:, :, :-1] / k * (k * k / 2) + zr[:, :, :-1, :, k // 2 :].sum((-1, -2))
+    right = prev[:, :, 1:] / k * (k * k / 2) + zr[:, :, 1:, :, : k // 2].sum((-1, -2))
+    assert_close(out[:, :, :-1], (left + right) / k, atol=1e-5, what="half-pixel shift")
+    assert_close(
+        out[:, :, -1],
+        (prev[:, :, -1] / k * (k * k / 2) + zr[:, :, -1, :, k // 2 :].sum((-1, -2))) / (k / 2**0.5),
+        atol=1e-5,
+        what="half-covered border pixel",
+    )
+
+
+def test_infres_reference_properties(gen):
+    c, h, w = 2, 6, 7
+    prev = torch.randn(c, h, w, generator=gen)
+    z = torch.randn(c, 4, h, w, generator=gen)
+    fresh = torch.randn(c, h, w, generator=gen)
+    # Half-pixel pan in x: interior pixels get two halves: (x_l + x_r)/2 + bridge noise, area 1.
+    fwd = torch.zeros(2, h, w)
+    fwd[0] = 0.5
+    out = infres_transport_reference(prev, fwd, z, fresh)
+    r2 = 0.5**0.5
+    s = r2 * z[:, 0] + r2 * z[:, 1]  # each particle's bridge sum (areas 1/2, 1/2, 0, 0)
+    piece_right = 0.5 * prev + (r2 * z[:, 1] - 0.5 * s)  # the half that goes to x + 1
+    piece_left = 0.5 * prev + (r2 * z[:, 0] - 0.5 * s)  # the half that stays at x
+    want = piece_right[:, :, :-1] + piece_left[:, :, 1:]
+    assert_close(out[:, :, 1:], want, atol=1e-5, what="half-pixel pan")
+    # column 0 only receives half an area: filled with fresh noise
+    assert_close(out[:, :, 0], piece_left[:, :, 0] + r2 * fresh[:, :, 0], atol=1e-5, what="fill")
+
+
+@pytest.mark.cuda
+@pytest.mark.parametrize("method", ["hiwyn", "infres", "gwtf"])
+def test_triton_gpu_matches_reference(method):
+    """On the GPU machine: the compiled Triton kernels against the CPU PyTorch implementation, fed the
+    same random draws (128x128x4, a zoom + rotation + pan)."""
+    gen = torch.Generator().manual_seed(0)
+    c, h, w = 4, 128, 128
+    back, fwd = similarity(2, h, w, scale=0.97, angle_deg=1.5, shift=(0.37, -0.21))
+    back, fwd = back[0], fwd[0]
+    prev = torch.randn(c, h, w, generator=gen)
+    fresh = torch.randn(c, h, w, generator=gen)
+    if method == "hiwyn":
+        z = torch.randn(c, h, w, 8, 8, generator=gen)
+        corners = pixel_corners(back)
+        args = (prev, corners, z, fresh)
+        ref = hiwyn_transport_reference(*args)
+        out = hiwyn_transport(*(a.cuda() for a in args))
+    elif method == "infres":
+        z = torch.randn(c, 4, h, w, generator=gen)
+        ref = infres_transport_reference(prev, fwd, z, fresh)
+        out = infres_transport(prev.cuda(), fwd.cuda(), z.cuda(), fresh.cuda())
+    else:
+        weight = torch.rand(h, w, generator=gen) + 0.5
+        zc, ze = torch.randn(c, h, w, generator=gen), torch.randn(c, h, w, generator=gen)
+        args = (prev, weight, fwd, back, zc, ze, fresh)
+        ref, _ = gwtf_transport_reference(*args)
+        out, _ = gwtf_transport(*(a.cuda() for a in args))
+    assert out.is_cuda
+    # hiwyn: the crossing test may flip for a sub-pixel centre within float rounding of an edge
+    # (FMA on the GPU); allow a handful of pixels off, the rest tight.
+    err = (out.cpu() - ref).abs()
+    assert (err > 1e-4).sum() <= (5 if method == "hiwyn" else 0), f"{method}: max err {err.max():.2e}"

@@ -1,0 +1,148 @@
+"""Translations: exact integer shifts, GP's exact sub-pixel consistency, bilinear's variance loss (the
+baseline's known flaw, measured), fresh noise for disoccluded pixels, GP's occlusion option."""
+
+import pytest
+import torch
+
+from warped_fast.noise import (
+    RFFConfig,
+    RFFField,
+    fresh_offset,
+    identity_coords,
+    make_noise_warper,
+    warp_noise_video,
+)
+
+from .common import translation
+
+EXACT = [
+    ("gp", {}),
+    ("nearest", {}),
+    ("bilinear", {}),
+    ("hiwyn", {}),
+    ("infres", {}),
+    ("gwtf", {}),
+    ("gwtf", {"upsample": 2}),
+]
+
+
+@pytest.mark.parametrize("method,opts", EXACT, ids=[m + ("-up2" if o else "") for m, o in EXACT])
+@pytest.mark.parametrize("shift", [(2, -1), (-3, 0), (0, 1)])
+def test_integer_translation_is_exact(method, opts, shift):
+    t, c, h, w = 4, 3, 14, 17
+    back, fwd = translation(t, h, w, shift)
+    v = warp_noise_video(method, (c, h, w), back, fwd, generator=2, **opts)
+    sx, sy = shift
+    # frame j at (x, y) equals frame j-1 at (x - sx, y - sy) wherever that pixel exists
+    ys = slice(max(sy, 0), h + min(sy, 0))
+    xs = slice(max(sx, 0), w + min(sx, 0))
+    ps = slice(max(-sy, 0), h + min(-sy, 0))
+    px = slice(max(-sx, 0), w + min(-sx, 0))
+    for j in range(1, t):
+        assert torch.equal(v[j][:, ys, xs], v[j - 1][:, ps, px]), f"{method}: frame {j} differs"
+
+
+def test_gp_subpixel_translation_is_exactly_consistent():
+    """u_j(x) = xi(x - j s): the value at x in frame j equals frame j-1's field at x - s."""
+    t, c, h, w = 5, 4, 16, 20
+    s = (0.37, -0.21)
+    back, _ = translation(t, h, w, s)
+    cfg = RFFConfig(num_features=1000)
+    v = warp_noise_video("gp", (c, h, w), back, generator=4, rff=cfg)
+    warper = make_noise_warper("gp", rff=cfg)
+    warper.reset((c, h, w), 4)
+    field = warper.field
+    for j in range(1, t):
+        want = field(identity_coords(h, w) - torch.tensor(s) * j)[0]
+        err = (v[j] - want).abs().max().item()
+        # float32 composition of j offsets and |z| <= pi rad/px: ~1e-5
+        assert err < 1e-4, f"frame {j}: max error {err:.2e}"
+    # Outside the frame too: the entering column is the GP's continuation, not fresh noise.
+    assert torch.allclose(
+        v[1][:, :, 0], field(identity_coords(h, w) - torch.tensor(s))[0][:, :, 0], atol=1e-4
+    )
+
+
+def test_gwtf_follows_slow_pan_only_on_a_finer_grid():
+    """GWTF rounds positions every frame: at 1x a 0.37 px/frame pan never moves the noise; on an
+    8x grid it moves by 3/8 px per frame."""
+    t, c, h, w = 4, 2, 32, 32
+    back, fwd = translation(t, h, w, (0.37, 0.0))
+    v1 = warp_noise_video("gwtf", (c, h, w), back, fwd, generator=0)
+    assert all(torch.equal(v1[j], v1[0]) for j in range(t))
+    v8 = warp_noise_video("gwtf", (c, h, w), back, fwd, generator=0, upsample=8)
+    # after 8 frames of 3/8 px the 8x state has moved by exactly 3 px: check the 1 px move at
+    # frame 8/3 indirectly: frame 3 (9/8 px) correlates best with frame 0 moved by 1 px
+    a = v8[3, :, :, 4:-4].flatten()
+    corr = {
+        d: torch.corrcoef(torch.stack([a, v8[0, :, :, 4 - d : w - 4 - d].flatten()]))[0, 1].item()
+        for d in (0, 1, 2)
+    }
+    assert corr[1] > 0.8 and corr[0] < 0.3 and corr[2] < 0.3, corr
+
+
+def test_bilinear_loses_variance_at_subpixel_shifts():
+    """The baseline's known flaw: one bilinear step of white noise shifted by (a, b) has variance
+    ((1-a)^2 + a^2) ((1-b)^2 + b^2); it keeps dropping frame after frame."""
+    t, c, h, w = 4, 4, 64, 64
+    a, b = 0.37, 0.37
+    back, _ = translation(t, h, w, (a, b))
+    v = warp_noise_video("bilinear", (c, h, w), back, generator=0)
+    inner = v[:, :, 4:, 4:]  # away from the fresh border strip
+    var = inner.double().var(dim=(1, 2, 3))
+    predicted = ((1 - a) ** 2 + a**2) * ((1 - b) ** 2 + b**2)  # 0.2849
+    assert abs(var[0].item() - 1) < 0.05
+    assert abs(var[1].item() - predicted) < 0.02, f"measured {var[1]:.4f} vs predicted {predicted:.4f}"
+    assert var[3] < var[2] < var[1] < 0.3, f"variance per frame {var.tolist()}"
+
+
+@pytest.mark.parametrize("method", ["nearest", "bilinear", "hiwyn", "infres", "gwtf"])
+def test_disoccluded_pixels_get_fresh_noise(method):
+    """Content pans right by 2 px: the 2 entering columns of frame 1 are fresh N(0, 1) draws,
+    independent of frame 0."""
+    n, c, h, w = 150, 2, 6, 8
+    back, fwd = translation(2, h, w, (2, 0))
+    v = torch.stack([warp_noise_video(method, (c, h, w), back, fwd, generator=s) for s in range(n)])
+    strip = v[:, 1, :, :, :2].double()  # [n, c, h, 2]
+    prev = v[:, 0, :, :, :2].double()
+    assert abs(strip.var().item() - 1) < 0.1
+    assert abs(strip.mean().item()) < 0.1
+    a, b = strip.flatten(1).T, prev.flatten(1).T  # per pixel: correlation across seeds
+    corr = ((a - a.mean(1, keepdim=True)) * (b - b.mean(1, keepdim=True))).mean(1) / (a.std(1) * b.std(1))
+    assert corr.abs().max() < 0.35 and abs(corr.mean().item()) < 0.06, f"corr with frame 0: {corr.tolist()}"
+    # the rest is carried exactly
+    assert torch.equal(v[:, 1, :, :, 2:], v[:, 0, :, :, :-2])
+
+
+def _moving_square(h, w, x0, size, dx):
+    """A square moving right by dx over a static background: (back, fwd) of one pair, [2, h, w] each."""
+    back = torch.zeros(2, h, w)
+    fwd = torch.zeros(2, h, w)
+    fwd[0, x0 : x0 + size, x0 : x0 + size] = dx  # rows x0.., columns x0.. of the previous frame
+    back[0, x0 : x0 + size, x0 + dx : x0 + dx + size] = -dx
+    return back, fwd
+
+
+def test_gp_occlusion_option_gives_fresh_noise():
+    c, h, w = 2, 16, 16
+    back, fwd = _moving_square(h, w, 4, 6, 3)
+    cfg = RFFConfig(num_features=500)
+    warper = make_noise_warper("gp", rff=cfg, occlusion=True)
+    assert warper.uses_forward_flow
+    warper.reset((c, h, w), 9)
+    u1 = warper.step(back, fwd)
+    plain = make_noise_warper("gp", rff=cfg)
+    plain.reset((c, h, w), 9)
+    p1 = plain.step(back)
+    field: RFFField = warper.field
+    # Disoccluded: rows 4..9, columns 4..6 (the square left them; background back flow is 0 there,
+    # but the previous pixel moved away).
+    occ = torch.zeros(h, w, dtype=torch.bool)
+    occ[4:10, 4:7] = True
+    fresh = field(identity_coords(h, w, offset=fresh_offset(0, h, w)))[0]
+    assert torch.allclose(u1[:, occ], fresh[:, occ], atol=1e-5)
+    assert torch.equal(u1[:, ~occ], p1[:, ~occ])
+    # without the option, those pixels reuse the noise of what was there (the square's old noise)
+    assert not torch.allclose(p1[:, occ], fresh[:, occ], atol=1e-2)
+    with pytest.raises(ValueError, match="fwd_flow"):
+        warper.step(back)

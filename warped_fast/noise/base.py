@@ -1,0 +1,264 @@
+"""One interface for every noise method: a stateful :class:`NoiseWarper` stepped frame by frame.
+
+``reset(shape, generator, device)`` returns frame 0's noise ``[C, H, W]``; each ``step(back_flow,
+fwd_flow)`` returns the next frame's noise from the flows between the previous frame and the new one
+(``back_flow``: new -> previous on the new frame's grid; ``fwd_flow``: previous -> new on the previous
+frame's grid; (dx, dy) in pixels of the noise grid). Memory stays constant over a clip.
+:func:`warp_noise_video` runs a whole clip; :func:`make_noise_warper` builds a warper by name.
+
+Randomness: every draw comes from the generator given to ``reset`` (a ``torch.Generator`` or an int
+seed): same seed, same noise on the same device. Small draws (the RFF field of the GP methods) are made
+on the CPU, so GP noise is the same on every device; large per-frame draws (white noise, sub-pixel
+noise) are made on the noise's device from a generator seeded by the first one.
+"""
+
+from __future__ import annotations
+
+import abc
+import logging
+from typing import ClassVar
+
+import torch
+
+logger = logging.getLogger("warped_fast")
+
+__all__ = [
+    "METHODS",
+    "NoiseWarper",
+    "fresh_offset",
+    "make_noise_warper",
+    "register_method",
+    "warp_noise_video",
+]
+
+# name -> NoiseWarper subclass; filled by the method modules (imported by warped_fast.noise).
+METHODS: dict[str, type[NoiseWarper]] = {}
+
+
+def register_method(name: str):
+    """Class decorator: register a :class:`NoiseWarper` subclass under ``name``."""
+
+    def deco(cls):
+        cls.method = name
+        METHODS[name] = cls
+        return cls
+
+    return deco
+
+
+# Far-away tiles of the plane where GP-based methods evaluate fresh noise (method section 3: "the
+# same GP evaluated at a far-away offset of the plane"). Project choice: tile t of a 16-column grid
+# starting at (FRESH_ORIGIN, FRESH_ORIGIN), with a 256-pixel gap, far beyond any coordinate a clip's
+# flow reaches from the frame. Phases stay accurate in float32 (|z| * 1e5 px ~ 3e5 rad: ~0.03 rad
+# rounding at the very last tiles of very long clips).
+FRESH_ORIGIN = 16384.0
+_FRESH_GAP = 256.0
+_FRESH_COLUMNS = 16
+
+
+def fresh_offset(index: int, h: int, w: int) -> tuple[float, float]:
+    """Offset (x, y) in pixels of fresh-noise tile ``index >= 0`` for ``h x w`` frames."""
+    if index < 0:
+        raise ValueError(f"index: expected >= 0, got {index}")
+    col, row = index % _FRESH_COLUMNS, index // _FRESH_COLUMNS
+    return FRESH_ORIGIN + col * (w + _FRESH_GAP), FRESH_ORIGIN + row * (h + _FRESH_GAP)
+
+
+def _cpu_generator(generator) -> torch.Generator:
+    if isinstance(generator, torch.Generator):
+        if generator.device.type == "cpu":
+            return generator
+        seed = int(torch.randint(0, 2**62, (1,), generator=generator, device=generator.device).item())
+        return torch.Generator().manual_seed(seed)
+    if generator is None:
+        return torch.Generator().manual_seed(0)
+    if isinstance(generator, bool) or not isinstance(generator, int):
+        raise TypeError(
+            f"generator: expected a torch.Generator, an int seed or None, got {type(generator).__name__}"
+        )
+    return torch.Generator().manual_seed(int(generator))
+
+
+def _device_generator(cpu_gen: torch.Generator, device: torch.device) -> torch.Generator:
+    if device.type == "cpu":
+        return cpu_gen
+    seed = int(torch.randint(0, 2**62, (1,), generator=cpu_gen).item())
+    return torch.Generator(device=device).manual_seed(seed)
+
+
+def _check_shape(shape) -> tuple[int, int, int]:
+    if (
+        not isinstance(shape, (tuple, list, torch.Size))
+        or len(shape) != 3
+        or not all(isinstance(s, int) and not isinstance(s, bool) and s >= 1 for s in shape)
+    ):
+        raise ValueError(f"shape: expected (C, H, W) with positive ints, got {shape!r}")
+    return tuple(int(s) for s in shape)
+
+
+def _check_flow(name: str, flow, h: int, w: int, device: torch.device) -> torch.Tensor:
+    if not isinstance(flow, torch.Tensor):
+        raise TypeError(f"{name}: expected a torch.Tensor, got {type(flow).__name__}")
+    if flow.shape != (2, h, w):
+        raise ValueError(f"{name}: expected shape [2, {h}, {w}], got {list(flow.shape)}")
+    if not flow.is_floating_point():
+        raise TypeError(f"{name}: expected a floating-point tensor, got {flow.dtype}")
+    if flow.device != device:
+        raise ValueError(f"{name}: expected a tensor on {device}, got {flow.device}")
+    from ..ops._checks import check_finite  # honours set_value_checks / value_checks
+
+    check_finite(name, flow)
+    return flow.to(torch.float32).contiguous()
+
+
+class NoiseWarper(abc.ABC):
+    """Produces the noise of a clip frame by frame (abstract).
+
+    Subclasses implement :meth:`_reset` and :meth:`_step`; the public :meth:`reset` / :meth:`step`
+    validate the inputs. After :meth:`reset`, the attributes ``shape`` ``(C, H, W)``, ``device``,
+    ``frame`` (index of the last frame produced), ``cpu_gen`` and ``gen`` (the CPU and device
+    generators) are set.
+    """
+
+    method: ClassVar[str] = ""
+    needs_forward_flow: ClassVar[bool] = False
+
+    def __init__(self):
+        self.shape: tuple[int, int, int] | None = None
+        self.device: torch.device | None = None
+        self.frame = -1
+
+    # -- public -------------------------------------------------------------------------------------
+
+    def reset(
+        self,
+        shape: tuple[int, int, int],
+        generator: torch.Generator | int | None = None,
+        device: torch.device | str | None = None,
+    ) -> torch.Tensor:
+        """Start a clip and return frame 0's noise ``[C, H, W]`` float32 (unit variance).
+
+        Args:
+            shape: ``(C, H, W)`` of the noise.
+            generator: a ``torch.Generator`` or an int seed (None: seed 0).
+            device: where the noise lives (default: the CPU, or the generator's device).
+        """
+        self.shape = _check_shape(shape)
+        if device is None and isinstance(generator, torch.Generator):
+            device = generator.device
+        self.device = torch.device("cpu" if device is None else device)
+        if self.device.type == "cuda" and self.device.index is None:
+            self.device = torch.device("cuda", torch.cuda.current_device())
+        self.cpu_gen = _cpu_generator(generator)
+        if isinstance(generator, torch.Generator) and generator.device.type == self.device.type:
+            self.gen = generator
+        else:
+            self.gen = _device_generator(self.cpu_gen, self.device)
+        self.frame = 0
+        out = self._reset()
+        return self._finish(out)
+
+    def step(self, back_flow: torch.Tensor, fwd_flow: torch.Tensor | None = None) -> torch.Tensor:
+        """Return the next frame's noise ``[C, H, W]`` float32.
+
+        Args:
+            back_flow: ``[2, H, W]`` flow new frame -> previous frame (on the new frame's grid).
+            fwd_flow: ``[2, H, W]`` flow previous frame -> new frame (on the previous frame's grid);
+                required when ``needs_forward_flow`` (or an option that needs it) is set.
+        """
+        if self.shape is None:
+            raise RuntimeError(f"{type(self).__name__}: call reset(shape, generator) before step()")
+        _, h, w = self.shape
+        back = _check_flow("back_flow", back_flow, h, w, self.device)
+        fwd = None
+        if fwd_flow is not None:
+            fwd = _check_flow("fwd_flow", fwd_flow, h, w, self.device)
+        elif self.uses_forward_flow:
+            raise ValueError(
+                f"fwd_flow: the {self.method!r} method needs the forward flow (previous -> new frame)"
+            )
+        self.frame += 1
+        return self._finish(self._step(back, fwd))
+
+    @property
+    def uses_forward_flow(self) -> bool:
+        """Whether :meth:`step` needs ``fwd_flow`` with the current options."""
+        return self.needs_forward_flow
+
+    # -- helpers for subclasses -----------------------------------------------------------------------
+
+    def randn(self, *size: int) -> torch.Tensor:
+        """Standard normal float32 on the noise's device from the warper's generator."""
+        return torch.randn(*size, generator=self.gen, device=self.device, dtype=torch.float32)
+
+    def _finish(self, out: torch.Tensor) -> torch.Tensor:
+        assert out.shape == self.shape, (out.shape, self.shape)
+        return out.to(torch.float32).contiguous()
+
+    @abc.abstractmethod
+    def _reset(self) -> torch.Tensor: ...
+
+    @abc.abstractmethod
+    def _step(self, back: torch.Tensor, fwd: torch.Tensor | None) -> torch.Tensor: ...
+
+    def __repr__(self) -> str:
+        cfg = getattr(self, "config", None)
+        return f"{type(self).__name__}({cfg!r})" if cfg is not None else f"{type(self).__name__}()"
+
+
+def make_noise_warper(method: str, **options) -> NoiseWarper:
+    """Build the warper of ``method`` with its options.
+
+    Methods: ``"gp"``, ``"fixed"``, ``"resample"``, ``"nearest"``, ``"bilinear"``, ``"hiwyn"``,
+    ``"infres"``, ``"gwtf"``; see each class's docstring (``METHODS[name]``) for its options.
+    """
+    if method not in METHODS:
+        raise ValueError(f"method: expected one of {sorted(METHODS)}, got {method!r}")
+    return METHODS[method](**options)
+
+
+def warp_noise_video(
+    method: str,
+    shape: tuple[int, int, int],
+    back_flows: torch.Tensor,
+    fwd_flows: torch.Tensor | None = None,
+    generator: torch.Generator | int | None = None,
+    device: torch.device | str | None = None,
+    progress: bool = False,
+    **options,
+) -> torch.Tensor:
+    """The noise of a whole clip, ``[T, C, H, W]`` float32.
+
+    Args:
+        method: a name of :data:`METHODS`.
+        shape: ``(C, H, W)``.
+        back_flows: ``[T-1, 2, H, W]``; entry j is the flow frame j+1 -> frame j.
+        fwd_flows: ``[T-1, 2, H, W]``; entry j is the flow frame j -> frame j+1 (methods that need it).
+        generator: a ``torch.Generator`` or an int seed.
+        device: default: the device of ``back_flows``.
+        progress: show a tqdm bar over frames.
+        **options: passed to the method (see :func:`make_noise_warper`).
+    """
+    c, h, w = _check_shape(shape)
+    if not isinstance(back_flows, torch.Tensor) or back_flows.dim() != 4 or back_flows.shape[1:] != (2, h, w):
+        got = list(back_flows.shape) if isinstance(back_flows, torch.Tensor) else type(back_flows).__name__
+        raise ValueError(f"back_flows: expected shape [T-1, 2, {h}, {w}], got {got}")
+    if fwd_flows is not None and (
+        not isinstance(fwd_flows, torch.Tensor) or fwd_flows.shape != back_flows.shape
+    ):
+        got = list(fwd_flows.shape) if isinstance(fwd_flows, torch.Tensor) else type(fwd_flows).__name__
+        raise ValueError(f"fwd_flows: expected shape {list(back_flows.shape)}, got {got}")
+    device = torch.device(device) if device is not None else back_flows.device
+    warper = make_noise_warper(method, **options)
+    t = back_flows.shape[0] + 1
+    out = torch.empty(t, c, h, w, dtype=torch.float32, device=device)
+    out[0] = warper.reset((c, h, w), generator, device)
+    frames = range(1, t)
+    if progress:
+        from tqdm.auto import tqdm
+
+        frames = tqdm(frames, desc=f"noise ({method})")
+    for j in frames:
+        fwd = None if fwd_flows is None else fwd_flows[j - 1].to(device)
+        out[j] = warper.step(back_flows[j - 1].to(device), fwd)
+    return out

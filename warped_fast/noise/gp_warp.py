@@ -1,0 +1,119 @@
+"""GP noise warping of Warped Diffusion (Daras et al., NeurIPS 2024, section 3; method.md sections 2-3).
+
+The noise is a function on the plane, an RBF Gaussian process sampled with random Fourier features
+(:class:`~warped_fast.noise.rff.RFFField`). Each frame keeps a coordinate map ``X_j`` (the position of
+each of its pixels in frame 0's coordinates): ``X_0 = id``, ``X_j(x) = X_{j-1}(x + b_j(x))`` with
+``X_{j-1}`` sampled bilinearly and extrapolated linearly outside the frame
+(:func:`warped_fast.compose_coords`), and ``u_j(x) = xi(X_j(x))`` with the same field for every frame
+(:func:`warped_fast.gp_noise`). Coordinates are interpolated, never noise values, so the noise stays
+exactly a GP sample at every sub-pixel position and outside the frame.
+
+GPU path: both ops (``compose_coords``: Triton; ``gp_noise``: CUDA) have one; this module only
+composes them.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+from ..ops import compose_coords
+from ..ops import occlusion_mask as _occlusion_mask
+from .base import NoiseWarper, fresh_offset, register_method
+from .rff import RFFConfig, RFFField, identity_coords
+from .sources import check_rff, rff_for
+
+
+@dataclass(frozen=True)
+class GPWarpConfig:
+    """Options of ``gp``.
+
+    Attributes:
+        rff: RFF field settings (default :class:`RFFConfig`; channels come from the noise shape).
+        occlusion: give pixels that fail the forward-backward check (and whose correspondence is
+            inside the previous frame) fresh noise: the field at a far-away tile of the plane.
+            Needs the forward flow. Off by default, as in the paper.
+        sigma: scale of the noise (``u = sigma * xi``); 1 gives unit variance.
+    """
+
+    rff: RFFConfig | None = None
+    occlusion: bool = False
+    sigma: float = 1.0
+
+    def __post_init__(self):
+        check_rff(self.rff)
+        if not isinstance(self.occlusion, bool):
+            raise TypeError(f"occlusion: expected a bool, got {type(self.occlusion).__name__}")
+        if not (self.sigma > 0):
+            raise ValueError(f"sigma: expected a value > 0, got {self.sigma!r}")
+
+
+def occluded_pixels(back: torch.Tensor, fwd: torch.Tensor) -> torch.Tensor:
+    """Pixels of the new frame whose backward correspondence lands inside the previous frame but fails
+    the forward-backward check ``|b + f~|^2 > 0.01 (|b|^2 + |f~|^2) + 0.5`` (method section 3).
+
+    Args:
+        back: ``[2, H, W]`` new -> previous; fwd: ``[2, H, W]`` previous -> new.
+    Returns:
+        ``[H, W]`` bool.
+    """
+    _, h, w = back.shape
+    bad = _occlusion_mask(back[None], fwd[None])[0, 0]
+    ys, xs = torch.meshgrid(
+        torch.arange(h, device=back.device, dtype=back.dtype),
+        torch.arange(w, device=back.device, dtype=back.dtype),
+        indexing="ij",
+    )
+    x, y = xs + back[0], ys + back[1]
+    inside = (x >= 0) & (x <= w - 1) & (y >= 0) & (y <= h - 1)
+    return bad & inside
+
+
+@register_method("gp")
+class GPWarp(NoiseWarper):
+    """Warped GP noise (Daras et al., NeurIPS 2024): ``u_j(x) = sigma * xi(X_j(x))``, with the RFF field
+    ``xi`` drawn once and the coordinate map ``X_j`` composed through the backward flows.
+
+    Exact: the value at ``x`` in frame j equals the field at the composed position, for integer and
+    sub-pixel motion alike, also where the correspondence leaves the frame (the coordinate map is
+    extrapolated linearly and the field is defined on the whole plane).
+
+    Options: see :class:`GPWarpConfig` (``rff``, ``occlusion``, ``sigma``).
+
+    Known limits: disocclusions without ``occlusion=True`` reuse the noise of whatever the composed
+    coordinates point at (the paper lists occlusion as a failure case); composing coordinates across
+    motion boundaries interpolates them (pixels there get noise from positions between the two
+    sides). The noise is spatially correlated (RBF kernel, lengthscale ~0.64 px at the paper's
+    setting), so a model must be fine-tuned on GP noise. A draw of J features spans at most J
+    dimensions per channel: ample at 128x128 latents with J = 3000, visibly structured on much larger
+    grids. Fresh noise for occluded pixels lives at far-away tiles of the plane (float32 phases there
+    lose a little precision on very long clips).
+    """
+
+    def __init__(self, rff: RFFConfig | None = None, occlusion: bool = False, sigma: float = 1.0):
+        super().__init__()
+        self.config = GPWarpConfig(rff, occlusion, sigma)
+
+    @property
+    def uses_forward_flow(self) -> bool:
+        return self.config.occlusion
+
+    def _reset(self) -> torch.Tensor:
+        c, h, w = self.shape
+        self.field = RFFField.sample(rff_for(self.config.rff, c), self.cpu_gen, device=self.device)
+        self.coords = identity_coords(h, w, device=self.device)
+        return self._eval()
+
+    def _eval(self) -> torch.Tensor:
+        out = self.field(self.coords)[0]
+        return out if self.config.sigma == 1.0 else out * self.config.sigma
+
+    def _step(self, back, fwd) -> torch.Tensor:
+        c, h, w = self.shape
+        self.coords = compose_coords(self.coords, back[None])
+        if self.config.occlusion:
+            occ = occluded_pixels(back, fwd)
+            fresh = identity_coords(h, w, device=self.device, offset=fresh_offset(self.frame - 1, h, w))
+            self.coords = torch.where(occ[None, :, :, None], fresh, self.coords)
+        return self._eval()
