@@ -42,12 +42,16 @@ def test_resume_from_checkpoint_gives_the_same_state(tmp_path):
     resumed = Trainer(_cfg(tmp_path / "b", steps=3))
     assert resumed.step == 2
     resumed.train()
-    for (k, v), (_, w) in zip(straight.unet.state_dict().items(), resumed.unet.state_dict().items(), strict=True):
+    for (k, v), (_, w) in zip(
+        straight.unet.state_dict().items(), resumed.unet.state_dict().items(), strict=True
+    ):
         assert torch.equal(v, w), f"{k} differs after resume"
     for k in straight.ema:
         assert torch.equal(straight.ema[k], resumed.ema[k]), f"EMA {k} differs after resume"
     model_dir = tmp_path / "b" / "run" / "model"
-    assert (model_dir / "diffusion_pytorch_model.safetensors").exists() and (tmp_path / "b" / "run" / "loss.png").exists()
+    assert (model_dir / "diffusion_pytorch_model.safetensors").exists() and (
+        tmp_path / "b" / "run" / "loss.png"
+    ).exists()
     rows = (tmp_path / "b" / "run" / "loss.csv").read_text().strip().splitlines()
     assert len(rows) == 4  # header + 3 steps, none redone
 

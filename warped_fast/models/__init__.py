@@ -1,6 +1,7 @@
 """Denoiser adapters, conditioning layouts, UNet backends and analytic denoisers."""
 
 from .analytic import GaussianPriorDenoiser
+from .autoencoder import DiffusersVAE, IdentityAutoencoder
 from .default import default_model, default_model_dir, load_model, load_unet_folder
 from .denoiser import DiffusersDenoiser, x0_from_model_output
 from .layouts import ConditioningLayout, inpaint_condition, sr_condition
@@ -8,6 +9,8 @@ from .unet_backends import UNetRunner
 
 __all__ = [
     "ConditioningLayout",
+    "DiffusersVAE",
+    "IdentityAutoencoder",
     "DiffusersDenoiser",
     "GaussianPriorDenoiser",
     "UNetRunner",

@@ -156,12 +156,35 @@ class VideoSampler:
 
     # -- schedules -------------------------------------------------------------------------------
 
-    def stream(self, frames: Iterable[FrameInput]) -> Iterator[torch.Tensor]:
-        """Consume frames one at a time; yield finished frames ``[C, H, W]`` in order."""
+    def stream(
+        self,
+        frames: Iterable[FrameInput],
+        start_index: int = 0,
+        prev_predictions: list[torch.Tensor] | None = None,
+    ) -> Iterator[torch.Tensor]:
+        """Consume frames one at a time; yield finished frames ``[C, H, W]`` in order.
+
+        Args:
+            frames: the frames from ``start_index`` on.
+            start_index: index of the first frame (to resume a clip).
+            prev_predictions: when resuming, frame ``start_index - 1``'s predictions at every step
+                (``S`` tensors ``[C, H, W]``), as the callback saw them.
+        """
+        if (
+            start_index > 0
+            and prev_predictions is not None
+            and len(prev_predictions) != self.schedule.num_steps
+        ):
+            raise ValueError(
+                f"prev_predictions: expected {self.schedule.num_steps} steps, got {len(prev_predictions)}"
+            )
+        if start_index > 0 and prev_predictions is None and self.config.guidance.mode != "off":
+            raise ValueError("prev_predictions: required to resume a guided clip after frame 0")
+        prev = None if prev_predictions is None else [p.reshape(1, *p.shape[-3:]) for p in prev_predictions]
         if self.config.frame_schedule == "sequential":
-            yield from self._sequential(frames)
+            yield from self._sequential(frames, start_index, prev)
         else:
-            yield from self._wavefront(frames)
+            yield from self._wavefront(frames, start_index, prev)
 
     def sample(self, frames: Iterable[FrameInput]) -> torch.Tensor:
         """All frames at once: ``[T, C, H, W]``."""
@@ -170,11 +193,10 @@ class VideoSampler:
             raise ValueError("frames: expected at least one frame")
         return torch.stack(out)
 
-    def _sequential(self, frames: Iterable[FrameInput]) -> Iterator[torch.Tensor]:
+    def _sequential(self, frames, start: int, prev_store) -> Iterator[torch.Tensor]:
         steps = self.schedule.num_steps
-        prev_store: list[torch.Tensor] | None = None
         bar = tqdm(desc="frames", disable=not self.config.progress, unit="frame")
-        for j, f in enumerate(frames):
+        for j, f in enumerate(frames, start):
             a = self._admit(j, f)
             store = []
             for t in range(steps):
@@ -185,12 +207,12 @@ class VideoSampler:
             yield a.u[0]
         bar.close()
 
-    def _wavefront(self, frames: Iterable[FrameInput]) -> Iterator[torch.Tensor]:
+    def _wavefront(self, frames, start: int, prev_store) -> Iterator[torch.Tensor]:
         steps, mb = self.schedule.num_steps, self.config.max_batch
         it = iter(frames)
         active: list[_Active] = []
         prev: dict[int, torch.Tensor] = {}
-        j, exhausted = 0, False
+        j, exhausted, tick = start, False, 0
         bar = tqdm(desc="wavefront ticks", disable=not self.config.progress, unit="tick")
         while True:
             if not exhausted:
@@ -202,6 +224,9 @@ class VideoSampler:
                     j += 1
             if not active:
                 break
+            if prev_store is not None and tick < steps:  # resuming: frame start-1 at step `tick`
+                prev[start - 1] = prev_store[tick]
+            tick += 1
             new: dict[int, torch.Tensor] = {}
             for c in range(0, len(active), mb):
                 new.update(self._tick(active[c : c + mb], prev))

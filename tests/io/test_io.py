@@ -1,0 +1,103 @@
+"""Video/mask/frame IO: formats, atomic writes, resume bookkeeping, bad input."""
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from warped_fast.io import FrameStore, load_mask, read_video, write_video
+
+
+def _clip(t=3, h=10, w=14):
+    g = torch.Generator().manual_seed(0)
+    return torch.rand(t, 3, h, w, generator=g)
+
+
+def test_roundtrip_mp4_gif_folder_and_in_memory(tmp_path):
+    v = _clip()
+    p = write_video(v, tmp_path / "a.mp4")
+    back = read_video(p)
+    assert (
+        back.shape == (3, 3, 10, 14) and back.dtype == torch.float32 and 0 <= back.min() and back.max() <= 1
+    )
+    g = read_video(write_video(v, tmp_path / "a.gif"))
+    assert g.shape == (3, 3, 10, 14) and (g - v).abs().mean() < 0.05
+    folder = tmp_path / "frames"
+    store = FrameStore(folder, {"job": 1}, 3)
+    for i in range(3):
+        store.write(i, v[i])
+    assert (read_video(folder) - v).abs().max() <= 0.5 / 255 + 1e-6
+    pil = [Image.fromarray((f.permute(1, 2, 0).numpy() * 255).astype(np.uint8)) for f in v]
+    assert read_video(pil).shape == (3, 3, 10, 14)
+    assert torch.equal(read_video(v), v)
+    assert read_video((v.permute(0, 2, 3, 1) * 255).to(torch.uint8).numpy()).shape == (3, 3, 10, 14)
+    assert read_video(v[:, :1]).shape == (3, 3, 10, 14)  # grey -> RGB
+
+
+def test_bad_videos(tmp_path):
+    with pytest.raises(FileNotFoundError):
+        read_video(tmp_path / "missing.mp4")
+    bad = tmp_path / "corrupt.mp4"
+    bad.write_bytes(b"\x00\x00\x00 ftypisom" + b"garbage" * 100)
+    with pytest.raises(ValueError, match="cannot decode|no frames"):
+        read_video(bad)
+    with pytest.raises(ValueError, match="zero frames"):
+        read_video(torch.zeros(0, 3, 4, 4))
+    with pytest.raises(ValueError, match=r"float frames must be in \[0, 1\]"):
+        read_video(torch.full((2, 3, 4, 4), 3.0))
+    with pytest.raises(ValueError, match="unsupported file type"):
+        read_video(_write(tmp_path / "x.txt"))
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(ValueError, match="no image files"):
+        read_video(tmp_path / "empty")
+
+
+def _write(p):
+    p.write_text("x")
+    return p
+
+
+def test_masks(tmp_path):
+    m = load_mask("box", 4, 8, 12)
+    assert m.shape == (4, 1, 8, 12) and m.sum() == 4 * 4 * 6
+    img = np.zeros((8, 12), np.uint8)
+    img[2:5, 3:7] = 255
+    Image.fromarray(img).save(tmp_path / "m.png")
+    m2 = load_mask(str(tmp_path / "m.png"), 2, 8, 12)
+    assert m2.shape == (2, 1, 8, 12) and m2[:, 0, 2:5, 3:7].eq(1).all() and m2.sum() == 2 * 12
+    assert load_mask(torch.ones(3, 1, 8, 12), 3, 8, 12).shape == (3, 1, 8, 12)
+    with pytest.raises(ValueError, match="expected size 8x12"):
+        load_mask(torch.ones(8, 10), 3, 8, 12)
+    with pytest.raises(ValueError, match="expected 1 or 3 frames"):
+        load_mask(torch.ones(2, 1, 8, 12), 3, 8, 12)
+    with pytest.raises(ValueError, match="unknown shape"):
+        _shape("blob")
+
+
+def _shape(name):
+    from warped_fast.io import generated_mask
+
+    return generated_mask(name, 1, 4, 4)
+
+
+def test_frame_store_resume_and_job_mismatch(tmp_path):
+    s = FrameStore(tmp_path / "o", {"a": 1}, 3)
+    s.write(0, torch.zeros(3, 4, 4))
+    s.write(1, torch.ones(3, 4, 4))
+    assert s.done() == [0, 1] and not s.complete
+    with pytest.raises(RuntimeError, match="2 of 3 frames"):
+        s.finish()
+    s2 = FrameStore(tmp_path / "o", {"a": 1}, 3)  # resume
+    assert s2.done() == [0, 1]
+    s2.write(2, torch.ones(3, 4, 4))
+    s2.finish()
+    assert s2.complete and not list((tmp_path / "o").glob("*.tmp*"))
+    with pytest.raises(ValueError, match="different job"):
+        FrameStore(tmp_path / "o", {"a": 2}, 3)
+
+
+def test_unwritable_output(tmp_path):
+    f = tmp_path / "file"
+    f.write_text("")
+    with pytest.raises(PermissionError, match="cannot write"):
+        FrameStore(f / "sub", {}, 1)

@@ -1,0 +1,58 @@
+"""Metrics: self-warping error (4 variants), MSE/PSNR/SSIM, weight-file-only metrics."""
+
+import pytest
+import torch
+
+from warped_fast.metrics import fid, lpips, mse, psnr, ssim, warping_error
+
+
+def _pan(t=4, h=12, w=16, s=2):
+    g = torch.Generator().manual_seed(0)
+    base = torch.rand(1, 3, h, w + s * t, generator=g)
+    video = torch.cat([base[..., s * (t - j) : s * (t - j) + w] for j in range(t)])  # moves right by s
+    fwd = torch.zeros(t - 1, 2, h, w)
+    fwd[:, 0] = s
+    return video, fwd
+
+
+def test_warping_error_zero_for_consistent_video_and_positive_otherwise():
+    video, fwd = _pan()
+    for ref in ("previous", "first"):
+        e = warping_error(video, fwd, ref)
+        assert e.shape == (3,) and e.max() < 1e-12, f"{ref}: {e}"
+    noisy = video + 0.1 * torch.randn_like(video)
+    e = warping_error(noisy, fwd, "first")
+    assert (e > 0.01).all() and (e < 0.05).all()  # ~2 * 0.1^2 over valid pixels
+    # latent-space variant: the same metric on any [T, C, H, W] tensor
+    assert warping_error(torch.randn(3, 4, 6, 6).repeat(1, 1, 1, 1), torch.zeros(2, 2, 6, 6)).shape == (2,)
+
+
+def test_warping_error_first_accumulates_flows():
+    video, fwd = _pan(t=5, s=1)
+    e = warping_error(video, fwd, "first")
+    assert e.max() < 1e-12
+    with pytest.raises(ValueError, match="fwd_flows: expected shape"):
+        warping_error(video, fwd[:2])
+    with pytest.raises(ValueError, match="reference"):
+        warping_error(video, fwd, "last")
+
+
+def test_quality_metrics():
+    g = torch.Generator().manual_seed(1)
+    a = torch.rand(2, 3, 32, 32, generator=g)
+    b = (a + 0.05 * torch.randn(2, 3, 32, 32, generator=g)).clamp(0, 1)
+    m = mse(b, a)
+    assert m.shape == (2,)
+    assert torch.allclose(psnr(b, a), 10 * torch.log10(1 / m), atol=1e-6)
+    s = ssim(b, a)
+    assert s.shape == (2,) and (s < 1).all() and (ssim(a, a) > 0.999).all()
+    with pytest.raises(ValueError, match="pred/target"):
+        mse(a, a[:1])
+
+
+def test_weight_metrics_need_local_files(tmp_path):
+    a = torch.rand(2, 3, 32, 32)
+    with pytest.raises(FileNotFoundError, match="never downloaded"):
+        lpips(a, a)
+    with pytest.raises(FileNotFoundError, match="does not exist"):
+        fid(a, a, weights=tmp_path / "inception.safetensors")

@@ -1,0 +1,140 @@
+"""WarpedDiffusionPipeline on tiny models built in code (offline): tasks, autoencoders, schedules,
+resume, output types and bad input."""
+
+import pytest
+import torch
+
+from tests.models.tiny import scheduler, tiny_unet
+from warped_fast.models import DiffusersDenoiser, DiffusersVAE
+from warped_fast.pipelines import WarpedDiffusionPipeline
+from warped_fast.sampling import GuidanceConfig
+
+
+def _video(t=4, h=16, w=24, shift=1):
+    g = torch.Generator().manual_seed(0)
+    base = torch.rand(3, h, w + shift * t, generator=g)
+    return torch.stack([base[:, :, shift * (t - j) : shift * (t - j) + w] for j in range(t)])
+
+
+def _inpaint_pipe():
+    return WarpedDiffusionPipeline(DiffusersDenoiser(tiny_unet(7, 3, seed=1), scheduler=scheduler()))
+
+
+def test_inpaint_pipeline_outputs_and_types():
+    pipe = _inpaint_pipe()
+    v = _video()
+    out = pipe(v, "box", num_inference_steps=3, progress=False)
+    assert out.frames.shape == (4, 3, 16, 24) and out.latents.shape == (4, 3, 16, 24)
+    assert out.latent_flows[0].shape == (3, 2, 16, 24) and out.noise.shape == (4, 3, 16, 24)
+    assert set(out.guidance_losses) == {1, 2, 3}
+    assert 0 <= out.frames.min() and out.frames.max() <= 1
+    np_out = pipe(v, "box", num_inference_steps=3, progress=False, output_type="np").frames
+    assert np_out.shape == (4, 16, 24, 3) and np_out.dtype.name == "uint8"
+    assert len(pipe(v, "box", num_inference_steps=3, progress=False, output_type="pil").frames) == 4
+    wav = pipe(v, "box", num_inference_steps=3, progress=False, frame_schedule="wavefront", max_batch=3)
+    assert (wav.frames - out.frames).abs().max() < 1e-4
+
+
+def test_one_frame_and_given_flows():
+    pipe = _inpaint_pipe()
+    v = _video()
+    one = pipe(v[:1], "box", num_inference_steps=2, progress=False)
+    assert one.frames.shape == (1, 3, 16, 24) and one.latent_flows is None
+    fwd = torch.zeros(3, 2, 16, 24)
+    fwd[:, 0] = 1.0
+    out = pipe(v, "box", num_inference_steps=2, flows=(fwd, -fwd), progress=False)
+    assert torch.equal(out.latent_flows[0], fwd)
+    with pytest.raises(ValueError, match="flows: expected two"):
+        pipe(v, "box", num_inference_steps=2, flows=(fwd[:2], -fwd[:2]), progress=False)
+
+
+def test_sr_pipeline():
+    pipe = WarpedDiffusionPipeline(
+        DiffusersDenoiser(tiny_unet(6, 3, seed=2), scheduler=scheduler()), task="sr"
+    )
+    lr = _video(3, 2, 3)
+    out = pipe(lr, num_inference_steps=2, progress=False, guidance=GuidanceConfig(mode="jacobian_free"))
+    assert out.frames.shape == (3, 3, 16, 24)
+
+
+def test_latent_pipeline_with_a_vae():
+    from diffusers import AutoencoderKL
+
+    torch.manual_seed(0)
+    vae = AutoencoderKL(
+        block_out_channels=(8, 8, 8, 8), down_block_types=("DownEncoderBlock2D",) * 4,
+        up_block_types=("UpDecoderBlock2D",) * 4, latent_channels=4, norm_num_groups=4, layers_per_block=1,
+        mid_block_add_attention=False,
+    )  # fmt: skip
+    pipe = WarpedDiffusionPipeline(
+        DiffusersDenoiser(tiny_unet(9, 4), scheduler=scheduler()), DiffusersVAE(vae)
+    )
+    assert pipe.autoencoder.factor == 8
+    v = _video(3, 32, 48, shift=4)
+    out = pipe(v, "center", num_inference_steps=2, progress=False)
+    assert out.latents.shape == (3, 4, 4, 6) and out.frames.shape == (3, 3, 32, 48)
+    assert out.latent_flows[0].shape == (2, 2, 4, 6)
+    with pytest.raises(ValueError, match="multiple of the model's factor 8"):
+        pipe(_video(2, 20, 48), "box", num_inference_steps=2, progress=False)
+
+
+def test_resume_after_interruption_redoes_nothing(tmp_path):
+    pipe = _inpaint_pipe()
+    v = _video(5)
+    full = pipe(v, "box", num_inference_steps=3, progress=False, output_dir=tmp_path / "a").frames
+    calls = []
+
+    def boom(j, step, u, d):
+        calls.append(j)
+        if j == 3:
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        pipe(
+            v,
+            "box",
+            num_inference_steps=3,
+            progress=False,
+            output_dir=tmp_path / "b",
+            callback_on_step_end=boom,
+        )
+    assert sorted(p.name for p in (tmp_path / "b").glob("frame_*.png")) == [
+        f"frame_0000{i}.png" for i in range(3)
+    ]
+    calls.clear()
+    again = pipe(v, "box", num_inference_steps=3, progress=False, output_dir=tmp_path / "b",
+                 callback_on_step_end=lambda j, s, u, d: calls.append(j)).frames  # fmt: skip
+    assert min(calls) == 3, "finished frames were recomputed"
+    assert (again - full).abs().max() <= 1 / 255 + 1e-6
+    with pytest.raises(ValueError, match="different job"):
+        pipe(v, "box", num_inference_steps=4, progress=False, output_dir=tmp_path / "b")
+
+
+def test_bad_inputs(tmp_path):
+    pipe = _inpaint_pipe()
+    v = _video()
+    with pytest.raises(ValueError, match="mask: required"):
+        pipe(v, None, progress=False)
+    with pytest.raises(ValueError, match="mask: expected size 16x24"):
+        pipe(v, torch.ones(8, 8), progress=False)
+    with pytest.raises(ValueError, match="zero frames"):
+        pipe(v[:0], "box", progress=False)
+    blocker = tmp_path / "f"
+    blocker.write_text("")
+    with pytest.raises(PermissionError, match="cannot write"):
+        pipe(v, "box", num_inference_steps=2, progress=False, output_dir=blocker / "out")
+    with pytest.raises(ValueError, match="output_type"):
+        pipe(v[:1], "box", num_inference_steps=1, progress=False, output_type="gif")
+    with pytest.raises(ValueError, match="latent channels"):
+        WarpedDiffusionPipeline(DiffusersDenoiser(tiny_unet(9, 4), scheduler=scheduler()))
+
+
+def test_from_pretrained_folder(tmp_path):
+    unet = tiny_unet(7, 3)
+    unet.save_pretrained(tmp_path / "m", safe_serialization=True)
+    scheduler().save_pretrained(tmp_path / "m")
+    pipe = WarpedDiffusionPipeline.from_pretrained(tmp_path / "m")
+    assert pipe.task == "inpaint"
+    assert pipe(_video(2), "box", num_inference_steps=1, progress=False).frames.shape == (2, 3, 16, 24)
+    with pytest.raises(FileNotFoundError, match="config.json"):
+        WarpedDiffusionPipeline.from_pretrained(tmp_path)

@@ -1,0 +1,82 @@
+"""A resumable frame store: finished frames are written as PNGs as they complete (atomically), so a long
+job that is interrupted resumes without redoing or losing any; ``complete`` is marked last."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import torch
+
+
+class FrameStore:
+    """Frames ``frame_00000.png`` ... in ``folder`` plus ``progress.json`` ({"total", "params", "complete"}).
+
+    Args:
+        folder: output folder (created; must be writable).
+        params: a JSON-able description of the job; resuming with different params raises.
+        total: number of frames the job will produce.
+    """
+
+    def __init__(self, folder: str | Path, params: dict, total: int):
+        self.folder = Path(folder)
+        try:
+            self.folder.mkdir(parents=True, exist_ok=True)
+            probe = self.folder / ".write_test"
+            probe.write_text("")
+            probe.unlink()
+        except OSError as e:
+            raise PermissionError(f"output: cannot write to {self.folder} ({e})") from e
+        self.meta_path = self.folder / "progress.json"
+        self.total, self.params = total, params
+        if self.meta_path.exists():
+            old = json.loads(self.meta_path.read_text())
+            if old.get("params") != params or old.get("total") != total:
+                raise ValueError(
+                    f"output: {self.folder} holds frames of a different job; choose another folder or delete it"
+                )
+        self._write_meta(complete=False)
+
+    def _write_meta(self, complete: bool) -> None:
+        tmp = self.meta_path.with_suffix(".tmp")
+        tmp.write_text(json.dumps({"total": self.total, "params": self.params, "complete": complete}))
+        tmp.replace(self.meta_path)
+
+    def path(self, i: int) -> Path:
+        return self.folder / f"frame_{i:05d}.png"
+
+    def done(self) -> list[int]:
+        """Indices of frames already written, in order, stopping at the first gap."""
+        out = []
+        for i in range(self.total):
+            if not self.path(i).exists():
+                break
+            out.append(i)
+        return out
+
+    def write(self, i: int, frame: torch.Tensor) -> None:
+        """Write frame ``i`` (``[3, H, W]`` in [0, 1]) atomically."""
+        import imageio.v3 as iio
+
+        a = (frame.clamp(0, 1) * 255).round().to(torch.uint8).permute(1, 2, 0).cpu().numpy()
+        tmp = self.folder / f".frame_{i:05d}.tmp.png"
+        iio.imwrite(tmp, np.ascontiguousarray(a))
+        tmp.replace(self.path(i))
+
+    def read(self, i: int) -> torch.Tensor:
+        import imageio.v3 as iio
+
+        return torch.from_numpy(iio.imread(self.path(i))).permute(2, 0, 1).float() / 255.0
+
+    def read_all(self) -> torch.Tensor:
+        return torch.stack([self.read(i) for i in range(self.total)])
+
+    def finish(self) -> None:
+        if len(self.done()) != self.total:
+            raise RuntimeError(f"output: {len(self.done())} of {self.total} frames written; not complete")
+        self._write_meta(complete=True)
+
+    @property
+    def complete(self) -> bool:
+        return self.meta_path.exists() and json.loads(self.meta_path.read_text()).get("complete", False)

@@ -1,0 +1,67 @@
+"""Inpainting masks for a video: an image (one mask for every frame), a video of masks, a tensor/array,
+or generated shapes. Masks are ``[T, 1, H, W]`` float in {0, 1}, 1 where content is generated."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+import torch
+
+SHAPES = ("box", "center", "left", "right", "top", "bottom", "stripe")
+
+
+def generated_mask(shape: str, t: int, h: int, w: int) -> torch.Tensor:
+    """Generated shapes: "box" (a quarter-area box, centred), "center" (a centred square of half the
+    size), "left"/"right"/"top"/"bottom" (outpainting bands of a quarter), "stripe" (a vertical band)."""
+    m = torch.zeros(1, 1, h, w)
+    if shape == "box":
+        m[..., h // 4 : 3 * h // 4, w // 4 : 3 * w // 4] = 1
+    elif shape == "center":
+        s = min(h, w) // 2
+        m[..., (h - s) // 2 : (h + s) // 2, (w - s) // 2 : (w + s) // 2] = 1
+    elif shape == "left":
+        m[..., : w // 4] = 1
+    elif shape == "right":
+        m[..., w - w // 4 :] = 1
+    elif shape == "top":
+        m[..., : h // 4, :] = 1
+    elif shape == "bottom":
+        m[..., h - h // 4 :, :] = 1
+    elif shape == "stripe":
+        m[..., 3 * w // 8 : 5 * w // 8] = 1
+    else:
+        raise ValueError(f"mask: unknown shape {shape!r}; expected a path or one of {SHAPES}")
+    return m.expand(t, 1, h, w).contiguous()
+
+
+def load_mask(mask, t: int, h: int, w: int) -> torch.Tensor:
+    """A mask for ``t`` frames of ``h x w``: a shape name, an image/video path, a PIL image, an array or a
+    tensor (``[H, W]``, ``[1|T, H, W]``, ``[1|T, 1|3, H, W]``); values > 0.5 (of the [0, 1] range) are masked."""
+    if isinstance(mask, str) and mask in SHAPES:
+        return generated_mask(mask, t, h, w)
+    if isinstance(mask, (str, os.PathLike)):
+        from .video import read_video
+
+        p = Path(mask)
+        if not p.exists():
+            raise FileNotFoundError(f"mask: {p} does not exist (and is not one of {SHAPES})")
+        m = read_video(p).mean(1, keepdim=True)
+    elif hasattr(mask, "convert"):
+        m = torch.from_numpy(np.asarray(mask.convert("L"))).float()[None, None] / 255.0
+    else:
+        m = torch.as_tensor(np.asarray(mask) if not isinstance(mask, torch.Tensor) else mask).float()
+        if m.max() > 1:
+            m = m / 255.0
+        while m.dim() < 4:
+            m = m.unsqueeze(0)
+        if m.shape[1] == 3:
+            m = m.mean(1, keepdim=True)
+    if m.dim() != 4 or m.shape[1] != 1:
+        raise ValueError(f"mask: expected [T, 1, H, W] after conversion, got {list(m.shape)}")
+    if m.shape[-2:] != (h, w):
+        raise ValueError(f"mask: expected size {h}x{w} (the video's), got {m.shape[-2]}x{m.shape[-1]}")
+    if m.shape[0] not in (1, t):
+        raise ValueError(f"mask: expected 1 or {t} frames, got {m.shape[0]}")
+    return (m > 0.5).float().expand(t, 1, h, w).contiguous()

@@ -1,0 +1,129 @@
+"""Reading and writing videos: mp4/gif/webm files (PyAV through imageio), folders of frames, lists of
+PIL images, arrays and tensors. Frames are ``[T, 3, H, W]`` float32 in [0, 1]."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+import torch
+
+VIDEO_SUFFIXES = {".mp4", ".mov", ".mkv", ".webm", ".avi", ".gif"}
+IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".webp", ".tif", ".tiff"}
+
+
+def _to_frames(a) -> torch.Tensor:
+    """Array-likes to ``[T, 3, H, W]`` float32 in [0, 1]."""
+    t = torch.as_tensor(np.asarray(a)) if not isinstance(a, torch.Tensor) else a
+    if t.dim() == 3:  # a single frame or grey frames [T, H, W]
+        t = t[..., None] if t.shape[-1] not in (1, 3, 4) else t[None]
+    if t.dim() != 4:
+        raise ValueError(f"video: expected [T, H, W, C] or [T, C, H, W] frames, got shape {list(t.shape)}")
+    if t.shape[-1] in (1, 3, 4) and t.shape[1] not in (1, 3, 4):
+        t = t.permute(0, 3, 1, 2)
+    if t.shape[1] == 4:
+        t = t[:, :3]
+    if t.shape[1] == 1:
+        t = t.expand(-1, 3, -1, -1)
+    if t.shape[1] != 3:
+        raise ValueError(f"video: expected 1, 3 or 4 channels, got shape {list(t.shape)}")
+    if t.dtype == torch.uint8:
+        t = t.float() / 255.0
+    elif t.dtype == torch.bool:
+        t = t.float()
+    else:
+        t = t.float()
+        if t.numel() and (t.min() < -1e-3 or t.max() > 1 + 1e-3):
+            raise ValueError(
+                f"video: float frames must be in [0, 1], got range [{t.min():.3f}, {t.max():.3f}]"
+            )
+    if t.shape[0] == 0:
+        raise ValueError("video: zero frames")
+    return t.contiguous()
+
+
+def read_video(source, max_frames: int | None = None, start: int = 0, step: int = 1) -> torch.Tensor:
+    """Read a video from a path (video file or folder of images), a list of PIL images, an array or a tensor.
+
+    Args:
+        source: see above.
+        max_frames, start, step: frame selection (files and folders).
+    Returns:
+        ``[T, 3, H, W]`` float32 in [0, 1].
+    """
+    if isinstance(source, (str, os.PathLike)):
+        p = Path(source)
+        if not p.exists():
+            raise FileNotFoundError(f"video: {p} does not exist")
+        if p.is_dir():
+            files = sorted(f for f in p.iterdir() if f.suffix.lower() in IMAGE_SUFFIXES)
+            if not files:
+                raise ValueError(f"video: no image files in folder {p}")
+            files = files[start::step][:max_frames]
+            import imageio.v3 as iio
+
+            return _to_frames(np.stack([iio.imread(f) for f in files]))
+        if p.suffix.lower() not in VIDEO_SUFFIXES | IMAGE_SUFFIXES:
+            raise ValueError(
+                f"video: unsupported file type {p.suffix!r}; expected one of {sorted(VIDEO_SUFFIXES)}"
+            )
+        return _read_file(p, max_frames, start, step)
+    if isinstance(source, (list, tuple)):
+        if not source:
+            raise ValueError("video: zero frames")
+        return _to_frames(
+            np.stack(
+                [np.asarray(im.convert("RGB")) if hasattr(im, "convert") else np.asarray(im) for im in source]
+            )
+        )
+    return _to_frames(source)
+
+
+def _read_file(p: Path, max_frames, start, step) -> torch.Tensor:
+    import imageio.v3 as iio
+
+    if p.suffix.lower() in IMAGE_SUFFIXES:
+        return _to_frames(iio.imread(p)[None])
+    frames = []
+    try:
+        for i, fr in enumerate(iio.imiter(p, plugin="pyav")):
+            if i < start or (i - start) % step:
+                continue
+            frames.append(np.asarray(fr)[..., :3])
+            if max_frames is not None and len(frames) >= max_frames:
+                break
+    except Exception as e:  # PyAV raises many error types for corrupt data
+        raise ValueError(f"video: cannot decode {p} ({type(e).__name__}: {e})") from e
+    if not frames:
+        raise ValueError(f"video: no frames decoded from {p}")
+    return _to_frames(np.stack(frames))
+
+
+def write_video(frames: torch.Tensor, path: str | Path, fps: float = 8.0, codec: str = "libx264") -> Path:
+    """Write ``[T, 3, H, W]`` frames in [0, 1] to an mp4 (or gif), atomically: a temp file, then rename.
+    Odd sizes are padded by one pixel (yuv420p needs even sizes)."""
+    import imageio.v3 as iio
+
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    a = (frames.clamp(0, 1) * 255).round().to(torch.uint8).permute(0, 2, 3, 1).cpu().numpy()
+    if path.suffix.lower() != ".gif":
+        ph, pw = a.shape[1] % 2, a.shape[2] % 2
+        if ph or pw:
+            a = np.pad(a, ((0, 0), (0, ph), (0, pw), (0, 0)), mode="edge")
+    tmp = path.with_name(path.stem + ".partial" + path.suffix)
+    if path.suffix.lower() == ".gif":
+        iio.imwrite(tmp, a, duration=1000 / fps, loop=0)
+    else:
+        iio.imwrite(tmp, a, plugin="pyav", codec=codec, fps=fps, out_pixel_format="yuv420p")
+    tmp.replace(path)
+    return path
+
+
+def resize_frames(frames: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+    """Area (down) / bicubic (up) resize of ``[T, 3, H, W]`` frames to ``size`` = (H, W)."""
+    h, w = frames.shape[-2:]
+    mode = "area" if size[0] <= h and size[1] <= w else "bicubic"
+    kw = {} if mode == "area" else {"align_corners": False}
+    return torch.nn.functional.interpolate(frames, size=size, mode=mode, **kw).clamp(0, 1)

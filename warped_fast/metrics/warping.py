@@ -1,0 +1,55 @@
+"""Self-warping error (the paper's temporal-consistency metric; the project's definition, method section 8):
+warp generated frame j into the reference frame's coordinates with the flow used for the noise, and take
+the mean squared difference over valid pixels. Reference: the first frame or the previous one."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+import torch
+
+from ..ops import warp
+
+
+def _accumulated_flows(fwd_flows: torch.Tensor) -> torch.Tensor:
+    """Flows from frame 0 to every frame j, ``[T-1, 2, H, W]`` on frame 0's grid:
+    ``F_j(x) = F_(j-1)(x) + f_(j-1)(x + F_(j-1)(x))`` (the flow is sampled, never the frames)."""
+    disp = torch.zeros_like(fwd_flows[:1])
+    out = []
+    for j in range(fwd_flows.shape[0]):
+        f_at, _ = warp(fwd_flows[j : j + 1], disp)
+        disp = disp + f_at
+        out.append(disp)
+    return torch.cat(out)
+
+
+def warping_error(
+    video: torch.Tensor,
+    fwd_flows: torch.Tensor,
+    reference: Literal["previous", "first"] = "previous",
+    mask: torch.Tensor | None = None,
+) -> torch.Tensor:
+    """Per-frame self-warping error.
+
+    Args:
+        video: ``[T, C, H, W]`` generated frames (latents, or pixels in [0, 1]).
+        fwd_flows: ``[T-1, 2, H, W]``, flow j-1 -> j on frame j-1's grid (at the video's resolution).
+        reference: compare with the previous frame or with the first frame (flows accumulated).
+        mask: optional ``[T-1, 1, H, W]`` extra valid pixels (e.g. non-occluded) on the reference grid.
+    Returns:
+        ``[T-1]``: mean over valid pixels and channels of ``(warp(frame_j) - frame_ref)^2``.
+    """
+    if video.dim() != 4 or video.shape[0] < 2:
+        raise ValueError(f"video: expected [T >= 2, C, H, W], got {list(video.shape)}")
+    t, c, h, w = video.shape
+    if fwd_flows.shape != (t - 1, 2, h, w):
+        raise ValueError(f"fwd_flows: expected shape [{t - 1}, 2, {h}, {w}], got {list(fwd_flows.shape)}")
+    if reference not in ("previous", "first"):
+        raise ValueError(f"reference: expected 'previous' or 'first', got {reference!r}")
+    flows = fwd_flows.float() if reference == "previous" else _accumulated_flows(fwd_flows.float())
+    ref = video[:-1] if reference == "previous" else video[:1].expand(t - 1, -1, -1, -1)
+    warped, valid = warp(video[1:].float(), flows)
+    if mask is not None:
+        valid = valid & mask.bool()
+    err = ((warped - ref.float()) ** 2 * valid).sum((1, 2, 3))
+    return err / (valid.sum((1, 2, 3)) * c).clamp_min(1)

@@ -1,0 +1,274 @@
+"""``WarpedDiffusionPipeline``: video inpainting and x8 super-resolution with an image diffusion model,
+temporally consistent through GP noise warping and equivariance self-guidance (the whole method).
+
+input video -> flows (on the degraded frames, pixel resolution) -> latent-grid flows -> warped noise per
+frame -> conditioning latents -> video sampler (Algorithm 1, sequential or wavefront) -> decoded frames.
+Finished frames are written as they complete when ``output_dir`` is given, and an interrupted run resumes.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Literal
+
+import torch
+from safetensors.torch import load_file, save_file
+
+from ..flow import estimate_flow, flow_to_latent
+from ..io import FrameStore, load_mask, read_video, resize_frames
+from ..models.autoencoder import DiffusersVAE, IdentityAutoencoder
+from ..models.default import default_model_dir, load_unet_folder
+from ..models.denoiser import DiffusersDenoiser
+from ..noise import make_noise_warper
+from ..sampling import FrameInput, GuidanceConfig, VideoSampler, VideoSamplerConfig, diffusers_schedule
+
+logger = logging.getLogger("warped_fast")
+Task = Literal["inpaint", "sr"]
+
+
+@dataclass
+class PipelineOutput:
+    """frames: ``[T, 3, H, W]`` in [0, 1] (or PIL images / numpy, per ``output_type``); latents
+    ``[T, C, h, w]``; flows on the latent grid (fwd, back) ``[T-1, 2, h, w]``; the noise ``[T, C, h, w]``."""
+
+    frames: object
+    latents: torch.Tensor
+    latent_flows: tuple[torch.Tensor, torch.Tensor] | None
+    noise: torch.Tensor
+    guidance_losses: dict = field(default_factory=dict)
+
+
+class WarpedDiffusionPipeline:
+    """Video inverse problems with an image diffusion model (Warped Diffusion, Daras et al. 2024).
+
+    Args:
+        denoiser: a :class:`DiffusersDenoiser` (UNet + scheduler; inpainting or SR conditioning layout).
+        autoencoder: :class:`DiffusersVAE` or :class:`IdentityAutoencoder` (pixel-space models).
+        task: "inpaint" or "sr"; default from the denoiser's layout.
+        sr_factor: super-resolution factor (8).
+    """
+
+    def __init__(
+        self, denoiser: DiffusersDenoiser, autoencoder=None, task: Task | None = None, sr_factor: int = 8
+    ):
+        self.denoiser = denoiser
+        self.autoencoder = autoencoder or IdentityAutoencoder()
+        self.task: Task = task or ("inpaint" if denoiser.layout.kind == "inpaint" else "sr")
+        if self.task not in ("inpaint", "sr"):
+            raise ValueError(f"task: expected 'inpaint' or 'sr', got {self.task!r}")
+        self.sr_factor = sr_factor
+        if denoiser.latent_channels != self.autoencoder.latent_channels:
+            raise ValueError(
+                f"autoencoder: {self.autoencoder.latent_channels} latent channels, the UNet has {denoiser.latent_channels}"
+            )
+
+    # -- construction ----------------------------------------------------------------------------
+
+    @classmethod
+    def from_pretrained(
+        cls, folder: str | Path, task: Task | None = None, device=None, dtype=torch.float32, **kw
+    ):
+        """From a local folder: a diffusers UNet folder, or a pipeline folder with ``unet/`` (and ``vae/``)
+        subfolders. Safetensors only; nothing is downloaded."""
+        folder = Path(folder)
+        unet_dir = folder / "unet" if (folder / "unet").is_dir() else folder
+        unet, scheduler = load_unet_folder(unet_dir, device, dtype)
+        if (folder / "scheduler" / "scheduler_config.json").exists():
+            from diffusers import EulerDiscreteScheduler
+
+            scheduler = EulerDiscreteScheduler.from_pretrained(folder / "scheduler", local_files_only=True)
+        ae = IdentityAutoencoder()
+        if (folder / "vae").is_dir():
+            from diffusers import AutoencoderKL
+
+            vae = AutoencoderKL.from_pretrained(folder / "vae", use_safetensors=True, local_files_only=True)
+            ae = DiffusersVAE(vae.to(device or "cpu", dtype))
+        return cls(DiffusersDenoiser(unet, scheduler=scheduler, **kw), ae, task)
+
+    @classmethod
+    def from_default(cls, task: Task = "inpaint", device=None, **kw):
+        """The model shipped with the package for ``task`` (pixel space)."""
+        return cls.from_pretrained(default_model_dir(task), task, device, **kw)
+
+    @property
+    def device(self) -> torch.device:
+        return next(self.denoiser.unet.parameters()).device
+
+    # -- inputs ----------------------------------------------------------------------------------
+
+    def prepare(self, video, mask=None, max_frames: int | None = None):
+        """Frames, degraded frames for the flow, conditioning latents and the output size.
+
+        Returns:
+            (target_or_None, flow_frames ``[T, 3, H, W]``, cond ``[T, Cc, h, w]``, mask ``[T, 1, H, W]`` or None)
+        """
+        frames = read_video(video, max_frames=max_frames)
+        t, _, h, w = frames.shape
+        f = self.autoencoder.factor
+        if self.task == "inpaint":
+            if mask is None:
+                raise ValueError("mask: required for inpainting (a path, an image, a tensor or a shape name)")
+            if h % f or w % f:
+                raise ValueError(f"video: frame size {h}x{w} must be a multiple of the model's factor {f}")
+            m = load_mask(mask, t, h, w)
+            degraded = frames * (1 - m) + 0.5 * m  # masked pixels grey, as the model was trained
+            m_lat = (
+                torch.nn.functional.interpolate(m, size=(h // f, w // f), mode="area").gt(0.5).float()
+                if f > 1
+                else m
+            )
+            cond = torch.cat([m_lat, self.autoencoder.encode(degraded)], 1)
+            return frames, degraded, cond, m
+        oh, ow = h * self.sr_factor, w * self.sr_factor
+        if oh % f or ow % f:
+            raise ValueError(f"video: output size {oh}x{ow} must be a multiple of the model's factor {f}")
+        up = resize_frames(frames, (oh, ow))
+        return None, up, self.autoencoder.encode(up), None
+
+    # -- the main job ----------------------------------------------------------------------------
+
+    @torch.no_grad()
+    def __call__(
+        self,
+        video,
+        mask=None,
+        *,
+        num_inference_steps: int = 25,
+        guidance: GuidanceConfig | None = None,
+        noise_method: str = "gp",
+        noise_options: dict | None = None,
+        frame_schedule: Literal["sequential", "wavefront"] = "sequential",
+        max_batch: int = 8,
+        flows: tuple[torch.Tensor, torch.Tensor] | None = None,
+        flow_preset: str = "medium",
+        generator: torch.Generator | int | None = 0,
+        output_type: Literal["pt", "np", "pil", "latent"] = "pt",
+        output_dir: str | Path | None = None,
+        max_frames: int | None = None,
+        callback_on_step_end=None,
+        progress: bool = True,
+    ) -> PipelineOutput:
+        """Restore ``video``.
+
+        Args:
+            video: path (mp4/gif/folder of frames), list of PIL images, array or tensor ``[T, 3, H, W]``.
+            mask: inpainting mask (path, image, video, tensor, or a shape name such as "box").
+            num_inference_steps: Euler steps (paper: 50 with guidance, 25 without).
+            guidance: :class:`GuidanceConfig` (default: exact guidance, lambda 1).
+            noise_method: any method of :mod:`warped_fast.noise` ("gp", "fixed", "resample", "nearest",
+                "bilinear", "hiwyn", "infres", "gwtf"); ``noise_options`` are passed to it.
+            frame_schedule, max_batch: sequential or wavefront (same result), batch of frames per call.
+            flows: pixel-resolution (fwd, back) flows ``[T-1, 2, H_out, W_out]``; default: OpenCV DIS on
+                the degraded frames (``flow_preset``).
+            generator: seed or ``torch.Generator`` of the noise.
+            output_type: "pt" ``[T, 3, H, W]``, "np" ``[T, H, W, 3]`` uint8, "pil", or "latent".
+            output_dir: write finished frames there as they complete (PNG) and resume an interrupted run.
+            callback_on_step_end: ``callback(frame, step, u, D)``.
+        """
+        guidance = guidance or GuidanceConfig()
+        _, flow_frames, cond, _ = self.prepare(video, mask, max_frames)
+        t = cond.shape[0]
+        dev = self.device
+        cond = cond.to(dev)
+        lat_shape = (self.denoiser.latent_channels, *cond.shape[-2:])
+        if t > 1:
+            fwd, back = flows if flows is not None else estimate_flow(flow_frames, flow_preset)
+            if fwd.shape != (t - 1, 2, *flow_frames.shape[-2:]) or back.shape != fwd.shape:
+                raise ValueError(
+                    f"flows: expected two [{t - 1}, 2, {flow_frames.shape[-2]}, {flow_frames.shape[-1]}] tensors, "
+                    f"got {list(fwd.shape)} and {list(back.shape)}"
+                )
+            fwd_l = flow_to_latent(fwd.float(), self.autoencoder.factor).to(dev)
+            back_l = flow_to_latent(back.float(), self.autoencoder.factor).to(dev)
+        else:
+            fwd_l = back_l = None
+
+        schedule = diffusers_schedule(self.denoiser.scheduler, num_inference_steps)
+        sampler_cfg = VideoSamplerConfig(frame_schedule, max_batch, guidance, progress)
+        warper = make_noise_warper(noise_method, **(noise_options or {}))
+        noises: list[torch.Tensor] = []
+
+        def inputs(start: int) -> Iterator[FrameInput]:
+            n = warper.reset(lat_shape, generator, dev)
+            for j in range(t):
+                if j > 0:
+                    n = warper.step(back_l[j - 1], fwd_l[j - 1])
+                if j >= start:
+                    noises.append(n)
+                    fl = None if j == 0 else fwd_l[j - 1]
+                    bl = None if j == 0 else back_l[j - 1]
+                    yield FrameInput(n, cond[j], fl, bl)
+
+        store = start = None
+        prev_pred = None
+        if output_dir is not None:
+            params = {"task": self.task, "steps": num_inference_steps, "noise": noise_method,
+                      "noise_options": repr(noise_options), "guidance": repr(guidance), "frames": t,
+                      "schedule": frame_schedule, "seed": generator if isinstance(generator, int) else None}  # fmt: skip
+            store = FrameStore(output_dir, params, t)
+            done = store.done()
+            start = len(done)
+            state = Path(output_dir) / "sampler_state.safetensors"
+            if start > 0 and guidance.mode != "off":
+                if not state.exists():
+                    start = 0  # no saved predictions: start over (frames are rewritten identically)
+                else:
+                    s = load_file(str(state))
+                    if int(s["frame"]) != start - 1:
+                        start = 0
+                    else:
+                        prev_pred = [s[f"pred.{k}"].to(dev) for k in range(num_inference_steps)]
+            if start:
+                logger.info("resuming at frame %d of %d from %s", start, t, output_dir)
+        start = start or 0
+
+        preds: dict[int, list[torch.Tensor]] = {}
+
+        def on_step(j, step, u, d):
+            preds.setdefault(j, []).append(d.detach().clone())
+            if callback_on_step_end is not None:
+                callback_on_step_end(j, step, u, d)
+
+        sampler = VideoSampler(self.denoiser, schedule, sampler_cfg, callback_on_step_end=on_step)
+        latents = []
+        for j, z in enumerate(sampler.stream(inputs(start), start, prev_pred), start):
+            latents.append(z)
+            if store is not None:
+                store.write(j, self.autoencoder.decode(z[None])[0].cpu())
+                d = {f"pred.{k}": p.cpu().contiguous() for k, p in enumerate(preds[j])}
+                d["frame"] = torch.tensor(j)
+                tmp = Path(output_dir) / "sampler_state.tmp"
+                save_file(d, str(tmp))
+                tmp.replace(Path(output_dir) / "sampler_state.safetensors")
+            preds.pop(j - 1, None)
+        lat = torch.stack(latents) if latents else torch.zeros(0, *lat_shape)
+        if store is not None:
+            store.finish()
+            frames = store.read_all()
+        else:
+            frames = self.autoencoder.decode(lat)
+        return PipelineOutput(
+            frames=_convert(frames, lat, output_type),
+            latents=lat,
+            latent_flows=None if fwd_l is None else (fwd_l, back_l),
+            noise=torch.stack(noises) if noises else torch.zeros(0, *lat_shape),
+            guidance_losses=dict(sampler.losses),
+        )
+
+
+def _convert(frames: torch.Tensor, latents: torch.Tensor, output_type: str):
+    if output_type == "pt":
+        return frames
+    if output_type == "latent":
+        return latents
+    a = (frames.clamp(0, 1) * 255).round().to(torch.uint8).permute(0, 2, 3, 1).cpu().numpy()
+    if output_type == "np":
+        return a
+    if output_type == "pil":
+        from PIL import Image
+
+        return [Image.fromarray(x) for x in a]
+    raise ValueError(f"output_type: expected 'pt', 'np', 'pil' or 'latent', got {output_type!r}")
