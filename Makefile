@@ -16,7 +16,7 @@ $(STAMP): pyproject.toml CMakeLists.txt requirements/ci.txt $(wildcard csrc/*) $
 setup: $(STAMP)
 
 run: $(STAMP)
-	$(BIN)/python bench/run_all.py --quick
+	$(BIN)/warped-fast demo --out demo_out
 
 test: $(STAMP)
 	$(BIN)/python -m pytest -q
