@@ -7,7 +7,13 @@ import sys
 from pathlib import Path
 
 HERE = Path(__file__).parent
-SCRIPTS = ["bench_gp_noise.py", "bench_warp.py", "bench_guidance.py", "bench_noise_warp.py", "bench_sampler.py"]
+SCRIPTS = [
+    "bench_gp_noise.py",
+    "bench_warp.py",
+    "bench_guidance.py",
+    "bench_noise_warp.py",
+    "bench_sampler.py",
+]
 
 
 def main() -> int:

@@ -1,0 +1,43 @@
+"""The shipped default models: they load (safetensors), are real denoisers (held-out scores as in the
+model card), and run the main job."""
+
+import json
+
+import pytest
+import torch
+
+from warped_fast.models import default_model, default_model_dir
+from warped_fast.train.evaluate import evaluate
+from warped_fast.train.release import EVAL
+
+
+@pytest.mark.parametrize("task", ["inpaint", "sr"])
+def test_shipped_weights_load_and_reproduce_the_card(task):
+    d = default_model_dir(task)
+    assert (d / "diffusion_pytorch_model.safetensors").exists()
+    assert not list(d.glob("*.bin")) and not list(d.glob("*.pt")), "weights must be safetensors only"
+    card = json.loads((d / "card.json").read_text())
+    model = default_model(task)
+    assert model.layout.kind == task and model.prediction_type == card["config"]["prediction_type"]
+    # The card's held-out evaluation, rerun: same crops, masks, noise and steps.
+    res = evaluate(model, task, **EVAL)
+    for name, want in card["eval"].items():
+        if name.startswith("_"):
+            continue
+        assert abs(res[name]["psnr"] - want["psnr"]) < 0.05, (name, res[name], want)
+        assert abs(res[name]["ssim"] - want["ssim"]) < 0.002, (name, res[name], want)
+    # A real denoiser: from pure noise, its one-step estimate is far better than the noise itself.
+    assert res["model (one-step MMSE)"]["psnr"] > 15.0
+
+
+def test_bad_task():
+    with pytest.raises(ValueError, match="task"):
+        default_model("deblur")
+
+
+def test_default_model_is_offline_and_deterministic():
+    a, b = default_model("sr"), default_model("sr")
+    x = torch.randn(1, 3, 16, 16)
+    cond = torch.zeros(1, 3, 16, 16)
+    with torch.no_grad():
+        assert torch.equal(a(x, torch.tensor([5.0]), cond), b(x, torch.tensor([5.0]), cond))

@@ -1,0 +1,71 @@
+"""The command line on small inputs with the shipped models (offline, CPU)."""
+
+import json
+
+import torch
+
+from warped_fast.cli import main
+from warped_fast.io import read_video, write_video
+
+
+def _clip(tmp_path, t=3, h=16, w=24):
+    g = torch.Generator().manual_seed(0)
+    base = torch.rand(3, h, w + t, generator=g)
+    v = torch.stack([base[:, :, t - j : t - j + w] for j in range(t)])
+    return write_video(v, tmp_path / "in.mp4")
+
+
+def test_info(capsys):
+    assert main(["info", "--device", "cpu"]) == 0
+    assert json.loads(capsys.readouterr().out)["ops"]["gp_noise"] == "cpu"
+
+
+def test_inpaint_and_sr_write_videos_and_resume(tmp_path, capsys):
+    src = _clip(tmp_path)
+    args = ["inpaint", str(src), "--out", str(tmp_path / "o"), "--steps", "2", "--quiet", "--mask", "center"]
+    assert main(args) == 0
+    out = read_video(tmp_path / "o" / "inpaint.mp4")
+    assert out.shape[0] == 3
+    frames = sorted((tmp_path / "o" / "frames").glob("frame_*.png"))
+    stamps = [f.stat().st_mtime_ns for f in frames]
+    assert main(args) == 0  # a finished job is not redone
+    assert [f.stat().st_mtime_ns for f in frames] == stamps
+    lr = write_video(read_video(src)[..., :2, :3], tmp_path / "lr.gif")
+    assert (
+        main(["sr", str(lr), "--out", str(tmp_path / "s"), "--steps", "2", "--quiet", "--guidance", "off"])
+        == 0
+    )
+    assert read_video(tmp_path / "s" / "sr.mp4").shape[-2:] == (16, 24)
+
+
+def test_warp_noise(tmp_path):
+    from safetensors.torch import load_file
+
+    src = _clip(tmp_path, h=32, w=48)
+    assert main(["warp-noise", str(src), "--out", str(tmp_path / "n.safetensors"), "--method", "gp"]) == 0
+    d = load_file(str(tmp_path / "n.safetensors"))
+    assert d["noise"].shape == (3, 4, 4, 6) and d["fwd_flow"].shape == (2, 2, 4, 6)
+
+
+def test_train_from_config(tmp_path):
+    cfg = tmp_path / "c.toml"
+    cfg.write_text(
+        f'task = "sr"\noutput_dir = "{tmp_path / "run"}"\nresolution = 16\nbatch_size = 2\nsteps = 2\n'
+        "num_features = 100\nprogress = false\nmodel = { block_out_channels = [16, 32], norm_num_groups = 8 }\n"
+    )
+    assert main(["train", "--config", str(cfg)]) == 0
+    assert (tmp_path / "run" / "model" / "diffusion_pytorch_model.safetensors").exists()
+
+
+def test_demo_small(tmp_path):
+    from warped_fast.pipelines.demo import run_demo
+
+    res = run_demo(tmp_path / "d", frames=3, size=(16, 24), steps=2, progress=False)
+    for p in res["paths"].values():
+        assert (tmp_path / "d" / p.split("/")[-1]).exists()
+    assert set(res["warping_error_first"]) == {
+        "Warped Diffusion",
+        "GP warping (lambda = 0)",
+        "Fixed noise",
+        "Resample",
+    }
