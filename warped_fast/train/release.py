@@ -106,6 +106,22 @@ def sample_grid(model, task: str, png: Path, size: int = 64, n: int = 6) -> None
     plt.close(fig)
 
 
+def _verdict(ev: dict) -> str:
+    """Which baselines the model's best estimate beats on both PSNR and SSIM, stated plainly."""
+    models = {k: v for k, v in ev.items() if k.startswith("model")}
+    best = max(models, key=lambda k: models[k]["psnr"])
+    beats, loses = [], []
+    for k, v in ev.items():
+        if k.startswith(("_", "model")):
+            continue
+        ok = models[best]["psnr"] > v["psnr"] and models[best]["ssim"] > v["ssim"]
+        (beats if ok else loses).append(k)
+    out = f"Best model estimate: {best}. Beats on PSNR and SSIM: {', '.join(beats) or 'none'}."
+    if loses:
+        out += f" Does **not** beat: {', '.join(loses)} (a small CPU-trained model; more training is needed)."
+    return out
+
+
 def write_model_card() -> Path:
     """``weights/MODEL_CARD.md`` from each shipped model's ``card.json``."""
     parts = [
@@ -133,13 +149,15 @@ def write_model_card() -> Path:
             f"`warped-fast release-model --task {task} --run {c['config']['output_dir']}`",
             f"- {c['parameters'] / 1e6:.2f} M parameters, {c['weights_mb']} MB (fp16 safetensors)",
             f"- {c['steps']} steps of batch {c['config']['batch_size']} at {c['config']['resolution']} px; "
-            f"{c['train_seconds'] / 60:.0f} min of training on {c['hardware']} (one thread; the two models "
+            f"{c.get('train_seconds', c.get('train_seconds_last_session', 0)) / 60:.0f} min of training on {c['hardware']} (one thread; the two models "
             "trained side by side)",
             f"- final loss (mean of the last 100 steps): {c['final_loss_mean_last_100']:.4f}; "
             f"curve: `docs/models/{task}_loss.png`; samples: `docs/models/{task}_samples.png`",
             f"- held-out scores ({e['crops']} crops of {e['size']} px, {e['steps']} Euler steps, seed {e['seed']}):",
             "",
             scores_table(c["eval"]),
+            "",
+            _verdict(c["eval"]),
             "",
         ]
     out = WEIGHTS_DIR / "MODEL_CARD.md"
