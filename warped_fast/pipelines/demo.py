@@ -88,6 +88,7 @@ def _plot(results: dict, png: Path) -> Path:
         )
     ax.set_xlabel("frame")
     ax.set_ylabel("warping error w.r.t. frame 0 (pixels, MSE)")
+    ax.set_yscale("log")
     ax.legend()
     fig.tight_layout()
     fig.savefig(png, dpi=110)
