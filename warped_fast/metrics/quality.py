@@ -1,5 +1,8 @@
 """Per-frame restoration quality: MSE, PSNR, SSIM (torchmetrics, analytic). LPIPS, FID, Inception score and
-CLIP scores need network weights: they run only from local weight files, with a clear error otherwise."""
+CLIP scores need network weights: they run only from local weight files, with a clear error otherwise.
+They also need torchmetrics' optional backends (torchvision for LPIPS, torch-fidelity for FID/IS,
+transformers for CLIP), which the pinned CPU environment does not install; with those and local weights
+they go through torchmetrics unchanged (not exercised by the test suite, which checks the errors)."""
 
 from __future__ import annotations
 
