@@ -17,6 +17,7 @@ import numpy as np
 import torch
 
 from ..ops import gp_noise
+from ..reference._bilinear import pixel_grid
 
 # The paper's lengthscale l = 2 / (pi * resolution) in [0, 1]^2 coordinates is 2 / pi latent pixels.
 PAPER_LENGTHSCALE_PX = 2.0 / math.pi
@@ -111,11 +112,7 @@ class RFFField:
 
 def identity_coords(h: int, w: int, n: int = 1, device=None, offset=(0.0, 0.0)) -> torch.Tensor:
     """Pixel-centre coordinates ``[n, h, w, 2]``: ``[..., i, j, :] = (j, i) + offset``."""
-    ys, xs = torch.meshgrid(
-        torch.arange(h, dtype=torch.float32, device=device),
-        torch.arange(w, dtype=torch.float32, device=device),
-        indexing="ij",
-    )
+    xs, ys = pixel_grid(h, w, device)
     g = torch.stack((xs + offset[0], ys + offset[1]), -1)
     return g.unsqueeze(0).expand(n, h, w, 2).contiguous()
 

@@ -100,10 +100,10 @@ class WarpedDiffusionPipeline:
     # -- inputs ----------------------------------------------------------------------------------
 
     def prepare(self, video, mask=None, max_frames: int | None = None):
-        """Frames, degraded frames for the flow, conditioning latents and the output size.
+        """The frames the flow is estimated on and the conditioning latents.
 
         Returns:
-            (target_or_None, flow_frames ``[T, 3, H, W]``, cond ``[T, Cc, h, w]``, mask ``[T, 1, H, W]`` or None)
+            flow_frames ``[T, 3, H, W]`` (the degraded input at output resolution) and cond ``[T, Cc, h, w]``.
         """
         frames = read_video(video, max_frames=max_frames)
         t, _, h, w = frames.shape
@@ -121,12 +121,12 @@ class WarpedDiffusionPipeline:
                 else m
             )
             cond = torch.cat([m_lat, self.autoencoder.encode(degraded)], 1)
-            return frames, degraded, cond, m
+            return degraded, cond
         oh, ow = h * self.sr_factor, w * self.sr_factor
         if oh % f or ow % f:
             raise ValueError(f"video: output size {oh}x{ow} must be a multiple of the model's factor {f}")
         up = resize_frames(frames, (oh, ow))
-        return None, up, self.autoencoder.encode(up), None
+        return up, self.autoencoder.encode(up)
 
     # -- the main job ----------------------------------------------------------------------------
 
@@ -169,7 +169,7 @@ class WarpedDiffusionPipeline:
             callback_on_step_end: ``callback(frame, step, u, D)``.
         """
         guidance = guidance or GuidanceConfig()
-        _, flow_frames, cond, _ = self.prepare(video, mask, max_frames)
+        flow_frames, cond = self.prepare(video, mask, max_frames)
         t = cond.shape[0]
         dev = self.device
         cond = cond.to(dev)
@@ -228,7 +228,8 @@ class WarpedDiffusionPipeline:
         preds: dict[int, list[torch.Tensor]] = {}
 
         def on_step(j, step, u, d):
-            preds.setdefault(j, []).append(d.detach().clone())
+            if store is not None:  # kept only to save the sampler state for resuming
+                preds.setdefault(j, []).append(d.detach().clone())
             if callback_on_step_end is not None:
                 callback_on_step_end(j, step, u, d)
 

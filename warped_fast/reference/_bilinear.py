@@ -29,6 +29,25 @@ def _gather(img: torch.Tensor, xi: torch.Tensor, yi: torch.Tensor) -> torch.Tens
     return torch.gather(img.reshape(n, c, h * w), 2, idx).reshape(n, c, *xi.shape[1:])
 
 
+def taps(x: torch.Tensor, y: torch.Tensor, h: int, w: int):
+    """The four zero-padded bilinear taps of sample positions ``x, y`` (``[N, H', W']``).
+
+    Returns:
+        A list of (xi, yi, weight, inside) for taps (x0, y0), (x0+1, y0), (x0, y0+1), (x0+1, y0+1):
+        indices clamped into the frame, weights differentiable in ``x, y``, ``inside`` masks; and the
+        fractional parts ``wx, wy``.
+    """
+    x0, y0 = torch.floor(x), torch.floor(y)
+    wx, wy = x - x0, y - y0
+    out = []
+    for dy, wy_ in ((0, 1 - wy), (1, wy)):
+        for dx, wx_ in ((0, 1 - wx), (1, wx)):
+            xi, yi = x0.long() + dx, y0.long() + dy
+            inside = (xi >= 0) & (xi < w) & (yi >= 0) & (yi < h)
+            out.append((xi.clamp(0, w - 1), yi.clamp(0, h - 1), wx_ * wy_, inside))
+    return out, wx, wy
+
+
 def sample_zeros(img: torch.Tensor, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
     """Bilinear sample with zero padding: taps outside the frame contribute 0.
 
@@ -39,16 +58,9 @@ def sample_zeros(img: torch.Tensor, x: torch.Tensor, y: torch.Tensor) -> torch.T
         ``[N, C, H', W']``, differentiable in ``img``, ``x`` and ``y``.
     """
     n, c, h, w = img.shape
-    x0f, y0f = torch.floor(x), torch.floor(y)
-    wx, wy = x - x0f, y - y0f
-    x0, y0 = x0f.long(), y0f.long()
     out = img.new_zeros(n, c, *x.shape[1:])
-    for dy, wy_ in ((0, 1 - wy), (1, wy)):
-        for dx, wx_ in ((0, 1 - wx), (1, wx)):
-            xi, yi = x0 + dx, y0 + dy
-            inside = (xi >= 0) & (xi < w) & (yi >= 0) & (yi < h)
-            v = _gather(img, xi.clamp(0, w - 1), yi.clamp(0, h - 1))
-            out = out + v * (wx_ * wy_ * inside.to(img.dtype)).unsqueeze(1)
+    for xi, yi, wt, inside in taps(x, y, h, w)[0]:
+        out = out + _gather(img, xi, yi) * (wt * inside.to(img.dtype)).unsqueeze(1)
     return out
 
 

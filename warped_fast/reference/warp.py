@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import torch
 
-from ._bilinear import _gather, pixel_grid, sample_extrapolate, sample_zeros
+from ._bilinear import _gather, pixel_grid, sample_extrapolate, sample_zeros, taps
 
 # Forward-backward consistency thresholds (UnFlow): |f + b~|^2 > A1 (|f|^2 + |b~|^2) + A2.
 OCCLUSION_ALPHA1 = 0.01
@@ -75,19 +75,10 @@ def compose_coords(coords: torch.Tensor, flow: torch.Tensor) -> torch.Tensor:
     return torch.stack((x + d[:, 0], y + d[:, 1]), -1)
 
 
-def _taps(flow: torch.Tensor, h: int, w: int):
-    """The four zero-padded bilinear taps of ``x + flow(x)``: (xi, yi, weight, inside) each ``[N, H, W]``."""
+def _flow_taps(flow: torch.Tensor, h: int, w: int):
+    """Bilinear taps of ``x + flow(x)`` on the pixel grid (see :func:`taps`)."""
     xs, ys = pixel_grid(h, w, flow.device, flow.dtype)
-    x, y = xs + flow[:, 0], ys + flow[:, 1]
-    x0, y0 = torch.floor(x), torch.floor(y)
-    wx, wy = x - x0, y - y0
-    out = []
-    for dy, wy_ in ((0, 1 - wy), (1, wy)):
-        for dx, wx_ in ((0, 1 - wx), (1, wx)):
-            xi, yi = x0.long() + dx, y0.long() + dy
-            inside = (xi >= 0) & (xi < w) & (yi >= 0) & (yi < h)
-            out.append((xi.clamp(0, w - 1), yi.clamp(0, h - 1), wx_ * wy_, inside))
-    return out, wx, wy
+    return taps(xs + flow[:, 0], ys + flow[:, 1], h, w)
 
 
 def warp_image_grad(
@@ -105,9 +96,9 @@ def warp_image_grad(
     n, c, h, w = grad_out.shape
     if scale is not None:
         grad_out = grad_out * scale.to(grad_out.dtype).view(-1, 1, 1, 1)
-    taps, _, _ = _taps(flow.to(grad_out.dtype), h, w)
+    taps_, _, _ = _flow_taps(flow.to(grad_out.dtype), h, w)
     out = grad_out.new_zeros(n, c, h * w)
-    for xi, yi, wt, inside in taps:
+    for xi, yi, wt, inside in taps_:
         idx = (yi * w + xi).reshape(n, 1, -1).expand(n, c, -1)
         val = (grad_out * (wt * inside.to(wt.dtype)).unsqueeze(1)).reshape(n, c, -1)
         out.scatter_add_(2, idx, val)
@@ -123,8 +114,8 @@ def warp_flow_grad(grad_out: torch.Tensor, image: torch.Tensor, flow: torch.Tens
         ``[N, 2, H, W]``.
     """
     n, c, h, w = image.shape
-    taps, wx, wy = _taps(flow.to(image.dtype), h, w)
-    v = [_gather(image, xi, yi) * inside.unsqueeze(1).to(image.dtype) for xi, yi, _, inside in taps]
+    taps_, wx, wy = _flow_taps(flow.to(image.dtype), h, w)
+    v = [_gather(image, xi, yi) * inside.unsqueeze(1).to(image.dtype) for xi, yi, _, inside in taps_]
     v00, v01, v10, v11 = v
     wx, wy = wx.unsqueeze(1), wy.unsqueeze(1)
     gx = (grad_out * ((v01 - v00) * (1 - wy) + (v11 - v10) * wy)).sum(1)

@@ -8,7 +8,6 @@ checkpoints with exact resume, a tqdm bar, a CSV loss log and a loss curve (PNG)
 from __future__ import annotations
 
 import csv
-import json
 import logging
 import math
 import time
@@ -226,7 +225,3 @@ def plot_loss(log_path: Path, png: Path, smooth: int = 50) -> None:
     fig.tight_layout()
     fig.savefig(png, dpi=120)
     plt.close(fig)
-
-
-def summarize(folder: Path) -> dict:
-    return json.loads((folder / "train_config.json").read_text())
