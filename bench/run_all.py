@@ -13,6 +13,7 @@ SCRIPTS = [
     "bench_guidance.py",
     "bench_noise_warp.py",
     "bench_sampler.py",
+    "bench_default_model.py",
 ]
 
 

@@ -109,3 +109,21 @@ def test_lora_needs_peft_or_trains_adapters(tmp_path):
     names = [n for n, p in tr.unet.named_parameters() if p.requires_grad]
     assert names and all("lora" in n for n in names)
     tr.train_step()
+
+
+def test_crops_rescale_both_ways_and_keep_the_held_out_photos_out():
+    from warped_fast.train.data import HELD_OUT, load_photos, random_crops
+
+    names = [n for n, _ in load_photos("train")]
+    assert not set(HELD_OUT) & set(names) and {"motorcycle_left", "grace_hopper.jpg"} <= set(names)
+    assert [n for n, _ in load_photos("heldout")] == ["chelsea", "flower.jpg"]
+    # A smooth horizontal ramp: upscaling (bicubic) keeps it a ramp with a smaller step per pixel.
+    ramp = torch.linspace(0, 1, 64).view(1, 1, 64).expand(3, 64, 64)
+    g = torch.Generator().manual_seed(0)
+    up = random_crops((("ramp", ramp),), 4, 16, g, (2.0, 2.0))
+    step = (up[..., 1:] - up[..., :-1]).abs()
+    assert up.shape == (4, 3, 16, 16) and float(step.max()) < 0.6 * 2 / 63 and float(step.min()) > 0
+    down = random_crops((("ramp", ramp),), 4, 16, g, (0.25, 0.25))
+    assert torch.allclose((down[..., 1:] - down[..., :-1]).abs(), torch.tensor(2 * 4 / 63), atol=1e-4)
+    with pytest.raises(ValueError, match="crop_scales"):
+        TrainConfig(crop_scales=(1.0, 0.5))

@@ -47,8 +47,15 @@ def load_unet_folder(folder: str | Path, device=None, dtype: torch.dtype = torch
 def load_model(
     folder: str | Path, device=None, dtype: torch.dtype = torch.float32, **denoiser_kwargs
 ) -> DiffusersDenoiser:
-    """A :class:`DiffusersDenoiser` around the UNet of a local diffusers folder."""
+    """A :class:`DiffusersDenoiser` around the UNet of a local diffusers folder. A folder exported by
+    :mod:`warped_fast.train` carries ``train_config.json``, whose ``residual`` and ``residual_scale`` apply
+    unless passed."""
     unet, scheduler = load_unet_folder(folder, device, dtype)
+    train_cfg = Path(folder) / "train_config.json"
+    if train_cfg.exists():
+        tc = json.loads(train_cfg.read_text())
+        denoiser_kwargs.setdefault("residual", bool(tc.get("residual", False)))
+        denoiser_kwargs.setdefault("residual_scale", float(tc.get("residual_scale", 1.0)))
     return DiffusersDenoiser(unet, scheduler=scheduler, **denoiser_kwargs)
 
 

@@ -15,6 +15,7 @@ import torch
 
 from ..sampling.schedules import SigmaSchedule, timesteps_for_sigmas
 from .layouts import ConditioningLayout
+from .residual import residual_base
 from .unet_backends import UNetBackend, UNetRunner
 
 PredictionType = Literal["epsilon", "v_prediction", "sample"]
@@ -53,6 +54,9 @@ class DiffusersDenoiser(torch.nn.Module):
         guidance_scale: CFG scale (1 = no CFG).
         backend: "eager" or "compile" (``compile_mode`` e.g. "reduce-overhead" for CUDA graphs).
         schedule: the sampling schedule, so its sigmas map to the scheduler's exact timesteps.
+        residual: the UNet models ``residual_scale * (x - base(cond))``
+            (:mod:`warped_fast.models.residual`); needs an inpaint or sr layout. With scale ``k``:
+            ``D(u, sigma) = base + D_k(k (u - base), k sigma) / k``.
 
     The UNet's parameters are frozen (``requires_grad_(False)``): guidance needs input gradients only.
     """
@@ -72,6 +76,8 @@ class DiffusersDenoiser(torch.nn.Module):
         backend: UNetBackend = "eager",
         compile_mode: str | None = None,
         schedule: SigmaSchedule | None = None,
+        residual: bool = False,
+        residual_scale: float = 1.0,
     ):
         super().__init__()
         if scheduler is None and alphas_cumprod is None:
@@ -99,6 +105,11 @@ class DiffusersDenoiser(torch.nn.Module):
             raise ValueError(
                 f"layout: {self.layout.in_channels} input channels, the UNet takes {cfg.in_channels}"
             )
+        if residual and self.layout.kind not in ("inpaint", "sr"):
+            raise ValueError(f"residual: needs an inpaint or sr layout, got {self.layout.kind!r}")
+        if not residual_scale > 0:
+            raise ValueError(f"residual_scale: expected > 0, got {residual_scale}")
+        self.residual, self.residual_scale = bool(residual), float(residual_scale)
         self.conditional = hasattr(cfg, "cross_attention_dim")
         if self.conditional and prompt_embeds is None:
             raise ValueError("prompt_embeds: required by a UNet2DConditionModel")
@@ -144,6 +155,11 @@ class DiffusersDenoiser(torch.nn.Module):
     def forward(self, u: torch.Tensor, sigma: torch.Tensor, cond: torch.Tensor | None = None) -> torch.Tensor:
         """D(u, sigma): ``u`` ``[B, C, H, W]``, ``sigma`` ``[B]``, ``cond`` ``[B, Cc, H, W]`` -> ``[B, C, H, W]``."""
         b = u.shape[0]
+        base = None
+        if self.residual:
+            self.layout.check(cond, b, *u.shape[-2:])
+            base = residual_base(self.layout.kind, cond, self.latent_channels).to(u.dtype)
+            u, sigma = (u - base) * self.residual_scale, sigma * self.residual_scale
         s = sigma.to(u.dtype).view(-1, 1, 1, 1)
         x = self.layout.unet_input(u / (s**2 + 1) ** 0.5, cond)
         t = self.timesteps(sigma).to(device=u.device, dtype=torch.float32)
@@ -169,4 +185,5 @@ class DiffusersDenoiser(torch.nn.Module):
         if self.cfg:
             o_u, o_c = out.chunk(2)
             out = o_u + self.guidance_scale * (o_c - o_u)
-        return x0_from_model_output(out, u, sigma, self.prediction_type)
+        d = x0_from_model_output(out, u, sigma, self.prediction_type)
+        return d if base is None else d / self.residual_scale + base

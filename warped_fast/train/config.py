@@ -19,7 +19,12 @@ class TrainConfig:
         model: UNet2DModel settings when training from scratch.
         noise: "gp" (RFF GP noise, method section 6) or "white" (the ablation).
         lengthscale: GP lengthscale in pixels of the training grid; num_features: J.
+        crop_scales: range of the random rescaling of the photos before cropping (> 1 upscales).
         resolution, batch_size, steps, lr, weight_decay, grad_clip, ema_decay, warmup_steps.
+        residual: the UNet models ``x - base(cond)`` (push-pull fill / the bicubic upsampling, see
+            :mod:`warped_fast.models.residual`) instead of ``x``.
+        residual_scale: the residual is multiplied by it (about 1 / its std, like a VAE's scaling
+            factor) so the diffusion sees unit-scale data.
         prediction_type: "epsilon" or "v_prediction" (DDPM schedule, 1000 steps, linear betas).
         mixed_precision: "no", "fp16" or "bf16" (autocast, CUDA only).
         checkpoint_every: steps between checkpoints (resume picks up the latest).
@@ -41,6 +46,7 @@ class TrainConfig:
     lengthscale: float = 2.0 / 3.141592653589793
     num_features: int = 3000
     resolution: int = 64
+    crop_scales: tuple[float, float] = (0.25, 1.0)
     batch_size: int = 16
     steps: int = 2000
     lr: float = 1e-3
@@ -49,6 +55,8 @@ class TrainConfig:
     ema_decay: float = 0.999
     warmup_steps: int = 100
     prediction_type: Literal["epsilon", "v_prediction"] = "v_prediction"
+    residual: bool = False
+    residual_scale: float = 1.0
     mixed_precision: Literal["no", "fp16", "bf16"] = "no"
     checkpoint_every: int = 500
     lora_rank: int = 0
@@ -65,8 +73,10 @@ class TrainConfig:
         for name in ("batch_size", "steps", "num_features", "checkpoint_every"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name}: expected >= 1, got {getattr(self, name)}")
-        if not self.lr > 0 or not self.lengthscale > 0:
-            raise ValueError("lr and lengthscale: expected > 0")
+        if len(self.crop_scales) != 2 or not 0 < self.crop_scales[0] <= self.crop_scales[1]:
+            raise ValueError(f"crop_scales: expected [lo, hi] with 0 < lo <= hi, got {self.crop_scales}")
+        if not self.lr > 0 or not self.lengthscale > 0 or not self.residual_scale > 0:
+            raise ValueError("lr, lengthscale and residual_scale: expected > 0")
         if not 0 <= self.ema_decay < 1:
             raise ValueError(f"ema_decay: expected in [0, 1), got {self.ema_decay}")
         if self.prediction_type not in ("epsilon", "v_prediction"):

@@ -11,13 +11,14 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-# skimage.data images that ship inside the wheel (no download), and scikit-learn's two photos.
+# skimage.data images that ship inside the wheel (no download), the stereo pair's two views,
+# scikit-learn's two photos and matplotlib's sample photo.
 SKIMAGE_IMAGES = (
     "astronaut", "camera", "coffee", "chelsea", "rocket", "brick", "grass", "gravel",
     "hubble_deep_field", "retina", "immunohistochemistry", "coins", "moon", "page", "text", "clock",
-    "horse", "checkerboard",
 )  # fmt: skip
 SKLEARN_IMAGES = ("china.jpg", "flower.jpg")
+MATPLOTLIB_IMAGES = ("grace_hopper.jpg",)
 HELD_OUT = ("chelsea", "flower.jpg")  # never seen in training; used for held-out scores
 
 
@@ -51,8 +52,15 @@ def load_photos(split: str = "train") -> tuple[tuple[str, torch.Tensor], ...]:
         fn = getattr(skimage.data, name, None)
         if fn is not None:
             out.append((name, _to_float_rgb(fn())))
+    left, right, _ = skimage.data.stereo_motorcycle()
+    out += [("motorcycle_left", _to_float_rgb(left)), ("motorcycle_right", _to_float_rgb(right))]
     for name in SKLEARN_IMAGES:
         out.append((name, _to_float_rgb(load_sample_image(name))))
+    for name in MATPLOTLIB_IMAGES:
+        import matplotlib.cbook
+        import matplotlib.image
+
+        out.append((name, _to_float_rgb(matplotlib.image.imread(matplotlib.cbook.get_sample_data(name)))))
     if split == "all":
         return tuple(out)
     keep = (lambda n: n in HELD_OUT) if split == "heldout" else (lambda n: n not in HELD_OUT)
@@ -62,8 +70,8 @@ def load_photos(split: str = "train") -> tuple[tuple[str, torch.Tensor], ...]:
 def random_crops(
     photos, n: int, size: int, generator: torch.Generator, scale_range: tuple[float, float] = (0.25, 1.0)
 ) -> torch.Tensor:
-    """``n`` random crops ``[n, 3, size, size]`` in [-1, 1]: random photo, scale (downscaling by
-    area), position and horizontal flip."""
+    """``n`` random crops ``[n, 3, size, size]`` in [-1, 1]: random photo, scale (by area when
+    downscaling, bicubic when upscaling), position and horizontal flip."""
     out = []
     for _ in range(n):
         k = int(torch.randint(len(photos), (1,), generator=generator))
@@ -72,7 +80,12 @@ def random_crops(
         lo = max(scale_range[0], size / min(h, w))
         s = lo + (max(scale_range[1], lo) - lo) * float(torch.rand(1, generator=generator))
         hh, ww = max(size, round(h * s)), max(size, round(w * s))
-        im_s = F.interpolate(im[None], size=(hh, ww), mode="area")[0] if (hh, ww) != (h, w) else im
+        if (hh, ww) == (h, w):
+            im_s = im
+        elif hh <= h:
+            im_s = F.interpolate(im[None], size=(hh, ww), mode="area")[0]
+        else:
+            im_s = F.interpolate(im[None], size=(hh, ww), mode="bicubic", align_corners=False)[0].clamp(0, 1)
         y = int(torch.randint(hh - size + 1, (1,), generator=generator))
         x = int(torch.randint(ww - size + 1, (1,), generator=generator))
         crop = im_s[:, y : y + size, x : x + size]

@@ -16,6 +16,7 @@ from pathlib import Path
 import torch
 from tqdm.auto import tqdm
 
+from ..models.residual import residual_base
 from ..noise.rff import RFFConfig, RFFField, identity_coords
 from .checkpoint import load_checkpoint, save_checkpoint
 from .config import TrainConfig
@@ -115,13 +116,15 @@ class Trainer:
     def batch(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
         """Clean images, conditioning, noise and timesteps of one batch (all from the data generator)."""
         c, g = self.cfg, self.generator
-        x = random_crops(self.photos, c.batch_size, c.resolution, g)
+        x = random_crops(self.photos, c.batch_size, c.resolution, g, tuple(c.crop_scales))
         cond = task_condition(c.task, x, g)
         noise = training_noise(c, c.batch_size, g, "cpu")
         t = torch.randint(0, self.scheduler.config.num_train_timesteps, (c.batch_size,), generator=g)
         return (v.to(self.device) for v in (x, cond, noise, t))
 
     def loss(self, x, cond, noise, t) -> torch.Tensor:
+        if self.cfg.residual:
+            x = (x - residual_base(self.cfg.task, cond, IMAGE_CHANNELS)) * self.cfg.residual_scale
         a = self.alphas[t].view(-1, 1, 1, 1)
         xt = a.sqrt() * x + (1 - a).sqrt() * noise
         target = noise if self.cfg.prediction_type == "epsilon" else a.sqrt() * noise - (1 - a).sqrt() * x
