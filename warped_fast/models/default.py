@@ -51,12 +51,19 @@ def load_model(
     :mod:`warped_fast.train` carries ``train_config.json``, whose ``residual`` and ``residual_scale`` apply
     unless passed."""
     unet, scheduler = load_unet_folder(folder, device, dtype)
+    return DiffusersDenoiser(unet, scheduler=scheduler, **trained_options(folder, denoiser_kwargs))
+
+
+def trained_options(folder: str | Path, denoiser_kwargs: dict) -> dict:
+    """``denoiser_kwargs`` completed with the ``residual`` / ``residual_scale`` a
+    :mod:`warped_fast.train` export records in ``train_config.json`` (absent: a plain model)."""
+    out = dict(denoiser_kwargs)
     train_cfg = Path(folder) / "train_config.json"
     if train_cfg.exists():
         tc = json.loads(train_cfg.read_text())
-        denoiser_kwargs.setdefault("residual", bool(tc.get("residual", False)))
-        denoiser_kwargs.setdefault("residual_scale", float(tc.get("residual_scale", 1.0)))
-    return DiffusersDenoiser(unet, scheduler=scheduler, **denoiser_kwargs)
+        out.setdefault("residual", bool(tc.get("residual", False)))
+        out.setdefault("residual_scale", float(tc.get("residual_scale", 1.0)))
+    return out
 
 
 def default_model_dir(task: str) -> Path:

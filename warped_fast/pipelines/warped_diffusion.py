@@ -20,7 +20,7 @@ from safetensors.torch import load_file, save_file
 from ..flow import estimate_flow, flow_to_latent
 from ..io import FrameStore, load_mask, read_video, resize_frames
 from ..models.autoencoder import DiffusersVAE, IdentityAutoencoder
-from ..models.default import default_model_dir, load_unet_folder
+from ..models.default import default_model_dir, load_unet_folder, trained_options
 from ..models.denoiser import DiffusersDenoiser
 from ..noise import make_noise_warper
 from ..sampling import FrameInput, GuidanceConfig, VideoSampler, VideoSamplerConfig, diffusers_schedule
@@ -86,7 +86,7 @@ class WarpedDiffusionPipeline:
 
             vae = AutoencoderKL.from_pretrained(folder / "vae", use_safetensors=True, local_files_only=True)
             ae = DiffusersVAE(vae.to(device or "cpu", dtype))
-        return cls(DiffusersDenoiser(unet, scheduler=scheduler, **kw), ae, task)
+        return cls(DiffusersDenoiser(unet, scheduler=scheduler, **trained_options(unet_dir, kw)), ae, task)
 
     @classmethod
     def from_default(cls, task: Task = "inpaint", device=None, **kw):
