@@ -42,7 +42,7 @@ def main():
 
         def run(n=frames_n, k=steps):
             fl = (flows[0][: n - 1], flows[1][: n - 1])
-            pipe(video[:n], None if mask is None else mask, num_inference_steps=k,
+            pipe(video[:n], mask, num_inference_steps=k,
                  guidance=GuidanceConfig(mode="exact"), flows=fl, progress=False)  # fmt: skip
             sync(dev)
 

@@ -44,6 +44,8 @@ def load_photos(split: str = "train") -> tuple[tuple[str, torch.Tensor], ...]:
     """Photos as ``[3, H, W]`` float32 in [0, 1]; ``split`` is "train", "heldout" or "all"."""
     if split not in ("train", "heldout", "all"):
         raise ValueError(f"split: expected 'train', 'heldout' or 'all', got {split!r}")
+    import matplotlib.cbook
+    import matplotlib.image
     import skimage.data
     from sklearn.datasets import load_sample_image
 
@@ -57,9 +59,6 @@ def load_photos(split: str = "train") -> tuple[tuple[str, torch.Tensor], ...]:
     for name in SKLEARN_IMAGES:
         out.append((name, _to_float_rgb(load_sample_image(name))))
     for name in MATPLOTLIB_IMAGES:
-        import matplotlib.cbook
-        import matplotlib.image
-
         out.append((name, _to_float_rgb(matplotlib.image.imread(matplotlib.cbook.get_sample_data(name)))))
     if split == "all":
         return tuple(out)

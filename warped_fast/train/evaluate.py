@@ -83,8 +83,9 @@ def evaluate(
     sample = sample_image(model, noise, sched, cond)
     s_max = torch.full((x.shape[0],), sched.sigma_max)
     mmse = model(noise * sched.sigma_max, s_max, cond)
-    mean = sum(
-        model(gp_noise_batch(x.shape[0], size, seed + k) * sched.sigma_max, s_max, cond) for k in range(draws)
+    mean = mmse + sum(
+        model(gp_noise_batch(x.shape[0], size, seed + k) * sched.sigma_max, s_max, cond)
+        for k in range(1, draws)
     )
     outs = {
         **base,

@@ -18,7 +18,7 @@ from .evaluate import evaluate, scores_table
 from .trainer import Trainer
 
 DOCS = Path(__file__).resolve().parents[2] / "docs" / "models"
-EVAL = {"size": 64, "steps": 20, "seed": 0, "per_image": 12}
+EVAL = {"size": 64, "steps": 20, "seed": 0, "per_image": 12, "draws": 8}
 
 
 def release_default_model(task: str, run_dir: str | Path, dest: Path | None = None) -> dict:
@@ -141,9 +141,9 @@ def write_model_card() -> Path:
         "baselines below, so the tables show what the network adds to it.",
         "",
         "Estimates: the ODE sample is one draw from the model (it invents detail, so its PSNR is below a "
-        "posterior mean's); the one-step MMSE is `D(sigma_max xi)`; the mean of 8 draws averages that over "
-        "8 GP draws `xi` (the same posterior mean, less of the network's sensitivity to its pure-noise input). "
-        "Margins in the verdicts are PSNR dB / SSIM over the 24 crops.",
+        "posterior mean's); the one-step MMSE is `D(sigma_max xi)`; the mean of draws averages that over "
+        f"{EVAL['draws']} GP draws `xi` (the same posterior mean, less of the network's sensitivity to its "
+        "pure-noise input). Margins in the verdicts are PSNR dB / SSIM over the held-out crops.",
         "",
         "Data: the photos that scikit-image (16 images and the motorcycle stereo pair), scikit-learn "
         "(`china.jpg`, `flower.jpg`) and matplotlib (`grace_hopper.jpg`) ship (`warped_fast/train/data.py`): "
@@ -165,7 +165,7 @@ def write_model_card() -> Path:
             f"`warped-fast release-model --task {task} --run {c['config']['output_dir']}`",
             f"- {c['parameters'] / 1e6:.2f} M parameters, {c['weights_mb']} MB (fp16 safetensors)",
             f"- {c['steps']} steps of batch {c['config']['batch_size']} at {c['config']['resolution']} px; "
-            f"{c.get('train_seconds', c.get('train_seconds_last_session', 0)) / 60:.0f} min of training on {c['hardware']} (one thread; the two models "
+            f"{c['train_seconds'] / 60:.0f} min of training on {c['hardware']} (one thread; the two models "
             "trained side by side)",
             f"- final loss (mean of the last 100 steps): {c['final_loss_mean_last_100']:.4f}; "
             f"curve: `docs/models/{task}_loss.png`; samples: `docs/models/{task}_samples.png`",
