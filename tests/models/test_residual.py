@@ -77,6 +77,26 @@ def test_residual_denoiser_is_base_plus_plain_denoiser_of_the_residual(kind, k):
     assert_close(u1.grad, k * u2.grad, atol=1e-4, what="input gradient")
 
 
+@pytest.mark.parametrize("k", [1.0, 4.0])
+def test_residual_schedule_covers_the_trained_range_in_image_units(k):
+    """The network sees ``k sigma``: a residual model's schedule is the scheduler's divided by ``k``,
+    with the scheduler's own timesteps, and the denoiser uses exactly those timesteps."""
+    from warped_fast.sampling import diffusers_schedule
+
+    sch = scheduler("v_prediction")
+    unet = tiny_unet(in_channels=6, out_channels=3)
+    plain = DiffusersDenoiser(unet, scheduler=sch)
+    res = DiffusersDenoiser(unet, scheduler=sch, residual=True, residual_scale=k)
+    want = diffusers_schedule(sch, 7)
+    got = res.sampling_schedule(7)
+    assert_close(got.sigmas * k, want.sigmas, atol=1e-9, what="sigmas")
+    assert torch.equal(got.timesteps, want.timesteps)
+    res.set_schedule(got)
+    plain.set_schedule(want)
+    assert torch.equal(res.timesteps(got.sigmas[:-1] * k), plain.timesteps(want.sigmas[:-1]))
+    assert torch.equal(res.timesteps(got.sigmas[:-1] * k), want.timesteps.double())
+
+
 def test_residual_needs_a_task_layout_and_a_positive_scale():
     with pytest.raises(ValueError, match="residual"):
         DiffusersDenoiser(tiny_unet(), scheduler=scheduler("epsilon"), residual=True)

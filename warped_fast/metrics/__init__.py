@@ -1,6 +1,17 @@
 """Temporal-consistency (self-warping error) and restoration-quality metrics."""
 
-from .quality import clip_score, fid, inception_score, lpips, mse, psnr, ssim
+from .perceptual import clip_score, fid, frechet_distance, inception_score, lpips
+from .quality import mse, psnr, ssim
 from .warping import warping_error
 
-__all__ = ["clip_score", "fid", "inception_score", "lpips", "mse", "psnr", "ssim", "warping_error"]
+__all__ = [
+    "clip_score",
+    "fid",
+    "frechet_distance",
+    "inception_score",
+    "lpips",
+    "mse",
+    "psnr",
+    "ssim",
+    "warping_error",
+]

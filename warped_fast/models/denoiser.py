@@ -13,7 +13,7 @@ from typing import Literal
 
 import torch
 
-from ..sampling.schedules import SigmaSchedule, timesteps_for_sigmas
+from ..sampling.schedules import SigmaSchedule, diffusers_schedule, timesteps_for_sigmas
 from .layouts import ConditioningLayout
 from .residual import residual_base
 from .unet_backends import UNetBackend, UNetRunner
@@ -131,10 +131,25 @@ class DiffusersDenoiser(torch.nn.Module):
     def cfg(self) -> bool:
         return self.guidance_scale != 1.0
 
+    def sampling_schedule(self, num_steps: int) -> SigmaSchedule:
+        """The scheduler's ``num_steps`` sigmas and timesteps, in the units of ``u``.
+
+        A residual model's network sees ``k sigma`` (``k = residual_scale``), so its trained range
+        ``[sigma_min, sigma_max]`` is ``[sigma_min / k, sigma_max / k]`` in image units: the schedule
+        is divided by ``k`` (no step is spent above the range the network was trained on).
+        """
+        if self.scheduler is None:
+            raise ValueError("scheduler: needed to build a sampling schedule")
+        s = diffusers_schedule(self.scheduler, num_steps)
+        if not self.residual:
+            return s
+        return SigmaSchedule(s.sigmas / self.residual_scale, s.timesteps)
+
     def set_schedule(self, schedule: SigmaSchedule) -> None:
         """Use ``schedule.timesteps`` for its sigmas (exactly as its scheduler would)."""
         if schedule.timesteps is not None:
-            self._table = (schedule.sigmas[:-1].double(), schedule.timesteps.double())
+            k = self.residual_scale if self.residual else 1.0
+            self._table = (schedule.sigmas[:-1].double() * k, schedule.timesteps.double())
 
     def timesteps(self, sigma: torch.Tensor) -> torch.Tensor:
         """Model timesteps ``[B]`` (float64) of noise levels ``sigma`` ``[B]``."""

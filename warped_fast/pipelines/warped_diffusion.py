@@ -23,7 +23,7 @@ from ..models.autoencoder import DiffusersVAE, IdentityAutoencoder
 from ..models.default import default_model_dir, load_unet_folder, trained_options
 from ..models.denoiser import DiffusersDenoiser
 from ..noise import make_noise_warper
-from ..sampling import FrameInput, GuidanceConfig, VideoSampler, VideoSamplerConfig, diffusers_schedule
+from ..sampling import FrameInput, GuidanceConfig, VideoSampler, VideoSamplerConfig
 
 logger = logging.getLogger("warped_fast")
 Task = Literal["inpaint", "sr"]
@@ -186,7 +186,7 @@ class WarpedDiffusionPipeline:
         else:
             fwd_l = back_l = None
 
-        schedule = diffusers_schedule(self.denoiser.scheduler, num_inference_steps)
+        schedule = self.denoiser.sampling_schedule(num_inference_steps)
         sampler_cfg = VideoSamplerConfig(frame_schedule, max_batch, guidance, progress)
         warper = make_noise_warper(noise_method, **(noise_options or {}))
         noises: list[torch.Tensor] = []

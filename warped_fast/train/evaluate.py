@@ -16,7 +16,6 @@ from scipy import ndimage
 from ..models.residual import push_pull_fill
 from ..noise.rff import RFFConfig, RFFField, identity_coords
 from ..sampling.euler import sample_image
-from ..sampling.schedules import diffusers_schedule
 from .data import heldout_crops
 from .tasks import downsample, inpaint_inputs, random_masks, upsample
 
@@ -78,7 +77,7 @@ def evaluate(
     else:
         cond = upsample(downsample(x), (size, size))
         base = {"bicubic": cond}
-    sched = diffusers_schedule(model.scheduler, steps)
+    sched = model.sampling_schedule(steps)
     noise = gp_noise_batch(x.shape[0], size, seed)
     sample = sample_image(model, noise, sched, cond)
     s_max = torch.full((x.shape[0],), sched.sigma_max)

@@ -73,7 +73,6 @@ def sample_grid(model, task: str, png: Path, size: int = 64, n: int = 6) -> None
     import matplotlib.pyplot as plt
 
     from ..sampling.euler import sample_image
-    from ..sampling.schedules import diffusers_schedule
     from .data import heldout_crops
     from .evaluate import gp_noise_batch
     from .tasks import downsample, inpaint_inputs, random_masks, upsample
@@ -88,7 +87,7 @@ def sample_grid(model, task: str, png: Path, size: int = 64, n: int = 6) -> None
         cond = upsample(downsample(x), (size, size))
         shown = torch.nn.functional.interpolate(downsample(x), size=(size, size), mode="nearest")
     with torch.no_grad():
-        y = sample_image(model, gp_noise_batch(n, size, 3), diffusers_schedule(model.scheduler, 20), cond)
+        y = sample_image(model, gp_noise_batch(n, size, 3), model.sampling_schedule(20), cond)
     if task == "inpaint":
         y = x * (1 - m) + y * m
     fig, axes = plt.subplots(3, n, figsize=(1.6 * n, 5))
