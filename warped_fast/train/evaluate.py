@@ -20,14 +20,22 @@ from .data import heldout_crops
 from .tasks import downsample, inpaint_inputs, random_masks, upsample
 
 
-def psnr_ssim(pred: torch.Tensor, target: torch.Tensor) -> tuple[float, float]:
-    """Mean PSNR (dB) and SSIM of ``[B, 3, H, W]`` images in [-1, 1] (compared in [0, 1])."""
+def psnr_ssim(pred: torch.Tensor, target: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per-image PSNR (dB) and SSIM ``[B]`` of ``[B, 3, H, W]`` images in [-1, 1] (compared in [0, 1])."""
     from torchmetrics.functional.image import peak_signal_noise_ratio, structural_similarity_index_measure
 
     p, t = ((pred.clamp(-1, 1) + 1) / 2).double(), ((target + 1) / 2).double()
-    psnr = peak_signal_noise_ratio(p, t, data_range=1.0, reduction="none", dim=(1, 2, 3)).mean()
-    ssim = structural_similarity_index_measure(p, t, data_range=1.0)
-    return float(psnr), float(ssim)
+    psnr = peak_signal_noise_ratio(p, t, data_range=1.0, reduction="none", dim=(1, 2, 3))
+    ssim = structural_similarity_index_measure(p, t, data_range=1.0, reduction="none")
+    return psnr, ssim
+
+
+def paired_margin(a: dict, b: dict, metric: str) -> tuple[float, float, int]:
+    """Paired comparison of two methods' per-crop scores (``evaluate`` entries): mean of ``a - b``, its
+    standard error over the crops, and the number of crops where ``a`` is better."""
+    d = torch.tensor(a["per_crop"][metric], dtype=torch.float64) - torch.tensor(b["per_crop"][metric])
+    se = float(d.std() / d.numel() ** 0.5) if d.numel() > 1 else float("inf")
+    return float(d.mean()), se, int((d > 0).sum())
 
 
 def mean_fill(x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
@@ -97,7 +105,11 @@ def evaluate(
         if task == "inpaint":
             y = x * (1 - mask) + y * mask
         p, s = psnr_ssim(y, x)
-        res[name] = {"psnr": round(p, 3), "ssim": round(s, 4)}
+        res[name] = {
+            "psnr": round(float(p.mean()), 3),
+            "ssim": round(float(s.mean()), 4),
+            "per_crop": {"psnr": [round(float(v), 3) for v in p], "ssim": [round(float(v), 4) for v in s]},
+        }
     res["_meta"] = {"crops": int(x.shape[0]), "size": size, "steps": steps, "seed": seed, "draws": draws}
     return res
 

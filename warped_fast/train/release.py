@@ -7,17 +7,17 @@ import csv
 import json
 import os
 import platform
-import shutil
 from pathlib import Path
 
 import torch
 
 from ..models.default import WEIGHTS_DIR, load_model
 from .config import TrainConfig
-from .evaluate import evaluate, scores_table
-from .trainer import Trainer
+from .evaluate import evaluate, paired_margin, scores_table
+from .trainer import Trainer, plot_loss
 
 DOCS = Path(__file__).resolve().parents[2] / "docs" / "models"
+CONFIGS = Path(__file__).resolve().parents[2] / "configs"
 EVAL = {"size": 64, "steps": 20, "seed": 0, "per_image": 12, "draws": 8}
 
 
@@ -35,21 +35,14 @@ def release_default_model(task: str, run_dir: str | Path, dest: Path | None = No
     trainer.export(dest, dtype=torch.float16)
     model = load_model(dest)
     scores = evaluate(model, task, **EVAL)
-    with (run_dir / "loss.csv").open() as f:
-        rows = list(csv.DictReader(f))
-    # "seconds" restarts at 0 in each training session (resume): add up the sessions.
-    total, prev = 0.0, 0.0
-    for r in rows:
-        sec = float(r["seconds"])
-        if sec < prev:
-            total += prev
-        prev = sec
-    total += prev
+    stages = training_stages(run_dir)
+    last_rows = _loss_rows(run_dir)[-100:]
     card = {
         "task": task,
-        "steps": trainer.step,
-        "train_seconds": round(total, 1),
-        "final_loss_mean_last_100": sum(float(r["loss"]) for r in rows[-100:]) / max(1, len(rows[-100:])),
+        "steps": sum(st["steps"] for st in stages),
+        "train_seconds": round(sum(st["train_seconds"] for st in stages), 1),
+        "stages": stages,
+        "final_loss_mean_last_100": sum(float(r["loss"]) for r in last_rows) / max(1, len(last_rows)),
         "hardware": f"{platform.machine()} CPU ({os.cpu_count()} cores), torch {torch.__version__}",
         "parameters": sum(p.numel() for p in model.unet.parameters()),
         "weights_mb": round(sum(f.stat().st_size for f in dest.glob("*.safetensors")) / 2**20, 2),
@@ -58,11 +51,48 @@ def release_default_model(task: str, run_dir: str | Path, dest: Path | None = No
     }
     (dest / "card.json").write_text(json.dumps(card, indent=2))
     DOCS.mkdir(parents=True, exist_ok=True)
-    if (run_dir / "loss.png").exists():
-        shutil.copy(run_dir / "loss.png", DOCS / f"{task}_loss.png")
+    plot_loss([Path(st["run"]) / "loss.csv" for st in stages], DOCS / f"{task}_loss.png")
     sample_grid(model, task, DOCS / f"{task}_samples.png")
     write_model_card()
     return card
+
+
+def _loss_rows(run_dir: Path) -> list[dict]:
+    with (run_dir / "loss.csv").open() as f:
+        return list(csv.DictReader(f))
+
+
+def training_stages(run_dir: str | Path) -> list[dict]:
+    """The run and the runs it was fine-tuned from, oldest first: a run whose ``pretrained`` is another
+    run's exported ``model`` folder continues that run. Each stage: run folder, config file (the one in
+    ``configs/`` with that ``output_dir``, if any), steps, batch size, resolution, training seconds."""
+    stages, run = [], Path(run_dir)
+    while True:
+        cfg = TrainConfig.from_file(run / "config.json", progress=False)
+        rows = _loss_rows(run)
+        # "seconds" restarts at 0 in each training session (resume): add up the sessions.
+        total, prev = 0.0, 0.0
+        for r in rows:
+            sec = float(r["seconds"])
+            if sec < prev:
+                total += prev
+            prev = sec
+        src = [
+            f for f in sorted(CONFIGS.glob("*.toml")) if TrainConfig.from_file(f).output_dir == cfg.output_dir
+        ]
+        stages.insert(0, {
+            "run": cfg.output_dir,
+            "config_file": f"configs/{src[0].name}" if src else None,
+            "steps": int(rows[-1]["step"]) if rows else 0,
+            "batch_size": cfg.batch_size,
+            "resolution": cfg.resolution,
+            "train_seconds": round(total + prev, 1),
+            "pretrained": cfg.pretrained,
+        })  # fmt: skip
+        parent = Path(cfg.pretrained).parent if cfg.pretrained else None
+        if parent is None or not (parent / "config.json").exists() or not (parent / "loss.csv").exists():
+            return stages
+        run = parent
 
 
 def sample_grid(model, task: str, png: Path, size: int = 64, n: int = 6) -> None:
@@ -106,19 +136,61 @@ def sample_grid(model, task: str, png: Path, size: int = 64, n: int = 6) -> None
 
 
 def _verdict(ev: dict) -> str:
-    """Which baselines the model's best estimate beats on both PSNR and SSIM, stated plainly."""
+    """Which baselines the model's best estimate beats on both PSNR and SSIM, with paired margins over
+    the crops (mean +- 2 standard errors; "clearly" when both margins exceed 2 standard errors)."""
     models = {k: v for k, v in ev.items() if k.startswith("model")}
     best = max(models, key=lambda k: models[k]["psnr"])
+    n = ev["_meta"]["crops"]
     beats, loses = [], []
     for k, v in ev.items():
         if k.startswith(("_", "model")):
             continue
-        dp, ds = models[best]["psnr"] - v["psnr"], models[best]["ssim"] - v["ssim"]
-        (beats if dp > 0 and ds > 0 else loses).append(f"{k} ({dp:+.2f} dB, {ds:+.4f})")
-    out = f"Best model estimate: {best}. Beats on PSNR and SSIM: {', '.join(beats) or 'none'}."
+        (dp, sp, wp), (ds, ss, ws) = (paired_margin(models[best], v, m) for m in ("psnr", "ssim"))
+        clear = dp > 2 * sp and ds > 2 * ss
+        text = (
+            f"{k} ({dp:+.2f} +- {2 * sp:.2f} dB, better on {wp}/{n} crops; SSIM {ds:+.4f} +- {2 * ss:.4f}, "
+            f"{ws}/{n}{'' if clear or not (dp > 0 and ds > 0) else '; within noise'})"
+        )
+        (beats if dp > 0 and ds > 0 else loses).append(text)
+    out = f"Best model estimate: {best}. Beats on PSNR and SSIM: {'; '.join(beats) or 'none'}."
     if loses:
-        out += f" Does **not** beat: {', '.join(loses)} (a small CPU-trained model; more training is needed)."
+        out += f" Does **not** beat: {'; '.join(loses)} (a small CPU-trained model; more training is needed)."
     return out
+
+
+def _card_stages(card: dict) -> list[dict]:
+    cfg = card["config"]
+    return card.get("stages") or [
+        {"run": cfg["output_dir"], "config_file": f"configs/default_{card['task']}.toml", "steps": card["steps"],
+         "batch_size": cfg["batch_size"], "resolution": cfg["resolution"], "train_seconds": card["train_seconds"]}
+    ]  # fmt: skip
+
+
+def _commands(card: dict) -> str:
+    stages = _card_stages(card)
+    cmds = [
+        f"`warped-fast train --config {st['config_file'] or st['run'] + '/config.json'}`" for st in stages
+    ]
+    cmds.append(f"`warped-fast release-model --task {card['task']} --run {stages[-1]['run']}`")
+    return ", then ".join(cmds)
+
+
+def _stages_text(card: dict) -> str:
+    parts = []
+    for i, st in enumerate(_card_stages(card)):
+        pre = st.get("pretrained")
+        what = (
+            "from scratch"
+            if not pre
+            else "fine-tuned from the stage before"
+            if i
+            else f"fine-tuned from {pre}"
+        )
+        parts.append(
+            f"{st['steps']} steps of batch {st['batch_size']} at {st['resolution']} px {what} "
+            f"({st['train_seconds'] / 60:.0f} min)"
+        )
+    return "; ".join(parts)
 
 
 def write_model_card() -> Path:
@@ -136,13 +208,15 @@ def write_model_card() -> Path:
         "low-resolution frame (SR), or the known pixels with the hole filled by push-pull averaging "
         "(inpainting), and `k = residual_scale` (about 1 / the residual's std, like a VAE's scaling factor). "
         "The diffusion, the GP noise, the sampler and the guidance are unchanged: "
-        "`D(u, sigma) = base + D_k(k (u - base), k sigma) / k`. The base alone is listed among the "
+        "`D(u, sigma) = base + D_k(k (u - base), k sigma) / k`; sampling runs the scheduler's sigmas divided by "
+        "`k`, the range the network was trained on. The base alone is listed among the "
         "baselines below, so the tables show what the network adds to it.",
         "",
         "Estimates: the ODE sample is one draw from the model (it invents detail, so its PSNR is below a "
         "posterior mean's); the one-step MMSE is `D(sigma_max xi)`; the mean of draws averages that over "
         f"{EVAL['draws']} GP draws `xi` (the same posterior mean, less of the network's sensitivity to its "
-        "pure-noise input). Margins in the verdicts are PSNR dB / SSIM over the held-out crops.",
+        "pure-noise input). Margins in the verdicts are paired over the held-out crops: mean difference +- "
+        "2 standard errors, and on how many crops the model is better.",
         "",
         "Data: the photos that scikit-image (16 images and the motorcycle stereo pair), scikit-learn "
         "(`china.jpg`, `flower.jpg`) and matplotlib (`grace_hopper.jpg`) ship (`warped_fast/train/data.py`): "
@@ -160,12 +234,10 @@ def write_model_card() -> Path:
         parts += [
             f"## {task}",
             "",
-            f"- command: `warped-fast train --config configs/default_{task}.toml` then "
-            f"`warped-fast release-model --task {task} --run {c['config']['output_dir']}`",
+            f"- command: {_commands(c)}",
             f"- {c['parameters'] / 1e6:.2f} M parameters, {c['weights_mb']} MB (fp16 safetensors)",
-            f"- {c['steps']} steps of batch {c['config']['batch_size']} at {c['config']['resolution']} px; "
-            f"{c['train_seconds'] / 60:.0f} min of training on {c['hardware']} (one thread; the two models "
-            "trained side by side)",
+            f"- training: {_stages_text(c)}; {c['train_seconds'] / 60:.0f} min in all on {c['hardware']} "
+            "(one or two threads, the two models trained side by side)",
             f"- final loss (mean of the last 100 steps): {c['final_loss_mean_last_100']:.4f}; "
             f"curve: `docs/models/{task}_loss.png`; samples: `docs/models/{task}_samples.png`",
             f"- held-out scores ({e['crops']} crops of {e['size']} px, {e['steps']} Euler steps, seed {e['seed']}):",

@@ -200,8 +200,9 @@ class Trainer:
         return folder
 
 
-def plot_loss(log_path: Path, png: Path, smooth: int = 50) -> None:
-    """Loss curve (raw and moving average) as a PNG; skipped without matplotlib."""
+def plot_loss(log_path: Path | list[Path], png: Path, smooth: int = 50) -> None:
+    """Loss curve (raw and moving average) as a PNG; skipped without matplotlib. Several logs (training
+    stages, each fine-tuned from the one before) are drawn one after the other, split by dashed lines."""
     try:
         import matplotlib
 
@@ -210,17 +211,25 @@ def plot_loss(log_path: Path, png: Path, smooth: int = 50) -> None:
     except ImportError:
         logger.warning("matplotlib not installed: no loss curve")
         return
-    with log_path.open() as f:
-        rows = list(csv.DictReader(f))
-    if not rows:
+    steps, losses, bounds = [], [], []
+    for path in log_path if isinstance(log_path, list) else [log_path]:
+        with Path(path).open() as f:
+            rows = list(csv.DictReader(f))
+        offset = steps[-1] if steps else 0
+        if steps:
+            bounds.append(offset)
+        steps += [offset + int(r["step"]) for r in rows]
+        losses += [float(r["loss"]) for r in rows]
+    if not steps:
         return
-    steps = [int(r["step"]) for r in rows]
-    loss = torch.tensor([float(r["loss"]) for r in rows])
+    loss = torch.tensor(losses)
     k = max(1, min(smooth, len(loss)))
     avg = torch.nn.functional.avg_pool1d(loss.view(1, 1, -1), k, 1).view(-1)
     fig, ax = plt.subplots(figsize=(6, 3.5))
     ax.plot(steps, loss, alpha=0.3, lw=0.8, label="loss")
     ax.plot(steps[k - 1 :], avg, lw=1.5, label=f"mean of {k}")
+    for b in bounds:
+        ax.axvline(b, color="gray", ls="--", lw=0.8)
     ax.set_xlabel("step")
     ax.set_ylabel("denoising loss")
     ax.set_yscale("log")
