@@ -18,7 +18,7 @@ from .trainer import Trainer, plot_loss
 
 DOCS = Path(__file__).resolve().parents[2] / "docs" / "models"
 CONFIGS = Path(__file__).resolve().parents[2] / "configs"
-EVAL = {"size": 64, "steps": 20, "seed": 0, "per_image": 12, "draws": 8}
+EVAL = {"size": 64, "steps": 20, "seed": 0, "per_image": 32, "draws": 8}
 
 
 def release_default_model(task: str, run_dir: str | Path, dest: Path | None = None) -> dict:
@@ -145,12 +145,16 @@ def _verdict(ev: dict) -> str:
     for k, v in ev.items():
         if k.startswith(("_", "model")):
             continue
-        (dp, sp, wp), (ds, ss, ws) = (paired_margin(models[best], v, m) for m in ("psnr", "ssim"))
-        clear = dp > 2 * sp and ds > 2 * ss
-        text = (
-            f"{k} ({dp:+.2f} +- {2 * sp:.2f} dB, better on {wp}/{n} crops; SSIM {ds:+.4f} +- {2 * ss:.4f}, "
-            f"{ws}/{n}{'' if clear or not (dp > 0 and ds > 0) else '; within noise'})"
-        )
+        if "per_crop" not in v:  # a card written before per-crop scores were kept
+            dp, ds = models[best]["psnr"] - v["psnr"], models[best]["ssim"] - v["ssim"]
+            text = f"{k} ({dp:+.2f} dB, SSIM {ds:+.4f})"
+        else:
+            (dp, sp, wp), (ds, ss, ws) = (paired_margin(models[best], v, m) for m in ("psnr", "ssim"))
+            clear = dp > 2 * sp and ds > 2 * ss
+            text = (
+                f"{k} ({dp:+.2f} +- {2 * sp:.2f} dB, better on {wp}/{n} crops; SSIM {ds:+.4f} +- "
+                f"{2 * ss:.4f}, {ws}/{n}{'' if clear or not (dp > 0 and ds > 0) else '; within noise'})"
+            )
         (beats if dp > 0 and ds > 0 else loses).append(text)
     out = f"Best model estimate: {best}. Beats on PSNR and SSIM: {'; '.join(beats) or 'none'}."
     if loses:
