@@ -53,10 +53,9 @@ def lpips(
 
 
 def inception_features(
-    frames: torch.Tensor, weights: str | Path | None, metric: str = "fid", batch_size: int = 32
+    frames: torch.Tensor, net: FIDInception, batch_size: int = 32
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Pool features ``[T, 2048]`` and bias-free logits ``[T, 1008]`` (float64) of the FID Inception."""
-    net = FIDInception.from_file(need_weights(metric, weights), metric)
     pools, logits = [], []
     with torch.no_grad():
         for chunk in frames.split(batch_size):
@@ -79,10 +78,11 @@ def frechet_distance(mu1: torch.Tensor, cov1: torch.Tensor, mu2: torch.Tensor, c
 
 def fid(real: torch.Tensor, fake: torch.Tensor, weights: str | Path | None = None) -> float:
     """FID between two frame sets (each at least 2 frames; hundreds or more for a meaningful value)."""
-    need_weights("fid", weights)
+    path = need_weights("fid", weights)
     r, f = _check_frames("real", real, 2), _check_frames("fake", fake, 2)
-    fr, _ = inception_features(r, weights)
-    ff, _ = inception_features(f, weights)
+    net = FIDInception.from_file(path, "fid")
+    fr, _ = inception_features(r, net)
+    ff, _ = inception_features(f, net)
     return frechet_distance(fr.mean(0), torch.cov(fr.T), ff.mean(0), torch.cov(ff.T))
 
 
@@ -101,9 +101,9 @@ def inception_score(
     frames: torch.Tensor, weights: str | Path | None = None, splits: int = 10
 ) -> tuple[float, float]:
     """Inception score (mean, std over ``splits`` groups of the frames; at least ``splits`` frames)."""
-    need_weights("inception_score", weights)
+    path = need_weights("inception_score", weights)
     x = _check_frames("frames", frames, splits)
-    _, logits = inception_features(x, weights, "inception_score")
+    _, logits = inception_features(x, FIDInception.from_file(path, "inception_score"))
     return inception_score_from_logits(logits, splits)
 
 

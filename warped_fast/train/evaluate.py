@@ -106,8 +106,7 @@ def evaluate(
     s_max = torch.full((x.shape[0],), sched.sigma_max)
     mmse = model(noise * sched.sigma_max, s_max, cond)
     mean = mmse + sum(
-        model(gp_noise_batch(idx, size, seed + k) * sched.sigma_max, s_max, cond)
-        for k in range(1, draws)
+        model(gp_noise_batch(idx, size, seed + k) * sched.sigma_max, s_max, cond) for k in range(1, draws)
     )
     outs = {
         **base,

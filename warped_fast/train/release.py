@@ -183,13 +183,12 @@ def _stages_text(card: dict) -> str:
     parts = []
     for i, st in enumerate(_card_stages(card)):
         pre = st.get("pretrained")
-        what = (
-            "from scratch"
-            if not pre
-            else "fine-tuned from the stage before"
-            if i
-            else f"fine-tuned from {pre}"
-        )
+        if not pre:
+            what = "from scratch"
+        elif i:
+            what = "fine-tuned from the stage before"
+        else:
+            what = f"fine-tuned from {pre}"
         parts.append(
             f"{st['steps']} steps of batch {st['batch_size']} at {st['resolution']} px {what} "
             f"({st['train_seconds'] / 60:.0f} min)"
