@@ -47,15 +47,16 @@ def test_training_stages_follow_the_pretrained_chain(tmp_path):
 
     from .test_train import TINY
 
-    kw = dict(
-        task="sr", resolution=16, batch_size=2, model=TINY, num_features=300, warmup_steps=1, progress=False
-    )
-    first = TrainConfig(output_dir=str(tmp_path / "first"), steps=2, **kw)
+    kw = dict(task="sr", resolution=16, batch_size=2, num_features=300, warmup_steps=1, progress=False)
+    first = TrainConfig(output_dir=str(tmp_path / "first"), steps=2, model=TINY, **kw)
     Trainer(first).train()
     second = TrainConfig(
         output_dir=str(tmp_path / "second"), steps=3, pretrained=str(tmp_path / "first" / "model"), **kw
     )
     Trainer(second).train()
+    # the fine-tuned export records the architecture it has (the first stage's), not the default
+    recorded = TrainConfig.from_file(tmp_path / "second" / "model" / "train_config.json")
+    assert recorded.model["block_out_channels"] == TINY["block_out_channels"]
     stages = training_stages(tmp_path / "second")
     assert [st["run"] for st in stages] == [first.output_dir, second.output_dir]
     assert [st["steps"] for st in stages] == [2, 3] and stages[1]["pretrained"] == second.pretrained

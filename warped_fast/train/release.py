@@ -145,16 +145,12 @@ def _verdict(ev: dict) -> str:
     for k, v in ev.items():
         if k.startswith(("_", "model")):
             continue
-        if "per_crop" not in v:  # a card written before per-crop scores were kept
-            dp, ds = models[best]["psnr"] - v["psnr"], models[best]["ssim"] - v["ssim"]
-            text = f"{k} ({dp:+.2f} dB, SSIM {ds:+.4f})"
-        else:
-            (dp, sp, wp), (ds, ss, ws) = (paired_margin(models[best], v, m) for m in ("psnr", "ssim"))
-            clear = dp > 2 * sp and ds > 2 * ss
-            text = (
-                f"{k} ({dp:+.2f} +- {2 * sp:.2f} dB, better on {wp}/{n} crops; SSIM {ds:+.4f} +- "
-                f"{2 * ss:.4f}, {ws}/{n}{'' if clear or not (dp > 0 and ds > 0) else '; within noise'})"
-            )
+        (dp, sp, wp), (ds, ss, ws) = (paired_margin(models[best], v, m) for m in ("psnr", "ssim"))
+        clear = dp > 2 * sp and ds > 2 * ss
+        text = (
+            f"{k} ({dp:+.2f} +- {2 * sp:.2f} dB, better on {wp}/{n} crops; SSIM {ds:+.4f} +- "
+            f"{2 * ss:.4f}, {ws}/{n}{'' if clear or not (dp > 0 and ds > 0) else '; within noise'})"
+        )
         (beats if dp > 0 and ds > 0 else loses).append(text)
     out = f"Best model estimate: {best}. Beats on PSNR and SSIM: {'; '.join(beats) or 'none'}."
     if loses:
@@ -162,16 +158,8 @@ def _verdict(ev: dict) -> str:
     return out
 
 
-def _card_stages(card: dict) -> list[dict]:
-    cfg = card["config"]
-    return card.get("stages") or [
-        {"run": cfg["output_dir"], "config_file": f"configs/default_{card['task']}.toml", "steps": card["steps"],
-         "batch_size": cfg["batch_size"], "resolution": cfg["resolution"], "train_seconds": card["train_seconds"]}
-    ]  # fmt: skip
-
-
 def _commands(card: dict) -> str:
-    stages = _card_stages(card)
+    stages = card["stages"]
     cmds = [
         f"`warped-fast train --config {st['config_file'] or st['run'] + '/config.json'}`" for st in stages
     ]
@@ -181,7 +169,7 @@ def _commands(card: dict) -> str:
 
 def _stages_text(card: dict) -> str:
     parts = []
-    for i, st in enumerate(_card_stages(card)):
+    for i, st in enumerate(card["stages"]):
         pre = st.get("pretrained")
         if not pre:
             what = "from scratch"

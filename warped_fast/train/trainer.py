@@ -11,6 +11,7 @@ import csv
 import logging
 import math
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import torch
@@ -71,6 +72,10 @@ class Trainer:
         self.device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
         torch.manual_seed(cfg.seed)
         self.unet = build_unet(cfg).to(self.device).train()
+        if cfg.pretrained:  # record the architecture actually trained, not the from-scratch default
+            c = self.unet.config
+            arch = {"block_out_channels": list(c.block_out_channels), "layers_per_block": c.layers_per_block}
+            cfg = self.cfg = replace(cfg, model={**arch, "norm_num_groups": c.norm_num_groups})
         if cfg.lora_rank > 0:
             self._add_lora()
         self.params = [p for p in self.unet.parameters() if p.requires_grad]
