@@ -21,6 +21,7 @@ import torch.nn.functional as F
 
 from .inception_net import FIDInception
 from .lpips_net import LPIPS
+from .quality import _check_pair
 from .weights_file import need_weights
 
 
@@ -44,9 +45,8 @@ def lpips(
     file plus the lpips heads file (a list of paths), see :mod:`.lpips_net`."""
     files = weights if isinstance(weights, (list, tuple)) else [weights]
     paths = [need_weights("lpips", w) for w in files] if files else [need_weights("lpips", None)]
+    _check_pair(pred, target)
     a, b = _check_frames("pred", pred), _check_frames("target", target)
-    if a.shape != b.shape:
-        raise ValueError(f"pred/target: expected equal shapes, got {list(a.shape)} and {list(b.shape)}")
     model = LPIPS.from_files(paths, net)
     with torch.no_grad():
         return model(a, b)

@@ -83,13 +83,12 @@ def evaluate(
         subset: evaluate only these crop indices; each crop gets the same mask and noise as in the full
             evaluation, so its scores match the full run's per-crop scores (a fast check of a card).
     """
-    x = heldout_crops(size, per_image)
-    g = torch.Generator().manual_seed(seed)
-    idx = list(range(x.shape[0])) if subset is None else list(subset)
+    crops = heldout_crops(size, per_image)
+    idx = list(range(crops.shape[0])) if subset is None else list(subset)
+    x = crops[idx]
     if task == "inpaint":
-        mask = random_masks(x.shape[0], size, size, g, p_full=0.0)[idx]
-    x = x[idx]
-    if task == "inpaint":
+        g = torch.Generator().manual_seed(seed)
+        mask = random_masks(crops.shape[0], size, size, g, p_full=0.0)[idx]  # all drawn: same mask per crop
         masked = inpaint_inputs(x, mask)
         cond = torch.cat([mask, masked], 1)
         base = {

@@ -36,13 +36,12 @@ def release_default_model(task: str, run_dir: str | Path, dest: Path | None = No
     model = load_model(dest)
     scores = evaluate(model, task, **EVAL)
     stages = training_stages(run_dir)
-    last_rows = _loss_rows(run_dir)[-100:]
     card = {
         "task": task,
         "steps": sum(st["steps"] for st in stages),
         "train_seconds": round(sum(st["train_seconds"] for st in stages), 1),
         "stages": stages,
-        "final_loss_mean_last_100": sum(float(r["loss"]) for r in last_rows) / max(1, len(last_rows)),
+        "final_loss_mean_last_100": stages[-1]["final_loss_mean_last_100"],
         "hardware": f"{platform.machine()} CPU ({os.cpu_count()} cores), torch {torch.__version__}",
         "parameters": sum(p.numel() for p in model.unet.parameters()),
         "weights_mb": round(sum(f.stat().st_size for f in dest.glob("*.safetensors")) / 2**20, 2),
@@ -57,19 +56,16 @@ def release_default_model(task: str, run_dir: str | Path, dest: Path | None = No
     return card
 
 
-def _loss_rows(run_dir: Path) -> list[dict]:
-    with (run_dir / "loss.csv").open() as f:
-        return list(csv.DictReader(f))
-
-
 def training_stages(run_dir: str | Path) -> list[dict]:
     """The run and the runs it was fine-tuned from, oldest first: a run whose ``pretrained`` is another
     run's exported ``model`` folder continues that run. Each stage: run folder, config file (the one in
-    ``configs/`` with that ``output_dir``, if any), steps, batch size, resolution, training seconds."""
+    ``configs/`` with that ``output_dir``, if any), steps, batch size, resolution, training seconds and
+    the mean loss of its last 100 steps."""
     stages, run = [], Path(run_dir)
     while True:
         cfg = TrainConfig.from_file(run / "config.json", progress=False)
-        rows = _loss_rows(run)
+        with (run / "loss.csv").open() as f:
+            rows = list(csv.DictReader(f))
         # "seconds" restarts at 0 in each training session (resume): add up the sessions.
         total, prev = 0.0, 0.0
         for r in rows:
@@ -87,6 +83,7 @@ def training_stages(run_dir: str | Path) -> list[dict]:
             "batch_size": cfg.batch_size,
             "resolution": cfg.resolution,
             "train_seconds": round(total + prev, 1),
+            "final_loss_mean_last_100": sum(float(r["loss"]) for r in rows[-100:]) / max(1, len(rows[-100:])),
             "pretrained": cfg.pretrained,
         })  # fmt: skip
         parent = Path(cfg.pretrained).parent if cfg.pretrained else None
