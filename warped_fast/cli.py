@@ -17,7 +17,7 @@ def _train(args) -> int:
         if args.config
         else TrainConfig(**{k: v for k, v in over.items() if v})
     )
-    folder = Trainer(cfg, device=args.device).train()
+    folder = Trainer(cfg, device=args.device).train(max_minutes=args.max_minutes)
     print(f"model written to {folder}")
     return 0
 
@@ -163,6 +163,7 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--steps", type=int)
     t.add_argument("--output-dir")
     t.add_argument("--device")
+    t.add_argument("--max-minutes", type=float, help="stop, checkpoint and export after this long")
     t.set_defaults(fn=_train)
 
     r = sub.add_parser("release-model", help="export a training run as the shipped default model")

@@ -61,6 +61,7 @@ def test_training_stages_follow_the_pretrained_chain(tmp_path):
     assert [st["run"] for st in stages] == [first.output_dir, second.output_dir]
     assert [st["steps"] for st in stages] == [2, 3] and stages[1]["pretrained"] == second.pretrained
     assert all(st["train_seconds"] >= 0 and st["config_file"] is None for st in stages)
+    assert all(len(st["hardware"]) == 1 and "CPU" in st["hardware"][0] for st in stages)
     card = {"task": "sr", "stages": stages, "config": {}}
     assert "2 steps of batch" in _stages_text(card) and "fine-tuned from the stage before" in _stages_text(
         card

@@ -56,6 +56,17 @@ def test_resume_from_checkpoint_gives_the_same_state(tmp_path):
     assert len(rows) == 4  # header + 3 steps, none redone
 
 
+def test_time_budget_stops_checkpoints_and_exports(tmp_path):
+    tr = Trainer(_cfg(tmp_path, steps=50))
+    folder = tr.train(max_minutes=1e-9)  # out of time after the first step
+    assert tr.step == 1 and (folder / "diffusion_pytorch_model.safetensors").exists()
+    assert Trainer(_cfg(tmp_path, steps=50)).step == 1  # resumable from there
+    hw = json.loads((tmp_path / "run" / "hardware.json").read_text())
+    assert len(hw) == 1 and "CPU" in hw[0]
+    with pytest.raises(ValueError, match="max_minutes"):
+        tr.train(max_minutes=0)
+
+
 def test_gp_and_white_noise_switch(tmp_path):
     g = torch.Generator().manual_seed(0)
     for kind, lag1 in (("white", 0.0), ("gp", 0.39)):

@@ -66,11 +66,44 @@ def load_photos(split: str = "train") -> tuple[tuple[str, torch.Tensor], ...]:
     return tuple((n, im) for n, im in out if keep(n))
 
 
+def _bins(start: int, size: int, n_in: int, n_out: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """First and one-past-last input index of output bins ``start .. start + size - 1`` of an adaptive
+    average pooling from ``n_in`` to ``n_out`` (torch's ``mode="area"``)."""
+    i = torch.arange(start, start + size)
+    return (i * n_in) // n_out, ((i + 1) * n_in + n_out - 1) // n_out
+
+
+def _area_crop(im: torch.Tensor, y: int, x: int, size: int, hh: int, ww: int) -> torch.Tensor:
+    """``F.interpolate(im, (hh, ww), mode="area")[:, y : y + size, x : x + size]`` (``hh <= H``,
+    ``ww <= W``) from box sums over the source window only."""
+    r0, r1 = _bins(y, size, im.shape[1], hh)
+    c0, c1 = _bins(x, size, im.shape[2], ww)
+    win = im[:, int(r0[0]) : int(r1[-1]), int(c0[0]) : int(c1[-1])].double()
+    s = F.pad(win.cumsum(1).cumsum(2), (1, 0, 1, 0))
+    r0, r1, c0, c1 = r0 - r0[0], r1 - r0[0], c0 - c0[0], c1 - c0[0]
+    box = s[:, r1][:, :, c1] - s[:, r0][:, :, c1] - s[:, r1][:, :, c0] + s[:, r0][:, :, c0]
+    area = (r1 - r0).view(-1, 1) * (c1 - c0).view(1, -1)
+    return (box / area).float()
+
+
+def _bicubic_crop(im: torch.Tensor, y: int, x: int, size: int, hh: int, ww: int) -> torch.Tensor:
+    """``F.interpolate(im, (hh, ww), mode="bicubic")[:, y : y + size, x : x + size]`` (clamped to
+    [0, 1]) by sampling only those pixels (same taps, borders replicated)."""
+    h, w = im.shape[1:]
+    sy = (torch.arange(y, y + size, dtype=torch.float64) + 0.5) * (h / hh) - 0.5
+    sx = (torch.arange(x, x + size, dtype=torch.float64) + 0.5) * (w / ww) - 0.5
+    gy, gx = torch.meshgrid((2 * sy + 1) / h - 1, (2 * sx + 1) / w - 1, indexing="ij")
+    grid = torch.stack((gx, gy), -1)[None].float()
+    out = F.grid_sample(im[None], grid, mode="bicubic", padding_mode="border", align_corners=False)
+    return out[0].clamp(0, 1)
+
+
 def random_crops(
     photos, n: int, size: int, generator: torch.Generator, scale_range: tuple[float, float] = (0.25, 1.0)
 ) -> torch.Tensor:
     """``n`` random crops ``[n, 3, size, size]`` in [-1, 1]: random photo, scale (by area when
-    downscaling, bicubic when upscaling), position and horizontal flip."""
+    downscaling, bicubic when upscaling), position and horizontal flip. Only each crop's pixels are
+    resampled, never the whole rescaled photo."""
     out = []
     for _ in range(n):
         k = int(torch.randint(len(photos), (1,), generator=generator))
@@ -79,15 +112,14 @@ def random_crops(
         lo = max(scale_range[0], size / min(h, w))
         s = lo + (max(scale_range[1], lo) - lo) * float(torch.rand(1, generator=generator))
         hh, ww = max(size, round(h * s)), max(size, round(w * s))
-        if (hh, ww) == (h, w):
-            im_s = im
-        elif hh <= h:
-            im_s = F.interpolate(im[None], size=(hh, ww), mode="area")[0]
-        else:
-            im_s = F.interpolate(im[None], size=(hh, ww), mode="bicubic", align_corners=False)[0].clamp(0, 1)
         y = int(torch.randint(hh - size + 1, (1,), generator=generator))
         x = int(torch.randint(ww - size + 1, (1,), generator=generator))
-        crop = im_s[:, y : y + size, x : x + size]
+        if (hh, ww) == (h, w):
+            crop = im[:, y : y + size, x : x + size]
+        elif hh <= h:
+            crop = _area_crop(im, y, x, size, hh, ww)
+        else:
+            crop = _bicubic_crop(im, y, x, size, hh, ww)
         if float(torch.rand(1, generator=generator)) < 0.5:
             crop = crop.flip(-1)
         out.append(crop)

@@ -5,8 +5,6 @@ from __future__ import annotations
 
 import csv
 import json
-import os
-import platform
 from pathlib import Path
 
 import torch
@@ -14,7 +12,7 @@ import torch
 from ..models.default import WEIGHTS_DIR, load_model
 from .config import TrainConfig
 from .evaluate import evaluate, paired_margin, scores_table
-from .trainer import Trainer, plot_loss
+from .trainer import Trainer, machine_description, plot_loss
 
 DOCS = Path(__file__).resolve().parents[2] / "docs" / "models"
 CONFIGS = Path(__file__).resolve().parents[2] / "configs"
@@ -42,7 +40,7 @@ def release_default_model(task: str, run_dir: str | Path, dest: Path | None = No
         "train_seconds": round(sum(st["train_seconds"] for st in stages), 1),
         "stages": stages,
         "final_loss_mean_last_100": stages[-1]["final_loss_mean_last_100"],
-        "hardware": f"{platform.machine()} CPU ({os.cpu_count()} cores), torch {torch.__version__}",
+        "hardware": sorted({h for st in stages for h in st["hardware"]}),
         "parameters": sum(p.numel() for p in model.unet.parameters()),
         "weights_mb": round(sum(f.stat().st_size for f in dest.glob("*.safetensors")) / 2**20, 2),
         "config": json.loads(cfg.to_json()),
@@ -85,11 +83,23 @@ def training_stages(run_dir: str | Path) -> list[dict]:
             "train_seconds": round(total + prev, 1),
             "final_loss_mean_last_100": sum(float(r["loss"]) for r in rows[-100:]) / max(1, len(rows[-100:])),
             "pretrained": cfg.pretrained,
+            "hardware": _run_hardware(run),
         })  # fmt: skip
         parent = Path(cfg.pretrained).parent if cfg.pretrained else None
         if parent is None or not (parent / "config.json").exists() or not (parent / "loss.csv").exists():
             return stages
         run = parent
+
+
+def _listed(x) -> list:
+    return [x] if isinstance(x, str) else list(x)
+
+
+def _run_hardware(run: Path) -> list[str]:
+    """The machines a run trained on (``hardware.json``, written by the trainer); runs from before that
+    record trained on a CPU like this one."""
+    f = run / "hardware.json"
+    return json.loads(f.read_text()) if f.exists() else [machine_description("cpu")]
 
 
 def sample_grid(model, task: str, png: Path, size: int = 64, n: int = 6) -> None:
@@ -176,7 +186,7 @@ def _stages_text(card: dict) -> str:
             what = f"fine-tuned from {pre}"
         parts.append(
             f"{st['steps']} steps of batch {st['batch_size']} at {st['resolution']} px {what} "
-            f"({st['train_seconds'] / 60:.0f} min)"
+            f"({st['train_seconds'] / 60:.0f} min on {' / '.join(_listed(st.get('hardware') or card.get('hardware', [])))})"
         )
     return "; ".join(parts)
 
@@ -224,8 +234,7 @@ def write_model_card() -> Path:
             "",
             f"- command: {_commands(c)}",
             f"- {c['parameters'] / 1e6:.2f} M parameters, {c['weights_mb']} MB (fp16 safetensors)",
-            f"- training: {_stages_text(c)}; {c['train_seconds'] / 60:.0f} min in all on {c['hardware']} "
-            "(one or two threads, the two models trained side by side)",
+            f"- training: {_stages_text(c)}; {c['train_seconds'] / 60:.0f} min in all",
             f"- final loss (mean of the last 100 steps): {c['final_loss_mean_last_100']:.4f}; "
             f"curve: `docs/models/{task}_loss.png`; samples: `docs/models/{task}_samples.png`",
             f"- held-out scores ({e['crops']} crops of {e['size']} px, {e['steps']} Euler steps, seed {e['seed']}):",

@@ -37,9 +37,10 @@ def random_masks(n: int, h: int, w: int, generator: torch.Generator, p_full: flo
                     ang += r(-1.2, 1.2)
                     length = r(0.1, 0.3) * min(h, w)
                     nx, ny = x + length * math.cos(ang), y + length * math.sin(ang)
-                    for t in torch.linspace(0, 1, 12):
-                        cx, cy = x + (nx - x) * float(t), y + (ny - y) * float(t)
-                        masks[i, 0][(xx - cx) ** 2 + (yy - cy) ** 2 <= width**2] = 1
+                    t = torch.linspace(0, 1, 12).tolist()  # discs at 12 points along the segment
+                    cx = torch.tensor([x + (nx - x) * v for v in t]).view(-1, 1, 1)
+                    cy = torch.tensor([y + (ny - y) * v for v in t]).view(-1, 1, 1)
+                    masks[i, 0][((xx - cx) ** 2 + (yy - cy) ** 2 <= width**2).any(0)] = 1
                     x, y = min(max(nx, 0), w - 1), min(max(ny, 0), h - 1)
         else:  # outpainting band on one side
             side, frac = int(r(0, 4)), r(0.15, 0.5)

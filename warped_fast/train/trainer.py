@@ -8,8 +8,11 @@ checkpoints with exact resume, a tqdm bar, a CSV loss log and a loss curve (PNG)
 from __future__ import annotations
 
 import csv
+import json
 import logging
 import math
+import os
+import platform
 import time
 from dataclasses import replace
 from pathlib import Path
@@ -44,6 +47,16 @@ def build_unet(cfg: TrainConfig):
     )
 
 
+def machine_description(device: torch.device | str = "cpu") -> str:
+    """E.g. "x86_64 CPU (2 cores), torch 2.13.0+cpu" or "NVIDIA H100 80GB HBM3, torch ..."."""
+    device = torch.device(device)
+    if device.type == "cuda":
+        what = torch.cuda.get_device_name(device)
+    else:
+        what = f"{platform.machine()} CPU ({os.cpu_count()} cores)"
+    return f"{what}, torch {torch.__version__}"
+
+
 def train_scheduler(cfg: TrainConfig):
     from diffusers import DDPMScheduler
 
@@ -54,14 +67,15 @@ def train_scheduler(cfg: TrainConfig):
 
 def training_noise(cfg: TrainConfig, n: int, generator: torch.Generator, device) -> torch.Tensor:
     """``[n, 3, R, R]`` unit-variance noise: GP (a fresh RFF draw per batch, each item at its own
-    random far-apart offset of the plane) or white."""
+    random far-apart offset of the plane) or white. Random numbers come from the CPU ``generator``
+    (the same batch on every device); the GP field is evaluated on ``device``."""
     r = cfg.resolution
     if cfg.noise == "white":
         return torch.randn(n, IMAGE_CHANNELS, r, r, generator=generator).to(device)
     rff = RFFConfig(IMAGE_CHANNELS, cfg.num_features, cfg.lengthscale, shared_features=True)
     field = RFFField.sample(rff, generator, device=device)
     offsets = torch.rand(n, 1, 1, 2, generator=generator) * 4096.0
-    return field(identity_coords(r, r, n) + offsets.to(torch.float32)).to(device)
+    return field(identity_coords(r, r, n, device=device) + offsets.to(device, torch.float32))
 
 
 class Trainer:
@@ -123,7 +137,7 @@ class Trainer:
         c, g = self.cfg, self.generator
         x = random_crops(self.photos, c.batch_size, c.resolution, g, tuple(c.crop_scales))
         cond = task_condition(c.task, x, g)
-        noise = training_noise(c, c.batch_size, g, "cpu")
+        noise = training_noise(c, c.batch_size, g, self.device)
         t = torch.randint(0, self.scheduler.config.num_train_timesteps, (c.batch_size,), generator=g)
         return (v.to(self.device) for v in (x, cond, noise, t))
 
@@ -158,12 +172,18 @@ class Trainer:
     def checkpoint(self) -> None:
         save_checkpoint(self.ckpt, self.unet, self.ema, self.opt, self.step, self.generator, {})
 
-    def train(self, steps: int | None = None) -> Path:
-        """Train up to ``steps`` (default ``cfg.steps``) total steps; returns the exported model folder."""
+    def train(self, steps: int | None = None, max_minutes: float | None = None) -> Path:
+        """Train up to ``steps`` (default ``cfg.steps``) total steps; returns the exported model folder.
+
+        ``max_minutes``: a wall-clock budget for this call; when it runs out the run checkpoints and
+        exports early (the learning rate has then not decayed fully; a later call resumes)."""
         total = steps or self.cfg.steps
+        if max_minutes is not None and not max_minutes > 0:
+            raise ValueError(f"max_minutes: expected > 0, got {max_minutes}")
         log_path = self.out / "loss.csv"
         new = not log_path.exists()
         t0 = time.perf_counter()
+        self._record_hardware()
         with log_path.open("a", newline="") as f:
             w = csv.writer(f)
             if new:
@@ -183,12 +203,24 @@ class Trainer:
                 )
                 bar.set_postfix(loss=f"{loss:.4f}")
                 bar.update(1)
-                if self.step % self.cfg.checkpoint_every == 0 or self.step == total:
+                out_of_time = max_minutes is not None and time.perf_counter() - t0 > 60 * max_minutes
+                if self.step % self.cfg.checkpoint_every == 0 or self.step == total or out_of_time:
                     f.flush()
                     self.checkpoint()
+                if out_of_time:
+                    logger.warning("max_minutes=%s reached at step %d of %d", max_minutes, self.step, total)
+                    break
             bar.close()
         plot_loss(log_path, self.out / "loss.png")
         return self.export(self.out / "model")
+
+    def _record_hardware(self) -> None:
+        """Append this training session's machine to ``output_dir/hardware.json`` (read by the model card)."""
+        path = self.out / "hardware.json"
+        seen = json.loads(path.read_text()) if path.exists() else []
+        here = machine_description(self.device)
+        if here not in seen:
+            path.write_text(json.dumps([*seen, here], indent=1))
 
     def export(self, folder: Path, dtype: torch.dtype = torch.float32) -> Path:
         """Save the EMA weights as a diffusers folder (safetensors) with the inference scheduler."""
