@@ -8,10 +8,7 @@ mkdir -p "$OUT"
 export WARPED_FAST_BENCH_OUT="$OUT/results" HF_HUB_OFFLINE=1
 nvidia-smi --query-gpu=name,memory.total,clocks.max.sm --format=csv | tee "$OUT/gpu.txt"
 
-# The GPU machine has torch, triton and the build tools but no network: pure-Python dependencies
-# (diffusers, tqdm, ...) come from wheels carried in ./wheels (pip download them here first).
-if [ -d wheels ]; then pip install -q --no-index --find-links wheels diffusers tqdm safetensors imageio av \
-  opencv-python-headless scipy >"$OUT/deps.log" 2>&1 || echo "some wheels did not install (see $OUT/deps.log)"; fi
+source bench/gpu_wheels.sh
 
 echo "== build" && t0=$(date +%s)
 WARPED_FAST_CUDA=ON CMAKE_ARGS="-DWARPED_FAST_CUDA_ARCHS=90" \

@@ -161,7 +161,7 @@ def _verdict(ev: dict) -> str:
         (beats if dp > 0 and ds > 0 else loses).append(text)
     out = f"Best model estimate: {best}. Beats on PSNR and SSIM: {'; '.join(beats) or 'none'}."
     if loses:
-        out += f" Does **not** beat: {'; '.join(loses)} (a small CPU-trained model; more training is needed)."
+        out += f" Does **not** beat: {'; '.join(loses)} (more training is needed)."
     return out
 
 

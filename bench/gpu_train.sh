@@ -1,0 +1,26 @@
+#!/usr/bin/env bash
+# GPU machine, one call: train the inpaint model (configs/gpu_inpaint.toml) for MINUTES (default 5),
+# release it into the package (held-out evaluation, card, sample grid) and copy the weights, the card,
+# the run's log and the pictures to $OUT. Usage: bash bench/gpu_train.sh [MINUTES] (after gpu_check.sh
+# in the same call, or alone). STEPS=n overrides the step count (a dry run on a CPU: STEPS=2).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+OUT=${OUT:-$PWD/out}
+MINUTES=${1:-5}
+mkdir -p "$OUT"
+export HF_HUB_OFFLINE=1
+source bench/gpu_wheels.sh
+python -c "import warped_fast" 2>/dev/null || pip install --no-build-isolation --no-deps -e . >"$OUT/build_train.log" 2>&1
+RUN=runs/gpu_inpaint
+echo "== train ($MINUTES min budget)"
+warped-fast train --config configs/gpu_inpaint.toml ${STEPS:+--steps $STEPS} --max-minutes "$MINUTES" \
+  2>&1 | grep -v "it/s\]" | tail -5
+tail -1 "$RUN/loss.csv"
+echo "== release + held-out evaluation"
+warped-fast release-model --task inpaint --run "$RUN" >"$OUT/release.log" 2>&1 || { tail -30 "$OUT/release.log"; exit 1; }
+mkdir -p "$OUT/weights_inpaint" "$OUT/run_gpu_inpaint" "$OUT/docs_models"
+cp warped_fast/models/weights/inpaint/* "$OUT/weights_inpaint/"
+cp warped_fast/models/weights/MODEL_CARD.md "$OUT/"
+cp "$RUN"/{config.json,loss.csv,hardware.json} "$OUT/run_gpu_inpaint/"
+cp docs/models/inpaint_* "$OUT/docs_models/"
+sed -n '/^## inpaint/,/^## sr/p' warped_fast/models/weights/MODEL_CARD.md
