@@ -11,6 +11,18 @@ mkdir -p "$OUT"
 export HF_HUB_OFFLINE=1
 source bench/gpu_wheels.sh
 python -c "import warped_fast" 2>/dev/null || pip install --no-build-isolation --no-deps -e . >"$OUT/build_train.log" 2>&1
+# The training noise runs the gp_noise fast path on the GPU: use it only if it matches the reference there.
+python - <<'PY' || export WARPED_FAST_BACKEND=reference
+import torch, warped_fast as wf
+from warped_fast import reference
+from warped_fast.noise.rff import RFFConfig, RFFField, identity_coords
+dev = "cuda" if torch.cuda.is_available() else "cpu"
+f = RFFField.sample(RFFConfig(3, 3000, shared_features=True), 0, device=dev)
+c = identity_coords(64, 64, 2, device=dev) + 100.5
+err = (wf.gp_noise(c, f.z, f.b, f.w) - reference.gp_noise(c, f.z, f.b, f.w)).abs().max().item()
+print(f"gp_noise fast path vs reference on {dev}: max error {err:.2e}")
+raise SystemExit(0 if err < 1e-3 else 1)
+PY
 RUN=runs/gpu_inpaint
 echo "== train ($MINUTES min budget)"
 warped-fast train --config configs/gpu_inpaint.toml ${STEPS:+--steps $STEPS} --max-minutes "$MINUTES" \
