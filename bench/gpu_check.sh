@@ -12,15 +12,15 @@ source bench/gpu_wheels.sh
 
 echo "== build" && t0=$(date +%s)
 WARPED_FAST_CUDA=ON CMAKE_ARGS="-DWARPED_FAST_CUDA_ARCHS=90" \
-  pip install --no-build-isolation --no-deps -e . >"$OUT/build.log" 2>&1 || { tail -40 "$OUT/build.log"; exit 1; }
+  python3 -m pip install --no-build-isolation --no-deps -e . >"$OUT/build.log" 2>&1 || { tail -40 "$OUT/build.log"; exit 1; }
 echo "built in $(( $(date +%s) - t0 )) s"
-python -c "import warped_fast, json; print(json.dumps(warped_fast.backend_info(), indent=1))" | tee "$OUT/backends.json"
+python3 -c "import warped_fast, json; print(json.dumps(warped_fast.backend_info(), indent=1))" | tee "$OUT/backends.json"
 
 echo "== cuda tests"
-timeout 180 python -m pytest -m cuda -q -p no:cacheprovider tests/ops tests/noise 2>&1 | tee "$OUT/tests_cuda.log" | tail -15
+timeout 180 python3 -m pytest -m cuda -q -p no:cacheprovider tests/ops tests/noise 2>&1 | tee "$OUT/tests_cuda.log" | tail -15
 
 echo "== benchmarks"
 for b in bench_gp_noise bench_warp bench_guidance bench_noise_warp bench_sampler; do
-  timeout 120 python "bench/$b.py" --device cuda >"$OUT/$b.log" 2>&1 || echo "$b failed (see $OUT/$b.log)"
+  timeout 120 python3 "bench/$b.py" --device cuda >"$OUT/$b.log" 2>&1 || echo "$b failed (see $OUT/$b.log)"
 done
 cat "$OUT"/bench_*.log

@@ -10,9 +10,10 @@ MINUTES=${1:-5}
 mkdir -p "$OUT"
 export HF_HUB_OFFLINE=1
 source bench/gpu_wheels.sh
-python -c "import warped_fast" 2>/dev/null || pip install --no-build-isolation --no-deps -e . >"$OUT/build_train.log" 2>&1
+python3 -c "import warped_fast._C" 2>/dev/null ||
+  python3 -m pip install --no-build-isolation --no-deps -e . >"$OUT/build_train.log" 2>&1
 # The training noise runs the gp_noise fast path on the GPU: use it only if it matches the reference there.
-python - <<'PY' || export WARPED_FAST_BACKEND=reference
+python3 - <<'PY' || export WARPED_FAST_BACKEND=reference
 import torch, warped_fast as wf
 from warped_fast import reference
 from warped_fast.noise.rff import RFFConfig, RFFField, identity_coords
@@ -25,11 +26,11 @@ raise SystemExit(0 if err < 1e-3 else 1)
 PY
 RUN=runs/gpu_inpaint
 echo "== train ($MINUTES min budget)"
-warped-fast train --config configs/gpu_inpaint.toml ${STEPS:+--steps $STEPS} --max-minutes "$MINUTES" \
+python3 -m warped_fast train --config configs/gpu_inpaint.toml ${STEPS:+--steps $STEPS} --max-minutes "$MINUTES" \
   2>&1 | grep -v "it/s\]" | tail -5
 tail -1 "$RUN/loss.csv"
 echo "== release + held-out evaluation"
-warped-fast release-model --task inpaint --run "$RUN" >"$OUT/release.log" 2>&1 || { tail -30 "$OUT/release.log"; exit 1; }
+python3 -m warped_fast release-model --task inpaint --run "$RUN" >"$OUT/release.log" 2>&1 || { tail -30 "$OUT/release.log"; exit 1; }
 mkdir -p "$OUT/weights_inpaint" "$OUT/run_gpu_inpaint" "$OUT/docs_models"
 cp warped_fast/models/weights/inpaint/* "$OUT/weights_inpaint/"
 cp warped_fast/models/weights/MODEL_CARD.md "$OUT/"
