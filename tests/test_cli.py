@@ -20,6 +20,16 @@ def test_info(capsys):
     assert json.loads(capsys.readouterr().out)["ops"]["gp_noise"] == "cpu"
 
 
+def test_python_dash_m_runs_the_cli():
+    import subprocess
+    import sys
+
+    out = subprocess.run(
+        [sys.executable, "-m", "warped_fast", "info", "--device", "cpu"], capture_output=True, text=True, check=True
+    )
+    assert json.loads(out.stdout)["ops"]["gp_noise"] == "cpu"
+
+
 def test_inpaint_and_sr_write_videos_and_resume(tmp_path, capsys):
     src = _clip(tmp_path)
     args = ["inpaint", str(src), "--out", str(tmp_path / "o"), "--steps", "2", "--quiet", "--mask", "center"]
