@@ -25,7 +25,10 @@ def test_python_dash_m_runs_the_cli():
     import sys
 
     out = subprocess.run(
-        [sys.executable, "-m", "warped_fast", "info", "--device", "cpu"], capture_output=True, text=True, check=True
+        [sys.executable, "-m", "warped_fast", "info", "--device", "cpu"],
+        capture_output=True,
+        text=True,
+        check=True,
     )
     assert json.loads(out.stdout)["ops"]["gp_noise"] == "cpu"
 
