@@ -17,6 +17,8 @@ def random_masks(n: int, h: int, w: int, generator: torch.Generator, p_full: flo
         torch.arange(h, dtype=torch.float32), torch.arange(w, dtype=torch.float32), indexing="ij"
     )
 
+    steps = torch.linspace(0, 1, 12).tolist()
+
     def r(lo=0.0, hi=1.0):
         return lo + (hi - lo) * float(torch.rand(1, generator=generator))
 
@@ -29,7 +31,8 @@ def random_masks(n: int, h: int, w: int, generator: torch.Generator, p_full: flo
                 mh, mw = int(r(0.15, 0.6) * h), int(r(0.15, 0.6) * w)
                 y0, x0 = int(r(0, h - mh)), int(r(0, w - mw))
                 masks[i, :, y0 : y0 + mh, x0 : x0 + mw] = 1
-        elif kind < 0.75:  # brush strokes: thick polylines
+        elif kind < 0.75:  # brush strokes: thick polylines, drawn as discs at 12 points per segment
+            discs = []  # (x, y, radius^2)
             for _ in range(1 + int(r(0, 3))):
                 x, y, ang = r(0, w), r(0, h), r(0, 2 * math.pi)
                 width = r(0.04, 0.12) * min(h, w)
@@ -37,11 +40,10 @@ def random_masks(n: int, h: int, w: int, generator: torch.Generator, p_full: flo
                     ang += r(-1.2, 1.2)
                     length = r(0.1, 0.3) * min(h, w)
                     nx, ny = x + length * math.cos(ang), y + length * math.sin(ang)
-                    t = torch.linspace(0, 1, 12).tolist()  # discs at 12 points along the segment
-                    cx = torch.tensor([x + (nx - x) * v for v in t]).view(-1, 1, 1)
-                    cy = torch.tensor([y + (ny - y) * v for v in t]).view(-1, 1, 1)
-                    masks[i, 0][((xx - cx) ** 2 + (yy - cy) ** 2 <= width**2).any(0)] = 1
+                    discs += [(x + (nx - x) * v, y + (ny - y) * v, width**2) for v in steps]
                     x, y = min(max(nx, 0), w - 1), min(max(ny, 0), h - 1)
+            cx, cy, r2 = torch.tensor(discs).T.view(3, -1, 1, 1)
+            masks[i, 0][((xx - cx) ** 2 + (yy - cy) ** 2 <= r2).any(0)] = 1
         else:  # outpainting band on one side
             side, frac = int(r(0, 4)), r(0.15, 0.5)
             if side == 0:
