@@ -56,6 +56,21 @@ def test_resume_from_checkpoint_gives_the_same_state(tmp_path):
     assert len(rows) == 4  # header + 3 steps, none redone
 
 
+def test_data_workers_make_the_same_batches(tmp_path):
+    """A batch depends only on the seed and its step: worker processes change nothing."""
+    a = Trainer(_cfg(tmp_path / "a", steps=3))
+    b = Trainer(_cfg(tmp_path / "b", steps=3, data_workers=2))
+    for u, v in zip(a.batch(2), b.batch(2), strict=True):
+        assert torch.equal(u, v)
+    assert not torch.equal(a.batch(1)[0], a.batch(2)[0])
+    a.train()
+    b.train()
+    for (k, v), (_, w) in zip(a.unet.state_dict().items(), b.unet.state_dict().items(), strict=True):
+        assert torch.equal(v, w), f"{k} differs with data workers"
+    with pytest.raises(ValueError, match="data_workers"):
+        _cfg(tmp_path, data_workers=-1)
+
+
 def test_time_budget_stops_checkpoints_and_exports(tmp_path):
     tr = Trainer(_cfg(tmp_path, steps=50))
     folder = tr.train(max_minutes=1e-9)  # out of time after the first step

@@ -34,7 +34,7 @@ def _unflatten_optimizer(opt: torch.optim.Optimizer, tensors: dict[str, torch.Te
     opt.load_state_dict({"state": state, "param_groups": meta["param_groups"]})
 
 
-def save_checkpoint(path: Path, model, ema, opt, step: int, generator: torch.Generator, extra: dict) -> None:
+def save_checkpoint(path: Path, model, ema, opt, step: int, extra: dict) -> None:
     """Write ``path/state.safetensors`` and ``path/state.json`` (atomically: a temp folder, then rename)."""
     tmp = path.with_name(path.name + ".tmp")
     tmp.mkdir(parents=True, exist_ok=True)
@@ -43,7 +43,6 @@ def save_checkpoint(path: Path, model, ema, opt, step: int, generator: torch.Gen
     ot, ometa = _flatten_optimizer(opt)
     tensors.update(ot)
     tensors["rng.torch"] = torch.get_rng_state()
-    tensors["rng.data"] = generator.get_state()
     save_file(tensors, str(tmp / "state.safetensors"))
     (tmp / "state.json").write_text(json.dumps({"step": step, "optimizer": ometa, **extra}))
     if path.exists():
@@ -53,7 +52,7 @@ def save_checkpoint(path: Path, model, ema, opt, step: int, generator: torch.Gen
     tmp.rename(path)
 
 
-def load_checkpoint(path: Path, model, ema: dict, opt, generator: torch.Generator) -> dict:
+def load_checkpoint(path: Path, model, ema: dict, opt) -> dict:
     """Restore what :func:`save_checkpoint` wrote; returns the JSON metadata (with ``step``)."""
     tensors = load_file(str(path / "state.safetensors"))
     meta = json.loads((path / "state.json").read_text())
@@ -62,5 +61,4 @@ def load_checkpoint(path: Path, model, ema: dict, opt, generator: torch.Generato
         ema[k].copy_(tensors[f"ema.{k}"])
     _unflatten_optimizer(opt, tensors, meta["optimizer"])
     torch.set_rng_state(tensors["rng.torch"])
-    generator.set_state(tensors["rng.data"])
     return meta

@@ -28,6 +28,8 @@ class TrainConfig:
         prediction_type: "epsilon" or "v_prediction" (DDPM schedule, 1000 steps, linear betas).
         mixed_precision: "no", "fp16" or "bf16" (autocast, CUDA only).
         checkpoint_every: steps between checkpoints (resume picks up the latest).
+        data_workers: processes that prepare batches (for GPU training; the batches are the same with any
+            number, each depends only on the seed and its step).
         lora_rank: > 0 trains LoRA adapters instead of the full model (needs peft).
         seed: everything random derives from it.
     """
@@ -59,6 +61,7 @@ class TrainConfig:
     residual_scale: float = 1.0
     mixed_precision: Literal["no", "fp16", "bf16"] = "no"
     checkpoint_every: int = 500
+    data_workers: int = 0
     lora_rank: int = 0
     seed: int = 0
     progress: bool = True
@@ -73,6 +76,8 @@ class TrainConfig:
         for name in ("batch_size", "steps", "num_features", "checkpoint_every"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name}: expected >= 1, got {getattr(self, name)}")
+        if self.data_workers < 0:
+            raise ValueError(f"data_workers: expected >= 0, got {self.data_workers}")
         if len(self.crop_scales) != 2 or not 0 < self.crop_scales[0] <= self.crop_scales[1]:
             raise ValueError(f"crop_scales: expected [lo, hi] with 0 < lo <= hi, got {self.crop_scales}")
         if not self.lr > 0 or not self.lengthscale > 0 or not self.residual_scale > 0:

@@ -22,6 +22,7 @@ from tqdm.auto import tqdm
 
 from ..models.residual import residual_base
 from ..noise.rff import RFFConfig, RFFField, identity_coords
+from ..ops import gp_noise
 from .checkpoint import load_checkpoint, save_checkpoint
 from .config import TrainConfig
 from .data import load_photos, random_crops
@@ -65,17 +66,50 @@ def train_scheduler(cfg: TrainConfig):
     )
 
 
-def training_noise(cfg: TrainConfig, n: int, generator: torch.Generator, device) -> torch.Tensor:
-    """``[n, 3, R, R]`` unit-variance noise: GP (a fresh RFF draw per batch, each item at its own
-    random far-apart offset of the plane) or white. Random numbers come from the CPU ``generator``
-    (the same batch on every device); the GP field is evaluated on ``device``."""
-    r = cfg.resolution
+def noise_draw(cfg: TrainConfig, n: int, generator: torch.Generator) -> dict[str, torch.Tensor]:
+    """The random numbers of one batch's noise, drawn on the CPU from ``generator``: white noise
+    ``[n, 3, R, R]``, or a fresh RFF field (``z, b, w``) and each item's far-apart offset of its plane."""
     if cfg.noise == "white":
-        return torch.randn(n, IMAGE_CHANNELS, r, r, generator=generator).to(device)
+        r = cfg.resolution
+        return {"white": torch.randn(n, IMAGE_CHANNELS, r, r, generator=generator)}
     rff = RFFConfig(IMAGE_CHANNELS, cfg.num_features, cfg.lengthscale, shared_features=True)
-    field = RFFField.sample(rff, generator, device=device)
-    offsets = torch.rand(n, 1, 1, 2, generator=generator) * 4096.0
-    return field(identity_coords(r, r, n, device=device) + offsets.to(device, torch.float32))
+    f = RFFField.sample(rff, generator)
+    return {"z": f.z, "b": f.b, "w": f.w, "offsets": torch.rand(n, 1, 1, 2, generator=generator) * 4096.0}
+
+
+def noise_on(cfg: TrainConfig, draw: dict[str, torch.Tensor], device) -> torch.Tensor:
+    """``[n, 3, R, R]`` unit-variance noise from :func:`noise_draw`, the GP field evaluated on ``device``."""
+    if "white" in draw:
+        return draw["white"].to(device)
+    r, offsets = cfg.resolution, draw["offsets"].to(device, torch.float32)
+    coords = identity_coords(r, r, offsets.shape[0], device=device) + offsets
+    return gp_noise(coords, *(draw[k].to(device) for k in ("z", "b", "w")))
+
+
+def training_noise(cfg: TrainConfig, n: int, generator: torch.Generator, device) -> torch.Tensor:
+    """``[n, 3, R, R]`` unit-variance training noise: GP (a fresh RFF draw per batch, each item at its own
+    random far-apart offset of the plane) or white; the same numbers on every device."""
+    return noise_on(cfg, noise_draw(cfg, n, generator), device)
+
+
+class BatchSource(torch.utils.data.Dataset):
+    """Batch ``i`` of a run as CPU tensors ``(x, cond, noise draw, t)``: it depends only on the seed and
+    ``i``, so data-loader workers can make batches in any order and a resumed run sees the same data."""
+
+    def __init__(self, cfg: TrainConfig, photos, num_timesteps: int):
+        self.cfg, self.photos, self.num_timesteps = cfg, photos, num_timesteps
+
+    def __len__(self) -> int:
+        return self.cfg.steps
+
+    def __getitem__(self, step: int):
+        c = self.cfg
+        g = torch.Generator().manual_seed((c.seed << 32) + step)
+        x = random_crops(self.photos, c.batch_size, c.resolution, g, tuple(c.crop_scales))
+        cond = task_condition(c.task, x, g)
+        draw = noise_draw(c, c.batch_size, g)
+        t = torch.randint(0, self.num_timesteps, (c.batch_size,), generator=g)
+        return x, cond, draw, t
 
 
 class Trainer:
@@ -99,8 +133,7 @@ class Trainer:
         self.ema = {
             k: v.detach().clone().float() for k, v in self.unet.state_dict().items() if v.is_floating_point()
         }
-        self.generator = torch.Generator().manual_seed(cfg.seed)
-        self.photos = load_photos("train")
+        self.data = BatchSource(cfg, load_photos("train"), self.scheduler.config.num_train_timesteps)
         self.step = 0
         self.out = Path(cfg.output_dir)
         self.out.mkdir(parents=True, exist_ok=True)
@@ -109,7 +142,7 @@ class Trainer:
         self.amp_dtype = amp if self.device.type == "cuda" else None
         self.scaler = torch.amp.GradScaler("cuda", enabled=self.amp_dtype == torch.float16)
         if self.ckpt.exists():
-            meta = load_checkpoint(self.ckpt, self.unet, self.ema, self.opt, self.generator)
+            meta = load_checkpoint(self.ckpt, self.unet, self.ema, self.opt)
             self.step = meta["step"]
             logger.info("resumed from %s at step %d", self.ckpt, self.step)
         (self.out / "config.json").write_text(cfg.to_json())
@@ -132,14 +165,25 @@ class Trainer:
         p = (step - c.warmup_steps) / max(1, c.steps - c.warmup_steps)
         return c.lr * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * min(p, 1.0))))
 
-    def batch(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
-        """Clean images, conditioning, noise and timesteps of one batch (all from the data generator)."""
-        c, g = self.cfg, self.generator
-        x = random_crops(self.photos, c.batch_size, c.resolution, g, tuple(c.crop_scales))
-        cond = task_condition(c.task, x, g)
-        noise = training_noise(c, c.batch_size, g, self.device)
-        t = torch.randint(0, self.scheduler.config.num_train_timesteps, (c.batch_size,), generator=g)
-        return (v.to(self.device) for v in (x, cond, noise, t))
+    def batch(self, step: int | None = None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Clean images, conditioning, noise and timesteps of batch ``step`` (default: the next one), on
+        the training device."""
+        return self._on_device(self.data[self.step if step is None else step])
+
+    def _on_device(self, raw) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+        x, cond, draw, t = raw
+        dev = self.device
+        return x.to(dev), cond.to(dev), noise_on(self.cfg, draw, dev), t.to(dev)
+
+    def _batches(self, total: int):
+        """Raw batches ``self.step .. total - 1``, made by ``cfg.data_workers`` processes when > 0."""
+        steps = range(self.step, total)
+        if self.cfg.data_workers == 0:
+            return (self.data[i] for i in steps)
+        return torch.utils.data.DataLoader(
+            self.data, batch_size=None, sampler=steps, num_workers=self.cfg.data_workers,
+            prefetch_factor=4, pin_memory=self.device.type == "cuda",
+        )  # fmt: skip
 
     def loss(self, x, cond, noise, t) -> torch.Tensor:
         if self.cfg.residual:
@@ -151,10 +195,11 @@ class Trainer:
             pred = self.unet(torch.cat([xt, cond], 1), t).sample
         return torch.nn.functional.mse_loss(pred.float(), target)
 
-    def train_step(self) -> float:
+    def train_step(self, raw=None) -> float:
+        """One optimizer step on batch ``raw`` (a :class:`BatchSource` item; default: the next batch)."""
         for group in self.opt.param_groups:
             group["lr"] = self.lr_at(self.step)
-        loss = self.loss(*self.batch())
+        loss = self.loss(*(self.batch() if raw is None else self._on_device(raw)))
         self.opt.zero_grad(set_to_none=True)
         self.scaler.scale(loss).backward()
         self.scaler.unscale_(self.opt)
@@ -164,13 +209,13 @@ class Trainer:
         self.step += 1
         decay = min(self.cfg.ema_decay, (1 + self.step) / (10 + self.step))
         with torch.no_grad():
-            for k, v in self.unet.state_dict().items():
-                if k in self.ema:
-                    self.ema[k].mul_(decay).add_(v.float(), alpha=1 - decay)
+            sd = self.unet.state_dict()
+            keys = [k for k in self.ema if k in sd]
+            torch._foreach_lerp_([self.ema[k] for k in keys], [sd[k].float() for k in keys], 1 - decay)
         return float(loss.detach())
 
     def checkpoint(self) -> None:
-        save_checkpoint(self.ckpt, self.unet, self.ema, self.opt, self.step, self.generator, {})
+        save_checkpoint(self.ckpt, self.unet, self.ema, self.opt, self.step, {})
 
     def train(self, steps: int | None = None, max_minutes: float | None = None) -> Path:
         """Train up to ``steps`` (default ``cfg.steps``) total steps; returns the exported model folder.
@@ -191,8 +236,8 @@ class Trainer:
             bar = tqdm(
                 total=total, initial=self.step, disable=not self.cfg.progress, desc=f"train {self.cfg.task}"
             )
-            while self.step < total:
-                loss = self.train_step()
+            for raw in self._batches(total):
+                loss = self.train_step(raw)
                 w.writerow(
                     [
                         self.step,
