@@ -27,7 +27,7 @@ PY
 RUN=runs/gpu_inpaint
 echo "== train ($MINUTES min budget)"
 python3 -m warped_fast train --config configs/gpu_inpaint.toml ${STEPS:+--steps $STEPS} --max-minutes "$MINUTES" \
-  2>&1 | grep -v "it/s\]" | tail -5
+  2>&1 | tail -5
 tail -1 "$RUN/loss.csv"
 echo "== release + held-out evaluation"
 python3 -m warped_fast release-model --task inpaint --run "$RUN" >"$OUT/release.log" 2>&1 || { tail -30 "$OUT/release.log"; exit 1; }
