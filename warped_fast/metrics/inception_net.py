@@ -2,7 +2,7 @@
 pooling quirks) in plain PyTorch, loaded from a local file only, e.g. pytorch-fid's
 ``pt_inception-2015-12-05-6726825d.pth`` (torchvision ``Inception3`` key layout, 1008-way ``fc``).
 
-``forward(x)``: ``[N, 3, H, W]`` in [0, 1] -> (pool features ``[N, 2048]``, logits ``[N, 1008]``).
+``forward(x)``: ``[N, 3, H, W]`` in [0, 1] -> (pool features ``[N, 2048]``, bias-free logits ``[N, 1008]``).
 Frames are resized to 299 x 299 (bilinear) and scaled to [-1, 1] as pytorch-fid does.
 """
 
@@ -153,7 +153,7 @@ class FIDInception(nn.Module):
         for name in ("5b", "5c", "5d", "6a", "6b", "6c", "6d", "6e", "7a", "7b", "7c"):
             x = getattr(self, f"Mixed_{name}")(x)
         pool = x.mean((2, 3))
-        return pool, self.fc(pool)
+        return pool, F.linear(pool, self.fc.weight)  # bias-free logits, as torch-fidelity's IS uses
 
     @classmethod
     def from_file(cls, path: Path, metric: str) -> FIDInception:

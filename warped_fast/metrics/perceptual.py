@@ -44,7 +44,7 @@ def lpips(
     """Per-frame LPIPS ``[T]`` from local weights: a whole lpips state dict, or the torchvision backbone
     file plus the lpips heads file (a list of paths), see :mod:`.lpips_net`."""
     files = weights if isinstance(weights, (list, tuple)) else [weights]
-    paths = [need_weights("lpips", w) for w in files] if files else [need_weights("lpips", None)]
+    paths = [need_weights("lpips", w) for w in files]
     _check_pair(pred, target)
     a, b = _check_frames("pred", pred), _check_frames("target", target)
     model = LPIPS.from_files(paths, net)
@@ -59,9 +59,9 @@ def inception_features(
     pools, logits = [], []
     with torch.no_grad():
         for chunk in frames.split(batch_size):
-            p, _ = net(chunk)
+            p, lg = net(chunk)
             pools.append(p.double())
-            logits.append(F.linear(p, net.fc.weight).double())
+            logits.append(lg.double())
     return torch.cat(pools), torch.cat(logits)
 
 

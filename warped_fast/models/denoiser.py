@@ -141,15 +141,17 @@ class DiffusersDenoiser(torch.nn.Module):
         if self.scheduler is None:
             raise ValueError("scheduler: needed to build a sampling schedule")
         s = diffusers_schedule(self.scheduler, num_steps)
-        if not self.residual:
-            return s
-        return SigmaSchedule(s.sigmas / self.residual_scale, s.timesteps)
+        return SigmaSchedule(s.sigmas / self._sigma_scale, s.timesteps)
 
     def set_schedule(self, schedule: SigmaSchedule) -> None:
         """Use ``schedule.timesteps`` for its sigmas (exactly as its scheduler would)."""
         if schedule.timesteps is not None:
-            k = self.residual_scale if self.residual else 1.0
-            self._table = (schedule.sigmas[:-1].double() * k, schedule.timesteps.double())
+            self._table = (schedule.sigmas[:-1].double() * self._sigma_scale, schedule.timesteps.double())
+
+    @property
+    def _sigma_scale(self) -> float:
+        """Network sigma / image sigma: ``residual_scale`` for a residual model, else 1."""
+        return self.residual_scale if self.residual else 1.0
 
     def timesteps(self, sigma: torch.Tensor) -> torch.Tensor:
         """Model timesteps ``[B]`` (float64) of noise levels ``sigma`` ``[B]``."""

@@ -91,10 +91,6 @@ def training_stages(run_dir: str | Path) -> list[dict]:
         run = parent
 
 
-def _listed(x) -> list:
-    return [x] if isinstance(x, str) else list(x)
-
-
 def _run_hardware(run: Path) -> list[str]:
     """The machines a run trained on (``hardware.json``, written by the trainer); runs from before that
     record trained on a CPU like this one."""
@@ -186,7 +182,7 @@ def _stages_text(card: dict) -> str:
             what = f"fine-tuned from {pre}"
         parts.append(
             f"{st['steps']} steps of batch {st['batch_size']} at {st['resolution']} px {what} "
-            f"({st['train_seconds'] / 60:.0f} min on {' / '.join(_listed(st.get('hardware') or card.get('hardware', [])))})"
+            f"({st['train_seconds'] / 60:.0f} min on {' / '.join(st['hardware'])})"
         )
     return "; ".join(parts)
 

@@ -22,7 +22,6 @@ from tqdm.auto import tqdm
 
 from ..models.residual import residual_base
 from ..noise.rff import RFFConfig, RFFField, identity_coords
-from ..ops import gp_noise
 from .checkpoint import load_checkpoint, save_checkpoint
 from .config import TrainConfig
 from .data import load_photos, random_crops
@@ -68,13 +67,13 @@ def train_scheduler(cfg: TrainConfig):
 
 def noise_draw(cfg: TrainConfig, n: int, generator: torch.Generator) -> dict[str, torch.Tensor]:
     """The random numbers of one batch's noise, drawn on the CPU from ``generator``: white noise
-    ``[n, 3, R, R]``, or a fresh RFF field (``z, b, w``) and each item's far-apart offset of its plane."""
+    ``[n, 3, R, R]``, or a fresh RFF field and each item's far-apart offset of its plane."""
     if cfg.noise == "white":
         r = cfg.resolution
         return {"white": torch.randn(n, IMAGE_CHANNELS, r, r, generator=generator)}
     rff = RFFConfig(IMAGE_CHANNELS, cfg.num_features, cfg.lengthscale, shared_features=True)
-    f = RFFField.sample(rff, generator)
-    return {"z": f.z, "b": f.b, "w": f.w, "offsets": torch.rand(n, 1, 1, 2, generator=generator) * 4096.0}
+    field = RFFField.sample(rff, generator)
+    return {"field": field, "offsets": torch.rand(n, 1, 1, 2, generator=generator) * 4096.0}
 
 
 def noise_on(cfg: TrainConfig, draw: dict[str, torch.Tensor], device) -> torch.Tensor:
@@ -83,7 +82,7 @@ def noise_on(cfg: TrainConfig, draw: dict[str, torch.Tensor], device) -> torch.T
         return draw["white"].to(device)
     r, offsets = cfg.resolution, draw["offsets"].to(device, torch.float32)
     coords = identity_coords(r, r, offsets.shape[0], device=device) + offsets
-    return gp_noise(coords, *(draw[k].to(device) for k in ("z", "b", "w")))
+    return draw["field"].to(device)(coords)
 
 
 def training_noise(cfg: TrainConfig, n: int, generator: torch.Generator, device) -> torch.Tensor:
