@@ -71,6 +71,18 @@ def test_data_workers_make_the_same_batches(tmp_path):
         _cfg(tmp_path, data_workers=-1)
 
 
+def test_high_noise_fraction_draws_the_top_of_the_schedule(tmp_path):
+    """The first round(f * B) timesteps of a batch come from the top fifth of the schedule; with f = 0
+    the batch is the plain uniform draw; the rest of the batch is unchanged by f."""
+    plain = Trainer(_cfg(tmp_path / "a", batch_size=64))
+    high = Trainer(_cfg(tmp_path / "b", batch_size=64, high_noise_fraction=0.25))
+    t0, t1 = plain.data[1][3], high.data[1][3]
+    assert bool((t1[:16] >= 800).all()) and t1.max() < 1000 and t0[:16].float().mean() < 700
+    assert torch.equal(t0[16:], t1[16:]) and torch.equal(plain.data[1][0], high.data[1][0])
+    with pytest.raises(ValueError, match="high_noise_fraction"):
+        _cfg(tmp_path, high_noise_fraction=1.5)
+
+
 def test_time_budget_stops_checkpoints_and_exports(tmp_path):
     tr = Trainer(_cfg(tmp_path, steps=50))
     folder = tr.train(max_minutes=1e-9)  # out of time after the first step

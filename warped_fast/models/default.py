@@ -48,14 +48,13 @@ def load_model(
     folder: str | Path, device=None, dtype: torch.dtype = torch.float32, **denoiser_kwargs
 ) -> DiffusersDenoiser:
     """A :class:`DiffusersDenoiser` around the UNet of a local diffusers folder. A folder exported by
-    :mod:`warped_fast.train` carries ``train_config.json``, whose ``residual`` and ``residual_scale`` apply
-    unless passed."""
+    :mod:`warped_fast.train` carries ``train_config.json``, whose residual options apply unless passed."""
     unet, scheduler = load_unet_folder(folder, device, dtype)
     return DiffusersDenoiser(unet, scheduler=scheduler, **trained_options(folder, denoiser_kwargs))
 
 
 def trained_options(folder: str | Path, denoiser_kwargs: dict) -> dict:
-    """``denoiser_kwargs`` completed with the ``residual`` / ``residual_scale`` a
+    """``denoiser_kwargs`` completed with the ``residual`` / ``residual_scale`` / ``residual_normalize`` a
     :mod:`warped_fast.train` export records in ``train_config.json`` (absent: a plain model)."""
     out = dict(denoiser_kwargs)
     train_cfg = Path(folder) / "train_config.json"
@@ -63,6 +62,7 @@ def trained_options(folder: str | Path, denoiser_kwargs: dict) -> dict:
         tc = json.loads(train_cfg.read_text())
         out.setdefault("residual", bool(tc.get("residual", False)))
         out.setdefault("residual_scale", float(tc.get("residual_scale", 1.0)))
+        out.setdefault("residual_normalize", bool(tc.get("residual_normalize", False)))
     return out
 
 

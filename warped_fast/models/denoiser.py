@@ -15,7 +15,7 @@ import torch
 
 from ..sampling.schedules import SigmaSchedule, diffusers_schedule, timesteps_for_sigmas
 from .layouts import ConditioningLayout
-from .residual import residual_base
+from .residual import residual_frame
 from .unet_backends import UNetBackend, UNetRunner
 
 PredictionType = Literal["epsilon", "v_prediction", "sample"]
@@ -57,6 +57,8 @@ class DiffusersDenoiser(torch.nn.Module):
         residual: the UNet models ``residual_scale * (x - base(cond))``
             (:mod:`warped_fast.models.residual`); needs an inpaint or sr layout. With scale ``k``:
             ``D(u, sigma) = base + D_k(k (u - base), k sigma) / k``.
+        residual_normalize: contrast-normalized residual model (``residual_frame``): per item the gain is
+            ``k * CONTRAST_REF / c`` and the network sees the conditioning in units of ``c``.
 
     The UNet's parameters are frozen (``requires_grad_(False)``): guidance needs input gradients only.
     """
@@ -78,6 +80,7 @@ class DiffusersDenoiser(torch.nn.Module):
         schedule: SigmaSchedule | None = None,
         residual: bool = False,
         residual_scale: float = 1.0,
+        residual_normalize: bool = False,
     ):
         super().__init__()
         if scheduler is None and alphas_cumprod is None:
@@ -109,7 +112,10 @@ class DiffusersDenoiser(torch.nn.Module):
             raise ValueError(f"residual: needs an inpaint or sr layout, got {self.layout.kind!r}")
         if not residual_scale > 0:
             raise ValueError(f"residual_scale: expected > 0, got {residual_scale}")
+        if residual_normalize and not residual:
+            raise ValueError("residual_normalize: needs residual=True")
         self.residual, self.residual_scale = bool(residual), float(residual_scale)
+        self.residual_normalize = bool(residual_normalize)
         self.conditional = hasattr(cfg, "cross_attention_dim")
         if self.conditional and prompt_embeds is None:
             raise ValueError("prompt_embeds: required by a UNet2DConditionModel")
@@ -136,7 +142,9 @@ class DiffusersDenoiser(torch.nn.Module):
 
         A residual model's network sees ``k sigma`` (``k = residual_scale``), so its trained range
         ``[sigma_min, sigma_max]`` is ``[sigma_min / k, sigma_max / k]`` in image units: the schedule
-        is divided by ``k`` (no step is spent above the range the network was trained on).
+        is divided by ``k`` (no step is spent above the range the network was trained on). With contrast
+        normalization that holds at the reference contrast; flatter items start above the trained range
+        (the network's top timestep, i.e. its posterior mean) and end less denoised in its units.
         """
         if self.scheduler is None:
             raise ValueError("scheduler: needed to build a sampling schedule")
@@ -175,8 +183,11 @@ class DiffusersDenoiser(torch.nn.Module):
         base = None
         if self.residual:
             self.layout.check(cond, b, *u.shape[-2:])
-            base = residual_base(self.layout.kind, cond, self.latent_channels).to(u.dtype)
-            u, sigma = (u - base) * self.residual_scale, sigma * self.residual_scale
+            base, gain, cond = residual_frame(
+                self.layout.kind, cond, self.latent_channels, self.residual_scale, self.residual_normalize
+            )
+            base, gain = base.to(u.dtype), gain.to(u.dtype).view(-1, 1, 1, 1)
+            u, sigma = (u - base) * gain, sigma * gain.view(-1).to(sigma.dtype)
         s = sigma.to(u.dtype).view(-1, 1, 1, 1)
         x = self.layout.unet_input(u / (s**2 + 1) ** 0.5, cond)
         t = self.timesteps(sigma).to(device=u.device, dtype=torch.float32)
@@ -203,4 +214,4 @@ class DiffusersDenoiser(torch.nn.Module):
             o_u, o_c = out.chunk(2)
             out = o_u + self.guidance_scale * (o_c - o_u)
         d = x0_from_model_output(out, u, sigma, self.prediction_type)
-        return d if base is None else d / self.residual_scale + base
+        return d if base is None else d / gain + base

@@ -25,7 +25,14 @@ class TrainConfig:
             :mod:`warped_fast.models.residual`) instead of ``x``.
         residual_scale: the residual is multiplied by it (about 1 / its std, like a VAE's scaling
             factor) so the diffusion sees unit-scale data.
+        residual_normalize: contrast normalization of the residual and the conditioning (see
+            :func:`warped_fast.models.residual.residual_frame`); ``residual_scale`` is then the gain at
+            the reference contrast.
         prediction_type: "epsilon" or "v_prediction" (DDPM schedule, 1000 steps, linear betas).
+        high_noise_fraction: this fraction of each batch draws its timesteps from the top fifth of the
+            schedule (sigma > ~25: pure noise in, the posterior mean out) instead of uniformly; the rest
+            stay uniform. More signal for the posterior-mean estimate, whose loss is mostly the residual's
+            own unpredictable part.
         mixed_precision: "no", "fp16" or "bf16" (autocast, CUDA only).
         checkpoint_every: steps between checkpoints (resume picks up the latest).
         data_workers: processes that prepare batches (for GPU training; the batches are the same with any
@@ -57,8 +64,10 @@ class TrainConfig:
     ema_decay: float = 0.999
     warmup_steps: int = 100
     prediction_type: Literal["epsilon", "v_prediction"] = "v_prediction"
+    high_noise_fraction: float = 0.0
     residual: bool = False
     residual_scale: float = 1.0
+    residual_normalize: bool = False
     mixed_precision: Literal["no", "fp16", "bf16"] = "no"
     checkpoint_every: int = 500
     data_workers: int = 0
@@ -82,6 +91,10 @@ class TrainConfig:
             raise ValueError(f"crop_scales: expected [lo, hi] with 0 < lo <= hi, got {self.crop_scales}")
         if not self.lr > 0 or not self.lengthscale > 0 or not self.residual_scale > 0:
             raise ValueError("lr, lengthscale and residual_scale: expected > 0")
+        if self.residual_normalize and not self.residual:
+            raise ValueError("residual_normalize: needs residual = true")
+        if not 0 <= self.high_noise_fraction <= 1:
+            raise ValueError(f"high_noise_fraction: expected in [0, 1], got {self.high_noise_fraction}")
         if not 0 <= self.ema_decay < 1:
             raise ValueError(f"ema_decay: expected in [0, 1), got {self.ema_decay}")
         if self.prediction_type not in ("epsilon", "v_prediction"):

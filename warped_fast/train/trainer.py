@@ -20,7 +20,7 @@ from pathlib import Path
 import torch
 from tqdm.auto import tqdm
 
-from ..models.residual import residual_base
+from ..models.residual import residual_frame
 from ..noise.rff import RFFConfig, RFFField, identity_coords
 from .checkpoint import load_checkpoint, save_checkpoint
 from .config import TrainConfig
@@ -108,6 +108,11 @@ class BatchSource(torch.utils.data.Dataset):
         cond = task_condition(c.task, x, g)
         draw = noise_draw(c, c.batch_size, g)
         t = torch.randint(0, self.num_timesteps, (c.batch_size,), generator=g)
+        n_high = round(c.high_noise_fraction * c.batch_size)
+        if n_high:  # the first n_high items: the top fifth of the schedule
+            t[:n_high] = torch.randint(
+                self.num_timesteps * 4 // 5, self.num_timesteps, (n_high,), generator=g
+            )
         return x, cond, draw, t
 
 
@@ -185,8 +190,12 @@ class Trainer:
         )  # fmt: skip
 
     def loss(self, x, cond, noise, t) -> torch.Tensor:
-        if self.cfg.residual:
-            x = (x - residual_base(self.cfg.task, cond, IMAGE_CHANNELS)) * self.cfg.residual_scale
+        c = self.cfg
+        if c.residual:
+            base, gain, cond = residual_frame(
+                c.task, cond, IMAGE_CHANNELS, c.residual_scale, c.residual_normalize
+            )
+            x = (x - base) * gain.view(-1, 1, 1, 1)
         a = self.alphas[t].view(-1, 1, 1, 1)
         xt = a.sqrt() * x + (1 - a).sqrt() * noise
         target = noise if self.cfg.prediction_type == "epsilon" else a.sqrt() * noise - (1 - a).sqrt() * x
