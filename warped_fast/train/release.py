@@ -206,7 +206,7 @@ def write_model_card() -> Path:
         "`k`, the range the network was trained on. The base alone is listed among the "
         "baselines below, so the tables show what the network adds to it.",
         "",
-        "Contrast normalization (`residual_normalize = true`, the inpainting model's second stage): the "
+        "Contrast normalization (stages whose config sets `residual_normalize = true`): the "
         "gain is `k c_ref / c` per crop, with `c` the per-channel std of the known pixels within 2 px of "
         "the hole (floor 0.02, `c_ref` = 0.2 in [-1, 1] units), and the network sees the masked image as "
         "`(image - ring mean) / c`, softly limited to +-4. The fill is then equivariant to intensity "
