@@ -186,8 +186,8 @@ class DiffusersDenoiser(torch.nn.Module):
             base, gain, cond = residual_frame(
                 self.layout.kind, cond, self.latent_channels, self.residual_scale, self.residual_normalize
             )
-            base, gain = base.to(u.dtype), gain.to(u.dtype).view(-1, 1, 1, 1)
-            u, sigma = (u - base) * gain, sigma * gain.view(-1).to(sigma.dtype)
+            base, gain = base.to(u.dtype), gain.to(u.dtype)
+            u, sigma = (u - base) * gain.view(-1, 1, 1, 1), sigma * gain.to(sigma.dtype)
         s = sigma.to(u.dtype).view(-1, 1, 1, 1)
         x = self.layout.unet_input(u / (s**2 + 1) ** 0.5, cond)
         t = self.timesteps(sigma).to(device=u.device, dtype=torch.float32)
@@ -214,4 +214,4 @@ class DiffusersDenoiser(torch.nn.Module):
             o_u, o_c = out.chunk(2)
             out = o_u + self.guidance_scale * (o_c - o_u)
         d = x0_from_model_output(out, u, sigma, self.prediction_type)
-        return d if base is None else d / gain + base
+        return d if base is None else d / gain.view(-1, 1, 1, 1) + base

@@ -10,6 +10,7 @@ from pathlib import Path
 import torch
 
 from ..models.default import WEIGHTS_DIR, load_model
+from ..models.residual import COND_RANGE, CONTRAST_FLOOR, CONTRAST_REF, CONTRAST_RING
 from .config import TrainConfig
 from .evaluate import evaluate, paired_margin, scores_table
 from .trainer import Trainer, machine_description, plot_loss
@@ -207,9 +208,10 @@ def write_model_card() -> Path:
         "baselines below, so the tables show what the network adds to it.",
         "",
         "Contrast normalization (stages whose config sets `residual_normalize = true`): the "
-        "gain is `k c_ref / c` per crop, with `c` the per-channel std of the known pixels within 2 px of "
-        "the hole (floor 0.02, `c_ref` = 0.2 in [-1, 1] units), and the network sees the masked image as "
-        "`(image - ring mean) / c`, softly limited to +-4. The fill is then equivariant to intensity "
+        f"gain is `k c_ref / c` per crop, with `c` the per-channel std of the known pixels within {CONTRAST_RING} "
+        f"px of the hole (floor {CONTRAST_FLOOR}, `c_ref` = {CONTRAST_REF} in [-1, 1] units), and the network "
+        f"sees the masked image as `(image - ring mean) / c`, softly limited to +-{COND_RANGE:g}. The fill is "
+        "then equivariant to intensity "
         "scaling and shifts, and the loss weighs each crop's relative error alike, as a per-crop PSNR does: "
         "without it the network's absolute errors, tolerable in busy holes, cost flat holes several dB.",
         "",

@@ -198,7 +198,7 @@ class Trainer:
             x = (x - base) * gain.view(-1, 1, 1, 1)
         a = self.alphas[t].view(-1, 1, 1, 1)
         xt = a.sqrt() * x + (1 - a).sqrt() * noise
-        target = noise if self.cfg.prediction_type == "epsilon" else a.sqrt() * noise - (1 - a).sqrt() * x
+        target = noise if c.prediction_type == "epsilon" else a.sqrt() * noise - (1 - a).sqrt() * x
         with torch.autocast(self.device.type, dtype=self.amp_dtype, enabled=self.amp_dtype is not None):
             pred = self.unet(torch.cat([xt, cond], 1), t).sample
         return torch.nn.functional.mse_loss(pred.float(), target)
