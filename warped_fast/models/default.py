@@ -54,8 +54,9 @@ def load_model(
 
 
 def trained_options(folder: str | Path, denoiser_kwargs: dict) -> dict:
-    """``denoiser_kwargs`` completed with the ``residual`` / ``residual_scale`` / ``residual_normalize`` a
-    :mod:`warped_fast.train` export records in ``train_config.json`` (absent: a plain model)."""
+    """``denoiser_kwargs`` completed with the residual options (``residual``, ``residual_scale``,
+    ``residual_normalize``, ``residual_fill``) a :mod:`warped_fast.train` export records in
+    ``train_config.json`` (absent: a plain model)."""
     out = dict(denoiser_kwargs)
     train_cfg = Path(folder) / "train_config.json"
     if train_cfg.exists():
@@ -63,6 +64,7 @@ def trained_options(folder: str | Path, denoiser_kwargs: dict) -> dict:
         out.setdefault("residual", bool(tc.get("residual", False)))
         out.setdefault("residual_scale", float(tc.get("residual_scale", 1.0)))
         out.setdefault("residual_normalize", bool(tc.get("residual_normalize", False)))
+        out.setdefault("residual_fill", str(tc.get("residual_fill", "push_pull")))
     return out
 
 

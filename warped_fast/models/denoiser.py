@@ -14,6 +14,8 @@ from typing import Literal
 import torch
 
 from ..sampling.schedules import SigmaSchedule, diffusers_schedule, timesteps_for_sigmas
+from .cond_cache import ConditioningCache
+from .hole_fill import HOLE_FILLS
 from .layouts import ConditioningLayout
 from .residual import residual_frame
 from .unet_backends import UNetBackend, UNetRunner
@@ -59,6 +61,12 @@ class DiffusersDenoiser(torch.nn.Module):
             ``D(u, sigma) = base + D_k(k (u - base), k sigma) / k``.
         residual_normalize: contrast-normalized residual model (``residual_frame``): per item the gain is
             ``k * CONTRAST_REF / c`` and the network sees the conditioning in units of ``c``.
+        residual_fill: the hole fill of an inpainting model's base ("push_pull" or "harmonic",
+            :mod:`warped_fast.models.hole_fill`).
+
+    What a residual model reads off the conditioning (the base, the gain) is memoized per item
+    (:class:`~warped_fast.models.cond_cache.ConditioningCache`): a sampler passes the same frames'
+    conditioning at every step, and the harmonic fill is an iterative solve.
 
     The UNet's parameters are frozen (``requires_grad_(False)``): guidance needs input gradients only.
     """
@@ -81,6 +89,7 @@ class DiffusersDenoiser(torch.nn.Module):
         residual: bool = False,
         residual_scale: float = 1.0,
         residual_normalize: bool = False,
+        residual_fill: str = "push_pull",
     ):
         super().__init__()
         if scheduler is None and alphas_cumprod is None:
@@ -116,6 +125,10 @@ class DiffusersDenoiser(torch.nn.Module):
             raise ValueError("residual_normalize: needs residual=True")
         self.residual, self.residual_scale = bool(residual), float(residual_scale)
         self.residual_normalize = bool(residual_normalize)
+        if residual_fill not in HOLE_FILLS:
+            raise ValueError(f"residual_fill: expected one of {sorted(HOLE_FILLS)}, got {residual_fill!r}")
+        self.residual_fill = residual_fill
+        self._frame_cache = ConditioningCache(self._residual_frame)
         self.conditional = hasattr(cfg, "cross_attention_dim")
         if self.conditional and prompt_embeds is None:
             raise ValueError("prompt_embeds: required by a UNet2DConditionModel")
@@ -177,15 +190,19 @@ class DiffusersDenoiser(torch.nn.Module):
             return None
         return x.expand(n, *x.shape[1:]) if x.shape[0] == 1 else x
 
+    def _residual_frame(self, cond: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        return residual_frame(
+            self.layout.kind, cond, self.latent_channels, self.residual_scale, self.residual_normalize,
+            self.residual_fill,
+        )  # fmt: skip
+
     def forward(self, u: torch.Tensor, sigma: torch.Tensor, cond: torch.Tensor | None = None) -> torch.Tensor:
         """D(u, sigma): ``u`` ``[B, C, H, W]``, ``sigma`` ``[B]``, ``cond`` ``[B, Cc, H, W]`` -> ``[B, C, H, W]``."""
         b = u.shape[0]
         base = None
         if self.residual:
             self.layout.check(cond, b, *u.shape[-2:])
-            base, gain, cond = residual_frame(
-                self.layout.kind, cond, self.latent_channels, self.residual_scale, self.residual_normalize
-            )
+            base, gain, cond = self._frame_cache(cond)
             base, gain = base.to(u.dtype), gain.to(u.dtype)
             u, sigma = (u - base) * gain.view(-1, 1, 1, 1), sigma * gain.to(sigma.dtype)
         s = sigma.to(u.dtype).view(-1, 1, 1, 1)

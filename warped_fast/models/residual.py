@@ -2,7 +2,8 @@
 base is a cheap estimate read off the conditioning (SRDiff / ResShift style for super-resolution):
 
 - super-resolution: the upsampled low-resolution frame itself;
-- inpainting: the known pixels, with the hole filled by :func:`push_pull_fill`.
+- inpainting: the known pixels, with the hole filled by a classical fill (``fill``: push-pull averaging
+  or the harmonic interpolant, :mod:`warped_fast.models.hole_fill`).
 
 Diffusing the residual is an ordinary diffusion model of ``r = x - base`` under the same noise, so the
 sampler, the noise warping and the guidance are unchanged: ``D(u) = base + D_r(u - base)``.
@@ -21,49 +22,17 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
+from .hole_fill import HOLE_FILLS
+
 CONTRAST_RING = 2  # px: known pixels this close to the hole measure the contrast of an inpainting crop
 CONTRAST_REF = 0.2  # per-channel std (in [-1, 1]) of a typical photo region: the gain there is ``k``
 CONTRAST_FLOOR = 0.02  # flatter regions count as this flat (about the noise level of 8-bit photos)
 COND_RANGE = 4.0  # normalized conditioning is squashed softly into (-COND_RANGE, COND_RANGE)
 
 
-def push_pull_fill(image: torch.Tensor, mask: torch.Tensor, eps: float = 1e-6) -> torch.Tensor:
-    """Fill the masked pixels by push-pull (pyramid normalized averaging) of the known ones.
-
-    Each coarser level averages the known pixels below it; going back up, a pixel keeps its own
-    level's average where that level saw known pixels and takes the upsampled coarser estimate
-    elsewhere. Smooth, exact on known pixels, any size, all torch ops (runs on the input's device).
-
-    Args:
-        image: ``[B, C, H, W]``.
-        mask: ``[B, 1, H, W]``, 1 where the value is unknown (to be filled), 0 where known.
-    Returns:
-        ``[B, C, H, W]``: ``image`` on known pixels, the fill on masked ones. A fully masked frame
-        is filled with 0.
-    """
-    if image.dim() != 4 or mask.dim() != 4 or mask.shape[1] != 1:
-        raise ValueError(
-            f"image, mask: expected [B, C, H, W] and [B, 1, H, W], got {list(image.shape)}, {list(mask.shape)}"
-        )
-    if mask.shape[0] != image.shape[0] or mask.shape[2:] != image.shape[2:]:
-        raise ValueError(
-            f"mask: expected [{image.shape[0]}, 1, {image.shape[2]}, {image.shape[3]}], got {list(mask.shape)}"
-        )
-    w = (1 - mask).to(image.dtype)
-    vals, weights = [image * w], [w]
-    while max(vals[-1].shape[-2:]) > 1:
-        vals.append(F.avg_pool2d(vals[-1], 2, ceil_mode=True))
-        weights.append(F.avg_pool2d(weights[-1], 2, ceil_mode=True))
-    fill = vals[-1] / weights[-1].clamp_min(eps)
-    for v, wt in zip(reversed(vals[:-1]), reversed(weights[:-1]), strict=True):
-        up = F.interpolate(fill, size=v.shape[-2:], mode="bilinear", align_corners=False)
-        own = v / wt.clamp_min(eps)
-        alpha = (wt * 4).clamp(max=1)  # trust this level where enough of it is known
-        fill = alpha * own + (1 - alpha) * up
-    return image * w + fill * (1 - w)
-
-
-def residual_base(kind: str, cond: torch.Tensor, latent_channels: int) -> torch.Tensor:
+def residual_base(
+    kind: str, cond: torch.Tensor, latent_channels: int, fill: str = "push_pull"
+) -> torch.Tensor:
     """The base estimate ``[B, C, H, W]`` of a conditioning tensor.
 
     Args:
@@ -71,12 +40,15 @@ def residual_base(kind: str, cond: torch.Tensor, latent_channels: int) -> torch.
             upsampled low-resolution latent).
         cond: ``[B, Cc, H, W]``.
         latent_channels: C.
+        fill: the hole fill of an inpainting base, a key of ``HOLE_FILLS`` ("push_pull", "harmonic").
     """
+    if fill not in HOLE_FILLS:
+        raise ValueError(f"fill: expected one of {sorted(HOLE_FILLS)}, got {fill!r}")
     if kind == "sr":
         return cond[:, :latent_channels]
     if kind == "inpaint":
         mask, masked = cond[:, :1], cond[:, 1 : 1 + latent_channels]
-        return push_pull_fill(masked, mask)
+        return HOLE_FILLS[fill](masked, mask)
     raise ValueError(f"residual: needs an 'inpaint' or 'sr' conditioning layout, got {kind!r}")
 
 
@@ -111,19 +83,24 @@ def contrast(kind: str, cond: torch.Tensor, latent_channels: int) -> tuple[torch
 
 
 def residual_frame(
-    kind: str, cond: torch.Tensor, latent_channels: int, scale: float, normalize: bool = False
+    kind: str,
+    cond: torch.Tensor,
+    latent_channels: int,
+    scale: float,
+    normalize: bool = False,
+    fill: str = "push_pull",
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """What a residual model's network sees: ``r = gain * (x - base)`` given ``cond``.
 
     Args:
-        kind, cond, latent_channels: as in :func:`residual_base`.
+        kind, cond, latent_channels, fill: as in :func:`residual_base`.
         scale: ``k``, the gain (about 1 / the residual's std at ``CONTRAST_REF``).
         normalize: contrast normalization (module docstring): ``gain = k * CONTRAST_REF / c`` and the
             conditioning's image expressed as ``(image - mean) / c``, softly limited to ``COND_RANGE``.
     Returns:
         ``base`` ``[B, C, H, W]``, ``gain`` ``[B]`` and the network's conditioning ``[B, Cc, H, W]``.
     """
-    base = residual_base(kind, cond, latent_channels)
+    base = residual_base(kind, cond, latent_channels, fill)
     if not normalize:
         return base, torch.full((cond.shape[0],), float(scale), dtype=cond.dtype, device=cond.device), cond
     c, mean = contrast(kind, cond, latent_channels)

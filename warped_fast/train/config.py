@@ -25,6 +25,8 @@ class TrainConfig:
             :mod:`warped_fast.models.residual`) instead of ``x``.
         residual_scale: the residual is multiplied by it (about 1 / its std, like a VAE's scaling
             factor) so the diffusion sees unit-scale data.
+        residual_fill: the hole fill of an inpainting residual model's base, "push_pull" or "harmonic"
+            (:mod:`warped_fast.models.hole_fill`).
         residual_normalize: contrast normalization of the residual and the conditioning (see
             :func:`warped_fast.models.residual.residual_frame`); ``residual_scale`` is then the gain at
             the reference contrast.
@@ -68,6 +70,7 @@ class TrainConfig:
     residual: bool = False
     residual_scale: float = 1.0
     residual_normalize: bool = False
+    residual_fill: Literal["push_pull", "harmonic"] = "push_pull"
     mixed_precision: Literal["no", "fp16", "bf16"] = "no"
     checkpoint_every: int = 500
     data_workers: int = 0
@@ -93,6 +96,8 @@ class TrainConfig:
             raise ValueError("lr, lengthscale and residual_scale: expected > 0")
         if self.residual_normalize and not self.residual:
             raise ValueError("residual_normalize: needs residual = true")
+        if self.residual_fill not in ("push_pull", "harmonic"):
+            raise ValueError(f"residual_fill: expected 'push_pull' or 'harmonic', got {self.residual_fill!r}")
         if not 0 <= self.high_noise_fraction <= 1:
             raise ValueError(f"high_noise_fraction: expected in [0, 1], got {self.high_noise_fraction}")
         if not 0 <= self.ema_decay < 1:

@@ -1,7 +1,7 @@
 """Held-out evaluation of inpainting / x8 super-resolution models against simple baselines.
 
-Baselines: mean fill, nearest fill and push-pull fill (inpainting; the last is the base of residual
-models), bicubic (SR). Model: an Euler ODE sample from GP noise, the one-step posterior-mean estimate
+Baselines: mean fill, nearest fill, push-pull fill and harmonic fill (inpainting; the last two are the
+bases of residual models), bicubic (SR). Model: an Euler ODE sample from GP noise, the one-step posterior-mean estimate
 ``D(sigma_max * xi)``, and its average over ``draws`` GP draws ``xi`` (at sigma_max the noisy input carries
 no information, so the average is a Monte Carlo estimate of the same posterior mean with less of the
 network's sensitivity to its noise input). Images
@@ -13,7 +13,7 @@ from __future__ import annotations
 import torch
 from scipy import ndimage
 
-from ..models.residual import push_pull_fill
+from ..models.hole_fill import harmonic_fill, push_pull_fill
 from ..noise.rff import RFFConfig, RFFField, identity_coords
 from ..sampling.euler import sample_image
 from .data import heldout_crops
@@ -95,6 +95,7 @@ def evaluate(
             "mean fill": mean_fill(x, mask),
             "nearest fill": nearest_fill(x, mask),
             "push-pull fill": push_pull_fill(masked, mask),
+            "harmonic fill": harmonic_fill(masked, mask),
         }
     else:
         cond = upsample(downsample(x), (size, size))

@@ -200,12 +200,14 @@ def write_model_card() -> Path:
         "",
         "Residual parametrization (`residual = true`, `warped_fast/models/residual.py`): the UNet models "
         "`k (x - base(cond))`, where the base is read off the conditioning: the bicubic upsampling of the x8 "
-        "low-resolution frame (SR), or the known pixels with the hole filled by push-pull averaging "
-        "(inpainting), and `k = residual_scale` (about 1 / the residual's std, like a VAE's scaling factor). "
+        "low-resolution frame (SR), or the known pixels with the hole filled by a classical fill "
+        '(inpainting: push-pull averaging, or, in stages whose config sets `residual_fill = "harmonic"`, '
+        "the harmonic interpolant of the hole's boundary, the solution of Laplace's equation; "
+        "`warped_fast/models/hole_fill.py`), and `k = residual_scale` (about 1 / the residual's std, like a VAE's scaling factor). "
         "The diffusion, the GP noise, the sampler and the guidance are unchanged: "
         "`D(u, sigma) = base + D_k(k (u - base), k sigma) / k`; sampling runs the scheduler's sigmas divided by "
-        "`k`, the range the network was trained on. The base alone is listed among the "
-        "baselines below, so the tables show what the network adds to it.",
+        "`k`, the range the network was trained on. The bases alone are listed among the "
+        "baselines below, so the tables show what the network adds to them.",
         "",
         "Contrast normalization (stages whose config sets `residual_normalize = true`): the "
         f"gain is `k c_ref / c` per crop, with `c` the per-channel std of the known pixels within {CONTRAST_RING} "

@@ -193,7 +193,7 @@ class Trainer:
         c = self.cfg
         if c.residual:
             base, gain, cond = residual_frame(
-                c.task, cond, IMAGE_CHANNELS, c.residual_scale, c.residual_normalize
+                c.task, cond, IMAGE_CHANNELS, c.residual_scale, c.residual_normalize, c.residual_fill
             )
             x = (x - base) * gain.view(-1, 1, 1, 1)
         a = self.alphas[t].view(-1, 1, 1, 1)
