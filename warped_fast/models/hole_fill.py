@@ -69,7 +69,8 @@ def harmonic_fill(
     Solves ``L u = 0`` on the hole pixels with ``u`` = ``image`` on the known ones (``L``: the 5-point
     Laplacian of the pixel grid, reflecting at the frame border) by Jacobi-preconditioned conjugate
     gradients from the push-pull fill, per image and channel, until the residual is ``tol`` times the
-    right-hand side's norm. Computed without autograd (a fill of the conditioning needs no gradient).
+    right-hand side's norm. Each image and channel stops on its own, so its fill does not depend on what
+    else is in the batch. Computed without autograd (a fill of the conditioning needs no gradient).
 
     Args:
         image: ``[B, C, H, W]``.
@@ -103,13 +104,16 @@ def harmonic_fill(
     p = z
     rz = (r * z).sum(sum_hw, keepdim=True)
     stop = (tol**2) * (b * b).sum(sum_hw, keepdim=True)
+    active = torch.ones_like(rz)  # [B, C, 1, 1]: 0 once that channel has converged (it then stays put)
     for i in range(max_iters):
         ap = apply(p)
-        alpha = rz / (p * ap).sum(sum_hw, keepdim=True).clamp_min(1e-30)
+        alpha = active * rz / (p * ap).sum(sum_hw, keepdim=True).clamp_min(1e-30)
         h = h + alpha * p
         r = r - alpha * ap
-        if (i + 1) % check_every == 0 and bool(((r * r).sum(sum_hw, keepdim=True) <= stop).all()):
-            break
+        if (i + 1) % check_every == 0:
+            active = active * ((r * r).sum(sum_hw, keepdim=True) > stop)
+            if not bool(active.any()):
+                break
         z = r * dinv
         rz_new = (r * z).sum(sum_hw, keepdim=True)
         p = z + (rz_new / rz.clamp_min(1e-30)) * p
