@@ -62,7 +62,7 @@ def _neg_laplacian(v: torch.Tensor) -> torch.Tensor:
 
 @torch.no_grad()
 def harmonic_fill(
-    image: torch.Tensor, mask: torch.Tensor, tol: float = 1e-3, max_iters: int = 2000, check_every: int = 8
+    image: torch.Tensor, mask: torch.Tensor, tol: float = 1e-4, max_iters: int = 2000, check_every: int = 8
 ) -> torch.Tensor:
     """Fill the masked pixels with the harmonic interpolant of the known ones (Laplace inpainting).
 
