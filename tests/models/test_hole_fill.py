@@ -101,6 +101,20 @@ def test_harmonic_fill_of_an_item_does_not_depend_on_its_batch():
         assert torch.equal(harmonic_fill(x[i : i + 1], m[i : i + 1]), full[i : i + 1])
 
 
+def test_harmonic_fill_zero_boundary_and_half_precision():
+    x = torch.zeros(1, 1, 16, 16)
+    x[..., 0, :] = 1  # the hole's own boundary is all 0, so its fill is 0 (push-pull's start is not)
+    m = torch.zeros(1, 1, 16, 16)
+    m[..., 2:14, 2:14] = 1
+    assert (push_pull_fill(x, m) * m).abs().max() > 0.01
+    assert (harmonic_fill(x, m) * m).abs().max() < 1e-3
+    y = torch.rand(2, 3, 20, 20)
+    mm = _mask(2, 20, 20)
+    half = harmonic_fill(y.half(), mm.half())
+    assert half.dtype == torch.float16
+    assert_close(half.float(), harmonic_fill(y.half().float(), mm), atol=2e-3, what="fp16")
+
+
 def test_harmonic_fill_is_not_differentiated_and_converges_from_its_start():
     x = torch.rand(1, 3, 16, 16, requires_grad=True)
     m = _mask(1, 16, 16)

@@ -86,11 +86,13 @@ def harmonic_fill(
         raise ValueError(
             f"tol, max_iters, check_every: expected > 0, >= 0, >= 1, got {tol}, {max_iters}, {check_every}"
         )
+    dtype = image.dtype
+    image = image.float() if dtype in (torch.float16, torch.bfloat16) else image  # CG needs the precision
     m = (mask > 0.5).to(image.dtype)
     known = image * (1 - m)
     start = push_pull_fill(known, m)
     if not bool(m.any()):
-        return start
+        return start.to(dtype)
 
     # Unknowns h on the hole (0 elsewhere): L(known + h) = 0 on the hole  <=>  A h = b.
     def apply(v: torch.Tensor) -> torch.Tensor:
@@ -103,7 +105,8 @@ def harmonic_fill(
     z = r * dinv
     p = z
     rz = (r * z).sum(sum_hw, keepdim=True)
-    stop = (tol**2) * (b * b).sum(sum_hw, keepdim=True)
+    bb, rr = (b * b).sum(sum_hw, keepdim=True), (r * r).sum(sum_hw, keepdim=True)
+    stop = (tol**2) * torch.where(bb > 0, bb, rr)  # b = 0 (zero boundary): relative to the start's residual
     active = torch.ones_like(rz)  # [B, C, 1, 1]: 0 once that channel has converged (it then stays put)
     for i in range(max_iters):
         ap = apply(p)
@@ -118,7 +121,7 @@ def harmonic_fill(
         rz_new = (r * z).sum(sum_hw, keepdim=True)
         p = z + (rz_new / rz.clamp_min(1e-30)) * p
         rz = rz_new
-    return known + h * m
+    return (known + h * m).to(dtype)
 
 
 def _degree(hw: tuple[int, int], device: torch.device, dtype: torch.dtype) -> torch.Tensor:
