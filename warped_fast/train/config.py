@@ -21,7 +21,7 @@ class TrainConfig:
         lengthscale: GP lengthscale in pixels of the training grid; num_features: J.
         crop_scales: range of the random rescaling of the photos before cropping (> 1 upscales).
         resolution, batch_size, steps, lr, weight_decay, grad_clip, ema_decay, warmup_steps.
-        residual: the UNet models ``x - base(cond)`` (push-pull fill / the bicubic upsampling, see
+        residual: the UNet models ``x - base(cond)`` (a fill of the hole / the bicubic upsampling, see
             :mod:`warped_fast.models.residual`) instead of ``x``.
         residual_scale: the residual is multiplied by it (about 1 / its std, like a VAE's scaling
             factor) so the diffusion sees unit-scale data.

@@ -1,11 +1,11 @@
 """Held-out evaluation of inpainting / x8 super-resolution models against simple baselines.
 
 Baselines: mean fill, nearest fill, push-pull fill and harmonic fill (inpainting; the last two are the
-bases of residual models), bicubic (SR). Model: an Euler ODE sample from GP noise, the one-step posterior-mean estimate
-``D(sigma_max * xi)``, and its average over ``draws`` GP draws ``xi`` (at sigma_max the noisy input carries
-no information, so the average is a Monte Carlo estimate of the same posterior mean with less of the
-network's sensitivity to its noise input). Images
-are compared in [0, 1] with PSNR and SSIM (torchmetrics), known pixels pasted back for inpainting.
+bases of residual models), bicubic (SR). Model: an Euler ODE sample from GP noise, the one-step
+posterior-mean estimate ``D(sigma_max * xi)``, and its average over ``draws`` GP draws ``xi`` (at
+sigma_max the noisy input carries no information, so the average is a Monte Carlo estimate of the same
+posterior mean with less of the network's sensitivity to its noise input). Images are compared in
+[0, 1] with PSNR and SSIM (torchmetrics), known pixels pasted back for inpainting.
 """
 
 from __future__ import annotations

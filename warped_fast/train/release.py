@@ -203,7 +203,8 @@ def write_model_card() -> Path:
         "low-resolution frame (SR), or the known pixels with the hole filled by a classical fill "
         '(inpainting: push-pull averaging, or, in stages whose config sets `residual_fill = "harmonic"`, '
         "the harmonic interpolant of the hole's boundary, the solution of Laplace's equation; "
-        "`warped_fast/models/hole_fill.py`), and `k = residual_scale` (about 1 / the residual's std, like a VAE's scaling factor). "
+        "`warped_fast/models/hole_fill.py`), and `k = residual_scale` (about 1 / the residual's std, like a "
+        "VAE's scaling factor). "
         "The diffusion, the GP noise, the sampler and the guidance are unchanged: "
         "`D(u, sigma) = base + D_k(k (u - base), k sigma) / k`; sampling runs the scheduler's sigmas divided by "
         "`k`, the range the network was trained on. The bases alone are listed among the "
