@@ -33,21 +33,24 @@ class ConditioningCache:
     def clear(self) -> None:
         self._items.clear()
 
-    def _find(self, c: torch.Tensor) -> int | None:
-        for j, (key, _) in enumerate(self._items):
-            if (
-                key.shape == c.shape
-                and key.dtype == c.dtype
-                and key.device == c.device
-                and torch.equal(key, c)
-            ):
-                return j
-        return None
+    def _match(self, cond: torch.Tensor) -> list[int | None]:
+        """For each item of ``cond``, the index of the kept item equal to it (or None). All comparisons are
+        queued first and read back once: one device synchronization per call, not one per pair."""
+        keys = [
+            j
+            for j, (k, _) in enumerate(self._items)
+            if k.shape == cond.shape[1:] and k.dtype == cond.dtype and k.device == cond.device
+        ]
+        if not keys:
+            return [None] * cond.shape[0]
+        flat = cond.flatten(1)
+        eq = torch.stack([(flat == self._items[j][0].flatten()).all(1) for j in keys], 1).tolist()
+        return [next((keys[n] for n, hit in enumerate(row) if hit), None) for row in eq]
 
     def __call__(self, cond: torch.Tensor) -> tuple[torch.Tensor, ...]:
         if torch.is_grad_enabled() and cond.requires_grad:
             return self.fn(cond)
-        found = [self._find(cond[i]) for i in range(cond.shape[0])]
+        found = self._match(cond)
         vals = {i: self._items[j][1] for i, j in enumerate(found) if j is not None}
         used = {j for j in found if j is not None}  # move to the front, in their old order
         self._items = [e for j, e in enumerate(self._items) if j in used] + [
@@ -57,12 +60,11 @@ class ConditioningCache:
         if miss:
             with torch.no_grad():
                 out = self.fn(cond[miss])
-            if not vals:
-                self._store(cond, miss, out)
+            self._store(cond, miss, out)
+            if not vals:  # every item computed in this call
                 return out
             for k, i in enumerate(miss):
                 vals[i] = tuple(t[k] for t in out)
-            self._store(cond, miss, out)
         return tuple(
             torch.stack(parts) for parts in zip(*(vals[i] for i in range(cond.shape[0])), strict=True)
         )
