@@ -85,6 +85,28 @@ def time_ms(fn: Callable[[], object], device: str, repeats: int, warmup: int = 2
     return statistics.median(times)
 
 
+def graph_ms(fn: Callable[[], object], device: str, repeats: int, calls: int = 10) -> float | None:
+    """Device time of one ``fn`` call without host overhead: ``calls`` calls captured in one CUDA graph,
+    the median replay divided by ``calls``. None off CUDA or when ``fn`` cannot be captured."""
+    if not device.startswith("cuda"):
+        return None
+    try:
+        side = torch.cuda.Stream()
+        side.wait_stream(torch.cuda.current_stream())
+        with torch.cuda.stream(side):
+            for _ in range(2):
+                fn()
+        torch.cuda.current_stream().wait_stream(side)
+        graph = torch.cuda.CUDAGraph()
+        with torch.cuda.graph(graph):
+            for _ in range(calls):
+                fn()
+    except Exception as e:  # noqa: BLE001 - report, do not fail the benchmark
+        print(f"(CUDA graph capture failed: {type(e).__name__}: {e})")
+        return None
+    return time_ms(graph.replay, device, repeats) / calls
+
+
 class Table:
     """Collects rows, prints an aligned table and appends them to ``results/<name>.csv``."""
 

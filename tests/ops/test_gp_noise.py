@@ -175,3 +175,21 @@ def test_cuda_matches_reference(shape, shared, gen):
     with wf.use_backend("cuda"):
         out = wf.gp_noise(coords.cuda(), z.cuda(), b.cuda(), wt.cuda())
     assert_close(out, r64, atol=2 * ref_err + 1e-5, what="gp_noise cuda vs float64 reference")
+
+
+@pytest.mark.cuda
+@pytest.mark.parametrize("shared", [False, True])
+@pytest.mark.parametrize(
+    "shape, j, spread",
+    [((1, 4, 200, 200), 3000, 40.0), ((1, 1, 96, 100), 5, 40.0), ((1, 4, 64, 64), 3000, 2000.0)],
+)
+def test_cuda_split_tiles_and_large_coordinates(shape, j, spread, shared, gen):
+    """Frames that take the split-feature path, J not a multiple of the tile, and coordinates of
+    thousands of pixels (phases of many turns, wrapped by the cosine unit)."""
+    n, c, h, w = shape
+    z, b, wt = _params(c, j, shared, gen)
+    coords = _coords(n, h, w, gen, spread=spread)
+    r64, ref_err = _ref_errors(coords, z, b, wt)
+    with wf.use_backend("cuda"):
+        out = wf.gp_noise(coords.cuda(), z.cuda(), b.cuda(), wt.cuda())
+    assert_close(out, r64, atol=2 * ref_err + 1e-5, what=f"gp_noise cuda, J={j}, spread {spread}")

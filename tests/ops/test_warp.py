@@ -257,7 +257,10 @@ def test_triton_gpu_matches_reference(shape, gen):
         i1, f1 = img.float().cuda().requires_grad_(), flow.float().cuda().requires_grad_()
         gi, gf = torch.autograd.grad(wf.warp(i1, f1)[0], (i1, f1), cot.float().cuda())
         co = wf.compose_coords(wf.identity_coords(h, w, n).cuda(), flow.float().cuda())
-    assert_close(out, r_out, atol=1e-5, what="warp triton gpu")
+    # float32 sample positions carry ~ulp(W) of error: allow twice the float32 reference's error
+    r32 = reference.warp(img.float(), flow.float(), back.float())[0]
+    ref_err = (r32.double() - r_out).abs().max().item() if r_out.numel() else 0.0
+    assert_close(out, r_out, atol=max(1e-5, 2 * ref_err), what="warp triton gpu")
     assert torch.equal(valid.cpu(), r_valid)
     i2, f2 = img.clone().requires_grad_(), flow.clone().requires_grad_()
     ri, rf = torch.autograd.grad(reference.warp(i2, f2)[0], (i2, f2), cot)

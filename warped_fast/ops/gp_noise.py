@@ -10,15 +10,14 @@ from __future__ import annotations
 import torch
 
 from .. import reference
-from . import _cpu
+from . import _cpu, _eager
 from ._checks import check_finite, check_nonempty, check_tensor
 from ._dispatch import register, select
 
 register("gp_noise", ("cuda", "cpu", "reference"))
 
 
-@torch.library.custom_op("warped_fast::gp_noise", mutates_args=())
-def _gp_noise(coords: torch.Tensor, z: torch.Tensor, b: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
+def _gp_noise_impl(coords: torch.Tensor, z: torch.Tensor, b: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
     backend = select("gp_noise", coords.device.type)
     if backend == "reference":
         return reference.gp_noise(coords, z, b, w)
@@ -43,6 +42,9 @@ def _gp_noise(coords: torch.Tensor, z: torch.Tensor, b: torch.Tensor, w: torch.T
         with torch.cuda.device(coords.device):
             _cpu.lib().gp_noise_cuda(*args, torch.cuda.current_stream(coords.device).cuda_stream)
     return out
+
+
+_gp_noise = torch.library.custom_op("warped_fast::gp_noise", mutates_args=())(_gp_noise_impl)
 
 
 @_gp_noise.register_fake
@@ -83,5 +85,5 @@ def gp_noise(
     check_tensor("b", b, (z.shape[0], j), device=coords.device)
     check_finite("coords", coords)
     f32 = [t.to(torch.float32).contiguous() for t in (coords, z, b, w)]
-    out = torch.ops.warped_fast.gp_noise(*f32)
+    out = _eager.call("gp_noise", _gp_noise_impl, *f32)
     return out if dtype == torch.float32 else out.to(dtype)

@@ -7,9 +7,10 @@ from __future__ import annotations
 import torch
 
 from .. import reference
-from . import _cpu
+from . import _cpu, _eager
 from ._checks import as_sigma, check_finite, check_nonempty, check_tensor
 from ._dispatch import register, select
+from .warp import _warp_image_grad_impl
 
 register("guidance_residual", ("triton", "cpu", "reference"))
 register("euler_guided_step", ("triton", "cpu", "reference"))
@@ -28,8 +29,7 @@ def _sumsq_dtype(dtype: torch.dtype) -> torch.dtype:
 # --- residual -------------------------------------------------------------------------------------
 
 
-@torch.library.custom_op("warped_fast::guidance_residual", mutates_args=())
-def _guidance_residual(
+def _guidance_residual_impl(
     pred: torch.Tensor, prev_pred: torch.Tensor, flow: torch.Tensor, mask: torch.Tensor | None
 ) -> tuple[torch.Tensor, torch.Tensor]:
     backend = select("guidance_residual", pred.device.type, pred.dtype)
@@ -59,6 +59,11 @@ def _guidance_residual(
         _cpu.threads(n * max(c, 1) * h * w),
     )
     return r.to(pred.dtype), rows.sum(1).to(_sumsq_dtype(pred.dtype))
+
+
+_guidance_residual = torch.library.custom_op("warped_fast::guidance_residual", mutates_args=())(
+    _guidance_residual_impl
+)
 
 
 @_guidance_residual.register_fake
@@ -120,8 +125,13 @@ def guidance_residual(
     """
     _check_guidance(pred, prev_pred, flow, mask)
     m = None if mask is None else mask.bool().contiguous()
-    return torch.ops.warped_fast.guidance_residual(
-        pred.contiguous(), prev_pred.contiguous(), flow.contiguous(), m
+    return _eager.call(
+        "guidance_residual",
+        _guidance_residual_impl,
+        pred.contiguous(),
+        prev_pred.contiguous(),
+        flow.contiguous(),
+        m,
     )
 
 
@@ -163,15 +173,14 @@ def guidance_grad(
         else:
             loss = sumsq.sqrt()
             scale = torch.where(loss > 0, 1.0 / loss.clamp_min(1e-30), torch.zeros_like(loss))
-        grad = torch.ops.warped_fast.warp_image_grad(r, flow.contiguous(), scale)
+        grad = _eager.call("warp_image_grad", _warp_image_grad_impl, r, flow.contiguous(), scale)
     return loss, grad
 
 
 # --- Euler + guidance update ----------------------------------------------------------------------
 
 
-@torch.library.custom_op("warped_fast::euler_guided_step", mutates_args=())
-def _euler_guided_step(
+def _euler_guided_step_impl(
     u: torch.Tensor,
     pred: torch.Tensor,
     grad: torch.Tensor | None,
@@ -204,6 +213,11 @@ def _euler_guided_step(
         _cpu.threads(u.numel()),
     )
     return out.to(u.dtype)
+
+
+_euler_guided_step = torch.library.custom_op("warped_fast::euler_guided_step", mutates_args=())(
+    _euler_guided_step_impl
+)
 
 
 @_euler_guided_step.register_fake
@@ -259,4 +273,6 @@ def euler_guided_step(
     s = as_sigma("sigma", sigma, n, u.device, sd)
     sn = as_sigma("sigma_next", sigma_next, n, u.device, sd, allow_zero=True)
     g = None if grad is None else grad.contiguous()
-    return torch.ops.warped_fast.euler_guided_step(u.contiguous(), pred.contiguous(), g, s, sn, float(lam))
+    return _eager.call(
+        "euler_guided_step", _euler_guided_step_impl, u.contiguous(), pred.contiguous(), g, s, sn, float(lam)
+    )

@@ -1,0 +1,50 @@
+"""Eager calls that skip the dispatcher when it would add nothing.
+
+A ``torch.library.custom_op`` call costs tens of microseconds of host time before its implementation
+runs, often more than the kernel itself on a GPU. When nothing needs the dispatcher (no compile or jit
+trace, no dispatch or function mode, no functorch transform, plain CPU/CUDA tensors and no autograd),
+``call`` runs the implementation directly; otherwise it goes through ``torch.ops.warped_fast.<op>``,
+so ``torch.compile``, fake tensors, ``opcheck`` and autograd see the registered op.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch.utils._python_dispatch import _get_current_dispatch_mode
+
+_DEVICES = ("cpu", "cuda")
+_is_wrapped = getattr(torch._C._functorch, "is_functorch_wrapped_tensor", None)
+_direct = True
+
+
+def set_direct_calls(enabled: bool) -> None:
+    """Allow (default) or forbid eager calls that bypass the dispatcher."""
+    global _direct
+    _direct = bool(enabled)
+
+
+def direct_ok(args) -> bool:
+    """Whether an eager call with ``args`` may run the implementation directly."""
+    if (
+        not _direct
+        or torch.compiler.is_compiling()
+        or torch.jit.is_tracing()
+        or _get_current_dispatch_mode() is not None
+        or torch._C._is_torch_function_mode_enabled()
+    ):
+        return False
+    grad = torch.is_grad_enabled()
+    for a in args:
+        if isinstance(a, torch.Tensor):
+            if type(a) is not torch.Tensor or a.device.type not in _DEVICES or (grad and a.requires_grad):
+                return False
+            if _is_wrapped is not None and _is_wrapped(a):
+                return False
+    return True
+
+
+def call(name: str, impl, *args):
+    """``impl(*args)`` when ``direct_ok(args)``, else the registered op ``warped_fast::<name>``."""
+    if direct_ok(args):
+        return impl(*args)
+    return getattr(torch.ops.warped_fast, name).default(*args)
