@@ -3,6 +3,7 @@
 # noise-warp benchmarks, print the tables last. Everything goes to $OUT/check.log and the benchmark CSVs
 # to $OUT/results (few files: the device tool brings back at most 8). Budget: under 6 minutes.
 # GPU_CHECK_SAMPLER=1 adds the sampler benchmark (SDXL-shaped UNet, compiled: several minutes more).
+# GPU_CHECK_TESTS (test paths) and GPU_CHECK_BENCHES (names without bench_) narrow a rerun.
 set -uo pipefail
 cd "$(dirname "$0")/.."
 OUT=${OUT:-$PWD/out}
@@ -26,13 +27,14 @@ python3 -c "import torch, triton; print('torch', torch.__version__, 'triton', tr
 python3 -c "import warped_fast, json; print(json.dumps(warped_fast.backend_info()))"
 
 stamp "cuda tests"
-timeout 180 python3 -m pytest -m cuda -q -p no:cacheprovider -rfE tests/ops tests/noise 2>&1 | tail -40
+# one line per failure (the assertion message names the errors and the tolerance)
+timeout 180 python3 -m pytest -m cuda -q -p no:cacheprovider --tb=line ${GPU_CHECK_TESTS:-tests/ops tests/noise} 2>&1 | tail -40
 
-benches="bench_gp_noise:100 bench_warp:60 bench_guidance:60 bench_noise_warp:120"
-[ "${GPU_CHECK_SAMPLER:-0}" = 1 ] && benches="$benches bench_sampler:400"
-for entry in $benches; do
-  b=${entry%%:*}
-  stamp "$b"
-  timeout "${entry##*:}" python3 "bench/$b.py" --device cuda || echo "$b failed or timed out (rc $?)"
+declare -A limit=([gp_noise]=100 [warp]=60 [guidance]=60 [noise_warp]=120 [sampler]=400)
+benches=${GPU_CHECK_BENCHES:-gp_noise warp guidance noise_warp}
+[ "${GPU_CHECK_SAMPLER:-0}" = 1 ] && benches="$benches sampler"
+for b in $benches; do
+  stamp "bench_$b"
+  timeout "${limit[$b]:-120}" python3 "bench/bench_$b.py" --device cuda || echo "bench_$b failed or timed out (rc $?)"
 done
 stamp done

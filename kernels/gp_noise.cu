@@ -3,9 +3,9 @@
 // A block of kThreads threads is SPLIT slices x (kThreads / SPLIT) pixel lanes; every lane evaluates
 // kPix pixels against the slice's share of each feature tile staged in shared memory, and the slices'
 // partial sums are added in a fixed order at the end (deterministic). SPLIT > 1 gives small frames
-// enough blocks to fill the chip. Per (pixel, feature): two FMAs for the phase, one cosine on the
-// special-function unit (__cosf: an FMUL.RZ to turns, which MUFU.COS wraps itself, then MUFU.COS) and
-// one FMA per channel; no separate range reduction, which would cost as much as the cosine itself.
+// enough blocks to fill the chip. Per (pixel, feature): two FMAs for the phase, a range reduction to
+// [-pi, pi] on the FMA pipe (three ops, see cos_phase) and the cosine on the special-function unit,
+// then one FMA per channel.
 #include <cuda_runtime.h>
 
 #include "cuda_api.h"
@@ -16,6 +16,18 @@ namespace {
 constexpr int kThreads = 256;
 constexpr int kPix = 2;     // pixels per lane (independent FMA/MUFU chains)
 constexpr int kTile = 512;  // features per shared-memory tile
+constexpr float kTwoPi = 6.28318530717958647f;
+constexpr float kRound = 12582912.0f;  // 1.5 * 2^23: adding it rounds |v| < 2^22 to an integer
+
+// cos(phase) for a phase in radians. __cosf alone converts to turns with a truncating multiply, which
+// at phases of thousands of radians doubles the error of the float32 phase; reducing first keeps the
+// error at the phase's own. n = rint(phase / 2 pi) by the round-by-addition trick on the FMA pipe
+// (rintf would run on the conversion pipe, as slow as the cosine); 2 pi's rounding in the last FMA
+// only rescales the phase by 1 + 3e-8, the same for every evaluation.
+__device__ __forceinline__ float cos_phase(float phase) {
+  const float n = __fsub_rn(fmaf(phase, kInvTwoPi, kRound), kRound);
+  return __cosf(fmaf(-n, kTwoPi, phase));
+}
 
 __device__ __forceinline__ void load_coords(const GpNoiseParams& p, int64_t n, int64_t pix0, int lanes, float* x,
                                             float* y) {
@@ -79,7 +91,7 @@ __global__ void __launch_bounds__(kThreads) gp_independent_kernel(GpNoiseParams 
     for (int k = k0; k < k1; ++k) {
       const float4 f = feat[k];
 #pragma unroll
-      for (int q = 0; q < kPix; ++q) acc[q] = fmaf(f.w, __cosf(fmaf(f.x, x[q], fmaf(f.y, y[q], f.z))), acc[q]);
+      for (int q = 0; q < kPix; ++q) acc[q] = fmaf(f.w, cos_phase(fmaf(f.x, x[q], fmaf(f.y, y[q], f.z))), acc[q]);
     }
   }
   reduce_slices<SPLIT, 1>(acc, red);
@@ -129,7 +141,7 @@ __global__ void __launch_bounds__(kThreads) gp_shared_kernel(GpNoiseParams p, fl
       }
 #pragma unroll
       for (int q = 0; q < kPix; ++q) {
-        const float cs = __cosf(fmaf(f.x, x[q], fmaf(f.y, y[q], f.z)));
+        const float cs = cos_phase(fmaf(f.x, x[q], fmaf(f.y, y[q], f.z)));
 #pragma unroll
         for (int c = 0; c < CB; ++c) acc[q * CB + c] = fmaf(wk[c], cs, acc[q * CB + c]);
       }
