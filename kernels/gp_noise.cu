@@ -14,8 +14,8 @@ namespace warped_fast {
 namespace {
 
 constexpr int kThreads = 256;
-constexpr int kPix = 2;     // pixels per lane (independent FMA/MUFU chains)
-constexpr int kTile = 512;  // features per shared-memory tile
+constexpr int kPix = 4;     // pixels per lane (independent FMA/MUFU chains)
+constexpr int kTile = 256;  // features per shared-memory tile
 constexpr float kTwoPi = 6.28318530717958647f;
 constexpr float kRound = 12582912.0f;  // 1.5 * 2^23: adding it rounds |v| < 2^22 to an integer
 
