@@ -15,6 +15,8 @@ from ._checks import check_finite, check_nonempty, check_tensor
 from ._dispatch import register, select
 
 register("gp_noise", ("cuda", "cpu", "reference"))
+# The current CUDA stream of a device as a raw handle (what compiled graphs use); None if absent.
+_raw_stream = getattr(torch._C, "_cuda_getCurrentRawStream", None)
 
 
 def _gp_noise_impl(coords: torch.Tensor, z: torch.Tensor, b: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
@@ -38,9 +40,13 @@ def _gp_noise_impl(coords: torch.Tensor, z: torch.Tensor, b: torch.Tensor, w: to
     )
     if backend == "cpu":
         _cpu.lib().gp_noise_cpu(*args, _cpu.threads())
-    else:  # cuda
-        with torch.cuda.device(coords.device):
-            _cpu.lib().gp_noise_cuda(*args, torch.cuda.current_stream(coords.device).cuda_stream)
+    else:  # cuda: launch on the tensors' device and its current stream
+        idx = coords.device.index
+        if _raw_stream is not None and idx == torch.cuda.current_device():
+            _cpu.lib().gp_noise_cuda(*args, _raw_stream(idx))  # no guard or Stream object: ~us of host time
+        else:
+            with torch.cuda.device(idx):
+                _cpu.lib().gp_noise_cuda(*args, torch.cuda.current_stream(idx).cuda_stream)
     return out
 
 
