@@ -159,6 +159,7 @@ __global__ void __launch_bounds__(kThreads) gp_shared_kernel(GpNoiseParams p, fl
   }
 }
 
+// Multiprocessors of the first device the op runs on (read once; the split only tunes occupancy).
 int sm_count() {
   static int sms = 0;
   if (sms == 0) {
