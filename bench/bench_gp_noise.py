@@ -49,13 +49,13 @@ def main():
             for be in OP_BACKENDS["gp_noise"]:
                 if be == "reference" or not available(be, dev.split(":")[0]):
                     continue
+
+                def call(coords=coords):
+                    return wf.gp_noise(coords, field.z, field.b, field.w)
+
                 with wf.use_backend(be), wf.ops.value_checks(False):
-                    ms = time_ms(
-                        lambda coords=coords: wf.gp_noise(coords, field.z, field.b, field.w), dev, reps
-                    )
-                    g_ms = graph_ms(
-                        lambda coords=coords: wf.gp_noise(coords, field.z, field.b, field.w), dev, reps
-                    )
+                    ms = time_ms(call, dev, reps)
+                    g_ms = graph_ms(call, dev, reps)
                 note = (
                     f"floor {floor:.4f} ms, {ms / floor:.2f}x floor"
                     if floor

@@ -15,7 +15,7 @@ import torch
 
 from ..sampling.schedules import SigmaSchedule, diffusers_schedule, timesteps_for_sigmas
 from .cond_cache import ConditioningCache
-from .hole_fill import HOLE_FILLS
+from .hole_fill import check_hole_fill
 from .layouts import ConditioningLayout
 from .residual import residual_frame
 from .unet_backends import UNetBackend, UNetRunner
@@ -125,8 +125,7 @@ class DiffusersDenoiser(torch.nn.Module):
             raise ValueError("residual_normalize: needs residual=True")
         self.residual, self.residual_scale = bool(residual), float(residual_scale)
         self.residual_normalize = bool(residual_normalize)
-        if residual_fill not in HOLE_FILLS:
-            raise ValueError(f"residual_fill: expected one of {sorted(HOLE_FILLS)}, got {residual_fill!r}")
+        check_hole_fill("residual_fill", residual_fill)
         self.residual_fill = residual_fill
         self._frame_cache = ConditioningCache(self._residual_frame)
         self.conditional = hasattr(cfg, "cross_attention_dim")

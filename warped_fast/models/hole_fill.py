@@ -136,3 +136,9 @@ def _degree(hw: tuple[int, int], device: torch.device, dtype: torch.dtype) -> to
 
 
 HOLE_FILLS = {"push_pull": push_pull_fill, "harmonic": harmonic_fill}
+
+
+def check_hole_fill(name: str, fill: str) -> None:
+    """Raise a ValueError naming ``name`` unless ``fill`` is a key of ``HOLE_FILLS``."""
+    if fill not in HOLE_FILLS:
+        raise ValueError(f"{name}: expected one of {sorted(HOLE_FILLS)}, got {fill!r}")

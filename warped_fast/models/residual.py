@@ -22,7 +22,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from .hole_fill import HOLE_FILLS
+from .hole_fill import HOLE_FILLS, check_hole_fill
 
 CONTRAST_RING = 2  # px: known pixels this close to the hole measure the contrast of an inpainting crop
 CONTRAST_REF = 0.2  # per-channel std (in [-1, 1]) of a typical photo region: the gain there is ``k``
@@ -42,8 +42,7 @@ def residual_base(
         latent_channels: C.
         fill: the hole fill of an inpainting base, a key of ``HOLE_FILLS`` ("push_pull", "harmonic").
     """
-    if fill not in HOLE_FILLS:
-        raise ValueError(f"fill: expected one of {sorted(HOLE_FILLS)}, got {fill!r}")
+    check_hole_fill("fill", fill)
     if kind == "sr":
         return cond[:, :latent_channels]
     if kind == "inpaint":

@@ -7,7 +7,7 @@ from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Literal
 
-from ..models.hole_fill import HOLE_FILLS
+from ..models.hole_fill import check_hole_fill
 
 
 @dataclass(frozen=True)
@@ -98,10 +98,7 @@ class TrainConfig:
             raise ValueError("lr, lengthscale and residual_scale: expected > 0")
         if self.residual_normalize and not self.residual:
             raise ValueError("residual_normalize: needs residual = true")
-        if self.residual_fill not in HOLE_FILLS:
-            raise ValueError(
-                f"residual_fill: expected one of {sorted(HOLE_FILLS)}, got {self.residual_fill!r}"
-            )
+        check_hole_fill("residual_fill", self.residual_fill)
         if not 0 <= self.high_noise_fraction <= 1:
             raise ValueError(f"high_noise_fraction: expected in [0, 1], got {self.high_noise_fraction}")
         if not 0 <= self.ema_decay < 1:

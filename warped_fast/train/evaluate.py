@@ -13,7 +13,7 @@ from __future__ import annotations
 import torch
 from scipy import ndimage
 
-from ..models.hole_fill import harmonic_fill, push_pull_fill
+from ..models.hole_fill import HOLE_FILLS
 from ..noise.rff import RFFConfig, RFFField, identity_coords
 from ..sampling.euler import sample_image
 from .data import heldout_crops
@@ -94,8 +94,7 @@ def evaluate(
         base = {
             "mean fill": mean_fill(x, mask),
             "nearest fill": nearest_fill(x, mask),
-            "push-pull fill": push_pull_fill(masked, mask),
-            "harmonic fill": harmonic_fill(masked, mask),
+            **{f"{name.replace('_', '-')} fill": fill(masked, mask) for name, fill in HOLE_FILLS.items()},
         }
     else:
         cond = upsample(downsample(x), (size, size))
