@@ -18,7 +18,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).parent))
 
 import torch  # noqa: E402
-from common import Table, cosine_floor_ms, parse_args, time_ms  # noqa: E402
+from common import Table, cosine_floor_ms, graph_ms, parse_args, time_ms  # noqa: E402
 
 import warped_fast as wf  # noqa: E402
 from warped_fast.noise import RFFConfig, make_noise_warper  # noqa: E402
@@ -61,7 +61,7 @@ def _cases(quick_cpu_big: bool):
     return cases
 
 
-def _note(method: str, label: str, dev: str, c: int, h: int, w: int, ms: float) -> str:
+def _note(method: str, label: str, dev: str, c: int, h: int, w: int, ms: float, g_ms: float | None) -> str:
     parts = []
     if method == "gp":
         shared = "shared" in label
@@ -71,6 +71,8 @@ def _note(method: str, label: str, dev: str, c: int, h: int, w: int, ms: float) 
             parts.append(f"cosine floor {floor:.3f} ms ({cos:.2e} cos), {ms / floor:.2f}x floor")
         else:
             parts.append(f"{cos:.2e} cosines")
+        if g_ms is not None:
+            parts.append(f"graph replay {g_ms:.4f} ms" + (f" ({g_ms / floor:.2f}x floor)" if floor else ""))
     pub = PUBLISHED_A100_MS.get(method) if "grid" not in label else None  # published: native grid only
     if pub is not None and (h, w) == (1024, 1024):
         ratio = f", {pub / ms:.1f}x faster" if dev.startswith("cuda") else ""
@@ -93,6 +95,8 @@ def run(dev: str, quick: bool, repeats: int | None) -> Table:
             step = lambda: warper.step(back, fwd if needs_fwd else None)  # noqa: E731
             with wf.ops.value_checks(False):
                 ms = time_ms(step, dev, reps, warmup=warm)
+                # the step's device time without host overhead (gp: compose_coords + gp_noise)
+                g_ms = graph_ms(step, dev, reps) if method == "gp" else None
             ops = wf.backend_info(dev.split(":")[0])["ops"]
             backend = ops.get(method, "torch ops")
             if backend in ("cpu", "reference"):
@@ -101,7 +105,7 @@ def run(dev: str, quick: bool, repeats: int | None) -> Table:
                 backend = f"warp:{ops['warp']}"
             if method == "gp":
                 backend = f"compose_coords:{ops['compose_coords']} gp_noise:{ops['gp_noise']}"
-            table.add(label, f"{c}x{h}x{w}", backend, ms, None, _note(method, label, dev, c, h, w, ms))
+            table.add(label, f"{c}x{h}x{w}", backend, ms, None, _note(method, label, dev, c, h, w, ms, g_ms))
             if dev.startswith("cuda"):
                 torch.cuda.empty_cache()
         if big_cpu:

@@ -32,9 +32,9 @@ void by_dtype(int dtype, const char* op, F&& f) {
 }
 
 GpNoiseParams gp_params(uintptr_t coords, uintptr_t z, uintptr_t b, uintptr_t w, uintptr_t out, int64_t n,
-                        int64_t pixels, int64_t c, int64_t cz, int64_t j) {
+                        int64_t h, int64_t width, int64_t c, int64_t cz, int64_t j) {
   return GpNoiseParams{ptr<const float>(coords), ptr<const float>(z), ptr<const float>(b), ptr<const float>(w),
-                       ptr<float>(out), n, pixels, c, cz, j};
+                       ptr<float>(out), n, h * width, width, c, cz, j};
 }
 
 }  // namespace
@@ -45,9 +45,9 @@ PYBIND11_MODULE(_C, m) {
 
   m.def(
       "gp_noise_cpu",
-      [](uintptr_t coords, uintptr_t z, uintptr_t b, uintptr_t w, uintptr_t out, int64_t n, int64_t pixels,
-         int64_t c, int64_t cz, int64_t j, int threads) {
-        warped_fast::gp_noise_cpu(gp_params(coords, z, b, w, out, n, pixels, c, cz, j), threads);
+      [](uintptr_t coords, uintptr_t z, uintptr_t b, uintptr_t w, uintptr_t out, int64_t n, int64_t h,
+         int64_t width, int64_t c, int64_t cz, int64_t j, int threads) {
+        warped_fast::gp_noise_cpu(gp_params(coords, z, b, w, out, n, h, width, c, cz, j), threads);
       },
       nogil);
 
@@ -123,9 +123,9 @@ PYBIND11_MODULE(_C, m) {
   });
   m.def(
       "gp_noise_cuda",
-      [](uintptr_t coords, uintptr_t z, uintptr_t b, uintptr_t w, uintptr_t out, int64_t n, int64_t pixels,
-         int64_t c, int64_t cz, int64_t j, uintptr_t stream) {
-        const char* err = warped_fast::gp_noise_cuda(gp_params(coords, z, b, w, out, n, pixels, c, cz, j), stream);
+      [](uintptr_t coords, uintptr_t z, uintptr_t b, uintptr_t w, uintptr_t out, int64_t n, int64_t h,
+         int64_t width, int64_t c, int64_t cz, int64_t j, uintptr_t stream) {
+        const char* err = warped_fast::gp_noise_cuda(gp_params(coords, z, b, w, out, n, h, width, c, cz, j), stream);
         if (err != nullptr) throw std::runtime_error(std::string("gp_noise (CUDA): ") + err);
       },
       nogil);

@@ -15,6 +15,7 @@ struct GpNoiseParams {
   float* out;           // [N, C, HW]
   int64_t batch;        // N
   int64_t pixels;       // HW
+  int64_t width;        // W (rows of W pixels; the CUDA kernel tiles the frame in 2-D)
   int64_t channels;     // C
   int64_t zb_channels;  // Cz in {1, C}
   int64_t features;     // J

@@ -1,11 +1,18 @@
 // CUDA kernels of the RFF GP noise field (method section 2). Fused: the [pixels, J] matrix never exists.
 //
-// A block of kThreads threads is SPLIT slices x (kThreads / SPLIT) pixel lanes; every lane evaluates
-// kPix pixels against the slice's share of each feature tile staged in shared memory, and the slices'
-// partial sums are added in a fixed order at the end (deterministic). SPLIT > 1 gives small frames
-// enough blocks to fill the chip. Per (pixel, feature): two FMAs for the phase, a range reduction to
-// [-pi, pi] on the FMA pipe (three ops, see cos_phase) and the cosine on the special-function unit,
-// then one FMA per channel.
+// A block covers a 2-D tile of 32 columns x kRows(SPLIT) rows and is SPLIT slices x (kThreads / SPLIT)
+// pixel lanes; every lane evaluates kPix pixels against the slice's share of each feature tile staged in
+// shared memory, and the slices' partial sums are added in a fixed order at the end (deterministic).
+// SPLIT > 1 gives small frames enough blocks to fill the chip.
+//
+// Phases are taken relative to an integer anchor x0 near the centre of the block's coordinates:
+// <z, x> + b = <z, x - x0> + c with c = (<z, x0> + b) mod 2 pi computed once per (block, feature) in
+// float64. For the smooth coordinate maps of noise warping, |<z, x - x0> + c| stays within some tens of
+// radians, where the cosine unit's own conversion to turns is accurate to ~1e-6 rad: per (pixel,
+// feature) two FMAs, the cosine (FMUL.RZ + MUFU.COS) and one FMA per channel. A feature tile whose
+// phases could exceed kFastBound (coordinates spread far apart in the block) reduces each phase to
+// [-pi, pi] on the FMA pipe first (cos_phase). Either way the error stays below the float32 phase
+// rounding of the absolute coordinates.
 #include <cuda_runtime.h>
 
 #include "cuda_api.h"
@@ -16,32 +23,96 @@ namespace {
 constexpr int kThreads = 256;
 constexpr int kPix = 4;     // pixels per lane (independent FMA/MUFU chains)
 constexpr int kTile = 256;  // features per shared-memory tile
+constexpr int kCols = 32;   // tile width: one warp reads 32 consecutive pixels
 constexpr float kTwoPi = 6.28318530717958647f;
-constexpr float kRound = 12582912.0f;  // 1.5 * 2^23: adding it rounds |v| < 2^22 to an integer
+constexpr float kRound = 12582912.0f;    // 1.5 * 2^23: adding it rounds |v| < 2^22 to an integer
+constexpr float kFastBound = 128.0f;     // largest |phase| (radians) given to the cosine unit unreduced
+constexpr double kTwoPiD = 6.283185307179586476925;
 
-// cos(phase) for a phase in radians. __cosf alone converts to turns with a truncating multiply, which
-// at phases of thousands of radians doubles the error of the float32 phase; reducing first keeps the
-// error at the phase's own. n = rint(phase / 2 pi) by the round-by-addition trick on the FMA pipe
-// (rintf would run on the conversion pipe, as slow as the cosine); 2 pi's rounding in the last FMA
-// only rescales the phase by 1 + 3e-8, the same for every evaluation.
+// Rows of a block's tile: lanes / 32 rows per pixel slot, kPix slots.
+__host__ __device__ constexpr int tile_rows(int split) { return kPix * (kThreads / split) / kCols; }
+
+// cos(phase) for a phase in radians of any size. __cosf alone converts to turns with a truncating
+// multiply, which at phases of thousands of radians doubles the error of the float32 phase; reducing
+// first keeps the error at the phase's own. n = rint(phase / 2 pi) by the round-by-addition trick on the
+// FMA pipe (rintf would run on the conversion pipe, as slow as the cosine); 2 pi's rounding in the last
+// FMA only rescales the phase by 1 + 3e-8, the same for every evaluation.
 __device__ __forceinline__ float cos_phase(float phase) {
   const float n = __fsub_rn(fmaf(phase, kInvTwoPi, kRound), kRound);
   return __cosf(fmaf(-n, kTwoPi, phase));
 }
 
-__device__ __forceinline__ void load_coords(const GpNoiseParams& p, int64_t n, int64_t pix0, int lanes, float* x,
-                                            float* y) {
+template <bool FAST>
+__device__ __forceinline__ float cos_local(float phase) {
+  return FAST ? __cosf(phase) : cos_phase(phase);
+}
+
+// The lane's kPix pixels of the block's tile, relative to the block's anchor, and the anchor's (x0, y0)
+// and half-extent (rx, ry) over the tile's valid pixels. valid[q] is false outside the frame.
+struct Anchor {
+  float x0, y0, rx, ry;
+};
+
+template <int SPLIT>
+__device__ __forceinline__ Anchor load_tile_coords(const GpNoiseParams& p, int64_t n, int64_t (&pix)[kPix],
+                                                   float (&dx)[kPix], float (&dy)[kPix]) {
+  constexpr int lanes = kThreads / SPLIT, rows_per_slot = lanes / kCols;
+  __shared__ float4 box[kThreads / 32];
+  const int lane = threadIdx.x % lanes;
+  const int64_t tiles_x = (p.width + kCols - 1) / kCols, height = p.pixels / p.width;
+  const int64_t col = (blockIdx.x % tiles_x) * kCols + lane % kCols;
+  const int64_t row0 = (blockIdx.x / tiles_x) * tile_rows(SPLIT) + lane / kCols;
+  float lo_x = INFINITY, hi_x = -INFINITY, lo_y = INFINITY, hi_y = -INFINITY;
 #pragma unroll
   for (int q = 0; q < kPix; ++q) {
-    const int64_t pix = pix0 + q * lanes;
-    if (pix < p.pixels) {
-      const float2 c = reinterpret_cast<const float2*>(p.coords)[n * p.pixels + pix];
-      x[q] = c.x;
-      y[q] = c.y;
+    const int64_t row = row0 + q * rows_per_slot;
+    pix[q] = (col < p.width && row < height) ? row * p.width + col : -1;
+    if (pix[q] >= 0) {
+      const float2 c = reinterpret_cast<const float2*>(p.coords)[n * p.pixels + pix[q]];
+      dx[q] = c.x, dy[q] = c.y;
+      lo_x = fminf(lo_x, c.x), hi_x = fmaxf(hi_x, c.x), lo_y = fminf(lo_y, c.y), hi_y = fmaxf(hi_y, c.y);
     } else {
-      x[q] = y[q] = 0.f;
+      dx[q] = dy[q] = 0.f;
     }
   }
+#pragma unroll
+  for (int o = 16; o > 0; o /= 2) {
+    lo_x = fminf(lo_x, __shfl_xor_sync(0xffffffffu, lo_x, o));
+    hi_x = fmaxf(hi_x, __shfl_xor_sync(0xffffffffu, hi_x, o));
+    lo_y = fminf(lo_y, __shfl_xor_sync(0xffffffffu, lo_y, o));
+    hi_y = fmaxf(hi_y, __shfl_xor_sync(0xffffffffu, hi_y, o));
+  }
+  if (threadIdx.x % 32 == 0) box[threadIdx.x / 32] = make_float4(lo_x, hi_x, lo_y, hi_y);
+  __syncthreads();
+#pragma unroll
+  for (int i = 0; i < kThreads / 32; ++i) {
+    const float4 b = box[i];
+    lo_x = fminf(lo_x, b.x), hi_x = fmaxf(hi_x, b.y), lo_y = fminf(lo_y, b.z), hi_y = fmaxf(hi_y, b.w);
+  }
+  // Integer anchors keep x - x0 exact wherever |x - x0| <= |x|, and <z, x0> exact in float64.
+  Anchor a;
+  a.x0 = rintf(0.5f * lo_x + 0.5f * hi_x);
+  a.y0 = rintf(0.5f * lo_y + 0.5f * hi_y);
+  a.rx = fmaxf(hi_x - a.x0, a.x0 - lo_x);
+  a.ry = fmaxf(hi_y - a.y0, a.y0 - lo_y);
+#pragma unroll
+  for (int q = 0; q < kPix; ++q) {
+    if (pix[q] >= 0) dx[q] -= a.x0, dy[q] -= a.y0;
+  }
+  return a;
+}
+
+// Feature j's phase at the anchor, (<z, x0> + b) mod 2 pi, in float64, rounded to float32 (|c| <= pi).
+__device__ __forceinline__ float anchored_phase(float zx, float zy, float b, const Anchor& a) {
+  double c = fma(static_cast<double>(zx), static_cast<double>(a.x0),
+                 fma(static_cast<double>(zy), static_cast<double>(a.y0), static_cast<double>(b)));
+  c = fma(-kTwoPiD, rint(c * (1.0 / kTwoPiD)), c);
+  return static_cast<float>(c);
+}
+
+// True when a feature's phase over the block may exceed kFastBound (its tile then reduces each phase).
+__device__ __forceinline__ bool needs_reduction(float zx, float zy, float c, const Anchor& a) {
+  return !(fabsf(zx) * a.rx + fabsf(zy) * a.ry + fabsf(c) <= kFastBound);  // NaN-safe: NaN reduces
 }
 
 // Sums the SPLIT slices' partial sums acc[kPix * CB] of every lane into slice 0 (fixed order).
@@ -64,98 +135,131 @@ __device__ __forceinline__ void reduce_slices(float (&acc)[kPix * CB], float* re
   }
 }
 
-// Independent (z, b, w) per channel. grid = (pixel blocks, C, N).
+// acc[q] += w_k cos(<z_k, dx_q> + c_k) over features [k0, k1) of an independent-channel tile.
+template <bool FAST>
+__device__ __forceinline__ void accumulate_independent(const float4* feat, int k0, int k1, const float (&dx)[kPix],
+                                                       const float (&dy)[kPix], float (&acc)[kPix]) {
+#pragma unroll 4
+  for (int k = k0; k < k1; ++k) {
+    const float4 f = feat[k];
+#pragma unroll
+    for (int q = 0; q < kPix; ++q) acc[q] = fmaf(f.w, cos_local<FAST>(fmaf(f.x, dx[q], fmaf(f.y, dy[q], f.z))), acc[q]);
+  }
+}
+
+// Independent (z, b, w) per channel. grid = (tiles, C, N).
 template <int SPLIT>
 __global__ void __launch_bounds__(kThreads) gp_independent_kernel(GpNoiseParams p, float scale) {
   constexpr int lanes = kThreads / SPLIT, per_slice = kTile / SPLIT;
-  __shared__ float4 feat[kTile];  // (zx, zy, b, w)
+  __shared__ float4 feat[kTile];  // (zx, zy, c, w)
   __shared__ float red[SPLIT > 1 ? (SPLIT - 1) * kPix * lanes : 1];
   const int64_t c = blockIdx.y, n = blockIdx.z;
-  const int lane = threadIdx.x % lanes, slice = threadIdx.x / lanes;
-  const int64_t pix0 = int64_t(blockIdx.x) * lanes * kPix + lane;
+  const int slice = threadIdx.x / lanes;
   const int64_t J = p.features;
-  float x[kPix], y[kPix], acc[kPix];
-  load_coords(p, n, pix0, lanes, x, y);
+  int64_t pix[kPix];
+  float dx[kPix], dy[kPix], acc[kPix];
+  const Anchor a = load_tile_coords<SPLIT>(p, n, pix, dx, dy);
 #pragma unroll
   for (int q = 0; q < kPix; ++q) acc[q] = 0.f;
   for (int64_t j0 = 0; j0 < J; j0 += kTile) {
     __syncthreads();
+    bool reduce = false;
     for (int k = threadIdx.x; k < kTile; k += kThreads) {
       const int64_t j = j0 + k;
-      feat[k] = j < J ? make_float4(p.z[(c * J + j) * 2], p.z[(c * J + j) * 2 + 1], p.b[c * J + j], p.w[c * J + j])
-                      : make_float4(0.f, 0.f, 0.f, 0.f);  // w = 0: padding adds nothing
+      if (j < J) {
+        const float zx = p.z[(c * J + j) * 2], zy = p.z[(c * J + j) * 2 + 1];
+        const float ph = anchored_phase(zx, zy, p.b[c * J + j], a);
+        reduce |= needs_reduction(zx, zy, ph, a);
+        feat[k] = make_float4(zx, zy, ph, p.w[c * J + j]);
+      } else {
+        feat[k] = make_float4(0.f, 0.f, 0.f, 0.f);  // w = 0: padding adds nothing
+      }
     }
-    __syncthreads();
+    reduce = __syncthreads_or(reduce);
     const int k0 = slice * per_slice, k1 = min(k0 + per_slice, static_cast<int>(J - j0 < kTile ? J - j0 : kTile));
-#pragma unroll 4
-    for (int k = k0; k < k1; ++k) {
-      const float4 f = feat[k];
-#pragma unroll
-      for (int q = 0; q < kPix; ++q) acc[q] = fmaf(f.w, cos_phase(fmaf(f.x, x[q], fmaf(f.y, y[q], f.z))), acc[q]);
-    }
+    if (reduce)
+      accumulate_independent<false>(feat, k0, k1, dx, dy, acc);
+    else
+      accumulate_independent<true>(feat, k0, k1, dx, dy, acc);
   }
   reduce_slices<SPLIT, 1>(acc, red);
   if (slice != 0) return;
 #pragma unroll
-  for (int q = 0; q < kPix; ++q) {
-    const int64_t pix = pix0 + q * lanes;
-    if (pix < p.pixels) p.out[(n * p.channels + c) * p.pixels + pix] = scale * acc[q];
+  for (int q = 0; q < kPix; ++q)
+    if (pix[q] >= 0) p.out[(n * p.channels + c) * p.pixels + pix[q]] = scale * acc[q];
+}
+
+// acc[q, c] += w_k[c] cos(<z_k, dx_q> + c_k) over features [k0, k1) of a shared-feature tile.
+template <bool FAST, int CB>
+__device__ __forceinline__ void accumulate_shared(const float4* zb, const float4 (*ws)[CB / 4], int k0, int k1,
+                                                  const float (&dx)[kPix], const float (&dy)[kPix],
+                                                  float (&acc)[kPix * CB]) {
+#pragma unroll 4
+  for (int k = k0; k < k1; ++k) {
+    const float4 f = zb[k];
+    float wk[CB];
+#pragma unroll
+    for (int v = 0; v < CB / 4; ++v) {
+      const float4 w4 = ws[k][v];
+      wk[4 * v] = w4.x, wk[4 * v + 1] = w4.y, wk[4 * v + 2] = w4.z, wk[4 * v + 3] = w4.w;
+    }
+#pragma unroll
+    for (int q = 0; q < kPix; ++q) {
+      const float cs = cos_local<FAST>(fmaf(f.x, dx[q], fmaf(f.y, dy[q], f.z)));
+#pragma unroll
+      for (int c = 0; c < CB; ++c) acc[q * CB + c] = fmaf(wk[c], cs, acc[q * CB + c]);
+    }
   }
 }
 
 // Shared (z, b), per-channel w: one cosine per (pixel, feature) feeds CB channels.
-// grid = (pixel blocks, ceil(C / CB), N).
+// grid = (tiles, ceil(C / CB), N).
 template <int SPLIT, int CB>
 __global__ void __launch_bounds__(kThreads) gp_shared_kernel(GpNoiseParams p, float scale) {
   constexpr int lanes = kThreads / SPLIT, per_slice = kTile / SPLIT;
-  __shared__ float4 zb[kTile];
+  __shared__ float4 zb[kTile];  // (zx, zy, c, 0)
   __shared__ float4 ws[kTile][CB / 4];
   __shared__ float red[SPLIT > 1 ? (SPLIT - 1) * kPix * CB * lanes : 1];
   const int64_t c0 = int64_t(blockIdx.y) * CB, n = blockIdx.z;
-  const int lane = threadIdx.x % lanes, slice = threadIdx.x / lanes;
-  const int64_t pix0 = int64_t(blockIdx.x) * lanes * kPix + lane;
+  const int slice = threadIdx.x / lanes;
   const int64_t J = p.features, C = p.channels;
-  float x[kPix], y[kPix], acc[kPix * CB];
-  load_coords(p, n, pix0, lanes, x, y);
+  int64_t pix[kPix];
+  float dx[kPix], dy[kPix], acc[kPix * CB];
+  const Anchor a = load_tile_coords<SPLIT>(p, n, pix, dx, dy);
 #pragma unroll
   for (int i = 0; i < kPix * CB; ++i) acc[i] = 0.f;
   for (int64_t j0 = 0; j0 < J; j0 += kTile) {
     __syncthreads();
+    bool reduce = false;
     for (int k = threadIdx.x; k < kTile; k += kThreads) {
       const int64_t j = j0 + k;
-      zb[k] = j < J ? make_float4(p.z[j * 2], p.z[j * 2 + 1], p.b[j], 0.f) : make_float4(0.f, 0.f, 0.f, 0.f);
+      if (j < J) {
+        const float zx = p.z[j * 2], zy = p.z[j * 2 + 1];
+        const float ph = anchored_phase(zx, zy, p.b[j], a);
+        reduce |= needs_reduction(zx, zy, ph, a);
+        zb[k] = make_float4(zx, zy, ph, 0.f);
+      } else {
+        zb[k] = make_float4(0.f, 0.f, 0.f, 0.f);
+      }
       float* wk = reinterpret_cast<float*>(ws[k]);
 #pragma unroll
       for (int c = 0; c < CB; ++c) wk[c] = (j < J && c0 + c < C) ? p.w[(c0 + c) * J + j] : 0.f;
     }
-    __syncthreads();
+    reduce = __syncthreads_or(reduce);
     const int k0 = slice * per_slice, k1 = min(k0 + per_slice, static_cast<int>(J - j0 < kTile ? J - j0 : kTile));
-#pragma unroll 2
-    for (int k = k0; k < k1; ++k) {
-      const float4 f = zb[k];
-      float wk[CB];
-#pragma unroll
-      for (int v = 0; v < CB / 4; ++v) {
-        const float4 w4 = ws[k][v];
-        wk[4 * v] = w4.x, wk[4 * v + 1] = w4.y, wk[4 * v + 2] = w4.z, wk[4 * v + 3] = w4.w;
-      }
-#pragma unroll
-      for (int q = 0; q < kPix; ++q) {
-        const float cs = cos_phase(fmaf(f.x, x[q], fmaf(f.y, y[q], f.z)));
-#pragma unroll
-        for (int c = 0; c < CB; ++c) acc[q * CB + c] = fmaf(wk[c], cs, acc[q * CB + c]);
-      }
-    }
+    if (reduce)
+      accumulate_shared<false, CB>(zb, ws, k0, k1, dx, dy, acc);
+    else
+      accumulate_shared<true, CB>(zb, ws, k0, k1, dx, dy, acc);
   }
   reduce_slices<SPLIT, CB>(acc, red);
   if (slice != 0) return;
 #pragma unroll
   for (int q = 0; q < kPix; ++q) {
-    const int64_t pix = pix0 + q * lanes;
-    if (pix >= p.pixels) continue;
+    if (pix[q] < 0) continue;
 #pragma unroll
     for (int c = 0; c < CB; ++c)
-      if (c0 + c < C) p.out[(n * C + c0 + c) * p.pixels + pix] = scale * acc[q * CB + c];
+      if (c0 + c < C) p.out[(n * C + c0 + c) * p.pixels + pix[q]] = scale * acc[q * CB + c];
   }
 }
 
@@ -172,28 +276,35 @@ int sm_count() {
   return sms;
 }
 
+// Channels per block of the shared-feature kernel.
+int64_t shared_channel_block(int64_t channels) { return channels <= 4 ? 4 : 8; }
+
+// Blocks (2-D tiles) covering one frame with the given split.
+int64_t tiles(const GpNoiseParams& p, int split) {
+  const int64_t rows = tile_rows(split), height = p.pixels / p.width;
+  return (p.width + kCols - 1) / kCols * ((height + rows - 1) / rows);
+}
+
 // The smallest split that gives at least 4 blocks per SM (8 at most).
-int choose_split(int64_t pixels, int64_t other_blocks) {
+int choose_split(const GpNoiseParams& p, int64_t other_blocks) {
   const int64_t want = 4 * static_cast<int64_t>(sm_count());
-  for (int s = 1; s < 8; s *= 2) {
-    const int64_t per_block = (kThreads / s) * kPix;
-    if ((pixels + per_block - 1) / per_block * other_blocks >= want) return s;
-  }
+  for (int s = 1; s < 8; s *= 2)
+    if (tiles(p, s) * other_blocks >= want) return s;
   return 8;
 }
 
 template <int SPLIT>
-void launch(const GpNoiseParams& p, float scale, int64_t pix_blocks, cudaStream_t stream) {
-  if (p.zb_channels == 1 && p.channels > 1) {
-    const int cb = p.channels <= 4 ? 4 : 8;
-    const dim3 grid(static_cast<unsigned>(pix_blocks), static_cast<unsigned>((p.channels + cb - 1) / cb),
-                    static_cast<unsigned>(p.batch));
+void launch(const GpNoiseParams& p, float scale, bool shared, cudaStream_t stream) {
+  const unsigned blocks = static_cast<unsigned>(tiles(p, SPLIT)), batch = static_cast<unsigned>(p.batch);
+  if (shared) {
+    const int64_t cb = shared_channel_block(p.channels);
+    const dim3 grid(blocks, static_cast<unsigned>((p.channels + cb - 1) / cb), batch);
     if (cb == 4)
       gp_shared_kernel<SPLIT, 4><<<grid, kThreads, 0, stream>>>(p, scale);
     else
       gp_shared_kernel<SPLIT, 8><<<grid, kThreads, 0, stream>>>(p, scale);
   } else {
-    const dim3 grid(static_cast<unsigned>(pix_blocks), static_cast<unsigned>(p.channels), static_cast<unsigned>(p.batch));
+    const dim3 grid(blocks, static_cast<unsigned>(p.channels), batch);
     gp_independent_kernel<SPLIT><<<grid, kThreads, 0, stream>>>(p, scale);
   }
 }
@@ -202,21 +313,20 @@ void launch(const GpNoiseParams& p, float scale, int64_t pix_blocks, cudaStream_
 
 const char* gp_noise_cuda(const GpNoiseParams& p, uintptr_t stream_handle) {
   if (p.batch == 0 || p.pixels == 0 || p.channels == 0) return nullptr;
+  if (p.width <= 0 || p.pixels % p.width != 0) return "pixels not a multiple of the frame width";
   if (p.batch > 65535) return "batch larger than 65535 frames per call";
   if (p.channels > 65535) return "more than 65535 channels";
   cudaStream_t stream = reinterpret_cast<cudaStream_t>(stream_handle);
   const float scale = sqrtf(2.0f / static_cast<float>(p.features));
   const bool shared = p.zb_channels == 1 && p.channels > 1;
-  const int64_t other = p.batch * (shared ? (p.channels + 7) / 8 : p.channels);
-  const int split = choose_split(p.pixels, other);
-  const int64_t per_block = (kThreads / split) * kPix;
-  const int64_t pix_blocks = (p.pixels + per_block - 1) / per_block;
-  if (pix_blocks > 0x7fffffff) return "frame too large";
+  const int64_t cb = shared ? shared_channel_block(p.channels) : 1;
+  const int split = choose_split(p, p.batch * ((p.channels + cb - 1) / cb));
+  if (tiles(p, split) > 0x7fffffff) return "frame too large";
   switch (split) {
-    case 1: launch<1>(p, scale, pix_blocks, stream); break;
-    case 2: launch<2>(p, scale, pix_blocks, stream); break;
-    case 4: launch<4>(p, scale, pix_blocks, stream); break;
-    default: launch<8>(p, scale, pix_blocks, stream); break;
+    case 1: launch<1>(p, scale, shared, stream); break;
+    case 2: launch<2>(p, scale, shared, stream); break;
+    case 4: launch<4>(p, scale, shared, stream); break;
+    default: launch<8>(p, scale, shared, stream); break;
   }
   const cudaError_t e = cudaGetLastError();
   return e == cudaSuccess ? nullptr : cudaGetErrorString(e);

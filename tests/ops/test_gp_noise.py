@@ -177,6 +177,40 @@ def test_cuda_matches_reference(shape, shared, gen):
     assert_close(out, r64, atol=2 * ref_err + 1e-5, what="gp_noise cuda vs float64 reference")
 
 
+def _smooth_coords(n, h, w, offset, amp):
+    """A coordinate map like those of noise warping: the pixel grid moved by ``offset`` and a smooth
+    flow of amplitude ``amp`` px."""
+    yy, xx = torch.meshgrid(torch.arange(h), torch.arange(w), indexing="ij")
+    flow = torch.stack([amp * torch.sin(yy / 9.0), amp * torch.cos(xx / 7.0)], -1).float()
+    return identity_coords(h, w, n) + torch.tensor(offset) + flow
+
+
+@pytest.mark.cuda
+@pytest.mark.parametrize("shared", [False, True])
+@pytest.mark.parametrize(
+    "shape, j, offset, amp, spread",
+    [
+        ((1, 4, 128, 128), 3000, (0.0, 0.0), 3.0, 0.0),
+        ((2, 3, 70, 45), 1001, (3000.0, -2500.5), 5.0, 0.0),
+        ((1, 4, 64, 96), 1001, (-500.25, 40.0), 20.0, 0.0),
+        ((1, 2, 64, 96), 300, (0.0, 0.0), 3.0, 40.0),
+    ],
+)
+def test_cuda_smooth_coordinates(shape, j, offset, amp, spread, shared, gen):
+    """Smooth coordinate maps, near the origin and thousands of pixels away, evaluate relative to each
+    block's anchor without range reduction; the last case scatters the right half of the frame so that
+    blocks of both kinds meet in one launch."""
+    n, c, h, w = shape
+    z, b, wt = _params(c, j, shared, gen)
+    coords = _smooth_coords(n, h, w, offset, amp)
+    if spread:
+        coords[:, :, w // 2 :] += torch.randn(n, h, w - w // 2, 2, generator=gen) * spread
+    r64, ref_err = _ref_errors(coords, z, b, wt)
+    with wf.use_backend("cuda"):
+        out = wf.gp_noise(coords.cuda(), z.cuda(), b.cuda(), wt.cuda())
+    assert_close(out, r64, atol=2 * ref_err + 1e-5, what=f"gp_noise cuda, smooth coordinates {offset}, {amp} px")
+
+
 @pytest.mark.cuda
 @pytest.mark.parametrize("shared", [False, True])
 @pytest.mark.parametrize(
