@@ -208,7 +208,9 @@ def test_cuda_smooth_coordinates(shape, j, offset, amp, spread, shared, gen):
     r64, ref_err = _ref_errors(coords, z, b, wt)
     with wf.use_backend("cuda"):
         out = wf.gp_noise(coords.cuda(), z.cuda(), b.cuda(), wt.cuda())
-    assert_close(out, r64, atol=2 * ref_err + 1e-5, what=f"gp_noise cuda, smooth coordinates {offset}, {amp} px")
+    assert_close(
+        out, r64, atol=2 * ref_err + 1e-5, what=f"gp_noise cuda, smooth coordinates {offset}, {amp} px"
+    )
 
 
 @pytest.mark.cuda
