@@ -47,28 +47,43 @@ __device__ __forceinline__ float cos_local(float phase) {
   return FAST ? __cosf(phase) : cos_phase(phase);
 }
 
-// The lane's kPix pixels of the block's tile, relative to the block's anchor, and the anchor's (x0, y0)
-// and half-extent (rx, ry) over the tile's valid pixels. valid[q] is false outside the frame.
+// Where a lane's pixels lie: column `col`, rows row0 + q * rows_per_slot (q < kPix).
+struct TilePos {
+  int64_t col, row0, height;
+};
+
+template <int SPLIT>
+__device__ __forceinline__ TilePos tile_pos(const GpNoiseParams& p) {
+  constexpr int lanes = kThreads / SPLIT;
+  const int lane = threadIdx.x % lanes;
+  const int64_t tiles_x = (p.width + kCols - 1) / kCols;
+  return {(blockIdx.x % tiles_x) * kCols + lane % kCols, (blockIdx.x / tiles_x) * tile_rows(SPLIT) + lane / kCols,
+          p.pixels / p.width};
+}
+
+// In-frame index of the lane's pixel q, or -1 outside the frame.
+template <int SPLIT>
+__device__ __forceinline__ int64_t pixel_index(const GpNoiseParams& p, const TilePos& t, int q) {
+  const int64_t row = t.row0 + q * (kThreads / SPLIT / kCols);
+  return (t.col < p.width && row < t.height) ? row * p.width + t.col : -1;
+}
+
+// The block's anchor (x0, y0) and the half-extent (rx, ry) of its tile's coordinates around it.
 struct Anchor {
   float x0, y0, rx, ry;
 };
 
+// Loads the lane's kPix coordinates as offsets from the block's anchor (0 outside the frame).
 template <int SPLIT>
-__device__ __forceinline__ Anchor load_tile_coords(const GpNoiseParams& p, int64_t n, int64_t (&pix)[kPix],
+__device__ __forceinline__ Anchor load_tile_coords(const GpNoiseParams& p, int64_t n, const TilePos& t,
                                                    float (&dx)[kPix], float (&dy)[kPix]) {
-  constexpr int lanes = kThreads / SPLIT, rows_per_slot = lanes / kCols;
   __shared__ float4 box[kThreads / 32];
-  const int lane = threadIdx.x % lanes;
-  const int64_t tiles_x = (p.width + kCols - 1) / kCols, height = p.pixels / p.width;
-  const int64_t col = (blockIdx.x % tiles_x) * kCols + lane % kCols;
-  const int64_t row0 = (blockIdx.x / tiles_x) * tile_rows(SPLIT) + lane / kCols;
   float lo_x = INFINITY, hi_x = -INFINITY, lo_y = INFINITY, hi_y = -INFINITY;
 #pragma unroll
   for (int q = 0; q < kPix; ++q) {
-    const int64_t row = row0 + q * rows_per_slot;
-    pix[q] = (col < p.width && row < height) ? row * p.width + col : -1;
-    if (pix[q] >= 0) {
-      const float2 c = reinterpret_cast<const float2*>(p.coords)[n * p.pixels + pix[q]];
+    const int64_t pix = pixel_index<SPLIT>(p, t, q);
+    if (pix >= 0) {
+      const float2 c = reinterpret_cast<const float2*>(p.coords)[n * p.pixels + pix];
       dx[q] = c.x, dy[q] = c.y;
       lo_x = fminf(lo_x, c.x), hi_x = fmaxf(hi_x, c.x), lo_y = fminf(lo_y, c.y), hi_y = fmaxf(hi_y, c.y);
     } else {
@@ -97,7 +112,7 @@ __device__ __forceinline__ Anchor load_tile_coords(const GpNoiseParams& p, int64
   a.ry = fmaxf(hi_y - a.y0, a.y0 - lo_y);
 #pragma unroll
   for (int q = 0; q < kPix; ++q) {
-    if (pix[q] >= 0) dx[q] -= a.x0, dy[q] -= a.y0;
+    if (pixel_index<SPLIT>(p, t, q) >= 0) dx[q] -= a.x0, dy[q] -= a.y0;
   }
   return a;
 }
@@ -121,7 +136,7 @@ __device__ __forceinline__ void reduce_slices(float (&acc)[kPix * CB], float* re
   if (SPLIT == 1) return;
   constexpr int lanes = kThreads / SPLIT;
   const int lane = threadIdx.x % lanes, slice = threadIdx.x / lanes;
-  __syncthreads();  // the feature tiles are no longer read
+  __syncthreads();  // red aliases the feature tiles: every slice is done reading them
   if (slice > 0) {
 #pragma unroll
     for (int i = 0; i < kPix * CB; ++i) red[((slice - 1) * kPix * CB + i) * lanes + lane] = acc[i];
@@ -147,46 +162,57 @@ __device__ __forceinline__ void accumulate_independent(const float4* feat, int k
   }
 }
 
-// Independent (z, b, w) per channel. grid = (tiles, C, N).
+// One feature of the next tile, prefetched into registers while the current tile is evaluated.
+// Features past J are zero (w = 0 adds nothing).
+template <int CB>
+struct RawFeature {
+  float zx = 0.f, zy = 0.f, b = 0.f, w[CB] = {};
+};
+
+// Independent (z, b, w) per channel. grid = (tiles, C, N). Double-buffered feature tiles: one barrier per
+// tile, and the next tile's loads are in flight during the current one's cosines.
 template <int SPLIT>
-__global__ void __launch_bounds__(kThreads) gp_independent_kernel(GpNoiseParams p, float scale) {
+__global__ void __launch_bounds__(kThreads, 4) gp_independent_kernel(GpNoiseParams p, float scale) {
   constexpr int lanes = kThreads / SPLIT, per_slice = kTile / SPLIT;
-  __shared__ float4 feat[kTile];  // (zx, zy, c, w)
-  __shared__ float red[SPLIT > 1 ? (SPLIT - 1) * kPix * lanes : 1];
+  static_assert(kTile == kThreads, "one feature per thread and tile");
+  constexpr int feat_bytes = 2 * kTile * 16, red_bytes = (SPLIT - 1) * kPix * lanes * 4;
+  __shared__ __align__(16) unsigned char smem[feat_bytes > red_bytes ? feat_bytes : red_bytes];
+  float4(*feat)[kTile] = reinterpret_cast<float4(*)[kTile]>(smem);  // (zx, zy, c, w)
   const int64_t c = blockIdx.y, n = blockIdx.z;
   const int slice = threadIdx.x / lanes;
   const int64_t J = p.features;
-  int64_t pix[kPix];
+  const float* z = p.z + c * J * 2;
+  const float *b = p.b + c * J, *w = p.w + c * J;
+  const auto fetch = [&](int64_t j) {
+    RawFeature<1> f;
+    if (j < J) f.zx = z[2 * j], f.zy = z[2 * j + 1], f.b = b[j], f.w[0] = w[j];
+    return f;
+  };
+  const TilePos t = tile_pos<SPLIT>(p);
   float dx[kPix], dy[kPix], acc[kPix];
-  const Anchor a = load_tile_coords<SPLIT>(p, n, pix, dx, dy);
+  const Anchor a = load_tile_coords<SPLIT>(p, n, t, dx, dy);
 #pragma unroll
   for (int q = 0; q < kPix; ++q) acc[q] = 0.f;
-  for (int64_t j0 = 0; j0 < J; j0 += kTile) {
-    __syncthreads();
-    bool reduce = false;
-    for (int k = threadIdx.x; k < kTile; k += kThreads) {
-      const int64_t j = j0 + k;
-      if (j < J) {
-        const float zx = p.z[(c * J + j) * 2], zy = p.z[(c * J + j) * 2 + 1];
-        const float ph = anchored_phase(zx, zy, p.b[c * J + j], a);
-        reduce |= needs_reduction(zx, zy, ph, a);
-        feat[k] = make_float4(zx, zy, ph, p.w[c * J + j]);
-      } else {
-        feat[k] = make_float4(0.f, 0.f, 0.f, 0.f);  // w = 0: padding adds nothing
-      }
-    }
-    reduce = __syncthreads_or(reduce);
+  RawFeature<1> next = fetch(threadIdx.x);
+  int buf = 0;
+  for (int64_t j0 = 0; j0 < J; j0 += kTile, buf ^= 1) {
+    const float ph = anchored_phase(next.zx, next.zy, next.b, a);
+    feat[buf][threadIdx.x] = make_float4(next.zx, next.zy, ph, next.w[0]);
+    const bool reduce = __syncthreads_or(needs_reduction(next.zx, next.zy, ph, a));
+    if (j0 + kTile < J) next = fetch(j0 + kTile + threadIdx.x);
     const int k0 = slice * per_slice, k1 = min(k0 + per_slice, static_cast<int>(J - j0 < kTile ? J - j0 : kTile));
     if (reduce)
-      accumulate_independent<false>(feat, k0, k1, dx, dy, acc);
+      accumulate_independent<false>(feat[buf], k0, k1, dx, dy, acc);
     else
-      accumulate_independent<true>(feat, k0, k1, dx, dy, acc);
+      accumulate_independent<true>(feat[buf], k0, k1, dx, dy, acc);
   }
-  reduce_slices<SPLIT, 1>(acc, red);
+  reduce_slices<SPLIT, 1>(acc, reinterpret_cast<float*>(smem));
   if (slice != 0) return;
 #pragma unroll
-  for (int q = 0; q < kPix; ++q)
-    if (pix[q] >= 0) p.out[(n * p.channels + c) * p.pixels + pix[q]] = scale * acc[q];
+  for (int q = 0; q < kPix; ++q) {
+    const int64_t pix = pixel_index<SPLIT>(p, t, q);
+    if (pix >= 0) p.out[(n * p.channels + c) * p.pixels + pix] = scale * acc[q];
+  }
 }
 
 // acc[q, c] += w_k[c] cos(<z_k, dx_q> + c_k) over features [k0, k1) of a shared-feature tile.
@@ -213,53 +239,58 @@ __device__ __forceinline__ void accumulate_shared(const float4* zb, const float4
 }
 
 // Shared (z, b), per-channel w: one cosine per (pixel, feature) feeds CB channels.
-// grid = (tiles, ceil(C / CB), N).
+// grid = (tiles, ceil(C / CB), N). Double-buffered like the independent kernel.
 template <int SPLIT, int CB>
-__global__ void __launch_bounds__(kThreads) gp_shared_kernel(GpNoiseParams p, float scale) {
+__global__ void __launch_bounds__(kThreads, CB <= 4 ? 4 : 2) gp_shared_kernel(GpNoiseParams p, float scale) {
   constexpr int lanes = kThreads / SPLIT, per_slice = kTile / SPLIT;
-  __shared__ float4 zb[kTile];  // (zx, zy, c, 0)
-  __shared__ float4 ws[kTile][CB / 4];
-  __shared__ float red[SPLIT > 1 ? (SPLIT - 1) * kPix * CB * lanes : 1];
+  static_assert(kTile == kThreads, "one feature per thread and tile");
+  constexpr int feat_bytes = 2 * kTile * 16 * (1 + CB / 4), red_bytes = (SPLIT - 1) * kPix * CB * lanes * 4;
+  __shared__ __align__(16) unsigned char smem[feat_bytes > red_bytes ? feat_bytes : red_bytes];
+  float4(*zb)[kTile] = reinterpret_cast<float4(*)[kTile]>(smem);  // (zx, zy, c, 0)
+  float4(*ws)[kTile][CB / 4] = reinterpret_cast<float4(*)[kTile][CB / 4]>(smem + 2 * kTile * 16);
   const int64_t c0 = int64_t(blockIdx.y) * CB, n = blockIdx.z;
   const int slice = threadIdx.x / lanes;
   const int64_t J = p.features, C = p.channels;
-  int64_t pix[kPix];
+  const auto fetch = [&](int64_t j) {
+    RawFeature<CB> f;
+    if (j < J) {
+      f.zx = p.z[2 * j], f.zy = p.z[2 * j + 1], f.b = p.b[j];
+#pragma unroll
+      for (int c = 0; c < CB; ++c)
+        if (c0 + c < C) f.w[c] = p.w[(c0 + c) * J + j];
+    }
+    return f;
+  };
+  const TilePos t = tile_pos<SPLIT>(p);
   float dx[kPix], dy[kPix], acc[kPix * CB];
-  const Anchor a = load_tile_coords<SPLIT>(p, n, pix, dx, dy);
+  const Anchor a = load_tile_coords<SPLIT>(p, n, t, dx, dy);
 #pragma unroll
   for (int i = 0; i < kPix * CB; ++i) acc[i] = 0.f;
-  for (int64_t j0 = 0; j0 < J; j0 += kTile) {
-    __syncthreads();
-    bool reduce = false;
-    for (int k = threadIdx.x; k < kTile; k += kThreads) {
-      const int64_t j = j0 + k;
-      if (j < J) {
-        const float zx = p.z[j * 2], zy = p.z[j * 2 + 1];
-        const float ph = anchored_phase(zx, zy, p.b[j], a);
-        reduce |= needs_reduction(zx, zy, ph, a);
-        zb[k] = make_float4(zx, zy, ph, 0.f);
-      } else {
-        zb[k] = make_float4(0.f, 0.f, 0.f, 0.f);
-      }
-      float* wk = reinterpret_cast<float*>(ws[k]);
+  RawFeature<CB> next = fetch(threadIdx.x);
+  int buf = 0;
+  for (int64_t j0 = 0; j0 < J; j0 += kTile, buf ^= 1) {
+    const float ph = anchored_phase(next.zx, next.zy, next.b, a);
+    zb[buf][threadIdx.x] = make_float4(next.zx, next.zy, ph, 0.f);
 #pragma unroll
-      for (int c = 0; c < CB; ++c) wk[c] = (j < J && c0 + c < C) ? p.w[(c0 + c) * J + j] : 0.f;
-    }
-    reduce = __syncthreads_or(reduce);
+    for (int v = 0; v < CB / 4; ++v)
+      ws[buf][threadIdx.x][v] = make_float4(next.w[4 * v], next.w[4 * v + 1], next.w[4 * v + 2], next.w[4 * v + 3]);
+    const bool reduce = __syncthreads_or(needs_reduction(next.zx, next.zy, ph, a));
+    if (j0 + kTile < J) next = fetch(j0 + kTile + threadIdx.x);
     const int k0 = slice * per_slice, k1 = min(k0 + per_slice, static_cast<int>(J - j0 < kTile ? J - j0 : kTile));
     if (reduce)
-      accumulate_shared<false, CB>(zb, ws, k0, k1, dx, dy, acc);
+      accumulate_shared<false, CB>(zb[buf], ws[buf], k0, k1, dx, dy, acc);
     else
-      accumulate_shared<true, CB>(zb, ws, k0, k1, dx, dy, acc);
+      accumulate_shared<true, CB>(zb[buf], ws[buf], k0, k1, dx, dy, acc);
   }
-  reduce_slices<SPLIT, CB>(acc, red);
+  reduce_slices<SPLIT, CB>(acc, reinterpret_cast<float*>(smem));
   if (slice != 0) return;
 #pragma unroll
   for (int q = 0; q < kPix; ++q) {
-    if (pix[q] < 0) continue;
+    const int64_t pix = pixel_index<SPLIT>(p, t, q);
+    if (pix < 0) continue;
 #pragma unroll
     for (int c = 0; c < CB; ++c)
-      if (c0 + c < C) p.out[(n * C + c0 + c) * p.pixels + pix[q]] = scale * acc[q * CB + c];
+      if (c0 + c < C) p.out[(n * C + c0 + c) * p.pixels + pix] = scale * acc[q * CB + c];
   }
 }
 
@@ -285,12 +316,52 @@ int64_t tiles(const GpNoiseParams& p, int split) {
   return (p.width + kCols - 1) / kCols * ((height + rows - 1) / rows);
 }
 
-// The smallest split that gives at least 4 blocks per SM (8 at most).
-int choose_split(const GpNoiseParams& p, int64_t other_blocks) {
-  const int64_t want = 4 * static_cast<int64_t>(sm_count());
-  for (int s = 1; s < 8; s *= 2)
-    if (tiles(p, s) * other_blocks >= want) return s;
-  return 8;
+// Blocks of the kernel that launch() runs for this split that fit on one SM (queried once per kernel).
+template <int SPLIT>
+int resident_blocks(bool shared, int64_t cb) {
+  static int cached[3] = {0, 0, 0};  // independent, shared CB = 4, shared CB = 8
+  const int i = !shared ? 0 : cb == 4 ? 1 : 2;
+  if (cached[i] == 0) {
+    int r = 0;
+    const cudaError_t e =
+        i == 0   ? cudaOccupancyMaxActiveBlocksPerMultiprocessor(&r, gp_independent_kernel<SPLIT>, kThreads, 0)
+        : i == 1 ? cudaOccupancyMaxActiveBlocksPerMultiprocessor(&r, gp_shared_kernel<SPLIT, 4>, kThreads, 0)
+                 : cudaOccupancyMaxActiveBlocksPerMultiprocessor(&r, gp_shared_kernel<SPLIT, 8>, kThreads, 0);
+    if (e != cudaSuccess || r < 1) cudaGetLastError(), r = 1;
+    cached[i] = r;
+  }
+  return cached[i];
+}
+
+int resident_blocks(int split, bool shared, int64_t cb) {
+  switch (split) {
+    case 1: return resident_blocks<1>(shared, cb);
+    case 2: return resident_blocks<2>(shared, cb);
+    case 4: return resident_blocks<4>(shared, cb);
+    default: return resident_blocks<8>(shared, cb);
+  }
+}
+
+// The split: at least the smallest one that gives 4 blocks per SM (latency hiding on small frames), then
+// the one with the least time by whole waves of resident blocks (a last, partly filled wave costs a full
+// one), each doubling of the split costing ~1/128 more for its extra per-tile and reduction work.
+int choose_split(const GpNoiseParams& p, int64_t other_blocks, bool shared, int64_t cb) {
+  const int64_t sms = sm_count();
+  int first = 8;
+  for (int s = 1; s < 8; s *= 2) {
+    if (tiles(p, s) * other_blocks >= 4 * sms) {
+      first = s;
+      break;
+    }
+  }
+  int best = first;
+  double best_cost = 0.0;
+  for (int s = first; s <= 8; s *= 2) {
+    const int64_t blocks = tiles(p, s) * other_blocks, slots = resident_blocks(s, shared, cb) * sms;
+    const double cost = static_cast<double>((blocks + slots - 1) / slots) / s * (1.0 + s / 128.0);
+    if (s == first || cost < best_cost) best = s, best_cost = cost;
+  }
+  return best;
 }
 
 template <int SPLIT>
@@ -320,7 +391,7 @@ const char* gp_noise_cuda(const GpNoiseParams& p, uintptr_t stream_handle) {
   const float scale = sqrtf(2.0f / static_cast<float>(p.features));
   const bool shared = p.zb_channels == 1 && p.channels > 1;
   const int64_t cb = shared ? shared_channel_block(p.channels) : 1;
-  const int split = choose_split(p, p.batch * ((p.channels + cb - 1) / cb));
+  const int split = choose_split(p, p.batch * ((p.channels + cb - 1) / cb), shared, cb);
   if (tiles(p, split) > 0x7fffffff) return "frame too large";
   switch (split) {
     case 1: launch<1>(p, scale, shared, stream); break;
