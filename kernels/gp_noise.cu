@@ -21,10 +21,7 @@ namespace warped_fast {
 namespace {
 
 constexpr int kThreads = 256;
-constexpr int kPix = 4;     // pixels per lane, independent kernel (independent FMA/MUFU chains)
-// Pixels per lane of the shared kernel: 8 with 4 channels per block halves its shared-memory reads per
-// cosine (which otherwise bound it); 4 with 8 channels (more registers and reduction memory per lane).
-__host__ __device__ constexpr int shared_pix(int cb) { return cb == 4 ? 8 : 4; }
+constexpr int kPix = 4;     // pixels per lane (independent FMA/MUFU chains)
 constexpr int kTile = 256;  // features per shared-memory tile
 constexpr int kCols = 32;   // tile width: one warp reads 32 consecutive pixels
 constexpr float kTwoPi = 6.28318530717958647f;
@@ -32,8 +29,8 @@ constexpr float kRound = 12582912.0f;    // 1.5 * 2^23: adding it rounds |v| < 2
 constexpr float kFastBound = 128.0f;     // largest |phase| (radians) given to the cosine unit unreduced
 constexpr double kTwoPiD = 6.283185307179586476925;
 
-// Rows of a block's tile: lanes / 32 rows per pixel slot, pix slots.
-__host__ __device__ constexpr int tile_rows(int split, int pix) { return pix * (kThreads / split) / kCols; }
+// Rows of a block's tile: lanes / 32 rows per pixel slot, kPix slots.
+__host__ __device__ constexpr int tile_rows(int split) { return kPix * (kThreads / split) / kCols; }
 
 // cos(phase) for a phase in radians of any size. __cosf alone converts to turns with a truncating
 // multiply, which at phases of thousands of radians doubles the error of the float32 phase; reducing
@@ -50,17 +47,17 @@ __device__ __forceinline__ float cos_local(float phase) {
   return FAST ? __cosf(phase) : cos_phase(phase);
 }
 
-// Where a lane's pixels lie: column `col`, rows row0 + q * rows_per_slot (q < PIX).
+// Where a lane's pixels lie: column `col`, rows row0 + q * rows_per_slot (q < kPix).
 struct TilePos {
   int64_t col, row0, height;
 };
 
-template <int SPLIT, int PIX>
+template <int SPLIT>
 __device__ __forceinline__ TilePos tile_pos(const GpNoiseParams& p) {
   constexpr int lanes = kThreads / SPLIT;
   const int lane = threadIdx.x % lanes;
   const int64_t tiles_x = (p.width + kCols - 1) / kCols;
-  return {(blockIdx.x % tiles_x) * kCols + lane % kCols, (blockIdx.x / tiles_x) * tile_rows(SPLIT, PIX) + lane / kCols,
+  return {(blockIdx.x % tiles_x) * kCols + lane % kCols, (blockIdx.x / tiles_x) * tile_rows(SPLIT) + lane / kCols,
           p.pixels / p.width};
 }
 
@@ -76,14 +73,14 @@ struct Anchor {
   float x0, y0, rx, ry;
 };
 
-// Loads the lane's PIX coordinates as offsets from the block's anchor (0 outside the frame).
-template <int SPLIT, int PIX>
+// Loads the lane's kPix coordinates as offsets from the block's anchor (0 outside the frame).
+template <int SPLIT>
 __device__ __forceinline__ Anchor load_tile_coords(const GpNoiseParams& p, int64_t n, const TilePos& t,
-                                                   float (&dx)[PIX], float (&dy)[PIX]) {
+                                                   float (&dx)[kPix], float (&dy)[kPix]) {
   __shared__ float4 box[kThreads / 32];
   float lo_x = INFINITY, hi_x = -INFINITY, lo_y = INFINITY, hi_y = -INFINITY;
 #pragma unroll
-  for (int q = 0; q < PIX; ++q) {
+  for (int q = 0; q < kPix; ++q) {
     const int64_t pix = pixel_index<SPLIT>(p, t, q);
     if (pix >= 0) {
       const float2 c = reinterpret_cast<const float2*>(p.coords)[n * p.pixels + pix];
@@ -114,7 +111,7 @@ __device__ __forceinline__ Anchor load_tile_coords(const GpNoiseParams& p, int64
   a.rx = fmaxf(hi_x - a.x0, a.x0 - lo_x);
   a.ry = fmaxf(hi_y - a.y0, a.y0 - lo_y);
 #pragma unroll
-  for (int q = 0; q < PIX; ++q) {
+  for (int q = 0; q < kPix; ++q) {
     if (pixel_index<SPLIT>(p, t, q) >= 0) dx[q] -= a.x0, dy[q] -= a.y0;
   }
   return a;
@@ -133,22 +130,22 @@ __device__ __forceinline__ bool needs_reduction(float zx, float zy, float c, con
   return !(fabsf(zx) * a.rx + fabsf(zy) * a.ry + fabsf(c) <= kFastBound);  // NaN-safe: NaN reduces
 }
 
-// Sums the SPLIT slices' partial sums acc[N] of every lane into slice 0 (fixed order).
-template <int SPLIT, int N>
-__device__ __forceinline__ void reduce_slices(float (&acc)[N], float* red) {
+// Sums the SPLIT slices' partial sums acc[kPix * CB] of every lane into slice 0 (fixed order).
+template <int SPLIT, int CB>
+__device__ __forceinline__ void reduce_slices(float (&acc)[kPix * CB], float* red) {
   if (SPLIT == 1) return;
   constexpr int lanes = kThreads / SPLIT;
   const int lane = threadIdx.x % lanes, slice = threadIdx.x / lanes;
   __syncthreads();  // red aliases the feature tiles: every slice is done reading them
   if (slice > 0) {
 #pragma unroll
-    for (int i = 0; i < N; ++i) red[((slice - 1) * N + i) * lanes + lane] = acc[i];
+    for (int i = 0; i < kPix * CB; ++i) red[((slice - 1) * kPix * CB + i) * lanes + lane] = acc[i];
   }
   __syncthreads();
   if (slice == 0) {
     for (int s = 0; s < SPLIT - 1; ++s) {
 #pragma unroll
-      for (int i = 0; i < N; ++i) acc[i] += red[(s * N + i) * lanes + lane];
+      for (int i = 0; i < kPix * CB; ++i) acc[i] += red[(s * kPix * CB + i) * lanes + lane];
     }
   }
 }
@@ -191,9 +188,9 @@ __global__ void __launch_bounds__(kThreads, 4) gp_independent_kernel(GpNoisePara
     if (j < J) f.zx = z[2 * j], f.zy = z[2 * j + 1], f.b = b[j], f.w[0] = w[j];
     return f;
   };
-  const TilePos t = tile_pos<SPLIT, kPix>(p);
+  const TilePos t = tile_pos<SPLIT>(p);
   float dx[kPix], dy[kPix], acc[kPix];
-  const Anchor a = load_tile_coords<SPLIT, kPix>(p, n, t, dx, dy);
+  const Anchor a = load_tile_coords<SPLIT>(p, n, t, dx, dy);
 #pragma unroll
   for (int q = 0; q < kPix; ++q) acc[q] = 0.f;
   RawFeature<1> next = fetch(threadIdx.x);
@@ -209,7 +206,7 @@ __global__ void __launch_bounds__(kThreads, 4) gp_independent_kernel(GpNoisePara
     else
       accumulate_independent<true>(feat[buf], k0, k1, dx, dy, acc);
   }
-  reduce_slices<SPLIT, kPix>(acc, reinterpret_cast<float*>(smem));
+  reduce_slices<SPLIT, 1>(acc, reinterpret_cast<float*>(smem));
   if (slice != 0) return;
 #pragma unroll
   for (int q = 0; q < kPix; ++q) {
@@ -219,11 +216,11 @@ __global__ void __launch_bounds__(kThreads, 4) gp_independent_kernel(GpNoisePara
 }
 
 // acc[q, c] += w_k[c] cos(<z_k, dx_q> + c_k) over features [k0, k1) of a shared-feature tile.
-template <bool FAST, int CB, int PIX>
+template <bool FAST, int CB>
 __device__ __forceinline__ void accumulate_shared(const float4* zb, const float4 (*ws)[CB / 4], int k0, int k1,
-                                                  const float (&dx)[PIX], const float (&dy)[PIX],
-                                                  float (&acc)[PIX * CB]) {
-#pragma unroll(16 / PIX)
+                                                  const float (&dx)[kPix], const float (&dy)[kPix],
+                                                  float (&acc)[kPix * CB]) {
+#pragma unroll 4
   for (int k = k0; k < k1; ++k) {
     const float4 f = zb[k];
     float wk[CB];
@@ -233,7 +230,7 @@ __device__ __forceinline__ void accumulate_shared(const float4* zb, const float4
       wk[4 * v] = w4.x, wk[4 * v + 1] = w4.y, wk[4 * v + 2] = w4.z, wk[4 * v + 3] = w4.w;
     }
 #pragma unroll
-    for (int q = 0; q < PIX; ++q) {
+    for (int q = 0; q < kPix; ++q) {
       const float cs = cos_local<FAST>(fmaf(f.x, dx[q], fmaf(f.y, dy[q], f.z)));
 #pragma unroll
       for (int c = 0; c < CB; ++c) acc[q * CB + c] = fmaf(wk[c], cs, acc[q * CB + c]);
@@ -245,9 +242,9 @@ __device__ __forceinline__ void accumulate_shared(const float4* zb, const float4
 // grid = (tiles, ceil(C / CB), N). Double-buffered like the independent kernel.
 template <int SPLIT, int CB>
 __global__ void __launch_bounds__(kThreads, CB <= 4 ? 3 : 2) gp_shared_kernel(GpNoiseParams p, float scale) {
-  constexpr int lanes = kThreads / SPLIT, per_slice = kTile / SPLIT, PIX = shared_pix(CB);
+  constexpr int lanes = kThreads / SPLIT, per_slice = kTile / SPLIT;
   static_assert(kTile == kThreads, "one feature per thread and tile");
-  constexpr int feat_bytes = 2 * kTile * 16 * (1 + CB / 4), red_bytes = (SPLIT - 1) * PIX * CB * lanes * 4;
+  constexpr int feat_bytes = 2 * kTile * 16 * (1 + CB / 4), red_bytes = (SPLIT - 1) * kPix * CB * lanes * 4;
   __shared__ __align__(16) unsigned char smem[feat_bytes > red_bytes ? feat_bytes : red_bytes];
   float4(*zb)[kTile] = reinterpret_cast<float4(*)[kTile]>(smem);  // (zx, zy, c, 0)
   float4(*ws)[kTile][CB / 4] = reinterpret_cast<float4(*)[kTile][CB / 4]>(smem + 2 * kTile * 16);
@@ -264,11 +261,11 @@ __global__ void __launch_bounds__(kThreads, CB <= 4 ? 3 : 2) gp_shared_kernel(Gp
     }
     return f;
   };
-  const TilePos t = tile_pos<SPLIT, PIX>(p);
-  float dx[PIX], dy[PIX], acc[PIX * CB];
-  const Anchor a = load_tile_coords<SPLIT, PIX>(p, n, t, dx, dy);
+  const TilePos t = tile_pos<SPLIT>(p);
+  float dx[kPix], dy[kPix], acc[kPix * CB];
+  const Anchor a = load_tile_coords<SPLIT>(p, n, t, dx, dy);
 #pragma unroll
-  for (int i = 0; i < PIX * CB; ++i) acc[i] = 0.f;
+  for (int i = 0; i < kPix * CB; ++i) acc[i] = 0.f;
   RawFeature<CB> next = fetch(threadIdx.x);
   int buf = 0;
   for (int64_t j0 = 0; j0 < J; j0 += kTile, buf ^= 1) {
@@ -281,14 +278,14 @@ __global__ void __launch_bounds__(kThreads, CB <= 4 ? 3 : 2) gp_shared_kernel(Gp
     if (j0 + kTile < J) next = fetch(j0 + kTile + threadIdx.x);
     const int k0 = slice * per_slice, k1 = min(k0 + per_slice, static_cast<int>(J - j0 < kTile ? J - j0 : kTile));
     if (reduce)
-      accumulate_shared<false, CB, PIX>(zb[buf], ws[buf], k0, k1, dx, dy, acc);
+      accumulate_shared<false, CB>(zb[buf], ws[buf], k0, k1, dx, dy, acc);
     else
-      accumulate_shared<true, CB, PIX>(zb[buf], ws[buf], k0, k1, dx, dy, acc);
+      accumulate_shared<true, CB>(zb[buf], ws[buf], k0, k1, dx, dy, acc);
   }
-  reduce_slices<SPLIT, PIX * CB>(acc, reinterpret_cast<float*>(smem));
+  reduce_slices<SPLIT, CB>(acc, reinterpret_cast<float*>(smem));
   if (slice != 0) return;
 #pragma unroll
-  for (int q = 0; q < PIX; ++q) {
+  for (int q = 0; q < kPix; ++q) {
     const int64_t pix = pixel_index<SPLIT>(p, t, q);
     if (pix < 0) continue;
 #pragma unroll
@@ -313,12 +310,9 @@ int sm_count() {
 // Channels per block of the shared-feature kernel.
 int64_t shared_channel_block(int64_t channels) { return channels <= 4 ? 4 : 8; }
 
-// Pixels per lane of the kernel that launch() runs.
-int lane_pixels(bool shared, int64_t cb) { return shared ? shared_pix(static_cast<int>(cb)) : kPix; }
-
 // Blocks (2-D tiles) covering one frame with the given split.
-int64_t tiles(const GpNoiseParams& p, int split, bool shared, int64_t cb) {
-  const int64_t rows = tile_rows(split, lane_pixels(shared, cb)), height = p.pixels / p.width;
+int64_t tiles(const GpNoiseParams& p, int split) {
+  const int64_t rows = tile_rows(split), height = p.pixels / p.width;
   return (p.width + kCols - 1) / kCols * ((height + rows - 1) / rows);
 }
 
@@ -329,14 +323,10 @@ int resident_blocks(bool shared, int64_t cb) {
   const int i = !shared ? 0 : cb == 4 ? 1 : 2;
   if (cached[i] == 0) {
     int r = 0;
-    cudaError_t e = cudaSuccess;
-    if (i == 0) {
-      e = cudaOccupancyMaxActiveBlocksPerMultiprocessor(&r, gp_independent_kernel<SPLIT>, kThreads, 0);
-    } else if (i == 2) {
-      e = cudaOccupancyMaxActiveBlocksPerMultiprocessor(&r, gp_shared_kernel<SPLIT, 8>, kThreads, 0);
-    } else if constexpr (SPLIT > 1) {
-      e = cudaOccupancyMaxActiveBlocksPerMultiprocessor(&r, gp_shared_kernel<SPLIT, 4>, kThreads, 0);
-    }
+    const cudaError_t e =
+        i == 0   ? cudaOccupancyMaxActiveBlocksPerMultiprocessor(&r, gp_independent_kernel<SPLIT>, kThreads, 0)
+        : i == 1 ? cudaOccupancyMaxActiveBlocksPerMultiprocessor(&r, gp_shared_kernel<SPLIT, 4>, kThreads, 0)
+                 : cudaOccupancyMaxActiveBlocksPerMultiprocessor(&r, gp_shared_kernel<SPLIT, 8>, kThreads, 0);
     if (e != cudaSuccess || r < 1) cudaGetLastError(), r = 1;
     cached[i] = r;
   }
@@ -354,14 +344,12 @@ int resident_blocks(int split, bool shared, int64_t cb) {
 
 // The split: at least the smallest one that gives 4 blocks per SM (latency hiding on small frames), then
 // the one with the least time by whole waves of resident blocks (a last, partly filled wave costs a full
-// one), each doubling of the split costing ~1/128 more for its extra per-tile and reduction work. With 8
-// pixels per lane the split starts at 2: split 1 would make 32 x 64 tiles, too tall for the unreduced
-// cosine.
+// one), each doubling of the split costing ~1/128 more for its extra per-tile and reduction work.
 int choose_split(const GpNoiseParams& p, int64_t other_blocks, bool shared, int64_t cb) {
   const int64_t sms = sm_count();
   int first = 8;
-  for (int s = lane_pixels(shared, cb) / kPix; s < 8; s *= 2) {
-    if (tiles(p, s, shared, cb) * other_blocks >= 4 * sms) {
+  for (int s = 1; s < 8; s *= 2) {
+    if (tiles(p, s) * other_blocks >= 4 * sms) {
       first = s;
       break;
     }
@@ -369,7 +357,7 @@ int choose_split(const GpNoiseParams& p, int64_t other_blocks, bool shared, int6
   int best = first;
   double best_cost = 0.0;
   for (int s = first; s <= 8; s *= 2) {
-    const int64_t blocks = tiles(p, s, shared, cb) * other_blocks, slots = resident_blocks(s, shared, cb) * sms;
+    const int64_t blocks = tiles(p, s) * other_blocks, slots = resident_blocks(s, shared, cb) * sms;
     const double cost = static_cast<double>((blocks + slots - 1) / slots) / s * (1.0 + s / 128.0);
     if (s == first || cost < best_cost) best = s, best_cost = cost;
   }
@@ -378,18 +366,17 @@ int choose_split(const GpNoiseParams& p, int64_t other_blocks, bool shared, int6
 
 template <int SPLIT>
 void launch(const GpNoiseParams& p, float scale, bool shared, cudaStream_t stream) {
-  const unsigned blocks = static_cast<unsigned>(tiles(p, SPLIT, shared, shared ? shared_channel_block(p.channels) : 1)), batch = static_cast<unsigned>(p.batch);
-  if (!shared) {
-    const dim3 grid(blocks, static_cast<unsigned>(p.channels), batch);
-    gp_independent_kernel<SPLIT><<<grid, kThreads, 0, stream>>>(p, scale);
-  } else {
+  const unsigned blocks = static_cast<unsigned>(tiles(p, SPLIT)), batch = static_cast<unsigned>(p.batch);
+  if (shared) {
     const int64_t cb = shared_channel_block(p.channels);
     const dim3 grid(blocks, static_cast<unsigned>((p.channels + cb - 1) / cb), batch);
-    if (cb == 8) {
-      gp_shared_kernel<SPLIT, 8><<<grid, kThreads, 0, stream>>>(p, scale);
-    } else if constexpr (SPLIT > 1) {  // 8 pixels per lane: split >= 2 (choose_split)
+    if (cb == 4)
       gp_shared_kernel<SPLIT, 4><<<grid, kThreads, 0, stream>>>(p, scale);
-    }
+    else
+      gp_shared_kernel<SPLIT, 8><<<grid, kThreads, 0, stream>>>(p, scale);
+  } else {
+    const dim3 grid(blocks, static_cast<unsigned>(p.channels), batch);
+    gp_independent_kernel<SPLIT><<<grid, kThreads, 0, stream>>>(p, scale);
   }
 }
 
@@ -405,7 +392,7 @@ const char* gp_noise_cuda(const GpNoiseParams& p, uintptr_t stream_handle) {
   const bool shared = p.zb_channels == 1 && p.channels > 1;
   const int64_t cb = shared ? shared_channel_block(p.channels) : 1;
   const int split = choose_split(p, p.batch * ((p.channels + cb - 1) / cb), shared, cb);
-  if (tiles(p, split, shared, cb) > 0x7fffffff) return "frame too large";
+  if (tiles(p, split) > 0x7fffffff) return "frame too large";
   switch (split) {
     case 1: launch<1>(p, scale, shared, stream); break;
     case 2: launch<2>(p, scale, shared, stream); break;
