@@ -12,7 +12,6 @@ from __future__ import annotations
 import torch
 from torch.utils._python_dispatch import _get_current_dispatch_mode
 
-_DEVICES = ("cpu", "cuda")
 _is_wrapped = getattr(torch._C._functorch, "is_functorch_wrapped_tensor", None)
 _direct = True
 
@@ -36,7 +35,7 @@ def direct_ok(args) -> bool:
     grad = torch.is_grad_enabled()
     for a in args:
         if isinstance(a, torch.Tensor):
-            if type(a) is not torch.Tensor or a.device.type not in _DEVICES or (grad and a.requires_grad):
+            if type(a) is not torch.Tensor or not (a.is_cpu or a.is_cuda) or (grad and a.requires_grad):
                 return False
             if _is_wrapped is not None and _is_wrapped(a):
                 return False
