@@ -12,7 +12,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).parent))
 
-from common import Table, cosine_floor_ms, graph_ms, parse_args, time_ms  # noqa: E402
+from common import Table, cosine_floor_ms, graph_ms, graph_note, parse_args, time_ms  # noqa: E402
 
 import warped_fast as wf  # noqa: E402
 from warped_fast import reference  # noqa: E402
@@ -62,9 +62,7 @@ def main():
                     else f"{cos / ms / 1e6:.2f} Gcos/s"
                 )
                 if g_ms is not None:
-                    note += f"; graph replay {g_ms:.4f} ms" + (
-                        f", {g_ms / floor:.2f}x floor" if floor else ""
-                    )
+                    note += "; " + graph_note(g_ms, floor)
                 table.add("gp_noise", shape, be, ms, ref_ms, note)
     table.finish()
 

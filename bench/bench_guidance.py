@@ -10,7 +10,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).parent))
 
 import torch  # noqa: E402
-from common import Table, graph_ms, parse_args, time_ms  # noqa: E402
+from common import Table, graph_ms, graph_note, parse_args, time_ms  # noqa: E402
 
 import warped_fast as wf  # noqa: E402
 from warped_fast import reference  # noqa: E402
@@ -46,7 +46,7 @@ def main():
         shape = f"{n}x{c}x{h}x{w}"
         ref_ms = time_ms(ref_step, dev, reps)
         ref_g = graph_ms(ref_step, dev, reps)
-        note = "" if ref_g is None else f"graph replay {ref_g:.4f} ms"
+        note = graph_note(ref_g)
         table.add("guidance step (loss, grad, Euler)", shape, "reference", ref_ms, ref_ms, note)
         for be in ("cuda", "triton", "cpu"):
             if not (available(be, dev.split(":")[0]) and be in wf.ops.OP_BACKENDS["guidance_residual"]):
@@ -54,7 +54,7 @@ def main():
             with wf.use_backend(be), wf.ops.value_checks(False):
                 ms = time_ms(fused_step, dev, reps)
                 g_ms = graph_ms(fused_step, dev, reps)
-            note = "" if g_ms is None else f"graph replay {g_ms:.4f} ms"
+            note = graph_note(g_ms)
             if g_ms is not None and ref_g is not None:
                 note += f", {ref_g / g_ms:.2f}x the reference's replay"
             table.add("guidance step (loss, grad, Euler)", shape, be, ms, ref_ms, note)

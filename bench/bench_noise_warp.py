@@ -18,7 +18,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).parent))
 
 import torch  # noqa: E402
-from common import Table, cosine_floor_ms, graph_ms, parse_args, time_ms  # noqa: E402
+from common import Table, cosine_floor_ms, graph_ms, graph_note, parse_args, time_ms  # noqa: E402
 
 import warped_fast as wf  # noqa: E402
 from warped_fast.noise import RFFConfig, make_noise_warper  # noqa: E402
@@ -72,7 +72,7 @@ def _note(method: str, label: str, dev: str, c: int, h: int, w: int, ms: float, 
         else:
             parts.append(f"{cos:.2e} cosines")
         if g_ms is not None:
-            parts.append(f"graph replay {g_ms:.4f} ms" + (f" ({g_ms / floor:.2f}x floor)" if floor else ""))
+            parts.append(graph_note(g_ms, floor))
     pub = PUBLISHED_A100_MS.get(method) if "grid" not in label else None  # published: native grid only
     if pub is not None and (h, w) == (1024, 1024):
         ratio = f", {pub / ms:.1f}x faster" if dev.startswith("cuda") else ""

@@ -12,7 +12,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).parent))
 
 import torch  # noqa: E402
-from common import Table, bandwidth_floor_ms, graph_ms, parse_args, time_ms  # noqa: E402
+from common import Table, bandwidth_floor_ms, graph_ms, graph_note, parse_args, time_ms  # noqa: E402
 
 import warped_fast as wf  # noqa: E402
 from warped_fast import reference  # noqa: E402
@@ -98,9 +98,7 @@ def main():
                     g_ms = graph_ms(fn, dev, reps)
                 note = f"floor {floor:.4f} ms, {ms / floor:.2f}x floor" if floor else ""
                 if g_ms is not None:
-                    note += f"; graph replay {g_ms:.4f} ms" + (
-                        f", {g_ms / floor:.2f}x floor" if floor else ""
-                    )
+                    note += "; " + graph_note(g_ms, floor)
                 table.add(case, shape, be, ms, ref_ms, note)
     table.finish()
 

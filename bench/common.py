@@ -107,6 +107,13 @@ def graph_ms(fn: Callable[[], object], device: str, repeats: int, calls: int = 1
     return time_ms(graph.replay, device, repeats) / calls
 
 
+def graph_note(g_ms: float | None, floor: float | None = None) -> str:
+    """The note "graph replay <ms>[, <ratio>x floor]"; empty when there is no replay time."""
+    if g_ms is None:
+        return ""
+    return f"graph replay {g_ms:.4f} ms" + (f", {g_ms / floor:.2f}x floor" if floor else "")
+
+
 class Table:
     """Collects rows, prints an aligned table and appends them to ``results/<name>.csv``."""
 
