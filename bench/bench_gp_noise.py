@@ -1,6 +1,7 @@
 """Benchmark gp_noise: every available backend against the chunked PyTorch reference, same run.
 
-Shapes: the paper's 128x128x4 latent and larger frames, J = 3000, independent and shared features.
+Shapes: the paper's 128x128x4 latent and larger frames, J = 3000, independent and shared features
+(shared: on CUDA both the FMA and the tensor-core kernel).
 On a GPU the table also shows the cosine-throughput floor (H*W*C*J cosines, or H*W*J shared, at
 16 per SM per clock) and the ratio to it.
 """
@@ -46,14 +47,17 @@ def main():
             table.add("gp_noise", shape, "reference", ref_ms, ref_ms)
             cos = s * s * j * (1 if shared else c)
             floor = cosine_floor_ms(dev, cos)
-            for be in OP_BACKENDS["gp_noise"]:
-                if be == "reference" or not available(be, dev.split(":")[0]):
+            runs = [(be, be, None) for be in OP_BACKENDS["gp_noise"] if be != "reference"]
+            if shared:  # the tensor-core kernel of shared-feature fields
+                runs.insert(1, ("cuda", "cuda (tensor cores)", "tensor_cores"))
+            for be, label, kernel in runs:
+                if not available(be, dev.split(":")[0]):
                     continue
 
                 def call(coords=coords):
                     return wf.gp_noise(coords, field.z, field.b, field.w)
 
-                with wf.use_backend(be), wf.ops.value_checks(False):
+                with wf.use_backend(be), wf.ops.value_checks(False), wf.ops.gp_noise_cuda_kernel(kernel):
                     ms = time_ms(call, dev, reps)
                     g_ms = graph_ms(call, dev, reps)
                 note = (
@@ -63,7 +67,7 @@ def main():
                 )
                 if g_ms is not None:
                     note += "; " + graph_note(g_ms, floor)
-                table.add("gp_noise", shape, be, ms, ref_ms, note)
+                table.add("gp_noise", shape, label, ms, ref_ms, note)
     table.finish()
 
 

@@ -43,21 +43,24 @@ def _flows(h: int, w: int, device: str):
     return back.float().to(device), fwd.float().to(device)
 
 
-def _cases(quick_cpu_big: bool):
-    """(label, method, options)."""
+def _cases(quick_cpu_big: bool, cuda: bool):
+    """(label, method, options, gp_noise CUDA kernel)."""
     cases = [
-        ("fixed", "fixed", {}),
-        ("resample", "resample", {}),
-        ("nearest (white)", "nearest", {}),
-        ("bilinear (white)", "bilinear", {}),
-        ("hiwyn k=8", "hiwyn", {}),
-        ("infres", "infres", {}),
-        ("gwtf", "gwtf", {}),
-        ("gwtf 4x grid", "gwtf", {"upsample": 4}),
-        (f"gp J={J} shared", "gp", {"rff": RFFConfig(num_features=J, shared_features=True)}),
+        ("fixed", "fixed", {}, None),
+        ("resample", "resample", {}, None),
+        ("nearest (white)", "nearest", {}, None),
+        ("bilinear (white)", "bilinear", {}, None),
+        ("hiwyn k=8", "hiwyn", {}, None),
+        ("infres", "infres", {}, None),
+        ("gwtf", "gwtf", {}, None),
+        ("gwtf 4x grid", "gwtf", {"upsample": 4}, None),
+        (f"gp J={J} shared", "gp", {"rff": RFFConfig(num_features=J, shared_features=True)}, None),
     ]
+    if cuda:
+        shared = {"rff": RFFConfig(num_features=J, shared_features=True)}
+        cases.append((f"gp J={J} shared, tensor cores", "gp", shared, "tensor_cores"))
     if not quick_cpu_big:
-        cases.append((f"gp J={J} independent", "gp", {"rff": RFFConfig(num_features=J)}))
+        cases.append((f"gp J={J} independent", "gp", {"rff": RFFConfig(num_features=J)}, None))
     return cases
 
 
@@ -88,12 +91,12 @@ def run(dev: str, quick: bool, repeats: int | None) -> Table:
         reps = repeats or (1 if big_cpu else 5 if dev == "cpu" else 30)
         warm = 1 if big_cpu else 2
         back, fwd = _flows(h, w, dev)
-        for label, method, opts in _cases(quick_cpu_big=big_cpu):
+        for label, method, opts, kernel in _cases(quick_cpu_big=big_cpu, cuda=dev.startswith("cuda")):
             warper = make_noise_warper(method, **opts)
             warper.reset((c, h, w), 0, device=dev)
             needs_fwd = warper.uses_forward_flow
             step = lambda: warper.step(back, fwd if needs_fwd else None)  # noqa: E731
-            with wf.ops.value_checks(False):
+            with wf.ops.value_checks(False), wf.ops.gp_noise_cuda_kernel(kernel):
                 ms = time_ms(step, dev, reps, warmup=warm)
                 # the step's device time without host overhead (gp: compose_coords + gp_noise)
                 g_ms = graph_ms(step, dev, reps) if method == "gp" else None
@@ -105,6 +108,7 @@ def run(dev: str, quick: bool, repeats: int | None) -> Table:
                 backend = f"warp:{ops['warp']}"
             if method == "gp":
                 backend = f"compose_coords:{ops['compose_coords']} gp_noise:{ops['gp_noise']}"
+                backend += f" ({kernel.replace('_', ' ')})" if kernel else ""
             table.add(label, f"{c}x{h}x{w}", backend, ms, None, _note(method, label, dev, c, h, w, ms, g_ms))
             if dev.startswith("cuda"):
                 torch.cuda.empty_cache()

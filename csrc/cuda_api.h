@@ -6,7 +6,10 @@
 
 namespace warped_fast {
 
-const char* gp_noise_cuda(const GpNoiseParams& p, uintptr_t stream);
+// Which gp_noise kernel runs shared-feature fields: auto, the FMA kernel, or the tensor-core kernel
+// (independent channels always use the FMA kernel).
+constexpr int kGpKernelAuto = 0, kGpKernelFma = 1, kGpKernelTensorCores = 2;
+const char* gp_noise_cuda(const GpNoiseParams& p, uintptr_t stream, int kernel);
 // Number of visible CUDA devices, or -1 with the error string in *err.
 int cuda_device_count(const char** err);
 

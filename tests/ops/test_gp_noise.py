@@ -1,5 +1,6 @@
 """gp_noise: fast paths against the reference, the field's distribution, pull-back, bad inputs."""
 
+import importlib
 import math
 
 import numpy as np
@@ -13,6 +14,8 @@ from warped_fast import reference
 from warped_fast.noise import RFFConfig, RFFField, identity_coords, truncated_rbf_kernel
 
 SHAPES = [(1, 3, 17, 29), (3, 4, 8, 5), (2, 1, 1, 7)]
+# (shared features, CUDA kernel): shared fields run on either kernel; independent ones on the FMA kernel.
+CUDA_VARIANTS = [(False, "auto"), (True, "fma"), (True, "tensor_cores")]
 
 
 def _params(c, j, shared, gen):
@@ -164,15 +167,30 @@ def test_bad_inputs(gen):
         RFFConfig(num_features=0)
 
 
+def test_cuda_kernel_choice(monkeypatch):
+    gp_mod = importlib.import_module("warped_fast.ops.gp_noise")  # the module: ops.gp_noise is the function
+    with pytest.raises(ValueError, match="gp_noise_cuda_kernel: expected one of"):
+        with wf.ops.gp_noise_cuda_kernel("wmma"):
+            pass
+    monkeypatch.setenv("WARPED_FAST_GP_CUDA_KERNEL", "tensor_cores")
+    assert gp_mod._kernel_code() == wf.ops.GP_CUDA_KERNELS["tensor_cores"]
+    with wf.ops.gp_noise_cuda_kernel("fma"):
+        assert gp_mod._kernel_code() == wf.ops.GP_CUDA_KERNELS["fma"]
+    assert gp_mod._kernel_code() == wf.ops.GP_CUDA_KERNELS["tensor_cores"]
+    monkeypatch.setenv("WARPED_FAST_GP_CUDA_KERNEL", "fast")
+    with pytest.raises(ValueError, match="WARPED_FAST_GP_CUDA_KERNEL: expected one of"):
+        gp_mod._kernel_code()
+
+
 @pytest.mark.cuda
-@pytest.mark.parametrize("shared", [False, True])
+@pytest.mark.parametrize("shared, kernel", CUDA_VARIANTS)
 @pytest.mark.parametrize("shape", SHAPES + [(1, 4, 128, 128), (2, 8, 33, 70), (1, 9, 5, 3)])
-def test_cuda_matches_reference(shape, shared, gen):
+def test_cuda_matches_reference(shape, shared, kernel, gen):
     n, c, h, w = shape
     z, b, wt = _params(c, 1001, shared, gen)
     coords = _coords(n, h, w, gen)
     r64, ref_err = _ref_errors(coords, z, b, wt)
-    with wf.use_backend("cuda"):
+    with wf.use_backend("cuda"), wf.ops.gp_noise_cuda_kernel(kernel):
         out = wf.gp_noise(coords.cuda(), z.cuda(), b.cuda(), wt.cuda())
     assert_close(out, r64, atol=2 * ref_err + 1e-5, what="gp_noise cuda vs float64 reference")
 
@@ -186,7 +204,7 @@ def _smooth_coords(n, h, w, offset, amp):
 
 
 @pytest.mark.cuda
-@pytest.mark.parametrize("shared", [False, True])
+@pytest.mark.parametrize("shared, kernel", CUDA_VARIANTS)
 @pytest.mark.parametrize(
     "shape, j, offset, amp, spread",
     [
@@ -194,9 +212,10 @@ def _smooth_coords(n, h, w, offset, amp):
         ((2, 3, 70, 45), 1001, (3000.0, -2500.5), 5.0, 0.0),
         ((1, 4, 64, 96), 1001, (-500.25, 40.0), 20.0, 0.0),
         ((1, 2, 64, 96), 300, (0.0, 0.0), 3.0, 40.0),
+        ((1, 6, 40, 70), 1001, (12.5, -7.0), 8.0, 0.0),
     ],
 )
-def test_cuda_smooth_coordinates(shape, j, offset, amp, spread, shared, gen):
+def test_cuda_smooth_coordinates(shape, j, offset, amp, spread, shared, kernel, gen):
     """Smooth coordinate maps, near the origin and thousands of pixels away, evaluate relative to each
     block's anchor without range reduction; the last case scatters the right half of the frame so that
     blocks of both kinds meet in one launch."""
@@ -206,7 +225,7 @@ def test_cuda_smooth_coordinates(shape, j, offset, amp, spread, shared, gen):
     if spread:
         coords[:, :, w // 2 :] += torch.randn(n, h, w - w // 2, 2, generator=gen) * spread
     r64, ref_err = _ref_errors(coords, z, b, wt)
-    with wf.use_backend("cuda"):
+    with wf.use_backend("cuda"), wf.ops.gp_noise_cuda_kernel(kernel):
         out = wf.gp_noise(coords.cuda(), z.cuda(), b.cuda(), wt.cuda())
     assert_close(
         out, r64, atol=2 * ref_err + 1e-5, what=f"gp_noise cuda, smooth coordinates {offset}, {amp} px"
@@ -214,18 +233,18 @@ def test_cuda_smooth_coordinates(shape, j, offset, amp, spread, shared, gen):
 
 
 @pytest.mark.cuda
-@pytest.mark.parametrize("shared", [False, True])
+@pytest.mark.parametrize("shared, kernel", CUDA_VARIANTS)
 @pytest.mark.parametrize(
     "shape, j, spread",
     [((1, 4, 200, 200), 3000, 40.0), ((1, 1, 96, 100), 5, 40.0), ((1, 4, 64, 64), 3000, 2000.0)],
 )
-def test_cuda_split_tiles_and_large_coordinates(shape, j, spread, shared, gen):
+def test_cuda_split_tiles_and_large_coordinates(shape, j, spread, shared, kernel, gen):
     """Frames that take the split-feature path, J not a multiple of the tile, and coordinates of
     thousands of pixels (phases of many turns, wrapped by the cosine unit)."""
     n, c, h, w = shape
     z, b, wt = _params(c, j, shared, gen)
     coords = _coords(n, h, w, gen, spread=spread)
     r64, ref_err = _ref_errors(coords, z, b, wt)
-    with wf.use_backend("cuda"):
+    with wf.use_backend("cuda"), wf.ops.gp_noise_cuda_kernel(kernel):
         out = wf.gp_noise(coords.cuda(), z.cuda(), b.cuda(), wt.cuda())
     assert_close(out, r64, atol=2 * ref_err + 1e-5, what=f"gp_noise cuda, J={j}, spread {spread}")

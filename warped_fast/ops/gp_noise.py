@@ -7,6 +7,10 @@ Fused: the ``[pixels, J]`` matrix is never materialized. Math in float32.
 
 from __future__ import annotations
 
+import contextlib
+import contextvars
+import os
+
 import torch
 
 from .. import reference
@@ -15,6 +19,41 @@ from ._checks import check_finite, check_nonempty, check_tensor
 from ._dispatch import register, select
 
 register("gp_noise", ("cuda", "cpu", "reference"))
+
+# CUDA kernels for shared-feature fields (independent channels always run the FMA kernel):
+#   fma:          one FMA per channel per cosine (measured on the H100, see docs/benchmarks_h100.md)
+#   tensor_cores: phases and channel sums on tensor cores in split-tf32 (float32 accuracy), sm_80+
+#   auto:         the FMA kernel
+GP_CUDA_KERNELS = {"auto": 0, "fma": 1, "tensor_cores": 2}
+_cuda_kernel: contextvars.ContextVar[str | None] = contextvars.ContextVar(
+    "warped_fast_gp_kernel", default=None
+)
+
+
+def _check_kernel(name: str, what: str) -> str:
+    if name not in GP_CUDA_KERNELS:
+        raise ValueError(f"{what}: expected one of {tuple(GP_CUDA_KERNELS)}, got {name!r}")
+    return name
+
+
+@contextlib.contextmanager
+def gp_noise_cuda_kernel(name: str | None):
+    """Run shared-feature ``gp_noise`` calls inside the block on CUDA kernel ``name`` (see
+    ``GP_CUDA_KERNELS``; None: the environment variable ``WARPED_FAST_GP_CUDA_KERNEL``, else auto)."""
+    if name is not None:
+        _check_kernel(name, "gp_noise_cuda_kernel")
+    token = _cuda_kernel.set(name)
+    try:
+        yield
+    finally:
+        _cuda_kernel.reset(token)
+
+
+def _kernel_code() -> int:
+    name = _cuda_kernel.get() or os.environ.get("WARPED_FAST_GP_CUDA_KERNEL") or "auto"
+    return GP_CUDA_KERNELS[_check_kernel(name, "WARPED_FAST_GP_CUDA_KERNEL")]
+
+
 # The current CUDA stream of a device as a raw handle (what compiled graphs use); None if absent.
 _raw_stream = getattr(torch._C, "_cuda_getCurrentRawStream", None)
 
@@ -42,12 +81,12 @@ def _gp_noise_impl(coords: torch.Tensor, z: torch.Tensor, b: torch.Tensor, w: to
     if backend == "cpu":
         _cpu.lib().gp_noise_cpu(*args, _cpu.threads())
     else:  # cuda: launch on the tensors' device and its current stream
-        idx = coords.device.index
+        idx, kernel = coords.device.index, _kernel_code()
         if _raw_stream is not None and idx == torch.cuda.current_device():
-            _cpu.lib().gp_noise_cuda(*args, _raw_stream(idx))  # no guard or Stream object: ~us of host time
+            _cpu.lib().gp_noise_cuda(*args, _raw_stream(idx), kernel)  # no guard or Stream: ~us of host time
         else:
             with torch.cuda.device(idx):
-                _cpu.lib().gp_noise_cuda(*args, torch.cuda.current_stream(idx).cuda_stream)
+                _cpu.lib().gp_noise_cuda(*args, torch.cuda.current_stream(idx).cuda_stream, kernel)
     return out
 
 

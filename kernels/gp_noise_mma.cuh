@@ -1,0 +1,258 @@
+// Shared-feature gp_noise with the phases and the channel sums on tensor cores (sm_80+).
+//
+// The FMA kernel issues ~8.75 instructions per cosine with 4 channels (2 phase FMAs, FMUL.RZ + MUFU,
+// 4 channel FMAs and shared loads), more than the 8 clocks of a warp-wide cosine on the SFU. Here a
+// warp holds 16-pixel x 8-feature blocks in mma.m16n8k8 fragments and issues, per cosine, the cosine
+// (FMUL.RZ + MUFU), its split into two tf32 halves (LOP, FADD) and a share of three mma: 6.0 in all.
+//
+// Phases: D1 = A1 B1 + C1, one mma per 128 phases, float32-accurate by splitting each operand into
+// tf32 halves and packing the four cross products of x and y into K = 8:
+//   A1[pixel]   = (dx_hi, dx_hi, dx_lo, dx_lo, dy_hi, dy_hi, dy_lo, dy_lo)   (offsets from the anchor)
+//   B1[feature] = (zx_hi, zx_lo, zx_hi, zx_lo, zy_hi, zy_lo, zy_hi, zy_lo)
+//   C1          = c, the feature's phase at the anchor (float32 accumulator input).
+// Channel sums: acc += cos_hi W + cos_lo W with W[feature] = (w_hi[0..3], w_lo[0..3]) in the 8 columns,
+// so acc[:, ch] + acc[:, ch + 4] = sum_j cos_j w_j[ch] to ~2^-21 relative per term. The accumulator
+// fragment D1 (columns 2t, 2t + 1 of lane t) is reused as the A operand (columns t, t + 4) by storing
+// features 2t and 2t + 1 as W's rows t and t + 4. Each feature tile's sum is added to a float32 total
+// with a rounding add, so the tensor cores' truncating accumulation spans 256 features at most.
+// A tile whose phases could exceed kMmaFastBound takes the phases on the FMA pipe, reduced to
+// [-pi, pi] (cos_phase), like the FMA kernel.
+#pragma once
+#include "gp_noise_tiles.cuh"
+
+namespace warped_fast {
+namespace {
+
+constexpr int kMmaTiles = 2;            // 16-pixel m-tiles per warp
+constexpr float kMmaFastBound = 64.0f;  // split-tf32 phases: error ~2^-22 |<z, dx>| + 1 ulp, 2e-5 rad here
+
+// Rows of the block's tile: (warps per slice) x kMmaTiles x 16 pixels, 32 per row.
+__host__ __device__ constexpr int mma_tile_rows(int split) { return kThreads / 32 / split * kMmaTiles * 16 / kCols; }
+
+// x rounded to tf32 (10 explicit mantissa bits; the low 13 bits of the result are zero).
+__device__ __forceinline__ float to_tf32(float x) {
+  uint32_t r;
+  asm("cvt.rna.tf32.f32 %0, %1;" : "=r"(r) : "f"(x));
+  return __uint_as_float(r);
+}
+
+// x truncated to tf32: one LOP (x - tf32_trunc(x) is exact in float32).
+__device__ __forceinline__ float tf32_trunc(float x) { return __uint_as_float(__float_as_uint(x) & 0xffffe000u); }
+
+// d = a b + c on one m16n8k8 tf32 tensor-core tile (fragments as in the PTX ISA, float32 accumulate).
+__device__ __forceinline__ void mma_tf32(float (&d)[4], const float (&a)[4], float b0, float b1, const float (&c)[4]) {
+  asm("mma.sync.aligned.m16n8k8.row.col.f32.tf32.tf32.f32 {%0, %1, %2, %3}, {%4, %5, %6, %7}, {%8, %9}, "
+      "{%10, %11, %12, %13};"
+      : "=f"(d[0]), "=f"(d[1]), "=f"(d[2]), "=f"(d[3])
+      : "r"(__float_as_uint(a[0])), "r"(__float_as_uint(a[1])), "r"(__float_as_uint(a[2])), "r"(__float_as_uint(a[3])),
+        "r"(__float_as_uint(b0)), "r"(__float_as_uint(b1)), "f"(c[0]), "f"(c[1]), "f"(c[2]), "f"(c[3]));
+}
+
+// One staged feature tile in the layouts the fragments read (NT groups of 4 channels):
+//   zs[f]   = (zx_hi, zy_hi, zx_lo, zy_lo): B1 rows (t, t + 4) of lane t are .xy (t even) or .zw
+//   cp[4 s + t] = (c, c', c, c') of features 8 s + 2 t, + 1: the C1 fragment of lane t in k-step s
+//   wf[nt][s][t][n][h] = W of feature 8 s + 2 t + h, column n: the B2 pair of lane (n, t) in k-step s
+template <int NT>
+struct MmaTile {
+  float4 zs[kTile];
+  float4 cp[kTile / 2];
+  float wf[NT][kTile / 8][4][8][2];
+};
+
+// Stages feature f of the tile (raw values in `r`, phase at the anchor `c`).
+template <int NT>
+__device__ __forceinline__ void stage_feature(MmaTile<NT>& tile, int f, const RawFeature<4 * NT>& r, float c) {
+  const float zxh = to_tf32(r.zx), zyh = to_tf32(r.zy);
+  tile.zs[f] = make_float4(zxh, zyh, to_tf32(r.zx - zxh), to_tf32(r.zy - zyh));
+  const int s = f / 8, t = (f % 8) / 2, h = f % 2;
+  float* c4 = reinterpret_cast<float*>(&tile.cp[f / 2]);
+  c4[h] = c, c4[h + 2] = c;
+#pragma unroll
+  for (int nt = 0; nt < NT; ++nt) {
+#pragma unroll
+    for (int ch = 0; ch < 4; ++ch) {
+      const float w = r.w[4 * nt + ch], hi = to_tf32(w);
+      tile.wf[nt][s][t][ch][h] = hi;
+      tile.wf[nt][s][t][ch + 4][h] = to_tf32(w - hi);
+    }
+  }
+}
+
+// In-frame index of the lane's pixel in row g + 8 r of m-tile m (-1 outside the frame).
+template <int SPLIT>
+__device__ __forceinline__ int64_t mma_pixel(const GpNoiseParams& p, int m, int r) {
+  constexpr int warps = kThreads / 32 / SPLIT;
+  const int mt = threadIdx.x / 32 % warps * kMmaTiles + m, g = threadIdx.x % 32 / 4;
+  const int64_t tiles_x = (p.width + kCols - 1) / kCols;
+  const int64_t row = (blockIdx.x / tiles_x) * mma_tile_rows(SPLIT) + mt / 2;
+  const int64_t col = (blockIdx.x % tiles_x) * kCols + (mt % 2) * 16 + g + 8 * r;
+  return (col < p.width && row < p.pixels / p.width) ? row * p.width + col : -1;
+}
+
+// The lane's coordinates in rows g, g + 8 of each m-tile, less (x0, y0) (0 outside the frame); widens
+// the box (lo_x, hi_x, lo_y, hi_y) by the in-frame ones.
+template <int SPLIT>
+__device__ __forceinline__ void mma_coords(const GpNoiseParams& p, int64_t n, float x0, float y0,
+                                           float (&dx)[kMmaTiles][2], float (&dy)[kMmaTiles][2], float4& box) {
+#pragma unroll
+  for (int m = 0; m < kMmaTiles; ++m) {
+#pragma unroll
+    for (int r = 0; r < 2; ++r) {
+      const int64_t pix = mma_pixel<SPLIT>(p, m, r);
+      dx[m][r] = dy[m][r] = 0.f;
+      if (pix < 0) continue;
+      const float2 c = reinterpret_cast<const float2*>(p.coords)[n * p.pixels + pix];
+      dx[m][r] = c.x - x0, dy[m][r] = c.y - y0;
+      box.x = fminf(box.x, c.x), box.y = fmaxf(box.y, c.x), box.z = fminf(box.z, c.y), box.w = fmaxf(box.w, c.y);
+    }
+  }
+}
+
+// acc[m] += cos(phases of the lane's fragment) x W over the k-steps [s0, s1) of a staged tile.
+// FAST: phases by mma from the split offsets a1; else on the FMA pipe, reduced to [-pi, pi], from the
+// coordinates and z (j0: the tile's first feature) reloaded from global memory: such tiles are rare.
+template <bool FAST, int SPLIT, int NT>
+__device__ __forceinline__ void accumulate_mma(const MmaTile<NT>& tile, int s0, int s1, const float (&a1)[kMmaTiles][4],
+                                               const GpNoiseParams& p, int64_t n, int64_t j0, const Anchor& a,
+                                               float (&acc)[kMmaTiles][NT][4]) {
+  const int g = threadIdx.x % 32 / 4, t = threadIdx.x % 4;
+  float dx[kMmaTiles][2], dy[kMmaTiles][2];
+  if (!FAST) {
+    float4 box;
+    mma_coords<SPLIT>(p, n, a.x0, a.y0, dx, dy, box);
+  }
+  const float2* zs = reinterpret_cast<const float2*>(tile.zs) + 2 * g + (t & 1);  // + 16 per k-step
+  const float4* cp = tile.cp + t;                                                 // + 4
+  const float2* wf = reinterpret_cast<const float2*>(tile.wf[0][0][t]) + g;       // + 32, + 1024 per nt
+  for (int s = s0; s < s1; ++s) {
+    float2 wb[NT];
+#pragma unroll
+    for (int nt = 0; nt < NT; ++nt) wb[nt] = wf[1024 * nt + 32 * s];
+    const float4 c4 = cp[4 * s];
+    float ph[kMmaTiles][4];
+    if (FAST) {
+      const float2 b = zs[16 * s];
+      const float c1[4] = {c4.x, c4.y, c4.z, c4.w};
+#pragma unroll
+      for (int m = 0; m < kMmaTiles; ++m) mma_tf32(ph[m], a1[m], b.x, b.y, c1);
+    } else {
+      const int64_t j = j0 + 8 * s + 2 * t;  // (zx, zy) of features j and j + 1 (0 past J: w = 0 there)
+      const float4 z2 =
+          make_float4(j < p.features ? p.z[2 * j] : 0.f, j < p.features ? p.z[2 * j + 1] : 0.f,
+                      j + 1 < p.features ? p.z[2 * j + 2] : 0.f, j + 1 < p.features ? p.z[2 * j + 3] : 0.f);
+#pragma unroll
+      for (int m = 0; m < kMmaTiles; ++m) {
+#pragma unroll
+        for (int r = 0; r < 2; ++r) {
+          ph[m][2 * r] = fmaf(z2.x, dx[m][r], fmaf(z2.y, dy[m][r], c4.x));
+          ph[m][2 * r + 1] = fmaf(z2.z, dx[m][r], fmaf(z2.w, dy[m][r], c4.y));
+        }
+      }
+    }
+#pragma unroll
+    for (int m = 0; m < kMmaTiles; ++m) {
+      // The tensor cores read the top 19 bits of a tf32 operand: cs is its own hi half, cs - hi the lo.
+      float hi[4], lo[4];
+#pragma unroll
+      for (int i = 0; i < 4; ++i) {
+        hi[i] = cos_local<FAST>(ph[m][i]);
+        lo[i] = hi[i] - tf32_trunc(hi[i]);
+      }
+      // D1 element i = (row g + 8 (i / 2), feature 2t + i % 2) -> A2 (row, k = t + 4 (i % 2)).
+      const float a_hi[4] = {hi[0], hi[2], hi[1], hi[3]}, a_lo[4] = {lo[0], lo[2], lo[1], lo[3]};
+#pragma unroll
+      for (int nt = 0; nt < NT; ++nt) {
+        mma_tf32(acc[m][nt], a_hi, wb[nt].x, wb[nt].y, acc[m][nt]);
+        mma_tf32(acc[m][nt], a_lo, wb[nt].x, wb[nt].y, acc[m][nt]);
+      }
+    }
+  }
+}
+
+// Shared (z, b), per-channel w, 4 * NT channels per block. grid = (tiles, ceil(C / (4 NT)), N).
+// A block is SPLIT feature slices of 8 / SPLIT warps; warp w of a slice covers m-tiles
+// w * kMmaTiles + m, each 16 pixels of one row of the block's 32-column tile.
+template <int SPLIT, int NT>
+__global__ void __launch_bounds__(kThreads, NT == 1 ? 3 : 2) gp_shared_mma_kernel(GpNoiseParams p, float scale) {
+  constexpr int lanes = kThreads / SPLIT, steps = kTile / 8 / SPLIT, R = kMmaTiles * NT * 4;
+  constexpr int tile_bytes = 2 * static_cast<int>(sizeof(MmaTile<NT>)), red_bytes = (SPLIT - 1) * R * lanes * 4;
+  __shared__ __align__(16) unsigned char smem[tile_bytes > red_bytes ? tile_bytes : red_bytes];
+  MmaTile<NT>* tiles = reinterpret_cast<MmaTile<NT>*>(smem);
+  const int64_t c0 = int64_t(blockIdx.y) * 4 * NT, n = blockIdx.z, J = p.features, C = p.channels;
+  const int slice = threadIdx.x / lanes, t = threadIdx.x % 4;
+
+  // The lane's pixel offsets from the block's anchor, as A1 fragments: element (row g + 8 r, k = t) is
+  // dx's hi half for t < 2, its lo half for t >= 2; (row g + 8 r, k = t + 4) the same of dy.
+  float dx[kMmaTiles][2], dy[kMmaTiles][2];
+  float4 box = make_float4(INFINITY, -INFINITY, INFINITY, -INFINITY);
+  mma_coords<SPLIT>(p, n, 0.f, 0.f, dx, dy, box);
+  const Anchor a = block_anchor(box.x, box.y, box.z, box.w);
+  float a1[kMmaTiles][4];
+#pragma unroll
+  for (int m = 0; m < kMmaTiles; ++m) {
+#pragma unroll
+    for (int r = 0; r < 2; ++r) {
+      const bool in = mma_pixel<SPLIT>(p, m, r) >= 0;
+      const float ox = in ? dx[m][r] - a.x0 : 0.f, oy = in ? dy[m][r] - a.y0 : 0.f;
+      const float hx = to_tf32(ox), hy = to_tf32(oy);
+      a1[m][r] = t < 2 ? hx : to_tf32(ox - hx);
+      a1[m][r + 2] = t < 2 ? hy : to_tf32(oy - hy);
+    }
+  }
+  float acc[kMmaTiles][NT][4], total[R];
+#pragma unroll
+  for (int i = 0; i < R; ++i) total[i] = 0.f;
+
+  RawFeature<4 * NT> next = fetch_shared<4 * NT>(p, c0, threadIdx.x);
+  int buf = 0;
+  for (int64_t j0 = 0; j0 < J; j0 += kTile, buf ^= 1) {
+    const float ph = anchored_phase(next.zx, next.zy, next.b, a);
+    stage_feature<NT>(tiles[buf], threadIdx.x, next, ph);
+    const bool reduce = __syncthreads_or(needs_reduction(next.zx, next.zy, ph, a, kMmaFastBound));
+    if (j0 + kTile < J) next = fetch_shared<4 * NT>(p, c0, j0 + kTile + threadIdx.x);
+    const int valid = static_cast<int>((J - j0 < kTile ? J - j0 : kTile) + 7) / 8;
+    const int s0 = slice * steps, s1 = min(s0 + steps, valid);
+#pragma unroll
+    for (int m = 0; m < kMmaTiles; ++m)
+#pragma unroll
+      for (int nt = 0; nt < NT; ++nt)
+#pragma unroll
+        for (int i = 0; i < 4; ++i) acc[m][nt][i] = 0.f;
+    if (reduce)
+      accumulate_mma<false, SPLIT, NT>(tiles[buf], s0, s1, a1, p, n, j0, a, acc);
+    else
+      accumulate_mma<true, SPLIT, NT>(tiles[buf], s0, s1, a1, p, n, j0, a, acc);
+    // A rounding float32 add per tile: the tensor cores' truncating sums span 256 features at most.
+#pragma unroll
+    for (int m = 0; m < kMmaTiles; ++m)
+#pragma unroll
+      for (int nt = 0; nt < NT; ++nt)
+#pragma unroll
+        for (int i = 0; i < 4; ++i) total[(m * NT + nt) * 4 + i] += acc[m][nt][i];
+  }
+  reduce_slices<SPLIT, R>(total, reinterpret_cast<float*>(smem));
+  if (slice != 0) return;
+  // Lane t holds columns 2t, 2t + 1: hi parts of channels 2t, 2t + 1 for t < 2, their lo parts for t >= 2.
+#pragma unroll
+  for (int i = 0; i < R; ++i) total[i] += __shfl_xor_sync(0xffffffffu, total[i], 2);
+  if (t >= 2) return;
+#pragma unroll
+  for (int m = 0; m < kMmaTiles; ++m) {
+#pragma unroll
+    for (int r = 0; r < 2; ++r) {
+      const int64_t px = mma_pixel<SPLIT>(p, m, r);
+      if (px < 0) continue;
+#pragma unroll
+      for (int nt = 0; nt < NT; ++nt) {
+#pragma unroll
+        for (int h = 0; h < 2; ++h) {
+          const int64_t ch = c0 + 4 * nt + 2 * t + h;
+          if (ch < C) p.out[(n * C + ch) * p.pixels + px] = scale * total[(m * NT + nt) * 4 + 2 * r + h];
+        }
+      }
+    }
+  }
+}
+
+}  // namespace
+}  // namespace warped_fast

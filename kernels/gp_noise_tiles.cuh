@@ -1,0 +1,125 @@
+// Device helpers shared by the gp_noise CUDA kernels (kernels/gp_noise.cu): block geometry constants,
+// the block's integer anchor, phases relative to it, cosines of any phase, and the fixed-order sum of
+// the feature slices' partial results. Included by gp_noise.cu only (internal linkage).
+#pragma once
+#include <cuda_runtime.h>
+
+#include <cstdint>
+
+#include "params.h"
+
+namespace warped_fast {
+namespace {
+
+constexpr int kThreads = 256;
+constexpr int kTile = 256;  // features per shared-memory tile: one per thread
+constexpr int kCols = 32;   // tile width: one warp reads 32 consecutive pixels
+constexpr float kTwoPi = 6.28318530717958647f;
+constexpr float kRound = 12582912.0f;  // 1.5 * 2^23: adding it rounds |v| < 2^22 to an integer
+constexpr float kFastBound = 128.0f;   // largest |phase| (radians) given to the cosine unit unreduced
+constexpr double kTwoPiD = 6.283185307179586476925;
+
+// cos(phase) for a phase in radians of any size. __cosf alone converts to turns with a truncating
+// multiply, which at phases of thousands of radians doubles the error of the float32 phase; reducing
+// first keeps the error at the phase's own. n = rint(phase / 2 pi) by the round-by-addition trick on the
+// FMA pipe (rintf would run on the conversion pipe, as slow as the cosine); 2 pi's rounding in the last
+// FMA only rescales the phase by 1 + 3e-8, the same for every evaluation.
+__device__ __forceinline__ float cos_phase(float phase) {
+  const float n = __fsub_rn(fmaf(phase, kInvTwoPi, kRound), kRound);
+  return __cosf(fmaf(-n, kTwoPi, phase));
+}
+
+template <bool FAST>
+__device__ __forceinline__ float cos_local(float phase) {
+  return FAST ? __cosf(phase) : cos_phase(phase);
+}
+
+// The block's anchor (x0, y0) and the half-extent (rx, ry) of its tile's coordinates around it.
+struct Anchor {
+  float x0, y0, rx, ry;
+};
+
+// The anchor of the block from every thread's bounding box of its own coordinates (lo > hi for a
+// thread with none). Contains a __syncthreads: every thread of the block calls it.
+__device__ __forceinline__ Anchor block_anchor(float lo_x, float hi_x, float lo_y, float hi_y) {
+  __shared__ float4 box[kThreads / 32];
+#pragma unroll
+  for (int o = 16; o > 0; o /= 2) {
+    lo_x = fminf(lo_x, __shfl_xor_sync(0xffffffffu, lo_x, o));
+    hi_x = fmaxf(hi_x, __shfl_xor_sync(0xffffffffu, hi_x, o));
+    lo_y = fminf(lo_y, __shfl_xor_sync(0xffffffffu, lo_y, o));
+    hi_y = fmaxf(hi_y, __shfl_xor_sync(0xffffffffu, hi_y, o));
+  }
+  if (threadIdx.x % 32 == 0) box[threadIdx.x / 32] = make_float4(lo_x, hi_x, lo_y, hi_y);
+  __syncthreads();
+#pragma unroll
+  for (int i = 0; i < kThreads / 32; ++i) {
+    const float4 b = box[i];
+    lo_x = fminf(lo_x, b.x), hi_x = fmaxf(hi_x, b.y), lo_y = fminf(lo_y, b.z), hi_y = fmaxf(hi_y, b.w);
+  }
+  // Integer anchors keep x - x0 exact wherever |x - x0| <= |x|, and <z, x0> exact in float64.
+  Anchor a;
+  a.x0 = rintf(0.5f * lo_x + 0.5f * hi_x);
+  a.y0 = rintf(0.5f * lo_y + 0.5f * hi_y);
+  a.rx = fmaxf(hi_x - a.x0, a.x0 - lo_x);
+  a.ry = fmaxf(hi_y - a.y0, a.y0 - lo_y);
+  return a;
+}
+
+// Feature j's phase at the anchor, (<z, x0> + b) mod 2 pi, in float64, rounded to float32 (|c| <= pi).
+__device__ __forceinline__ float anchored_phase(float zx, float zy, float b, const Anchor& a) {
+  double c = fma(static_cast<double>(zx), static_cast<double>(a.x0),
+                 fma(static_cast<double>(zy), static_cast<double>(a.y0), static_cast<double>(b)));
+  c = fma(-kTwoPiD, rint(c * (1.0 / kTwoPiD)), c);
+  return static_cast<float>(c);
+}
+
+// True when a feature's phase over the block may exceed `bound` (its tile then reduces each phase).
+__device__ __forceinline__ bool needs_reduction(float zx, float zy, float c, const Anchor& a,
+                                                float bound = kFastBound) {
+  return !(fabsf(zx) * a.rx + fabsf(zy) * a.ry + fabsf(c) <= bound);  // NaN-safe: NaN reduces
+}
+
+// Adds the SPLIT slices' partial sums acc[R] of every lane into slice 0, in a fixed order. A slice is
+// the kThreads / SPLIT consecutive threads that share pixels; red holds (SPLIT - 1) * R * lanes floats.
+template <int SPLIT, int R>
+__device__ __forceinline__ void reduce_slices(float (&acc)[R], float* red) {
+  if (SPLIT == 1) return;
+  constexpr int lanes = kThreads / SPLIT;
+  const int lane = threadIdx.x % lanes, slice = threadIdx.x / lanes;
+  __syncthreads();  // red aliases the feature tiles: every slice is done reading them
+  if (slice > 0) {
+#pragma unroll
+    for (int i = 0; i < R; ++i) red[((slice - 1) * R + i) * lanes + lane] = acc[i];
+  }
+  __syncthreads();
+  if (slice == 0) {
+    for (int s = 0; s < SPLIT - 1; ++s) {
+#pragma unroll
+      for (int i = 0; i < R; ++i) acc[i] += red[(s * R + i) * lanes + lane];
+    }
+  }
+}
+
+// One feature of the next tile, prefetched into registers while the current tile is evaluated.
+// Features past J are zero (w = 0 adds nothing).
+template <int CB>
+struct RawFeature {
+  float zx = 0.f, zy = 0.f, b = 0.f, w[CB] = {};
+};
+
+// Feature j of the shared (z, b) and channels [c0, c0 + CB) of w (zero past J or C).
+template <int CB>
+__device__ __forceinline__ RawFeature<CB> fetch_shared(const GpNoiseParams& p, int64_t c0, int64_t j) {
+  RawFeature<CB> f;
+  if (j < p.features) {
+    f.zx = p.z[2 * j], f.zy = p.z[2 * j + 1], f.b = p.b[j];
+#pragma unroll
+    for (int c = 0; c < CB; ++c)
+      if (c0 + c < p.channels) f.w[c] = p.w[(c0 + c) * p.features + j];
+  }
+  return f;
+}
+
+}  // namespace
+}  // namespace warped_fast
