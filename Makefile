@@ -27,8 +27,7 @@ bench: $(STAMP)
 lint: $(STAMP)
 	$(BIN)/ruff check warped_fast tests bench
 	$(BIN)/ruff format --check warped_fast tests bench
-	@if command -v clang-format >/dev/null; then clang-format --dry-run -Werror csrc/*.cpp csrc/*.h kernels/*.cu kernels/*.cuh; \
-	else echo "clang-format not installed: C++/CUDA format not checked"; fi
+	$(BIN)/clang-format --dry-run -Werror csrc/*.cpp csrc/*.h kernels/*.cu kernels/*.cuh
 
 clean:
 	rm -rf build $(VENV) bench/results

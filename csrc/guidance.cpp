@@ -9,8 +9,8 @@
 namespace warped_fast {
 
 template <class T>
-void guidance_residual_cpu(const T* pred, const T* prev, const T* flow, const uint8_t* mask, T* r,
-                           double* row_sumsq, int64_t N, int64_t C, int64_t H, int64_t W, int threads) {
+void guidance_residual_cpu(const T* pred, const T* prev, const T* flow, const uint8_t* mask, T* r, double* row_sumsq,
+                           int64_t N, int64_t C, int64_t H, int64_t W, int threads) {
   const int64_t HW = H * W;
   parallel_for(N * H, threads, [&](int64_t row) {
     const int64_t n = row / H, yy = row % H;
@@ -33,8 +33,8 @@ void guidance_residual_cpu(const T* pred, const T* prev, const T* flow, const ui
 }
 
 template <class T>
-void euler_guided_step_cpu(const T* u, const T* pred, const T* grad, const T* sigma, const T* sigma_next,
-                           double lam, T* out, int64_t N, int64_t per_item, int threads) {
+void euler_guided_step_cpu(const T* u, const T* pred, const T* grad, const T* sigma, const T* sigma_next, double lam,
+                           T* out, int64_t N, int64_t per_item, int threads) {
   constexpr int64_t kChunk = 1 << 14;
   const int64_t chunks = (per_item + kChunk - 1) / kChunk;
   parallel_for(N * chunks, threads, [&](int64_t task) {
@@ -50,11 +50,11 @@ void euler_guided_step_cpu(const T* u, const T* pred, const T* grad, const T* si
   });
 }
 
-#define WF_INSTANTIATE(T)                                                                              \
-  template void guidance_residual_cpu<T>(const T*, const T*, const T*, const uint8_t*, T*, double*,  \
-                                         int64_t, int64_t, int64_t, int64_t, int);                    \
-  template void euler_guided_step_cpu<T>(const T*, const T*, const T*, const T*, const T*, double, T*, \
-                                         int64_t, int64_t, int);
+#define WF_INSTANTIATE(T)                                                                                             \
+  template void guidance_residual_cpu<T>(const T*, const T*, const T*, const uint8_t*, T*, double*, int64_t, int64_t, \
+                                         int64_t, int64_t, int);                                                      \
+  template void euler_guided_step_cpu<T>(const T*, const T*, const T*, const T*, const T*, double, T*, int64_t,       \
+                                         int64_t, int);
 WF_INSTANTIATE(float)
 WF_INSTANTIATE(double)
 #undef WF_INSTANTIATE

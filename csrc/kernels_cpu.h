@@ -11,14 +11,14 @@ void gp_noise_cpu(const GpNoiseParams& p, int threads);
 // out[n,c,y,x] = bilinear(image[n,c], (x,y) + flow[n,:,y,x]) with zero padding; valid in {0,1}.
 // back_flow may be null; when given, pixels failing the forward-backward check are invalid.
 template <class T>
-void warp_forward_cpu(const T* image, const T* flow, const T* back_flow, T* out, uint8_t* valid, int64_t N,
-                      int64_t C, int64_t H, int64_t W, int threads);
+void warp_forward_cpu(const T* image, const T* flow, const T* back_flow, T* out, uint8_t* valid, int64_t N, int64_t C,
+                      int64_t H, int64_t W, int threads);
 
 // Adjoint of warp_forward. grad_image (nullable) = splat of scale[n] * grad_out (scale nullable = 1);
 // grad_flow (nullable) = d<grad_out, out>/d flow. Both are fully overwritten.
 template <class T>
-void warp_backward_cpu(const T* grad_out, const T* image, const T* flow, const T* scale, T* grad_image,
-                       T* grad_flow, int64_t N, int64_t C, int64_t H, int64_t W, int threads);
+void warp_backward_cpu(const T* grad_out, const T* image, const T* flow, const T* scale, T* grad_image, T* grad_flow,
+                       int64_t N, int64_t C, int64_t H, int64_t W, int threads);
 
 // out[n,y,x] = p + D(p), p = (x,y) + flow[n,:,y,x], D = coords - identity sampled bilinearly with
 // linear extrapolation from the border cell. coords/out: [N,H,W,2].
@@ -27,12 +27,12 @@ void compose_coords_cpu(const T* coords, const T* flow, T* out, int64_t N, int64
 
 // r = M * (warp(pred, flow) - prev), M = in-frame (& mask); row_sumsq[n*H + y] = sum over the row of r^2.
 template <class T>
-void guidance_residual_cpu(const T* pred, const T* prev, const T* flow, const uint8_t* mask, T* r,
-                           double* row_sumsq, int64_t N, int64_t C, int64_t H, int64_t W, int threads);
+void guidance_residual_cpu(const T* pred, const T* prev, const T* flow, const uint8_t* mask, T* r, double* row_sumsq,
+                           int64_t N, int64_t C, int64_t H, int64_t W, int threads);
 
 // out = u + (sn[n] - s[n]) * (u - pred) / s[n] - lam * grad (grad nullable); per_item = C*H*W.
 template <class T>
-void euler_guided_step_cpu(const T* u, const T* pred, const T* grad, const T* sigma, const T* sigma_next,
-                           double lam, T* out, int64_t N, int64_t per_item, int threads);
+void euler_guided_step_cpu(const T* u, const T* pred, const T* grad, const T* sigma, const T* sigma_next, double lam,
+                           T* out, int64_t N, int64_t per_item, int threads);
 
 }  // namespace warped_fast

@@ -31,10 +31,19 @@ void by_dtype(int dtype, const char* op, F&& f) {
     throw std::invalid_argument(std::string(op) + ": unsupported dtype code " + std::to_string(dtype));
 }
 
-GpNoiseParams gp_params(uintptr_t coords, uintptr_t z, uintptr_t b, uintptr_t w, uintptr_t out, int64_t n,
-                        int64_t h, int64_t width, int64_t c, int64_t cz, int64_t j) {
-  return GpNoiseParams{ptr<const float>(coords), ptr<const float>(z), ptr<const float>(b), ptr<const float>(w),
-                       ptr<float>(out), n, h * width, width, c, cz, j};
+GpNoiseParams gp_params(uintptr_t coords, uintptr_t z, uintptr_t b, uintptr_t w, uintptr_t out, int64_t n, int64_t h,
+                        int64_t width, int64_t c, int64_t cz, int64_t j) {
+  return GpNoiseParams{ptr<const float>(coords),
+                       ptr<const float>(z),
+                       ptr<const float>(b),
+                       ptr<const float>(w),
+                       ptr<float>(out),
+                       n,
+                       h * width,
+                       width,
+                       c,
+                       cz,
+                       j};
 }
 
 }  // namespace
@@ -45,10 +54,9 @@ PYBIND11_MODULE(_C, m) {
 
   m.def(
       "gp_noise_cpu",
-      [](uintptr_t coords, uintptr_t z, uintptr_t b, uintptr_t w, uintptr_t out, int64_t n, int64_t h,
-         int64_t width, int64_t c, int64_t cz, int64_t j, int threads) {
-        warped_fast::gp_noise_cpu(gp_params(coords, z, b, w, out, n, h, width, c, cz, j), threads);
-      },
+      [](uintptr_t coords, uintptr_t z, uintptr_t b, uintptr_t w, uintptr_t out, int64_t n, int64_t h, int64_t width,
+         int64_t c, int64_t cz, int64_t j,
+         int threads) { warped_fast::gp_noise_cpu(gp_params(coords, z, b, w, out, n, h, width, c, cz, j), threads); },
       nogil);
 
   m.def(
@@ -70,8 +78,8 @@ PYBIND11_MODULE(_C, m) {
         by_dtype(dt, "warp_backward", [&](auto t) {
           using T = decltype(t);
           warped_fast::warp_backward_cpu<T>(ptr<const T>(grad_out), ptr<const T>(image), ptr<const T>(flow),
-                                            ptr<const T>(scale), ptr<T>(grad_image), ptr<T>(grad_flow), n, c, h,
-                                            w, threads);
+                                            ptr<const T>(scale), ptr<T>(grad_image), ptr<T>(grad_flow), n, c, h, w,
+                                            threads);
         });
       },
       nogil);
@@ -81,8 +89,7 @@ PYBIND11_MODULE(_C, m) {
       [](int dt, uintptr_t coords, uintptr_t flow, uintptr_t out, int64_t n, int64_t h, int64_t w, int threads) {
         by_dtype(dt, "compose_coords", [&](auto t) {
           using T = decltype(t);
-          warped_fast::compose_coords_cpu<T>(ptr<const T>(coords), ptr<const T>(flow), ptr<T>(out), n, h, w,
-                                             threads);
+          warped_fast::compose_coords_cpu<T>(ptr<const T>(coords), ptr<const T>(flow), ptr<T>(out), n, h, w, threads);
         });
       },
       nogil);
@@ -94,8 +101,8 @@ PYBIND11_MODULE(_C, m) {
         by_dtype(dt, "guidance_residual", [&](auto t) {
           using T = decltype(t);
           warped_fast::guidance_residual_cpu<T>(ptr<const T>(pred), ptr<const T>(prev), ptr<const T>(flow),
-                                                ptr<const uint8_t>(mask), ptr<T>(r), ptr<double>(row_sumsq), n, c,
-                                                h, w, threads);
+                                                ptr<const uint8_t>(mask), ptr<T>(r), ptr<double>(row_sumsq), n, c, h, w,
+                                                threads);
         });
       },
       nogil);
@@ -123,8 +130,8 @@ PYBIND11_MODULE(_C, m) {
   });
   m.def(
       "gp_noise_cuda",
-      [](uintptr_t coords, uintptr_t z, uintptr_t b, uintptr_t w, uintptr_t out, int64_t n, int64_t h,
-         int64_t width, int64_t c, int64_t cz, int64_t j, uintptr_t stream, int kernel) {
+      [](uintptr_t coords, uintptr_t z, uintptr_t b, uintptr_t w, uintptr_t out, int64_t n, int64_t h, int64_t width,
+         int64_t c, int64_t cz, int64_t j, uintptr_t stream, int kernel) {
         const char* err =
             warped_fast::gp_noise_cuda(gp_params(coords, z, b, w, out, n, h, width, c, cz, j), stream, kernel);
         if (err != nullptr) throw std::runtime_error(std::string("gp_noise (CUDA): ") + err);

@@ -23,17 +23,17 @@ struct GpNoiseParams {
 
 // cos(2 pi t) from t in turns: reduce to r in [-1/2, 1/2], then cos(2 pi r) = sin(2 pi (1/4 - |r|)),
 // an odd minimax polynomial on [-1/4, 1/4] (max error 2e-7 in float32).
-#define WF_COS_TURNS_BODY(t, result)                                                        \
-  {                                                                                         \
-    float r_ = (t) - (((t) + 12582912.0f) - 12582912.0f);                                   \
-    float s_ = 0.25f - (r_ < 0.0f ? -r_ : r_);                                              \
-    float u_ = s_ * s_;                                                                     \
-    float p_ = 39.53668975830078f;                                                          \
-    p_ = p_ * u_ - 76.5497817993164f;                                                       \
-    p_ = p_ * u_ + 81.60100555419922f;                                                      \
-    p_ = p_ * u_ - 41.34165573120117f;                                                      \
-    p_ = p_ * u_ + 6.283185005187988f;                                                      \
-    (result) = p_ * s_;                                                                     \
+#define WF_COS_TURNS_BODY(t, result)                      \
+  {                                                       \
+    float r_ = (t) - (((t) + 12582912.0f) - 12582912.0f); \
+    float s_ = 0.25f - (r_ < 0.0f ? -r_ : r_);            \
+    float u_ = s_ * s_;                                   \
+    float p_ = 39.53668975830078f;                        \
+    p_ = p_ * u_ - 76.5497817993164f;                     \
+    p_ = p_ * u_ + 81.60100555419922f;                    \
+    p_ = p_ * u_ - 41.34165573120117f;                    \
+    p_ = p_ * u_ + 6.283185005187988f;                    \
+    (result) = p_ * s_;                                   \
   }
 
 constexpr float kInvTwoPi = 0.15915494309189535f;

@@ -14,8 +14,8 @@ constexpr double kOcclusionAlpha1 = 0.01, kOcclusionAlpha2 = 0.5;  // UnFlow thr
 }
 
 template <class T>
-void warp_forward_cpu(const T* image, const T* flow, const T* back_flow, T* out, uint8_t* valid, int64_t N,
-                      int64_t C, int64_t H, int64_t W, int threads) {
+void warp_forward_cpu(const T* image, const T* flow, const T* back_flow, T* out, uint8_t* valid, int64_t N, int64_t C,
+                      int64_t H, int64_t W, int threads) {
   const int64_t HW = H * W;
   parallel_for(N * H, threads, [&](int64_t row) {
     const int64_t n = row / H, yy = row % H;
@@ -24,8 +24,7 @@ void warp_forward_cpu(const T* image, const T* flow, const T* back_flow, T* out,
     for (int64_t xx = 0; xx < W; ++xx) {
       const T dx = fx[xx], dy = fy[xx];
       const Taps<T> t = make_taps<T>(T(xx) + dx, T(yy) + dy, H, W);
-      for (int64_t c = 0; c < C; ++c)
-        out[(n * C + c) * HW + yy * W + xx] = sample(image + (n * C + c) * HW, t, W);
+      for (int64_t c = 0; c < C; ++c) out[(n * C + c) * HW + yy * W + xx] = sample(image + (n * C + c) * HW, t, W);
       bool ok = t.inside_frame;
       if (back_flow != nullptr) {
         const T bx = sample(back_flow + n * 2 * HW, t, W), by = sample(back_flow + n * 2 * HW + HW, t, W);
@@ -39,8 +38,8 @@ void warp_forward_cpu(const T* image, const T* flow, const T* back_flow, T* out,
 }
 
 template <class T>
-void warp_backward_cpu(const T* grad_out, const T* image, const T* flow, const T* scale, T* grad_image,
-                       T* grad_flow, int64_t N, int64_t C, int64_t H, int64_t W, int threads) {
+void warp_backward_cpu(const T* grad_out, const T* image, const T* flow, const T* scale, T* grad_image, T* grad_flow,
+                       int64_t N, int64_t C, int64_t H, int64_t W, int threads) {
   const int64_t HW = H * W;
   if (grad_image != nullptr) {
     // One task per (n, c) plane: the splat of a plane is race-free.
@@ -121,11 +120,11 @@ void compose_coords_cpu(const T* coords, const T* flow, T* out, int64_t N, int64
   });
 }
 
-#define WF_INSTANTIATE(T)                                                                                   \
-  template void warp_forward_cpu<T>(const T*, const T*, const T*, T*, uint8_t*, int64_t, int64_t, int64_t, \
-                                    int64_t, int);                                                         \
-  template void warp_backward_cpu<T>(const T*, const T*, const T*, const T*, T*, T*, int64_t, int64_t,     \
-                                     int64_t, int64_t, int);                                               \
+#define WF_INSTANTIATE(T)                                                                                           \
+  template void warp_forward_cpu<T>(const T*, const T*, const T*, T*, uint8_t*, int64_t, int64_t, int64_t, int64_t, \
+                                    int);                                                                           \
+  template void warp_backward_cpu<T>(const T*, const T*, const T*, const T*, T*, T*, int64_t, int64_t, int64_t,     \
+                                     int64_t, int);                                                                 \
   template void compose_coords_cpu<T>(const T*, const T*, T*, int64_t, int64_t, int64_t, int);
 WF_INSTANTIATE(float)
 WF_INSTANTIATE(double)

@@ -202,7 +202,8 @@ int sm_count() {
   static int sms = 0;
   if (sms == 0) {
     int dev = 0;
-    if (cudaGetDevice(&dev) != cudaSuccess || cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, dev) != cudaSuccess) {
+    if (cudaGetDevice(&dev) != cudaSuccess ||
+        cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, dev) != cudaSuccess) {
       cudaGetLastError();
       sms = 132;
     }
@@ -270,10 +271,18 @@ const char* gp_noise_cuda(const GpNoiseParams& p, uintptr_t stream_handle, int k
   const int split = choose_split(p, p.batch * ((p.channels + cb - 1) / cb), mma);
   if (tiles(p, rows_of(split, mma)) > 0x7fffffff) return "frame too large";
   switch (split) {
-    case 1: launch<1>(p, scale, shared, mma, stream); break;
-    case 2: launch<2>(p, scale, shared, mma, stream); break;
-    case 4: launch<4>(p, scale, shared, mma, stream); break;
-    default: launch<8>(p, scale, shared, mma, stream); break;
+    case 1:
+      launch<1>(p, scale, shared, mma, stream);
+      break;
+    case 2:
+      launch<2>(p, scale, shared, mma, stream);
+      break;
+    case 4:
+      launch<4>(p, scale, shared, mma, stream);
+      break;
+    default:
+      launch<8>(p, scale, shared, mma, stream);
+      break;
   }
   const cudaError_t e = cudaGetLastError();
   return e == cudaSuccess ? nullptr : cudaGetErrorString(e);
