@@ -29,11 +29,10 @@ constexpr float kMmaFastBound = 64.0f;  // split-tf32 phases: error ~2^-22 |<z, 
 // Rows of the block's tile: (warps per slice) x kMmaTiles x 16 pixels, 32 per row.
 __host__ __device__ constexpr int mma_tile_rows(int split) { return kThreads / 32 / split * kMmaTiles * 16 / kCols; }
 
-// x rounded to tf32 (10 explicit mantissa bits; the low 13 bits of the result are zero).
+// x rounded to the nearest tf32, ties away from zero (as cvt.rna.tf32.f32) for finite x: the low 13
+// bits of the result are zero. Two integer instructions; cvt.rna adds an infinity test.
 __device__ __forceinline__ float to_tf32(float x) {
-  uint32_t r;
-  asm("cvt.rna.tf32.f32 %0, %1;" : "=r"(r) : "f"(x));
-  return __uint_as_float(r);
+  return __uint_as_float((__float_as_uint(x) + 0x1000u) & 0xffffe000u);
 }
 
 // x truncated to tf32: one LOP (x - tf32_trunc(x) is exact in float32).
