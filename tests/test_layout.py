@@ -3,6 +3,7 @@ file and a benchmark; the backend report is consistent."""
 
 from pathlib import Path
 
+import pytest
 import torch
 
 import warped_fast as wf
@@ -46,3 +47,18 @@ def test_backend_info_reports_every_op():
         assert be in OP_BACKENDS[op]
         assert be == "cpu", f"{op} should use the C++ kernels on CPU tensors, got {be}"
     assert wf.backend_info("cuda")["ops"]["gp_noise"] in ("cuda", "reference")
+
+
+def test_select_follows_forced_backend_after_caching(monkeypatch):
+    from warped_fast.ops import select
+
+    assert select("warp", "cpu") == "cpu"  # cached for the automatic choice
+    with wf.use_backend("reference"):
+        assert select("warp", "cpu") == "reference"
+    monkeypatch.setenv("WARPED_FAST_BACKEND", "reference")
+    assert select("warp", "cpu") == "reference"
+    monkeypatch.setenv("WARPED_FAST_BACKEND", "cuda")
+    with pytest.raises(RuntimeError, match="cannot run on cpu"):
+        select("gp_noise", "cpu")
+    monkeypatch.delenv("WARPED_FAST_BACKEND")
+    assert select("warp", "cpu") == "cpu"

@@ -20,6 +20,8 @@ from typing import ClassVar
 
 import torch
 
+from ..ops._checks import as_f32
+
 logger = logging.getLogger("warped_fast")
 
 __all__ = [
@@ -108,7 +110,7 @@ def _check_flow(name: str, flow, h: int, w: int, device: torch.device) -> torch.
     from ..ops._checks import check_finite  # honours set_value_checks / value_checks
 
     check_finite(name, flow)
-    return flow.to(torch.float32).contiguous()
+    return as_f32(flow)
 
 
 class NoiseWarper(abc.ABC):
@@ -193,7 +195,7 @@ class NoiseWarper(abc.ABC):
 
     def _finish(self, out: torch.Tensor) -> torch.Tensor:
         assert out.shape == self.shape, (out.shape, self.shape)
-        return out.to(torch.float32).contiguous()
+        return as_f32(out)
 
     @abc.abstractmethod
     def _reset(self) -> torch.Tensor: ...

@@ -54,6 +54,17 @@ def check_tensor(
         raise ValueError(f"{name}: expected a tensor on {device}, got {t.device}")
 
 
+def as_dtype(t: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+    """``t`` as a contiguous tensor of ``dtype``: ``t`` itself when it already is (no call into torch,
+    which costs microseconds of host time per op)."""
+    return t if t.dtype == dtype and t.is_contiguous() else t.to(dtype).contiguous()
+
+
+def as_f32(t: torch.Tensor) -> torch.Tensor:
+    """``t`` as contiguous float32 (itself when it already is)."""
+    return as_dtype(t, torch.float32)
+
+
 def check_nonempty(name: str, t: torch.Tensor, dims: tuple[int, ...], what: str = "frame") -> None:
     if any(t.shape[d] == 0 for d in dims):
         raise ValueError(f"{name}: empty {what} (shape {list(t.shape)})")

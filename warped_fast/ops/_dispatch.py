@@ -23,10 +23,14 @@ _DEFAULT_ORDER = {"cuda": ("cuda", "triton", "reference"), "cpu": ("cpu", "refer
 OP_BACKENDS: dict[str, tuple[str, ...]] = {}
 _forced: contextvars.ContextVar[str | None] = contextvars.ContextVar("warped_fast_backend", default=None)
 _logged: set[tuple[str, str, str]] = set()
+# select() per (op, device type, dtype, forced backend, TRITON_INTERPRET): what can run does not change
+# within a process, and every eager op call selects (the probes cost microseconds of host time).
+_selected: dict[tuple, str] = {}
 
 
 def register(op: str, backends: tuple[str, ...]) -> None:
     OP_BACKENDS[op] = backends
+    _selected.clear()
 
 
 def available(backend: str, device_type: str) -> bool:
@@ -64,10 +68,18 @@ _TRITON_DTYPES = ("torch.float32", "torch.float16", "torch.bfloat16")
 
 def select(op: str, device_type: str, dtype=None) -> str:
     """The backend ``op`` uses for tensors on ``device_type`` (of ``dtype``, when given) now."""
+    forced = forced_backend()
+    key = (op, device_type, dtype, forced, os.environ.get("TRITON_INTERPRET"))
+    backend = _selected.get(key)
+    if backend is None:
+        backend = _selected[key] = _select(op, device_type, dtype, forced)
+    return backend
+
+
+def _select(op: str, device_type: str, dtype, forced: str | None) -> str:
     have = OP_BACKENDS[op]
     if dtype is not None and str(dtype) not in _TRITON_DTYPES:
         have = tuple(b for b in have if b != "triton")
-    forced = forced_backend()
     if forced is not None:
         if forced not in have:
             raise ValueError(f"{op}: backend {forced!r} is not implemented; it has {have}")

@@ -15,7 +15,7 @@ import torch
 
 from .. import reference
 from . import _cpu, _eager
-from ._checks import check_finite, check_nonempty, check_tensor
+from ._checks import as_f32, check_finite, check_nonempty, check_tensor
 from ._dispatch import register, select
 
 register("gp_noise", ("cuda", "cpu", "reference"))
@@ -99,11 +99,6 @@ def _(coords, z, b, w):
     return coords.new_empty((n, w.shape[0], h, wd), dtype=torch.float32)
 
 
-def _as_f32(t: torch.Tensor) -> torch.Tensor:
-    """``t`` as contiguous float32 (itself when it already is: no call into torch)."""
-    return t if t.dtype == torch.float32 and t.is_contiguous() else t.to(torch.float32).contiguous()
-
-
 def gp_noise(
     coords: torch.Tensor,
     z: torch.Tensor,
@@ -135,6 +130,6 @@ def gp_noise(
         raise ValueError(f"z: expected {c} (independent) or 1 (shared) feature sets, got {z.shape[0]}")
     check_tensor("b", b, (z.shape[0], j), device=coords.device)
     check_finite("coords", coords)
-    f32 = [_as_f32(t) for t in (coords, z, b, w)]
+    f32 = [as_f32(t) for t in (coords, z, b, w)]
     out = _eager.call("gp_noise", _gp_noise_impl, *f32)
     return out if dtype == torch.float32 else out.to(dtype)

@@ -10,7 +10,7 @@ import torch
 
 from .. import reference
 from . import _cpu, _eager
-from ._checks import check_finite, check_nonempty, check_tensor
+from ._checks import as_dtype, check_finite, check_nonempty, check_tensor
 from ._dispatch import register, select
 
 register("warp", ("triton", "cpu", "reference"))
@@ -177,12 +177,12 @@ def _compose_coords_impl(coords: torch.Tensor, flow: torch.Tensor) -> torch.Tens
         return _triton().compose_coords(coords, flow)
     n, h, w, _ = coords.shape
     cd = _cpu.compute_dtype(coords.dtype)
-    co, fl = coords.to(cd).contiguous(), flow.to(cd).contiguous()
+    co, fl = as_dtype(coords, cd), as_dtype(flow, cd)
     out = torch.empty(n, h, w, 2, dtype=cd)
     _cpu.lib().compose_coords_cpu(
         _cpu.dtype_code(co), _cpu.ptr(co), _cpu.ptr(fl), _cpu.ptr(out), n, h, w, _cpu.threads(n * h * w)
     )
-    return out.to(coords.dtype)
+    return out if cd == coords.dtype else out.to(coords.dtype)
 
 
 _compose_coords = torch.library.custom_op("warped_fast::compose_coords", mutates_args=())(
