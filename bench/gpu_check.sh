@@ -3,7 +3,8 @@
 # noise-warp benchmarks, print the tables last. Everything goes to $OUT/check.log and the benchmark CSVs
 # to $OUT/results (few files: the device tool brings back at most 8). Budget: under 6 minutes.
 # GPU_CHECK_SAMPLER=1 adds the sampler benchmark (SDXL-shaped UNet, compiled: several minutes more).
-# GPU_CHECK_TESTS (test paths) and GPU_CHECK_BENCHES (names without bench_) narrow a rerun.
+# GPU_CHECK_TESTS (test paths) and GPU_CHECK_BENCHES (names without bench_) narrow a rerun;
+# GPU_CHECK_TUNE=0 skips the gp_noise launch sweep (bench/tune_gp_noise.py).
 set -uo pipefail
 cd "$(dirname "$0")/.."
 OUT=${OUT:-$PWD/out}
@@ -39,4 +40,8 @@ for b in $benches; do
   [ "$b" = noise_warp ] && dev=""  # every noise method on the CPU and the GPU in one run
   timeout "${limit[$b]:-120}" python3 "bench/bench_$b.py" $dev || echo "bench_$b failed or timed out (rc $?)"
 done
+if [ "${GPU_CHECK_TUNE:-1}" = 1 ]; then
+  stamp tune_gp_noise  # every kernel x split of gp_noise, with its error: data for the launcher's choices
+  timeout 150 python3 bench/tune_gp_noise.py --device cuda || echo "tune_gp_noise failed or timed out (rc $?)"
+fi
 stamp done

@@ -7,9 +7,10 @@
 namespace warped_fast {
 
 // Which gp_noise kernel runs shared-feature fields: auto, the FMA kernel, or the tensor-core kernel
-// (independent channels always use the FMA kernel).
+// (independent channels always use the FMA kernel). split: feature slices per block (0: the launcher's
+// choice; 1, 2, 4 or 8 to tune).
 constexpr int kGpKernelAuto = 0, kGpKernelFma = 1, kGpKernelTensorCores = 2;
-const char* gp_noise_cuda(const GpNoiseParams& p, uintptr_t stream, int kernel);
+const char* gp_noise_cuda(const GpNoiseParams& p, uintptr_t stream, int kernel, int split);
 // Number of visible CUDA devices, or -1 with the error string in *err.
 int cuda_device_count(const char** err);
 

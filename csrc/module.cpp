@@ -131,9 +131,9 @@ PYBIND11_MODULE(_C, m) {
   m.def(
       "gp_noise_cuda",
       [](uintptr_t coords, uintptr_t z, uintptr_t b, uintptr_t w, uintptr_t out, int64_t n, int64_t h, int64_t width,
-         int64_t c, int64_t cz, int64_t j, uintptr_t stream, int kernel) {
+         int64_t c, int64_t cz, int64_t j, uintptr_t stream, int kernel, int split) {
         const char* err =
-            warped_fast::gp_noise_cuda(gp_params(coords, z, b, w, out, n, h, width, c, cz, j), stream, kernel);
+            warped_fast::gp_noise_cuda(gp_params(coords, z, b, w, out, n, h, width, c, cz, j), stream, kernel, split);
         if (err != nullptr) throw std::runtime_error(std::string("gp_noise (CUDA): ") + err);
       },
       nogil);

@@ -257,18 +257,20 @@ void launch(const GpNoiseParams& p, float scale, bool shared, bool mma, cudaStre
 
 }  // namespace
 
-const char* gp_noise_cuda(const GpNoiseParams& p, uintptr_t stream_handle, int kernel) {
+const char* gp_noise_cuda(const GpNoiseParams& p, uintptr_t stream_handle, int kernel, int split_override) {
   if (p.batch == 0 || p.pixels == 0 || p.channels == 0) return nullptr;
   if (p.width <= 0 || p.pixels % p.width != 0) return "pixels not a multiple of the frame width";
   if (p.batch > 65535) return "batch larger than 65535 frames per call";
   if (p.channels > 65535) return "more than 65535 channels";
   if (kernel < kGpKernelAuto || kernel > kGpKernelTensorCores) return "unknown kernel choice";
+  if (split_override != 0 && split_override != 1 && split_override != 2 && split_override != 4 && split_override != 8)
+    return "split must be 0 (automatic), 1, 2, 4 or 8";
   cudaStream_t stream = reinterpret_cast<cudaStream_t>(stream_handle);
   const float scale = sqrtf(2.0f / static_cast<float>(p.features));
   const bool shared = p.zb_channels == 1 && p.channels > 1;
   const bool mma = shared && kernel == kGpKernelTensorCores;  // auto: the FMA kernel (measured best so far)
   const int64_t cb = shared ? shared_channel_block(p.channels) : 1;
-  const int split = choose_split(p, p.batch * ((p.channels + cb - 1) / cb), mma);
+  const int split = split_override ? split_override : choose_split(p, p.batch * ((p.channels + cb - 1) / cb), mma);
   if (tiles(p, rows_of(split, mma)) > 0x7fffffff) return "frame too large";
   switch (split) {
     case 1:

@@ -173,13 +173,16 @@ def test_cuda_kernel_choice(monkeypatch):
         with wf.ops.gp_noise_cuda_kernel("wmma"):
             pass
     monkeypatch.setenv("WARPED_FAST_GP_CUDA_KERNEL", "tensor_cores")
-    assert gp_mod._kernel_code() == wf.ops.GP_CUDA_KERNELS["tensor_cores"]
-    with wf.ops.gp_noise_cuda_kernel("fma"):
-        assert gp_mod._kernel_code() == wf.ops.GP_CUDA_KERNELS["fma"]
-    assert gp_mod._kernel_code() == wf.ops.GP_CUDA_KERNELS["tensor_cores"]
+    assert gp_mod._kernel_choice() == (wf.ops.GP_CUDA_KERNELS["tensor_cores"], 0)
+    with wf.ops.gp_noise_cuda_kernel("fma", split=4):
+        assert gp_mod._kernel_choice() == (wf.ops.GP_CUDA_KERNELS["fma"], 4)
+    assert gp_mod._kernel_choice() == (wf.ops.GP_CUDA_KERNELS["tensor_cores"], 0)
     monkeypatch.setenv("WARPED_FAST_GP_CUDA_KERNEL", "fast")
     with pytest.raises(ValueError, match="WARPED_FAST_GP_CUDA_KERNEL: expected one of"):
-        gp_mod._kernel_code()
+        gp_mod._kernel_choice()
+    with pytest.raises(ValueError, match="split: expected one of"):
+        with wf.ops.gp_noise_cuda_kernel(None, split=3):
+            pass
 
 
 @pytest.mark.cuda

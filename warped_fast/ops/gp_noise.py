@@ -25,8 +25,9 @@ register("gp_noise", ("cuda", "cpu", "reference"))
 #   tensor_cores: phases and channel sums on tensor cores in split-tf32 (float32 accuracy), sm_80+
 #   auto:         the FMA kernel
 GP_CUDA_KERNELS = {"auto": 0, "fma": 1, "tensor_cores": 2}
-_cuda_kernel: contextvars.ContextVar[str | None] = contextvars.ContextVar(
-    "warped_fast_gp_kernel", default=None
+GP_CUDA_SPLITS = (1, 2, 4, 8)
+_cuda_choice: contextvars.ContextVar[tuple[str | None, int]] = contextvars.ContextVar(
+    "warped_fast_gp_kernel", default=(None, 0)
 )
 
 
@@ -37,21 +38,31 @@ def _check_kernel(name: str, what: str) -> str:
 
 
 @contextlib.contextmanager
-def gp_noise_cuda_kernel(name: str | None):
-    """Run shared-feature ``gp_noise`` calls inside the block on CUDA kernel ``name`` (see
-    ``GP_CUDA_KERNELS``; None: the environment variable ``WARPED_FAST_GP_CUDA_KERNEL``, else auto)."""
+def gp_noise_cuda_kernel(name: str | None, split: int | None = None):
+    """Run ``gp_noise`` calls on CUDA tensors inside the block with the given kernel choice.
+
+    Args:
+        name: kernel for shared-feature fields (see ``GP_CUDA_KERNELS``); None: the environment
+            variable ``WARPED_FAST_GP_CUDA_KERNEL``, else "auto".
+        split: feature slices per thread block, one of ``GP_CUDA_SPLITS`` (a tuning knob for
+            benchmarks); None: the launcher's choice (the smallest split giving 4 blocks per SM).
+    """
     if name is not None:
         _check_kernel(name, "gp_noise_cuda_kernel")
-    token = _cuda_kernel.set(name)
+    if split is not None and split not in GP_CUDA_SPLITS:
+        raise ValueError(f"split: expected one of {GP_CUDA_SPLITS} or None, got {split!r}")
+    token = _cuda_choice.set((name, split or 0))
     try:
         yield
     finally:
-        _cuda_kernel.reset(token)
+        _cuda_choice.reset(token)
 
 
-def _kernel_code() -> int:
-    name = _cuda_kernel.get() or os.environ.get("WARPED_FAST_GP_CUDA_KERNEL") or "auto"
-    return GP_CUDA_KERNELS[_check_kernel(name, "WARPED_FAST_GP_CUDA_KERNEL")]
+def _kernel_choice() -> tuple[int, int]:
+    """(kernel code, split) for the CUDA launcher (split 0: automatic)."""
+    name, split = _cuda_choice.get()
+    name = name or os.environ.get("WARPED_FAST_GP_CUDA_KERNEL") or "auto"
+    return GP_CUDA_KERNELS[_check_kernel(name, "WARPED_FAST_GP_CUDA_KERNEL")], split
 
 
 # The current CUDA stream of a device as a raw handle (what compiled graphs use); None if absent.
@@ -81,12 +92,14 @@ def _gp_noise_impl(coords: torch.Tensor, z: torch.Tensor, b: torch.Tensor, w: to
     if backend == "cpu":
         _cpu.lib().gp_noise_cpu(*args, _cpu.threads())
     else:  # cuda: launch on the tensors' device and its current stream
-        idx, kernel = coords.device.index, _kernel_code()
+        idx, (kernel, split) = coords.device.index, _kernel_choice()
         if _raw_stream is not None and idx == torch.cuda.current_device():
-            _cpu.lib().gp_noise_cuda(*args, _raw_stream(idx), kernel)  # no guard or Stream: ~us of host time
+            _cpu.lib().gp_noise_cuda(
+                *args, _raw_stream(idx), kernel, split
+            )  # no guard or Stream: ~us of host time
         else:
             with torch.cuda.device(idx):
-                _cpu.lib().gp_noise_cuda(*args, torch.cuda.current_stream(idx).cuda_stream, kernel)
+                _cpu.lib().gp_noise_cuda(*args, torch.cuda.current_stream(idx).cuda_stream, kernel, split)
     return out
 
 

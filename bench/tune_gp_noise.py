@@ -1,0 +1,70 @@
+"""Sweep the gp_noise CUDA launch choices (kernel x feature split) on the GPU, one run.
+
+For 1x4x128x128 and 1x4x1024x1024, J = 3000, independent and shared features: every split (1, 2, 4,
+8, and the launcher's own choice) of the FMA kernel and, for shared features, of the tensor-core
+kernel. Each row: CUDA-graph replay median, the ratio to the cosine floor, and the largest difference
+from the float64 reference on the same coordinates (so a fast but wrong variant shows). Needs CUDA.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).parent))
+
+import torch  # noqa: E402
+from common import Table, cosine_floor_ms, graph_ms, parse_args, time_ms  # noqa: E402
+
+import warped_fast as wf  # noqa: E402
+from warped_fast import reference  # noqa: E402
+
+
+def _smooth_coords(s: int, dev: str) -> torch.Tensor:
+    """The pixel grid with a smooth 3 px flow (as noise warping produces)."""
+    yy, xx = torch.meshgrid(torch.arange(s), torch.arange(s), indexing="ij")
+    flow = torch.stack([3.0 * torch.sin(yy / 9.0), 3.0 * torch.cos(xx / 7.0)], -1).float()
+    return (wf.identity_coords(s, s, 1) + flow).to(dev)
+
+
+def main():
+    args = parse_args(__doc__.splitlines()[0])
+    dev = args.device
+    if not dev.startswith("cuda"):
+        print("tune_gp_noise: needs a CUDA device; nothing to do")
+        return
+    j, c = 3000, 4
+    reps = args.repeats or 20
+    table = Table("gp_noise_tuning", dev)
+    for shared in (False, True):
+        field = wf.RFFField.sample(
+            wf.RFFConfig(channels=c, num_features=j, shared_features=shared), 0, device=dev
+        )
+        kernels = ("fma", "tensor_cores") if shared else ("fma",)
+        for s in (128,) if args.quick else (128, 1024):
+            coords = _smooth_coords(s, dev)
+            params = (field.z, field.b, field.w)
+            exact = reference.gp_noise(coords.double(), *(t.double() for t in params))  # on the GPU
+            shape = f"1x{c}x{s}x{s} J={j} {'shared' if shared else 'indep'}"
+            floor = cosine_floor_ms(dev, s * s * j * (1 if shared else c))
+            for kernel in kernels:
+                for split in (None, 1, 2, 4, 8):
+
+                    def call(coords=coords):
+                        return wf.gp_noise(coords, field.z, field.b, field.w)
+
+                    with (
+                        wf.use_backend("cuda"),
+                        wf.ops.value_checks(False),
+                        wf.ops.gp_noise_cuda_kernel(kernel, split),
+                    ):
+                        err = (call().double() - exact).abs().max().item()
+                        ms = graph_ms(call, dev, reps) or time_ms(call, dev, reps)
+                    note = f"max error {err:.1e}" + (f"; {ms / floor:.2f}x floor" if floor else "")
+                    label = f"{kernel} split {split or 'auto'}"
+                    table.add("gp_noise", shape, label, ms, None, note)
+    table.finish()
+
+
+if __name__ == "__main__":
+    main()
