@@ -235,17 +235,14 @@ int choose_split(const GpNoiseParams& p, int64_t other_blocks, bool mma) {
 template <int SPLIT>
 void launch(const GpNoiseParams& p, float scale, bool shared, bool mma, cudaStream_t stream) {
   const unsigned blocks = static_cast<unsigned>(tiles(p, rows_of(SPLIT, mma))), batch = static_cast<unsigned>(p.batch);
-  if (mma) {
+  if (shared) {
     const int64_t cb = shared_channel_block(p.channels);
     const dim3 grid(blocks, static_cast<unsigned>((p.channels + cb - 1) / cb), batch);
-    if (cb == 4)
+    if (mma && cb == 4)
       gp_shared_mma_kernel<SPLIT, 1><<<grid, kThreads, 0, stream>>>(p, scale);
-    else
+    else if (mma)
       gp_shared_mma_kernel<SPLIT, 2><<<grid, kThreads, 0, stream>>>(p, scale);
-  } else if (shared) {
-    const int64_t cb = shared_channel_block(p.channels);
-    const dim3 grid(blocks, static_cast<unsigned>((p.channels + cb - 1) / cb), batch);
-    if (cb == 4)
+    else if (cb == 4)
       gp_shared_kernel<SPLIT, 4><<<grid, kThreads, 0, stream>>>(p, scale);
     else
       gp_shared_kernel<SPLIT, 8><<<grid, kThreads, 0, stream>>>(p, scale);
