@@ -6,7 +6,8 @@ backend of the device: on CPU tensors the PyTorch implementations, on CUDA tenso
 (hiwyn, infres, gwtf) and the ops' GPU paths (gp: ``compose_coords`` + ``gp_noise``; bilinear:
 ``warp``). The note gives the published A100 figure at 1024x1024 where one exists (Go-with-the-Flow
 paper, one table) and, for ``gp``, the cosine floor of the chip (H*W*C*J cosines, or H*W*J with
-shared features, at 16 per SM per clock).
+shared features, at 16 per SM per clock). On CUDA two more ``gp`` rows: the tensor-core gp_noise
+kernel, and the warper's own CUDA-graph step (``cuda_graph=True``, eager calls).
 """
 
 from __future__ import annotations
@@ -59,6 +60,8 @@ def _cases(quick_cpu_big: bool, cuda: bool):
     if cuda:
         shared = {"rff": RFFConfig(num_features=J, shared_features=True)}
         cases.append((f"gp J={J} shared, tensor cores", "gp", shared, "tensor_cores"))
+        # the library's captured step: eager calls that replay a CUDA graph
+        cases.append((f"gp J={J} shared, cuda_graph", "gp", {**shared, "cuda_graph": True}, None))
     if not quick_cpu_big:
         cases.append((f"gp J={J} independent", "gp", {"rff": RFFConfig(num_features=J)}, None))
     return cases
@@ -99,7 +102,7 @@ def run(dev: str, quick: bool, repeats: int | None) -> Table:
             with wf.ops.value_checks(False), wf.ops.gp_noise_cuda_kernel(kernel):
                 ms = time_ms(step, dev, reps, warmup=warm)
                 # the step's device time without host overhead (gp: compose_coords + gp_noise)
-                g_ms = graph_ms(step, dev, reps) if method == "gp" else None
+                g_ms = graph_ms(step, dev, reps) if method == "gp" and not opts.get("cuda_graph") else None
             ops = wf.backend_info(dev.split(":")[0])["ops"]
             backend = ops.get(method, "torch ops")
             if backend in ("cpu", "reference"):

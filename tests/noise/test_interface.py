@@ -10,7 +10,12 @@ from .common import similarity
 
 ALL = ["gp", "fixed", "resample", "nearest", "bilinear", "hiwyn", "infres", "gwtf"]
 OPTIONS = {
-    "gp": [{}, {"rff": RFFConfig(num_features=64, shared_features=True)}, {"occlusion": True}],
+    "gp": [
+        {},
+        {"rff": RFFConfig(num_features=64, shared_features=True)},
+        {"occlusion": True},
+        {"cuda_graph": True},  # ignored off CUDA: the same noise as the eager step
+    ],
     "fixed": [{}, {"base": "gp"}],
     "resample": [{}, {"base": "gp"}],
     "nearest": [{}, {"base": "gp"}],
@@ -73,6 +78,10 @@ def test_bad_inputs():
         make_noise_warper("nearest", base="pink")
     with pytest.raises(TypeError, match="rff"):
         make_noise_warper("gp", rff={"num_features": 3})
+    with pytest.raises(ValueError, match="cuda_graph: not available with occlusion"):
+        make_noise_warper("gp", occlusion=True, cuda_graph=True)
+    with pytest.raises(TypeError, match="cuda_graph: expected a bool"):
+        make_noise_warper("gp", cuda_graph=1)
     with pytest.raises(ValueError, match="upsample"):
         make_noise_warper("hiwyn", upsample=0)
     with pytest.raises(ValueError, match="missing"):
@@ -99,3 +108,20 @@ def test_bad_inputs():
         warp_noise_video("gp", (1, 4, 4), torch.zeros(2, 4, 4))
     with pytest.raises(ValueError, match="fwd_flows"):
         warp_noise_video("gwtf", (1, 4, 4), torch.zeros(2, 2, 4, 4), torch.zeros(1, 2, 4, 4))
+
+
+@pytest.mark.cuda
+@pytest.mark.parametrize("shared", [False, True])
+def test_gp_cuda_graph_step_equals_eager(shared):
+    """The captured step (compose_coords + gp_noise replayed from frame 2 on) gives the eager noise."""
+    t, c, h, w = 6, 4, 40, 56
+    back, _ = similarity(t, h, w)
+    rff = RFFConfig(num_features=500, shared_features=shared)
+    clips = []
+    for graphed in (False, True):
+        warper = make_noise_warper("gp", rff=rff, cuda_graph=graphed)
+        frames = [warper.reset((c, h, w), 3, device="cuda")]
+        frames += [warper.step(back[j].cuda()) for j in range(t - 1)]
+        clips.append(torch.stack(frames))
+    assert clips[1].is_cuda and not torch.equal(clips[1][2], clips[1][3])
+    assert torch.equal(clips[0], clips[1])

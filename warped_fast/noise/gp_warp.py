@@ -9,7 +9,8 @@ each of its pixels in frame 0's coordinates): ``X_0 = id``, ``X_j(x) = X_{j-1}(x
 exactly a GP sample at every sub-pixel position and outside the frame.
 
 GPU path: both ops (``compose_coords``: Triton; ``gp_noise``: CUDA) have one; this module only
-composes them.
+composes them. With ``cuda_graph=True`` the step on a CUDA device replays a captured CUDA graph (no
+host time per op: for low-latency services).
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ from dataclasses import dataclass
 
 import torch
 
-from ..ops import compose_coords
+from ..ops import compose_coords, value_checks
 from ..ops import occlusion_mask as _occlusion_mask
 from .base import NoiseWarper, fresh_offset, register_method
 from .rff import RFFConfig, RFFField, identity_coords
@@ -35,18 +36,25 @@ class GPWarpConfig:
             inside the previous frame) fresh noise: the field at a far-away tile of the plane.
             Needs the forward flow. Off by default, as in the paper.
         sigma: scale of the noise (``u = sigma * xi``); 1 gives unit variance.
+        cuda_graph: on a CUDA device, capture the step (compose_coords + gp_noise) in a CUDA graph at
+            the second frame and replay it from then on: the device time without the host time of
+            each op. Ignored off CUDA; not with ``occlusion`` (its fresh-noise offset changes per frame).
     """
 
     rff: RFFConfig | None = None
     occlusion: bool = False
     sigma: float = 1.0
+    cuda_graph: bool = False
 
     def __post_init__(self):
         check_rff(self.rff)
-        if not isinstance(self.occlusion, bool):
-            raise TypeError(f"occlusion: expected a bool, got {type(self.occlusion).__name__}")
+        for name in ("occlusion", "cuda_graph"):
+            if not isinstance(getattr(self, name), bool):
+                raise TypeError(f"{name}: expected a bool, got {type(getattr(self, name)).__name__}")
         if not (self.sigma > 0):
             raise ValueError(f"sigma: expected a value > 0, got {self.sigma!r}")
+        if self.cuda_graph and self.occlusion:
+            raise ValueError("cuda_graph: not available with occlusion=True (a per-frame offset)")
 
 
 def occluded_pixels(back: torch.Tensor, fwd: torch.Tensor) -> torch.Tensor:
@@ -79,7 +87,7 @@ class GPWarp(NoiseWarper):
     sub-pixel motion alike, also where the correspondence leaves the frame (the coordinate map is
     extrapolated linearly and the field is defined on the whole plane).
 
-    Options: see :class:`GPWarpConfig` (``rff``, ``occlusion``, ``sigma``).
+    Options: see :class:`GPWarpConfig` (``rff``, ``occlusion``, ``sigma``, ``cuda_graph``).
 
     Known limits: disocclusions without ``occlusion=True`` reuse the noise of whatever the composed
     coordinates point at (the paper lists occlusion as a failure case); composing coordinates across
@@ -91,9 +99,16 @@ class GPWarp(NoiseWarper):
     lose a little precision on very long clips).
     """
 
-    def __init__(self, rff: RFFConfig | None = None, occlusion: bool = False, sigma: float = 1.0):
+    def __init__(
+        self,
+        rff: RFFConfig | None = None,
+        occlusion: bool = False,
+        sigma: float = 1.0,
+        cuda_graph: bool = False,
+    ):
         super().__init__()
-        self.config = GPWarpConfig(rff, occlusion, sigma)
+        self.config = GPWarpConfig(rff, occlusion, sigma, cuda_graph)
+        self._graph = None  # (CUDAGraph, static back-flow input, static noise output) once captured
 
     @property
     def uses_forward_flow(self) -> bool:
@@ -103,6 +118,7 @@ class GPWarp(NoiseWarper):
         c, h, w = self.shape
         self.field = RFFField.sample(rff_for(self.config.rff, c), self.cpu_gen, device=self.device)
         self.coords = identity_coords(h, w, device=self.device)
+        self._graph = None
         return self._eval()
 
     def _eval(self) -> torch.Tensor:
@@ -111,9 +127,26 @@ class GPWarp(NoiseWarper):
 
     def _step(self, back, fwd) -> torch.Tensor:
         c, h, w = self.shape
+        if self.config.cuda_graph and self.device.type == "cuda" and self.frame > 1:
+            return self._graph_step(back)
         self.coords = compose_coords(self.coords, back[None])
         if self.config.occlusion:
             occ = occluded_pixels(back, fwd)
             fresh = identity_coords(h, w, device=self.device, offset=fresh_offset(self.frame - 1, h, w))
             self.coords = torch.where(occ[None, :, :, None], fresh, self.coords)
         return self._eval()
+
+    def _graph_step(self, back: torch.Tensor) -> torch.Tensor:
+        """The step as a CUDA-graph replay; captured on first use (frame 2: frame 1 ran eagerly, which
+        compiled and warmed up the kernels). The coordinate map is updated in place by the graph."""
+        if self._graph is None:
+            flow_in = back.clone()
+            graph = torch.cuda.CUDAGraph()
+            with value_checks(False), torch.cuda.graph(graph):  # no host syncs while capturing
+                self.coords.copy_(compose_coords(self.coords, flow_in[None]))
+                noise = self._eval()
+            self._graph = (graph, flow_in, noise)
+        graph, flow_in, noise = self._graph
+        flow_in.copy_(back)
+        graph.replay()
+        return noise.clone()  # the graph's output buffer is overwritten by the next replay
