@@ -24,6 +24,7 @@ namespace warped_fast {
 namespace {
 
 constexpr int kMmaTiles = 2;            // 16-pixel m-tiles per warp
+constexpr int kWfStride = 34;           // float2 per k-step of a staged W tile (32 + 2 of padding)
 constexpr float kMmaFastBound = 64.0f;  // split-tf32 phases: error ~2^-22 |<z, dx>| + 1 ulp, 2e-5 rad here
 
 // Rows of the block's tile: (warps per slice) x kMmaTiles x 16 pixels, 32 per row.
@@ -50,12 +51,14 @@ __device__ __forceinline__ void mma_tf32(float (&d)[4], const float (&a)[4], flo
 // One staged feature tile in the layouts the fragments read (NT groups of 4 channels):
 //   zs[f]   = (zx_hi, zy_hi, zx_lo, zy_lo): B1 rows (t, t + 4) of lane t are .xy (t even) or .zw
 //   cp[4 s + t] = (c, c', c, c') of features 8 s + 2 t, + 1: the C1 fragment of lane t in k-step s
-//   wf[nt][s][t][n][h] = W of feature 8 s + 2 t + h, column n: the B2 pair of lane (n, t) in k-step s
+//   wf[nt][s][4 n + t] = W of features 8 s + 2 t and 8 s + 2 t + 1, column n: the B2 pair of lane
+//                        4 n + t in k-step s (loads of a k-step are 32 consecutive float2; the 2 float2
+//                        of padding per k-step make the staging stores 2-way instead of 4-way conflicts)
 template <int NT>
 struct MmaTile {
   float4 zs[kTile];
   float4 cp[kTile / 2];
-  float wf[NT][kTile / 8][4][8][2];
+  float2 wf[NT][kTile / 8][kWfStride];
 };
 
 // Stages feature f of the tile (raw values in `r`, phase at the anchor `c`).
@@ -71,8 +74,8 @@ __device__ __forceinline__ void stage_feature(MmaTile<NT>& tile, int f, const Ra
 #pragma unroll
     for (int ch = 0; ch < 4; ++ch) {
       const float w = r.w[4 * nt + ch], hi = to_tf32(w);
-      tile.wf[nt][s][t][ch][h] = hi;
-      tile.wf[nt][s][t][ch + 4][h] = to_tf32(w - hi);
+      reinterpret_cast<float*>(&tile.wf[nt][s][4 * ch + t])[h] = hi;
+      reinterpret_cast<float*>(&tile.wf[nt][s][4 * (ch + 4) + t])[h] = to_tf32(w - hi);
     }
   }
 }
@@ -122,11 +125,11 @@ __device__ __forceinline__ void accumulate_mma(const MmaTile<NT>& tile, int s0, 
   }
   const float2* zs = reinterpret_cast<const float2*>(tile.zs) + 2 * g + (t & 1);  // + 16 per k-step
   const float4* cp = tile.cp + t;                                                 // + 4
-  const float2* wf = reinterpret_cast<const float2*>(tile.wf[0][0][t]) + g;       // + 32, + 1024 per nt
+  const float2* wf = &tile.wf[0][0][0] + threadIdx.x % 32;                        // + kWfStride
   for (int s = s0; s < s1; ++s) {
     float2 wb[NT];
 #pragma unroll
-    for (int nt = 0; nt < NT; ++nt) wb[nt] = wf[1024 * nt + 32 * s];
+    for (int nt = 0; nt < NT; ++nt) wb[nt] = wf[(nt * kTile / 8 + s) * kWfStride];
     const float4 c4 = cp[4 * s];
     float ph[kMmaTiles][4];
     if (FAST) {
