@@ -101,12 +101,12 @@ __global__ void __launch_bounds__(kThreads, 4) gp_independent_kernel(GpNoisePara
     if (j < J) f.zx = z[2 * j], f.zy = z[2 * j + 1], f.b = b[j], f.w[0] = w[j];
     return f;
   };
+  RawFeature<1> next = fetch(threadIdx.x);  // first: its loads overlap the coordinates' and the anchor's
   const TilePos t = tile_pos<SPLIT>(p);
   float dx[kPix], dy[kPix], acc[kPix];
   const Anchor a = load_tile_coords<SPLIT>(p, n, t, dx, dy);
 #pragma unroll
   for (int q = 0; q < kPix; ++q) acc[q] = 0.f;
-  RawFeature<1> next = fetch(threadIdx.x);
   int buf = 0;
   for (int64_t j0 = 0; j0 < J; j0 += kTile, buf ^= 1) {
     const float ph = anchored_phase(next.zx, next.zy, next.b, a);
@@ -164,12 +164,12 @@ __global__ void __launch_bounds__(kThreads, CB <= 4 ? 3 : 2) gp_shared_kernel(Gp
   const int64_t c0 = int64_t(blockIdx.y) * CB, n = blockIdx.z;
   const int slice = threadIdx.x / lanes;
   const int64_t J = p.features, C = p.channels;
+  RawFeature<CB> next = fetch_shared<CB>(p, c0, threadIdx.x);  // first: overlaps the prologue
   const TilePos t = tile_pos<SPLIT>(p);
   float dx[kPix], dy[kPix], acc[kPix * CB];
   const Anchor a = load_tile_coords<SPLIT>(p, n, t, dx, dy);
 #pragma unroll
   for (int i = 0; i < kPix * CB; ++i) acc[i] = 0.f;
-  RawFeature<CB> next = fetch_shared<CB>(p, c0, threadIdx.x);
   int buf = 0;
   for (int64_t j0 = 0; j0 < J; j0 += kTile, buf ^= 1) {
     const float ph = anchored_phase(next.zx, next.zy, next.b, a);

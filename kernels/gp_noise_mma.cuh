@@ -185,6 +185,7 @@ __global__ void __launch_bounds__(kThreads, NT == 1 ? 3 : 2) gp_shared_mma_kerne
 
   // The lane's pixel offsets from the block's anchor, as A1 fragments: element (row g + 8 r, k = t) is
   // dx's hi half for t < 2, its lo half for t >= 2; (row g + 8 r, k = t + 4) the same of dy.
+  RawFeature<4 * NT> next = fetch_shared<4 * NT>(p, c0, threadIdx.x);  // first: overlaps the prologue
   float dx[kMmaTiles][2], dy[kMmaTiles][2];
   float4 box = make_float4(INFINITY, -INFINITY, INFINITY, -INFINITY);
   mma_coords<SPLIT>(p, n, 0.f, 0.f, dx, dy, box);
@@ -205,7 +206,6 @@ __global__ void __launch_bounds__(kThreads, NT == 1 ? 3 : 2) gp_shared_mma_kerne
 #pragma unroll
   for (int i = 0; i < R; ++i) total[i] = 0.f;
 
-  RawFeature<4 * NT> next = fetch_shared<4 * NT>(p, c0, threadIdx.x);
   int buf = 0;
   for (int64_t j0 = 0; j0 < J; j0 += kTile, buf ^= 1) {
     const float ph = anchored_phase(next.zx, next.zy, next.b, a);
