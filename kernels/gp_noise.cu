@@ -211,6 +211,17 @@ int sm_count() {
   return sms;
 }
 
+// Whether the current device has the tf32 tensor cores of the tensor-core kernel (sm_80 or newer).
+bool has_tf32_mma() {
+  int dev = 0, major = 0;
+  if (cudaGetDevice(&dev) != cudaSuccess ||
+      cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, dev) != cudaSuccess) {
+    cudaGetLastError();
+    return false;
+  }
+  return major >= 8;
+}
+
 // Channels per block of the shared-feature kernel.
 int64_t shared_channel_block(int64_t channels) { return channels <= 4 ? 4 : 8; }
 
@@ -265,7 +276,8 @@ const char* gp_noise_cuda(const GpNoiseParams& p, uintptr_t stream_handle, int k
   cudaStream_t stream = reinterpret_cast<cudaStream_t>(stream_handle);
   const float scale = sqrtf(2.0f / static_cast<float>(p.features));
   const bool shared = p.zb_channels == 1 && p.channels > 1;
-  const bool mma = shared && kernel == kGpKernelTensorCores;  // auto: the FMA kernel (measured best so far)
+  // auto: the FMA kernel (measured best so far); tensor cores only where the device has them
+  const bool mma = shared && kernel == kGpKernelTensorCores && has_tf32_mma();
   const int64_t cb = shared ? shared_channel_block(p.channels) : 1;
   const int split = split_override ? split_override : choose_split(p, p.batch * ((p.channels + cb - 1) / cb), mma);
   if (tiles(p, rows_of(split, mma)) > 0x7fffffff) return "frame too large";
