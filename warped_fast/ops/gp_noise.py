@@ -94,9 +94,8 @@ def _gp_noise_impl(coords: torch.Tensor, z: torch.Tensor, b: torch.Tensor, w: to
     else:  # cuda: launch on the tensors' device and its current stream
         idx, (kernel, split) = coords.device.index, _kernel_choice()
         if _raw_stream is not None and idx == torch.cuda.current_device():
-            _cpu.lib().gp_noise_cuda(
-                *args, _raw_stream(idx), kernel, split
-            )  # no guard or Stream: ~us of host time
+            # the current stream as a raw handle, no device guard or Stream object: ~us of host time
+            _cpu.lib().gp_noise_cuda(*args, _raw_stream(idx), kernel, split)
         else:
             with torch.cuda.device(idx):
                 _cpu.lib().gp_noise_cuda(*args, torch.cuda.current_stream(idx).cuda_stream, kernel, split)
