@@ -131,12 +131,17 @@ PYBIND11_MODULE(_C, m) {
   m.def(
       "gp_noise_cuda",
       [](uintptr_t coords, uintptr_t z, uintptr_t b, uintptr_t w, uintptr_t out, int64_t n, int64_t h, int64_t width,
-         int64_t c, int64_t cz, int64_t j, uintptr_t stream, int kernel, int split) {
-        const char* err =
-            warped_fast::gp_noise_cuda(gp_params(coords, z, b, w, out, n, h, width, c, cz, j), stream, kernel, split);
+         int64_t c, int64_t cz, int64_t j, uintptr_t stream, int kernel, int split, uintptr_t workspace,
+         int64_t workspace_bytes) {
+        const char* err = warped_fast::gp_noise_cuda(gp_params(coords, z, b, w, out, n, h, width, c, cz, j), stream,
+                                                     kernel, split, ptr<void>(workspace), workspace_bytes);
         if (err != nullptr) throw std::runtime_error(std::string("gp_noise (CUDA): ") + err);
       },
       nogil);
+  m.def("gp_noise_cuda_workspace",
+        [](int64_t n, int64_t h, int64_t width, int64_t c, int64_t cz, int64_t j, int kernel) {
+          return warped_fast::gp_noise_cuda_workspace(gp_params(0, 0, 0, 0, 0, n, h, width, c, cz, j), kernel);
+        });
 #else
   m.attr("with_cuda") = false;
 #endif

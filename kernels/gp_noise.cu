@@ -225,6 +225,20 @@ bool has_tf32_mma() {
 // Channels per block of the shared-feature kernel.
 int64_t shared_channel_block(int64_t channels) { return channels <= 4 ? 4 : 8; }
 
+bool shared_features(const GpNoiseParams& p) { return p.zb_channels == 1 && p.channels > 1; }
+
+// Whether the call runs the tensor-core kernel: asked for, shared features, and a device that has them.
+bool use_mma(const GpNoiseParams& p, int kernel) {
+  return shared_features(p) && kernel == kGpKernelTensorCores && has_tf32_mma();
+}
+
+// Bytes of the tensor-core kernel's packed operands: every 256-feature tile of every channel block.
+int64_t mma_workspace_bytes(const GpNoiseParams& p) {
+  const int64_t cb = shared_channel_block(p.channels), tiles_j = (p.features + kTile - 1) / kTile;
+  const int64_t per_tile = cb == 4 ? sizeof(MmaOperands<1>) : sizeof(MmaOperands<2>);
+  return tiles_j * ((p.channels + cb - 1) / cb) * per_tile;
+}
+
 // Blocks (2-D tiles of 32 columns x `rows`) covering one frame.
 int64_t tiles(const GpNoiseParams& p, int rows) {
   const int64_t height = p.pixels / p.width;
@@ -243,16 +257,25 @@ int choose_split(const GpNoiseParams& p, int64_t other_blocks, bool mma) {
   return 8;
 }
 
+// The tensor-core kernel: pack the operands into `workspace`, then evaluate.
+template <int SPLIT, int NT>
+void launch_mma(const GpNoiseParams& p, float scale, const dim3& grid, void* workspace, cudaStream_t stream) {
+  auto* ops = static_cast<MmaOperands<NT>*>(workspace);
+  const dim3 pack_grid(static_cast<unsigned>((p.features + kTile - 1) / kTile), grid.y);
+  gp_pack_kernel<NT><<<pack_grid, kThreads, 0, stream>>>(p, ops);
+  gp_shared_mma_kernel<SPLIT, NT><<<grid, kThreads, 0, stream>>>(p, scale, ops);
+}
+
 template <int SPLIT>
-void launch(const GpNoiseParams& p, float scale, bool shared, bool mma, cudaStream_t stream) {
+void launch(const GpNoiseParams& p, float scale, bool shared, bool mma, void* workspace, cudaStream_t stream) {
   const unsigned blocks = static_cast<unsigned>(tiles(p, rows_of(SPLIT, mma))), batch = static_cast<unsigned>(p.batch);
   if (shared) {
     const int64_t cb = shared_channel_block(p.channels);
     const dim3 grid(blocks, static_cast<unsigned>((p.channels + cb - 1) / cb), batch);
     if (mma && cb == 4)
-      gp_shared_mma_kernel<SPLIT, 1><<<grid, kThreads, 0, stream>>>(p, scale);
+      launch_mma<SPLIT, 1>(p, scale, grid, workspace, stream);
     else if (mma)
-      gp_shared_mma_kernel<SPLIT, 2><<<grid, kThreads, 0, stream>>>(p, scale);
+      launch_mma<SPLIT, 2>(p, scale, grid, workspace, stream);
     else if (cb == 4)
       gp_shared_kernel<SPLIT, 4><<<grid, kThreads, 0, stream>>>(p, scale);
     else
@@ -265,7 +288,13 @@ void launch(const GpNoiseParams& p, float scale, bool shared, bool mma, cudaStre
 
 }  // namespace
 
-const char* gp_noise_cuda(const GpNoiseParams& p, uintptr_t stream_handle, int kernel, int split_override) {
+int64_t gp_noise_cuda_workspace(const GpNoiseParams& p, int kernel) {
+  if (p.batch == 0 || p.pixels == 0 || p.channels == 0 || !use_mma(p, kernel)) return 0;
+  return mma_workspace_bytes(p);
+}
+
+const char* gp_noise_cuda(const GpNoiseParams& p, uintptr_t stream_handle, int kernel, int split_override,
+                          void* workspace, int64_t workspace_bytes) {
   if (p.batch == 0 || p.pixels == 0 || p.channels == 0) return nullptr;
   if (p.width <= 0 || p.pixels % p.width != 0) return "pixels not a multiple of the frame width";
   if (p.batch > 65535) return "batch larger than 65535 frames per call";
@@ -275,24 +304,26 @@ const char* gp_noise_cuda(const GpNoiseParams& p, uintptr_t stream_handle, int k
     return "split must be 0 (automatic), 1, 2, 4 or 8";
   cudaStream_t stream = reinterpret_cast<cudaStream_t>(stream_handle);
   const float scale = sqrtf(2.0f / static_cast<float>(p.features));
-  const bool shared = p.zb_channels == 1 && p.channels > 1;
+  const bool shared = shared_features(p);
   // auto: the FMA kernel (measured best so far); tensor cores only where the device has them
-  const bool mma = shared && kernel == kGpKernelTensorCores && has_tf32_mma();
+  const bool mma = use_mma(p, kernel);
+  if (mma && (workspace == nullptr || workspace_bytes < mma_workspace_bytes(p)))
+    return "workspace smaller than gp_noise_cuda_workspace()";
   const int64_t cb = shared ? shared_channel_block(p.channels) : 1;
   const int split = split_override ? split_override : choose_split(p, p.batch * ((p.channels + cb - 1) / cb), mma);
   if (tiles(p, rows_of(split, mma)) > 0x7fffffff) return "frame too large";
   switch (split) {
     case 1:
-      launch<1>(p, scale, shared, mma, stream);
+      launch<1>(p, scale, shared, mma, workspace, stream);
       break;
     case 2:
-      launch<2>(p, scale, shared, mma, stream);
+      launch<2>(p, scale, shared, mma, workspace, stream);
       break;
     case 4:
-      launch<4>(p, scale, shared, mma, stream);
+      launch<4>(p, scale, shared, mma, workspace, stream);
       break;
     default:
-      launch<8>(p, scale, shared, mma, stream);
+      launch<8>(p, scale, shared, mma, workspace, stream);
       break;
   }
   const cudaError_t e = cudaGetLastError();

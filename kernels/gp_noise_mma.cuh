@@ -16,7 +16,8 @@
 // features 2t and 2t + 1 as W's rows t and t + 4. Each feature tile's sum is added to a float32 total
 // with a rounding add, so the tensor cores' truncating accumulation spans 256 features at most.
 // A tile whose phases could exceed kMmaFastBound takes the phases on the FMA pipe, reduced to
-// [-pi, pi] (cos_phase), like the FMA kernel.
+// [-pi, pi] (cos_phase), like the FMA kernel. The tf32 halves of z and W, the same for every block, are
+// packed once per call (gp_pack_kernel); blocks copy them tile by tile with cp.async.
 #pragma once
 #include "gp_noise_tiles.cuh"
 
@@ -53,35 +54,76 @@ __device__ __forceinline__ void mma_tf32(float (&d)[4], const float (&a)[4], flo
 #endif
 }
 
-// One staged feature tile in the layouts the fragments read (NT groups of 4 channels):
+// The operands of one 256-feature tile in the layouts the fragments read, the same for every block:
+// packed once per call by gp_pack_kernel and copied to shared memory by each block (NT groups of 4
+// channels):
 //   zs[f]   = (zx_hi, zy_hi, zx_lo, zy_lo): B1 rows (t, t + 4) of lane t are .xy (t even) or .zw
-//   cp[4 s + t] = (c, c', c, c') of features 8 s + 2 t, + 1: the C1 fragment of lane t in k-step s
 //   wf[nt][s][4 n + t] = W of features 8 s + 2 t and 8 s + 2 t + 1, column n: the B2 pair of lane
 //                        4 n + t in k-step s (loads of a k-step are 32 consecutive float2; the 2 float2
-//                        of padding per k-step make the staging stores 2-way instead of 4-way conflicts)
+//                        of padding per k-step keep the packing stores' bank conflicts 2-way)
 template <int NT>
-struct MmaTile {
+struct MmaOperands {
   float4 zs[kTile];
-  float4 cp[kTile / 2];
   float2 wf[NT][kTile / 8][kWfStride];
 };
 
-// Stages feature f of the tile (raw values in `r`, phase at the anchor `c`).
+// A block's staged tile: the operands and, per block, the features' phases at the block's anchor:
+//   cp[4 s + t] = (c, c', c, c') of features 8 s + 2 t, + 1: the C1 fragment of lane t in k-step s
 template <int NT>
-__device__ __forceinline__ void stage_feature(MmaTile<NT>& tile, int f, const RawFeature<4 * NT>& r, float c) {
+struct MmaTile {
+  MmaOperands<NT> op;
+  float4 cp[kTile / 2];
+};
+
+// Packs feature f of a tile (raw values in `r`) into tf32 halves.
+template <int NT>
+__device__ __forceinline__ void pack_feature(MmaOperands<NT>& op, int f, const RawFeature<4 * NT>& r) {
   const float zxh = to_tf32(r.zx), zyh = to_tf32(r.zy);
-  tile.zs[f] = make_float4(zxh, zyh, to_tf32(r.zx - zxh), to_tf32(r.zy - zyh));
+  op.zs[f] = make_float4(zxh, zyh, to_tf32(r.zx - zxh), to_tf32(r.zy - zyh));
   const int s = f / 8, t = (f % 8) / 2, h = f % 2;
-  float* c4 = reinterpret_cast<float*>(&tile.cp[f / 2]);
-  c4[h] = c, c4[h + 2] = c;
 #pragma unroll
   for (int nt = 0; nt < NT; ++nt) {
 #pragma unroll
     for (int ch = 0; ch < 4; ++ch) {
       const float w = r.w[4 * nt + ch], hi = to_tf32(w);
-      reinterpret_cast<float*>(&tile.wf[nt][s][4 * ch + t])[h] = hi;
-      reinterpret_cast<float*>(&tile.wf[nt][s][4 * (ch + 4) + t])[h] = to_tf32(w - hi);
+      reinterpret_cast<float*>(&op.wf[nt][s][4 * ch + t])[h] = hi;
+      reinterpret_cast<float*>(&op.wf[nt][s][4 * (ch + 4) + t])[h] = to_tf32(w - hi);
     }
+  }
+}
+
+// ops[cb * gridDim.x + tile] = the packed operands of channel block cb. grid = (tiles of J, blocks of C).
+template <int NT>
+__global__ void __launch_bounds__(kThreads) gp_pack_kernel(GpNoiseParams p, MmaOperands<NT>* ops) {
+  const int64_t c0 = int64_t(blockIdx.y) * 4 * NT, j = int64_t(blockIdx.x) * kTile + threadIdx.x;
+  pack_feature<NT>(ops[int64_t(blockIdx.y) * gridDim.x + blockIdx.x], threadIdx.x, fetch_shared<4 * NT>(p, c0, j));
+}
+
+// 16 bytes global -> shared without registers (sm_80+); the copies land by cp_async_wait_all().
+__device__ __forceinline__ void cp_async16(void* smem, const void* gmem) {
+#if !defined(__CUDA_ARCH__) || __CUDA_ARCH__ >= 800
+  const unsigned dst = static_cast<unsigned>(__cvta_generic_to_shared(smem));
+  asm volatile("cp.async.cg.shared.global [%0], [%1], 16;" ::"r"(dst), "l"(gmem) : "memory");
+#endif
+}
+
+__device__ __forceinline__ void cp_async_wait_all() {
+#if !defined(__CUDA_ARCH__) || __CUDA_ARCH__ >= 800
+  asm volatile("cp.async.wait_all;" ::: "memory");
+#endif
+}
+
+// Starts the copy of a tile's packed operands into shared memory (every thread its share).
+template <int NT>
+__device__ __forceinline__ void copy_operands_async(MmaOperands<NT>& dst, const MmaOperands<NT>& src) {
+  static_assert(sizeof(MmaOperands<NT>) % 16 == 0, "16-byte chunks");
+  constexpr int chunks = static_cast<int>(sizeof(MmaOperands<NT>) / 16);
+  float4* d = reinterpret_cast<float4*>(&dst);
+  const float4* g = reinterpret_cast<const float4*>(&src);
+#pragma unroll
+  for (int i = 0; i < (chunks + kThreads - 1) / kThreads; ++i) {
+    const int k = i * kThreads + threadIdx.x;
+    if (k < chunks) cp_async16(d + k, g + k);
   }
 }
 
@@ -128,9 +170,9 @@ __device__ __forceinline__ void accumulate_mma(const MmaTile<NT>& tile, int s0, 
     float4 box;
     mma_coords<SPLIT>(p, n, a.x0, a.y0, dx, dy, box);
   }
-  const float2* zs = reinterpret_cast<const float2*>(tile.zs) + 2 * g + (t & 1);  // + 16 per k-step
-  const float4* cp = tile.cp + t;                                                 // + 4
-  const float2* wf = &tile.wf[0][0][0] + threadIdx.x % 32;                        // + kWfStride
+  const float2* zs = reinterpret_cast<const float2*>(tile.op.zs) + 2 * g + (t & 1);  // + 16 per k-step
+  const float4* cp = tile.cp + t;                                                    // + 4
+  const float2* wf = &tile.op.wf[0][0][0] + threadIdx.x % 32;                        // + kWfStride
   for (int s = s0; s < s1; ++s) {
     float2 wb[NT];
 #pragma unroll
@@ -176,11 +218,13 @@ __device__ __forceinline__ void accumulate_mma(const MmaTile<NT>& tile, int s0, 
   }
 }
 
-// Shared (z, b), per-channel w, 4 * NT channels per block. grid = (tiles, ceil(C / (4 NT)), N).
-// A block is SPLIT feature slices of 8 / SPLIT warps; warp w of a slice covers m-tiles
-// w * kMmaTiles + m, each 16 pixels of one row of the block's 32-column tile.
+// Shared (z, b), per-channel w, 4 * NT channels per block. grid = (tiles, ceil(C / (4 NT)), N); ops:
+// gp_pack_kernel's output. A block is SPLIT feature slices of 8 / SPLIT warps; warp w of a slice
+// covers m-tiles w * kMmaTiles + m, each 16 pixels of one row of the block's 32-column tile. The next
+// tile's operands are copied (cp.async) while the current one is evaluated.
 template <int SPLIT, int NT>
-__global__ void __launch_bounds__(kThreads, NT == 1 ? 3 : 2) gp_shared_mma_kernel(GpNoiseParams p, float scale) {
+__global__ void __launch_bounds__(kThreads, NT == 1 ? 3 : 2)
+    gp_shared_mma_kernel(GpNoiseParams p, float scale, const MmaOperands<NT>* ops) {
   constexpr int lanes = kThreads / SPLIT, steps = kTile / 8 / SPLIT, R = kMmaTiles * NT * 4;
   constexpr int tile_bytes = 2 * static_cast<int>(sizeof(MmaTile<NT>)), red_bytes = (SPLIT - 1) * R * lanes * 4;
   __shared__ __align__(16) unsigned char smem[tile_bytes > red_bytes ? tile_bytes : red_bytes];
@@ -188,9 +232,14 @@ __global__ void __launch_bounds__(kThreads, NT == 1 ? 3 : 2) gp_shared_mma_kerne
   const int64_t c0 = int64_t(blockIdx.y) * 4 * NT, n = blockIdx.z, J = p.features, C = p.channels;
   const int slice = threadIdx.x / lanes, t = threadIdx.x % 4;
 
+  // First the loads of tile 0, which overlap the prologue: its packed operands (this channel block's
+  // tiles start at src) and the raw z, b of the phases at the anchor.
+  const MmaOperands<NT>* src = ops + int64_t(blockIdx.y) * ((J + kTile - 1) / kTile);
+  copy_operands_async<NT>(tiles[0].op, src[0]);
+  RawFeature<0> next = fetch_shared<0>(p, c0, threadIdx.x);
+
   // The lane's pixel offsets from the block's anchor, as A1 fragments: element (row g + 8 r, k = t) is
   // dx's hi half for t < 2, its lo half for t >= 2; (row g + 8 r, k = t + 4) the same of dy.
-  RawFeature<4 * NT> next = fetch_shared<4 * NT>(p, c0, threadIdx.x);  // first: overlaps the prologue
   float dx[kMmaTiles][2], dy[kMmaTiles][2];
   float4 box = make_float4(INFINITY, -INFINITY, INFINITY, -INFINITY);
   mma_coords<SPLIT>(p, n, 0.f, 0.f, dx, dy, box);
@@ -212,11 +261,16 @@ __global__ void __launch_bounds__(kThreads, NT == 1 ? 3 : 2) gp_shared_mma_kerne
   for (int i = 0; i < R; ++i) total[i] = 0.f;
 
   int buf = 0;
-  for (int64_t j0 = 0; j0 < J; j0 += kTile, buf ^= 1) {
+  for (int64_t j0 = 0, k = 0; j0 < J; j0 += kTile, ++k, buf ^= 1) {
     const float ph = anchored_phase(next.zx, next.zy, next.b, a);
-    stage_feature<NT>(tiles[buf], threadIdx.x, next, ph);
+    float* c4 = reinterpret_cast<float*>(&tiles[buf].cp[threadIdx.x / 2]);
+    c4[threadIdx.x % 2] = ph, c4[threadIdx.x % 2 + 2] = ph;
+    cp_async_wait_all();  // this thread's copies of tile k; the barrier makes everyone's visible
     const bool reduce = __syncthreads_or(needs_reduction(next.zx, next.zy, ph, a, kMmaFastBound));
-    if (j0 + kTile < J) next = fetch_shared<4 * NT>(p, c0, j0 + kTile + threadIdx.x);
+    if (j0 + kTile < J) {  // every warp is past tile k - 1, which used the other buffer
+      copy_operands_async<NT>(tiles[buf ^ 1].op, src[k + 1]);
+      next = fetch_shared<0>(p, c0, j0 + kTile + threadIdx.x);
+    }
     const int valid = static_cast<int>((J - j0 < kTile ? J - j0 : kTile) + 7) / 8;
     const int s0 = slice * steps, s1 = min(s0 + steps, valid);
 #pragma unroll

@@ -102,10 +102,10 @@ __device__ __forceinline__ void reduce_slices(float (&acc)[R], float* red) {
 }
 
 // One feature of the next tile, prefetched into registers while the current tile is evaluated.
-// Features past J are zero (w = 0 adds nothing).
+// Features past J are zero (w = 0 adds nothing). CB = 0: z and b only.
 template <int CB>
 struct RawFeature {
-  float zx = 0.f, zy = 0.f, b = 0.f, w[CB] = {};
+  float zx = 0.f, zy = 0.f, b = 0.f, w[CB > 0 ? CB : 1] = {};
 };
 
 // Feature j of the shared (z, b) and channels [c0, c0 + CB) of w (zero past J or C).

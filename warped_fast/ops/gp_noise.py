@@ -65,6 +65,19 @@ def _kernel_choice() -> tuple[int, int]:
     return GP_CUDA_KERNELS[_check_kernel(name, "WARPED_FAST_GP_CUDA_KERNEL")], split
 
 
+def _cuda_workspace(device: torch.device, sizes: tuple, kernel: int) -> torch.Tensor | None:
+    """Device scratch of the CUDA kernel on the current device (the tensor-core kernel's packed
+    operands), or None. sizes: (N, H, W, C, Cz, J)."""
+    if kernel != GP_CUDA_KERNELS["tensor_cores"]:
+        return None
+    nbytes = _cpu.lib().gp_noise_cuda_workspace(*sizes, kernel)
+    return torch.empty(nbytes, dtype=torch.uint8, device=device) if nbytes else None
+
+
+def _nbytes(t: torch.Tensor | None) -> int:
+    return 0 if t is None else t.numel()
+
+
 # The current CUDA stream of a device as a raw handle (what compiled graphs use); None if absent.
 _raw_stream = getattr(torch._C, "_cuda_getCurrentRawStream", None)
 
@@ -95,10 +108,13 @@ def _gp_noise_impl(coords: torch.Tensor, z: torch.Tensor, b: torch.Tensor, w: to
         idx, (kernel, split) = coords.device.index, _kernel_choice()
         if _raw_stream is not None and idx == torch.cuda.current_device():
             # the current stream as a raw handle, no device guard or Stream object: ~us of host time
-            _cpu.lib().gp_noise_cuda(*args, _raw_stream(idx), kernel, split)
+            work = _cuda_workspace(coords.device, args[5:], kernel)
+            _cpu.lib().gp_noise_cuda(*args, _raw_stream(idx), kernel, split, _cpu.ptr(work), _nbytes(work))
         else:
             with torch.cuda.device(idx):
-                _cpu.lib().gp_noise_cuda(*args, torch.cuda.current_stream(idx).cuda_stream, kernel, split)
+                work = _cuda_workspace(coords.device, args[5:], kernel)
+                stream = torch.cuda.current_stream(idx).cuda_stream
+                _cpu.lib().gp_noise_cuda(*args, stream, kernel, split, _cpu.ptr(work), _nbytes(work))
     return out
 
 
