@@ -13,6 +13,8 @@
 // phases could exceed kFastBound (coordinates spread far apart in the block) reduces each phase to
 // [-pi, pi] on the FMA pipe first (cos_phase). Either way the error stays below the float32 phase
 // rounding of the absolute coordinates.
+#include <atomic>
+
 #include "cuda_api.h"
 #include "gp_noise_mma.cuh"
 #include "gp_noise_tiles.cuh"
@@ -197,16 +199,21 @@ __global__ void __launch_bounds__(kThreads, CB <= 4 ? 3 : 2) gp_shared_kernel(Gp
   }
 }
 
-// Multiprocessors of the first device the op runs on (read once; the split only tunes occupancy).
+// Multiprocessors of the current device (cached per device; the split only tunes occupancy).
 int sm_count() {
-  static int sms = 0;
+  static std::atomic<int> cache[64];
+  int dev = 0, sms = 0;
+  if (cudaGetDevice(&dev) != cudaSuccess) {
+    cudaGetLastError();
+    return 132;
+  }
+  if (dev >= 0 && dev < 64) sms = cache[dev].load(std::memory_order_relaxed);
   if (sms == 0) {
-    int dev = 0;
-    if (cudaGetDevice(&dev) != cudaSuccess ||
-        cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, dev) != cudaSuccess) {
+    if (cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, dev) != cudaSuccess) {
       cudaGetLastError();
-      sms = 132;
+      return 132;
     }
+    if (dev >= 0 && dev < 64) cache[dev].store(sms, std::memory_order_relaxed);
   }
   return sms;
 }
