@@ -1,4 +1,6 @@
 // CUDA kernels of the RFF GP noise field (method section 2). Fused: the [pixels, J] matrix never exists.
+// Here the FMA kernels (independent and shared features) and the launcher; the tensor-core kernel for
+// shared features is in gp_noise_mma.cuh, the helpers all share in gp_noise_tiles.cuh.
 //
 // A block covers a 2-D tile of 32 columns x tile_rows(SPLIT) rows and is SPLIT slices x (kThreads / SPLIT)
 // pixel lanes; every lane evaluates kPix pixels against the slice's share of each feature tile staged in
