@@ -12,7 +12,15 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).parent))
 
 import torch  # noqa: E402
-from common import Table, bandwidth_floor_ms, graph_ms, graph_note, parse_args, time_ms  # noqa: E402
+from common import (  # noqa: E402
+    Table,
+    bandwidth_floor_ms,
+    graph_ms,
+    graph_note,
+    parse_args,
+    smooth_flow,
+    time_ms,
+)
 
 import warped_fast as wf  # noqa: E402
 from warped_fast import reference  # noqa: E402
@@ -20,21 +28,9 @@ from warped_fast.ops import OP_BACKENDS  # noqa: E402
 from warped_fast.ops._dispatch import available  # noqa: E402
 
 
-def _smooth_flow(n, h, w, dev):
-    """A flow like optical flow: a pan, a slight zoom and a smooth wave of a few pixels."""
-    yy, xx = torch.meshgrid(
-        torch.arange(h, device=dev, dtype=torch.float32),
-        torch.arange(w, device=dev, dtype=torch.float32),
-        indexing="ij",
-    )
-    fx = 2.3 + 0.01 * (xx - w / 2) + 1.5 * torch.sin(yy / 23.0)
-    fy = -1.7 + 0.01 * (yy - h / 2) + 1.5 * torch.cos(xx / 31.0)
-    return torch.stack([fx, fy])[None].expand(n, 2, h, w).contiguous()
-
-
 def _cases(n, c, h, w, dev):
     g = torch.Generator(device=dev).manual_seed(0)
-    smooth = _smooth_flow(n, h, w, dev)
+    smooth = smooth_flow(n, h, w, dev)
     img = torch.randn(n, c, h, w, device=dev, generator=g)
     flow = torch.randn(n, 2, h, w, device=dev, generator=g) * 3
     back = -flow + 0.1 * torch.randn(n, 2, h, w, device=dev, generator=g)

@@ -159,3 +159,15 @@ class Table:
             for r in self.rows:
                 w.writerow({"time": stamp, **r})
         print(f"(rows appended to {path})")
+
+
+def smooth_flow(n: int, h: int, w: int, dev: str) -> torch.Tensor:
+    """``[n, 2, h, w]``: a flow like optical flow, a pan, a slight zoom and a smooth wave of a few pixels."""
+    yy, xx = torch.meshgrid(
+        torch.arange(h, device=dev, dtype=torch.float32),
+        torch.arange(w, device=dev, dtype=torch.float32),
+        indexing="ij",
+    )
+    fx = 2.3 + 0.01 * (xx - w / 2) + 1.5 * torch.sin(yy / 23.0)
+    fy = -1.7 + 0.01 * (yy - h / 2) + 1.5 * torch.cos(xx / 31.0)
+    return torch.stack([fx, fy])[None].expand(n, 2, h, w).contiguous()

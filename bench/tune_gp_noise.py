@@ -13,18 +13,10 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).parent))
 
-import torch  # noqa: E402
-from common import Table, cosine_floor_ms, graph_ms, parse_args, time_ms  # noqa: E402
+from common import Table, cosine_floor_ms, graph_ms, parse_args, smooth_flow, time_ms  # noqa: E402
 
 import warped_fast as wf  # noqa: E402
 from warped_fast import reference  # noqa: E402
-
-
-def _smooth_coords(s: int, dev: str) -> torch.Tensor:
-    """The pixel grid with a smooth 3 px flow (as noise warping produces)."""
-    yy, xx = torch.meshgrid(torch.arange(s), torch.arange(s), indexing="ij")
-    flow = torch.stack([3.0 * torch.sin(yy / 9.0), 3.0 * torch.cos(xx / 7.0)], -1).float()
-    return (wf.identity_coords(s, s, 1) + flow).to(dev)
 
 
 def main():
@@ -42,7 +34,8 @@ def main():
         )
         kernels = ("fma", "tensor_cores") if shared else ("fma",)
         for s in (128,) if args.quick else (128, 1024):
-            coords = _smooth_coords(s, dev)
+            # the pixel grid moved by a smooth flow, as noise warping composes it
+            coords = wf.identity_coords(s, s, 1, device=dev) + smooth_flow(1, s, s, dev).permute(0, 2, 3, 1)
             params = (field.z, field.b, field.w)
             exact = reference.gp_noise(coords.double(), *(t.double() for t in params))  # on the GPU
             shape = f"1x{c}x{s}x{s} J={j} {'shared' if shared else 'indep'}"

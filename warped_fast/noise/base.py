@@ -20,7 +20,7 @@ from typing import ClassVar
 
 import torch
 
-from ..ops._checks import as_f32
+from ..ops._checks import as_f32, check_finite  # check_finite honours value_checks()
 
 logger = logging.getLogger("warped_fast")
 
@@ -107,8 +107,6 @@ def _check_flow(name: str, flow, h: int, w: int, device: torch.device) -> torch.
         raise TypeError(f"{name}: expected a floating-point tensor, got {flow.dtype}")
     if flow.device != device:
         raise ValueError(f"{name}: expected a tensor on {device}, got {flow.device}")
-    from ..ops._checks import check_finite  # honours set_value_checks / value_checks
-
     check_finite(name, flow)
     return as_f32(flow)
 

@@ -74,10 +74,6 @@ def _cuda_workspace(device: torch.device, sizes: tuple, kernel: int) -> torch.Te
     return torch.empty(nbytes, dtype=torch.uint8, device=device) if nbytes else None
 
 
-def _nbytes(t: torch.Tensor | None) -> int:
-    return 0 if t is None else t.numel()
-
-
 # The current CUDA stream of a device as a raw handle (what compiled graphs use); None if absent.
 _raw_stream = getattr(torch._C, "_cuda_getCurrentRawStream", None)
 
@@ -106,15 +102,13 @@ def _gp_noise_impl(coords: torch.Tensor, z: torch.Tensor, b: torch.Tensor, w: to
         _cpu.lib().gp_noise_cpu(*args, _cpu.threads())
     else:  # cuda: launch on the tensors' device and its current stream
         idx, (kernel, split) = coords.device.index, _kernel_choice()
-        if _raw_stream is not None and idx == torch.cuda.current_device():
-            # the current stream as a raw handle, no device guard or Stream object: ~us of host time
+        # on the current device: its stream as a raw handle, no device guard or Stream object (~us of host time)
+        here = _raw_stream is not None and idx == torch.cuda.current_device()
+        with contextlib.nullcontext() if here else torch.cuda.device(idx):
+            stream = _raw_stream(idx) if here else torch.cuda.current_stream(idx).cuda_stream
             work = _cuda_workspace(coords.device, args[5:], kernel)
-            _cpu.lib().gp_noise_cuda(*args, _raw_stream(idx), kernel, split, _cpu.ptr(work), _nbytes(work))
-        else:
-            with torch.cuda.device(idx):
-                work = _cuda_workspace(coords.device, args[5:], kernel)
-                stream = torch.cuda.current_stream(idx).cuda_stream
-                _cpu.lib().gp_noise_cuda(*args, stream, kernel, split, _cpu.ptr(work), _nbytes(work))
+            nbytes = 0 if work is None else work.numel()
+            _cpu.lib().gp_noise_cuda(*args, stream, kernel, split, _cpu.ptr(work), nbytes)
     return out
 
 
