@@ -4,7 +4,8 @@
 # to $OUT/results (few files: the device tool brings back at most 8). Budget: under 6 minutes.
 # GPU_CHECK_SAMPLER=1 adds the sampler benchmark (SDXL-shaped UNet, compiled: several minutes more).
 # GPU_CHECK_TESTS (test paths) and GPU_CHECK_BENCHES (names without bench_) narrow a rerun;
-# GPU_CHECK_TUNE=0 skips the gp_noise launch sweep (bench/tune_gp_noise.py).
+# GPU_CHECK_TUNE=0 skips the gp_noise launch sweep (bench/tune_gp_noise.py); GPU_CHECK_NCU=0 skips the
+# Nsight Compute profile of the gp_noise kernels ($OUT/ncu_gp_noise.txt).
 set -uo pipefail
 cd "$(dirname "$0")/.."
 OUT=${OUT:-$PWD/out}
@@ -28,11 +29,12 @@ python3 -c "import torch, triton; print('torch', torch.__version__, 'triton', tr
 python3 -c "import warped_fast, json; print(json.dumps(warped_fast.backend_info()))"
 
 stamp "cuda tests"
-# one line per failure (the assertion message names the errors and the tolerance)
-timeout 180 python3 -m pytest -m cuda -q -p no:cacheprovider --tb=line ${GPU_CHECK_TESTS:-tests/ops tests/noise} 2>&1 | tail -40
+# one line per failure (the assertion message names the errors and the tolerance); Triton compiled,
+# not interpreted (tests/conftest.py defaults to the interpreter)
+TRITON_INTERPRET=0 timeout 240 python3 -m pytest -m cuda -q -p no:cacheprovider --tb=line ${GPU_CHECK_TESTS:-tests/ops tests/noise} 2>&1 | tail -40
 
 declare -A limit=([gp_noise]=100 [warp]=60 [guidance]=60 [noise_warp]=180 [sampler]=400)
-benches=${GPU_CHECK_BENCHES:-gp_noise warp guidance noise_warp}
+benches=${GPU_CHECK_BENCHES-gp_noise warp guidance noise_warp}  # set but empty: none
 [ "${GPU_CHECK_SAMPLER:-0}" = 1 ] && benches="$benches sampler"
 for b in $benches; do
   stamp "bench_$b"
@@ -43,5 +45,15 @@ done
 if [ "${GPU_CHECK_TUNE:-1}" = 1 ]; then
   stamp tune_gp_noise  # every kernel x split of gp_noise, with its error: data for the launcher's choices
   timeout 150 python3 bench/tune_gp_noise.py --device cuda || echo "tune_gp_noise failed or timed out (rc $?)"
+fi
+NCU=$(command -v ncu || ls /opt/nvidia/nsight-compute/*/ncu 2>/dev/null | head -1)
+if [ "${GPU_CHECK_NCU:-1}" = 1 ] && [ -n "$NCU" ]; then
+  stamp "ncu gp_noise"  # stall reasons, issue and pipe use of each gp_noise kernel, one launch each
+  timeout 120 "$NCU" --clock-control none -k regex:gp_ --section SpeedOfLight --section ComputeWorkloadAnalysis \
+    --section InstructionStats --section Occupancy --section SchedulerStats --section WarpStateStats \
+    --section LaunchStats --section SourceCounters python3 bench/profile_gp_noise.py >"$OUT/ncu_gp_noise.txt" 2>&1 \
+    || echo "ncu failed or timed out (rc $?)"
+  grep -E "^  gp_|Duration|Issued Ipc Active|Achieved Occupancy|No Eligible|Warp Cycles Per Issued" \
+    "$OUT/ncu_gp_noise.txt" | head -40
 fi
 stamp done
