@@ -22,7 +22,8 @@ register("gp_noise", ("cuda", "cpu", "reference"))
 
 # CUDA kernels for shared-feature fields (independent channels always run the FMA kernel):
 #   fma:          one FMA per channel per cosine (measured on the H100, see docs/benchmarks_h100.md)
-#   tensor_cores: phases and channel sums on tensor cores in split-tf32 (float32 accuracy), sm_80+
+#   tensor_cores: phases and channel sums on tensor cores in split-tf32 (float32 accuracy), sm_80+;
+#                 slower on the H200 (1.27 against 1.09 ms at 1x4x1024x1024, J = 3000)
 #   auto:         the FMA kernel
 GP_CUDA_KERNELS = {"auto": 0, "fma": 1, "tensor_cores": 2}
 GP_CUDA_SPLITS = (1, 2, 4, 8)
