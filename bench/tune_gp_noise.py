@@ -4,10 +4,12 @@ For 1x4x128x128 and 1x4x1024x1024, J = 3000, independent and shared features: ev
 8, and the launcher's own choice) of the FMA kernel and, for shared features, of the tensor-core
 kernel. Each row: CUDA-graph replay median, the ratio to the cosine floor, and the largest difference
 from the float64 reference on the same coordinates (so a fast but wrong variant shows). Needs CUDA.
+WARPED_FAST_BENCH_TAG, when set, is appended to every row's label (bench/ab_gp_noise.sh: the build).
 """
 
 from __future__ import annotations
 
+import os
 import sys
 from pathlib import Path
 
@@ -28,6 +30,7 @@ def main():
     j, c = 3000, 4
     reps = args.repeats or 20
     table = Table("gp_noise_tuning", dev)
+    tag = f" [{os.environ['WARPED_FAST_BENCH_TAG']}]" if os.environ.get("WARPED_FAST_BENCH_TAG") else ""
     for shared in (False, True):
         field = wf.RFFField.sample(
             wf.RFFConfig(channels=c, num_features=j, shared_features=shared), 0, device=dev
@@ -54,7 +57,7 @@ def main():
                         err = (call().double() - exact).abs().max().item()
                         ms = graph_ms(call, dev, reps) or time_ms(call, dev, reps)
                     note = f"max error {err:.1e}" + (f"; {ms / floor:.2f}x floor" if floor else "")
-                    label = f"{kernel} split {split or 'auto'}"
+                    label = f"{kernel} split {split or 'auto'}{tag}"
                     table.add("gp_noise", shape, label, ms, None, note)
     table.finish()
 

@@ -78,7 +78,7 @@ __device__ __forceinline__ Anchor load_tile_coords(const GpNoiseParams& p, int64
 template <bool FAST>
 __device__ __forceinline__ void accumulate_independent(const float4* feat, int k0, int k1, const float (&dx)[kPix],
                                                        const float (&dy)[kPix], float (&acc)[kPix]) {
-#pragma unroll 4
+  WF_UNROLL(WARPED_FAST_GP_FMA_UNROLL)
   for (int k = k0; k < k1; ++k) {
     const float4 f = feat[k];
 #pragma unroll
@@ -139,7 +139,7 @@ template <bool FAST, int CB>
 __device__ __forceinline__ void accumulate_shared(const float4* zb, const float4 (*ws)[CB / 4], int k0, int k1,
                                                   const float (&dx)[kPix], const float (&dy)[kPix],
                                                   float (&acc)[kPix * CB]) {
-#pragma unroll 4
+  WF_UNROLL(WARPED_FAST_GP_FMA_UNROLL)
   for (int k = k0; k < k1; ++k) {
     const float4 f = zb[k];
     float wk[CB];

@@ -24,9 +24,9 @@
 namespace warped_fast {
 namespace {
 
-constexpr int kMmaTiles = 2;            // 16-pixel m-tiles per warp
-constexpr int kWfStride = 34;           // float2 per k-step of a staged W tile (32 + 2 of padding)
-constexpr float kMmaFastBound = 64.0f;  // split-tf32 phases: error ~2^-22 |<z, dx>| + 1 ulp, 2e-5 rad here
+constexpr int kMmaTiles = WARPED_FAST_GP_MMA_TILES;  // 16-pixel m-tiles per warp
+constexpr int kWfStride = 34;                        // float2 per k-step of a staged W tile (32 + 2 of padding)
+constexpr float kMmaFastBound = 64.0f;               // split-tf32 phases: error ~2^-22 |<z, dx>| + 1 ulp, 2e-5 rad here
 
 // Rows of the block's tile: (warps per slice) x kMmaTiles x 16 pixels, 32 per row.
 __host__ __device__ constexpr int mma_tile_rows(int split) { return kThreads / 32 / split * kMmaTiles * 16 / kCols; }
@@ -173,6 +173,9 @@ __device__ __forceinline__ void accumulate_mma(const MmaTile<NT>& tile, int s0, 
   const float2* zs = reinterpret_cast<const float2*>(tile.op.zs) + 2 * g + (t & 1);  // + 16 per k-step
   const float4* cp = tile.cp + t;                                                    // + 4
   const float2* wf = &tile.op.wf[0][0][0] + threadIdx.x % 32;                        // + kWfStride
+#if WARPED_FAST_GP_MMA_UNROLL > 0
+  WF_UNROLL(WARPED_FAST_GP_MMA_UNROLL)
+#endif
   for (int s = s0; s < s1; ++s) {
     float2 wb[NT];
 #pragma unroll
@@ -223,7 +226,7 @@ __device__ __forceinline__ void accumulate_mma(const MmaTile<NT>& tile, int s0, 
 // covers m-tiles w * kMmaTiles + m, each 16 pixels of one row of the block's 32-column tile. The next
 // tile's operands are copied (cp.async) while the current one is evaluated.
 template <int SPLIT, int NT>
-__global__ void __launch_bounds__(kThreads, NT == 1 ? 3 : 2)
+__global__ void __launch_bounds__(kThreads, NT == 1 ? WARPED_FAST_GP_MMA_BLOCKS : 2)
     gp_shared_mma_kernel(GpNoiseParams p, float scale, const MmaOperands<NT>* ops) {
   constexpr int lanes = kThreads / SPLIT, steps = kTile / 8 / SPLIT, R = kMmaTiles * NT * 4;
   constexpr int tile_bytes = 2 * static_cast<int>(sizeof(MmaTile<NT>)), red_bytes = (SPLIT - 1) * R * lanes * 4;

@@ -8,6 +8,24 @@
 
 #include "params.h"
 
+// Tuning knobs; the defaults are the code measured on the H100/H200 (docs/benchmarks_h100.md). A build can
+// override them (CMake: -DWARPED_FAST_CUDA_DEFINES="NAME=VALUE;..."); bench/ab_gp_noise.sh builds and
+// times such variants side by side on the GPU machine.
+#ifndef WARPED_FAST_GP_FMA_UNROLL
+#define WARPED_FAST_GP_FMA_UNROLL 4  // features per unrolled step of the FMA kernels' inner loops
+#endif
+#ifndef WARPED_FAST_GP_MMA_TILES
+#define WARPED_FAST_GP_MMA_TILES 2  // tensor-core kernel: 16-pixel m-tiles per warp
+#endif
+#ifndef WARPED_FAST_GP_MMA_BLOCKS
+#define WARPED_FAST_GP_MMA_BLOCKS 3  // tensor-core kernel, 4 channels: blocks per SM (launch bound)
+#endif
+#ifndef WARPED_FAST_GP_MMA_UNROLL
+#define WARPED_FAST_GP_MMA_UNROLL 0  // tensor-core kernel: k-steps per unrolled step (0: the compiler's)
+#endif
+#define WF_PRAGMA(x) _Pragma(#x)
+#define WF_UNROLL(n) WF_PRAGMA(unroll n)
+
 namespace warped_fast {
 namespace {
 

@@ -1,0 +1,31 @@
+#!/usr/bin/env bash
+# A/B of the gp_noise CUDA tuning knobs (kernels/gp_noise_tiles.cuh) on the GPU machine, in one call.
+# Each argument is a variant LABEL=DEFINES, DEFINES being "NAME=VALUE;NAME=VALUE" (empty: the defaults).
+# Per variant: build the extension with those definitions, run the gp_noise CUDA tests (a summary line)
+# and bench/tune_gp_noise.py (every kernel x split, with its error against float64; the rows' labels end
+# with [LABEL]). The log goes to $OUT/ab.log, the rows to $OUT/results/gp_noise_tuning.csv. About 40 s
+# per variant on an H200. Example:
+#   bash bench/ab_gp_noise.sh base= fma_unroll8="WARPED_FAST_GP_FMA_UNROLL=8" \
+#     tc_1tile_4blocks="WARPED_FAST_GP_MMA_TILES=1;WARPED_FAST_GP_MMA_BLOCKS=4"
+set -uo pipefail
+cd "$(dirname "$0")/.."
+OUT=${OUT:-$PWD/out}
+mkdir -p "$OUT"
+export WARPED_FAST_BENCH_OUT="$OUT/results" HF_HUB_OFFLINE=1 PYTHONUNBUFFERED=1 TRITON_INTERPRET=0
+exec > >(tee -a "$OUT/ab.log") 2>&1
+[ $# -gt 0 ] || { echo "usage: bench/ab_gp_noise.sh LABEL=DEFINES ..."; exit 2; }
+nvidia-smi --query-gpu=name,clocks.max.sm,driver_version --format=csv,noheader
+source bench/gpu_wheels.sh
+T0=$(date +%s)
+for variant in "$@"; do
+  label=${variant%%=*} defines=${variant#*=}
+  echo "== $label: ${defines:-defaults} ($(( $(date +%s) - T0 )) s)"
+  WARPED_FAST_CUDA=ON CMAKE_ARGS="-DWARPED_FAST_CUDA_ARCHS=90 -DWARPED_FAST_CUDA_DEFINES='$defines'" \
+    python3 -m pip install --no-build-isolation --no-deps -e . >"$OUT/build.log" 2>&1 \
+    || { tail -40 "$OUT/build.log"; continue; }
+  timeout 120 python3 -m pytest -m cuda -q -p no:cacheprovider --tb=line tests/ops/test_gp_noise.py 2>&1 | tail -3
+  WARPED_FAST_BENCH_TAG=$label timeout 150 python3 bench/tune_gp_noise.py --device cuda \
+    | grep -E "split auto|split 1 |split 8 " || echo "tune_gp_noise failed (rc $?)"
+done
+rm -f "$OUT/build.log"
+echo "== done ($(( $(date +%s) - T0 )) s)"
