@@ -5,7 +5,9 @@
 # GPU_CHECK_SAMPLER=1 adds the sampler benchmark (SDXL-shaped UNet, compiled: several minutes more).
 # GPU_CHECK_TESTS (test paths) and GPU_CHECK_BENCHES (names without bench_) narrow a rerun;
 # GPU_CHECK_TUNE=0 skips the gp_noise launch sweep (bench/tune_gp_noise.py); GPU_CHECK_NCU=0 skips the
-# Nsight Compute profile of the gp_noise kernels ($OUT/ncu_gp_noise.txt).
+# Nsight Compute profile of the gp_noise kernels ($OUT/ncu_gp_noise.txt, with each kernel's stall
+# reasons); GPU_CHECK_NCU=2 adds the tensor-core kernel's stall samples per SASS instruction
+# ($OUT/ncu_tc_sass.csv, about a minute more).
 set -uo pipefail
 cd "$(dirname "$0")/.."
 OUT=${OUT:-$PWD/out}
@@ -19,6 +21,7 @@ stamp() { echo "== $1 ($(( $(date +%s) - T0 )) s)"; }
 nvidia-smi --query-gpu=name,memory.total,clocks.max.sm,driver_version --format=csv
 nvcc --version | tail -2
 source bench/gpu_wheels.sh
+[ -f "$OUT/deps.log" ] && { cat "$OUT/deps.log"; rm -f "$OUT/deps.log"; }  # into check.log: 8 files come back
 
 stamp build
 WARPED_FAST_CUDA=ON CMAKE_ARGS="-DWARPED_FAST_CUDA_ARCHS=90" \
@@ -47,13 +50,24 @@ if [ "${GPU_CHECK_TUNE:-1}" = 1 ]; then
   timeout 150 python3 bench/tune_gp_noise.py --device cuda || echo "tune_gp_noise failed or timed out (rc $?)"
 fi
 NCU=$(command -v ncu || ls /opt/nvidia/nsight-compute/*/ncu 2>/dev/null | head -1)
-if [ "${GPU_CHECK_NCU:-1}" = 1 ] && [ -n "$NCU" ]; then
-  stamp "ncu gp_noise"  # stall reasons, issue and pipe use of each gp_noise kernel, one launch each
-  timeout 120 "$NCU" --clock-control none -k regex:gp_ --section SpeedOfLight --section ComputeWorkloadAnalysis \
+if [ "${GPU_CHECK_NCU:-1}" != 0 ] && [ -n "$NCU" ]; then
+  stamp "ncu gp_noise"  # issue and pipe use, occupancy and stall reasons of each gp_noise kernel, one launch each
+  NCU_RUN=("$NCU" --clock-control none)
+  timeout 120 "${NCU_RUN[@]}" -k regex:gp_ --section SpeedOfLight --section ComputeWorkloadAnalysis \
     --section InstructionStats --section Occupancy --section SchedulerStats --section WarpStateStats \
     --section LaunchStats --section SourceCounters python3 bench/profile_gp_noise.py >"$OUT/ncu_gp_noise.txt" 2>&1 \
     || echo "ncu failed or timed out (rc $?)"
+  # cycles per issued instruction spent in each stall reason (same file)
+  timeout 90 "${NCU_RUN[@]}" -k regex:gp_ --metrics 'regex:smsp__average_warps_issue_stalled_.*_per_issue_active\.ratio' \
+    python3 bench/profile_gp_noise.py >>"$OUT/ncu_gp_noise.txt" 2>&1 || echo "ncu stall metrics failed (rc $?)"
   grep -E "^  gp_|Duration|Issued Ipc Active|Achieved Occupancy|No Eligible|Warp Cycles Per Issued" \
     "$OUT/ncu_gp_noise.txt" | head -40
+  if [ "${GPU_CHECK_NCU:-1}" = 2 ]; then
+    stamp "ncu tensor-core kernel, per SASS instruction"
+    timeout 120 "${NCU_RUN[@]}" -k regex:gp_shared_mma -c 1 --section SourceCounters --import-source yes -f \
+      -o /tmp/ncu_tc python3 bench/profile_gp_noise.py >/dev/null 2>&1 \
+      && "$NCU" -i /tmp/ncu_tc.ncu-rep --page source --print-source sass --csv >"$OUT/ncu_tc_sass.csv" 2>&1 \
+      || echo "ncu source page failed (rc $?)"
+  fi
 fi
 stamp done
