@@ -1,11 +1,14 @@
 """Benchmark the warp family: warp + occlusion check, its adjoint (splat), composition of coordinates.
 
 Every available backend against the PyTorch reference in one run; on a known GPU the note gives the
-memory-bandwidth floor (bytes read and written once at peak HBM bandwidth) and the ratio to it.
+memory-bandwidth floor (bytes read and written once at peak HBM bandwidth) and the ratio to it. On
+CUDA the forward warp also runs its Triton channel-tile path (``triton, channel tile``: every channel's
+taps loaded as one tile), which is not the default until measured faster.
 """
 
 from __future__ import annotations
 
+import contextlib
 import sys
 from pathlib import Path
 
@@ -71,6 +74,22 @@ def _cases(n, c, h, w, dev):
     ]
 
 
+@contextlib.contextmanager
+def _channel_tile(most: int):
+    """The Triton forward warp's channel-tile path for up to ``most`` channels (0: the channel loop)."""
+    if not most:
+        yield
+        return
+    from warped_fast.triton import warp as triton_warp
+
+    before = triton_warp._CHANNEL_TILE_MAX
+    triton_warp._CHANNEL_TILE_MAX = most
+    try:
+        yield
+    finally:
+        triton_warp._CHANNEL_TILE_MAX = before
+
+
 def main():
     args = parse_args(__doc__.splitlines()[0])
     dev = args.device
@@ -89,13 +108,15 @@ def main():
             for be in OP_BACKENDS[op]:
                 if be == "reference" or not available(be, dev.split(":")[0]):
                     continue
-                with wf.use_backend(be), wf.ops.value_checks(False):
-                    ms = time_ms(fn, dev, reps)
-                    g_ms = graph_ms(fn, dev, reps)
-                note = f"floor {floor:.4f} ms, {ms / floor:.2f}x floor" if floor else ""
-                if g_ms is not None:
-                    note += "; " + graph_note(g_ms, floor)
-                table.add(case, shape, be, ms, ref_ms, note)
+                tiles = (0, 8) if (op, be) == ("warp", "triton") and dev.startswith("cuda") else (0,)
+                for tile in tiles:
+                    with wf.use_backend(be), wf.ops.value_checks(False), _channel_tile(tile):
+                        ms = time_ms(fn, dev, reps)
+                        g_ms = graph_ms(fn, dev, reps)
+                    note = f"floor {floor:.4f} ms, {ms / floor:.2f}x floor" if floor else ""
+                    if g_ms is not None:
+                        note += "; " + graph_note(g_ms, floor)
+                    table.add(case, shape, be + (", channel tile" if tile else ""), ms, ref_ms, note)
     table.finish()
 
 

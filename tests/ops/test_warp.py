@@ -7,6 +7,11 @@ import warped_fast as wf
 from tests.helpers import assert_close, smooth_flow
 from warped_fast import reference
 
+try:
+    from warped_fast.triton import warp as triton_warp
+except ImportError:  # no triton: the tests that use it skip
+    triton_warp = None
+
 SHAPES = [(1, 3, 17, 29), (3, 1, 8, 5), (2, 4, 6, 9), (1, 0, 5, 7)]
 LOW = [torch.float16, torch.bfloat16]
 
@@ -32,6 +37,26 @@ def test_warp_matches_reference(shape, with_back, fast_backend, gen):
         assert_close(out, r_out, atol=1e-5 if dt == torch.float32 else 1e-12, what=f"warp {dt}")
         assert torch.equal(valid, r_valid), f"valid differs at {int((valid != r_valid).sum())} pixels"
         assert not valid.all() and (with_back or valid.any())
+
+
+@pytest.mark.skipif(not wf.backend_info("cpu")["triton"], reason="needs triton with TRITON_INTERPRET=1")
+@pytest.mark.parametrize("c", [1, 3, 5, 9])
+@pytest.mark.parametrize("with_back", [False, True])
+def test_triton_channel_tile_matches_reference(c, with_back, monkeypatch, gen):
+    """The forward warp's [channels, pixels] tile path (up to 8 channels; 9 takes the channel loop)."""
+    monkeypatch.setattr(triton_warp, "_CHANNEL_TILE_MAX", 8)
+    n, h, w = 2, 13, 19
+    img = torch.randn(n, c, h, w, generator=gen, dtype=torch.float64)
+    flow = smooth_flow(n, h, w, gen)
+    back = smooth_flow(n, h, w, gen) if with_back else None
+    r_out, r_valid = reference.warp(img, flow, back)
+    with wf.use_backend("triton"):
+        out, valid = wf.warp(img.float(), flow.float(), None if back is None else back.float())
+        half, _ = wf.warp(img.half(), flow.float(), None if back is None else back.float())
+    assert_close(out, r_out, atol=1e-5, what=f"warp channel tile C={c}")
+    assert torch.equal(valid, r_valid)
+    assert half.dtype == torch.float16
+    assert_close(half, r_out, atol=5e-3, what=f"warp channel tile C={c} float16")
 
 
 @pytest.mark.parametrize("dtype", LOW)
@@ -245,8 +270,11 @@ def test_stereo_pair_warp_matches_independent_remap():
 
 
 @pytest.mark.cuda
+@pytest.mark.parametrize("tile", [0, 8])
 @pytest.mark.parametrize("shape", SHAPES + [(4, 4, 128, 128)])
-def test_triton_gpu_matches_reference(shape, gen):
+def test_triton_gpu_matches_reference(shape, tile, monkeypatch, gen):
+    """Compiled Triton on the GPU; tile = 8: the forward warp's channel-tile path."""
+    monkeypatch.setattr(triton_warp, "_CHANNEL_TILE_MAX", tile)
     n, c, h, w = shape
     img = torch.randn(n, c, h, w, generator=gen, dtype=torch.float64)
     flow, back = smooth_flow(n, h, w, gen), smooth_flow(n, h, w, gen)

@@ -27,6 +27,11 @@ _ALPHA2 = tl.constexpr(OCCLUSION_ALPHA2)
 _IMAGE_DTYPES = (torch.float32, torch.float16, torch.bfloat16)
 _MAX_GRID = 2**31 - 1
 
+# Forward warp of images with at most this many channels as one [channels, pixels] tile: every tap
+# load (all channels, and the back flow's) issued before the first store, against one channel after
+# another. 0 keeps the channel loop, the path measured on the H100 and H200; bench_warp.py times both.
+_CHANNEL_TILE_MAX = 0
+
 
 # --------------------------------------------------------------------------------------------------
 # Launch heuristics
@@ -118,6 +123,23 @@ def _bilinear_taps(x, y, H, W, pm):
 
 
 @triton.jit
+def _sample_planes(base, stride, P, NP: tl.constexpr, i00, W, wx, wy, m00, m01, m10, m11):
+    """Zero-padded bilinear samples ``[NP, BLOCK]`` (float32) of the planes ``base + p * stride``,
+    ``p < P <= NP`` (rows past P are 0), every load issued together."""
+    p = tl.arange(0, NP)[:, None]
+    planes = base + p.to(tl.int64) * stride
+    i = i00[None, :]
+    cm = p < P
+    v00 = tl.load(planes + i, mask=cm & m00[None, :], other=0.0).to(tl.float32)
+    v01 = tl.load(planes + i + 1, mask=cm & m01[None, :], other=0.0).to(tl.float32)
+    v10 = tl.load(planes + i + W, mask=cm & m10[None, :], other=0.0).to(tl.float32)
+    v11 = tl.load(planes + i + W + 1, mask=cm & m11[None, :], other=0.0).to(tl.float32)
+    x1 = wx[None, :]
+    y1 = wy[None, :]
+    return (v00 * (1.0 - x1) + v01 * x1) * (1.0 - y1) + (v10 * (1.0 - x1) + v11 * x1) * y1
+
+
+@triton.jit
 def _sample(plane, i00, W, wx, wy, m00, m01, m10, m11):
     """Zero-padded bilinear sample (float32) of one plane at precomputed taps."""
     v00 = tl.load(plane + i00, mask=m00, other=0.0).to(tl.float32)
@@ -136,9 +158,10 @@ def _sample(plane, i00, W, wx, wy, m00, m01, m10, m11):
 def _warp_fwd_kernel(
     img_ptr, flow_ptr, back_ptr, out_ptr, valid_ptr,
     C, H, W, HW, nblk,
-    HAS_BACK: tl.constexpr, BLOCK: tl.constexpr,
+    HAS_BACK: tl.constexpr, BLOCK: tl.constexpr, CP: tl.constexpr,
 ):  # fmt: skip
-    # One program = BLOCK pixels of frame n: taps once, then a loop over the C channels; validity
+    # One program = BLOCK pixels of frame n: taps once, then the C channels (CP = 0: a loop, one
+    # channel after another; else one [CP >= C, BLOCK] tile after the back flow's taps); validity
     # (in-frame, and the forward-backward check against the sampled back flow when HAS_BACK).
     pid = tl.program_id(0)
     n = pid // nblk
@@ -150,19 +173,29 @@ def _warp_fwd_kernel(
     dy = tl.load(flow_ptr + fbase + HW + offs, mask=pm, other=0.0).to(tl.float32)
     i00, wx, wy, m00, m01, m10, m11, ok = _bilinear_taps(xf + dx, yf + dy, H, W, pm)
 
-    plane = img_ptr + n * C * HW
-    dst = out_ptr + n * C * HW + offs
-    c = 0
-    while c < C:
-        c += 1
-        v = _sample(plane, i00, W, wx, wy, m00, m01, m10, m11)
-        tl.store(dst, v.to(out_ptr.dtype.element_ty), mask=pm)
-        plane += HW
-        dst += HW
+    if CP > 0:
+        if HAS_BACK:
+            bx = _sample(back_ptr + fbase, i00, W, wx, wy, m00, m01, m10, m11)
+            by = _sample(back_ptr + fbase + HW, i00, W, wx, wy, m00, m01, m10, m11)
+        v = _sample_planes(img_ptr + n * C * HW, HW, C, CP, i00, W, wx, wy, m00, m01, m10, m11)
+        ch = tl.arange(0, CP)[:, None]
+        dst = out_ptr + n * C * HW + ch.to(tl.int64) * HW + offs[None, :]
+        tl.store(dst, v.to(out_ptr.dtype.element_ty), mask=(ch < C) & pm[None, :])
+    else:
+        plane = img_ptr + n * C * HW
+        dst = out_ptr + n * C * HW + offs
+        c = 0
+        while c < C:
+            c += 1
+            v = _sample(plane, i00, W, wx, wy, m00, m01, m10, m11)
+            tl.store(dst, v.to(out_ptr.dtype.element_ty), mask=pm)
+            plane += HW
+            dst += HW
+        if HAS_BACK:
+            bx = _sample(back_ptr + fbase, i00, W, wx, wy, m00, m01, m10, m11)
+            by = _sample(back_ptr + fbase + HW, i00, W, wx, wy, m00, m01, m10, m11)
 
     if HAS_BACK:
-        bx = _sample(back_ptr + fbase, i00, W, wx, wy, m00, m01, m10, m11)
-        by = _sample(back_ptr + fbase + HW, i00, W, wx, wy, m00, m01, m10, m11)
         sx = dx + bx
         sy = dy + by
         s2 = sx * sx + sy * sy
@@ -343,9 +376,14 @@ def warp_forward(
     _warp_fwd_kernel[(n * nblk,)](
         img_arg, flow, back_flow if back_flow is not None else flow, out_arg, valid,
         c, h, w, hw, nblk,
-        HAS_BACK=back_flow is not None, BLOCK=block, num_warps=warps,
+        HAS_BACK=back_flow is not None, BLOCK=block, CP=_channel_tile(c), num_warps=warps,
     )  # fmt: skip
     return out, valid.view(torch.bool)
+
+
+def _channel_tile(c: int) -> int:
+    """Rows of the forward warp's channel tile for ``c`` channels (0: the channel loop)."""
+    return triton.next_power_of_2(c) if 0 < c <= _CHANNEL_TILE_MAX else 0
 
 
 def warp_image_grad(
