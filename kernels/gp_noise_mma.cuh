@@ -173,6 +173,9 @@ __device__ __forceinline__ void accumulate_mma(const MmaTile<NT>& tile, int s0, 
   const float2* zs = reinterpret_cast<const float2*>(tile.op.zs) + 2 * g + (t & 1);  // + 16 per k-step
   const float4* cp = tile.cp + t;                                                    // + 4
   const float2* wf = &tile.op.wf[0][0][0] + threadIdx.x % 32;                        // + kWfStride
+#if WARPED_FAST_GP_MMA_SPLIT_ACC
+  float acc_lo[kMmaTiles][NT][4] = {};  // the lo halves' own chain of mma, added to acc at the end
+#endif
 #if WARPED_FAST_GP_MMA_UNROLL > 0
   WF_UNROLL(WARPED_FAST_GP_MMA_UNROLL)
 #endif
@@ -215,10 +218,22 @@ __device__ __forceinline__ void accumulate_mma(const MmaTile<NT>& tile, int s0, 
 #pragma unroll
       for (int nt = 0; nt < NT; ++nt) {
         mma_tf32(acc[m][nt], a_hi, wb[nt].x, wb[nt].y, acc[m][nt]);
+#if WARPED_FAST_GP_MMA_SPLIT_ACC
+        mma_tf32(acc_lo[m][nt], a_lo, wb[nt].x, wb[nt].y, acc_lo[m][nt]);
+#else
         mma_tf32(acc[m][nt], a_lo, wb[nt].x, wb[nt].y, acc[m][nt]);
+#endif
       }
     }
   }
+#if WARPED_FAST_GP_MMA_SPLIT_ACC
+#pragma unroll
+  for (int m = 0; m < kMmaTiles; ++m)
+#pragma unroll
+    for (int nt = 0; nt < NT; ++nt)
+#pragma unroll
+      for (int i = 0; i < 4; ++i) acc[m][nt][i] += acc_lo[m][nt][i];
+#endif
 }
 
 // Shared (z, b), per-channel w, 4 * NT channels per block. grid = (tiles, ceil(C / (4 NT)), N); ops:

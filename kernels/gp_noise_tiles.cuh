@@ -23,6 +23,9 @@
 #ifndef WARPED_FAST_GP_MMA_UNROLL
 #define WARPED_FAST_GP_MMA_UNROLL 0  // tensor-core kernel: k-steps per unrolled step (0: the compiler's)
 #endif
+#ifndef WARPED_FAST_GP_MMA_SPLIT_ACC
+#define WARPED_FAST_GP_MMA_SPLIT_ACC 0  // tensor-core kernel: 1 = the cosines' lo halves in their own accumulators
+#endif
 #define WF_PRAGMA(x) _Pragma(#x)
 #define WF_UNROLL(n) WF_PRAGMA(unroll n)
 
