@@ -24,7 +24,8 @@
 namespace warped_fast {
 namespace {
 
-constexpr int kPix = 4;  // pixels per lane (independent FMA/MUFU chains)
+constexpr int kPix = 4;                                    // pixels per lane (independent FMA/MUFU chains)
+constexpr int kIndepFeat = WARPED_FAST_GP_INDEP_FEATURES;  // features per thread of an independent-kernel tile
 
 // Rows of a block's tile: lanes / 32 rows per pixel slot, kPix slots.
 __host__ __device__ constexpr int tile_rows(int split) { return kPix * (kThreads / split) / kCols; }
@@ -87,14 +88,16 @@ __device__ __forceinline__ void accumulate_independent(const float4* feat, int k
 }
 
 // Independent (z, b, w) per channel. grid = (tiles, C, N). Double-buffered feature tiles: one barrier per
-// tile, and the next tile's loads are in flight during the current one's cosines.
+// tile, and the next tile's loads are in flight during the current one's cosines. A tile is kIndepFeat
+// features per thread (kIndepFeat > 1: fewer barriers per cosine, for high splits).
 template <int SPLIT>
 __global__ void __launch_bounds__(kThreads, 4) gp_independent_kernel(GpNoiseParams p, float scale) {
-  constexpr int lanes = kThreads / SPLIT, per_slice = kTile / SPLIT;
-  static_assert(kTile == kThreads, "one feature per thread and tile");
-  constexpr int feat_bytes = 2 * kTile * 16, red_bytes = (SPLIT - 1) * kPix * lanes * 4;
+  constexpr int F = kIndepFeat, tile = F * kTile;
+  constexpr int lanes = kThreads / SPLIT, per_slice = tile / SPLIT;
+  static_assert(kTile == kThreads, "kIndepFeat features per thread and tile");
+  constexpr int feat_bytes = 2 * tile * 16, red_bytes = (SPLIT - 1) * kPix * lanes * 4;
   __shared__ __align__(16) unsigned char smem[feat_bytes > red_bytes ? feat_bytes : red_bytes];
-  float4(*feat)[kTile] = reinterpret_cast<float4(*)[kTile]>(smem);  // (zx, zy, c, w)
+  float4(*feat)[tile] = reinterpret_cast<float4(*)[tile]>(smem);  // (zx, zy, c, w)
   const int64_t c = blockIdx.y, n = blockIdx.z;
   const int slice = threadIdx.x / lanes;
   const int64_t J = p.features;
@@ -112,14 +115,24 @@ __global__ void __launch_bounds__(kThreads, 4) gp_independent_kernel(GpNoisePara
   for (int q = 0; q < kPix; ++q) acc[q] = 0.f;
   // After the coordinates (H200, 1x4x1024x1024 J=3000): 3.44 ms; fetched first, as the shared kernel
   // does (there 1.09 against 1.15 ms), 3.65 ms.
-  RawFeature<1> next = fetch(threadIdx.x);
+  RawFeature<1> next[F];
+#pragma unroll
+  for (int f = 0; f < F; ++f) next[f] = fetch(f * kTile + threadIdx.x);
   int buf = 0;
-  for (int64_t j0 = 0; j0 < J; j0 += kTile, buf ^= 1) {
-    const float ph = anchored_phase(next.zx, next.zy, next.b, a);
-    feat[buf][threadIdx.x] = make_float4(next.zx, next.zy, ph, next.w[0]);
-    const bool reduce = __syncthreads_or(needs_reduction(next.zx, next.zy, ph, a));
-    if (j0 + kTile < J) next = fetch(j0 + kTile + threadIdx.x);
-    const int k0 = slice * per_slice, k1 = min(k0 + per_slice, static_cast<int>(J - j0 < kTile ? J - j0 : kTile));
+  for (int64_t j0 = 0; j0 < J; j0 += tile, buf ^= 1) {
+    bool far = false;
+#pragma unroll
+    for (int f = 0; f < F; ++f) {
+      const float ph = anchored_phase(next[f].zx, next[f].zy, next[f].b, a);
+      feat[buf][f * kTile + threadIdx.x] = make_float4(next[f].zx, next[f].zy, ph, next[f].w[0]);
+      far = far || needs_reduction(next[f].zx, next[f].zy, ph, a);
+    }
+    const bool reduce = __syncthreads_or(far);
+    if (j0 + tile < J) {
+#pragma unroll
+      for (int f = 0; f < F; ++f) next[f] = fetch(j0 + tile + f * kTile + threadIdx.x);
+    }
+    const int k0 = slice * per_slice, k1 = min(k0 + per_slice, static_cast<int>(J - j0 < tile ? J - j0 : tile));
     if (reduce)
       accumulate_independent<false>(feat[buf], k0, k1, dx, dy, acc);
     else

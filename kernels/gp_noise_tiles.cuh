@@ -14,6 +14,9 @@
 #ifndef WARPED_FAST_GP_FMA_UNROLL
 #define WARPED_FAST_GP_FMA_UNROLL 4  // features per unrolled step of the FMA kernels' inner loops
 #endif
+#ifndef WARPED_FAST_GP_INDEP_FEATURES
+#define WARPED_FAST_GP_INDEP_FEATURES 1  // FMA independent kernel: features per thread of a staged tile
+#endif
 #ifndef WARPED_FAST_GP_MMA_TILES
 #define WARPED_FAST_GP_MMA_TILES 2  // tensor-core kernel: 16-pixel m-tiles per warp
 #endif
