@@ -4,16 +4,31 @@ A ``torch.library.custom_op`` call costs tens of microseconds of host time befor
 runs, often more than the kernel itself on a GPU. When nothing needs the dispatcher (no compile or jit
 trace, no dispatch or function mode, no functorch transform, plain CPU/CUDA tensors and no autograd),
 ``call`` runs the implementation directly; otherwise it goes through ``torch.ops.warped_fast.<op>``,
-so ``torch.compile``, fake tensors, ``opcheck`` and autograd see the registered op.
+so ``torch.compile``, fake tensors, ``opcheck`` and autograd see the registered op. Ops are declared
+with :func:`custom_op`, which registers both.
 """
 
 from __future__ import annotations
+
+from collections.abc import Callable
 
 import torch
 from torch.utils._python_dispatch import _get_current_dispatch_mode
 
 _is_wrapped = getattr(torch._C._functorch, "is_functorch_wrapped_tensor", None)
 _direct = True
+_impls: dict[str, Callable] = {}
+
+
+def custom_op(name: str):
+    """Decorator: ``impl`` becomes the op ``warped_fast::<name>`` (the returned op takes
+    ``register_fake`` / ``register_autograd``) and the body :func:`call` runs directly."""
+
+    def register(impl: Callable):
+        _impls[name] = impl
+        return torch.library.custom_op(f"warped_fast::{name}", mutates_args=())(impl)
+
+    return register
 
 
 def set_direct_calls(enabled: bool) -> None:
@@ -42,8 +57,8 @@ def direct_ok(args) -> bool:
     return True
 
 
-def call(name: str, impl, *args):
-    """``impl(*args)`` when ``direct_ok(args)``, else the registered op ``warped_fast::<name>``."""
+def call(name: str, *args):
+    """The op ``name``'s body on ``args`` when ``direct_ok(args)``, else the registered op."""
     if direct_ok(args):
-        return impl(*args)
+        return _impls[name](*args)
     return getattr(torch.ops.warped_fast, name).default(*args)

@@ -79,7 +79,8 @@ def _cuda_workspace(device: torch.device, sizes: tuple, kernel: int) -> torch.Te
 _raw_stream = getattr(torch._C, "_cuda_getCurrentRawStream", None)
 
 
-def _gp_noise_impl(coords: torch.Tensor, z: torch.Tensor, b: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
+@_eager.custom_op("gp_noise")
+def _gp_noise(coords: torch.Tensor, z: torch.Tensor, b: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
     backend = select("gp_noise", coords.device.type)
     if backend == "reference":
         return reference.gp_noise(coords, z, b, w)
@@ -111,9 +112,6 @@ def _gp_noise_impl(coords: torch.Tensor, z: torch.Tensor, b: torch.Tensor, w: to
             nbytes = 0 if work is None else work.numel()
             _cpu.lib().gp_noise_cuda(*args, stream, kernel, split, _cpu.ptr(work), nbytes)
     return out
-
-
-_gp_noise = torch.library.custom_op("warped_fast::gp_noise", mutates_args=())(_gp_noise_impl)
 
 
 @_gp_noise.register_fake
@@ -154,5 +152,5 @@ def gp_noise(
     check_tensor("b", b, (z.shape[0], j), device=coords.device)
     check_finite("coords", coords)
     f32 = [as_f32(t) for t in (coords, z, b, w)]
-    out = _eager.call("gp_noise", _gp_noise_impl, *f32)
+    out = _eager.call("gp_noise", *f32)
     return out if dtype == torch.float32 else out.to(dtype)

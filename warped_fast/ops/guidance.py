@@ -10,7 +10,6 @@ from .. import reference
 from . import _cpu, _eager
 from ._checks import as_sigma, check_finite, check_nonempty, check_tensor
 from ._dispatch import register, select
-from .warp import _warp_image_grad_impl
 
 register("guidance_residual", ("triton", "cpu", "reference"))
 register("euler_guided_step", ("triton", "cpu", "reference"))
@@ -29,7 +28,8 @@ def _sumsq_dtype(dtype: torch.dtype) -> torch.dtype:
 # --- residual -------------------------------------------------------------------------------------
 
 
-def _guidance_residual_impl(
+@_eager.custom_op("guidance_residual")
+def _guidance_residual(
     pred: torch.Tensor, prev_pred: torch.Tensor, flow: torch.Tensor, mask: torch.Tensor | None
 ) -> tuple[torch.Tensor, torch.Tensor]:
     backend = select("guidance_residual", pred.device.type, pred.dtype)
@@ -59,11 +59,6 @@ def _guidance_residual_impl(
         _cpu.threads(n * max(c, 1) * h * w),
     )
     return r.to(pred.dtype), rows.sum(1).to(_sumsq_dtype(pred.dtype))
-
-
-_guidance_residual = torch.library.custom_op("warped_fast::guidance_residual", mutates_args=())(
-    _guidance_residual_impl
-)
 
 
 @_guidance_residual.register_fake
@@ -127,7 +122,6 @@ def guidance_residual(
     m = None if mask is None else mask.bool().contiguous()
     return _eager.call(
         "guidance_residual",
-        _guidance_residual_impl,
         pred.contiguous(),
         prev_pred.contiguous(),
         flow.contiguous(),
@@ -173,14 +167,15 @@ def guidance_grad(
         else:
             loss = sumsq.sqrt()
             scale = torch.where(loss > 0, 1.0 / loss.clamp_min(1e-30), torch.zeros_like(loss))
-        grad = _eager.call("warp_image_grad", _warp_image_grad_impl, r, flow.contiguous(), scale)
+        grad = _eager.call("warp_image_grad", r, flow.contiguous(), scale)
     return loss, grad
 
 
 # --- Euler + guidance update ----------------------------------------------------------------------
 
 
-def _euler_guided_step_impl(
+@_eager.custom_op("euler_guided_step")
+def _euler_guided_step(
     u: torch.Tensor,
     pred: torch.Tensor,
     grad: torch.Tensor | None,
@@ -213,11 +208,6 @@ def _euler_guided_step_impl(
         _cpu.threads(u.numel()),
     )
     return out.to(u.dtype)
-
-
-_euler_guided_step = torch.library.custom_op("warped_fast::euler_guided_step", mutates_args=())(
-    _euler_guided_step_impl
-)
 
 
 @_euler_guided_step.register_fake
@@ -273,6 +263,4 @@ def euler_guided_step(
     s = as_sigma("sigma", sigma, n, u.device, sd)
     sn = as_sigma("sigma_next", sigma_next, n, u.device, sd, allow_zero=True)
     g = None if grad is None else grad.contiguous()
-    return _eager.call(
-        "euler_guided_step", _euler_guided_step_impl, u.contiguous(), pred.contiguous(), g, s, sn, float(lam)
-    )
+    return _eager.call("euler_guided_step", u.contiguous(), pred.contiguous(), g, s, sn, float(lam))

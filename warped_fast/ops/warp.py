@@ -28,7 +28,8 @@ def _triton():
 # --- warp -----------------------------------------------------------------------------------------
 
 
-def _warp_impl(
+@_eager.custom_op("warp")
+def _warp(
     image: torch.Tensor, flow: torch.Tensor, back_flow: torch.Tensor | None
 ) -> tuple[torch.Tensor, torch.Tensor]:
     backend = select("warp", image.device.type, image.dtype)
@@ -59,9 +60,6 @@ def _warp_impl(
     return out.to(image.dtype), valid
 
 
-_warp = torch.library.custom_op("warped_fast::warp", mutates_args=())(_warp_impl)
-
-
 @_warp.register_fake
 def _(image, flow, back_flow):
     n, _, h, w = image.shape
@@ -89,9 +87,8 @@ _warp.register_autograd(_warp_backward, setup_context=_warp_setup)
 # --- adjoints -------------------------------------------------------------------------------------
 
 
-def _warp_image_grad_impl(
-    grad_out: torch.Tensor, flow: torch.Tensor, scale: torch.Tensor | None
-) -> torch.Tensor:
+@_eager.custom_op("warp_image_grad")
+def _warp_image_grad(grad_out: torch.Tensor, flow: torch.Tensor, scale: torch.Tensor | None) -> torch.Tensor:
     backend = select("warp_image_grad", grad_out.device.type, grad_out.dtype)
     if backend == "reference":
         return reference.warp_image_grad(grad_out, flow, scale)
@@ -119,17 +116,13 @@ def _warp_image_grad_impl(
     return gi.to(grad_out.dtype)
 
 
-_warp_image_grad = torch.library.custom_op("warped_fast::warp_image_grad", mutates_args=())(
-    _warp_image_grad_impl
-)
-
-
 @_warp_image_grad.register_fake
 def _(grad_out, flow, scale):
     return torch.empty_like(grad_out)
 
 
-def _warp_flow_grad_impl(grad_out: torch.Tensor, image: torch.Tensor, flow: torch.Tensor) -> torch.Tensor:
+@_eager.custom_op("warp_flow_grad")
+def _warp_flow_grad(grad_out: torch.Tensor, image: torch.Tensor, flow: torch.Tensor) -> torch.Tensor:
     backend = select("warp_flow_grad", grad_out.device.type, image.dtype)
     if backend == "reference":
         return reference.warp_flow_grad(grad_out, image, flow)
@@ -156,11 +149,6 @@ def _warp_flow_grad_impl(grad_out: torch.Tensor, image: torch.Tensor, flow: torc
     return gf.to(flow.dtype)
 
 
-_warp_flow_grad = torch.library.custom_op("warped_fast::warp_flow_grad", mutates_args=())(
-    _warp_flow_grad_impl
-)
-
-
 @_warp_flow_grad.register_fake
 def _(grad_out, image, flow):
     return torch.empty_like(flow)
@@ -169,7 +157,8 @@ def _(grad_out, image, flow):
 # --- composition ----------------------------------------------------------------------------------
 
 
-def _compose_coords_impl(coords: torch.Tensor, flow: torch.Tensor) -> torch.Tensor:
+@_eager.custom_op("compose_coords")
+def _compose_coords(coords: torch.Tensor, flow: torch.Tensor) -> torch.Tensor:
     backend = select("compose_coords", coords.device.type, coords.dtype)
     if backend == "reference":
         return reference.compose_coords(coords, flow.to(coords.dtype))
@@ -183,11 +172,6 @@ def _compose_coords_impl(coords: torch.Tensor, flow: torch.Tensor) -> torch.Tens
         _cpu.dtype_code(co), _cpu.ptr(co), _cpu.ptr(fl), _cpu.ptr(out), n, h, w, _cpu.threads(n * h * w)
     )
     return out if cd == coords.dtype else out.to(coords.dtype)
-
-
-_compose_coords = torch.library.custom_op("warped_fast::compose_coords", mutates_args=())(
-    _compose_coords_impl
-)
 
 
 @_compose_coords.register_fake
@@ -226,7 +210,7 @@ def warp(
     if back_flow is not None:
         _check_flow("back_flow", back_flow, n, h, w, image.device)
         back_flow = back_flow.contiguous()
-    return _eager.call("warp", _warp_impl, image.contiguous(), flow.contiguous(), back_flow)
+    return _eager.call("warp", image.contiguous(), flow.contiguous(), back_flow)
 
 
 def occlusion_mask(flow: torch.Tensor, back_flow: torch.Tensor) -> torch.Tensor:
@@ -260,4 +244,4 @@ def compose_coords(coords: torch.Tensor, flow: torch.Tensor) -> torch.Tensor:
     n, h, w, _ = coords.shape
     _check_flow("flow", flow, n, h, w, coords.device)
     check_finite("coords", coords)
-    return _eager.call("compose_coords", _compose_coords_impl, coords.contiguous(), flow.contiguous())
+    return _eager.call("compose_coords", coords.contiguous(), flow.contiguous())
