@@ -15,33 +15,11 @@ import torch
 import triton
 from triton.backends.compiler import GPUTarget
 from triton.compiler import ASTSource
+from triton.runtime.jit import mangle_type  # the JIT's own argument types
 
 from warped_fast.triton import guidance, gwtf, hiwyn, infres, warp
 
 TARGET = GPUTarget("cuda", 90, 32)
-_DTYPES = {
-    torch.float32: "fp32",
-    torch.float16: "fp16",
-    torch.bfloat16: "bf16",
-    torch.float64: "fp64",
-    torch.uint8: "u8",
-    torch.int8: "i8",
-    torch.int32: "i32",
-    torch.int64: "i64",
-    torch.bool: "i1",
-}
-
-
-def _type(value) -> str:
-    if isinstance(value, torch.Tensor):
-        return "*" + _DTYPES[value.dtype]
-    if isinstance(value, bool):
-        return "i1"
-    if isinstance(value, int):
-        return "i32" if -(2**31) <= value < 2**31 else "i64"
-    if isinstance(value, float):
-        return "fp32"
-    raise TypeError(f"argument of type {type(value).__name__}")
 
 
 class _CompileInstead:
@@ -60,7 +38,7 @@ class _CompileInstead:
             if param.is_constexpr or value is None:
                 sig[param.name], constexprs[param.name] = "constexpr", value
             else:
-                sig[param.name] = _type(value)
+                sig[param.name] = mangle_type(value)
         key = (tuple(sig.items()), tuple(constexprs.items()), num_warps)
         if key in self.seen:
             return
