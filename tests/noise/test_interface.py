@@ -108,6 +108,12 @@ def test_bad_inputs():
         warp_noise_video("gp", (1, 4, 4), torch.zeros(2, 4, 4))
     with pytest.raises(ValueError, match="fwd_flows"):
         warp_noise_video("gwtf", (1, 4, 4), torch.zeros(2, 2, 4, 4), torch.zeros(1, 2, 4, 4))
+    with pytest.raises(ValueError, match="fwd_flows: the 'infres' method needs"):
+        warp_noise_video("infres", (1, 4, 4), torch.zeros(2, 2, 4, 4))
+    bad = torch.zeros(3, 2, 4, 4)
+    bad[1, 0, 2, 2] = float("nan")
+    with pytest.raises(ValueError, match=r"back_flows\[1\]: expected finite"):
+        warp_noise_video("gp", (1, 4, 4), bad)
 
 
 @pytest.mark.cuda
@@ -125,3 +131,32 @@ def test_gp_cuda_graph_step_equals_eager(shared):
         clips.append(torch.stack(frames))
     assert clips[1].is_cuda and not torch.equal(clips[1][2], clips[1][3])
     assert torch.equal(clips[0], clips[1])
+
+
+def test_device_seed_leaves_the_cpu_generator_alone():
+    """Seeding a device generator does not advance the CPU one, so the RFF field drawn from it after
+    is the same on every device; the seed is deterministic and differs between seeds."""
+    from warped_fast.noise.base import _device_seed
+
+    g = torch.Generator().manual_seed(11)
+    seed = _device_seed(g)
+    assert torch.equal(
+        torch.randn(8, generator=g), torch.randn(8, generator=torch.Generator().manual_seed(11))
+    )
+    assert seed == _device_seed(torch.Generator().manual_seed(11))
+    assert seed != _device_seed(torch.Generator().manual_seed(12))
+
+
+@pytest.mark.cuda
+@pytest.mark.parametrize("method,opts", [("gp", {}), ("nearest", {"base": "gp"})])
+def test_gp_noise_same_on_cpu_and_cuda(method, opts):
+    """An int seed gives the same GP field on the CPU and on CUDA (the kernels' float32 rounding aside)."""
+    t, c, h, w = 3, 4, 24, 40
+    back, _ = similarity(t, h, w)
+    clips = []
+    for dev in ("cpu", "cuda"):
+        warper = make_noise_warper(method, rff=RFFConfig(num_features=300), **opts)
+        frames = [warper.reset((c, h, w), 5, device=dev)]
+        frames += [warper.step(back[j].to(dev)) for j in range(t - 1)]
+        clips.append(torch.stack(frames).cpu())
+    torch.testing.assert_close(clips[1], clips[0], atol=1e-4, rtol=0)

@@ -56,6 +56,8 @@ def register_method(name: str):
 FRESH_ORIGIN = 16384.0
 _FRESH_GAP = 256.0
 _FRESH_COLUMNS = 16
+# Mixed into the device generator's seed so its stream differs from the CPU generator's own draws.
+_DEVICE_SEED_SALT = 0x2545F4914F6CDD1D
 
 
 def fresh_offset(index: int, h: int, w: int) -> tuple[float, float]:
@@ -82,10 +84,18 @@ def _cpu_generator(generator) -> torch.Generator:
 
 
 def _device_generator(cpu_gen: torch.Generator, device: torch.device) -> torch.Generator:
+    """The device generator, seeded from ``cpu_gen``'s state without advancing it: the draws made on
+    the CPU afterwards (the RFF field) are the same whatever the device."""
     if device.type == "cpu":
         return cpu_gen
-    seed = int(torch.randint(0, 2**62, (1,), generator=cpu_gen).item())
-    return torch.Generator(device=device).manual_seed(seed)
+    return torch.Generator(device=device).manual_seed(_device_seed(cpu_gen))
+
+
+def _device_seed(cpu_gen: torch.Generator) -> int:
+    """A seed drawn from a copy of ``cpu_gen``'s state (``cpu_gen`` itself does not advance)."""
+    fork = torch.Generator()
+    fork.set_state(cpu_gen.get_state())
+    return int(torch.randint(0, 2**62, (1,), generator=fork).item()) ^ _DEVICE_SEED_SALT
 
 
 def _check_shape(shape) -> tuple[int, int, int]:
@@ -250,6 +260,8 @@ def warp_noise_video(
         raise ValueError(f"fwd_flows: expected shape {list(back_flows.shape)}, got {got}")
     device = torch.device(device) if device is not None else back_flows.device
     warper = make_noise_warper(method, **options)
+    if fwd_flows is None and warper.uses_forward_flow and back_flows.shape[0] > 0:
+        raise ValueError(f"fwd_flows: the {method!r} method needs the forward flows (frame j -> j+1)")
     t = back_flows.shape[0] + 1
     out = torch.empty(t, c, h, w, dtype=torch.float32, device=device)
     out[0] = warper.reset((c, h, w), generator, device)
@@ -260,5 +272,12 @@ def warp_noise_video(
         frames = tqdm(frames, desc=f"noise ({method})")
     for j in frames:
         fwd = None if fwd_flows is None else fwd_flows[j - 1].to(device)
-        out[j] = warper.step(back_flows[j - 1].to(device), fwd)
+        try:
+            out[j] = warper.step(back_flows[j - 1].to(device), fwd)
+        except (ValueError, TypeError) as e:  # name the clip's argument and entry, not the step's
+            msg = str(e)
+            for arg in ("back_flow", "fwd_flow"):
+                if msg.startswith(arg + ":"):
+                    raise type(e)(f"{arg}s[{j - 1}]" + msg[len(arg) :]) from e
+            raise
     return out

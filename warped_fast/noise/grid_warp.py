@@ -60,7 +60,8 @@ def nearest_sample(noise: torch.Tensor, back: torch.Tensor) -> tuple[torch.Tenso
     sx = torch.floor(xs + back[0] + 0.5)
     sy = torch.floor(ys + back[1] + 0.5)
     valid = (sx >= 0) & (sx <= w - 1) & (sy >= 0) & (sy <= h - 1)
-    idx = (sy.clamp(0, h - 1) * w + sx.clamp(0, w - 1)).long().reshape(-1)
+    # Flat indices in int64: a float32 product is inexact past 2^24 pixels.
+    idx = (sy.clamp(0, h - 1).long() * w + sx.clamp(0, w - 1).long()).reshape(-1)
     out = noise.reshape(c, -1)[:, idx].reshape(c, h, w)
     return out * valid, valid
 

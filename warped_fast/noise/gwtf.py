@@ -84,7 +84,8 @@ def _round_target(flow: torch.Tensor):
     tx = torch.floor(xs + flow[0] + 0.5)
     ty = torch.floor(ys + flow[1] + 0.5)
     ok = (tx >= 0) & (tx <= w - 1) & (ty >= 0) & (ty <= h - 1)
-    idx = torch.where(ok, ty * w + tx, 0.0).long()
+    # int64 (float32 is inexact past 2^24), clamped first (targets out of frame are masked out anyway).
+    idx = torch.where(ok, ty.clamp(0, h - 1).long() * w + tx.clamp(0, w - 1).long(), 0)
     return idx.reshape(-1), ok.reshape(-1)
 
 

@@ -169,7 +169,7 @@ def hiwyn_transport_reference(
                     par = cr if par is None else par ^ cr
                 inside = (par & sv).reshape(kk, -1)
                 n_s = inside.sum(0).float()
-                src = torch.where(sv, sy * w + sx, 0.0).long()
+                src = torch.where(sv, sy.long() * w + sx.long(), 0)
                 ins = inside.t().to(torch.float32).unsqueeze(2)  # [n, k*k, 1]
                 t = torch.bmm(zrow.index_select(0, src), ins)[..., 0].t()  # [C, n]
                 xs, zm = pf.index_select(1, src), zmean.index_select(1, src)

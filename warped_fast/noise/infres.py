@@ -81,7 +81,8 @@ def _tickets(fwd: torch.Tensor):
     ay = torch.stack((1 - fy, 1 - fy, fy, fy))
     a = ax * ay
     inside = (tx >= 0) & (tx <= w - 1) & (ty >= 0) & (ty <= h - 1) & (a > 0)
-    idx = torch.where(inside, ty * w + tx, 0.0).long()
+    # Clamped before the int64 conversion (far-away taps are masked out anyway).
+    idx = torch.where(inside, ty.clamp(0, h - 1).long() * w + tx.clamp(0, w - 1).long(), 0)
     return idx.reshape(4, -1), inside.reshape(4, -1), a.reshape(4, -1)
 
 
