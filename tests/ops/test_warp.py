@@ -88,6 +88,27 @@ def test_warp_gradients(shape, fast_backend, gen):
     assert_close(gf, rf, atol=1e-4, rtol=1e-5, what="d warp / d flow")
 
 
+@pytest.mark.parametrize("flow_dtype", [torch.float64, torch.float16])
+def test_flow_dtype_other_than_the_image(flow_dtype, fast_backend, gen):
+    """Every backend takes any float flow beside a float32 image or coords (cast to float32), and the
+    flow's gradient comes back in the flow's dtype."""
+    n, c, h, w = 2, 3, 9, 14
+    img = torch.randn(n, c, h, w, generator=gen)
+    flow = smooth_flow(n, h, w, gen).to(flow_dtype)
+    back = smooth_flow(n, h, w, gen).to(flow_dtype)
+    r_out, r_valid = reference.warp(img.double(), flow.double(), back.double())
+    r_coords = reference.compose_coords(wf.identity_coords(h, w, n).double(), flow.double())
+    f1 = flow.clone().requires_grad_()
+    with wf.use_backend(fast_backend):
+        out, valid = wf.warp(img, f1, back)
+        (gf,) = torch.autograd.grad(out, f1, torch.ones_like(out))
+        coords = wf.compose_coords(wf.identity_coords(h, w, n), flow)
+    assert out.dtype == torch.float32 and gf.dtype == flow_dtype
+    assert_close(out, r_out, atol=1e-5, what=f"warp with {flow_dtype} flow")
+    assert torch.equal(valid, r_valid)
+    assert_close(coords, r_coords, atol=1e-4, what=f"compose_coords with {flow_dtype} flow")
+
+
 def test_warp_gradcheck_float64(gen):
     n, c, h, w = 2, 2, 5, 6
     img = torch.randn(n, c, h, w, generator=gen, dtype=torch.float64, requires_grad=True)
@@ -310,3 +331,8 @@ def test_reference_adjoints_equal_autograd_of_reference_warp(gen):
     assert_close(
         reference.warp_flow_grad(cot, img.detach(), flow.detach()), gf, atol=1e-12, what="reference flow grad"
     )
+
+
+def test_occlusion_mask_names_its_own_arguments():
+    with pytest.raises(ValueError, match="flow: empty"):
+        wf.occlusion_mask(torch.zeros(1, 2, 0, 4), torch.zeros(1, 2, 0, 4))
