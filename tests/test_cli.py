@@ -51,6 +51,18 @@ def test_inpaint_and_sr_write_videos_and_resume(tmp_path, capsys):
     assert read_video(tmp_path / "s" / "sr.mp4").shape[-2:] == (16, 24)
 
 
+def test_inpaint_mask_video_follows_size_and_max_frames(tmp_path):
+    """--size and --max-frames apply to a mask video as to the input video."""
+    src = _clip(tmp_path, t=4, h=32, w=48)
+    m = torch.zeros(4, 3, 32, 48)
+    m[:, :, 8:24, 12:36] = 1
+    mask = write_video(m, tmp_path / "mask.gif")
+    out = tmp_path / "o"
+    args = ["inpaint", str(src), "--mask", str(mask), "--size", "16x24", "--max-frames", "2"]
+    assert main([*args, "--out", str(out), "--steps", "1", "--quiet", "--guidance", "off"]) == 0
+    assert read_video(out / "inpaint.mp4").shape == (2, 3, 16, 24)
+
+
 def test_warp_noise(tmp_path):
     from safetensors.torch import load_file
 

@@ -49,16 +49,24 @@ def _restore(args, task) -> int:
     from pathlib import Path
 
     from .io import read_video, resize_frames, write_video
+    from .io.masks import SHAPES
     from .sampling import GuidanceConfig
 
     video = read_video(args.input, max_frames=args.max_frames)
+    mask = args.mask if task == "inpaint" else None
+    if mask is not None and mask not in SHAPES:  # a mask image or video: the same frames and size
+        if not Path(mask).exists():
+            raise FileNotFoundError(f"--mask: {mask} does not exist (and is not one of {SHAPES})")
+        mask = read_video(mask, max_frames=args.max_frames)
     if args.size:
         h, w = (int(v) for v in args.size.lower().split("x"))
         video = resize_frames(video, (h, w))
+        if mask is not None and not isinstance(mask, str):
+            mask = resize_frames(mask, (h, w))
     pipe = _pipeline(args, task)
     out = Path(args.out)
     res = pipe(
-        video, args.mask if task == "inpaint" else None, num_inference_steps=args.steps,
+        video, mask, num_inference_steps=args.steps,
         guidance=GuidanceConfig(mode=args.guidance, lam=args.lam), noise_method=args.noise,
         frame_schedule=args.schedule, generator=args.seed, output_dir=out / "frames", progress=not args.quiet,
     )  # fmt: skip

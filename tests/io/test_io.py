@@ -34,6 +34,30 @@ def test_roundtrip_mp4_gif_folder_and_in_memory(tmp_path):
     assert read_video(v[:, :1]).shape == (3, 3, 10, 14)  # grey -> RGB
 
 
+def test_frame_selection_layouts_and_folder_order(tmp_path):
+    v = _clip(t=5)
+    # Selection applies to tensors and lists as to files.
+    assert torch.equal(read_video(v, max_frames=2), v[:2])
+    assert torch.equal(read_video(v, start=1, step=2), v[1::2])
+    assert torch.equal(read_video(list(v.permute(0, 2, 3, 1).numpy()), max_frames=3), v[:3])
+    # Three dimensions: one frame, channels first or last; else grey frames.
+    assert torch.equal(read_video(v[0]), v[:1])
+    assert torch.equal(read_video(v[0].permute(1, 2, 0)), v[:1])
+    assert torch.equal(read_video(v[:, 0]), v[:, :1].expand(-1, 3, -1, -1))
+    # A folder in natural order: f2 before f10.
+    folder = tmp_path / "f"
+    folder.mkdir()
+    for i in (10, 2, 1):
+        Image.fromarray(np.full((4, 4, 3), i, np.uint8)).save(folder / f"f{i}.png")
+    assert (read_video(folder)[:, 0, 0, 0] * 255).round().tolist() == [1, 2, 10]
+    assert (read_video(folder, start=1)[:, 0, 0, 0] * 255).round().tolist() == [2, 10]
+    for kw, name in (({"max_frames": 0}, "max_frames"), ({"step": 0}, "step"), ({"start": -1}, "start")):
+        with pytest.raises(ValueError, match=name):
+            read_video(v, **kw)
+    with pytest.raises(ValueError, match="no frames selected"):
+        read_video(v, start=9)
+
+
 def test_bad_videos(tmp_path):
     with pytest.raises(FileNotFoundError):
         read_video(tmp_path / "missing.mp4")
@@ -66,6 +90,14 @@ def test_masks(tmp_path):
     m2 = load_mask(str(tmp_path / "m.png"), 2, 8, 12)
     assert m2.shape == (2, 1, 8, 12) and m2[:, 0, 2:5, 3:7].eq(1).all() and m2.sum() == 2 * 12
     assert load_mask(torch.ones(3, 1, 8, 12), 3, 8, 12).shape == (3, 1, 8, 12)
+    # Per-frame masks [T, H, W] (also T = 3, not read as colour channels) and an [H, W, 3] image.
+    per_frame = torch.zeros(3, 8, 12)
+    per_frame[0, 2:4, 2:4] = 1
+    assert torch.equal(load_mask(per_frame, 3, 8, 12)[:, 0], per_frame)
+    assert torch.equal(load_mask(per_frame[:2], 2, 8, 12)[:, 0], per_frame[:2])
+    rgb = np.zeros((8, 12, 3), np.uint8)
+    rgb[2:5, 3:7] = 255
+    assert torch.equal(load_mask(rgb, 2, 8, 12), m2)
     with pytest.raises(ValueError, match="expected size 8x12"):
         load_mask(torch.ones(8, 10), 3, 8, 12)
     with pytest.raises(ValueError, match="expected 1 or 3 frames"):

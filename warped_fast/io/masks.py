@@ -38,7 +38,8 @@ def generated_mask(shape: str, t: int, h: int, w: int) -> torch.Tensor:
 
 def load_mask(mask, t: int, h: int, w: int) -> torch.Tensor:
     """A mask for ``t`` frames of ``h x w``: a shape name, an image/video path, a PIL image, an array or a
-    tensor (``[H, W]``, ``[1|T, H, W]``, ``[1|T, 1|3, H, W]``); values > 0.5 (of the [0, 1] range) are masked."""
+    tensor (``[H, W]``, ``[H, W, 3]``, ``[1|T, H, W]``, ``[1|T, 1|3, H, W]``); values > 0.5 (of the [0, 1]
+    range) are masked."""
     if isinstance(mask, str) and mask in SHAPES:
         return generated_mask(mask, t, h, w)
     if isinstance(mask, (str, os.PathLike)):
@@ -54,9 +55,13 @@ def load_mask(mask, t: int, h: int, w: int) -> torch.Tensor:
         m = torch.as_tensor(np.asarray(mask) if not isinstance(mask, torch.Tensor) else mask).float()
         if m.max() > 1:
             m = m / 255.0
-        while m.dim() < 4:
-            m = m.unsqueeze(0)
-        if m.shape[1] == 3:
+        if m.dim() == 3 and m.shape[-1] in (3, 4) and m.shape[-2:] != (h, w):  # one image [H, W, C]
+            m = m[..., :3].mean(-1)
+        if m.dim() == 2:  # one mask [H, W]
+            m = m[None]
+        if m.dim() == 3:  # masks of frames [1|T, H, W]
+            m = m[:, None]
+        if m.dim() == 4 and m.shape[1] == 3:
             m = m.mean(1, keepdim=True)
     if m.dim() != 4 or m.shape[1] != 1:
         raise ValueError(f"mask: expected [T, 1, H, W] after conversion, got {list(m.shape)}")

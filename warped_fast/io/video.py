@@ -4,6 +4,7 @@ PIL images, arrays and tensors. Frames are ``[T, 3, H, W]`` float32 in [0, 1].""
 from __future__ import annotations
 
 import os
+import re
 from pathlib import Path
 
 import numpy as np
@@ -14,10 +15,16 @@ IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".webp", ".tif", ".tiff"}
 
 
 def _to_frames(a) -> torch.Tensor:
-    """Array-likes to ``[T, 3, H, W]`` float32 in [0, 1]."""
+    """Array-likes to ``[T, 3, H, W]`` float32 in [0, 1]. Three dimensions are one frame, ``[H, W, C]`` or
+    ``[C, H, W]`` with C in (1, 3, 4), else grey frames ``[T, H, W]``."""
     t = torch.as_tensor(np.asarray(a)) if not isinstance(a, torch.Tensor) else a
-    if t.dim() == 3:  # a single frame or grey frames [T, H, W]
-        t = t[..., None] if t.shape[-1] not in (1, 3, 4) else t[None]
+    if t.dim() == 3:
+        if t.shape[-1] in (1, 3, 4):  # one frame [H, W, C]
+            t = t[None]
+        elif t.shape[0] in (1, 3, 4):  # one frame [C, H, W]
+            t = t[None]
+        else:  # grey frames [T, H, W]
+            t = t[:, None]
     if t.dim() != 4:
         raise ValueError(f"video: expected [T, H, W, C] or [T, C, H, W] frames, got shape {list(t.shape)}")
     if t.shape[-1] in (1, 3, 4) and t.shape[1] not in (1, 3, 4):
@@ -48,19 +55,23 @@ def read_video(source, max_frames: int | None = None, start: int = 0, step: int 
 
     Args:
         source: see above.
-        max_frames, start, step: frame selection (files and folders).
+        max_frames, start, step: frame selection: frames ``start, start + step, ...``, at most
+            ``max_frames`` of them. A folder's images are taken in natural order (``f2`` before ``f10``).
     Returns:
         ``[T, 3, H, W]`` float32 in [0, 1].
     """
+    _check_selection(max_frames, start, step)
     if isinstance(source, (str, os.PathLike)):
         p = Path(source)
         if not p.exists():
             raise FileNotFoundError(f"video: {p} does not exist")
         if p.is_dir():
-            files = sorted(f for f in p.iterdir() if f.suffix.lower() in IMAGE_SUFFIXES)
+            files = sorted((f for f in p.iterdir() if f.suffix.lower() in IMAGE_SUFFIXES), key=_natural_key)
             if not files:
                 raise ValueError(f"video: no image files in folder {p}")
             files = files[start::step][:max_frames]
+            if not files:
+                raise ValueError(f"video: no frames selected from {p} (start={start}, step={step})")
             import imageio.v3 as iio
 
             return _to_frames(np.stack([iio.imread(f) for f in files]))
@@ -70,6 +81,7 @@ def read_video(source, max_frames: int | None = None, start: int = 0, step: int 
             )
         return _read_file(p, max_frames, start, step)
     if isinstance(source, (list, tuple)):
+        source = source[start::step][:max_frames]
         if not source:
             raise ValueError("video: zero frames")
         return _to_frames(
@@ -77,7 +89,24 @@ def read_video(source, max_frames: int | None = None, start: int = 0, step: int 
                 [np.asarray(im.convert("RGB")) if hasattr(im, "convert") else np.asarray(im) for im in source]
             )
         )
-    return _to_frames(source)
+    frames = _to_frames(source)[start::step][:max_frames]
+    if frames.shape[0] == 0:
+        raise ValueError(f"video: no frames selected (start={start}, step={step}, max_frames={max_frames})")
+    return frames.contiguous()
+
+
+def _check_selection(max_frames, start, step) -> None:
+    checks = [("start", start, 0), ("step", step, 1)]
+    if max_frames is not None:
+        checks.append(("max_frames", max_frames, 1))
+    for name, v, least in checks:
+        if isinstance(v, bool) or not isinstance(v, int) or v < least:
+            raise ValueError(f"{name}: expected an int >= {least}, got {v!r}")
+
+
+def _natural_key(path: Path):
+    """Sort key comparing the digit runs of a file name as numbers (frame_2 before frame_10)."""
+    return [(0, int(s), "") if s.isdigit() else (1, 0, s) for s in re.split(r"(\d+)", path.name)]
 
 
 def _read_file(p: Path, max_frames, start, step) -> torch.Tensor:
