@@ -74,6 +74,10 @@ def test_latent_pipeline_with_a_vae():
     out = pipe(v, "center", num_inference_steps=2, progress=False)
     assert out.latents.shape == (3, 4, 4, 6) and out.frames.shape == (3, 3, 32, 48)
     assert out.latent_flows[0].shape == (2, 2, 4, 6)
+    stroke = torch.zeros(1, 1, 32, 48)
+    stroke[..., 9:11, :] = 1  # two rows inside latent row 1: that row is generated
+    _, cond = pipe.prepare(v, stroke)
+    assert cond[:, 0].sum(-1).tolist() == [[0, 6, 0, 0]] * 3
     with pytest.raises(ValueError, match="multiple of the model's factor 8"):
         pipe(_video(2, 20, 48), "box", num_inference_steps=2, progress=False)
 
@@ -81,7 +85,8 @@ def test_latent_pipeline_with_a_vae():
 def test_resume_after_interruption_redoes_nothing(tmp_path):
     pipe = _inpaint_pipe()
     v = _video(5)
-    full = pipe(v, "box", num_inference_steps=3, progress=False, output_dir=tmp_path / "a").frames
+    ref = pipe(v, "box", num_inference_steps=3, progress=False, output_dir=tmp_path / "a")
+    full = ref.frames
     calls = []
 
     def boom(j, step, u, d):
@@ -103,11 +108,43 @@ def test_resume_after_interruption_redoes_nothing(tmp_path):
     ]
     calls.clear()
     again = pipe(v, "box", num_inference_steps=3, progress=False, output_dir=tmp_path / "b",
-                 callback_on_step_end=lambda j, s, u, d: calls.append(j)).frames  # fmt: skip
+                 callback_on_step_end=lambda j, s, u, d: calls.append(j))  # fmt: skip
     assert min(calls) == 3, "finished frames were recomputed"
-    assert (again - full).abs().max() <= 1 / 255 + 1e-6
-    with pytest.raises(ValueError, match="different job"):
-        pipe(v, "box", num_inference_steps=4, progress=False, output_dir=tmp_path / "b")
+    assert (again.frames - full).abs().max() <= 1 / 255 + 1e-6
+    # Every frame's latent and noise, also of the frames finished before the interruption.
+    assert torch.equal(again.latents, ref.latents) and torch.equal(again.noise, ref.noise)
+    done = pipe(
+        v, "box", num_inference_steps=3, progress=False, output_dir=tmp_path / "b", output_type="latent"
+    )
+    assert torch.equal(done.frames, ref.latents)
+    # Another job in the same folder: other settings, video, mask, flows, generator or model.
+    other_flows = (torch.ones(4, 2, 16, 24), -torch.ones(4, 2, 16, 24))
+    for change in (
+        {"num_inference_steps": 4},
+        {"video": v.flip(-1)},
+        {"mask": "center"},
+        {"flows": other_flows},
+        {"generator": 1},
+        {"generator": torch.Generator().manual_seed(0)},
+        {"pipe": _inpaint_pipe_other_weights()},
+    ):
+        kw = {"video": v, "mask": "box", "num_inference_steps": 3, "pipe": pipe} | change
+        run = kw.pop("pipe")
+        with pytest.raises(ValueError, match="different job"):
+            run(kw.pop("video"), kw.pop("mask"), progress=False, output_dir=tmp_path / "b", **kw)
+
+
+def test_resume_with_a_generator_in_the_same_state(tmp_path):
+    pipe = _inpaint_pipe()
+    v = _video(3)
+    kw = {"num_inference_steps": 2, "progress": False, "output_dir": tmp_path}
+    first = pipe(v, "box", generator=torch.Generator().manual_seed(4), **kw)
+    again = pipe(v, "box", generator=torch.Generator().manual_seed(4), **kw)
+    assert torch.equal(again.latents, first.latents)
+
+
+def _inpaint_pipe_other_weights():
+    return WarpedDiffusionPipeline(DiffusersDenoiser(tiny_unet(7, 3, seed=2), scheduler=scheduler()))
 
 
 def test_bad_inputs(tmp_path):

@@ -15,7 +15,6 @@ from pathlib import Path
 from typing import Literal
 
 import torch
-from safetensors.torch import load_file, save_file
 
 from ..flow import estimate_flow, flow_to_latent
 from ..io import FrameStore, load_mask, read_video, resize_frames
@@ -24,6 +23,7 @@ from ..models.default import default_model_dir, load_unet_folder, trained_option
 from ..models.denoiser import DiffusersDenoiser
 from ..noise import make_noise_warper
 from ..sampling import FrameInput, GuidanceConfig, VideoSampler, VideoSamplerConfig
+from .resume import JobState, generator_key, object_digest, tensor_digest
 
 logger = logging.getLogger("warped_fast")
 Task = Literal["inpaint", "sr"]
@@ -115,11 +115,8 @@ class WarpedDiffusionPipeline:
                 raise ValueError(f"video: frame size {h}x{w} must be a multiple of the model's factor {f}")
             m = load_mask(mask, t, h, w)
             degraded = frames * (1 - m) + 0.5 * m  # masked pixels grey, as the model was trained
-            m_lat = (
-                torch.nn.functional.interpolate(m, size=(h // f, w // f), mode="area").gt(0.5).float()
-                if f > 1
-                else m
-            )
+            # A latent cell with any masked (grey) pixel is generated: its latent encodes the grey fill.
+            m_lat = torch.nn.functional.max_pool2d(m, f) if f > 1 else m
             cond = torch.cat([m_lat, self.autoencoder.encode(degraded)], 1)
             return degraded, cond
         oh, ow = h * self.sr_factor, w * self.sr_factor
@@ -196,34 +193,29 @@ class WarpedDiffusionPipeline:
             for j in range(t):
                 if j > 0:
                     n = warper.step(back_l[j - 1], fwd_l[j - 1])
+                noises.append(n)  # every frame's, also of frames finished before a resume
                 if j >= start:
-                    noises.append(n)
                     fl = None if j == 0 else fwd_l[j - 1]
                     bl = None if j == 0 else back_l[j - 1]
                     yield FrameInput(n, cond[j], fl, bl)
 
-        store = start = None
-        prev_pred = None
+        store = job = None
+        start, latents, prev_pred = 0, [], None
+        guided = guidance.mode != "off"
         if output_dir is not None:
-            params = {"task": self.task, "steps": num_inference_steps, "noise": noise_method,
-                      "noise_options": repr(noise_options), "guidance": repr(guidance), "frames": t,
-                      "schedule": frame_schedule, "seed": generator if isinstance(generator, int) else None}  # fmt: skip
+            flow_inputs = (flows[0], flows[1]) if flows is not None else (flow_frames,)
+            params = {"task": self.task, "sr_factor": self.sr_factor, "steps": num_inference_steps,
+                      "noise": noise_method, "noise_options": repr(noise_options), "guidance": repr(guidance),
+                      "frames": t, "schedule": frame_schedule, "max_batch": max_batch,
+                      "generator": generator_key(generator), "inputs": tensor_digest(cond),
+                      "flows": [tensor_digest(*flow_inputs), None if flows is not None else flow_preset],
+                      "model": [object_digest(self.denoiser), object_digest(self.autoencoder)],
+                      "sigmas": tensor_digest(schedule.sigmas, schedule.timesteps)}  # fmt: skip
             store = FrameStore(output_dir, params, t)
-            done = store.done()
-            start = len(done)
-            state = Path(output_dir) / "sampler_state.safetensors"
-            if start > 0 and guidance.mode != "off":
-                if not state.exists():
-                    start = 0  # no saved predictions: start over (frames are rewritten identically)
-                else:
-                    s = load_file(str(state))
-                    if int(s["frame"]) != start - 1:
-                        start = 0
-                    else:
-                        prev_pred = [s[f"pred.{k}"].to(dev) for k in range(num_inference_steps)]
+            job = JobState(output_dir)
+            start, latents, prev_pred = job.resume(len(store.done()), guided, num_inference_steps, dev)
             if start:
                 logger.info("resuming at frame %d of %d from %s", start, t, output_dir)
-        start = start or 0
 
         preds: dict[int, list[torch.Tensor]] = {}
 
@@ -234,16 +226,11 @@ class WarpedDiffusionPipeline:
                 callback_on_step_end(j, step, u, d)
 
         sampler = VideoSampler(self.denoiser, schedule, sampler_cfg, callback_on_step_end=on_step)
-        latents = []
         for j, z in enumerate(sampler.stream(inputs(start), start, prev_pred), start):
             latents.append(z)
             if store is not None:
+                job.save(j, z, preds[j] if guided else None)  # the latent first: a frame implies it
                 store.write(j, self.autoencoder.decode(z[None])[0].cpu())
-                d = {f"pred.{k}": p.cpu().contiguous() for k, p in enumerate(preds[j])}
-                d["frame"] = torch.tensor(j)
-                tmp = Path(output_dir) / "sampler_state.tmp"
-                save_file(d, str(tmp))
-                tmp.replace(Path(output_dir) / "sampler_state.safetensors")
             preds.pop(j - 1, None)
         lat = torch.stack(latents) if latents else torch.zeros(0, *lat_shape)
         if store is not None:

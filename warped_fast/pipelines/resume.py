@@ -1,0 +1,125 @@
+"""Resuming an interrupted restoration job: what identifies the job, and what it keeps beside its frames.
+
+A job folder holds the frames (:class:`~warped_fast.io.FrameStore`), each finished frame's latent and
+the sampler's predictions for the last finished frame (what guidance of the next frame needs). A run
+resumes only the same job: its key covers the settings, the inputs (conditioning and flows), the
+model's weights and options, the sampling schedule and the generator's state.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from pathlib import Path
+
+import torch
+from safetensors.torch import load_file, save_file
+
+
+def tensor_digest(*tensors: torch.Tensor | None) -> str:
+    """SHA-256 (hex, 16 digits) of the dtypes, shapes and bytes of ``tensors``."""
+    h = hashlib.sha256()
+    for t in tensors:
+        if t is None:
+            h.update(b"none;")
+            continue
+        t = t.detach().to("cpu").contiguous()
+        h.update(f"{t.dtype}{list(t.shape)};".encode())
+        h.update(t.reshape(-1).view(torch.uint8).numpy().tobytes())
+    return h.hexdigest()[:16]
+
+
+def module_digest(module: torch.nn.Module) -> str:
+    """Digest of a module's parameters and buffers: names, shapes, dtypes and, per tensor, the float64
+    sum and sum of squares rounded to float32 (one pass on the module's device, one transfer)."""
+    h = hashlib.sha256()
+    sums = []
+    named = sorted([*module.named_parameters(), *module.named_buffers()], key=lambda kv: kv[0])
+    for name, t in named:
+        h.update(f"{name}{list(t.shape)}{t.dtype};".encode())
+        v = t.detach().double()
+        sums.append(torch.stack((v.sum(), v.square().sum())))
+    if sums:
+        h.update(torch.stack(sums).float().cpu().numpy().tobytes())
+    return h.hexdigest()[:16]
+
+
+def object_digest(obj) -> str:
+    """Digest of an object's state one level deep: modules and tensors by content, scalars and strings
+    by value, objects with a diffusers ``config`` by that config, anything else by type."""
+    if isinstance(obj, torch.nn.Module):
+        return module_digest(obj)
+    if isinstance(obj, torch.Tensor):
+        return tensor_digest(obj)
+    h = hashlib.sha256(type(obj).__qualname__.encode())
+    for name, v in sorted(vars(obj).items()) if hasattr(obj, "__dict__") else ():
+        if isinstance(v, torch.nn.Module):
+            part = module_digest(v)
+        elif isinstance(v, torch.Tensor):
+            part = tensor_digest(v)
+        elif v is None or isinstance(v, (bool, int, float, str)):
+            part = repr(v)
+        elif hasattr(v, "config"):
+            part = repr(sorted(dict(v.config).items()))
+        else:
+            part = type(v).__qualname__
+        h.update(f"{name}={part};".encode())
+    return h.hexdigest()[:16]
+
+
+def generator_key(generator) -> str | int | None:
+    """An int seed as itself; a ``torch.Generator`` by a digest of its current state (so resuming needs
+    a generator in the same state); None as None."""
+    if isinstance(generator, torch.Generator):
+        return f"{generator.device.type}:{tensor_digest(generator.get_state())}"
+    return generator
+
+
+class JobState:
+    """The latents of finished frames and the sampler state, in ``folder`` beside the frames.
+
+    Files: ``latents/latent_00000.safetensors`` ... and ``sampler_state.safetensors`` (the predictions
+    ``pred.k`` of every step of the last finished frame ``frame``), each written atomically.
+    """
+
+    def __init__(self, folder: str | Path):
+        self.folder = Path(folder)
+        (self.folder / "latents").mkdir(parents=True, exist_ok=True)
+        self.state_path = self.folder / "sampler_state.safetensors"
+
+    def latent_path(self, j: int) -> Path:
+        return self.folder / "latents" / f"latent_{j:05d}.safetensors"
+
+    def save(self, j: int, latent: torch.Tensor, preds: list[torch.Tensor] | None) -> None:
+        """Keep frame ``j``'s latent ``[C, h, w]`` and, when guided, its per-step predictions."""
+        _save_atomic({"latent": latent.detach().cpu().contiguous()}, self.latent_path(j))
+        if preds is not None:
+            d = {f"pred.{k}": p.detach().cpu().contiguous() for k, p in enumerate(preds)}
+            d["frame"] = torch.tensor(j)
+            _save_atomic(d, self.state_path)
+
+    def resume(
+        self, frames_done: int, guided: bool, steps: int, device
+    ) -> tuple[int, list[torch.Tensor], list[torch.Tensor] | None]:
+        """Where to resume given ``frames_done`` written frames.
+
+        Returns:
+            start (the first frame to compute), the latents of frames ``< start`` and, when guided,
+            the predictions of frame ``start - 1`` (None when start is 0 or unguided).
+        """
+        start = 0
+        while start < frames_done and self.latent_path(start).exists():
+            start += 1
+        prev_pred = None
+        if start and guided:
+            s = load_file(str(self.state_path)) if self.state_path.exists() else {}
+            if "frame" not in s or int(s["frame"]) != start - 1 or f"pred.{steps - 1}" not in s:
+                return 0, [], None  # no usable predictions: start over (frames are rewritten identically)
+            prev_pred = [s[f"pred.{k}"].to(device) for k in range(steps)]
+        latents = [load_file(str(self.latent_path(j)))["latent"].to(device) for j in range(start)]
+        return start, latents, prev_pred
+
+
+def _save_atomic(tensors: dict[str, torch.Tensor], path: Path) -> None:
+    tmp = path.with_suffix(".tmp")
+    save_file(tensors, str(tmp))
+    tmp.replace(path)
