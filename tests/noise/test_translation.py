@@ -146,3 +146,16 @@ def test_gp_occlusion_option_gives_fresh_noise():
     assert not torch.allclose(p1[:, occ], fresh[:, occ], atol=1e-2)
     with pytest.raises(ValueError, match="fwd_flow"):
         warper.step(back)
+
+
+def test_identity_flow_is_exact_past_2_24_pixels():
+    """Flat pixel indices stay exact on frames larger than float32's exact integers (2^24 pixels)."""
+    from warped_fast.noise.grid_warp import nearest_sample
+    from warped_fast.noise.gwtf import _round_target
+
+    h = w = 4100
+    noise = torch.randn(1, h, w, generator=torch.Generator().manual_seed(0))
+    out, valid = nearest_sample(noise, torch.zeros(2, h, w))
+    assert torch.equal(out, noise) and bool(valid.all())
+    idx, ok = _round_target(torch.zeros(2, h, w))
+    assert torch.equal(idx, torch.arange(h * w)) and bool(ok.all())
