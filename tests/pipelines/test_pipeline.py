@@ -48,6 +48,18 @@ def test_one_frame_and_given_flows():
         pipe(v, "box", num_inference_steps=2, flows=(fwd[:2], -fwd[:2]), progress=False)
 
 
+def test_default_steps_follow_the_paper():
+    """50 Euler steps with guidance, 25 without (method section 4)."""
+    pipe = _inpaint_pipe()
+    v = _video(1)
+    calls = []
+    for mode, steps in (("exact", 50), ("off", 25)):
+        calls.clear()
+        pipe(v, "box", guidance=GuidanceConfig(mode=mode), progress=False,
+             callback_on_step_end=lambda j, s, u, d: calls.append(s))  # fmt: skip
+        assert len(calls) == steps
+
+
 def test_sr_pipeline():
     pipe = WarpedDiffusionPipeline(
         DiffusersDenoiser(tiny_unet(6, 3, seed=2), scheduler=scheduler()), task="sr"
