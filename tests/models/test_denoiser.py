@@ -97,6 +97,17 @@ def test_sdxl_added_conditions_are_passed_and_batched():
         a["text_embeds"][:2], nadded["text_embeds"].expand(2, -1)
     )
     assert d.shape == (2, 4, 16, 16) and torch.isfinite(d).all()
+    # Without negative added conditions: the positive time_ids and zero text_embeds (diffusers' SDXL).
+    rec.calls.clear()
+    den = DiffusersDenoiser(
+        rec, scheduler=scheduler(), prompt_embeds=pos, negative_prompt_embeds=neg, added_cond_kwargs=added,
+        guidance_scale=2.0,
+    )  # fmt: skip
+    with torch.no_grad():
+        den(torch.randn(2, 4, 16, 16, generator=g), torch.tensor([3.0, 1.0]))
+    a = rec.calls[0][2]["added_cond_kwargs"]
+    assert torch.equal(a["time_ids"], added["time_ids"].expand(4, -1))
+    assert torch.equal(a["text_embeds"][:2], torch.zeros(2, 16))
 
 
 def test_layouts():

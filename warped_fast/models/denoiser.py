@@ -52,7 +52,9 @@ class DiffusersDenoiser(torch.nn.Module):
         layout: conditioning layout; default guessed from ``unet.config.in_channels``.
         prompt_embeds: ``[1 or B, L, D]`` text conditioning (UNet2DConditionModel).
         negative_prompt_embeds: same shape; enables classifier-free guidance with ``guidance_scale``.
-        added_cond_kwargs / negative_added_cond_kwargs: SDXL's ``text_embeds`` and ``time_ids``.
+        added_cond_kwargs / negative_added_cond_kwargs: SDXL's ``text_embeds`` and ``time_ids``. A
+            key missing from the negative ones takes diffusers' SDXL defaults: the positive ``time_ids``
+            (same original and target sizes) and zero ``text_embeds``.
         guidance_scale: CFG scale (1 = no CFG).
         backend: "eager" or "compile" (``compile_mode`` e.g. "reduce-overhead" for CUDA graphs).
         schedule: the sampling schedule, so its sigmas map to the scheduler's exact timesteps.
@@ -216,7 +218,7 @@ class DiffusersDenoiser(torch.nn.Module):
                 neg = self._batch(self.negative_prompt_embeds, b)
                 nadd = {k: self._batch(v, b) for k, v in (self.negative_added_cond_kwargs or {}).items()}
                 ehs = torch.cat([neg, ehs])
-                added = {k: torch.cat([nadd.get(k, torch.zeros_like(v)), v]) for k, v in added.items()}
+                added = {k: torch.cat([nadd.get(k, _negative_default(k, v)), v]) for k, v in added.items()}
             kwargs["encoder_hidden_states"] = ehs.to(device=u.device, dtype=p_dtype)
             if added:
                 kwargs["added_cond_kwargs"] = {
@@ -231,3 +233,9 @@ class DiffusersDenoiser(torch.nn.Module):
             out = o_u + self.guidance_scale * (o_c - o_u)
         d = x0_from_model_output(out, u, sigma, self.prediction_type)
         return d if base is None else d / gain.view(-1, 1, 1, 1) + base
+
+
+def _negative_default(key: str, positive: torch.Tensor) -> torch.Tensor:
+    """diffusers' SDXL value for an added condition the negative prompt does not give: the same
+    ``time_ids`` as the positive one, zeros for anything else (``text_embeds``)."""
+    return positive if key == "time_ids" else torch.zeros_like(positive)
