@@ -24,13 +24,18 @@ class DiffusersVAE:
     """A diffusers ``AutoencoderKL``; latents are scaled by ``config.scaling_factor`` (and shifted by
     ``shift_factor`` when the config has one). Encoding takes the posterior mode (deterministic).
 
+    A float16 VAE whose config sets ``force_upcast`` (the SDXL VAE, which overflows in float16) runs in
+    float32, as diffusers' pipelines do.
+
     Args:
         vae: the model. chunk: frames per encode/decode call.
     """
 
     def __init__(self, vae, chunk: int = 4):
-        self.vae, self.chunk = vae.eval().requires_grad_(False), chunk
         cfg = vae.config
+        if next(vae.parameters()).dtype == torch.float16 and getattr(cfg, "force_upcast", False):
+            vae = vae.to(torch.float32)
+        self.vae, self.chunk = vae.eval().requires_grad_(False), chunk
         self.factor = 2 ** (len(cfg.block_out_channels) - 1)
         self.latent_channels = cfg.latent_channels
         self.scale = float(getattr(cfg, "scaling_factor", 1.0) or 1.0)
