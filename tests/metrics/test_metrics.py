@@ -37,6 +37,16 @@ def test_warping_error_first_accumulates_flows():
         warping_error(video, fwd, "last")
 
 
+def test_warping_error_mask():
+    video, fwd = _pan(t=3)
+    mask = torch.zeros(2, 1, 12, 16, dtype=torch.bool)
+    mask[..., :6] = True
+    e = warping_error(torch.stack([video[0], video[1] + 1.0, video[2] + 2.0]), fwd, mask=mask)
+    assert torch.allclose(e, torch.ones(2), atol=1e-6)  # (1 - 0)^2 and (2 - 1)^2 on the masked pixels
+    with pytest.raises(ValueError, match=r"mask: expected shape \[2, 1, 12, 16\]"):
+        warping_error(video, fwd, mask=mask.expand(2, 3, 12, 16))
+
+
 def test_quality_metrics():
     g = torch.Generator().manual_seed(1)
     a = torch.rand(2, 3, 32, 32, generator=g)

@@ -87,10 +87,16 @@ def fid(real: torch.Tensor, fake: torch.Tensor, weights: str | Path | None = Non
 
 
 def inception_score_from_logits(logits: torch.Tensor, splits: int = 10) -> tuple[float, float]:
-    """``exp(E_x KL(p(y|x) || p(y)))`` per group of ``logits`` ``[T, K]``: (mean, std) over ``splits`` groups."""
+    """``exp(E_x KL(p(y|x) || p(y)))`` per group of ``logits`` ``[T, K]``: (mean, std) over ``splits`` groups,
+    group i being rows ``[i T // splits, (i + 1) T // splits)`` as in torch-fidelity."""
+    n = logits.shape[0]
+    if isinstance(splits, bool) or not isinstance(splits, int) or not 1 <= splits <= n:
+        raise ValueError(f"splits: expected an int in [1, {n}] (the number of frames), got {splits!r}")
     scores = []
     xlogy = torch.special.xlogy  # 0 log 0 = 0
-    for part in logits.double().softmax(1).chunk(splits):
+    p = logits.double().softmax(1)
+    for i in range(splits):
+        part = p[i * n // splits : (i + 1) * n // splits]
         kl = (xlogy(part, part) - xlogy(part, part.mean(0, keepdim=True))).sum(1)
         scores.append(kl.mean().exp())
     s = torch.stack(scores)

@@ -50,6 +50,9 @@ def warping_error(
     ref = video[:-1] if reference == "previous" else video[:1].expand(t - 1, -1, -1, -1)
     warped, valid = warp(video[1:].float(), flows)
     if mask is not None:
-        valid = valid & mask.bool()
+        if not isinstance(mask, torch.Tensor) or mask.shape != (t - 1, 1, h, w):
+            got = list(mask.shape) if isinstance(mask, torch.Tensor) else type(mask).__name__
+            raise ValueError(f"mask: expected shape [{t - 1}, 1, {h}, {w}], got {got}")
+        valid = valid & mask.to(valid.device).bool()
     err = ((warped - ref.float()) ** 2 * valid).sum((1, 2, 3))
     return err / (valid.sum((1, 2, 3)) * c).clamp_min(1)
