@@ -142,7 +142,7 @@ def _add_restore_args(p, task):
         "--out", required=True, help="output folder (frames/, the mp4); an interrupted run resumes"
     )
     p.add_argument("--model", default="default", help="'default' or a local diffusers folder")
-    p.add_argument("--steps", type=int, default=25)
+    p.add_argument("--steps", type=int, help="Euler steps (default: 50 with guidance, 25 without)")
     p.add_argument("--guidance", choices=["exact", "jacobian_free", "off"], default="exact")
     p.add_argument("--lam", type=float, default=1.0)
     p.add_argument(

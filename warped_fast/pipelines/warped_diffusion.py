@@ -133,7 +133,7 @@ class WarpedDiffusionPipeline:
         video,
         mask=None,
         *,
-        num_inference_steps: int = 25,
+        num_inference_steps: int | None = None,
         guidance: GuidanceConfig | None = None,
         noise_method: str = "gp",
         noise_options: dict | None = None,
@@ -153,7 +153,7 @@ class WarpedDiffusionPipeline:
         Args:
             video: path (mp4/gif/folder of frames), list of PIL images, array or tensor ``[T, 3, H, W]``.
             mask: inpainting mask (path, image, video, tensor, or a shape name such as "box").
-            num_inference_steps: Euler steps (paper: 50 with guidance, 25 without).
+            num_inference_steps: Euler steps; default as in the paper: 50 with guidance, 25 without.
             guidance: :class:`GuidanceConfig` (default: exact guidance, lambda 1).
             noise_method: any method of :mod:`warped_fast.noise` ("gp", "fixed", "resample", "nearest",
                 "bilinear", "hiwyn", "infres", "gwtf"); ``noise_options`` are passed to it.
@@ -166,6 +166,8 @@ class WarpedDiffusionPipeline:
             callback_on_step_end: ``callback(frame, step, u, D)``.
         """
         guidance = guidance or GuidanceConfig()
+        if num_inference_steps is None:
+            num_inference_steps = 25 if guidance.mode == "off" else 50
         flow_frames, cond = self.prepare(video, mask, max_frames)
         t = cond.shape[0]
         dev = self.device
