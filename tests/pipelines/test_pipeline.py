@@ -189,6 +189,21 @@ def test_from_pretrained_folder(tmp_path):
         WarpedDiffusionPipeline.from_pretrained(tmp_path)
 
 
+def test_from_pretrained_pipeline_folder_scheduler(tmp_path, caplog):
+    """A pipeline folder's scheduler/ is used; a folder with no scheduler config warns."""
+    unet = tiny_unet(7, 3)
+    unet.save_pretrained(tmp_path / "p" / "unet", safe_serialization=True)
+    with caplog.at_level("WARNING", logger="warped_fast"):
+        WarpedDiffusionPipeline.from_pretrained(tmp_path / "p")
+    assert "no scheduler_config.json" in caplog.text
+    caplog.clear()
+    scheduler(beta_schedule="scaled_linear").save_pretrained(tmp_path / "p" / "scheduler")
+    with caplog.at_level("WARNING", logger="warped_fast"):
+        pipe = WarpedDiffusionPipeline.from_pretrained(tmp_path / "p")
+    assert "no scheduler_config.json" not in caplog.text
+    assert pipe.denoiser.scheduler.config.beta_schedule == "scaled_linear"
+
+
 @pytest.mark.parametrize("task", ["inpaint", "sr"])
 def test_default_model_pipeline_restores_a_real_clip(task):
     """The shipped models through the pipeline (with the options their export records, e.g. the

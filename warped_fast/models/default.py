@@ -7,6 +7,7 @@
 from __future__ import annotations
 
 import json
+import logging
 from pathlib import Path
 
 import torch
@@ -17,9 +18,15 @@ WEIGHTS_DIR = Path(__file__).parent / "weights"
 TASKS = ("inpaint", "sr")
 
 
-def load_unet_folder(folder: str | Path, device=None, dtype: torch.dtype = torch.float32):
+def load_unet_folder(
+    folder: str | Path,
+    device=None,
+    dtype: torch.dtype = torch.float32,
+    scheduler_dir: str | Path | None = None,
+):
     """Load ``(unet, scheduler)`` from a local diffusers folder (``config.json`` + safetensors weights,
-    ``scheduler_config.json``). Never downloads; pickled weights are refused."""
+    ``scheduler_config.json``, or that file in ``scheduler_dir``). Never downloads; pickled weights are
+    refused."""
     from diffusers import EulerDiscreteScheduler, UNet2DConditionModel, UNet2DModel
 
     folder = Path(folder)
@@ -35,12 +42,18 @@ def load_unet_folder(folder: str | Path, device=None, dtype: torch.dtype = torch
     if cls is None:
         raise ValueError(f"folder: unsupported model class {cls_name!r} in {cfg_path}")
     unet = cls.from_pretrained(folder, use_safetensors=True, local_files_only=True, torch_dtype=dtype)
-    sch_path = folder / "scheduler_config.json"
-    scheduler = (
-        EulerDiscreteScheduler.from_pretrained(folder, local_files_only=True)
-        if sch_path.exists()
-        else EulerDiscreteScheduler()
-    )
+    sch_dirs = [Path(d) for d in (scheduler_dir, folder) if d is not None]
+    sch_dir = next((d for d in sch_dirs if (d / "scheduler_config.json").exists()), None)
+    if sch_dir is not None:
+        scheduler = EulerDiscreteScheduler.from_pretrained(sch_dir, local_files_only=True)
+    else:
+        logging.getLogger("warped_fast").warning(
+            "no scheduler_config.json in %s: using EulerDiscreteScheduler's defaults (linear betas "
+            "1e-4..0.02); SD/SDXL models need their own (scaled_linear 0.00085..0.012): add a scheduler/ "
+            "folder beside unet/",
+            folder,
+        )
+        scheduler = EulerDiscreteScheduler()
     return unet.to(device or "cpu").eval(), scheduler
 
 

@@ -75,11 +75,7 @@ class WarpedDiffusionPipeline:
         subfolders. Safetensors only; nothing is downloaded."""
         folder = Path(folder)
         unet_dir = folder / "unet" if (folder / "unet").is_dir() else folder
-        unet, scheduler = load_unet_folder(unet_dir, device, dtype)
-        if (folder / "scheduler" / "scheduler_config.json").exists():
-            from diffusers import EulerDiscreteScheduler
-
-            scheduler = EulerDiscreteScheduler.from_pretrained(folder / "scheduler", local_files_only=True)
+        unet, scheduler = load_unet_folder(unet_dir, device, dtype, scheduler_dir=folder / "scheduler")
         ae = IdentityAutoencoder()
         if (folder / "vae").is_dir():
             from diffusers import AutoencoderKL
