@@ -148,6 +148,8 @@ def test_bad_construction():
         DiffusersDenoiser(tiny_cond_unet(), scheduler=scheduler())
     with pytest.raises(ValueError, match="prediction_type"):
         DiffusersDenoiser(tiny_unet(), scheduler=scheduler(), prediction_type="x")
+    with pytest.raises(ValueError, match="guidance_scale: classifier-free guidance needs"):
+        DiffusersDenoiser(tiny_unet(), scheduler=scheduler(), guidance_scale=3.0)
 
 
 def test_compile_backend_matches_eager_and_reports_cost():

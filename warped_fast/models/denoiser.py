@@ -139,6 +139,11 @@ class DiffusersDenoiser(torch.nn.Module):
             negative_added_cond_kwargs,
         )
         self.guidance_scale = float(guidance_scale)
+        if self.guidance_scale != 1.0 and not self.conditional:
+            raise ValueError(
+                f"guidance_scale: classifier-free guidance needs a text-conditioned UNet "
+                f"(UNet2DConditionModel); this one is unconditional, got {guidance_scale}"
+            )
         if self.guidance_scale != 1.0 and self.conditional and negative_prompt_embeds is None:
             raise ValueError(
                 "negative_prompt_embeds: required for classifier-free guidance (guidance_scale != 1)"
