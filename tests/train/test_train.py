@@ -136,17 +136,12 @@ def test_config_files(tmp_path):
         TrainConfig(noise="pink")
 
 
-def test_lora_needs_peft_or_trains_adapters(tmp_path):
-    try:
-        import peft  # noqa: F401
-    except ImportError:
-        with pytest.raises(ImportError, match="peft"):
-            Trainer(_cfg(tmp_path, lora_rank=4))
-        return
-    tr = Trainer(_cfg(tmp_path, lora_rank=4))
-    names = [n for n, p in tr.unet.named_parameters() if p.requires_grad]
-    assert names and all("lora" in n for n in names)
-    tr.train_step()
+def test_lora_rank_is_rejected_but_old_configs_with_zero_load(tmp_path):
+    with pytest.raises(ValueError, match="lora_rank: LoRA is not supported"):
+        _cfg(tmp_path, lora_rank=4)
+    j = tmp_path / "c.json"
+    j.write_text(json.dumps({"task": "sr", "lora_rank": 0}))
+    assert TrainConfig.from_file(j).lora_rank == 0
 
 
 def test_crops_rescale_both_ways_and_keep_the_held_out_photos_out():

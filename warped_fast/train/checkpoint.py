@@ -1,13 +1,18 @@
-"""Checkpoints as safetensors (model, EMA, optimizer tensors, RNG states) plus a JSON of the rest.
-No pickles: resuming never runs ``torch.load`` on a file."""
+"""Checkpoints as safetensors (model, EMA, optimizer tensors, RNG states) plus a JSON of the rest (step,
+optimizer scalars, GradScaler state). No pickles: resuming never runs ``torch.load`` on a file. Saving is
+crash-safe: a complete checkpoint exists at every moment and :func:`recover_checkpoint` finds it."""
 
 from __future__ import annotations
 
 import json
+import logging
+import shutil
 from pathlib import Path
 
 import torch
 from safetensors.torch import load_file, save_file
+
+logger = logging.getLogger("warped_fast")
 
 
 def _flatten_optimizer(opt: torch.optim.Optimizer) -> tuple[dict[str, torch.Tensor], dict]:
@@ -34,25 +39,56 @@ def _unflatten_optimizer(opt: torch.optim.Optimizer, tensors: dict[str, torch.Te
     opt.load_state_dict({"state": state, "param_groups": meta["param_groups"]})
 
 
-def save_checkpoint(path: Path, model, ema, opt, step: int, extra: dict) -> None:
-    """Write ``path/state.safetensors`` and ``path/state.json`` (atomically: a temp folder, then rename)."""
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.mkdir(parents=True, exist_ok=True)
+def _complete(folder: Path) -> bool:
+    """A checkpoint folder is complete once its ``state.json`` exists (written last, by a rename)."""
+    return (folder / "state.safetensors").is_file() and (folder / "state.json").is_file()
+
+
+def save_checkpoint(path: Path, model, ema, opt, step: int, extra: dict, scaler=None) -> None:
+    """Write ``path/state.safetensors`` and ``path/state.json``, crash-safe: a complete ``path.tmp`` is
+    written first, then ``path`` -> ``path.old``, ``path.tmp`` -> ``path``, and ``path.old`` is removed;
+    at every moment a complete checkpoint exists (see :func:`recover_checkpoint`). ``scaler``: a
+    ``GradScaler``, saved when enabled."""
+    tmp, old = _sibling(path, "tmp"), _sibling(path, "old")
+    shutil.rmtree(tmp, ignore_errors=True)  # a partial one from a crash
+    tmp.mkdir(parents=True)
     tensors = {f"model.{k}": v.detach().contiguous() for k, v in model.state_dict().items()}
     tensors.update({f"ema.{k}": v.detach().contiguous() for k, v in ema.items()})
     ot, ometa = _flatten_optimizer(opt)
     tensors.update(ot)
     tensors["rng.torch"] = torch.get_rng_state()
     save_file(tensors, str(tmp / "state.safetensors"))
-    (tmp / "state.json").write_text(json.dumps({"step": step, "optimizer": ometa, **extra}))
+    meta = {"step": step, "optimizer": ometa, **extra}
+    if scaler is not None and scaler.is_enabled():
+        meta["scaler"] = scaler.state_dict()
+    (tmp / "state.json.part").write_text(json.dumps(meta))
+    (tmp / "state.json.part").rename(tmp / "state.json")
     if path.exists():
-        for f in path.iterdir():
-            f.unlink()
-        path.rmdir()
+        shutil.rmtree(old, ignore_errors=True)
+        path.rename(old)
     tmp.rename(path)
+    shutil.rmtree(old, ignore_errors=True)
 
 
-def load_checkpoint(path: Path, model, ema: dict, opt) -> dict:
+def recover_checkpoint(path: Path) -> bool:
+    """Make ``path`` the newest complete checkpoint after a crash inside :func:`save_checkpoint`: when
+    ``path`` is missing, a complete ``path.tmp`` (newer) or else ``path.old`` takes its place. Returns
+    whether ``path`` holds a checkpoint."""
+    if not path.exists():
+        for src in (_sibling(path, "tmp"), _sibling(path, "old")):
+            if _complete(src):
+                src.rename(path)
+                break
+    if path.exists() and not _complete(path):
+        raise FileNotFoundError(f"checkpoint: {path} lacks state.safetensors or state.json")
+    return path.exists()
+
+
+def _sibling(path: Path, suffix: str) -> Path:
+    return path.with_name(f"{path.name}.{suffix}")
+
+
+def load_checkpoint(path: Path, model, ema: dict, opt, scaler=None) -> dict:
     """Restore what :func:`save_checkpoint` wrote; returns the JSON metadata (with ``step``)."""
     tensors = load_file(str(path / "state.safetensors"))
     meta = json.loads((path / "state.json").read_text())
@@ -61,4 +97,9 @@ def load_checkpoint(path: Path, model, ema: dict, opt) -> dict:
         ema[k].copy_(tensors[f"ema.{k}"])
     _unflatten_optimizer(opt, tensors, meta["optimizer"])
     torch.set_rng_state(tensors["rng.torch"])
+    if scaler is not None and scaler.is_enabled():
+        if "scaler" in meta:
+            scaler.load_state_dict(meta["scaler"])
+        else:
+            logger.warning("checkpoint %s has no GradScaler state: the fp16 loss scale starts afresh", path)
     return meta

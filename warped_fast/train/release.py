@@ -11,6 +11,7 @@ import torch
 
 from ..models.default import WEIGHTS_DIR, load_model
 from ..models.residual import COND_RANGE, CONTRAST_FLOOR, CONTRAST_REF, CONTRAST_RING
+from .checkpoint import recover_checkpoint
 from .config import TrainConfig
 from .evaluate import evaluate, paired_margin, scores_table
 from .trainer import Trainer, machine_description, plot_loss
@@ -23,14 +24,11 @@ EVAL = {"size": 64, "steps": 20, "seed": 0, "per_image": 32, "draws": 8}
 def release_default_model(task: str, run_dir: str | Path, dest: Path | None = None) -> dict:
     """Export ``run_dir``'s EMA weights (fp16) to ``warped_fast/models/weights/<task>``, evaluate them on
     the held-out crops, save a sample grid and the loss curve under docs/models, and return the card data."""
-    run_dir = Path(run_dir)
-    cfg = TrainConfig.from_file(run_dir / "config.json", progress=False)
+    trainer = load_trained(run_dir)
+    cfg = trainer.cfg
     if cfg.task != task:
         raise ValueError(f"run_dir: trained for {cfg.task!r}, not {task!r}")
     dest = dest or WEIGHTS_DIR / task
-    trainer = Trainer(cfg)
-    if not (run_dir / "checkpoint").exists():
-        raise FileNotFoundError(f"run_dir: no checkpoint in {run_dir}")
     trainer.export(dest, dtype=torch.float16)
     model = load_model(dest)
     scores = evaluate(model, task, **EVAL)
@@ -49,17 +47,31 @@ def release_default_model(task: str, run_dir: str | Path, dest: Path | None = No
     }
     (dest / "card.json").write_text(json.dumps(card, indent=2))
     DOCS.mkdir(parents=True, exist_ok=True)
-    plot_loss([Path(st["run"]) / "loss.csv" for st in stages], DOCS / f"{task}_loss.png")
+    plot_loss([Path(st["folder"]) / "loss.csv" for st in stages], DOCS / f"{task}_loss.png")
     sample_grid(model, task, DOCS / f"{task}_samples.png")
     write_model_card()
     return card
 
 
+def load_trained(run_dir: str | Path, device: str | torch.device = "cpu") -> Trainer:
+    """A :class:`Trainer` holding the trained state of the run folder ``run_dir`` (wherever it lies now, not
+    its recorded ``output_dir``); raises when it has no checkpoint or the one restored is untrained."""
+    run_dir = Path(run_dir)
+    cfg = TrainConfig.from_file(run_dir / "config.json", progress=False)
+    if not recover_checkpoint(run_dir / "checkpoint"):
+        raise FileNotFoundError(f"run_dir: no checkpoint in {run_dir}")
+    trainer = Trainer(cfg, device=device, run_dir=run_dir)
+    if trainer.step == 0:
+        raise ValueError(f"run_dir: the checkpoint in {run_dir} is at step 0 (untrained)")
+    return trainer
+
+
 def training_stages(run_dir: str | Path) -> list[dict]:
     """The run and the runs it was fine-tuned from, oldest first: a run whose ``pretrained`` is another
-    run's exported ``model`` folder continues that run. Each stage: run folder, config file (the one in
-    ``configs/`` with that ``output_dir``, if any), steps, batch size, resolution, training seconds and
-    the mean loss of its last 100 steps."""
+    run's exported ``model`` folder continues that run. Each stage: run (its recorded ``output_dir``),
+    folder (where it was read: ``run_dir`` for the last stage), config file (the one in ``configs/`` with
+    that ``output_dir``, if any), steps, batch size, resolution, training seconds and the mean loss of
+    its last 100 steps."""
     stages, run = [], Path(run_dir)
     while True:
         cfg = TrainConfig.from_file(run / "config.json", progress=False)
@@ -77,6 +89,7 @@ def training_stages(run_dir: str | Path) -> list[dict]:
         ]
         stages.insert(0, {
             "run": cfg.output_dir,
+            "folder": str(run),
             "config_file": f"configs/{src[0].name}" if src else None,
             "steps": int(rows[-1]["step"]) if rows else 0,
             "batch_size": cfg.batch_size,

@@ -22,7 +22,7 @@ from tqdm.auto import tqdm
 
 from ..models.residual import residual_frame
 from ..noise.rff import RFFConfig, RFFField, identity_coords
-from .checkpoint import load_checkpoint, save_checkpoint
+from .checkpoint import load_checkpoint, recover_checkpoint, save_checkpoint
 from .config import TrainConfig
 from .data import load_photos, random_crops
 from .tasks import task_condition
@@ -117,9 +117,13 @@ class BatchSource(torch.utils.data.Dataset):
 
 
 class Trainer:
-    """Runs :class:`TrainConfig`; resumes from ``output_dir/checkpoint`` when it exists."""
+    """Runs :class:`TrainConfig` in ``run_dir`` (default ``cfg.output_dir``; pass the run's folder when it
+    was moved or the working directory differs); resumes from ``run_dir/checkpoint`` when it exists, and
+    ``train`` drops the loss-log rows past that checkpoint."""
 
-    def __init__(self, cfg: TrainConfig, device: str | torch.device | None = None):
+    def __init__(
+        self, cfg: TrainConfig, device: str | torch.device | None = None, run_dir: str | Path | None = None
+    ):
         self.cfg = cfg
         self.device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
         torch.manual_seed(cfg.seed)
@@ -128,8 +132,6 @@ class Trainer:
             c = self.unet.config
             arch = {"block_out_channels": list(c.block_out_channels), "layers_per_block": c.layers_per_block}
             cfg = self.cfg = replace(cfg, model={**arch, "norm_num_groups": c.norm_num_groups})
-        if cfg.lora_rank > 0:
-            self._add_lora()
         self.params = [p for p in self.unet.parameters() if p.requires_grad]
         self.scheduler = train_scheduler(cfg)
         self.alphas = self.scheduler.alphas_cumprod.to(self.device, torch.float32)
@@ -139,28 +141,15 @@ class Trainer:
         }
         self.data = BatchSource(cfg, load_photos("train"), self.scheduler.config.num_train_timesteps)
         self.step = 0
-        self.out = Path(cfg.output_dir)
-        self.out.mkdir(parents=True, exist_ok=True)
+        self.out = Path(cfg.output_dir if run_dir is None else run_dir)
         self.ckpt = self.out / "checkpoint"
         amp = {"fp16": torch.float16, "bf16": torch.bfloat16}.get(cfg.mixed_precision)
         self.amp_dtype = amp if self.device.type == "cuda" else None
         self.scaler = torch.amp.GradScaler("cuda", enabled=self.amp_dtype == torch.float16)
-        if self.ckpt.exists():
-            meta = load_checkpoint(self.ckpt, self.unet, self.ema, self.opt)
+        if recover_checkpoint(self.ckpt):
+            meta = load_checkpoint(self.ckpt, self.unet, self.ema, self.opt, self.scaler)
             self.step = meta["step"]
             logger.info("resumed from %s at step %d", self.ckpt, self.step)
-        (self.out / "config.json").write_text(cfg.to_json())
-
-    def _add_lora(self) -> None:
-        try:
-            from peft import LoraConfig
-        except ImportError as e:
-            raise ImportError("lora_rank > 0 needs peft: pip install peft") from e
-        self.unet.requires_grad_(False)
-        target = ["conv1", "conv2", "to_q", "to_k", "to_v", "to_out.0"]
-        self.unet.add_adapter(
-            LoraConfig(r=self.cfg.lora_rank, lora_alpha=self.cfg.lora_rank, target_modules=target)
-        )
 
     def lr_at(self, step: int) -> float:
         c = self.cfg
@@ -223,7 +212,7 @@ class Trainer:
         return float(loss.detach())
 
     def checkpoint(self) -> None:
-        save_checkpoint(self.ckpt, self.unet, self.ema, self.opt, self.step, {})
+        save_checkpoint(self.ckpt, self.unet, self.ema, self.opt, self.step, {}, self.scaler)
 
     def train(self, steps: int | None = None, max_minutes: float | None = None) -> Path:
         """Train up to ``steps`` (default ``cfg.steps``) total steps; returns the exported model folder.
@@ -233,8 +222,12 @@ class Trainer:
         total = steps or self.cfg.steps
         if max_minutes is not None and not max_minutes > 0:
             raise ValueError(f"max_minutes: expected > 0, got {max_minutes}")
+        self.out.mkdir(parents=True, exist_ok=True)
+        (self.out / "config.json").write_text(self.cfg.to_json())
         log_path = self.out / "loss.csv"
-        new = not log_path.exists()
+        new = not log_path.exists() or log_path.stat().st_size == 0  # empty: a crash before the header
+        if not new:
+            _truncate_log(log_path, self.step)
         t0 = time.perf_counter()
         self._record_hardware()
         with log_path.open("a", newline="") as f:
@@ -276,18 +269,38 @@ class Trainer:
             path.write_text(json.dumps([*seen, here], indent=1))
 
     def export(self, folder: Path, dtype: torch.dtype = torch.float32) -> Path:
-        """Save the EMA weights as a diffusers folder (safetensors) with the inference scheduler."""
+        """Save the EMA weights as a diffusers folder (safetensors) with the inference scheduler. Refuses
+        an untrained model (step 0: no checkpoint was loaded and no step was taken)."""
         from diffusers import EulerDiscreteScheduler
 
+        if self.step == 0:
+            raise ValueError(f"export: nothing trained (step 0, no checkpoint in {self.ckpt})")
         unet = build_unet(self.cfg)
         sd = {k: (self.ema[k] if k in self.ema else v) for k, v in self.unet.state_dict().items()}
-        unet.load_state_dict({k: v.to(dtype) for k, v in sd.items()}, strict=False)
+        missing, unexpected = unet.load_state_dict({k: v.to(dtype) for k, v in sd.items()}, strict=False)
+        if missing or unexpected:
+            raise ValueError(
+                f"export: weights do not fit the UNet: missing {missing}, unexpected {unexpected}"
+            )
         unet.to(dtype).save_pretrained(folder, safe_serialization=True)
         EulerDiscreteScheduler.from_config(self.scheduler.config, use_karras_sigmas=True).save_pretrained(
             folder
         )
         (folder / "train_config.json").write_text(self.cfg.to_json())
         return folder
+
+
+def _truncate_log(log_path: Path, step: int) -> None:
+    """Drop the rows of ``log_path`` past ``step`` (logged after the checkpoint a run resumes from)."""
+    with log_path.open(newline="") as f:
+        rows = list(csv.reader(f))
+    keep = rows[:1] + [r for r in rows[1:] if r and int(r[0]) <= step]
+    if len(keep) < len(rows):
+        logger.info("loss log: dropping %d rows past step %d", len(rows) - len(keep), step)
+        tmp = log_path.with_name(log_path.name + ".tmp")
+        with tmp.open("w", newline="") as f:
+            csv.writer(f).writerows(keep)
+        tmp.replace(log_path)
 
 
 def plot_loss(log_path: Path | list[Path], png: Path, smooth: int = 50) -> None:

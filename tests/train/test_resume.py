@@ -1,0 +1,153 @@
+"""Resume after a crash: crash-safe checkpoints, GradScaler state, the loss log, moved run folders."""
+
+import csv
+import shutil
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from warped_fast.train import Trainer
+from warped_fast.train import trainer as trainer_module
+from warped_fast.train.checkpoint import load_checkpoint, save_checkpoint
+from warped_fast.train.release import load_trained, training_stages
+
+from .test_train import _cfg
+
+
+def _same_state(a: Trainer, b: Trainer) -> None:
+    assert a.step == b.step
+    for (k, v), (_, w) in zip(a.unet.state_dict().items(), b.unet.state_dict().items(), strict=True):
+        assert torch.equal(v, w), f"{k} differs"
+    for k in a.ema:
+        assert torch.equal(a.ema[k], b.ema[k]), f"EMA {k} differs"
+
+
+def _log_steps(run: Path) -> list[int]:
+    with (run / "loss.csv").open() as f:
+        return [int(r["step"]) for r in csv.DictReader(f)]
+
+
+def test_crash_between_checkpoint_renames_resumes_from_the_new_one(tmp_path, monkeypatch):
+    """A crash after the old checkpoint is moved aside and before the new one is renamed in."""
+    straight = Trainer(_cfg(tmp_path / "a", steps=3))
+    straight.train()
+    tr = Trainer(_cfg(tmp_path / "b", steps=3))
+    tr.train(steps=2)
+    tr.train_step()
+    real_rename, real_replace = Path.rename, Path.replace
+
+    def crash(real):
+        def f(self, target):
+            if self.name == "checkpoint.tmp":
+                raise OSError("crash")
+            return real(self, target)
+
+        return f
+
+    monkeypatch.setattr(Path, "rename", crash(real_rename))
+    monkeypatch.setattr(Path, "replace", crash(real_replace))
+    with pytest.raises(OSError, match="crash"):
+        tr.checkpoint()
+    monkeypatch.undo()
+    resumed = Trainer(_cfg(tmp_path / "b", steps=3))
+    assert resumed.step == 3
+    _same_state(straight, resumed)
+
+
+def test_recovery_from_tmp_or_old_checkpoint_folders(tmp_path):
+    run = tmp_path / "run"
+    tr = Trainer(_cfg(tmp_path, steps=3, checkpoint_every=1))
+    tr.train(steps=2)
+    shutil.copytree(run / "checkpoint", tmp_path / "at2")
+    tr.train()
+    # crash state 1: checkpoint moved to .old, the complete new one still .tmp
+    (run / "checkpoint").rename(run / "checkpoint.tmp")
+    shutil.copytree(tmp_path / "at2", run / "checkpoint.old")
+    assert Trainer(_cfg(tmp_path, steps=3)).step == 3
+    assert (run / "checkpoint").exists() and not (run / "checkpoint.tmp").exists()
+    # crash state 2: only the old one and a partial new one (no state.json)
+    shutil.rmtree(run / "checkpoint")
+    shutil.rmtree(run / "checkpoint.old", ignore_errors=True)
+    shutil.copytree(tmp_path / "at2", run / "checkpoint.old")
+    (run / "checkpoint.tmp").mkdir()
+    (run / "checkpoint.tmp" / "state.safetensors").write_bytes(b"partial")
+    assert Trainer(_cfg(tmp_path, steps=3)).step == 2
+
+
+def test_resume_drops_loss_rows_past_the_checkpoint(tmp_path):
+    """Rows logged after the last checkpoint (then a crash) are not repeated on resume."""
+    straight = Trainer(_cfg(tmp_path / "a", steps=4))
+    straight.train()
+    tr = Trainer(_cfg(tmp_path / "b", steps=4))  # checkpoint_every=2
+    step = tr.train_step
+
+    def crash_at_4(raw=None):
+        if tr.step == 3:
+            raise RuntimeError("crash")
+        return step(raw)
+
+    tr.train_step = crash_at_4
+    with pytest.raises(RuntimeError, match="crash"):
+        tr.train()
+    run = tmp_path / "b" / "run"
+    assert _log_steps(run) == [1, 2, 3]
+    resumed = Trainer(_cfg(tmp_path / "b", steps=4))
+    assert resumed.step == 2
+    resumed.train()
+    assert _log_steps(run) == [1, 2, 3, 4]
+    _same_state(straight, resumed)
+
+
+def test_grad_scaler_state_is_saved_and_restored(tmp_path):
+    model = torch.nn.Linear(3, 2)
+    opt = torch.optim.AdamW(model.parameters())
+    scaler = torch.amp.GradScaler("cpu", init_scale=2.0**7, growth_interval=3)
+    for _ in range(2):  # growth tracker 2, scale unchanged
+        scaler.scale(model(torch.ones(1, 3)).sum()).backward()
+        scaler.step(opt)
+        scaler.update()
+    scaler.update(2.0**5)
+    save_checkpoint(tmp_path / "ck", model, {}, opt, 2, {}, scaler)
+    fresh = torch.amp.GradScaler("cpu")
+    load_checkpoint(tmp_path / "ck", model, {}, opt, fresh)
+    assert fresh.state_dict() == scaler.state_dict() and fresh.get_scale() == 2.0**5
+
+
+def test_release_loads_the_moved_run_and_refuses_untrained(tmp_path):
+    tr = Trainer(_cfg(tmp_path, task="sr", steps=3, ema_decay=0.0, lr=0.05))
+    tr.train()
+    moved = tmp_path / "moved"
+    shutil.move(str(tmp_path / "run"), str(moved))
+    loaded = load_trained(moved)
+    assert loaded.step == 3 and not (tmp_path / "run").exists()
+    out = loaded.export(tmp_path / "dest", dtype=torch.float16)
+    ema = {
+        k[4:]: v for k, v in load_file(str(moved / "checkpoint/state.safetensors")).items() if k[:4] == "ema."
+    }
+    got = load_file(str(out / "diffusion_pytorch_model.safetensors"))
+    assert set(got) == set(ema)
+    assert all(torch.equal(got[k], ema[k].half()) for k in ema)
+    stages = training_stages(moved)
+    assert stages[-1]["folder"] == str(moved) and stages[-1]["steps"] == 3
+    shutil.rmtree(moved / "checkpoint")
+    with pytest.raises(FileNotFoundError, match="run_dir: no checkpoint"):
+        load_trained(moved)
+
+
+def test_export_refuses_untrained_or_mismatched_weights(tmp_path, monkeypatch):
+    tr = Trainer(_cfg(tmp_path, task="sr", batch_size=2))
+    with pytest.raises(ValueError, match="export: nothing trained"):
+        tr.export(tmp_path / "d0")
+    tr.train_step()
+    real = trainer_module.build_unet
+
+    def with_extra_layer(cfg):
+        unet = real(cfg)
+        unet.extra = torch.nn.Linear(2, 2)
+        return unet
+
+    monkeypatch.setattr(trainer_module, "build_unet", with_extra_layer)
+    with pytest.raises(ValueError, match=r"export: weights do not fit.*extra\.weight"):
+        tr.export(tmp_path / "d1")
