@@ -100,6 +100,21 @@ def test_euler_step_matches_reference(shape, with_grad, fast_backend, gen):
         assert_close(out64, ref, atol=1e-12, rtol=1e-12, what="euler step float64")
 
 
+@pytest.mark.parametrize("shape", [(3, 7), (2, 3, 2, 4, 5), (4,)])
+def test_euler_step_any_rank(shape, fast_backend, gen):
+    """[N, ...] items of any rank: the reference broadcasts sigma per item like the fast paths."""
+    u, pred, g = (torch.randn(shape, generator=gen, dtype=torch.float64) for _ in range(3))
+    s = torch.rand(shape[0], generator=gen, dtype=torch.float64) * 10 + 0.1
+    sn = s * 0.6
+    ref = reference.euler_guided_step(u, pred, g, s, sn, 0.7)
+    flat = [t.reshape(shape[0], 1, 1, -1) for t in (u, pred, g)]  # the same items as [N, 1, 1, L]
+    assert_close(ref, reference.euler_guided_step(*flat, s, sn, 0.7).reshape(shape), atol=1e-12, what="ref")
+    with wf.use_backend(fast_backend):
+        out = wf.euler_guided_step(u.float(), pred.float(), s.float(), sn.float(), g.float(), 0.7)
+    assert out.shape == shape
+    assert_close(out, ref, atol=1e-5, rtol=1e-5, what=f"euler step {shape}")
+
+
 def test_euler_step_scalars_and_last_step(gen):
     u, pred, _, _ = _inputs((2, 3, 4, 5), gen, dtype=torch.float32)
     out = wf.euler_guided_step(u, pred, 2.0, 0.0)

@@ -1,11 +1,19 @@
 """Bilinear sampling helpers shared by the reference ops (pure PyTorch, differentiable).
 
-Pixel-unit coordinates: the centre of row i, column j is (x, y) = (j, i).
+Pixel-unit coordinates: the centre of row i, column j is (x, y) = (j, i). The helpers compute in
+their inputs' dtype; the ops cast to :func:`compute_dtype` first.
 """
 
 from __future__ import annotations
 
 import torch
+
+
+def compute_dtype(*tensors: torch.Tensor | None) -> torch.dtype:
+    """float64 when any given tensor is float64, else float32 (half / bfloat16 storage included)."""
+    return (
+        torch.float64 if any(t is not None and t.dtype == torch.float64 for t in tensors) else torch.float32
+    )
 
 
 def pixel_grid(h: int, w: int, device=None, dtype=torch.float32) -> tuple[torch.Tensor, torch.Tensor]:
@@ -32,17 +40,23 @@ def _gather(img: torch.Tensor, xi: torch.Tensor, yi: torch.Tensor) -> torch.Tens
 def taps(x: torch.Tensor, y: torch.Tensor, h: int, w: int):
     """The four zero-padded bilinear taps of sample positions ``x, y`` (``[N, H', W']``).
 
+    A non-finite position samples nothing: all four taps are outside and its weights are 0.
+
     Returns:
         A list of (xi, yi, weight, inside) for taps (x0, y0), (x0+1, y0), (x0, y0+1), (x0+1, y0+1):
         indices clamped into the frame, weights differentiable in ``x, y``, ``inside`` masks; and the
         fractional parts ``wx, wy``.
     """
+    fin = torch.isfinite(x) & torch.isfinite(y)
+    x, y = torch.where(fin, x, -4.0), torch.where(fin, y, -4.0)  # all four taps outside
     x0, y0 = torch.floor(x), torch.floor(y)
     wx, wy = x - x0, y - y0
+    # Every tap of a cell left of -1 or right of W - 1 is outside: clamp before the integer conversion.
+    x0i, y0i = x0.clamp(-2, w).long(), y0.clamp(-2, h).long()
     out = []
     for dy, wy_ in ((0, 1 - wy), (1, wy)):
         for dx, wx_ in ((0, 1 - wx), (1, wx)):
-            xi, yi = x0.long() + dx, y0.long() + dy
+            xi, yi = x0i + dx, y0i + dy
             inside = (xi >= 0) & (xi < w) & (yi >= 0) & (yi < h)
             out.append((xi.clamp(0, w - 1), yi.clamp(0, h - 1), wx_ * wy_, inside))
     return out, wx, wy
@@ -68,13 +82,15 @@ def sample_extrapolate(img: torch.Tensor, x: torch.Tensor, y: torch.Tensor) -> t
     """Bilinear sample that extrapolates linearly outside the frame (from the border cell).
 
     The cell is ``clamp(floor(x), 0, W - 2)`` and the weight ``x - cell`` may leave [0, 1], so
-    the bilinear patch of the border cell is continued; a 1-pixel axis is constant.
+    the bilinear patch of the border cell is continued; a 1-pixel axis is constant. A NaN position
+    gives NaN; an infinite one what the extrapolation gives (inf or NaN), as in the fast paths.
 
     Args / returns as :func:`sample_zeros`.
     """
     n, c, h, w = img.shape
-    x0 = torch.floor(x).clamp(0, max(w - 2, 0))
-    y0 = torch.floor(y).clamp(0, max(h - 2, 0))
+    # NaN position: cell 0 (its weights, hence the output, are NaN); +-inf clamps to the border cell.
+    x0 = torch.floor(x).clamp(0, max(w - 2, 0)).nan_to_num(0.0)
+    y0 = torch.floor(y).clamp(0, max(h - 2, 0)).nan_to_num(0.0)
     wx, wy = x - x0, y - y0
     x0i, y0i = x0.long(), y0.long()
     x1i, y1i = (x0i + 1).clamp(max=w - 1), (y0i + 1).clamp(max=h - 1)

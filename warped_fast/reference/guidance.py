@@ -60,13 +60,14 @@ def euler_guided_step(
     """EDM Euler step plus guidance: ``u + (s_next - s) * (u - D) / s - lam * g``.
 
     Args:
-        u, pred, grad: ``[N, C, H, W]`` (``grad`` may be None: plain Euler step).
+        u, pred, grad: ``[N, ...]`` (``grad`` may be None: plain Euler step).
         sigma, sigma_next: ``[N]`` noise levels per batch element.
     Returns:
-        ``[N, C, H, W]``.
+        ``[N, ...]``.
     """
-    s = sigma.to(u.dtype).view(-1, 1, 1, 1)
-    sn = sigma_next.to(u.dtype).view(-1, 1, 1, 1)
+    per_item = (-1,) + (1,) * (u.dim() - 1)  # broadcast [N] over the item dims
+    s = sigma.to(u.dtype).reshape(per_item)
+    sn = sigma_next.to(u.dtype).reshape(per_item)
     out = u + (sn - s) * (u - pred) / s
     if grad is not None:
         out = out - lam * grad

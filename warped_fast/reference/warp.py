@@ -1,14 +1,16 @@
 """Reference (pure PyTorch) of the warp family: backward warp, occlusion check, coordinate composition.
 
 Method section 3. Conventions: flows ``[N, 2, H, W]`` hold (dx, dy) in pixels; the forward flow
-of a pair (a -> b) says pixel x of a is at x + f(x) in b.
+of a pair (a -> b) says pixel x of a is at x + f(x) in b. Every op computes in float32 (float64 when
+any input is float64) whatever the storage dtype, and returns the dtype each op documents.
+Non-finite sample positions sample nothing (all taps outside, output 0, invalid).
 """
 
 from __future__ import annotations
 
 import torch
 
-from ._bilinear import _gather, pixel_grid, sample_extrapolate, sample_zeros, taps
+from ._bilinear import _gather, compute_dtype, pixel_grid, sample_extrapolate, sample_zeros, taps
 
 # Forward-backward consistency thresholds (UnFlow): |f + b~|^2 > A1 (|f|^2 + |b~|^2) + A2.
 OCCLUSION_ALPHA1 = 0.01
@@ -30,16 +32,18 @@ def warp(
         in ``[0, W-1] x [0, H-1]`` (and passes the consistency check when ``back_flow`` is given).
     """
     n, c, h, w = image.shape
-    xs, ys = pixel_grid(h, w, image.device, flow.dtype)
+    ct = compute_dtype(image, flow, back_flow)
+    flow = flow.to(ct)
+    xs, ys = pixel_grid(h, w, image.device, ct)
     x, y = xs + flow[:, 0], ys + flow[:, 1]
-    out = sample_zeros(image, x, y)
-    valid = (x >= 0) & (x <= w - 1) & (y >= 0) & (y <= h - 1)
+    out = sample_zeros(image.to(ct), x, y)
+    valid = (x >= 0) & (x <= w - 1) & (y >= 0) & (y <= h - 1)  # False for NaN / inf
     if back_flow is not None:
-        bt = sample_zeros(back_flow, x, y)
+        bt = sample_zeros(back_flow.to(ct), x, y)
         s2 = ((flow + bt) ** 2).sum(1)
         m2 = (flow**2).sum(1) + (bt**2).sum(1)
         valid = valid & ~(s2 > OCCLUSION_ALPHA1 * m2 + OCCLUSION_ALPHA2)
-    return out, valid.unsqueeze(1)
+    return out.to(image.dtype), valid.unsqueeze(1)
 
 
 def occlusion_mask(flow: torch.Tensor, back_flow: torch.Tensor) -> torch.Tensor:
@@ -59,20 +63,22 @@ def compose_coords(coords: torch.Tensor, flow: torch.Tensor) -> torch.Tensor:
     """Pull a coordinate map back through a flow: ``X_new(x) = X(x + flow(x))``.
 
     ``X`` is sampled bilinearly and extrapolated linearly outside the frame (method section 3),
-    in displacement form ``X(p) = p + (X - id)(p)`` so the identity map composes exactly.
+    in displacement form ``X(p) = p + (X - id)(p)`` so the identity map composes exactly. A NaN
+    position gives NaN (see :func:`sample_extrapolate`).
 
     Args:
         coords: ``[N, H, W, 2]`` coordinate map X (x, y) in pixels.
         flow: ``[N, 2, H, W]`` backward flow of the new frame.
     Returns:
-        ``[N, H, W, 2]``.
+        ``[N, H, W, 2]`` in coords' dtype.
     """
     n, h, w, _ = coords.shape
-    xs, ys = pixel_grid(h, w, coords.device, coords.dtype)
-    disp = (coords - torch.stack((xs, ys), -1)).permute(0, 3, 1, 2)
-    x, y = xs + flow[:, 0], ys + flow[:, 1]
+    ct = compute_dtype(coords, flow)
+    xs, ys = pixel_grid(h, w, coords.device, ct)
+    disp = (coords.to(ct) - torch.stack((xs, ys), -1)).permute(0, 3, 1, 2)
+    x, y = xs + flow[:, 0].to(ct), ys + flow[:, 1].to(ct)
     d = sample_extrapolate(disp, x, y)
-    return torch.stack((x + d[:, 0], y + d[:, 1]), -1)
+    return torch.stack((x + d[:, 0], y + d[:, 1]), -1).to(coords.dtype)
 
 
 def _flow_taps(flow: torch.Tensor, h: int, w: int):
@@ -91,18 +97,20 @@ def warp_image_grad(
         flow: ``[N, 2, H, W]``.
         scale: optional ``[N]`` factor per frame applied to ``grad_out``.
     Returns:
-        ``[N, C, H, W]``.
+        ``[N, C, H, W]`` in grad_out's dtype.
     """
     n, c, h, w = grad_out.shape
+    ct = compute_dtype(grad_out, flow, scale)
+    g = grad_out.to(ct)
     if scale is not None:
-        grad_out = grad_out * scale.to(grad_out.dtype).view(-1, 1, 1, 1)
-    taps_, _, _ = _flow_taps(flow.to(grad_out.dtype), h, w)
-    out = grad_out.new_zeros(n, c, h * w)
+        g = g * scale.to(ct).view(-1, 1, 1, 1)
+    taps_, _, _ = _flow_taps(flow.to(ct), h, w)
+    out = g.new_zeros(n, c, h * w)
     for xi, yi, wt, inside in taps_:
         idx = (yi * w + xi).reshape(n, 1, -1).expand(n, c, -1)
-        val = (grad_out * (wt * inside.to(wt.dtype)).unsqueeze(1)).reshape(n, c, -1)
+        val = (g * (wt * inside.to(ct)).unsqueeze(1)).reshape(n, c, -1)
         out.scatter_add_(2, idx, val)
-    return out.reshape(n, c, h, w)
+    return out.reshape(n, c, h, w).to(grad_out.dtype)
 
 
 def warp_flow_grad(grad_out: torch.Tensor, image: torch.Tensor, flow: torch.Tensor) -> torch.Tensor:
@@ -111,11 +119,13 @@ def warp_flow_grad(grad_out: torch.Tensor, image: torch.Tensor, flow: torch.Tens
     with zero-padded taps v.
 
     Returns:
-        ``[N, 2, H, W]``.
+        ``[N, 2, H, W]`` in the flow's dtype.
     """
     n, c, h, w = image.shape
-    taps_, wx, wy = _flow_taps(flow.to(image.dtype), h, w)
-    v = [_gather(image, xi, yi) * inside.unsqueeze(1).to(image.dtype) for xi, yi, _, inside in taps_]
+    ct = compute_dtype(grad_out, image, flow)
+    grad_out, image = grad_out.to(ct), image.to(ct)
+    taps_, wx, wy = _flow_taps(flow.to(ct), h, w)
+    v = [_gather(image, xi, yi) * inside.unsqueeze(1).to(ct) for xi, yi, _, inside in taps_]
     v00, v01, v10, v11 = v
     wx, wy = wx.unsqueeze(1), wy.unsqueeze(1)
     gx = (grad_out * ((v01 - v00) * (1 - wy) + (v11 - v10) * wy)).sum(1)
