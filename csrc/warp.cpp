@@ -1,6 +1,7 @@
 // CPU kernels of the warp family (method section 3): backward warp with validity and
 // forward-backward occlusion check, its adjoint (splat) and flow gradient, coordinate composition.
 #include <algorithm>
+#include <cmath>
 #include <cstring>
 
 #include "bilinear.h"
@@ -91,6 +92,11 @@ void warp_backward_cpu(const T* grad_out, const T* image, const T* flow, const T
 }
 
 template <class T>
+inline T nan_to_zero(T v) {
+  return std::isnan(v) ? T(0) : v;
+}
+
+template <class T>
 void compose_coords_cpu(const T* coords, const T* flow, T* out, int64_t N, int64_t H, int64_t W, int threads) {
   const int64_t HW = H * W;
   parallel_for(N * H, threads, [&](int64_t row) {
@@ -99,9 +105,10 @@ void compose_coords_cpu(const T* coords, const T* flow, T* out, int64_t N, int64
     for (int64_t xx = 0; xx < W; ++xx) {
       const int64_t p = yy * W + xx;
       const T px = T(xx) + flow[n * 2 * HW + p], py = T(yy) + flow[n * 2 * HW + HW + p];
-      // Border cell, weights may leave [0, 1]: linear extrapolation of the displacement.
-      const T cx = std::min(std::max(std::floor(px), T(0)), T(std::max<int64_t>(W - 2, 0)));
-      const T cy = std::min(std::max(std::floor(py), T(0)), T(std::max<int64_t>(H - 2, 0)));
+      // Border cell, weights may leave [0, 1]: linear extrapolation of the displacement. A NaN position
+      // takes cell 0 (its weights, hence the output, are NaN); +-inf clamps to the border cell.
+      const T cx = nan_to_zero(std::min(std::max(std::floor(px), T(0)), T(std::max<int64_t>(W - 2, 0))));
+      const T cy = nan_to_zero(std::min(std::max(std::floor(py), T(0)), T(std::max<int64_t>(H - 2, 0))));
       const int64_t x0 = int64_t(cx), y0 = int64_t(cy);
       const int64_t x1 = std::min<int64_t>(x0 + 1, W - 1), y1 = std::min<int64_t>(y0 + 1, H - 1);
       const T wx = px - cx, wy = py - cy;

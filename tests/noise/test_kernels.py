@@ -14,6 +14,15 @@ from warped_fast.ops import OP_BACKENDS
 
 from .common import similarity, translation
 
+try:
+    import triton
+    import triton.language as tl
+
+    from warped_fast.triton import gwtf as gwtf_triton
+    from warped_fast.triton import hiwyn as hiwyn_triton
+except ImportError:  # no triton: the module skips
+    triton = None
+
 pytestmark = pytest.mark.skipif(
     not wf.backend_info("cpu")["triton"], reason="needs triton with TRITON_INTERPRET=1 (tests/conftest.py)"
 )
@@ -141,3 +150,42 @@ def test_infres_reference_properties(gen):
     assert_close(out[:, :, 1:], want, atol=1e-5, what="half-pixel pan")
     # column 0 only receives half an area: filled with fresh noise
     assert_close(out[:, :, 0], piece_left[:, :, 0] + r2 * fresh[:, :, 0], atol=1e-5, what="fill")
+
+
+if triton is not None:
+
+    @triton.jit
+    def _round_target_probe(flow_ptr, out_ptr, start, H, W, HW, B: tl.constexpr):
+        offs = start + tl.arange(0, B)
+        idx, ok = gwtf_triton._round_target(flow_ptr, offs, offs < HW, H, W, HW)
+        tl.store(out_ptr + tl.arange(0, B), tl.where(ok, idx, -1))
+
+    @triton.jit
+    def _corner_index_probe(out_ptr, start, W, B: tl.constexpr):
+        tl.store(out_ptr + tl.arange(0, B), hiwyn_triton._corner_index(start + tl.arange(0, B), W))
+
+
+def test_gwtf_rounded_targets_past_2_24_pixels():
+    """The flat target index is integer math: in float32, ty * W + tx is inexact past 2^24 pixels."""
+    h = w = 4097
+    hw, b = h * w, 16
+    start = hw - b  # the last pixels of the bottom row
+    flow = torch.zeros(2, h, w)
+    fx, fy = flow[0].view(-1), flow[1].view(-1)
+    fx[start + 1], fy[start + 2], fx[start + 3] = -1.2, -1.0, 0.4  # one column / row back; stays
+    fx[hw - 1] = 0.7  # leaves the frame
+    out = torch.empty(b, dtype=torch.int32)
+    _round_target_probe[(1,)](flow, out, start, h, w, hw, B=b)
+    want = list(range(start, hw))
+    want[1], want[2], want[-1] = start, start + 2 - w, -1
+    assert out.tolist() == want
+
+
+def test_hiwyn_corner_offsets_past_int32():
+    """Corner offsets reach (H + 1)(W + 1), past int32 for a tall frame the size guard allows."""
+    h, w, b = 700_000_000, 3, 16
+    assert h * w + 2 * w + 2 < 2**31  # allowed by hiwyn_transport
+    start = h * w - b
+    out = torch.empty(b, dtype=torch.int64)
+    _corner_index_probe[(1,)](out, start, w, B=b)
+    assert out.tolist() == [(p // w) * (w + 1) + p % w for p in range(start, h * w)]

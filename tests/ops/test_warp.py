@@ -336,3 +336,89 @@ def test_reference_adjoints_equal_autograd_of_reference_warp(gen):
 def test_occlusion_mask_names_its_own_arguments():
     with pytest.raises(ValueError, match="flow: empty"):
         wf.occlusion_mask(torch.zeros(1, 2, 0, 4), torch.zeros(1, 2, 0, 4))
+
+
+def test_reference_computes_in_float32_and_keeps_the_storage_dtype(gen):
+    """Low-precision inputs: float32 math (no rounded sample positions), outputs in the documented dtype."""
+    n, c, h, w = 1, 2, 4, 600
+    img = torch.randn(n, c, h, w, generator=gen, dtype=torch.float64)
+    flow = torch.zeros(n, 2, h, w, dtype=torch.float64)
+    flow[:, 0] = 0.25  # exact in bfloat16, but x + 0.25 is not for x >= 128
+    cot = torch.randn(n, c, h, w, generator=gen, dtype=torch.float64)
+    ref64, valid64 = reference.warp(img, flow)
+    splat64 = reference.warp_image_grad(cot, flow)
+    for dt in LOW:
+        out, valid = reference.warp(img.to(dt), flow.to(dt))
+        assert out.dtype == dt and torch.equal(valid, valid64)
+        # only the storage rounding of the image and the output is left
+        assert_close(out, ref64, atol=3 * 2.0**-8 * img.abs().max().item(), what=f"reference warp {dt}")
+        splat = reference.warp_image_grad(cot.to(dt), flow.to(dt))
+        assert splat.dtype == dt
+        assert_close(splat, splat64, atol=3 * 2.0**-8 * cot.abs().max().item(), what=f"reference splat {dt}")
+    # a float32 flow beside a half image: outputs as the fast paths and the fake kernels say
+    out, _ = reference.warp(img.half(), flow.float(), flow.float())
+    assert out.dtype == torch.float16
+    assert reference.warp_image_grad(cot.half(), flow.float(), torch.ones(n)).dtype == torch.float16
+    assert reference.warp_flow_grad(cot.half(), img.half(), flow.float()).dtype == torch.float32
+    assert reference.warp_flow_grad(cot.float(), img.float(), flow.half()).dtype == torch.float16
+    coords = wf.identity_coords(h, w, n)
+    assert reference.compose_coords(coords, flow).dtype == torch.float32
+    with wf.use_backend("reference"):
+        torch.library.opcheck(torch.ops.warped_fast.warp.default, (img.half(), flow.float(), None))
+
+
+def _nonfinite_flow(n, h, w):
+    flow = torch.zeros(n, 2, h, w)
+    flow[0, 0, 1, 1] = float("nan")
+    flow[0, 1, 2, 2] = float("inf")
+    flow[0, 0, 3, 4] = -float("inf")
+    flow[0, 1, 0, 3] = 1e20  # finite, far outside
+    flow[0, 0, 2, 0] = -1e35
+    return flow
+
+
+def test_nonfinite_positions_sample_nothing_in_every_backend(fast_backend, gen):
+    """Non-finite sample positions: all taps outside, output 0, invalid, no gradient; compose_coords
+    gives NaN for a NaN position and does not crash on any non-finite one."""
+    n, c, h, w = 1, 2, 5, 6
+    img = torch.randn(n, c, h, w, generator=gen)
+    cot = torch.randn(n, c, h, w, generator=gen)
+    flow = _nonfinite_flow(n, h, w)
+    back = torch.zeros(n, 2, h, w)
+    bad = torch.zeros(n, 1, h, w, dtype=torch.bool)
+    bad[0, 0, 1, 1] = bad[0, 0, 2, 2] = bad[0, 0, 3, 4] = bad[0, 0, 0, 3] = bad[0, 0, 2, 0] = True
+    coords = wf.identity_coords(h, w, n) + 0.1 * torch.randn(n, h, w, 2, generator=gen)
+    outs = {}
+    for be in ("reference", fast_backend):
+        with wf.use_backend(be), wf.ops.value_checks(False):
+            out, valid = wf.warp(img, flow)
+            _, valid_back = wf.warp(img, flow, back)
+            gi = torch.ops.warped_fast.warp_image_grad(cot, flow, None)
+            gf = torch.ops.warped_fast.warp_flow_grad(cot, img, flow)
+            co = wf.compose_coords(coords, flow)
+        outs[be] = out, valid, valid_back, gi, gf, co
+        assert torch.isfinite(out).all() and out.masked_select(bad).eq(0).all(), be
+        assert not (valid & bad).any() and not (valid_back & bad).any() and valid[~bad].all(), be
+        assert torch.isfinite(gi).all() and torch.isfinite(gf).all(), be
+        assert gf.masked_select(bad.expand(n, 2, h, w)).eq(0).all(), be
+        assert co[0, 1, 1].isnan().all(), f"{be}: a NaN position composes to NaN"
+        assert torch.isfinite(co[~bad[:, 0]]).all(), be
+    names = ("out", "valid", "valid_back", "splat", "flow grad")
+    for name, r, f in zip(names, outs["reference"][:5], outs[fast_backend][:5], strict=True):
+        assert_close(f, r, atol=1e-5, what=name)
+    r, f = outs["reference"][5], outs[fast_backend][5]  # compose: NaN / inf where the fast paths have them
+    assert torch.equal(r.isnan(), f.isnan()) and torch.equal(r.isinf(), f.isinf())
+    fin = torch.isfinite(r)
+    assert_close(f[fin], r[fin], atol=1e-4, what="compose_coords away from the non-finite positions")
+
+
+@pytest.mark.skipif(not wf.backend_info("cpu")["triton"], reason="needs triton with TRITON_INTERPRET=1")
+def test_triton_compose_refuses_frames_past_int32_offsets():
+    """compose_coords's interleaved offsets 2 (y W + x) are int32: H W >= 2^30 is refused, not wrapped
+    (meta tensors: the check comes before any launch)."""
+    for h, w in ((32768, 32768), (2**29, 2)):
+        coords = torch.empty(1, h, w, 2, device="meta")
+        flow = torch.empty(1, 2, h, w, device="meta")
+        with pytest.raises(ValueError, match=r"frame too large .* expected < 1073741824"):
+            triton_warp.compose_coords(coords, flow)
+    triton_warp._check_frame(2**30 - 1, 2**15, pair=True)  # the largest frame taken

@@ -32,7 +32,8 @@ def _round_target(flow_ptr, offs, pm, H, W, HW):
     tx = tl.floor(xx.to(tl.float32) + tl.load(flow_ptr + offs, mask=pm, other=0.0) + 0.5)
     ty = tl.floor(yy.to(tl.float32) + tl.load(flow_ptr + HW + offs, mask=pm, other=0.0) + 0.5)
     ok = (tx >= 0.0) & (tx <= W - 1.0) & (ty >= 0.0) & (ty <= H - 1.0) & pm
-    idx = tl.where(ok, ty * W + tx, 0.0).to(tl.int32)
+    # Integer flat index: float32 ty * W + tx is inexact past 2^24 pixels.
+    idx = tl.where(ok, ty, 0.0).to(tl.int32) * W + tl.where(ok, tx, 0.0).to(tl.int32)
     return idx, ok
 
 

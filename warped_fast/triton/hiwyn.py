@@ -50,8 +50,17 @@ def _sub_range(lo, hi, K: tl.constexpr, n):
 
 
 @triton.jit
+def _corner_index(offs, W):
+    # int64 offset of pixel offs's top-left corner in the [H+1, W+1] corner grid (past int32 for a
+    # tall frame: (H+1)(W+1) may exceed H W + 2 W + 2).
+    i = offs // W
+    j = offs - i * W
+    return i.to(tl.int64) * (W + 1) + j
+
+
+@triton.jit
 def _hiwyn_kernel(
-    prev_ptr, corner_ptr, z_ptr, zmean_ptr, fresh_ptr, out_ptr,
+    prev_ptr, cx_ptr, cy_ptr, z_ptr, zmean_ptr, fresh_ptr, out_ptr,
     C, H, W, HW, MAXE,
     K: tl.constexpr, KP: tl.constexpr, CP: tl.constexpr, BLOCK: tl.constexpr,
 ):  # fmt: skip
@@ -60,19 +69,16 @@ def _hiwyn_kernel(
     pid = tl.program_id(0)
     offs = pid * BLOCK + tl.arange(0, BLOCK)
     pm = offs < HW
-    i = offs // W
-    j = offs - i * W
     W1 = W + 1
-    ci = i * W1 + j
-    CH = (H + 1) * W1
-    x00 = tl.load(corner_ptr + ci, mask=pm, other=0.0)
-    y00 = tl.load(corner_ptr + CH + ci, mask=pm, other=0.0)
-    x01 = tl.load(corner_ptr + ci + 1, mask=pm, other=0.0)
-    y01 = tl.load(corner_ptr + CH + ci + 1, mask=pm, other=0.0)
-    x11 = tl.load(corner_ptr + ci + W1 + 1, mask=pm, other=0.0)
-    y11 = tl.load(corner_ptr + CH + ci + W1 + 1, mask=pm, other=0.0)
-    x10 = tl.load(corner_ptr + ci + W1, mask=pm, other=0.0)
-    y10 = tl.load(corner_ptr + CH + ci + W1, mask=pm, other=0.0)
+    ci = _corner_index(offs, W)
+    x00 = tl.load(cx_ptr + ci, mask=pm, other=0.0)
+    y00 = tl.load(cy_ptr + ci, mask=pm, other=0.0)
+    x01 = tl.load(cx_ptr + ci + 1, mask=pm, other=0.0)
+    y01 = tl.load(cy_ptr + ci + 1, mask=pm, other=0.0)
+    x11 = tl.load(cx_ptr + ci + W1 + 1, mask=pm, other=0.0)
+    y11 = tl.load(cy_ptr + ci + W1 + 1, mask=pm, other=0.0)
+    x10 = tl.load(cx_ptr + ci + W1, mask=pm, other=0.0)
+    y10 = tl.load(cy_ptr + ci + W1, mask=pm, other=0.0)
     a0, b0, c0, s0 = _edge(x00, y00, x01, y01)
     a1, b1, c1, s1 = _edge(x01, y01, x11, y11)
     a2, b2, c2, s2 = _edge(x11, y11, x10, y10)
@@ -102,6 +108,7 @@ def _hiwyn_kernel(
     kvalid = (kb < K)[None, :]
     sub_x = (tl.div_rn(kb.to(tl.float32) + 0.5, K * 1.0) - 0.5)[None, :]
     cc = tl.arange(0, CP)[None, :]
+    zstride = tl.cast(HW, tl.int64) * (K * K)  # z's channel stride; channel offsets are int64
     acc = tl.zeros([BLOCK, CP], dtype=tl.float32)
     cnt = tl.zeros([BLOCK], dtype=tl.float32)
 
@@ -123,19 +130,24 @@ def _hiwyn_kernel(
                 par = par ^ _cross(px, py, a2, b2, c2, s2) ^ _cross(px, py, a3, b3, c3, s3)
                 inside = par & sv[:, None] & kvalid
                 n_s += tl.sum(inside.to(tl.float32), axis=1)
-                row = (src * K + a)[:, None] * K + kb[None, :]  # sub-pixel (a, b) of src, channel 0
+                zp = z_ptr + (src * K + a)[:, None] * K + kb[None, :]  # sub-pixel (a, b) of src, channel 0
                 c = 0
                 while c < C:
-                    zt = tl.load(z_ptr + row + c * HW * (K * K), mask=inside, other=0.0)
+                    zt = tl.load(zp, mask=inside, other=0.0)
                     tsum += tl.where(cc == c, tl.sum(zt, axis=1)[:, None], 0.0)
+                    zp += zstride
                     c += 1
                 a += 1
             full = n_s == K * K
+            xp = prev_ptr + src  # channel 0; pointer steps of HW keep the channel offsets 64-bit
+            zmp = zmean_ptr + src
             c = 0
             while c < C:
                 t = tl.sum(tl.where(cc == c, tsum, 0.0), axis=1)
-                xs = tl.load(prev_ptr + c * HW + src, mask=sv, other=0.0)
-                zm = tl.load(zmean_ptr + c * HW + src, mask=sv, other=0.0)
+                xs = tl.load(xp, mask=sv, other=0.0)
+                zm = tl.load(zmp, mask=sv, other=0.0)
+                xp += HW
+                zmp += HW
                 contrib = tl.div_rn(n_s, K * 1.0) * xs + tl.where(full, 0.0, t - n_s * zm)
                 contrib = tl.where(sv, contrib, 0.0)
                 acc += tl.where(cc == c, contrib[:, None], 0.0)
@@ -146,7 +158,7 @@ def _hiwyn_kernel(
 
     root = tl.sqrt_rn(tl.maximum(cnt, 1.0))
     om = pm[:, None] & (cc < C)
-    dst = cc * HW + offs[:, None]
+    dst = cc.to(tl.int64) * HW + offs[:, None]
     fr = tl.load(fresh_ptr + dst, mask=om, other=0.0)
     res = tl.where((cnt > 0.0)[:, None], tl.div_rn(acc, root[:, None]), fr)
     tl.store(out_ptr + dst, res, mask=om)
@@ -179,6 +191,7 @@ def hiwyn_transport(
     if c > 64:
         raise ValueError(f"prev: at most 64 channels, got {c}")
     hw = h * w
+    # Pixel offsets are int32; corner and sub-pixel offsets int64, channels 64-bit pointer steps.
     if c * hw * k * k >= 2**62 or hw + 2 * w + 2 >= 2**31:
         raise ValueError(f"frame too large for the Triton kernel: H*W = {hw}")
     prev, corners, fresh = (t.float().contiguous() for t in (prev, corners, fresh))
@@ -191,7 +204,7 @@ def hiwyn_transport(
         block, warps = 128, 4
     grid = (triton.cdiv(hw, block),)
     _hiwyn_kernel[grid](
-        prev, corners, z, zmean, fresh, out,
+        prev, corners[0], corners[1], z, zmean, fresh, out,
         c, h, w, hw, int(max_extent),
         K=k, KP=triton.next_power_of_2(k), CP=triton.next_power_of_2(c), BLOCK=block,
         num_warps=warps,
