@@ -34,8 +34,8 @@ def _guidance_residual(
 ) -> tuple[torch.Tensor, torch.Tensor]:
     backend = select("guidance_residual", pred.device.type, pred.dtype)
     if backend == "reference":
-        r = reference.guidance_residual(pred, prev_pred, flow, mask)
-        return r, r.to(_sumsq_dtype(pred.dtype)).pow(2).flatten(1).sum(1)
+        r = reference.guidance_residual(pred, prev_pred, flow, mask)  # float32 (float64): sumsq unrounded
+        return r.to(pred.dtype), r.to(_sumsq_dtype(pred.dtype)).pow(2).flatten(1).sum(1)
     if backend == "triton":
         return _triton().guidance_residual(pred, prev_pred, flow, mask)
     n, c, h, w = pred.shape

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import torch
 
+from ._bilinear import compute_dtype
 from .warp import warp
 
 
@@ -19,12 +20,14 @@ def guidance_residual(
         mask: optional ``[N, 1, H, W]`` bool, extra pixels to keep (e.g. non-occluded);
             M is this AND the in-frame validity of the warp.
     Returns:
-        ``[N, C, H, W]``, differentiable in ``pred``.
+        ``[N, C, H, W]`` in float32 (float64 for float64 inputs) whatever the storage dtype, as the fast
+        paths compute it; differentiable in ``pred``.
     """
-    warped, valid = warp(pred, flow)
+    ct = compute_dtype(pred, prev_pred, flow)
+    warped, valid = warp(pred.to(ct), flow)
     if mask is not None:
         valid = valid & mask.bool()
-    return (warped - prev_pred) * valid.to(warped.dtype)
+    return (warped - prev_pred.to(ct)) * valid.to(ct)
 
 
 def guidance_grad(
@@ -39,7 +42,8 @@ def guidance_grad(
     loss_n = ||r_n||_2 (default, normalized as in DPS) or ||r_n||_2^2 (``squared=True``).
 
     Returns:
-        loss ``[N]`` and grad ``[N, C, H, W]`` (the adjoint warp of ``r / ||r||``, or of ``2 r``).
+        loss ``[N]`` (float32, or float64 for float64 inputs) and grad ``[N, C, H, W]`` in ``pred``'s
+        dtype (the adjoint warp of ``r / ||r||``, or of ``2 r``).
     """
     with torch.enable_grad():
         p = pred.detach().requires_grad_(True)
