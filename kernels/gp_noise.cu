@@ -13,8 +13,9 @@
 // radians, where the cosine unit's own conversion to turns is accurate to ~1e-6 rad: per (pixel,
 // feature) two FMAs, the cosine (FMUL.RZ + MUFU.COS) and one FMA per channel. A feature tile whose
 // phases could exceed kFastBound (coordinates spread far apart in the block) reduces each phase to
-// [-pi, pi] on the FMA pipe first (cos_phase). Either way the error stays below the float32 phase
-// rounding of the absolute coordinates.
+// [-pi, pi] on the FMA pipe first (cos_phase). A block whose coordinates spread beyond kAnchorSpread
+// (an occlusion edge beside far-away fresh-noise tiles) takes the anchor 0, i.e. absolute phases, reduced.
+// Either way the error stays below the float32 phase rounding of the absolute coordinates.
 #include <atomic>
 
 #include "cuda_api.h"

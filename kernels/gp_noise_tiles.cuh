@@ -41,6 +41,7 @@ constexpr int kCols = 32;   // tile width: one warp reads 32 consecutive pixels
 constexpr float kTwoPi = 6.28318530717958647f;
 constexpr float kRound = 12582912.0f;  // 1.5 * 2^23: adding it rounds |v| < 2^22 to an integer
 constexpr float kFastBound = 128.0f;   // largest |phase| (radians) given to the cosine unit unreduced
+constexpr float kAnchorSpread = 256.f;  // largest half-extent (pixels) of a block's coordinates around its anchor
 constexpr double kTwoPiD = 6.283185307179586476925;
 
 // cos(phase) for a phase in radians of any size. __cosf alone converts to turns with a truncating
@@ -81,12 +82,20 @@ __device__ __forceinline__ Anchor block_anchor(float lo_x, float hi_x, float lo_
     const float4 b = box[i];
     lo_x = fminf(lo_x, b.x), hi_x = fmaxf(hi_x, b.y), lo_y = fminf(lo_y, b.z), hi_y = fmaxf(hi_y, b.w);
   }
-  // Integer anchors keep x - x0 exact wherever |x - x0| <= |x|, and <z, x0> exact in float64.
+  // An integer anchor within kAnchorSpread of every coordinate keeps x - x0 exact (|x| < 2^24), and
+  // <z, x0> is exact in float64. A block whose coordinates lie further apart (an occlusion edge next to
+  // far-away fresh-noise tiles, an outlier, inf) takes the anchor 0: absolute float32 phases, reduced,
+  // as accurate as the float32 reference, where a central anchor would round every offset.
   Anchor a;
   a.x0 = rintf(0.5f * lo_x + 0.5f * hi_x);
   a.y0 = rintf(0.5f * lo_y + 0.5f * hi_y);
   a.rx = fmaxf(hi_x - a.x0, a.x0 - lo_x);
   a.ry = fmaxf(hi_y - a.y0, a.y0 - lo_y);
+  if (!(a.rx <= kAnchorSpread && a.ry <= kAnchorSpread)) {  // NaN-safe
+    a.x0 = a.y0 = 0.f;
+    a.rx = fmaxf(fabsf(lo_x), fabsf(hi_x));
+    a.ry = fmaxf(fabsf(lo_y), fabsf(hi_y));
+  }
   return a;
 }
 
