@@ -136,10 +136,8 @@ def test_release_loads_the_moved_run_and_refuses_untrained(tmp_path):
         load_trained(moved)
 
 
-def test_export_refuses_untrained_or_mismatched_weights(tmp_path, monkeypatch):
+def test_export_refuses_mismatched_weights(tmp_path, monkeypatch):
     tr = Trainer(_cfg(tmp_path, task="sr", batch_size=2))
-    with pytest.raises(ValueError, match="export: nothing trained"):
-        tr.export(tmp_path / "d0")
     tr.train_step()
     real = trainer_module.build_unet
 

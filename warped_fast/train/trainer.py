@@ -269,12 +269,10 @@ class Trainer:
             path.write_text(json.dumps([*seen, here], indent=1))
 
     def export(self, folder: Path, dtype: torch.dtype = torch.float32) -> Path:
-        """Save the EMA weights as a diffusers folder (safetensors) with the inference scheduler. Refuses
-        an untrained model (step 0: no checkpoint was loaded and no step was taken)."""
+        """Save the EMA weights as a diffusers folder (safetensors) with the inference scheduler (releases
+        go through :func:`~warped_fast.train.release.load_trained`, which refuses an untrained run)."""
         from diffusers import EulerDiscreteScheduler
 
-        if self.step == 0:
-            raise ValueError(f"export: nothing trained (step 0, no checkpoint in {self.ckpt})")
         unet = build_unet(self.cfg)
         sd = {k: (self.ema[k] if k in self.ema else v) for k, v in self.unet.state_dict().items()}
         missing, unexpected = unet.load_state_dict({k: v.to(dtype) for k, v in sd.items()}, strict=False)
