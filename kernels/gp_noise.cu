@@ -340,6 +340,7 @@ const char* gp_noise_cuda(const GpNoiseParams& p, uintptr_t stream_handle, int k
     return "workspace smaller than gp_noise_cuda_workspace()";
   const int64_t cb = shared ? shared_channel_block(p.channels) : 1;
   const int split = split_override ? split_override : choose_split(p, p.batch * ((p.channels + cb - 1) / cb), mma);
+  if (mma && !mma_split_fits(split)) return "split too large for the tensor-core kernel's m-tiles per warp";
   if (tiles(p, rows_of(split, mma)) > 0x7fffffff) return "frame too large";
   switch (split) {
     case 1:

@@ -28,8 +28,13 @@ constexpr int kMmaTiles = WARPED_FAST_GP_MMA_TILES;  // 16-pixel m-tiles per war
 constexpr int kWfStride = 34;                        // float2 per k-step of a staged W tile (32 + 2 of padding)
 constexpr float kMmaFastBound = 64.0f;               // split-tf32 phases: error ~2^-22 |<z, dx>| + 1 ulp, 2e-5 rad here
 
+static_assert(kMmaTiles >= 1, "WARPED_FAST_GP_MMA_TILES: at least one m-tile per warp");
+
 // Rows of the block's tile: (warps per slice) x kMmaTiles x 16 pixels, 32 per row.
 __host__ __device__ constexpr int mma_tile_rows(int split) { return kThreads / 32 / split * kMmaTiles * 16 / kCols; }
+
+// Whether a slice's m-tiles fill whole 32-column rows (two 16-pixel m-tiles each) at this split.
+__host__ __device__ constexpr bool mma_split_fits(int split) { return (kThreads / 32 / split * kMmaTiles) % 2 == 0; }
 
 // x rounded to the nearest tf32, ties away from zero (as cvt.rna.tf32.f32) for finite x: the low 13
 // bits of the result are zero. Two integer instructions; cvt.rna adds an infinity test.

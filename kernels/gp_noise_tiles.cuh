@@ -39,8 +39,8 @@ constexpr int kThreads = 256;
 constexpr int kTile = 256;  // features per shared-memory tile: one per thread
 constexpr int kCols = 32;   // tile width: one warp reads 32 consecutive pixels
 constexpr float kTwoPi = 6.28318530717958647f;
-constexpr float kRound = 12582912.0f;  // 1.5 * 2^23: adding it rounds |v| < 2^22 to an integer
-constexpr float kFastBound = 128.0f;   // largest |phase| (radians) given to the cosine unit unreduced
+constexpr float kRound = 12582912.0f;   // 1.5 * 2^23: adding it rounds |v| < 2^22 to an integer
+constexpr float kFastBound = 128.0f;    // largest |phase| (radians) given to the cosine unit unreduced
 constexpr float kAnchorSpread = 256.f;  // largest half-extent (pixels) of a block's coordinates around its anchor
 constexpr double kTwoPiD = 6.283185307179586476925;
 

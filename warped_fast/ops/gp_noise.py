@@ -75,6 +75,9 @@ def _cuda_workspace(device: torch.device, sizes: tuple, kernel: int) -> torch.Te
     return torch.empty(nbytes, dtype=torch.uint8, device=device) if nbytes else None
 
 
+# Frames per CUDA launch (a grid dimension).
+_CUDA_MAX_FRAMES = 65535
+
 # The current CUDA stream of a device as a raw handle (what compiled graphs use); None if absent.
 _raw_stream = getattr(torch._C, "_cuda_getCurrentRawStream", None)
 
@@ -103,14 +106,19 @@ def _gp_noise(coords: torch.Tensor, z: torch.Tensor, b: torch.Tensor, w: torch.T
     if backend == "cpu":
         _cpu.lib().gp_noise_cpu(*args, _cpu.threads())
     else:  # cuda: launch on the tensors' device and its current stream
+        if coords.data_ptr() % 8:  # the kernels read (x, y) as one 8-byte float2
+            coords = coords.clone()
         idx, (kernel, split) = coords.device.index, _kernel_choice()
         # on the current device: its stream as a raw handle, no device guard or Stream object (~us of host time)
         here = _raw_stream is not None and idx == torch.cuda.current_device()
         with contextlib.nullcontext() if here else torch.cuda.device(idx):
             stream = _raw_stream(idx) if here else torch.cuda.current_stream(idx).cuda_stream
-            work = _cuda_workspace(coords.device, args[5:], kernel)
-            nbytes = 0 if work is None else work.numel()
-            _cpu.lib().gp_noise_cuda(*args, stream, kernel, split, _cpu.ptr(work), nbytes)
+            for f0 in range(0, n, _CUDA_MAX_FRAMES):  # the batch is a grid dimension: at most 65535
+                nf = min(_CUDA_MAX_FRAMES, n - f0)
+                part = (_cpu.ptr(coords[f0:]), *args[1:4], _cpu.ptr(out[f0:]), nf, *args[6:])
+                work = _cuda_workspace(coords.device, part[5:], kernel)
+                nbytes = 0 if work is None else work.numel()
+                _cpu.lib().gp_noise_cuda(*part, stream, kernel, split, _cpu.ptr(work), nbytes)
     return out
 
 
