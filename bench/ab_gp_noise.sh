@@ -18,15 +18,25 @@ exec > >(tee -a "$OUT/ab.log") 2>&1
 nvidia-smi --query-gpu=name,clocks.max.sm,driver_version --format=csv,noheader
 source bench/gpu_wheels.sh
 T0=$(date +%s)
+FAILED=()
 for variant in "$@"; do
   label=${variant%%=*} defines=${variant#*=}
   echo "== $label: ${defines:-defaults} ($(( $(date +%s) - T0 )) s)"
   WARPED_FAST_CUDA=ON CMAKE_ARGS="-DWARPED_FAST_CUDA_ARCHS=90 -DWARPED_FAST_CUDA_DEFINES='$defines'" \
     python3 -m pip install --no-build-isolation --no-deps -e . >"$OUT/build.log" 2>&1 \
-    || { tail -40 "$OUT/build.log"; continue; }
+    || { tail -40 "$OUT/build.log"; FAILED+=("$label: build"); continue; }
   timeout 120 python3 -m pytest -m cuda -q -p no:cacheprovider --tb=line tests/ops/test_gp_noise.py 2>&1 | tail -3
+  rc=${PIPESTATUS[0]}
+  # a variant that fails its tests is not timed
+  [ "$rc" = 0 ] || { FAILED+=("$label: tests (rc $rc)"); continue; }
   WARPED_FAST_BENCH_TAG=$label timeout 150 python3 bench/tune_gp_noise.py --device cuda \
-    | grep -E "split auto|split 1 |split 8 " || echo "tune_gp_noise failed (rc $?)"
+    | grep -E "split auto|split 1 |split 8 |not available"
+  rc=${PIPESTATUS[0]}
+  [ "$rc" = 0 ] || FAILED+=("$label: tune_gp_noise (rc $rc)")
 done
 rm -f "$OUT/build.log"
-echo "== done ($(( $(date +%s) - T0 )) s)"
+echo "== done ($(( $(date +%s) - T0 )) s); the next build (gpu_check.sh) clears these definitions"
+if [ ${#FAILED[@]} -gt 0 ]; then
+  printf '!! failed: %s\n' "${FAILED[@]}"
+  exit 1
+fi

@@ -7,7 +7,9 @@ backend of the device: on CPU tensors the PyTorch implementations, on CUDA tenso
 ``warp``). The note gives the published A100 figure at 1024x1024 where one exists (Go-with-the-Flow
 paper, one table) and, for ``gp``, the cosine floor of the chip (H*W*C*J cosines, or H*W*J with
 shared features, at 16 per SM per clock). On CUDA two more ``gp`` rows: the tensor-core gp_noise
-kernel, and the warper's own CUDA-graph step (``cuda_graph=True``, eager calls).
+kernel, and the warper's own CUDA-graph step (``cuda_graph=True``, eager calls). Each case also runs on
+the PyTorch reference ops (``reference`` rows, fewer repeats), the base of the ratio column, where the
+default backend is another one.
 """
 
 from __future__ import annotations
@@ -104,6 +106,15 @@ def run(dev: str, quick: bool, repeats: int | None) -> Table:
                 # the step's device time without host overhead (gp: compose_coords + gp_noise)
                 g_ms = graph_ms(step, dev, reps) if method == "gp" and not opts.get("cuda_graph") else None
             ops = wf.backend_info(dev.split(":")[0])["ops"]
+            ref_ms = None
+            # The same step on the PyTorch reference ops, where the default backend is another one (on the
+            # CPU only gp and bilinear have kernels; gp's reference at 1024x1024 there takes minutes).
+            fast = dev.startswith("cuda") or method == "bilinear" or (method == "gp" and not big_cpu)
+            if fast and not opts.get("cuda_graph") and kernel is None:
+                warper.reset((c, h, w), 0, device=dev)
+                with wf.use_backend("reference"), wf.ops.value_checks(False):
+                    ref_ms = time_ms(step, dev, 1 if big_cpu else 3, warmup=1)
+                table.add(label, f"{c}x{h}x{w}", "reference", ref_ms, ref_ms)
             backend = ops.get(method, "torch ops")
             if backend in ("cpu", "reference"):
                 backend = "pytorch"  # the noise ops have no C++ kernel: their CPU path is PyTorch
@@ -112,7 +123,9 @@ def run(dev: str, quick: bool, repeats: int | None) -> Table:
             if method == "gp":
                 backend = f"compose_coords:{ops['compose_coords']} gp_noise:{ops['gp_noise']}"
                 backend += f" ({kernel.replace('_', ' ')})" if kernel else ""
-            table.add(label, f"{c}x{h}x{w}", backend, ms, None, _note(method, label, dev, c, h, w, ms, g_ms))
+            table.add(
+                label, f"{c}x{h}x{w}", backend, ms, ref_ms, _note(method, label, dev, c, h, w, ms, g_ms)
+            )
             if dev.startswith("cuda"):
                 torch.cuda.empty_cache()
         if big_cpu:

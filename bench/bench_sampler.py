@@ -96,7 +96,8 @@ def main():
                     )
                     sampler = VideoSampler(den, sched, cfg)
                     with wf.use_backend(ops_backend), wf.ops.value_checks(False):
-                        sampler.sample(frames[:2])  # warm-up (and compile)
+                        # warm-up; compiled: the whole clip, so every batch shape is compiled before timing
+                        sampler.sample(frames if unet_backend == "compile" else frames[:2])
                         sync(dev)
                         t0 = time.perf_counter()
                         sampler.sample(frames)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import csv
 import os
 import platform
@@ -15,8 +16,16 @@ import torch
 
 RESULTS_DIR = Path(os.environ.get("WARPED_FAST_BENCH_OUT", Path(__file__).parent / "results"))
 
-# Per-device figures for the roofline floors (boost clock GHz, HBM TB/s); SM count comes from torch.
-_GPU_SPECS = {"H200": (1.98, 4.8), "H100": (1.98, 3.35), "A100": (1.41, 2.0)}
+# Per-device figures for the roofline floors (boost clock GHz, HBM TB/s); SM count comes from torch. The
+# first key found in the device name wins: specific variants before the SXM parts' plain names.
+_GPU_SPECS = {
+    "H200 NVL": (1.785, 4.8),
+    "H200": (1.98, 4.8),
+    "H100 PCIe": (1.755, 2.0),
+    "H100 NVL": (1.785, 3.9),
+    "H100": (1.98, 3.35),
+    "A100": (1.41, 2.0),
+}
 SFU_COS_PER_SM_PER_CLOCK = 16  # Hopper/Ampere special-function units
 
 
@@ -61,11 +70,21 @@ def bandwidth_floor_ms(device: str, nbytes: float) -> float | None:
 
 def sync(device: str) -> None:
     if device.startswith("cuda"):
-        torch.cuda.synchronize()
+        torch.cuda.synchronize(torch.device(device))
+
+
+def _on(device: str):
+    """The device current while timing (events and streams belong to the current device)."""
+    return torch.cuda.device(torch.device(device)) if device.startswith("cuda") else contextlib.nullcontext()
 
 
 def time_ms(fn: Callable[[], object], device: str, repeats: int, warmup: int = 2) -> float:
     """Median wall time of ``fn`` in ms (CUDA events on GPU)."""
+    with _on(device):
+        return _time_ms(fn, device, repeats, warmup)
+
+
+def _time_ms(fn: Callable[[], object], device: str, repeats: int, warmup: int) -> float:
     for _ in range(warmup):
         fn()
     sync(device)
@@ -90,6 +109,11 @@ def graph_ms(fn: Callable[[], object], device: str, repeats: int, calls: int = 1
     the median replay divided by ``calls``. None off CUDA or when ``fn`` cannot be captured."""
     if not device.startswith("cuda"):
         return None
+    with _on(device):
+        return _graph_ms(fn, device, repeats, calls)
+
+
+def _graph_ms(fn: Callable[[], object], device: str, repeats: int, calls: int) -> float | None:
     try:
         side = torch.cuda.Stream()
         side.wait_stream(torch.cuda.current_stream())

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # GPU machine check, one call: build the CUDA extension, run the cuda-marked tests and the kernel and
 # noise-warp benchmarks, print the tables last. Everything goes to $OUT/check.log and the benchmark CSVs
-# to $OUT/results (few files: the device tool brings back at most 8). Budget: under 6 minutes.
+# to $OUT/results (few files: the device tool brings back at most 8). About 4 to 6 minutes; the timeouts
+# below bound each step. Exits non-zero when the build, a test or a step fails (after running the rest).
 # GPU_CHECK_SAMPLER=1 adds the sampler benchmark (SDXL-shaped UNet, compiled: several minutes more).
 # GPU_CHECK_TESTS (test paths) and GPU_CHECK_BENCHES (names without bench_) narrow a rerun;
 # GPU_CHECK_TUNE=0 skips the gp_noise launch sweep (bench/tune_gp_noise.py); GPU_CHECK_NCU=0 skips the
@@ -17,6 +18,8 @@ LOG="$OUT/check.log"
 exec > >(tee -a "$LOG") 2>&1
 T0=$(date +%s)
 stamp() { echo "== $1 ($(( $(date +%s) - T0 )) s)"; }
+FAILED=()
+fail() { echo "!! $1"; FAILED+=("$1"); }
 
 nvidia-smi --query-gpu=name,memory.total,clocks.max.sm,driver_version --format=csv
 nvcc --version | tail -2
@@ -24,7 +27,8 @@ source bench/gpu_wheels.sh
 [ -f "$OUT/deps.log" ] && { cat "$OUT/deps.log"; rm -f "$OUT/deps.log"; }  # into check.log: 8 files come back
 
 stamp build
-WARPED_FAST_CUDA=ON CMAKE_ARGS="-DWARPED_FAST_CUDA_ARCHS=90" \
+# WARPED_FAST_CUDA_DEFINES cleared: the CMake cache may hold an A/B variant's tuning knobs (ab_gp_noise.sh)
+WARPED_FAST_CUDA=ON CMAKE_ARGS="-DWARPED_FAST_CUDA_ARCHS=90 -DWARPED_FAST_CUDA_DEFINES=" \
   python3 -m pip install --no-build-isolation --no-deps -e . >"$OUT/build.log" 2>&1 \
   || { tail -60 "$OUT/build.log"; exit 1; }
 rm -f "$OUT/build.log"
@@ -35,19 +39,21 @@ stamp "cuda tests"
 # one line per failure (the assertion message names the errors and the tolerance); Triton compiled,
 # not interpreted (tests/conftest.py defaults to the interpreter)
 TRITON_INTERPRET=0 timeout 240 python3 -m pytest -m cuda -q -p no:cacheprovider --tb=line ${GPU_CHECK_TESTS:-tests/ops tests/noise} 2>&1 | tail -40
+rc=${PIPESTATUS[0]}
+[ "$rc" = 0 ] || fail "cuda tests (rc $rc)"
 
-declare -A limit=([gp_noise]=100 [warp]=60 [guidance]=60 [noise_warp]=180 [sampler]=400)
+declare -A limit=([gp_noise]=100 [warp]=60 [guidance]=60 [noise_warp]=240 [sampler]=400)
 benches=${GPU_CHECK_BENCHES-gp_noise warp guidance noise_warp}  # set but empty: none
 [ "${GPU_CHECK_SAMPLER:-0}" = 1 ] && benches="$benches sampler"
 for b in $benches; do
   stamp "bench_$b"
   dev="--device cuda"
   [ "$b" = noise_warp ] && dev=""  # every noise method on the CPU and the GPU in one run
-  timeout "${limit[$b]:-120}" python3 "bench/bench_$b.py" $dev || echo "bench_$b failed or timed out (rc $?)"
+  timeout "${limit[$b]:-120}" python3 "bench/bench_$b.py" $dev || fail "bench_$b failed or timed out (rc $?)"
 done
 if [ "${GPU_CHECK_TUNE:-1}" = 1 ]; then
   stamp tune_gp_noise  # every kernel x split of gp_noise, with its error: data for the launcher's choices
-  timeout 150 python3 bench/tune_gp_noise.py --device cuda || echo "tune_gp_noise failed or timed out (rc $?)"
+  timeout 150 python3 bench/tune_gp_noise.py --device cuda || fail "tune_gp_noise failed or timed out (rc $?)"
 fi
 NCU=$(command -v ncu || ls /opt/nvidia/nsight-compute/*/ncu 2>/dev/null | head -1)
 if [ "${GPU_CHECK_NCU:-1}" != 0 ] && [ -n "$NCU" ]; then
@@ -71,3 +77,7 @@ if [ "${GPU_CHECK_NCU:-1}" != 0 ] && [ -n "$NCU" ]; then
   fi
 fi
 stamp done
+if [ ${#FAILED[@]} -gt 0 ]; then
+  printf '!! failed: %s\n' "${FAILED[@]}"
+  exit 1
+fi

@@ -60,8 +60,10 @@ def main():
                         except RuntimeError as e:  # a split this build's kernel does not take
                             print(f"{shape} {label}: not available ({e})")
                             continue
-                        ms = graph_ms(call, dev, reps) or time_ms(call, dev, reps)
-                    note = f"max error {err:.1e}" + (f"; {ms / floor:.2f}x floor" if floor else "")
+                        ms, timing = graph_ms(call, dev, reps), "graph replay"
+                        if ms is None:  # capture failed: say so in the row
+                            ms, timing = time_ms(call, dev, reps), "eager (graph capture failed)"
+                    note = f"{timing}; max error {err:.1e}" + (f"; {ms / floor:.2f}x floor" if floor else "")
                     table.add("gp_noise", shape, label, ms, None, note)
     table.finish()
 

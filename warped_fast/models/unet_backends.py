@@ -35,6 +35,7 @@ class UNetRunner:
         key += (torch.is_grad_enabled(),)
         if key in self.compile_seconds:
             return self._fn(*args, **kwargs)
+        _allow_recompiles(len(self.compile_seconds) + 1)
         t0 = time.perf_counter()
         out = self._fn(*args, **kwargs)
         self.compile_seconds[key] = time.perf_counter() - t0
@@ -44,3 +45,12 @@ class UNetRunner:
     @property
     def total_compile_seconds(self) -> float:
         return sum(self.compile_seconds.values())
+
+
+def _allow_recompiles(n: int) -> None:
+    """Let dynamo keep ``n`` static-shape graphs of the UNet: past its recompile limit (8) it would run
+    every further shape (a wavefront's batch sizes, with and without gradients) eagerly, silently."""
+    cfg = torch._dynamo.config
+    name = "recompile_limit" if hasattr(cfg, "recompile_limit") else "cache_size_limit"
+    if getattr(cfg, name) < n:
+        setattr(cfg, name, n)
