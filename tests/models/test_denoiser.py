@@ -171,20 +171,19 @@ def test_compile_backend_matches_eager_and_reports_cost():
     assert_close(g, ge, atol=1e-3, rtol=1e-3, what="compiled input gradient")
 
 
-def test_compiled_runner_keeps_a_graph_per_shape_past_dynamo_limit(monkeypatch):
+def test_compiled_runner_keeps_a_graph_per_shape_past_dynamo_limit():
     """Each new batch size (static shapes) gets its own compiled graph, also past dynamo's recompile
     limit, where dynamo would otherwise run the module eagerly without saying so."""
     from torch._dynamo.utils import counters
 
     from warped_fast.models.unet_backends import UNetRunner
 
-    cfg = torch._dynamo.config
-    monkeypatch.setattr(cfg, "recompile_limit" if hasattr(cfg, "recompile_limit") else "cache_size_limit", 2)
     torch._dynamo.reset()
     counters.clear()
-    runner = UNetRunner(torch.nn.Linear(4, 3), "compile")
-    for b in range(1, 5):
-        runner(torch.randn(b, 4))
+    with torch._dynamo.config.patch(recompile_limit=2):
+        runner = UNetRunner(torch.nn.Linear(4, 3), "compile")
+        for b in range(1, 5):
+            runner(torch.randn(b, 4))
     assert counters["stats"]["unique_graphs"] == 4 and len(runner.compile_seconds) == 4
 
 
