@@ -43,10 +43,30 @@ def test_backend_info_reports_every_op():
     info = wf.backend_info("cpu")
     assert set(info["ops"]) == set(OP_BACKENDS)
     assert info["cpu_ext"], "the C++ CPU kernels must be built by the package install"
+    import warped_fast.noise  # noqa: F401 - registers the noise transports
+
+    info = wf.backend_info("cpu")
+    pytorch_on_cpu = {"hiwyn", "infres", "gwtf"}  # no C++ kernel: their CPU path is PyTorch
     for op, be in info["ops"].items():
         assert be in OP_BACKENDS[op]
-        assert be == "cpu", f"{op} should use the C++ kernels on CPU tensors, got {be}"
+        want = "reference" if op in pytorch_on_cpu else "cpu"
+        assert be == want, f"{op} should report {want} on CPU tensors, got {be}"
     assert wf.backend_info("cuda")["ops"]["gp_noise"] in ("cuda", "reference")
+    with wf.use_backend("triton"):  # an op without a Triton path is reported, not raised
+        assert wf.backend_info("cpu")["ops"]["gp_noise"].startswith("unavailable: ")
+
+
+def test_use_backend_none_is_automatic_despite_the_environment(monkeypatch):
+    from warped_fast.ops import select
+
+    monkeypatch.setenv("WARPED_FAST_BACKEND", "reference")
+    assert select("warp", "cpu") == "reference"
+    with wf.use_backend(None):
+        assert select("warp", "cpu") == "cpu"
+        with wf.use_backend("reference"):
+            assert select("warp", "cpu") == "reference"
+        assert select("warp", "cpu") == "cpu"
+    assert select("warp", "cpu") == "reference"
 
 
 def test_select_follows_forced_backend_after_caching(monkeypatch):

@@ -49,7 +49,7 @@ from ..ops._dispatch import register, select
 from ..reference._bilinear import pixel_grid
 from .base import NoiseWarper, register_method
 
-register("gwtf", ("triton", "cpu", "reference"))
+register("gwtf", ("triton", "cpu", "reference"), cpu_kernel=False)  # cpu: PyTorch
 
 
 @dataclass(frozen=True)

@@ -39,7 +39,7 @@ from ..ops._dispatch import register, select
 from ..reference._bilinear import pixel_grid, sample_extrapolate
 from .base import NoiseWarper, register_method
 
-register("hiwyn", ("triton", "cpu", "reference"))
+register("hiwyn", ("triton", "cpu", "reference"), cpu_kernel=False)  # cpu: PyTorch
 
 _CHUNK = 1 << 22  # elements of one [pixels, k, k] block in the PyTorch implementation
 

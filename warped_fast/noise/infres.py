@@ -42,7 +42,7 @@ from ..ops._dispatch import register, select
 from ..reference._bilinear import pixel_grid
 from .base import NoiseWarper, register_method
 
-register("infres", ("triton", "cpu", "reference"))
+register("infres", ("triton", "cpu", "reference"), cpu_kernel=False)  # cpu: PyTorch
 
 Missing = Literal["fill", "renormalize"]
 

@@ -21,6 +21,8 @@ BACKENDS = ("cuda", "triton", "cpu", "reference")
 _DEFAULT_ORDER = {"cuda": ("cuda", "triton", "reference"), "cpu": ("cpu", "reference")}
 # Backends implemented per op; filled by each op module at import.
 OP_BACKENDS: dict[str, tuple[str, ...]] = {}
+# Ops whose "cpu" backend is their PyTorch implementation (no C++ kernel): reported as "reference".
+_CPU_IS_PYTORCH: set[str] = set()
 _forced: contextvars.ContextVar[str | None] = contextvars.ContextVar("warped_fast_backend", default=None)
 _logged: set[tuple[str, str, str]] = set()
 # select() per (op, device type, dtype, forced backend, TRITON_INTERPRET): what can run does not change
@@ -28,8 +30,11 @@ _logged: set[tuple[str, str, str]] = set()
 _selected: dict[tuple, str] = {}
 
 
-def register(op: str, backends: tuple[str, ...]) -> None:
+def register(op: str, backends: tuple[str, ...], cpu_kernel: bool = True) -> None:
+    """Declare ``op``'s backends; ``cpu_kernel=False``: its "cpu" backend runs the PyTorch implementation
+    (accepted by ``use_backend("cpu")``, reported as "reference")."""
     OP_BACKENDS[op] = backends
+    (_CPU_IS_PYTORCH.discard if cpu_kernel else _CPU_IS_PYTORCH.add)(op)
     _selected.clear()
 
 
@@ -47,15 +52,19 @@ def available(backend: str, device_type: str) -> bool:
 
 
 def forced_backend() -> str | None:
-    return _forced.get() or os.environ.get("WARPED_FAST_BACKEND") or None
+    forced = _forced.get()
+    if forced == "auto":  # use_backend(None): automatic, whatever WARPED_FAST_BACKEND says
+        return None
+    return forced or os.environ.get("WARPED_FAST_BACKEND") or None
 
 
 @contextlib.contextmanager
 def use_backend(name: str | None):
-    """Force every op called inside the block to use backend ``name`` (None: automatic)."""
+    """Force every op called inside the block to use backend ``name`` (None: automatic selection, also
+    when the environment variable ``WARPED_FAST_BACKEND`` forces one)."""
     if name is not None and name not in BACKENDS:
         raise ValueError(f"backend must be one of {BACKENDS} or None, got {name!r}")
-    token = _forced.set(name)
+    token = _forced.set("auto" if name is None else name)
     try:
         yield
     finally:
@@ -106,7 +115,8 @@ def backend_info(device_type: str | None = None) -> dict:
     Args:
         device_type: "cpu" or "cuda"; default: "cuda" when a GPU is visible, else "cpu".
     Returns:
-        ``{"cpu_ext", "cuda_ext_built", "cuda_ext", "triton", "device_type", "ops": {op: backend}}``.
+        ``{"cpu_ext", "cuda_ext_built", "cuda_ext", "triton", "device_type", "ops": {op: backend}}``;
+        an op that cannot run under a forced backend reports ``"unavailable: <why>"``.
     """
     import torch
 
@@ -118,5 +128,13 @@ def backend_info(device_type: str | None = None) -> dict:
         "cuda_ext": _ext.has_cuda_ext(),
         "triton": _ext.has_triton(device_type),
         "device_type": device_type,
-        "ops": {op: select(op, device_type) for op in sorted(OP_BACKENDS)},
+        "ops": {op: _reported(op, device_type) for op in sorted(OP_BACKENDS)},
     }
+
+
+def _reported(op: str, device_type: str) -> str:
+    try:
+        backend = select(op, device_type)
+    except (ValueError, RuntimeError) as e:
+        return f"unavailable: {e}"
+    return "reference" if backend == "cpu" and op in _CPU_IS_PYTORCH else backend
