@@ -56,3 +56,37 @@ def test_conditioning_that_requires_grad_is_computed_every_time():
     assert torch.equal(x.grad, torch.full_like(x, 2.0))
     cache(x)
     assert calls == [2, 2]
+
+
+def test_other_settings_clear_the_cache_and_results_are_copies():
+    fn, calls = _counting()
+    cache = ConditioningCache(fn)
+    x = torch.randn(2, 2, 3, 3)
+    cache(x, settings=("harmonic", 1.0))
+    cache(x, settings=("harmonic", 1.0))
+    assert calls == [2]
+    cache(x, settings=("push_pull", 1.0))  # what fn reads besides cond changed: recomputed
+    assert calls == [2, 2]
+    out = cache(torch.cat([x, x[:1] + 1]), settings=("push_pull", 1.0))
+    out[0].zero_()  # changing a returned tensor in place leaves the kept items alone
+    assert torch.equal(cache(x, settings=("push_pull", 1.0))[0], x * 2)
+
+
+def test_denoiser_residual_settings_are_part_of_the_cache():
+    from warped_fast.models import DiffusersDenoiser
+    from warped_fast.models.default import default_model_dir, load_model
+
+    den = load_model(default_model_dir("inpaint"))
+    assert den.residual
+    g = torch.Generator().manual_seed(0)
+    u = torch.randn(1, 3, 16, 16, generator=g)
+    mask = torch.zeros(1, 1, 16, 16)
+    mask[..., 4:12, 4:12] = 1
+    cond = torch.cat([mask, torch.rand(1, 3, 16, 16, generator=g) * 2 - 1], 1)
+    sigma = torch.tensor([2.0])
+    with torch.no_grad():
+        den(u, sigma, cond)
+        den.residual_fill = "push_pull" if den.residual_fill != "push_pull" else "harmonic"
+        changed = den(u, sigma, cond)
+        fresh = load_model(default_model_dir("inpaint"), residual_fill=den.residual_fill)(u, sigma, cond)
+    assert isinstance(den, DiffusersDenoiser) and torch.allclose(changed, fresh, atol=1e-5)

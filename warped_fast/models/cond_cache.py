@@ -21,7 +21,8 @@ class ConditioningCache:
             depending on ``cond[i]`` only.
         capacity: items kept (most recently used first).
 
-    Calls with a ``cond`` that requires grad are computed and not kept.
+    Calls with a ``cond`` that requires grad are computed and not kept. ``settings`` (any comparable
+    value) names what else ``fn`` reads: a call with other settings than the last one clears the cache.
     """
 
     def __init__(self, fn: Callable[[torch.Tensor], tuple[torch.Tensor, ...]], capacity: int = 32):
@@ -29,6 +30,7 @@ class ConditioningCache:
             raise ValueError(f"capacity: expected >= 1, got {capacity}")
         self.fn, self.capacity = fn, capacity
         self._items: list[tuple[torch.Tensor, tuple[torch.Tensor, ...]]] = []
+        self._settings: object = None
 
     def clear(self) -> None:
         self._items.clear()
@@ -47,7 +49,10 @@ class ConditioningCache:
         eq = torch.stack([(flat == self._items[j][0].flatten()).all(1) for j in keys], 1).tolist()
         return [next((keys[n] for n, hit in enumerate(row) if hit), None) for row in eq]
 
-    def __call__(self, cond: torch.Tensor) -> tuple[torch.Tensor, ...]:
+    def __call__(self, cond: torch.Tensor, settings: object = None) -> tuple[torch.Tensor, ...]:
+        if settings != self._settings:
+            self.clear()
+            self._settings = settings
         if torch.is_grad_enabled() and cond.requires_grad:
             return self.fn(cond)
         found = self._match(cond)
@@ -71,5 +76,6 @@ class ConditioningCache:
 
     def _store(self, cond: torch.Tensor, miss: list[int], out: tuple[torch.Tensor, ...]) -> None:
         for k, i in enumerate(miss):
-            self._items.insert(0, (cond[i].detach().clone(), tuple(t[k] for t in out)))
+            # copies: a caller changing a returned tensor in place does not change the cache
+            self._items.insert(0, (cond[i].detach().clone(), tuple(t[k].clone() for t in out)))
         del self._items[self.capacity :]
