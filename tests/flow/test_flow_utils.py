@@ -35,6 +35,8 @@ def test_flo_roundtrip_and_layouts(tmp_path, gen):
     assert torch.equal(load_flow(tmp_path / "v.npy"), v)
     np.save(tmp_path / "hwc.npy", v.permute(0, 2, 3, 1).numpy())  # channels last
     assert torch.equal(load_flow(tmp_path / "hwc.npy"), v)
+    np.save(tmp_path / "be.npy", v.numpy().astype(">f4"))  # big-endian
+    assert torch.equal(load_flow(tmp_path / "be.npy"), v)
     save_flow(tmp_path / "v.pt", v)
     assert torch.equal(load_flow(tmp_path / "v.pt"), v)
     assert torch.equal(as_flow(v.double()), v)

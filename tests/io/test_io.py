@@ -126,6 +126,8 @@ def test_frame_store_resume_and_job_mismatch(tmp_path):
     assert s2.complete and not list((tmp_path / "o").glob("*.tmp*"))
     with pytest.raises(ValueError, match="different job"):
         FrameStore(tmp_path / "o", {"a": 2}, 3)
+    FrameStore(tmp_path / "t", {"size": (8, 8)}, 2)
+    FrameStore(tmp_path / "t", {"size": (8, 8)}, 2)  # a tuple param resumes (stored as a JSON list)
 
 
 def test_unwritable_output(tmp_path):

@@ -53,6 +53,8 @@ def as_flow(flow) -> torch.Tensor:
     """A flow from a tensor or array in ``[..., 2, H, W]`` or ``[..., H, W, 2]`` layout -> float32
     ``[2, H, W]`` or ``[T, 2, H, W]`` on the CPU."""
     if isinstance(flow, np.ndarray):
+        if not flow.dtype.isnative:  # e.g. a big-endian .npy: torch takes native byte order only
+            flow = flow.astype(flow.dtype.newbyteorder("="))
         flow = torch.from_numpy(np.ascontiguousarray(flow))
     if not isinstance(flow, torch.Tensor):
         raise TypeError(f"flow: expected a tensor or a numpy array, got {type(flow).__name__}")

@@ -29,10 +29,11 @@ class FrameStore:
         except OSError as e:
             raise PermissionError(f"output: cannot write to {self.folder} ({e})") from e
         self.meta_path = self.folder / "progress.json"
-        self.total, self.params = total, params
+        # as stored (JSON): a tuple compares equal to the list it is read back as
+        self.total, self.params = total, json.loads(json.dumps(params))
         if self.meta_path.exists():
             old = json.loads(self.meta_path.read_text())
-            if old.get("params") != params or old.get("total") != total:
+            if old.get("params") != self.params or old.get("total") != total:
                 raise ValueError(
                     f"output: {self.folder} holds frames of a different job; choose another folder or delete it"
                 )
