@@ -208,7 +208,12 @@ class DiffusersDenoiser(torch.nn.Module):
         base = None
         if self.residual:
             self.layout.check(cond, b, *u.shape[-2:])
-            settings = (self.residual_scale, self.residual_normalize, self.residual_fill, self.latent_channels)
+            settings = (
+                self.residual_scale,
+                self.residual_normalize,
+                self.residual_fill,
+                self.latent_channels,
+            )
             base, gain, cond = self._frame_cache(cond, settings)
             base, gain = base.to(u.dtype), gain.to(u.dtype)
             u, sigma = (u - base) * gain.view(-1, 1, 1, 1), sigma * gain.to(sigma.dtype)
