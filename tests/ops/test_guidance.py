@@ -135,6 +135,40 @@ def test_low_precision(dtype, fast_backend, gen):
     assert_close(loss, r_loss, atol=2 * l_err + 1e-6, what=f"loss {dtype}")
 
 
+def test_float16_autograd_with_a_tiny_residual_has_no_nan(fast_backend):
+    """d||r||/dr in float16: 1 / (2 ||r||) overflows float16 for ||r|| < 8e-6; the backward forms its
+    sums in float32, so the gradient equals the autograd-free one instead of NaN."""
+    pred = torch.zeros(1, 4, 8, 8, dtype=torch.float16)
+    pred[0, 0, 0, 0] = 0.001
+    prev = pred.clone()
+    prev[0, 0, 0, 0] = torch.nextafter(prev[0, 0, 0, 0], torch.tensor(1.0, dtype=torch.float16))
+    flow = torch.zeros(1, 2, 8, 8)
+    p = pred.clone().requires_grad_()
+    with wf.use_backend(fast_backend):
+        (g,) = torch.autograd.grad(wf.guidance_loss(p, prev, flow).sum(), p)
+        _, want = wf.guidance_grad(pred, prev, flow)
+    assert g.dtype == torch.float16 and torch.isfinite(g).all()
+    assert_close(g, want, atol=1e-3, what="float16 autograd vs guidance_grad")
+
+
+@pytest.mark.parametrize("flow_dtype", [torch.float16, torch.float64])
+def test_flow_dtype_other_than_pred(flow_dtype, fast_backend, gen):
+    n, c, h, w = 2, 3, 7, 9
+    pred, prev = (torch.randn(n, c, h, w, generator=gen) for _ in range(2))
+    flow = smooth_flow(n, h, w, gen).to(flow_dtype)
+    want, _ = reference.guidance_grad(pred.double(), prev.double(), flow.double())
+    with wf.use_backend(fast_backend):
+        loss, _ = wf.guidance_grad(pred, prev, flow)
+    assert_close(loss, want, atol=1e-4, rtol=1e-5, what=f"guidance loss with a {flow_dtype} flow")
+
+
+def test_reference_euler_dtype_and_empty_channels(gen):
+    u = torch.randn(2, 3, 4, 5, generator=gen).half()
+    out = reference.euler_guided_step(u, u.float(), u.float(), torch.ones(2), torch.zeros(2))
+    assert out.dtype == torch.float16
+    assert reference.warp_image_grad(torch.zeros(1, 0, 4, 5), torch.zeros(1, 2, 4, 5)).shape == (1, 0, 4, 5)
+
+
 def test_opcheck(gen):
     pred, prev, flow, mask = (
         t if t is None else t.float() if t.is_floating_point() else t

@@ -10,6 +10,7 @@ from .. import reference
 from . import _cpu, _eager
 from ._checks import as_sigma, check_finite, check_nonempty, check_tensor
 from ._dispatch import register, select
+from .warp import _triton_flow
 
 register("guidance_residual", ("triton", "cpu", "reference"))
 register("euler_guided_step", ("triton", "cpu", "reference"))
@@ -37,7 +38,7 @@ def _guidance_residual(
         r = reference.guidance_residual(pred, prev_pred, flow, mask)  # float32 (float64): sumsq unrounded
         return r.to(pred.dtype), r.to(_sumsq_dtype(pred.dtype)).pow(2).flatten(1).sum(1)
     if backend == "triton":
-        return _triton().guidance_residual(pred, prev_pred, flow, mask)
+        return _triton().guidance_residual(pred, prev_pred, _triton_flow(flow, pred.dtype), mask)
     n, c, h, w = pred.shape
     cd = _cpu.compute_dtype(pred.dtype)
     p, q, fl = (t.to(cd).contiguous() for t in (pred, prev_pred, flow))
@@ -73,21 +74,24 @@ def _residual_setup(ctx, inputs, output):
 
 
 def _residual_backward(ctx, grad_r, grad_sumsq):
-    # r = M (warp(pred) - prev), sumsq = ||r||^2: d/dpred = splat(M grad_r + 2 r grad_sumsq).
+    # r = M (warp(pred) - prev), sumsq = ||r||^2: d/dpred = splat(M grad_r + 2 r grad_sumsq). Formed in
+    # float32 (float64): in float16, d||r||/dsumsq = 1 / (2 ||r||) overflows for ||r|| < 8e-6, and 0 * inf
+    # would put NaN in every gradient.
     flow, mask, r = ctx.saved_tensors
-    g = torch.zeros_like(r)
+    ct = _sumsq_dtype(r.dtype)
+    g = torch.zeros_like(r, dtype=ct)
     if grad_r is not None:
         empty = flow.new_empty((flow.shape[0], 0, *flow.shape[2:]))
         valid = torch.ops.warped_fast.warp(empty, flow, None)[1]
         if mask is not None:
             valid = valid & mask.bool()
-        g = g + grad_r * valid.to(r.dtype)
+        g = g + grad_r.to(ct) * valid.to(ct)
     if grad_sumsq is not None:
-        g = g + 2 * r * grad_sumsq.to(r.dtype).view(-1, 1, 1, 1)
-    gp = (
-        torch.ops.warped_fast.warp_image_grad(g.contiguous(), flow, None) if ctx.needs_input_grad[0] else None
-    )
-    return gp, (-g if ctx.needs_input_grad[1] else None), None, None
+        g = g + 2 * r.to(ct) * grad_sumsq.to(ct).view(-1, 1, 1, 1)
+    gp = None
+    if ctx.needs_input_grad[0]:
+        gp = torch.ops.warped_fast.warp_image_grad(g.contiguous(), flow, None).to(r.dtype)
+    return gp, (-g.to(r.dtype) if ctx.needs_input_grad[1] else None), None, None
 
 
 _guidance_residual.register_autograd(_residual_backward, setup_context=_residual_setup)

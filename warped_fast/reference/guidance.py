@@ -75,4 +75,4 @@ def euler_guided_step(
     out = u + (sn - s) * (u - pred) / s
     if grad is not None:
         out = out - lam * grad
-    return out
+    return out.to(u.dtype)  # u's dtype whatever pred's and grad's, as the op documents

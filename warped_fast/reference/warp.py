@@ -107,8 +107,8 @@ def warp_image_grad(
     taps_, _, _ = _flow_taps(flow.to(ct), h, w)
     out = g.new_zeros(n, c, h * w)
     for xi, yi, wt, inside in taps_:
-        idx = (yi * w + xi).reshape(n, 1, -1).expand(n, c, -1)
-        val = (g * (wt * inside.to(ct)).unsqueeze(1)).reshape(n, c, -1)
+        idx = (yi * w + xi).reshape(n, 1, h * w).expand(n, c, h * w)
+        val = (g * (wt * inside.to(ct)).unsqueeze(1)).reshape(n, c, h * w)
         out.scatter_add_(2, idx, val)
     return out.reshape(n, c, h, w).to(grad_out.dtype)
 
