@@ -110,6 +110,13 @@ def test_disoccluded_pixels_get_fresh_noise(method):
     a, b = strip.flatten(1).T, prev.flatten(1).T  # per pixel: correlation across seeds
     corr = ((a - a.mean(1, keepdim=True)) * (b - b.mean(1, keepdim=True))).mean(1) / (a.std(1) * b.std(1))
     assert corr.abs().max() < 0.35 and abs(corr.mean().item()) < 0.06, f"corr with frame 0: {corr.tolist()}"
+    # ... and of every pixel of frame 0 (noise moved over from elsewhere is not fresh): [24, 96] pairs
+    s_all, f_all = v[:, 1, :, :, :2].flatten(1).double(), v[:, 0].flatten(1).double()
+    za = (s_all - s_all.mean(0)) / s_all.std(0)
+    zb = (f_all - f_all.mean(0)) / f_all.std(0)
+    corr_all = za.T @ zb / (n - 1)
+    assert corr_all.abs().max() < 0.45, f"max |corr| with any frame-0 pixel {corr_all.abs().max():.2f}"
+    assert not any(torch.isin(s_all[k], f_all[k]).any() for k in range(n)), "entering pixels copy frame 0"
     # the rest is carried exactly
     assert torch.equal(v[:, 1, :, :, 2:], v[:, 0, :, :, :-2])
 

@@ -187,10 +187,16 @@ def test_cuda_kernel_choice(monkeypatch):
 
 @pytest.mark.cuda
 @pytest.mark.parametrize("shared, kernel", CUDA_VARIANTS)
-@pytest.mark.parametrize("shape", SHAPES + [(1, 4, 128, 128), (2, 8, 33, 70), (1, 9, 5, 3)])
+@pytest.mark.parametrize("shape", SHAPES + [(1, 4, 128, 128), (2, 8, 33, 70), (1, 9, 5, 3), (2, 2, 1, 7)])
 def test_cuda_matches_reference(shape, shared, kernel, gen):
     n, c, h, w = shape
     z, b, wt = _params(c, 1001, shared, gen)
+    if kernel == "tensor_cores" and c > 1:  # the kernel asked for runs (no silent fallback)
+        from warped_fast.ops import _cpu
+        from warped_fast.ops.gp_noise import GP_CUDA_KERNELS
+
+        code = GP_CUDA_KERNELS["tensor_cores"]
+        assert _cpu.lib().gp_noise_cuda_workspace(n, h, w, c, z.shape[0], 1001, code) > 0
     coords = _coords(n, h, w, gen)
     r64, ref_err = _ref_errors(coords, z, b, wt)
     with wf.use_backend("cuda"), wf.ops.gp_noise_cuda_kernel(kernel):
@@ -239,13 +245,15 @@ def test_cuda_smooth_coordinates(shape, j, offset, amp, spread, shared, kernel, 
 @pytest.mark.parametrize("shared, kernel", CUDA_VARIANTS)
 @pytest.mark.parametrize(
     "shape, j, spread",
-    [((1, 4, 200, 200), 3000, 40.0), ((1, 1, 96, 100), 5, 40.0), ((1, 4, 64, 64), 3000, 2000.0)],
+    [((1, 4, 200, 200), 3000, 40.0), ((1, 2, 96, 100), 5, 40.0), ((1, 4, 64, 64), 3000, 2000.0)],
 )
 def test_cuda_split_tiles_and_large_coordinates(shape, j, spread, shared, kernel, gen):
-    """Frames that take the split-feature path, J not a multiple of the tile, and coordinates of
-    thousands of pixels (phases of many turns, wrapped by the cosine unit)."""
+    """Frames that take the split-feature path, J not a multiple of the tile (J = 5: less than one), and
+    coordinates of thousands of pixels (phases of many turns, wrapped by the cosine unit). Two channels or
+    more, so that shared fields do take the shared kernels."""
     n, c, h, w = shape
     z, b, wt = _params(c, j, shared, gen)
+    assert not shared or z.shape[0] == 1 < c
     coords = _coords(n, h, w, gen, spread=spread)
     r64, ref_err = _ref_errors(coords, z, b, wt)
     with wf.use_backend("cuda"), wf.ops.gp_noise_cuda_kernel(kernel):

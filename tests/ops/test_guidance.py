@@ -100,6 +100,31 @@ def test_euler_step_matches_reference(shape, with_grad, fast_backend, gen):
         assert_close(out64, ref, atol=1e-12, rtol=1e-12, what="euler step float64")
 
 
+def test_euler_step_gradients(fast_backend, gen):
+    """Autograd of the fused step (u, D and g) against autograd of the reference, and gradcheck."""
+    shape = (3, 2, 5, 7)
+    u, pred, g = (torch.randn(shape, generator=gen, dtype=torch.float64) for _ in range(3))
+    cot = torch.randn(shape, generator=gen, dtype=torch.float64)
+    s = torch.rand(shape[0], generator=gen, dtype=torch.float64) * 10 + 0.1
+    sn = s * 0.7
+    leaves = [t.clone().requires_grad_() for t in (u, pred, g)]
+    want = torch.autograd.grad(
+        reference.euler_guided_step(leaves[0], leaves[1], leaves[2], s, sn, 0.6), leaves, cot
+    )
+    leaves32 = [t.float().requires_grad_() for t in (u, pred, g)]
+    with wf.use_backend(fast_backend):
+        out = wf.euler_guided_step(leaves32[0], leaves32[1], s.float(), sn.float(), leaves32[2], 0.6)
+        got = torch.autograd.grad(out, leaves32, cot.float())
+    for name, a, b in zip(("u", "pred", "grad"), got, want, strict=True):
+        assert_close(a, b, atol=1e-5, rtol=1e-5, what=f"d step / d {name}")
+    if fast_backend == "cpu":
+        with wf.use_backend("cpu"):
+            assert torch.autograd.gradcheck(
+                lambda x, d, gg: wf.euler_guided_step(x, d, s, sn, gg, 0.6),
+                [t.clone().requires_grad_() for t in (u, pred, g)],
+            )
+
+
 @pytest.mark.parametrize("shape", [(3, 7), (2, 3, 2, 4, 5), (4,)])
 def test_euler_step_any_rank(shape, fast_backend, gen):
     """[N, ...] items of any rank: the reference broadcasts sigma per item like the fast paths."""
@@ -123,12 +148,24 @@ def test_euler_step_scalars_and_last_step(gen):
 
 @pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
 def test_low_precision(dtype, fast_backend, gen):
-    pred, prev, flow, _ = _inputs((2, 4, 9, 10), gen)
+    _low_precision_case(dtype, fast_backend, "cpu", gen)
+
+
+@pytest.mark.cuda
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
+def test_triton_gpu_low_precision(dtype, gen):
+    """The compiled Triton kernels in float16 / bfloat16 (the interpreter emulates their rounding)."""
+    _low_precision_case(dtype, "triton", "cuda", gen)
+
+
+def _low_precision_case(dtype, backend, device, gen):
+    pred, prev, flow, _ = _inputs((2, 4, 33, 47), gen)
     r_loss, r_grad = reference.guidance_grad(pred, prev, flow)
     lp_loss, lp_grad = reference.guidance_grad(pred.to(dtype), prev.to(dtype), flow.to(dtype))
-    with wf.use_backend(fast_backend):
-        loss, grad = wf.guidance_grad(pred.to(dtype), prev.to(dtype), flow.float())
+    with wf.use_backend(backend):
+        loss, grad = wf.guidance_grad(pred.to(device, dtype), prev.to(device, dtype), flow.float().to(device))
     assert grad.dtype == dtype
+    loss, grad = loss.cpu(), grad.cpu()
     g_err = (lp_grad.double() - r_grad).abs().max().item()
     l_err = (lp_loss.double() - r_loss).abs().max().item()
     assert_close(grad, r_grad, atol=2 * g_err + 1e-6, what=f"grad {dtype}")

@@ -6,6 +6,7 @@ import torch
 import warped_fast as wf
 from tests.helpers import assert_close, smooth_flow
 from warped_fast import reference
+from warped_fast.ops import _eager
 
 try:
     from warped_fast.triton import warp as triton_warp
@@ -61,15 +62,30 @@ def test_triton_channel_tile_matches_reference(c, with_back, monkeypatch, gen):
 
 @pytest.mark.parametrize("dtype", LOW)
 def test_warp_low_precision(dtype, fast_backend, gen):
-    n, c, h, w = 2, 3, 11, 13
+    _warp_low_precision_case(dtype, fast_backend, "cpu", (2, 3, 11, 13), gen)
+
+
+@pytest.mark.cuda
+@pytest.mark.parametrize("dtype", LOW)
+def test_triton_gpu_warp_low_precision(dtype, gen):
+    """The compiled Triton warp and splat in float16 / bfloat16 (the interpreter emulates their rounding)."""
+    _warp_low_precision_case(dtype, "triton", "cuda", (2, 3, 33, 47), gen)
+
+
+def _warp_low_precision_case(dtype, backend, device, shape, gen):
+    n, c, h, w = shape
     img = torch.randn(n, c, h, w, generator=gen, dtype=torch.float64)
     flow = smooth_flow(n, h, w, gen)
+    cot = torch.randn(n, c, h, w, generator=gen, dtype=torch.float64)
     ref64, _ = reference.warp(img, flow)
     ref_lp, _ = reference.warp(img.to(dtype), flow.to(dtype))
-    with wf.use_backend(fast_backend):
-        out, _ = wf.warp(img.to(dtype), flow.float())
-    assert out.dtype == dtype
-    _low_precision_ok(out, ref_lp, ref64, f"warp {dtype}")
+    with wf.use_backend(backend):
+        out, _ = wf.warp(img.to(device, dtype), flow.float().to(device))
+        splat = _eager.call("warp_image_grad", cot.to(device, dtype), flow.float().to(device), None)
+    assert out.dtype == dtype and splat.dtype == dtype
+    _low_precision_ok(out.cpu(), ref_lp, ref64, f"warp {dtype}")
+    splat64 = reference.warp_image_grad(cot, flow)
+    _low_precision_ok(splat.cpu(), reference.warp_image_grad(cot.to(dtype), flow.to(dtype)), splat64, "splat")
 
 
 @pytest.mark.parametrize("shape", [(1, 3, 17, 29), (3, 2, 6, 5)])
