@@ -113,11 +113,11 @@ def _gp_noise(coords: torch.Tensor, z: torch.Tensor, b: torch.Tensor, w: torch.T
         here = _raw_stream is not None and idx == torch.cuda.current_device()
         with contextlib.nullcontext() if here else torch.cuda.device(idx):
             stream = _raw_stream(idx) if here else torch.cuda.current_stream(idx).cuda_stream
+            work = _cuda_workspace(coords.device, args[5:], kernel)  # per feature tile: any batch size
+            nbytes = 0 if work is None else work.numel()
             for f0 in range(0, n, _CUDA_MAX_FRAMES):  # the batch is a grid dimension: at most 65535
                 nf = min(_CUDA_MAX_FRAMES, n - f0)
                 part = (_cpu.ptr(coords[f0:]), *args[1:4], _cpu.ptr(out[f0:]), nf, *args[6:])
-                work = _cuda_workspace(coords.device, part[5:], kernel)
-                nbytes = 0 if work is None else work.numel()
                 _cpu.lib().gp_noise_cuda(*part, stream, kernel, split, _cpu.ptr(work), nbytes)
     return out
 

@@ -10,7 +10,6 @@ from .. import reference
 from . import _cpu, _eager
 from ._checks import as_sigma, check_finite, check_nonempty, check_tensor
 from ._dispatch import register, select
-from .warp import _triton_flow
 
 register("guidance_residual", ("triton", "cpu", "reference"))
 register("euler_guided_step", ("triton", "cpu", "reference"))
@@ -38,7 +37,7 @@ def _guidance_residual(
         r = reference.guidance_residual(pred, prev_pred, flow, mask)  # float32 (float64): sumsq unrounded
         return r.to(pred.dtype), r.to(_sumsq_dtype(pred.dtype)).pow(2).flatten(1).sum(1)
     if backend == "triton":
-        return _triton().guidance_residual(pred, prev_pred, _triton_flow(flow, pred.dtype), mask)
+        return _triton().guidance_residual(pred, prev_pred, flow, mask)
     n, c, h, w = pred.shape
     cd = _cpu.compute_dtype(pred.dtype)
     p, q, fl = (t.to(cd).contiguous() for t in (pred, prev_pred, flow))

@@ -25,11 +25,6 @@ def _triton():
     return tw
 
 
-def _triton_flow(flow: torch.Tensor | None, dtype: torch.dtype) -> torch.Tensor | None:
-    """A flow the Triton kernels read: float32 or ``dtype`` (the image's), else cast to float32."""
-    return flow if flow is None or flow.dtype in (torch.float32, dtype) else flow.float()
-
-
 # --- warp -----------------------------------------------------------------------------------------
 
 
@@ -42,9 +37,7 @@ def _warp(
         out, valid = reference.warp(image, flow, back_flow)
         return out, valid
     if backend == "triton":
-        return _triton().warp_forward(
-            image, _triton_flow(flow, image.dtype), _triton_flow(back_flow, image.dtype)
-        )
+        return _triton().warp_forward(image, flow, back_flow)
     n, c, h, w = image.shape
     cd = _cpu.compute_dtype(image.dtype)
     img, fl = image.to(cd).contiguous(), flow.to(cd).contiguous()
@@ -100,7 +93,7 @@ def _warp_image_grad(grad_out: torch.Tensor, flow: torch.Tensor, scale: torch.Te
     if backend == "reference":
         return reference.warp_image_grad(grad_out, flow, scale)
     if backend == "triton":
-        return _triton().warp_image_grad(grad_out, _triton_flow(flow, grad_out.dtype), scale)
+        return _triton().warp_image_grad(grad_out, flow, scale)
     n, c, h, w = grad_out.shape
     cd = _cpu.compute_dtype(grad_out.dtype)
     go, fl = grad_out.to(cd).contiguous(), flow.to(cd).contiguous()
@@ -134,7 +127,7 @@ def _warp_flow_grad(grad_out: torch.Tensor, image: torch.Tensor, flow: torch.Ten
     if backend == "reference":
         return reference.warp_flow_grad(grad_out, image, flow)
     if backend == "triton":
-        return _triton().warp_flow_grad(grad_out, image, _triton_flow(flow, image.dtype)).to(flow.dtype)
+        return _triton().warp_flow_grad(grad_out, image, flow)
     n, c, h, w = image.shape
     cd = _cpu.compute_dtype(image.dtype)
     go, img, fl = (t.to(cd).contiguous() for t in (grad_out, image, flow))
@@ -170,7 +163,7 @@ def _compose_coords(coords: torch.Tensor, flow: torch.Tensor) -> torch.Tensor:
     if backend == "reference":
         return reference.compose_coords(coords, flow.to(coords.dtype))
     if backend == "triton":
-        return _triton().compose_coords(coords, _triton_flow(flow, coords.dtype))
+        return _triton().compose_coords(coords, flow)
     n, h, w, _ = coords.shape
     cd = _cpu.compute_dtype(coords.dtype)
     co, fl = as_dtype(coords, cd), as_dtype(flow, cd)

@@ -15,10 +15,10 @@ import triton.language as tl
 from .warp import (
     _IMAGE_DTYPES,
     _bilinear_taps,
-    _check_flow,
     _check_frame,
     _check_grid,
     _elem_block,
+    _flow_arg,
     _pixel_block,
     _pixel_coords,
     _sample,
@@ -102,7 +102,7 @@ def guidance_residual(
     Args:
         pred: ``[N, C, H, W]`` prediction of frame j (float32 / float16 / bfloat16).
         prev: ``[N, C, H, W]`` stored prediction of frame j-1 (any float dtype, read as float32).
-        flow: ``[N, 2, H, W]`` forward flow (j-1 -> j) on frame j-1's grid, float32 or pred's dtype.
+        flow: ``[N, 2, H, W]`` forward flow (j-1 -> j) on frame j-1's grid, read as float32 or pred's dtype.
         mask: optional ``[N, 1, H, W]`` bool of pixels to keep; M is this AND the in-frame validity
             of the warp.
     Returns:
@@ -117,12 +117,12 @@ def guidance_residual(
     n, c, h, w = pred.shape
     if prev.shape != pred.shape or prev.device != pred.device:
         raise ValueError(f"prev: expected shape {list(pred.shape)} on {pred.device}, got {list(prev.shape)}")
-    _check_flow("flow", flow, n, h, w, (torch.float32, pred.dtype), pred.device)
+    flow = _flow_arg("flow", flow, n, h, w, (torch.float32, pred.dtype), pred.device)
     if mask is not None:
         if mask.shape != (n, 1, h, w) or mask.device != pred.device:
             raise ValueError(f"mask: expected shape [{n}, 1, {h}, {w}], got {list(mask.shape)}")
         mask = mask.to(torch.bool).contiguous().view(torch.uint8)
-    pred, prev, flow = pred.contiguous(), prev.contiguous(), flow.contiguous()
+    pred, prev = pred.contiguous(), prev.contiguous()
 
     r = torch.empty_like(pred)
     hw = h * w

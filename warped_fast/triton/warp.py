@@ -72,13 +72,16 @@ def _check_grid(n: int, nblk: int) -> None:
         raise ValueError(f"too many programs ({n} x {nblk}) for one launch")
 
 
-def _check_flow(name: str, flow: torch.Tensor, n: int, h: int, w: int, dtypes, device) -> None:
+def _flow_arg(name: str, flow: torch.Tensor, n: int, h: int, w: int, dtypes, device) -> torch.Tensor:
+    """``flow`` checked and as the kernels read it: contiguous, of one of ``dtypes`` (any other floating
+    dtype is cast to float32)."""
     if flow.shape != (n, 2, h, w):
         raise ValueError(f"{name}: expected shape [{n}, 2, {h}, {w}], got {list(flow.shape)}")
-    if flow.dtype not in dtypes:
-        raise TypeError(f"{name}: expected dtype in {[str(d) for d in dtypes]}, got {flow.dtype}")
+    if not flow.is_floating_point():
+        raise TypeError(f"{name}: expected a floating-point dtype, got {flow.dtype}")
     if flow.device != device:
         raise ValueError(f"{name}: expected a tensor on {device}, got {flow.device}")
+    return (flow if flow.dtype in dtypes else flow.float()).contiguous()
 
 
 # --------------------------------------------------------------------------------------------------
@@ -344,7 +347,8 @@ def warp_forward(
 
     Args:
         image: ``[N, C, H, W]`` float32 / float16 / bfloat16 (C may be 0).
-        flow: ``[N, 2, H, W]`` (dx, dy) in pixels, float32 or the image's dtype.
+        flow: ``[N, 2, H, W]`` (dx, dy) in pixels; read as float32 or the image's dtype (any other
+            floating dtype is cast to float32, as for every flow below).
         back_flow: optional ``[N, 2, H, W]`` reverse flow on ``image``'s grid (float32 or the
             image's dtype); pixels failing the forward-backward check
             ``|f + b~|^2 > 0.01 (|f|^2 + |b~|^2) + 0.5`` (``b~`` = back_flow sampled at x + f) are
@@ -359,11 +363,10 @@ def warp_forward(
         raise TypeError(f"image: expected dtype in {[str(d) for d in _IMAGE_DTYPES]}, got {image.dtype}")
     n, c, h, w = image.shape
     fdt = (torch.float32, image.dtype)
-    _check_flow("flow", flow, n, h, w, fdt, image.device)
+    flow = _flow_arg("flow", flow, n, h, w, fdt, image.device)
     if back_flow is not None:
-        _check_flow("back_flow", back_flow, n, h, w, fdt, image.device)
-    image, flow = image.contiguous(), flow.contiguous()
-    back_flow = back_flow.contiguous() if back_flow is not None else None
+        back_flow = _flow_arg("back_flow", back_flow, n, h, w, fdt, image.device)
+    image = image.contiguous()
 
     out = torch.empty_like(image)
     valid = torch.empty((n, 1, h, w), dtype=torch.uint8, device=image.device)
@@ -400,7 +403,7 @@ def warp_image_grad(
 
     Args:
         grad_out: ``[N, C, H, W]`` cotangent of the warped image (float32 / float16 / bfloat16).
-        flow: ``[N, 2, H, W]`` float32 or grad_out's dtype.
+        flow: ``[N, 2, H, W]``, read as float32 or grad_out's dtype.
         scale: optional float32 ``[N]`` per-frame factor.
     Returns:
         grad_image ``[N, C, H, W]`` in grad_out's dtype.
@@ -412,12 +415,12 @@ def warp_image_grad(
             f"grad_out: expected dtype in {[str(d) for d in _IMAGE_DTYPES]}, got {grad_out.dtype}"
         )
     n, c, h, w = grad_out.shape
-    _check_flow("flow", flow, n, h, w, (torch.float32, grad_out.dtype), grad_out.device)
+    flow = _flow_arg("flow", flow, n, h, w, (torch.float32, grad_out.dtype), grad_out.device)
     if scale is not None:
         if scale.shape != (n,) or scale.device != grad_out.device:
             raise ValueError(f"scale: expected a [{n}] tensor on {grad_out.device}, got {list(scale.shape)}")
         scale = scale.to(torch.float32).contiguous()
-    grad_out, flow = grad_out.contiguous(), flow.contiguous()
+    grad_out = grad_out.contiguous()
 
     acc = torch.zeros(grad_out.shape, dtype=torch.float32, device=grad_out.device)
     hw = h * w
@@ -443,7 +446,7 @@ def warp_flow_grad(grad_out: torch.Tensor, image: torch.Tensor, flow: torch.Tens
     Args:
         grad_out: ``[N, C, H, W]`` cotangent of the warped image.
         image: ``[N, C, H, W]`` float32 / float16 / bfloat16.
-        flow: ``[N, 2, H, W]`` float32 or the image's dtype.
+        flow: ``[N, 2, H, W]``, read as float32 or the image's dtype.
     Returns:
         grad_flow ``[N, 2, H, W]`` in the flow's dtype.
     """
@@ -454,12 +457,13 @@ def warp_flow_grad(grad_out: torch.Tensor, image: torch.Tensor, flow: torch.Tens
     n, c, h, w = image.shape
     if grad_out.shape != image.shape or grad_out.device != image.device:
         raise ValueError(f"grad_out: expected shape {list(image.shape)}, got {list(grad_out.shape)}")
-    _check_flow("flow", flow, n, h, w, (torch.float32, image.dtype), image.device)
-    grad_out, image, flow = grad_out.contiguous(), image.contiguous(), flow.contiguous()
+    flow_dtype = flow.dtype
+    flow = _flow_arg("flow", flow, n, h, w, (torch.float32, image.dtype), image.device)
+    grad_out, image = grad_out.contiguous(), image.contiguous()
 
     hw = h * w
     if c == 0 or n == 0 or hw == 0:
-        return torch.zeros_like(flow)
+        return torch.zeros_like(flow, dtype=flow_dtype)
     grad_flow = torch.empty_like(flow)
     _check_frame(hw, w)
     block, warps = _pixel_block(hw, image.device)
@@ -470,7 +474,7 @@ def warp_flow_grad(grad_out: torch.Tensor, image: torch.Tensor, flow: torch.Tens
         c, h, w, hw, nblk,
         BLOCK=block, num_warps=warps,
     )  # fmt: skip
-    return grad_flow
+    return grad_flow.to(flow_dtype)
 
 
 def compose_coords(coords: torch.Tensor, flow: torch.Tensor) -> torch.Tensor:
@@ -482,7 +486,7 @@ def compose_coords(coords: torch.Tensor, flow: torch.Tensor) -> torch.Tensor:
 
     Args:
         coords: ``[N, H, W, 2]`` float32 coordinate map (x, y) in pixels.
-        flow: ``[N, 2, H, W]`` backward flow of the new frame (float32, float16 or bfloat16).
+        flow: ``[N, 2, H, W]`` backward flow of the new frame (read as float32, float16 or bfloat16).
     Returns:
         ``[N, H, W, 2]`` float32.
     """
@@ -491,8 +495,8 @@ def compose_coords(coords: torch.Tensor, flow: torch.Tensor) -> torch.Tensor:
     if coords.dtype != torch.float32:
         raise TypeError(f"coords: expected dtype torch.float32, got {coords.dtype}")
     n, h, w, _ = coords.shape
-    _check_flow("flow", flow, n, h, w, _IMAGE_DTYPES, coords.device)
-    coords, flow = coords.contiguous(), flow.contiguous()
+    flow = _flow_arg("flow", flow, n, h, w, _IMAGE_DTYPES, coords.device)
+    coords = coords.contiguous()
 
     out = torch.empty_like(coords)
     hw = h * w
