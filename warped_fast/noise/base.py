@@ -176,16 +176,20 @@ class NoiseWarper(abc.ABC):
             fwd_flow: ``[2, H, W]`` flow previous frame -> new frame (on the previous frame's grid);
                 required when ``needs_forward_flow`` (or an option that needs it) is set.
         """
+        return self._checked_step(back_flow, fwd_flow, ("back_flow", "fwd_flow"))
+
+    def _checked_step(self, back_flow, fwd_flow, names: tuple[str, str]) -> torch.Tensor:
+        """:meth:`step`, its errors naming the flows ``names`` (the caller's arguments)."""
         if self.shape is None:
             raise RuntimeError(f"{type(self).__name__}: call reset(shape, generator) before step()")
         _, h, w = self.shape
-        back = _check_flow("back_flow", back_flow, h, w, self.device)
+        back = _check_flow(names[0], back_flow, h, w, self.device)
         fwd = None
         if fwd_flow is not None:
-            fwd = _check_flow("fwd_flow", fwd_flow, h, w, self.device)
+            fwd = _check_flow(names[1], fwd_flow, h, w, self.device)
         elif self.uses_forward_flow:
             raise ValueError(
-                f"fwd_flow: the {self.method!r} method needs the forward flow (previous -> new frame)"
+                f"{names[1]}: the {self.method!r} method needs the forward flow (previous -> new frame)"
             )
         self.frame += 1
         return self._finish(self._step(back, fwd))
@@ -272,12 +276,6 @@ def warp_noise_video(
         frames = tqdm(frames, desc=f"noise ({method})")
     for j in frames:
         fwd = None if fwd_flows is None else fwd_flows[j - 1].to(device)
-        try:
-            out[j] = warper.step(back_flows[j - 1].to(device), fwd)
-        except (ValueError, TypeError) as e:  # name the clip's argument and entry, not the step's
-            msg = str(e)
-            for arg in ("back_flow", "fwd_flow"):
-                if msg.startswith(arg + ":"):
-                    raise type(e)(f"{arg}s[{j - 1}]" + msg[len(arg) :]) from e
-            raise
+        names = (f"back_flows[{j - 1}]", f"fwd_flows[{j - 1}]")
+        out[j] = warper._checked_step(back_flows[j - 1].to(device), fwd, names)
     return out

@@ -21,10 +21,6 @@ def _triton():
     return tg
 
 
-def _sumsq_dtype(dtype: torch.dtype) -> torch.dtype:
-    return torch.float64 if dtype == torch.float64 else torch.float32
-
-
 # --- residual -------------------------------------------------------------------------------------
 
 
@@ -35,7 +31,7 @@ def _guidance_residual(
     backend = select("guidance_residual", pred.device.type, pred.dtype)
     if backend == "reference":
         r = reference.guidance_residual(pred, prev_pred, flow, mask)  # float32 (float64): sumsq unrounded
-        return r.to(pred.dtype), r.to(_sumsq_dtype(pred.dtype)).pow(2).flatten(1).sum(1)
+        return r.to(pred.dtype), r.to(_cpu.compute_dtype(pred.dtype)).pow(2).flatten(1).sum(1)
     if backend == "triton":
         return _triton().guidance_residual(pred, prev_pred, flow, mask)
     n, c, h, w = pred.shape
@@ -58,12 +54,12 @@ def _guidance_residual(
         w,
         _cpu.threads(n * max(c, 1) * h * w),
     )
-    return r.to(pred.dtype), rows.sum(1).to(_sumsq_dtype(pred.dtype))
+    return r.to(pred.dtype), rows.sum(1).to(cd)
 
 
 @_guidance_residual.register_fake
 def _(pred, prev_pred, flow, mask):
-    return torch.empty_like(pred), pred.new_empty((pred.shape[0],), dtype=_sumsq_dtype(pred.dtype))
+    return torch.empty_like(pred), pred.new_empty((pred.shape[0],), dtype=_cpu.compute_dtype(pred.dtype))
 
 
 def _residual_setup(ctx, inputs, output):
@@ -77,7 +73,7 @@ def _residual_backward(ctx, grad_r, grad_sumsq):
     # float32 (float64): in float16, d||r||/dsumsq = 1 / (2 ||r||) overflows for ||r|| < 8e-6, and 0 * inf
     # would put NaN in every gradient.
     flow, mask, r = ctx.saved_tensors
-    ct = _sumsq_dtype(r.dtype)
+    ct = _cpu.compute_dtype(r.dtype)
     g = torch.zeros_like(r, dtype=ct)
     if grad_r is not None:
         empty = flow.new_empty((flow.shape[0], 0, *flow.shape[2:]))

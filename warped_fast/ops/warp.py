@@ -161,7 +161,7 @@ def _(grad_out, image, flow):
 def _compose_coords(coords: torch.Tensor, flow: torch.Tensor) -> torch.Tensor:
     backend = select("compose_coords", coords.device.type, coords.dtype)
     if backend == "reference":
-        return reference.compose_coords(coords, flow.to(coords.dtype))
+        return reference.compose_coords(coords, flow)
     if backend == "triton":
         return _triton().compose_coords(coords, flow)
     n, h, w, _ = coords.shape
