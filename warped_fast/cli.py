@@ -48,21 +48,17 @@ def _pipeline(args, task):
 def _restore(args, task) -> int:
     from pathlib import Path
 
-    from .io import read_video, resize_frames, write_video
+    from .io import load_mask, read_video, resize_frames, write_video
     from .io.masks import SHAPES
     from .sampling import GuidanceConfig
 
     video = read_video(args.input, max_frames=args.max_frames)
     mask = args.mask if task == "inpaint" else None
-    if mask is not None and mask not in SHAPES:  # a mask image or video: the same frames and size
-        if not Path(mask).exists():
-            raise FileNotFoundError(f"--mask: {mask} does not exist (and is not one of {SHAPES})")
-        mask = read_video(mask, max_frames=args.max_frames)
     if args.size:
         h, w = (int(v) for v in args.size.lower().split("x"))
+        if mask is not None and mask not in SHAPES:  # a mask file: read at the input's size, resized with it
+            mask = resize_frames(load_mask(mask, video.shape[0], *video.shape[-2:]), (h, w))
         video = resize_frames(video, (h, w))
-        if mask is not None and not isinstance(mask, str):
-            mask = resize_frames(mask, (h, w))
     pipe = _pipeline(args, task)
     out = Path(args.out)
     res = pipe(

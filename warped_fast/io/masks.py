@@ -48,7 +48,7 @@ def load_mask(mask, t: int, h: int, w: int) -> torch.Tensor:
         p = Path(mask)
         if not p.exists():
             raise FileNotFoundError(f"mask: {p} does not exist (and is not one of {SHAPES})")
-        m = read_video(p).mean(1, keepdim=True)
+        m = read_video(p, max_frames=t).mean(1, keepdim=True)  # a mask video: its first t frames
     elif hasattr(mask, "convert"):
         m = torch.from_numpy(np.asarray(mask.convert("L"))).float()[None, None] / 255.0
     else:

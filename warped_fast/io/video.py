@@ -18,13 +18,8 @@ def _to_frames(a) -> torch.Tensor:
     """Array-likes to ``[T, 3, H, W]`` float32 in [0, 1]. Three dimensions are one frame, ``[H, W, C]`` or
     ``[C, H, W]`` with C in (1, 3, 4), else grey frames ``[T, H, W]``."""
     t = torch.as_tensor(np.asarray(a)) if not isinstance(a, torch.Tensor) else a
-    if t.dim() == 3:
-        if t.shape[-1] in (1, 3, 4):  # one frame [H, W, C]
-            t = t[None]
-        elif t.shape[0] in (1, 3, 4):  # one frame [C, H, W]
-            t = t[None]
-        else:  # grey frames [T, H, W]
-            t = t[:, None]
+    if t.dim() == 3:  # one frame [H, W, C] or [C, H, W], else grey frames [T, H, W]
+        t = t[None] if t.shape[-1] in (1, 3, 4) or t.shape[0] in (1, 3, 4) else t[:, None]
     if t.dim() != 4:
         raise ValueError(f"video: expected [T, H, W, C] or [T, C, H, W] frames, got shape {list(t.shape)}")
     if t.shape[-1] in (1, 3, 4) and t.shape[1] not in (1, 3, 4):
