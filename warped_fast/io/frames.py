@@ -40,9 +40,8 @@ class FrameStore:
         self._write_meta(complete=False)
 
     def _write_meta(self, complete: bool) -> None:
-        tmp = self.meta_path.with_suffix(".tmp")
-        tmp.write_text(json.dumps({"total": self.total, "params": self.params, "complete": complete}))
-        tmp.replace(self.meta_path)
+        meta = {"total": self.total, "params": self.params, "complete": complete}
+        write_json_atomic(self.meta_path, meta)
 
     def path(self, i: int) -> Path:
         return self.folder / f"frame_{i:05d}.png"
@@ -81,3 +80,11 @@ class FrameStore:
     @property
     def complete(self) -> bool:
         return self.meta_path.exists() and json.loads(self.meta_path.read_text()).get("complete", False)
+
+
+def write_json_atomic(path: Path, obj) -> None:
+    """Write ``obj`` as JSON to ``path`` through a temporary file and a rename: a reader (or a run resumed
+    after a crash) sees the old file or the new one, never half of one."""
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(json.dumps(obj, indent=1))
+    tmp.replace(path)

@@ -18,6 +18,7 @@ from pathlib import Path
 import torch
 
 from ..io import read_video, resize_frames
+from ..io.frames import write_json_atomic
 from ..metrics import psnr, ssim, warping_error
 from ..sampling import GuidanceConfig
 from .demo import BBB_START, bigbuckbunny_path
@@ -188,13 +189,10 @@ def evaluate_all(
     old = json.loads(path.read_text()) if path.exists() else {}
     kept = old.get("rows", []) if isinstance(old, dict) and old.get("settings") == settings else []
     done = {(r["protocol"], r["method"]): r for r in kept}
-    finished = list(kept)
 
     def save(row: dict) -> None:
-        finished.append(row)
-        tmp = path.with_suffix(".tmp")
-        tmp.write_text(json.dumps({"settings": settings, "rows": finished}, indent=1))
-        tmp.replace(path)
+        done[(row["protocol"], row["method"])] = row
+        write_json_atomic(path, {"settings": settings, "rows": list(done.values())})
 
     rows = run_protocol(
         translated_photo(frames),
