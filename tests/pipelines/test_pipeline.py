@@ -222,3 +222,14 @@ def test_default_model_pipeline_restores_a_real_clip(task):
     baseline = pipe.prepare(video, "box" if task == "inpaint" else None)[0]  # grey box / bicubic
     got, ref = float(psnr(out, clip).mean()), float(psnr(baseline, clip).mean())
     assert got > ref - 3.0, (got, ref)
+
+
+def test_model_key_covers_the_denoisers_options():
+    """The resume key of a model: its weights and its options (a denoiser is a module with settings)."""
+    from warped_fast.pipelines.resume import object_digest
+
+    den = DiffusersDenoiser(tiny_unet(7, 3, seed=1), scheduler=scheduler())
+    key = object_digest(den)
+    assert object_digest(den) == key
+    den.residual_scale = den.residual_scale + 1.0
+    assert object_digest(den) != key

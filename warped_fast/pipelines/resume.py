@@ -44,14 +44,16 @@ def module_digest(module: torch.nn.Module) -> str:
 
 
 def object_digest(obj) -> str:
-    """Digest of an object's state one level deep: modules and tensors by content, scalars and strings
-    by value, objects with a diffusers ``config`` by that config, anything else by type."""
-    if isinstance(obj, torch.nn.Module):
-        return module_digest(obj)
-    if isinstance(obj, torch.Tensor):
-        return tensor_digest(obj)
+    """Digest of an object's state one level deep: a module's parameters and buffers (see
+    :func:`module_digest`), and each public attribute (private ones are caches): modules and tensors by
+    content, scalars and strings by value, objects with a diffusers ``config`` by that config, anything
+    else by type."""
     h = hashlib.sha256(type(obj).__qualname__.encode())
-    for name, v in sorted(vars(obj).items()) if hasattr(obj, "__dict__") else ():
+    if isinstance(obj, torch.nn.Module):
+        h.update(module_digest(obj).encode())
+    for name, v in sorted(vars(obj).items()):
+        if name.startswith("_"):
+            continue
         if isinstance(v, torch.nn.Module):
             part = module_digest(v)
         elif isinstance(v, torch.Tensor):

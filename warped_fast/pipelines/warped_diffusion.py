@@ -201,7 +201,7 @@ class WarpedDiffusionPipeline:
         start, latents, prev_pred = 0, [], None
         guided = guidance.mode != "off"
         if output_dir is not None:
-            flow_inputs = (flows[0], flows[1]) if flows is not None else (flow_frames,)
+            flow_inputs = tuple(flows) if flows is not None else (flow_frames,)
             params = {"task": self.task, "sr_factor": self.sr_factor, "steps": num_inference_steps,
                       "noise": noise_method, "noise_options": repr(noise_options), "guidance": repr(guidance),
                       "frames": t, "schedule": frame_schedule, "max_batch": max_batch,
@@ -218,7 +218,7 @@ class WarpedDiffusionPipeline:
         preds: dict[int, list[torch.Tensor]] = {}
 
         def on_step(j, step, u, d):
-            if store is not None:  # kept only to save the sampler state for resuming
+            if store is not None and guided:  # kept only to save the sampler state for resuming
                 preds.setdefault(j, []).append(d.detach().clone())
             if callback_on_step_end is not None:
                 callback_on_step_end(j, step, u, d)
