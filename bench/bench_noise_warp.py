@@ -96,6 +96,7 @@ def run(dev: str, quick: bool, repeats: int | None) -> Table:
         reps = repeats or (1 if big_cpu else 5 if dev == "cpu" else 30)
         warm = 1 if big_cpu else 2
         back, fwd = _flows(h, w, dev)
+        ref_times = {}  # reference time per (method, field): the tensor-core and graph rows share one
         for label, method, opts, kernel in _cases(quick_cpu_big=big_cpu, cuda=dev.startswith("cuda")):
             warper = make_noise_warper(method, **opts)
             warper.reset((c, h, w), 0, device=dev)
@@ -106,15 +107,16 @@ def run(dev: str, quick: bool, repeats: int | None) -> Table:
                 # the step's device time without host overhead (gp: compose_coords + gp_noise)
                 g_ms = graph_ms(step, dev, reps) if method == "gp" and not opts.get("cuda_graph") else None
             ops = wf.backend_info(dev.split(":")[0])["ops"]
-            ref_ms = None
             # The same step on the PyTorch reference ops, where the default backend is another one (on the
             # CPU only gp and bilinear have kernels; gp's reference at 1024x1024 there takes minutes).
             fast = dev.startswith("cuda") or method == "bilinear" or (method == "gp" and not big_cpu)
-            if fast and not opts.get("cuda_graph") and kernel is None:
+            ref_key = (method, repr(opts.get("rff")), opts.get("upsample"))
+            if fast and ref_key not in ref_times:
                 warper.reset((c, h, w), 0, device=dev)
                 with wf.use_backend("reference"), wf.ops.value_checks(False):
-                    ref_ms = time_ms(step, dev, 1 if big_cpu else 3, warmup=1)
-                table.add(label, f"{c}x{h}x{w}", "reference", ref_ms, ref_ms)
+                    ref_times[ref_key] = time_ms(step, dev, 1 if big_cpu else 3, warmup=1)
+                table.add(label, f"{c}x{h}x{w}", "reference", ref_times[ref_key], ref_times[ref_key])
+            ref_ms = ref_times.get(ref_key)
             backend = ops.get(method, "torch ops")
             if backend in ("cpu", "reference"):
                 backend = "pytorch"  # the noise ops have no C++ kernel: their CPU path is PyTorch
