@@ -2,8 +2,12 @@
 
 Public API: the ops (``gp_noise``, ``warp``, ``occlusion_mask``, ``compose_coords``,
 ``guidance_residual``, ``guidance_loss``, ``guidance_grad``, ``euler_guided_step``), the RFF noise
-field (``RFFConfig``, ``RFFField``), and ``backend_info()`` / ``use_backend()``.
+field (``RFFConfig``, ``RFFField``), and ``backend_info()`` / ``use_backend()``. The subpackages
+(``wf.io``, ``wf.flow``, ``wf.noise``, ``wf.metrics``, ``wf.models``, ``wf.sampling``, ``wf.pipelines``,
+``wf.train``) load on first access.
 """
+
+import importlib
 
 from .noise import RFFConfig, RFFField, identity_coords
 from .ops import (
@@ -21,6 +25,31 @@ from .ops import (
 )
 
 __version__ = "0.1.0"
+
+_SUBPACKAGES = (
+    "flow",
+    "io",
+    "metrics",
+    "models",
+    "noise",
+    "ops",
+    "pipelines",
+    "reference",
+    "sampling",
+    "train",
+)
+
+
+def __getattr__(name: str):
+    # Subpackages on first access (``wf.io.read_video``), so ``import warped_fast`` stays light.
+    if name in _SUBPACKAGES:
+        return importlib.import_module(f"{__name__}.{name}")
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+def __dir__():
+    return sorted(set(globals()) | set(_SUBPACKAGES))
+
 
 __all__ = [
     "RFFConfig",

@@ -18,6 +18,15 @@ WEIGHTS_DIR = Path(__file__).parent / "weights"
 TASKS = ("inpaint", "sr")
 
 
+def local_load_kwargs() -> dict:
+    """Keyword arguments of diffusers' ``from_pretrained`` for a local folder: never download, safetensors
+    only, and the low-memory loading path only where ``accelerate`` is installed (diffusers warns and
+    falls back otherwise)."""
+    from diffusers.utils import is_accelerate_available
+
+    return {"use_safetensors": True, "local_files_only": True, "low_cpu_mem_usage": is_accelerate_available()}
+
+
 def load_unet_folder(
     folder: str | Path,
     device=None,
@@ -41,7 +50,7 @@ def load_unet_folder(
     cls = {"UNet2DModel": UNet2DModel, "UNet2DConditionModel": UNet2DConditionModel}.get(cls_name)
     if cls is None:
         raise ValueError(f"folder: unsupported model class {cls_name!r} in {cfg_path}")
-    unet = cls.from_pretrained(folder, use_safetensors=True, local_files_only=True, torch_dtype=dtype)
+    unet = cls.from_pretrained(folder, torch_dtype=dtype, **local_load_kwargs())
     sch_dirs = [Path(d) for d in (scheduler_dir, folder) if d is not None]
     sch_dir = next((d for d in sch_dirs if (d / "scheduler_config.json").exists()), None)
     if sch_dir is not None:

@@ -19,7 +19,7 @@ import torch
 from ..flow import estimate_flow, flow_to_latent
 from ..io import FrameStore, load_mask, read_video, resize_frames
 from ..models.autoencoder import DiffusersVAE, IdentityAutoencoder
-from ..models.default import default_model_dir, load_unet_folder, trained_options
+from ..models.default import default_model_dir, load_unet_folder, local_load_kwargs, trained_options
 from ..models.denoiser import DiffusersDenoiser
 from ..noise import make_noise_warper
 from ..sampling import FrameInput, GuidanceConfig, VideoSampler, VideoSamplerConfig
@@ -80,7 +80,7 @@ class WarpedDiffusionPipeline:
         if (folder / "vae").is_dir():
             from diffusers import AutoencoderKL
 
-            vae = AutoencoderKL.from_pretrained(folder / "vae", use_safetensors=True, local_files_only=True)
+            vae = AutoencoderKL.from_pretrained(folder / "vae", **local_load_kwargs())
             ae = DiffusersVAE(vae.to(device or "cpu", dtype))
         return cls(DiffusersDenoiser(unet, scheduler=scheduler, **trained_options(unet_dir, kw)), ae, task)
 

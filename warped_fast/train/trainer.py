@@ -20,6 +20,7 @@ from pathlib import Path
 import torch
 from tqdm.auto import tqdm
 
+from ..models.default import local_load_kwargs
 from ..models.residual import residual_frame
 from ..noise.rff import RFFConfig, RFFField, identity_coords
 from .checkpoint import load_checkpoint, recover_checkpoint, save_checkpoint
@@ -37,7 +38,7 @@ def build_unet(cfg: TrainConfig):
 
     cond = IMAGE_CHANNELS + 1 if cfg.task == "inpaint" else IMAGE_CHANNELS
     if cfg.pretrained:
-        return UNet2DModel.from_pretrained(cfg.pretrained, use_safetensors=True)
+        return UNet2DModel.from_pretrained(cfg.pretrained, **local_load_kwargs())
     m = dict(cfg.model)
     n = len(m.get("block_out_channels", [48, 96, 192]))
     m.setdefault("down_block_types", ["DownBlock2D"] * n)
