@@ -144,6 +144,13 @@ def test_lora_rank_is_rejected_but_old_configs_with_zero_load(tmp_path):
     assert TrainConfig.from_file(j).lora_rank == 0
 
 
+def test_missing_pretrained_folder_is_named(tmp_path):
+    from warped_fast.train.trainer import build_unet
+
+    with pytest.raises(FileNotFoundError, match="pretrained: .*nope.* working directory"):
+        build_unet(_cfg(tmp_path, pretrained=str(tmp_path / "nope")))
+
+
 def test_crops_rescale_both_ways_and_keep_the_held_out_photos_out():
     from warped_fast.train.data import HELD_OUT, load_photos, random_crops
 

@@ -38,7 +38,13 @@ def build_unet(cfg: TrainConfig):
 
     cond = IMAGE_CHANNELS + 1 if cfg.task == "inpaint" else IMAGE_CHANNELS
     if cfg.pretrained:
-        return UNet2DModel.from_pretrained(cfg.pretrained, **local_load_kwargs())
+        folder = Path(cfg.pretrained)
+        if not (folder / "config.json").is_file():
+            raise FileNotFoundError(
+                f"pretrained: {cfg.pretrained!r} (from {Path.cwd()}) is not a diffusers UNet folder with a "
+                "config.json; a relative path is taken from the working directory"
+            )
+        return UNet2DModel.from_pretrained(folder, **local_load_kwargs())
     m = dict(cfg.model)
     n = len(m.get("block_out_channels", [48, 96, 192]))
     m.setdefault("down_block_types", ["DownBlock2D"] * n)
