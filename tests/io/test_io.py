@@ -76,6 +76,39 @@ def test_bad_videos(tmp_path):
         read_video(tmp_path / "empty")
 
 
+def test_files_and_images_are_channels_last_whatever_their_height(tmp_path):
+    # 3 or 4 pixels high looks like channels-first; files and PIL images are never read that way.
+    for h, w in ((4, 6), (3, 8), (1, 6)):
+        v = _clip(3, h, w)
+        u8 = (v * 255).round().to(torch.uint8)
+        assert read_video(write_video(v, tmp_path / f"a{h}.gif")).shape == (3, 3, h, w)
+        folder = tmp_path / f"png{h}"
+        folder.mkdir()
+        for i, f in enumerate(u8.permute(0, 2, 3, 1).numpy()):
+            Image.fromarray(f).save(folder / f"{i}.png")
+        assert torch.equal(read_video(folder), u8.float() / 255)
+        assert torch.equal(read_video(folder / "0.png"), u8[:1].float() / 255)
+        pil = [Image.fromarray(f) for f in u8.permute(0, 2, 3, 1).numpy()]
+        assert torch.equal(read_video(pil), u8.float() / 255)
+    assert read_video(write_video(_clip(3, 4, 6), tmp_path / "a.mp4")).shape == (3, 3, 4, 6)
+    grey = tmp_path / "grey"
+    grey.mkdir()
+    Image.fromarray(np.full((3, 5), 51, np.uint8)).save(grey / "0.png")
+    assert torch.allclose(read_video(grey), torch.full((1, 3, 3, 5), 0.2))
+    Image.fromarray(np.zeros((4, 5), np.uint8)).save(grey / "1.png")
+    with pytest.raises(ValueError, match="one size"):
+        read_video(grey)
+
+
+def test_non_finite_and_integer_frames_are_named():
+    v = _clip()
+    v[1, 0, 2, 3] = float("nan")
+    with pytest.raises(ValueError, match="video: frames hold NaN"):
+        read_video(v)
+    with pytest.raises(ValueError, match="video: torch.int64 frames; expected uint8"):
+        read_video((_clip() * 255).long())
+
+
 def _write(p):
     p.write_text("x")
     return p

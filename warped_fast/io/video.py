@@ -14,15 +14,19 @@ VIDEO_SUFFIXES = {".mp4", ".mov", ".mkv", ".webm", ".avi", ".gif"}
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".webp", ".tif", ".tiff"}
 
 
-def _to_frames(a) -> torch.Tensor:
-    """Array-likes to ``[T, 3, H, W]`` float32 in [0, 1]. Three dimensions are one frame, ``[H, W, C]`` or
-    ``[C, H, W]`` with C in (1, 3, 4), else grey frames ``[T, H, W]``."""
+def _to_frames(a, channels_last: bool | None = None) -> torch.Tensor:
+    """Array-likes to ``[T, 3, H, W]`` float32 in [0, 1]. ``channels_last`` says the layout (files and
+    images: ``[T, H, W, C]`` or grey ``[T, H, W]``); None guesses it, for user arrays: three dimensions are
+    one frame, ``[H, W, C]`` or ``[C, H, W]`` with C in (1, 3, 4), else grey frames ``[T, H, W]``; four
+    are ``[T, H, W, C]`` when the last has 1, 3 or 4 entries and the second not, else ``[T, C, H, W]``."""
     t = torch.as_tensor(np.asarray(a)) if not isinstance(a, torch.Tensor) else a
-    if t.dim() == 3:  # one frame [H, W, C] or [C, H, W], else grey frames [T, H, W]
+    if channels_last:
+        t = t[..., None] if t.dim() == 3 else t
+    elif t.dim() == 3:  # one frame [H, W, C] or [C, H, W], else grey frames [T, H, W]
         t = t[None] if t.shape[-1] in (1, 3, 4) or t.shape[0] in (1, 3, 4) else t[:, None]
     if t.dim() != 4:
         raise ValueError(f"video: expected [T, H, W, C] or [T, C, H, W] frames, got shape {list(t.shape)}")
-    if t.shape[-1] in (1, 3, 4) and t.shape[1] not in (1, 3, 4):
+    if channels_last or (channels_last is None and t.shape[-1] in (1, 3, 4) and t.shape[1] not in (1, 3, 4)):
         t = t.permute(0, 3, 1, 2)
     if t.shape[1] == 4:
         t = t[:, :3]
@@ -34,8 +38,12 @@ def _to_frames(a) -> torch.Tensor:
         t = t.float() / 255.0
     elif t.dtype == torch.bool:
         t = t.float()
+    elif not t.is_floating_point():
+        raise ValueError(f"video: {t.dtype} frames; expected uint8 (0..255), bool or float in [0, 1]")
     else:
         t = t.float()
+        if t.numel() and not torch.isfinite(t).all():
+            raise ValueError("video: frames hold NaN or infinite values")
         if t.numel() and (t.min() < -1e-3 or t.max() > 1 + 1e-3):
             raise ValueError(
                 f"video: float frames must be in [0, 1], got range [{t.min():.3f}, {t.max():.3f}]"
@@ -69,7 +77,7 @@ def read_video(source, max_frames: int | None = None, start: int = 0, step: int 
                 raise ValueError(f"video: no frames selected from {p} (start={start}, step={step})")
             import imageio.v3 as iio
 
-            return _to_frames(np.stack([iio.imread(f) for f in files]))
+            return _to_frames(_stack_images([iio.imread(f) for f in files], files), channels_last=True)
         if p.suffix.lower() not in VIDEO_SUFFIXES | IMAGE_SUFFIXES:
             raise ValueError(
                 f"video: unsupported file type {p.suffix!r}; expected one of {sorted(VIDEO_SUFFIXES)}"
@@ -79,11 +87,9 @@ def read_video(source, max_frames: int | None = None, start: int = 0, step: int 
         source = source[start::step][:max_frames]
         if not source:
             raise ValueError("video: zero frames")
-        return _to_frames(
-            np.stack(
-                [np.asarray(im.convert("RGB")) if hasattr(im, "convert") else np.asarray(im) for im in source]
-            )
-        )
+        if all(hasattr(im, "convert") for im in source):  # PIL images: [H, W, 3] arrays
+            return _to_frames(np.stack([np.asarray(im.convert("RGB")) for im in source]), channels_last=True)
+        return _to_frames(np.stack([np.asarray(im) for im in source]))
     frames = _to_frames(source)[start::step][:max_frames]
     if frames.shape[0] == 0:
         raise ValueError(f"video: no frames selected (start={start}, step={step}, max_frames={max_frames})")
@@ -99,6 +105,18 @@ def _check_selection(max_frames, start, step) -> None:
             raise ValueError(f"{name}: expected an int >= {least}, got {v!r}")
 
 
+def _stack_images(images: list, files: list[Path]) -> np.ndarray:
+    """``[T, H, W, C]`` from images read as ``[H, W]`` (grey) or ``[H, W, C]``."""
+    images = [im[..., None] if im.ndim == 2 else im[..., :3] for im in images]
+    for f, im in zip(files, images, strict=True):
+        if im.shape != images[0].shape:
+            raise ValueError(
+                f"video: the images of a folder must have one size: {files[0].name} is "
+                f"{list(images[0].shape)}, {f.name} {list(im.shape)}"
+            )
+    return np.stack(images)
+
+
 def _natural_key(path: Path):
     """Sort key comparing the digit runs of a file name as numbers (frame_2 before frame_10)."""
     return [(0, int(s), "") if s.isdigit() else (1, 0, s) for s in re.split(r"(\d+)", path.name)]
@@ -108,7 +126,7 @@ def _read_file(p: Path, max_frames, start, step) -> torch.Tensor:
     import imageio.v3 as iio
 
     if p.suffix.lower() in IMAGE_SUFFIXES:
-        return _to_frames(iio.imread(p)[None])
+        return _to_frames(iio.imread(p)[None], channels_last=True)
     frames = []
     try:
         for i, fr in enumerate(iio.imiter(p, plugin="pyav")):
@@ -121,7 +139,7 @@ def _read_file(p: Path, max_frames, start, step) -> torch.Tensor:
         raise ValueError(f"video: cannot decode {p} ({type(e).__name__}: {e})") from e
     if not frames:
         raise ValueError(f"video: no frames decoded from {p}")
-    return _to_frames(np.stack(frames))
+    return _to_frames(np.stack(frames), channels_last=True)
 
 
 def write_video(frames: torch.Tensor, path: str | Path, fps: float = 8.0, codec: str = "libx264") -> Path:
