@@ -69,6 +69,28 @@ def test_use_backend_none_is_automatic_despite_the_environment(monkeypatch):
     assert select("warp", "cpu") == "reference"
 
 
+def test_use_backend_and_gp_kernel_choice_work_as_plain_calls_too():
+    from warped_fast.ops import select
+    from warped_fast.ops.gp_noise import _kernel_choice
+
+    setting = wf.use_backend("reference")  # a plain call holds until changed ...
+    try:
+        assert select("warp", "cpu") == "reference"
+    finally:
+        setting.__exit__(None, None, None)  # ... and restores the previous choice like a with block
+    assert select("warp", "cpu") == "cpu"
+    setting = wf.ops.gp_noise_cuda_kernel("tensor_cores", 4)
+    try:
+        assert _kernel_choice() == (2, 4)
+    finally:
+        setting.__exit__(None, None, None)
+    assert _kernel_choice() == (0, 0)
+    with pytest.raises(ValueError, match="backend must be one of"):  # checked at the call, not on entry
+        wf.use_backend("nonsense")
+    with pytest.raises(ValueError, match="gp_noise_cuda_kernel: expected one of"):
+        wf.ops.gp_noise_cuda_kernel("nonsense")
+
+
 def test_select_follows_forced_backend_after_caching(monkeypatch):
     from warped_fast.ops import select
 

@@ -8,7 +8,6 @@ cannot run here, raises.
 
 from __future__ import annotations
 
-import contextlib
 import contextvars
 import logging
 import os
@@ -58,17 +57,27 @@ def forced_backend() -> str | None:
     return forced or os.environ.get("WARPED_FAST_BACKEND") or None
 
 
-@contextlib.contextmanager
-def use_backend(name: str | None):
-    """Force every op called inside the block to use backend ``name`` (None: automatic selection, also
-    when the environment variable ``WARPED_FAST_BACKEND`` forces one)."""
+class ContextSetting:
+    """Sets a context variable when called; used in a ``with`` block, restores the previous value on exit
+    (``torch.set_grad_enabled`` style: both ``f(x)`` and ``with f(x):`` work)."""
+
+    def __init__(self, var: contextvars.ContextVar, value):
+        self._var = var
+        self._token = var.set(value)
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._var.reset(self._token)
+
+
+def use_backend(name: str | None) -> ContextSetting:
+    """Force every op called from now on (or, in a ``with`` block, inside it) to use backend ``name``
+    (None: automatic selection, also when the environment variable ``WARPED_FAST_BACKEND`` forces one)."""
     if name is not None and name not in BACKENDS:
         raise ValueError(f"backend must be one of {BACKENDS} or None, got {name!r}")
-    token = _forced.set("auto" if name is None else name)
-    try:
-        yield
-    finally:
-        _forced.reset(token)
+    return ContextSetting(_forced, "auto" if name is None else name)
 
 
 # Triton kernels compute in float32 and take float32/float16/bfloat16 tensors only.

@@ -16,7 +16,7 @@ import torch
 from .. import reference
 from . import _cpu, _eager
 from ._checks import as_f32, check_finite, check_nonempty, check_tensor
-from ._dispatch import register, select
+from ._dispatch import ContextSetting, register, select
 
 register("gp_noise", ("cuda", "cpu", "reference"))
 
@@ -38,9 +38,9 @@ def _check_kernel(name: str, what: str) -> str:
     return name
 
 
-@contextlib.contextmanager
-def gp_noise_cuda_kernel(name: str | None, split: int | None = None):
-    """Run ``gp_noise`` calls on CUDA tensors inside the block with the given kernel choice.
+def gp_noise_cuda_kernel(name: str | None, split: int | None = None) -> ContextSetting:
+    """Run ``gp_noise`` calls on CUDA tensors from now on (or, in a ``with`` block, inside it) with the
+    given kernel choice.
 
     Args:
         name: kernel for shared-feature fields (see ``GP_CUDA_KERNELS``); None: the environment
@@ -52,11 +52,7 @@ def gp_noise_cuda_kernel(name: str | None, split: int | None = None):
         _check_kernel(name, "gp_noise_cuda_kernel")
     if split is not None and split not in GP_CUDA_SPLITS:
         raise ValueError(f"split: expected one of {GP_CUDA_SPLITS} or None, got {split!r}")
-    token = _cuda_choice.set((name, split or 0))
-    try:
-        yield
-    finally:
-        _cuda_choice.reset(token)
+    return ContextSetting(_cuda_choice, (name, split or 0))
 
 
 def _kernel_choice() -> tuple[int, int]:
