@@ -63,3 +63,9 @@ def test_dis_bad_inputs():
         estimate_flow(torch.zeros(1, 3, 8, 8))
     with pytest.raises(TypeError, match="frames"):
         estimate_flow(torch.zeros(2, 3, 8, 8, dtype=torch.int32))
+    with pytest.raises(ValueError, match=r"frames: float frames must be in \[0, 1\].*255"):
+        estimate_flow(torch.rand(2, 3, 16, 16) * 255)  # clamped to white, it gave zero flow
+    with pytest.raises(ValueError, match="frames: float frames"):
+        estimate_flow(torch.full((2, 3, 16, 16), float("nan")))
+    with pytest.raises(ValueError, match="frames: OpenCV DIS cannot estimate the flow of 10x10 frames"):
+        estimate_flow(torch.rand(2, 3, 10, 10))

@@ -39,6 +39,11 @@ def to_gray_u8(frames: torch.Tensor) -> np.ndarray:
         f = f.float() / 255.0
     elif f.is_floating_point():
         f = f.float()
+        if f.numel() and not (f.min() >= -1e-3 and f.max() <= 1 + 1e-3):  # NaN fails too
+            raise ValueError(
+                f"frames: float frames must be in [0, 1], got range [{f.min():.3f}, {f.max():.3f}] "
+                "(divide 0..255 values by 255)"
+            )
     else:
         raise TypeError(f"frames: expected uint8 or a float dtype, got {f.dtype}")
     if f.shape[1] == 3:
@@ -69,7 +74,13 @@ def estimate_flow(frames: torch.Tensor, preset: Preset = "medium") -> tuple[torc
     dis = cv2.DISOpticalFlow_create(code)
     fwd, back = [], []
     for a, b in zip(gray[:-1], gray[1:], strict=True):
-        fwd.append(dis.calc(a, b, None))
-        back.append(dis.calc(b, a, None))
+        try:
+            fwd.append(dis.calc(a, b, None))
+            back.append(dis.calc(b, a, None))
+        except cv2.error as e:  # e.g. frames too small for its patches and pyramid
+            raise ValueError(
+                f"frames: OpenCV DIS cannot estimate the flow of {a.shape[0]}x{a.shape[1]} frames "
+                f"({str(e).strip().splitlines()[-1]}); give the flows instead"
+            ) from e
     to_t = lambda fl: torch.from_numpy(np.stack(fl)).permute(0, 3, 1, 2).contiguous().to(frames.device)  # noqa: E731
     return to_t(fwd), to_t(back)
