@@ -131,6 +131,10 @@ class DiffusersDenoiser(torch.nn.Module):
         self.residual_fill = residual_fill
         self._frame_cache = ConditioningCache(self._residual_frame)
         self.conditional = hasattr(cfg, "cross_attention_dim")
+        # Frame sizes the UNet takes: a UNet2DModel halves them in every down block but the last; a
+        # UNet2DConditionModel passes its skips' sizes to its upsamplers and takes any size.
+        downsamplers = max(len(getattr(cfg, "block_out_channels", ())) - 1, 0)
+        self.size_multiple = 1 if self.conditional else 2**downsamplers
         if self.conditional and prompt_embeds is None:
             raise ValueError("prompt_embeds: required by a UNet2DConditionModel")
         self.prompt_embeds, self.negative_prompt_embeds = prompt_embeds, negative_prompt_embeds

@@ -45,27 +45,34 @@ def module_digest(module: torch.nn.Module) -> str:
 
 def object_digest(obj) -> str:
     """Digest of an object's state one level deep: a module's parameters and buffers (see
-    :func:`module_digest`), and each public attribute (private ones are caches): modules and tensors by
-    content, scalars and strings by value, objects with a diffusers ``config`` by that config, anything
-    else by type."""
+    :func:`module_digest`), and each public attribute (private ones are caches) by :func:`value_digest`."""
     h = hashlib.sha256(type(obj).__qualname__.encode())
     if isinstance(obj, torch.nn.Module):
         h.update(module_digest(obj).encode())
     for name, v in sorted(vars(obj).items()):
-        if name.startswith("_"):
-            continue
-        if isinstance(v, torch.nn.Module):
-            part = module_digest(v)
-        elif isinstance(v, torch.Tensor):
-            part = tensor_digest(v)
-        elif v is None or isinstance(v, (bool, int, float, str)):
-            part = repr(v)
-        elif hasattr(v, "config"):
-            part = repr(sorted(dict(v.config).items()))
-        else:
-            part = type(v).__qualname__
-        h.update(f"{name}={part};".encode())
+        if not name.startswith("_"):
+            h.update(f"{name}={value_digest(v)};".encode())
     return h.hexdigest()[:16]
+
+
+def value_digest(v) -> str:
+    """Modules and tensors by content, scalars and strings by value, dicts, lists and tuples by their
+    items (SDXL's added conditions), objects with a diffusers ``config`` by that config, anything else
+    by type."""
+    if isinstance(v, torch.nn.Module):
+        return module_digest(v)
+    if isinstance(v, torch.Tensor):
+        return tensor_digest(v)
+    if v is None or isinstance(v, (bool, int, float, str)):
+        return repr(v)
+    if isinstance(v, dict):
+        items = sorted(v.items(), key=lambda kv: repr(kv[0]))
+        return "{" + ",".join(f"{k!r}:{value_digest(x)}" for k, x in items) + "}"
+    if isinstance(v, (list, tuple)):
+        return "[" + ",".join(value_digest(x) for x in v) + "]"
+    if hasattr(v, "config"):
+        return repr(sorted(dict(v.config).items()))
+    return type(v).__qualname__
 
 
 def generator_key(generator) -> str | int | None:

@@ -22,6 +22,7 @@ from ..models.autoencoder import DiffusersVAE, IdentityAutoencoder
 from ..models.default import default_model_dir, load_unet_folder, local_load_kwargs, trained_options
 from ..models.denoiser import DiffusersDenoiser
 from ..noise import make_noise_warper
+from ..ops._checks import check_finite
 from ..sampling import FrameInput, GuidanceConfig, VideoSampler, VideoSamplerConfig
 from .resume import JobState, generator_key, object_digest, tensor_digest
 
@@ -107,19 +108,29 @@ class WarpedDiffusionPipeline:
         if self.task == "inpaint":
             if mask is None:
                 raise ValueError("mask: required for inpainting (a path, an image, a tensor or a shape name)")
-            if h % f or w % f:
-                raise ValueError(f"video: frame size {h}x{w} must be a multiple of the model's factor {f}")
+            self._check_size(h, w, "frame size")
             m = load_mask(mask, t, h, w)
             degraded = frames * (1 - m) + 0.5 * m  # masked pixels grey, as the model was trained
             # A latent cell with any masked (grey) pixel is generated: its latent encodes the grey fill.
             m_lat = torch.nn.functional.max_pool2d(m, f) if f > 1 else m
             cond = torch.cat([m_lat, self.autoencoder.encode(degraded)], 1)
             return degraded, cond
+        if mask is not None:
+            raise ValueError(f"mask: the sr task takes no mask, got {type(mask).__name__}")
         oh, ow = h * self.sr_factor, w * self.sr_factor
-        if oh % f or ow % f:
-            raise ValueError(f"video: output size {oh}x{ow} must be a multiple of the model's factor {f}")
+        self._check_size(oh, ow, "output size")
         up = resize_frames(frames, (oh, ow))
         return up, self.autoencoder.encode(up)
+
+    def _check_size(self, h: int, w: int, what: str) -> None:
+        """The model's frames: a multiple of the autoencoder's factor times the UNet's downsampling."""
+        f = self.autoencoder.factor
+        m = f * self.denoiser.size_multiple
+        if h % m or w % m:
+            raise ValueError(
+                f"video: {what} {h}x{w} must be a multiple of {m} (the autoencoder's factor {f} x the "
+                f"UNet's downsampling {self.denoiser.size_multiple}); resize or crop the video"
+            )
 
     # -- the main job ----------------------------------------------------------------------------
 
@@ -164,6 +175,12 @@ class WarpedDiffusionPipeline:
         guidance = guidance or GuidanceConfig()
         if num_inference_steps is None:
             num_inference_steps = 25 if guidance.mode == "off" else 50
+        if (
+            isinstance(num_inference_steps, bool)
+            or not isinstance(num_inference_steps, int)
+            or num_inference_steps < 1
+        ):
+            raise ValueError(f"num_inference_steps: expected an int >= 1, got {num_inference_steps!r}")
         flow_frames, cond = self.prepare(video, mask, max_frames)
         t = cond.shape[0]
         dev = self.device
@@ -176,6 +193,8 @@ class WarpedDiffusionPipeline:
                     f"flows: expected two [{t - 1}, 2, {flow_frames.shape[-2]}, {flow_frames.shape[-1]}] tensors, "
                     f"got {list(fwd.shape)} and {list(back.shape)}"
                 )
+            for k, fl in enumerate((fwd, back)):
+                check_finite(f"flows[{k}]", fl)
             fwd_l = flow_to_latent(fwd.float(), self.autoencoder.factor).to(dev)
             back_l = flow_to_latent(back.float(), self.autoencoder.factor).to(dev)
         else:
@@ -224,16 +243,23 @@ class WarpedDiffusionPipeline:
                 callback_on_step_end(j, step, u, d)
 
         sampler = VideoSampler(self.denoiser, schedule, sampler_cfg, callback_on_step_end=on_step)
+        decoded: dict[int, torch.Tensor] = {}
         for j, z in enumerate(sampler.stream(inputs(start), start, prev_pred), start):
             latents.append(z)
             if store is not None:
                 job.save(j, z, preds[j] if guided else None)  # the latent first: a frame implies it
-                store.write(j, self.autoencoder.decode(z[None])[0].cpu())
+                decoded[j] = self.autoencoder.decode(z[None])[0].cpu()
+                store.write(j, decoded[j])
             preds.pop(j - 1, None)
         lat = torch.stack(latents) if latents else torch.zeros(0, *lat_shape)
         if store is not None:
             store.finish()
-            frames = store.read_all()
+            # The decoded frames as without output_dir (the PNGs hold 8 bits); an earlier run's from
+            # their latents. On the CPU: a long job's frames need not fit on the device.
+            frames = torch.stack(
+                [decoded.pop(j) if j in decoded else self.autoencoder.decode(lat[j : j + 1])[0].cpu()
+                 for j in range(t)]
+            )  # fmt: skip
         else:
             frames = self.autoencoder.decode(lat)
         return PipelineOutput(
