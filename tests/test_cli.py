@@ -2,6 +2,7 @@
 
 import json
 
+import pytest
 import torch
 
 from warped_fast.cli import main
@@ -63,13 +64,19 @@ def test_inpaint_mask_video_follows_size_and_max_frames(tmp_path):
     assert read_video(out / "inpaint.mp4").shape == (2, 3, 16, 24)
 
 
-def test_warp_noise(tmp_path):
+def test_warp_noise(tmp_path, capsys):
     from safetensors.torch import load_file
 
     src = _clip(tmp_path, h=32, w=48)
     assert main(["warp-noise", str(src), "--out", str(tmp_path / "n.safetensors"), "--method", "gp"]) == 0
     d = load_file(str(tmp_path / "n.safetensors"))
     assert d["noise"].shape == (3, 4, 4, 6) and d["fwd_flow"].shape == (2, 2, 4, 6)
+    args = ["warp-noise", str(src), "--out", str(tmp_path / "m.safetensors")]
+    assert main([*args, "--size", "36x52"]) == 2
+    assert "the frames are 36x52; --factor 8 must be >= 1 and divide both" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        main([*args, "--size", "36"])
+    assert "argument --size: expected HxW such as 64x96, got '36'" in capsys.readouterr().err
 
 
 def test_train_from_config(tmp_path):

@@ -55,7 +55,7 @@ def _restore(args, task) -> int:
     video = read_video(args.input, max_frames=args.max_frames)
     mask = args.mask if task == "inpaint" else None
     if args.size:
-        h, w = (int(v) for v in args.size.lower().split("x"))
+        h, w = args.size
         if mask is not None and mask not in SHAPES:  # a mask file: read at the input's size, resized with it
             mask = resize_frames(load_mask(mask, video.shape[0], *video.shape[-2:]), (h, w))
         video = resize_frames(video, (h, w))
@@ -82,8 +82,15 @@ def _warp_noise(args) -> int:
 
     video = read_video(args.input, max_frames=args.max_frames)
     if args.size:
-        h, w = (int(v) for v in args.size.lower().split("x"))
-        video = resize_frames(video, (h, w))
+        video = resize_frames(video, args.size)
+    h, w = video.shape[-2:]
+    if args.factor < 1 or h % args.factor or w % args.factor:
+        print(
+            f"warp-noise: the frames are {h}x{w}; --factor {args.factor} must be >= 1 and divide both "
+            "(choose --size or --factor)",
+            file=sys.stderr,
+        )
+        return 2
     fwd, back = estimate_flow(video)
     fwd, back = flow_to_latent(fwd, args.factor), flow_to_latent(back, args.factor)
     noise = warp_noise_video(args.method, (args.channels, *fwd.shape[-2:]), back, fwd, generator=args.seed)
@@ -147,13 +154,24 @@ def _add_restore_args(p, task):
         help="noise method: gp, fixed, resample, nearest, bilinear, hiwyn, infres, gwtf",
     )
     p.add_argument("--schedule", choices=["sequential", "wavefront"], default="sequential")
-    p.add_argument("--size", help="resize the input to HxW first")
+    p.add_argument("--size", type=_size, help="resize the input to HxW first")
     p.add_argument("--max-frames", type=int)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--fps", type=float, default=8.0)
     p.add_argument("--device")
     p.add_argument("--quiet", action="store_true")
     p.set_defaults(fn=lambda a: _restore(a, task))
+
+
+def _size(text: str) -> tuple[int, int]:
+    """``--size HxW`` as (H, W)."""
+    try:
+        h, w = (int(v) for v in text.lower().split("x"))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected HxW such as 64x96, got {text!r}") from None
+    if h < 1 or w < 1:
+        raise argparse.ArgumentTypeError(f"expected positive sizes, got {text!r}")
+    return h, w
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -184,7 +202,7 @@ def build_parser() -> argparse.ArgumentParser:
     w.add_argument("--method", default="gp")
     w.add_argument("--factor", type=int, default=8, help="latent downsampling factor")
     w.add_argument("--channels", type=int, default=4)
-    w.add_argument("--size")
+    w.add_argument("--size", type=_size, help="resize the input to HxW first")
     w.add_argument("--max-frames", type=int)
     w.add_argument("--seed", type=int, default=0)
     w.set_defaults(fn=_warp_noise)

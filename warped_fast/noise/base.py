@@ -174,7 +174,8 @@ class NoiseWarper(abc.ABC):
         Args:
             back_flow: ``[2, H, W]`` flow new frame -> previous frame (on the new frame's grid).
             fwd_flow: ``[2, H, W]`` flow previous frame -> new frame (on the previous frame's grid);
-                required when ``needs_forward_flow`` (or an option that needs it) is set.
+                required when :attr:`uses_forward_flow` (the method's ``needs_forward_flow``, or an
+                option such as gp's ``occlusion``).
         """
         return self._checked_step(back_flow, fwd_flow, ("back_flow", "fwd_flow"))
 
