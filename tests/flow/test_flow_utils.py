@@ -48,6 +48,11 @@ def test_flow_file_errors(tmp_path):
     (tmp_path / "bad.flo").write_bytes(b"\x00" * 20)
     with pytest.raises(ValueError, match="magic"):
         read_flo(tmp_path / "bad.flo")
+    import numpy as np
+
+    np.array([202021.25], "<f4").tofile(tmp_path / "cut.flo")
+    with pytest.raises(ValueError, match="cut.flo is truncated"):
+        read_flo(tmp_path / "cut.flo")
     with pytest.raises(ValueError, match="one field"):
         write_flo(tmp_path / "x.flo", torch.zeros(2, 2, 3, 3))
     with pytest.raises(ValueError, match="expected a .flo"):
@@ -105,6 +110,15 @@ def test_occlusions_of_a_moving_square():
     assert torch.equal(new, want_new) and torch.equal(prev, want_prev)
     with pytest.raises(ValueError, match="frame"):
         occlusions(fwd, back, "both")
+    fwd[0, 1, 0, 0] = float("nan")  # named as the caller's argument, not the op's
+    with pytest.raises(ValueError, match="fwd_flows: expected finite"):
+        occlusions(fwd, back, "new")
+    with pytest.raises(TypeError, match="back_flows: expected a floating-point"):
+        occlusions(back, back.int(), "new")
+    with pytest.raises(ValueError, match="back_flows: expected finite"):
+        coords_to_first(fwd)
+    with pytest.raises(ValueError, match="flow: expected finite"):
+        flow_to_latent(fwd, 2)
 
 
 def test_raft_needs_local_weights_and_torchvision(tmp_path):

@@ -88,8 +88,18 @@ def test_bad_inputs():
         make_noise_warper("infres", missing="zero")
     with pytest.raises(ValueError, match="upsample"):
         make_noise_warper("gwtf", upsample=0)
-    with pytest.raises(TypeError):
-        make_noise_warper("gwtf", k=2)
+    with pytest.raises(
+        ValueError, match=r"k: not an option of the 'hiwyn' method; its options are \['upsample'"
+    ):
+        make_noise_warper("hiwyn", k=2)
+    with pytest.raises(ValueError, match="mode: not an option of the 'nearest' method"):
+        make_noise_warper("nearest", mode="bilinear")
+    with pytest.raises(ValueError, match="sigma: expected a finite value > 0"):
+        make_noise_warper("gp", sigma=float("inf"))
+    with pytest.raises(TypeError, match="sigma: expected a real number"):
+        make_noise_warper("gp", sigma="1")
+    with pytest.raises(ValueError, match="generator: a seed must fit in 64 bits"):
+        make_noise_warper("fixed").reset((1, 4, 4), 2**70)
     w = make_noise_warper("infres")
     with pytest.raises(RuntimeError, match="reset"):
         w.step(torch.zeros(2, 4, 4))
@@ -114,6 +124,37 @@ def test_bad_inputs():
     bad[1, 0, 2, 2] = float("nan")
     with pytest.raises(ValueError, match=r"back_flows\[1\]: expected finite"):
         warp_noise_video("gp", (1, 4, 4), bad)
+
+
+def test_cpu_device_index_numpy_ints_and_flows_with_gradients():
+    import numpy as np
+
+    back = torch.zeros(2, 2, 6, 8)
+    a = warp_noise_video("gp", (2, 6, 8), back, generator=3, device="cpu:0")  # CPU tensors say "cpu"
+    b = warp_noise_video("gp", (np.int64(2), 6, 8), back, generator=np.int64(3))
+    assert torch.equal(a, b)
+    # A flow that carries gradients: the noise does not, and the warper keeps no graph across frames.
+    w = make_noise_warper("infres")
+    w.reset((2, 6, 8), 0)
+    flow = torch.full((2, 6, 8), 0.3, requires_grad=True)
+    for _ in range(3):
+        n = w.step(-flow * 1.0, flow * 1.0)
+    assert not n.requires_grad and not any(
+        t.requires_grad for t in vars(w).values() if isinstance(t, torch.Tensor)
+    )
+
+
+def test_transport_functions_check_their_arrays():
+    c, h, w = 2, 5, 7
+    z = torch.zeros
+    with pytest.raises(ValueError, match=r"corners: expected shape \[2, 6, 8\], got \[2, 5, 7\]"):
+        wn.hiwyn_transport(z(c, h, w), z(2, h, w), z(c, h, w, 4, 4), z(c, h, w))
+    with pytest.raises(ValueError, match=r"z: expected shape \[C, H, W, k, k\]"):
+        wn.hiwyn_transport(z(c, h, w), z(2, h + 1, w + 1), z(c, h, w, 16), z(c, h, w))
+    with pytest.raises(ValueError, match=r"prev: expected shape \[C, H, W\]"):
+        wn.infres_transport(z(h, w), z(2, h, w), z(c, 4, h, w), z(c, h, w))
+    with pytest.raises(ValueError, match=r"fresh: expected shape \[2, 5, 7\]"):
+        wn.gwtf_transport(z(c, h, w), z(h, w), z(2, h, w), z(2, h, w), z(c, h, w), z(c, h, w), z(c, h + 1, w))
 
 
 @pytest.mark.cuda

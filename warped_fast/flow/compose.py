@@ -10,6 +10,7 @@ from __future__ import annotations
 import torch
 
 from ..ops import compose_coords, occlusion_mask
+from ..ops._checks import check_finite
 from ..reference._bilinear import pixel_grid
 
 __all__ = ["coords_to_first", "flow_to_first", "occlusions"]
@@ -21,10 +22,14 @@ def _grid(h: int, w: int, device) -> torch.Tensor:
 
 
 def _check(name: str, flow) -> None:
+    """Flows checked here, under the caller's names (the ops would name their own arguments)."""
     if not isinstance(flow, torch.Tensor):
         raise TypeError(f"{name}: expected a torch.Tensor, got {type(flow).__name__}")
     if flow.dim() != 4 or flow.shape[1] != 2:
         raise ValueError(f"{name}: expected shape [T-1, 2, H, W], got {list(flow.shape)}")
+    if not flow.is_floating_point():
+        raise TypeError(f"{name}: expected a floating-point tensor, got {flow.dtype}")
+    check_finite(name, flow)
 
 
 def coords_to_first(back_flows: torch.Tensor) -> torch.Tensor:

@@ -28,7 +28,10 @@ def read_flo(path: str | os.PathLike) -> torch.Tensor:
         magic = np.fromfile(f, np.float32, count=1)
         if magic.size != 1 or magic[0] != np.float32(FLO_MAGIC):
             raise ValueError(f"path: {path} is not a .flo file (bad magic number)")
-        w, h = (int(v) for v in np.fromfile(f, "<i4", count=2))
+        size = np.fromfile(f, "<i4", count=2)
+        if size.size != 2:
+            raise ValueError(f"path: {path} is truncated (no width and height after the magic number)")
+        w, h = (int(v) for v in size)
         if w <= 0 or h <= 0 or w * h > 2**31:
             raise ValueError(f"path: {path} has an invalid size {w}x{h}")
         data = np.fromfile(f, "<f4", count=2 * w * h)

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import torch
 
+from ..ops._checks import check_finite
 from ..reference._bilinear import pixel_grid, sample_extrapolate
 
 __all__ = ["flow_to_latent"]
@@ -30,6 +31,7 @@ def flow_to_latent(flow: torch.Tensor, factor: int) -> torch.Tensor:
         raise ValueError(f"flow: expected shape [T, 2, H, W], got {list(flow.shape)}")
     if not flow.is_floating_point():
         raise TypeError(f"flow: expected a floating-point dtype, got {flow.dtype}")
+    check_finite("flow", flow)
     t, _, h, w = flow.shape
     if h % factor or w % factor:
         raise ValueError(f"flow: H and W must be divisible by factor {factor}, got {h}x{w}")

@@ -15,7 +15,9 @@ noise) are made on the noise's device from a generator seeded by the first one.
 from __future__ import annotations
 
 import abc
+import inspect
 import logging
+import numbers
 from typing import ClassVar
 
 import torch
@@ -76,10 +78,12 @@ def _cpu_generator(generator) -> torch.Generator:
         return torch.Generator().manual_seed(seed)
     if generator is None:
         return torch.Generator().manual_seed(0)
-    if isinstance(generator, bool) or not isinstance(generator, int):
+    if isinstance(generator, bool) or not isinstance(generator, numbers.Integral):
         raise TypeError(
             f"generator: expected a torch.Generator, an int seed or None, got {type(generator).__name__}"
         )
+    if not -(2**63) <= int(generator) < 2**64:
+        raise ValueError(f"generator: a seed must fit in 64 bits, got {int(generator)}")
     return torch.Generator().manual_seed(int(generator))
 
 
@@ -102,7 +106,7 @@ def _check_shape(shape) -> tuple[int, int, int]:
     if (
         not isinstance(shape, (tuple, list, torch.Size))
         or len(shape) != 3
-        or not all(isinstance(s, int) and not isinstance(s, bool) and s >= 1 for s in shape)
+        or not all(isinstance(s, numbers.Integral) and not isinstance(s, bool) and s >= 1 for s in shape)
     ):
         raise ValueError(f"shape: expected (C, H, W) with positive ints, got {shape!r}")
     return tuple(int(s) for s in shape)
@@ -118,7 +122,34 @@ def _check_flow(name: str, flow, h: int, w: int, device: torch.device) -> torch.
     if flow.device != device:
         raise ValueError(f"{name}: expected a tensor on {device}, got {flow.device}")
     check_finite(name, flow)
-    return as_f32(flow)
+    # Noise is sampled, not differentiated: a flow that carries gradients would chain every frame's
+    # graph into the warper's state (memory growing over the clip).
+    return as_f32(flow.detach())
+
+
+def frame_shape(name: str, t) -> tuple[int, int, int]:
+    """``(C, H, W)`` of a ``[C, H, W]`` tensor argument, else a clear error."""
+    if not isinstance(t, torch.Tensor):
+        raise TypeError(f"{name}: expected a torch.Tensor, got {type(t).__name__}")
+    if t.dim() != 3:
+        raise ValueError(f"{name}: expected shape [C, H, W], got {list(t.shape)}")
+    return tuple(t.shape)
+
+
+def check_tensors(**named: tuple[torch.Tensor, tuple[int, ...]]) -> None:
+    """Each argument ``name=(tensor, shape)``: a floating-point tensor of that shape, all on one device
+    (the checks of the public transport functions, which take the warpers' internal arrays)."""
+    device = None
+    for name, (t, shape) in named.items():
+        if not isinstance(t, torch.Tensor):
+            raise TypeError(f"{name}: expected a torch.Tensor, got {type(t).__name__}")
+        if tuple(t.shape) != tuple(shape):
+            raise ValueError(f"{name}: expected shape {list(shape)}, got {list(t.shape)}")
+        if not t.is_floating_point():
+            raise TypeError(f"{name}: expected a floating-point tensor, got {t.dtype}")
+        device = t.device if device is None else device
+        if t.device != device:
+            raise ValueError(f"{name}: expected a tensor on {device}, got {t.device}")
 
 
 class NoiseWarper(abc.ABC):
@@ -157,7 +188,9 @@ class NoiseWarper(abc.ABC):
         if device is None and isinstance(generator, torch.Generator):
             device = generator.device
         self.device = torch.device("cpu" if device is None else device)
-        if self.device.type == "cuda" and self.device.index is None:
+        if self.device.type == "cpu":  # CPU tensors report "cpu" whatever index was asked ("cpu:0")
+            self.device = torch.device("cpu")
+        elif self.device.type == "cuda" and self.device.index is None:
             self.device = torch.device("cuda", torch.cuda.current_device())
         self.cpu_gen = _cpu_generator(generator)
         if isinstance(generator, torch.Generator) and generator.device.type == self.device.type:
@@ -229,7 +262,12 @@ def make_noise_warper(method: str, **options) -> NoiseWarper:
     """
     if method not in METHODS:
         raise ValueError(f"method: expected one of {sorted(METHODS)}, got {method!r}")
-    return METHODS[method](**options)
+    cls = METHODS[method]
+    known = [n for n in inspect.signature(cls).parameters if n != "self"]
+    for name in options:
+        if name not in known:
+            raise ValueError(f"{name}: not an option of the {method!r} method; its options are {known}")
+    return cls(**options)
 
 
 def warp_noise_video(

@@ -15,6 +15,8 @@ host time per op: for low-latency services).
 
 from __future__ import annotations
 
+import math
+import numbers
 from dataclasses import dataclass
 
 import torch
@@ -51,8 +53,10 @@ class GPWarpConfig:
         for name in ("occlusion", "cuda_graph"):
             if not isinstance(getattr(self, name), bool):
                 raise TypeError(f"{name}: expected a bool, got {type(getattr(self, name)).__name__}")
-        if not (self.sigma > 0):
-            raise ValueError(f"sigma: expected a value > 0, got {self.sigma!r}")
+        if isinstance(self.sigma, bool) or not isinstance(self.sigma, numbers.Real):
+            raise TypeError(f"sigma: expected a real number, got {type(self.sigma).__name__}")
+        if not (math.isfinite(self.sigma) and self.sigma > 0):
+            raise ValueError(f"sigma: expected a finite value > 0, got {self.sigma!r}")
         if self.cuda_graph and self.occlusion:
             raise ValueError("cuda_graph: not available with occlusion=True (a per-frame offset)")
 

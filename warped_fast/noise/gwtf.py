@@ -33,7 +33,9 @@ remainder is not carried, so at ``upsample=1`` a pan slower than half a pixel pe
 move the noise at all (it behaves like fixed noise), and any motion is quantized to whole pixels
 per frame; ``upsample=s`` reduces the quantum to 1/s pixel at s^2 the cost. Contraction merges
 noise (weighted), expansion splits it: where the flow stretches, the pattern is re-randomized;
-occluded content is merged into the occluder; disoccluded pixels get fresh noise.
+occluded content is merged into the occluder; pixels nothing arrives at get fresh noise, but a
+disoccluded pixel whose backward flow lands in the frame takes an expansion piece of the noise there
+(often the occluder's), so it stays correlated with that noise.
 
 GPU path: :mod:`warped_fast.triton.gwtf` (four linear passes, float32 atomics for the sums).
 """
@@ -47,7 +49,7 @@ import torch.nn.functional as F
 
 from ..ops._dispatch import register, select
 from ..reference._bilinear import pixel_grid
-from .base import NoiseWarper, register_method
+from .base import NoiseWarper, check_tensors, frame_shape, register_method
 
 register("gwtf", ("triton", "cpu", "reference"), cpu_kernel=False)  # cpu: PyTorch
 
@@ -145,6 +147,9 @@ def gwtf_transport_reference(
 def gwtf_transport(q, weight, fwd, back, zc, ze, fresh) -> tuple[torch.Tensor, torch.Tensor]:
     """One step (arguments as :func:`gwtf_transport_reference`), dispatched: Triton on GPU tensors (and
     on CPU under the interpreter when forced), PyTorch on CPU."""
+    c, h, w = frame_shape("q", q)
+    check_tensors(q=(q, (c, h, w)), weight=(weight, (h, w)), fwd=(fwd, (2, h, w)), back=(back, (2, h, w)),
+                  zc=(zc, (c, h, w)), ze=(ze, (c, h, w)), fresh=(fresh, (c, h, w)))  # fmt: skip
     backend = select("gwtf", q.device.type)
     if backend == "triton":
         from ..triton import gwtf as tg

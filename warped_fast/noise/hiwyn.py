@@ -37,7 +37,7 @@ import torch
 
 from ..ops._dispatch import register, select
 from ..reference._bilinear import pixel_grid, sample_extrapolate
-from .base import NoiseWarper, register_method
+from .base import NoiseWarper, check_tensors, frame_shape, register_method
 
 register("hiwyn", ("triton", "cpu", "reference"), cpu_kernel=False)  # cpu: PyTorch
 
@@ -185,6 +185,14 @@ def hiwyn_transport(
 ) -> torch.Tensor:
     """One HIWYN step (see :func:`hiwyn_transport_reference` for the arguments), dispatched: Triton on
     GPU tensors (and on CPU under the interpreter when forced), PyTorch on CPU."""
+    c, h, w = frame_shape("prev", prev)
+    if isinstance(z, torch.Tensor) and z.dim() != 5:
+        raise ValueError(f"z: expected shape [C, H, W, k, k], got {list(z.shape)}")
+    k = z.shape[-1] if isinstance(z, torch.Tensor) else 1
+    check_tensors(prev=(prev, (c, h, w)), corners=(corners, (2, h + 1, w + 1)), z=(z, (c, h, w, k, k)),
+                  fresh=(fresh, (c, h, w)))  # fmt: skip
+    if isinstance(max_extent, bool) or not isinstance(max_extent, int) or max_extent < 1:
+        raise ValueError(f"max_extent: expected an int >= 1, got {max_extent!r}")
     backend = select("hiwyn", prev.device.type)
     if backend == "triton":
         from ..triton import hiwyn as th

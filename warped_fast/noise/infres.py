@@ -40,7 +40,7 @@ import torch
 
 from ..ops._dispatch import register, select
 from ..reference._bilinear import pixel_grid
-from .base import NoiseWarper, register_method
+from .base import NoiseWarper, check_tensors, frame_shape, register_method
 
 register("infres", ("triton", "cpu", "reference"), cpu_kernel=False)  # cpu: PyTorch
 
@@ -136,6 +136,8 @@ def infres_transport(
 ) -> torch.Tensor:
     """One particle step (arguments as :func:`infres_transport_reference`), dispatched: Triton on GPU
     tensors (and on CPU under the interpreter when forced), PyTorch on CPU."""
+    c, h, w = frame_shape("prev", prev)
+    check_tensors(prev=(prev, (c, h, w)), fwd=(fwd, (2, h, w)), z=(z, (c, 4, h, w)), fresh=(fresh, (c, h, w)))
     backend = select("infres", prev.device.type)
     if backend == "triton":
         from ..triton import infres as ti
