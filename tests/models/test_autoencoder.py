@@ -19,8 +19,10 @@ def _tiny_vae(**kw):
 
 @pytest.mark.parametrize("force_upcast", [True, False])
 def test_float16_vae_upcast_when_its_config_asks(force_upcast):
-    vae = DiffusersVAE(_tiny_vae(force_upcast=force_upcast).half())
+    given = _tiny_vae(force_upcast=force_upcast).half()
+    vae = DiffusersVAE(given)
     assert vae._dtype == (torch.float32 if force_upcast else torch.float16)
+    assert next(given.parameters()).dtype == torch.float16  # the caller's module is left in float16
     assert vae.factor == 2 and vae.latent_channels == 4
 
 
@@ -34,3 +36,17 @@ def test_encode_decode_shapes_and_scaling():
     torch.testing.assert_close(z, raw * 0.5)
     out = vae.decode(z)
     assert out.shape == (3, 3, 8, 12) and 0 <= out.min() and out.max() <= 1
+
+
+def test_latents_mean_and_std_normalize_as_diffusers_sdxl_pipelines():
+    mean, std = [0.1, -0.2, 0.3, 0.0], [2.0, 0.5, 1.0, 4.0]
+    vae = DiffusersVAE(_tiny_vae(scaling_factor=0.5, latents_mean=mean, latents_std=std))
+    frames = torch.rand(2, 3, 8, 12, generator=torch.Generator().manual_seed(2))
+    z = vae.encode(frames)
+    with torch.no_grad():
+        raw = vae.vae.encode(frames * 2 - 1).latent_dist.mode()
+    m, s = torch.tensor(mean).view(1, 4, 1, 1), torch.tensor(std).view(1, 4, 1, 1)
+    torch.testing.assert_close(z, (raw - m) * 0.5 / s)  # diffusers: (z - mean) * scaling_factor / std
+    with torch.no_grad():
+        want = ((vae.vae.decode(z * s / 0.5 + m).sample + 1) / 2).clamp(0, 1)
+    torch.testing.assert_close(vae.decode(z), want)

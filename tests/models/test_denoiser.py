@@ -150,6 +150,27 @@ def test_bad_construction():
         DiffusersDenoiser(tiny_unet(), scheduler=scheduler(), prediction_type="x")
     with pytest.raises(ValueError, match="guidance_scale: classifier-free guidance needs"):
         DiffusersDenoiser(tiny_unet(), scheduler=scheduler(), guidance_scale=3.0)
+    pos = torch.zeros(1, 5, 16)
+    with pytest.raises(
+        ValueError, match=r"added_cond_kwargs: an SDXL UNet .* needs \['text_embeds', 'time_ids'\]"
+    ):
+        DiffusersDenoiser(tiny_cond_unet(sdxl=True), scheduler=scheduler(), prompt_embeds=pos)
+    added = {"text_embeds": torch.zeros(1, 16), "time_ids": torch.zeros(1, 6)}
+    with pytest.raises(ValueError, match=r"negative_added_cond_kwargs: \['foo'\] have no counterpart"):
+        DiffusersDenoiser(tiny_cond_unet(sdxl=True), scheduler=scheduler(), prompt_embeds=pos,
+                          added_cond_kwargs=added, negative_added_cond_kwargs={"foo": torch.zeros(1)})  # fmt: skip
+
+
+def test_sigma_as_one_float_and_timesteps_exact_after_a_cast():
+    den = DiffusersDenoiser(tiny_unet(), scheduler=scheduler())
+    u = torch.randn(2, 4, 16, 16, generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        torch.testing.assert_close(den(u, 3.0), den(u, torch.tensor([3.0, 3.0])))
+    with pytest.raises(ValueError, match=r"sigma: expected a float or a tensor of shape \[2\]"):
+        den(u, torch.tensor([1.0, 2.0, 3.0]))
+    sig = torch.tensor([14.6, 1.3, 0.03])
+    t = den.timesteps(sig)
+    assert torch.equal(den.half().timesteps(sig), t)  # float64 alphas survive casting the module
 
 
 def test_compile_backend_matches_eager_and_reports_cost():

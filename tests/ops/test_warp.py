@@ -352,6 +352,8 @@ def test_reference_adjoints_equal_autograd_of_reference_warp(gen):
 def test_occlusion_mask_names_its_own_arguments():
     with pytest.raises(ValueError, match="flow: empty"):
         wf.occlusion_mask(torch.zeros(1, 2, 0, 4), torch.zeros(1, 2, 0, 4))
+    with pytest.raises(TypeError, match="back_flow: expected a tensor"):
+        wf.occlusion_mask(torch.zeros(1, 2, 3, 4), None)
 
 
 def test_reference_computes_in_float32_and_keeps_the_storage_dtype(gen):

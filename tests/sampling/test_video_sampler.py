@@ -140,6 +140,8 @@ def test_step_range_and_squared_loss():
     )
     s.sample(frames)
     assert len(s.losses[1]) == 3
+    s.sample(frames)  # a new clip: its own losses, not appended to the last clip's
+    assert len(s.losses[1]) == 3
 
 
 def test_occlusion_masks_guidance():
@@ -204,3 +206,9 @@ def test_bad_inputs():
         VideoSampler(den, sched).sample(frames)
     with pytest.raises(TypeError, match=r"frames\[0\]"):
         VideoSampler(den, sched).sample([torch.zeros(4, H, W)])
+    with torch.inference_mode(), pytest.raises(RuntimeError, match="torch.inference_mode.*jacobian_free"):
+        VideoSampler(den, sched).sample(_pan_frames(2, 0.5))
+    with torch.inference_mode():  # the Jacobian-free mode needs no autograd
+        VideoSampler(den, sched, VideoSamplerConfig(guidance=GuidanceConfig(mode="jacobian_free"))).sample(
+            _pan_frames(2, 0.5)
+        )

@@ -13,6 +13,7 @@ from typing import Literal
 
 import torch
 
+from ..ops._checks import as_sigma
 from ..sampling.schedules import SigmaSchedule, diffusers_schedule, timesteps_for_sigmas
 from .cond_cache import ConditioningCache
 from .hole_fill import check_hole_fill
@@ -105,7 +106,9 @@ class DiffusersDenoiser(torch.nn.Module):
         self.runner = UNetRunner(unet, backend, compile_mode)
         self.scheduler = scheduler
         ac = alphas_cumprod if alphas_cumprod is not None else scheduler.alphas_cumprod
-        self.register_buffer("alphas_cumprod", torch.as_tensor(ac, dtype=torch.float64), persistent=False)
+        # float64 on the CPU, where timesteps are computed; a plain attribute, not a buffer, so casting
+        # the module (.half()) leaves the timesteps exact.
+        self.alphas_cumprod = torch.as_tensor(ac).detach().to("cpu", torch.float64)
         kind = prediction_type or (scheduler.config.prediction_type if scheduler is not None else "epsilon")
         if kind not in ("epsilon", "v_prediction", "sample"):
             raise ValueError(f"prediction_type: expected epsilon, v_prediction or sample, got {kind!r}")
@@ -137,6 +140,18 @@ class DiffusersDenoiser(torch.nn.Module):
         self.size_multiple = 1 if self.conditional else 2**downsamplers
         if self.conditional and prompt_embeds is None:
             raise ValueError("prompt_embeds: required by a UNet2DConditionModel")
+        if getattr(cfg, "addition_embed_type", None) == "text_time":  # SDXL's added conditions
+            missing = {"text_embeds", "time_ids"} - set(added_cond_kwargs or {})
+            if missing:
+                raise ValueError(
+                    f"added_cond_kwargs: an SDXL UNet (addition_embed_type 'text_time') needs "
+                    f"{sorted(missing)}; got {sorted(added_cond_kwargs or {})}"
+                )
+        extra = set(negative_added_cond_kwargs or {}) - set(added_cond_kwargs or {})
+        if extra:
+            raise ValueError(
+                f"negative_added_cond_kwargs: {sorted(extra)} have no counterpart in added_cond_kwargs"
+            )
         self.prompt_embeds, self.negative_prompt_embeds = prompt_embeds, negative_prompt_embeds
         self.added_cond_kwargs, self.negative_added_cond_kwargs = (
             added_cond_kwargs,
@@ -207,8 +222,13 @@ class DiffusersDenoiser(torch.nn.Module):
         )  # fmt: skip
 
     def forward(self, u: torch.Tensor, sigma: torch.Tensor, cond: torch.Tensor | None = None) -> torch.Tensor:
-        """D(u, sigma): ``u`` ``[B, C, H, W]``, ``sigma`` ``[B]``, ``cond`` ``[B, Cc, H, W]`` -> ``[B, C, H, W]``."""
+        """D(u, sigma): ``u`` ``[B, C, H, W]``, ``sigma`` ``[B]`` (or one float for all),
+        ``cond`` ``[B, Cc, H, W]`` -> ``[B, C, H, W]``."""
         b = u.shape[0]
+        dtype = (
+            sigma.dtype if isinstance(sigma, torch.Tensor) and sigma.is_floating_point() else torch.float32
+        )
+        sigma = as_sigma("sigma", sigma, b, u.device, dtype)
         base = None
         if self.residual:
             self.layout.check(cond, b, *u.shape[-2:])

@@ -224,6 +224,8 @@ def occlusion_mask(flow: torch.Tensor, back_flow: torch.Tensor) -> torch.Tensor:
     """
     check_tensor("flow", flow, (None, 2, None, None))
     check_nonempty("flow", flow, (2, 3))
+    if back_flow is None:  # warp() takes None (no check); here the check is the point
+        raise TypeError("back_flow: expected a tensor [N, 2, H, W], got None")
     empty = flow.new_empty((flow.shape[0], 0, *flow.shape[2:]))
     return ~warp(empty, flow, back_flow)[1]
 

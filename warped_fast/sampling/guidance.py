@@ -86,6 +86,11 @@ def predict_and_guide(
         g = torch.zeros_like(u)
         g[idx] = g_sub.to(u.dtype)
         return d, g, loss
+    if torch.is_inference_mode_enabled():
+        raise RuntimeError(
+            "guidance: mode='exact' differentiates through the denoiser, which torch.inference_mode() "
+            "forbids; run under torch.no_grad() instead, or use mode='jacobian_free'"
+        )
     with torch.enable_grad():
         ug = u.detach().requires_grad_(True)
         d = denoiser(ug, sigma, cond)

@@ -86,7 +86,8 @@ class VideoSampler:
         config: frame schedule, batch size and guidance settings.
         callback_on_step_end: optional ``callback(frame, step, u, D)``.
     Attributes:
-        losses: per frame, the guidance loss at each guided step (for diagnostics).
+        losses: per frame of the current (or last) :meth:`stream`, the guidance loss at each guided
+            step (for diagnostics; a new stream starts it afresh).
     """
 
     def __init__(
@@ -181,6 +182,7 @@ class VideoSampler:
         if start_index > 0 and prev_predictions is None and self.config.guidance.mode != "off":
             raise ValueError("prev_predictions: required to resume a guided clip after frame 0")
         prev = None if prev_predictions is None else [p.reshape(1, *p.shape[-3:]) for p in prev_predictions]
+        self.losses = {}
         if self.config.frame_schedule == "sequential":
             yield from self._sequential(frames, start_index, prev)
         else:
