@@ -58,11 +58,26 @@ def test_quality_metrics():
     assert s.shape == (2,) and (s < 1).all() and (ssim(a, a) > 0.999).all()
     with pytest.raises(ValueError, match="pred/target"):
         mse(a, a[:1])
+    u8 = (a * 255).to(torch.uint8)
+    with pytest.raises(TypeError, match="pred: expected float frames in \\[0, 1\\], got torch.uint8"):
+        psnr(u8, u8)
+
+
+def test_warping_error_of_a_frame_with_no_valid_pixel_is_nan():
+    video, fwd = _pan(t=3, s=9)  # frame 2 has moved 18 px: nothing of it is left in frame 0's 16 columns
+    e = warping_error(video + 0.1, fwd, "first")
+    assert torch.isfinite(e[0]) and torch.isnan(e[1])
+    with pytest.raises(TypeError, match="video: expected floating-point frames"):
+        warping_error((video * 255).to(torch.uint8), fwd)
 
 
 def test_weight_metrics_need_local_files(tmp_path):
     a = torch.rand(2, 3, 32, 32)
     with pytest.raises(FileNotFoundError, match="never downloaded"):
         lpips(a, a)
-    with pytest.raises(FileNotFoundError, match="does not exist"):
+    with pytest.raises(FileNotFoundError, match="fid: weights .*inception.safetensors does not exist"):
         fid(a, a, weights=tmp_path / "inception.safetensors")
+    from warped_fast.metrics import clip_score
+
+    with pytest.raises(FileNotFoundError, match="clip_score: .* pass model_dir=<local folder>"):
+        clip_score(a, "a cat")

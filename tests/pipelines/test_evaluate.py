@@ -22,6 +22,19 @@ def test_rows_are_saved_as_they_finish_and_reused(tmp_path, monkeypatch):
     assert evaluate.evaluate_all(tmp_path, frames=2, steps=1, quick=True) == rows  # nothing recomputed
     with pytest.raises(RuntimeError, match="the pipeline ran"):  # other settings: computed anew
         evaluate.evaluate_all(tmp_path, frames=2, steps=2, quick=True)
+    # Another model (e.g. re-released) under the same settings: computed anew too.
+    real = WarpedDiffusionPipeline.from_default
+
+    def other_model(task, *args, **kwargs):
+        pipe = real(task, *args, **kwargs)
+        pipe.denoiser.residual_scale *= 2
+        return pipe
+
+    monkeypatch.setattr(WarpedDiffusionPipeline, "from_default", other_model)
+    with pytest.raises(RuntimeError, match="the pipeline ran"):
+        evaluate.evaluate_all(tmp_path, frames=2, steps=1, quick=True)
+    with pytest.raises(ValueError, match="frames: expected an int >= 2"):
+        evaluate.evaluate_all(tmp_path, frames=1)
 
 
 def test_sr_clip_moves():

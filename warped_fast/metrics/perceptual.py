@@ -132,7 +132,7 @@ def clip_preprocess(frames: torch.Tensor, size: int, mean=_CLIP_MEAN, std=_CLIP_
 def clip_score(frames: torch.Tensor, text: str | list[str], model_dir: str | Path | None = None) -> float:
     """CLIP score of frames against one caption (or one per frame), from a local CLIP folder
     (transformers ``CLIPModel`` with its tokenizer; ``preprocessor_config.json`` gives mean/std)."""
-    p = need_weights("clip_score", model_dir)
+    p = need_weights("clip_score", model_dir, "model_dir")
     x = _check_frames("frames", frames)
     texts = [text] * x.shape[0] if isinstance(text, str) else list(text)
     if len(texts) != x.shape[0]:

@@ -11,6 +11,11 @@ def _check_pair(pred: torch.Tensor, target: torch.Tensor) -> None:
         raise ValueError(
             f"pred/target: expected equal [T, C, H, W] shapes, got {list(pred.shape)} and {list(target.shape)}"
         )
+    for name, t in (("pred", pred), ("target", target)):
+        if not t.is_floating_point():
+            raise TypeError(
+                f"{name}: expected float frames in [0, 1], got {t.dtype} (divide 0..255 values by 255)"
+            )
 
 
 def mse(pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:

@@ -37,11 +37,16 @@ def warping_error(
         reference: compare with the previous frame or with the first frame (flows accumulated).
         mask: optional ``[T-1, 1, H, W]`` extra valid pixels (e.g. non-occluded) on the reference grid.
     Returns:
-        ``[T-1]``: mean over valid pixels and channels of ``(warp(frame_j) - frame_ref)^2``.
+        ``[T-1]``: mean over valid pixels and channels of ``(warp(frame_j) - frame_ref)^2``; NaN for a
+        frame with no valid pixel (nothing of it is seen in the reference frame): average with nanmean.
     """
     if video.dim() != 4 or video.shape[0] < 2:
         raise ValueError(f"video: expected [T >= 2, C, H, W], got {list(video.shape)}")
     t, c, h, w = video.shape
+    if not video.is_floating_point():
+        raise TypeError(
+            f"video: expected floating-point frames (pixels in [0, 1] or latents), got {video.dtype}"
+        )
     if fwd_flows.shape != (t - 1, 2, h, w):
         raise ValueError(f"fwd_flows: expected shape [{t - 1}, 2, {h}, {w}], got {list(fwd_flows.shape)}")
     if reference not in ("previous", "first"):
@@ -55,4 +60,5 @@ def warping_error(
             raise ValueError(f"mask: expected shape [{t - 1}, 1, {h}, {w}], got {got}")
         valid = valid & mask.to(valid.device).bool()
     err = ((warped - ref.float()) ** 2 * valid).sum((1, 2, 3))
-    return err / (valid.sum((1, 2, 3)) * c).clamp_min(1)
+    n = valid.sum((1, 2, 3)) * c
+    return torch.where(n > 0, err / n.clamp_min(1), torch.full_like(err, float("nan")))

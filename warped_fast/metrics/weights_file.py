@@ -8,15 +8,16 @@ from pathlib import Path
 import torch
 
 
-def need_weights(metric: str, weights: str | Path | None) -> Path:
-    """The local path of ``metric``'s weights, or a clear error when there is none."""
+def need_weights(metric: str, weights: str | Path | None, argument: str = "weights") -> Path:
+    """The local path of ``metric``'s weights (given as ``argument``), or a clear error when there is none."""
+    what = "folder" if argument.endswith("dir") else "file"
     if weights is None:
         raise FileNotFoundError(
-            f"{metric}: needs network weights, which are never downloaded here; pass weights=<local file>"
+            f"{metric}: needs network weights, which are never downloaded here; pass {argument}=<local {what}>"
         )
     p = Path(weights)
     if not p.exists():
-        raise FileNotFoundError(f"{metric}: weights file {p} does not exist")
+        raise FileNotFoundError(f"{metric}: {argument} {p} does not exist")
     return p
 
 

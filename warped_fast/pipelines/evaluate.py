@@ -22,6 +22,7 @@ from ..io.frames import write_json_atomic
 from ..metrics import psnr, ssim, warping_error
 from ..sampling import GuidanceConfig
 from .demo import BBB_START, bigbuckbunny_path
+from .resume import object_digest
 from .warped_diffusion import WarpedDiffusionPipeline
 
 # (label, noise method, noise options, guidance mode)
@@ -115,8 +116,8 @@ def run_protocol(
         fwd = p.flows[0] if p.flows is not None else _pixel_flows(out, pipe)
         rows.append({
             "protocol": p.name, "method": label,
-            "warp_err_first": float(warping_error(fr, fwd, "first").mean()),
-            "warp_err_prev": float(warping_error(fr, fwd, "previous").mean()),
+            "warp_err_first": float(warping_error(fr, fwd, "first").nanmean()),
+            "warp_err_prev": float(warping_error(fr, fwd, "previous").nanmean()),
             "per_frame_first": [round(float(x), 6) for x in warping_error(fr, fwd, "first")],
             "psnr": float(psnr(fr, p.target).mean()), "ssim": float(ssim(fr, p.target).mean()),
             "seconds": round(seconds, 1),
@@ -177,6 +178,8 @@ def evaluate_all(
 ) -> list[dict]:
     """Run both protocols with the default models; write ``results.json`` (after every row), then
     ``results.md`` and the plot. Rows of an earlier run with the same settings in ``out_dir`` are kept."""
+    if isinstance(frames, bool) or not isinstance(frames, int) or frames < 2:
+        raise ValueError(f"frames: expected an int >= 2 (the warping error compares frames), got {frames!r}")
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     methods = (
@@ -184,7 +187,10 @@ def evaluate_all(
         if not quick
         else [m for m in METHODS if m[0].startswith(("Fixed (GP)", "Resample (GP)", "GP warping", "Warped"))]
     )
-    settings = {"frames": frames, "steps": steps, "bbb_start": BBB_START}
+    pipes = {task: WarpedDiffusionPipeline.from_default(task) for task in ("inpaint", "sr")}
+    # Rows are reused only for the same settings and the same models (a re-released model reruns).
+    models = {task: object_digest(p.denoiser) for task, p in pipes.items()}
+    settings = {"frames": frames, "steps": steps, "bbb_start": BBB_START, "models": models}
     path = out / "results.json"
     old = json.loads(path.read_text()) if path.exists() else {}
     kept = old.get("rows", []) if isinstance(old, dict) and old.get("settings") == settings else []
@@ -196,7 +202,7 @@ def evaluate_all(
 
     rows = run_protocol(
         translated_photo(frames),
-        WarpedDiffusionPipeline.from_default("inpaint"),
+        pipes["inpaint"],
         steps,
         methods,
         progress=progress,
@@ -205,7 +211,7 @@ def evaluate_all(
     )
     rows += run_protocol(
         sr_clip(max(2, frames // 2)),
-        WarpedDiffusionPipeline.from_default("sr"),
+        pipes["sr"],
         steps,
         methods,
         progress=progress,
