@@ -87,6 +87,8 @@ def test_train_from_config(tmp_path):
     )
     assert main(["train", "--config", str(cfg)]) == 0
     assert (tmp_path / "run" / "model" / "diffusion_pytorch_model.safetensors").exists()
+    with pytest.raises(ValueError, match="steps: expected >= 1, got 0"):  # not a run of the default length
+        main(["train", "--steps", "0", "--output-dir", str(tmp_path / "zero")])
 
 
 def test_demo_small(tmp_path):

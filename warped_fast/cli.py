@@ -15,7 +15,7 @@ def _train(args) -> int:
     cfg = (
         TrainConfig.from_file(args.config, **over)
         if args.config
-        else TrainConfig(**{k: v for k, v in over.items() if v})
+        else TrainConfig(**{k: v for k, v in over.items() if v is not None})
     )
     folder = Trainer(cfg, device=args.device).train(max_minutes=args.max_minutes)
     print(f"model written to {folder}")

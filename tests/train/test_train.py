@@ -56,6 +56,33 @@ def test_resume_from_checkpoint_gives_the_same_state(tmp_path):
     assert len(rows) == 4  # header + 3 steps, none redone
 
 
+def test_resume_refuses_other_settings_and_steps_are_checked(tmp_path):
+    Trainer(_cfg(tmp_path, steps=2)).train()
+    with pytest.raises(ValueError, match=r"config: .* other settings \(lr: 0.001 -> 0.5, seed: 0 -> 9\)"):
+        Trainer(_cfg(tmp_path, steps=2, seed=9, lr=0.5))
+    more = Trainer(_cfg(tmp_path, steps=3, progress=True))  # running longer is a resume
+    assert more.step == 2
+    with pytest.raises(ValueError, match="steps: expected an int >= 1, got 0"):
+        more.train(steps=0)
+
+
+def test_fine_tuned_run_loads_from_anywhere(tmp_path, monkeypatch):
+    """A run fine-tuned from a relative pretrained path resumes (and releases) from another working
+    directory: the checkpoint has the weights, the run folder the architecture."""
+    from warped_fast.train.release import load_trained
+
+    monkeypatch.chdir(tmp_path)
+    Trainer(_cfg(tmp_path, output_dir="first", steps=2)).train()
+    Trainer(_cfg(tmp_path, output_dir="second", steps=2, pretrained="first/model")).train()
+    with pytest.raises(
+        ValueError, match="pretrained: 'first/model' takes 7 input channels; a sr model takes 6"
+    ):
+        Trainer(_cfg(tmp_path, output_dir="third", task="sr", pretrained="first/model"))
+    (tmp_path / "elsewhere").mkdir()
+    monkeypatch.chdir(tmp_path / "elsewhere")
+    assert load_trained(tmp_path / "second").step == 2
+
+
 def test_data_workers_make_the_same_batches(tmp_path):
     """A batch depends only on the seed and its step: worker processes change nothing."""
     a = Trainer(_cfg(tmp_path / "a", steps=3))
@@ -134,6 +161,24 @@ def test_config_files(tmp_path):
         TrainConfig(resolution=20)
     with pytest.raises(ValueError, match="noise"):
         TrainConfig(noise="pink")
+    # Types from the annotations (config files give strings and ints), ranges that would train nothing.
+    j.write_text(json.dumps({"residual": "false"}))
+    with pytest.raises(TypeError, match="residual: expected bool, got str 'false'"):
+        TrainConfig.from_file(j)
+    for kw, err, msg in (
+        ({"steps": "100"}, TypeError, "steps: expected int"),
+        ({"batch_size": 2.5}, TypeError, "batch_size: expected int"),
+        ({"model": "abc"}, TypeError, "model: expected dict"),
+        ({"grad_clip": 0.0}, ValueError, "grad_clip: expected a finite value > 0"),
+        ({"lengthscale": -1.0}, ValueError, "lengthscale: expected a finite value > 0"),
+        ({"warmup_steps": -5}, ValueError, "warmup_steps: expected >= 0"),
+        ({"weight_decay": -0.1}, ValueError, "weight_decay: expected >= 0"),
+        ({"seed": 2**31}, ValueError, "seed: expected 0 <= seed < 2\\^31"),
+    ):
+        with pytest.raises(err, match=msg):
+            TrainConfig(**kw)
+    cfg = TrainConfig(lr=1, crop_scales=[0.5, 1])  # an int for a float, a list for the pair
+    assert isinstance(cfg.lr, float) and cfg.crop_scales == (0.5, 1.0)
 
 
 def test_lora_rank_is_rejected_but_old_configs_with_zero_load(tmp_path):

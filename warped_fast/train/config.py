@@ -3,11 +3,16 @@
 from __future__ import annotations
 
 import json
+import math
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Literal
 
 from ..models.hole_fill import check_hole_fill
+
+
+def _is_number(v) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool)
 
 
 @dataclass(frozen=True)
@@ -82,6 +87,7 @@ class TrainConfig:
     progress: bool = True
 
     def __post_init__(self):
+        self._check_types()
         if self.task not in ("inpaint", "sr"):
             raise ValueError(f"task: expected 'inpaint' or 'sr', got {self.task!r}")
         if self.noise not in ("gp", "white"):
@@ -99,8 +105,15 @@ class TrainConfig:
             raise ValueError(f"data_workers: expected >= 0, got {self.data_workers}")
         if len(self.crop_scales) != 2 or not 0 < self.crop_scales[0] <= self.crop_scales[1]:
             raise ValueError(f"crop_scales: expected [lo, hi] with 0 < lo <= hi, got {self.crop_scales}")
-        if not self.lr > 0 or not self.lengthscale > 0 or not self.residual_scale > 0:
-            raise ValueError("lr, lengthscale and residual_scale: expected > 0")
+        for name in ("lr", "lengthscale", "residual_scale", "grad_clip"):
+            v = getattr(self, name)
+            if not (math.isfinite(v) and v > 0):
+                raise ValueError(f"{name}: expected a finite value > 0, got {v}")
+        for name in ("weight_decay", "warmup_steps"):
+            if not getattr(self, name) >= 0:
+                raise ValueError(f"{name}: expected >= 0, got {getattr(self, name)}")
+        if not 0 <= self.seed < 2**31:
+            raise ValueError(f"seed: expected 0 <= seed < 2^31, got {self.seed}")
         if self.residual_normalize and not self.residual:
             raise ValueError("residual_normalize: needs residual = true")
         check_hole_fill("residual_fill", self.residual_fill)
@@ -116,6 +129,34 @@ class TrainConfig:
             raise ValueError(
                 f"mixed_precision: expected 'no', 'fp16' or 'bf16', got {self.mixed_precision!r}"
             )
+
+    def _check_types(self) -> None:
+        """Each field against its annotation (config files give strings for bools and ints for floats):
+        ints and floats are numbers (an int where a float goes becomes a float), bools are bools, the
+        crop range a pair of numbers (a tuple)."""
+        for f in fields(self):
+            v, kind = getattr(self, f.name), str(f.type)
+            if v is None and kind.endswith("| None"):
+                continue
+            kind = kind.removesuffix(" | None")
+            if kind.startswith("tuple"):
+                ok = isinstance(v, (list, tuple)) and all(_is_number(x) for x in v)
+                if ok:
+                    object.__setattr__(self, f.name, tuple(float(x) for x in v))
+            elif kind == "float":
+                ok = _is_number(v)
+                if ok:
+                    object.__setattr__(self, f.name, float(v))
+            elif kind == "int":
+                ok = isinstance(v, int) and not isinstance(v, bool)
+            elif kind == "bool":
+                ok = isinstance(v, bool)
+            elif kind == "dict":
+                ok = isinstance(v, dict)
+            else:  # str and Literal[...] (their values are checked below)
+                ok = isinstance(v, str)
+            if not ok:
+                raise TypeError(f"{f.name}: expected {f.type}, got {type(v).__name__} {v!r}")
 
     @classmethod
     def from_file(cls, path: str | Path, **overrides) -> TrainConfig:

@@ -23,12 +23,15 @@ EVAL = {"size": 64, "steps": 20, "seed": 0, "per_image": 32, "draws": 8}
 
 def release_default_model(task: str, run_dir: str | Path, dest: Path | None = None) -> dict:
     """Export ``run_dir``'s EMA weights (fp16) to ``warped_fast/models/weights/<task>``, evaluate them on
-    the held-out crops, save a sample grid and the loss curve under docs/models, and return the card data."""
+    the held-out crops, save a sample grid and the loss curve under docs/models, rewrite the model card,
+    and return the card data. With ``dest``, the export, its card.json and the two pictures go to ``dest``
+    only (the shipped models' card and docs are left alone)."""
     trainer = load_trained(run_dir)
     cfg = trainer.cfg
     if cfg.task != task:
         raise ValueError(f"run_dir: trained for {cfg.task!r}, not {task!r}")
-    dest = dest or WEIGHTS_DIR / task
+    shipped = dest is None
+    dest = WEIGHTS_DIR / task if shipped else Path(dest)
     trainer.export(dest, dtype=torch.float16)
     model = load_model(dest)
     scores = evaluate(model, task, **EVAL)
@@ -46,10 +49,12 @@ def release_default_model(task: str, run_dir: str | Path, dest: Path | None = No
         "eval": scores,
     }
     (dest / "card.json").write_text(json.dumps(card, indent=2))
-    DOCS.mkdir(parents=True, exist_ok=True)
-    plot_loss([Path(st["folder"]) / "loss.csv" for st in stages], DOCS / f"{task}_loss.png")
-    sample_grid(model, task, DOCS / f"{task}_samples.png")
-    write_model_card()
+    docs = DOCS if shipped else dest
+    docs.mkdir(parents=True, exist_ok=True)
+    plot_loss([Path(st["folder"]) / "loss.csv" for st in stages], docs / f"{task}_loss.png")
+    sample_grid(model, task, docs / f"{task}_samples.png")
+    if shipped:
+        write_model_card()
     return card
 
 

@@ -44,7 +44,13 @@ def build_unet(cfg: TrainConfig):
                 f"pretrained: {cfg.pretrained!r} (from {Path.cwd()}) is not a diffusers UNet folder with a "
                 "config.json; a relative path is taken from the working directory"
             )
-        return UNet2DModel.from_pretrained(folder, **local_load_kwargs())
+        unet = UNet2DModel.from_pretrained(folder, **local_load_kwargs())
+        if unet.config.in_channels != IMAGE_CHANNELS + cond:
+            raise ValueError(
+                f"pretrained: {cfg.pretrained!r} takes {unet.config.in_channels} input channels; a "
+                f"{cfg.task} model takes {IMAGE_CHANNELS + cond}"
+            )
+        return unet
     m = dict(cfg.model)
     n = len(m.get("block_out_channels", [48, 96, 192]))
     m.setdefault("down_block_types", ["DownBlock2D"] * n)
@@ -52,6 +58,27 @@ def build_unet(cfg: TrainConfig):
     return UNet2DModel(
         sample_size=cfg.resolution, in_channels=IMAGE_CHANNELS + cond, out_channels=IMAGE_CHANNELS, **m
     )
+
+
+# The trained UNet's diffusers config, written beside the first checkpoint of a run.
+UNET_CONFIG = "unet_config.json"
+# Fields a resumed run may change: how long it runs and how, not what it trains.
+_RESUMABLE_CHANGES = {"steps", "progress", "data_workers", "checkpoint_every", "output_dir"}
+
+
+def _check_same_run(saved: Path, cfg: TrainConfig) -> None:
+    """Refuse to resume a run folder with a config that trains something else than its checkpoint."""
+    if not saved.is_file():
+        return
+    old, new = json.loads(saved.read_text()), json.loads(cfg.to_json())
+    old = {**json.loads(TrainConfig().to_json()), **old}  # fields newer than the run: their defaults
+    changed = sorted(k for k in new if k not in _RESUMABLE_CHANGES and old.get(k) != new[k])
+    if changed:
+        diff = ", ".join(f"{k}: {old.get(k)!r} -> {new[k]!r}" for k in changed)
+        raise ValueError(
+            f"config: {saved.parent} holds a run with other settings ({diff}); only "
+            f"{sorted(_RESUMABLE_CHANGES)} may change on resume: use another output_dir"
+        )
 
 
 def machine_description(device: torch.device | str = "cpu") -> str:
@@ -133,12 +160,26 @@ class Trainer:
     ):
         self.cfg = cfg
         self.device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+        self.out = Path(cfg.output_dir if run_dir is None else run_dir)
+        self.ckpt = self.out / "checkpoint"
+        resuming = recover_checkpoint(self.ckpt)
         torch.manual_seed(cfg.seed)
-        self.unet = build_unet(cfg).to(self.device).train()
+        # Resuming: the checkpoint holds the weights, the architecture is the run's own (beside the
+        # checkpoint, or in an export of older runs), so no pretrained folder is needed.
+        arch = [f for f in (self.out / UNET_CONFIG, self.out / "model" / "config.json") if f.is_file()]
+        if resuming and arch:
+            from diffusers import UNet2DModel
+
+            self.unet = UNet2DModel.from_config(json.loads(arch[0].read_text()))
+        else:
+            self.unet = build_unet(cfg)
+        self.unet.to(self.device).train()
         if cfg.pretrained:  # record the architecture actually trained, not the from-scratch default
             c = self.unet.config
             arch = {"block_out_channels": list(c.block_out_channels), "layers_per_block": c.layers_per_block}
             cfg = self.cfg = replace(cfg, model={**arch, "norm_num_groups": c.norm_num_groups})
+        if resuming:
+            _check_same_run(self.out / "config.json", cfg)
         self.params = [p for p in self.unet.parameters() if p.requires_grad]
         self.scheduler = train_scheduler(cfg)
         self.alphas = self.scheduler.alphas_cumprod.to(self.device, torch.float32)
@@ -148,12 +189,10 @@ class Trainer:
         }
         self.data = BatchSource(cfg, load_photos("train"), self.scheduler.config.num_train_timesteps)
         self.step = 0
-        self.out = Path(cfg.output_dir if run_dir is None else run_dir)
-        self.ckpt = self.out / "checkpoint"
         amp = {"fp16": torch.float16, "bf16": torch.bfloat16}.get(cfg.mixed_precision)
         self.amp_dtype = amp if self.device.type == "cuda" else None
         self.scaler = torch.amp.GradScaler("cuda", enabled=self.amp_dtype == torch.float16)
-        if recover_checkpoint(self.ckpt):
+        if resuming:
             meta = load_checkpoint(self.ckpt, self.unet, self.ema, self.opt, self.scaler)
             self.step = meta["step"]
             logger.info("resumed from %s at step %d", self.ckpt, self.step)
@@ -220,13 +259,18 @@ class Trainer:
 
     def checkpoint(self) -> None:
         save_checkpoint(self.ckpt, self.unet, self.ema, self.opt, self.step, {}, self.scaler)
+        arch = self.out / UNET_CONFIG
+        if not arch.is_file():  # the architecture, so that resuming needs no pretrained folder
+            arch.write_text(self.unet.to_json_string())
 
     def train(self, steps: int | None = None, max_minutes: float | None = None) -> Path:
         """Train up to ``steps`` (default ``cfg.steps``) total steps; returns the exported model folder.
 
         ``max_minutes``: a wall-clock budget for this call; when it runs out the run checkpoints and
         exports early (the learning rate has then not decayed fully; a later call resumes)."""
-        total = steps or self.cfg.steps
+        total = self.cfg.steps if steps is None else steps
+        if isinstance(total, bool) or not isinstance(total, int) or total < 1:
+            raise ValueError(f"steps: expected an int >= 1, got {steps!r}")
         if max_minutes is not None and not max_minutes > 0:
             raise ValueError(f"max_minutes: expected > 0, got {max_minutes}")
         self.out.mkdir(parents=True, exist_ok=True)
@@ -280,7 +324,7 @@ class Trainer:
         go through :func:`~warped_fast.train.release.load_trained`, which refuses an untrained run)."""
         from diffusers import EulerDiscreteScheduler
 
-        unet = build_unet(self.cfg)
+        unet = type(self.unet).from_config(self.unet.config)
         sd = {k: (self.ema[k] if k in self.ema else v) for k, v in self.unet.state_dict().items()}
         missing, unexpected = unet.load_state_dict({k: v.to(dtype) for k, v in sd.items()}, strict=False)
         if missing or unexpected:
