@@ -1,15 +1,17 @@
-"""The README's Python examples run as printed (on a two-frame clip for the pipeline example)."""
+"""The Python examples of the README and docs/noise.md run as printed (on a two-frame clip for the
+pipeline example; on the CPU where the noise example names CUDA and no GPU is present)."""
 
 import re
 from pathlib import Path
 
 import pytest
 
-README = Path(__file__).resolve().parents[1] / "README.md"
+ROOT = Path(__file__).resolve().parents[1]
+README = ROOT / "README.md"
 
 
-def python_blocks() -> list[str]:
-    return re.findall(r"```python\n(.*?)```", README.read_text(), re.S)
+def python_blocks(path: Path = README) -> list[str]:
+    return re.findall(r"```python\n(.*?)```", path.read_text(), re.S)
 
 
 def test_readme_has_both_examples():
@@ -37,3 +39,17 @@ def test_readme_quickstart_runs(tmp_path, monkeypatch):
     assert scope["out"].frames.shape == (2, 3, 32, 48)
     assert (tmp_path / "out" / "inpainted.mp4").stat().st_size > 0
     assert len(list((tmp_path / "out" / "frames").glob("frame_*.png"))) == 2
+
+
+def test_noise_doc_example_runs():
+    import torch
+
+    from warped_fast.pipelines.demo import bigbuckbunny
+
+    (code,) = python_blocks(ROOT / "docs" / "noise.md")
+    if not torch.cuda.is_available():
+        code = code.replace('device="cuda"', 'device="cpu"').replace(".cuda()", "")
+    frames = bigbuckbunny(3, (64, 96))
+    scope: dict = {"frames": frames, "H": 64, "W": 96}
+    exec(compile(code, "docs/noise.md", "exec"), scope)
+    assert scope["noise"].shape == (3, 4, 8, 12) and scope["n1"].shape == (4, 8, 12)
