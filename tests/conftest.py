@@ -1,17 +1,20 @@
-"""Test setup: Triton runs in its CPU interpreter (set before triton is imported), hub offline.
+"""Test setup: without a GPU, Triton runs in its CPU interpreter (set before triton is imported); hub
+offline.
 
-``TRITON_INTERPRET=0`` (bench/gpu_check.sh, for the cuda-marked tests) runs the compiled Triton kernels
-on CUDA tensors instead; the tests of Triton on CPU tensors then skip."""
+With a GPU (or ``TRITON_INTERPRET=0``, as bench/gpu_check.sh sets) the Triton kernels run compiled on
+CUDA tensors, so the cuda-marked tests check the real kernels; the tests of Triton on CPU tensors then
+skip. ``TRITON_INTERPRET=1`` on a GPU machine runs the interpreter instead."""
 
 import os
 
-os.environ.setdefault("TRITON_INTERPRET", "1")
+import torch  # does not import triton
+
+os.environ.setdefault("TRITON_INTERPRET", "0" if torch.cuda.is_available() else "1")
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 import importlib.util  # noqa: E402
 
 import pytest  # noqa: E402
-import torch  # noqa: E402
 
 HAS_TRITON = importlib.util.find_spec("triton") is not None
 HAS_CUDA = torch.cuda.is_available()

@@ -50,3 +50,11 @@ def test_latents_mean_and_std_normalize_as_diffusers_sdxl_pipelines():
     with torch.no_grad():
         want = ((vae.vae.decode(z * s / 0.5 + m).sample + 1) / 2).clamp(0, 1)
     torch.testing.assert_close(vae.decode(z), want)
+
+
+def test_frames_move_to_the_vae_device():
+    """Frames read on the CPU reach a VAE on another device (the meta device stands in for a GPU)."""
+    vae = DiffusersVAE(_tiny_vae().to("meta"))
+    z = vae.encode(torch.rand(2, 3, 8, 12))
+    assert z.device.type == "meta" and z.shape == (2, 4, 4, 6)
+    assert vae.decode(torch.zeros(2, 4, 4, 6)).device.type == "meta"

@@ -170,6 +170,7 @@ def test_gp_cuda_graph_step_equals_eager(shared):
         frames = [warper.reset((c, h, w), 3, device="cuda")]
         frames += [warper.step(back[j].cuda()) for j in range(t - 1)]
         clips.append(torch.stack(frames))
+        assert (warper._graph is not None) == graphed  # the graphed run really replays a capture
     assert clips[1].is_cuda and not torch.equal(clips[1][2], clips[1][3])
     assert torch.equal(clips[0], clips[1])
 

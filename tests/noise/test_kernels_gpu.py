@@ -4,6 +4,7 @@
 import pytest
 import torch
 
+import warped_fast as wf
 from warped_fast.noise import pixel_corners
 from warped_fast.noise.gwtf import gwtf_transport, gwtf_transport_reference
 from warped_fast.noise.hiwyn import hiwyn_transport, hiwyn_transport_reference
@@ -28,17 +29,20 @@ def test_triton_gpu_matches_reference(method):
         corners = pixel_corners(back)
         args = (prev, corners, z, fresh)
         ref = hiwyn_transport_reference(*args)
-        out = hiwyn_transport(*(a.cuda() for a in args))
+        with wf.use_backend("triton"):  # no silent fallback to the PyTorch path
+            out = hiwyn_transport(*(a.cuda() for a in args))
     elif method == "infres":
         z = torch.randn(c, 4, h, w, generator=gen)
         ref = infres_transport_reference(prev, fwd, z, fresh)
-        out = infres_transport(prev.cuda(), fwd.cuda(), z.cuda(), fresh.cuda())
+        with wf.use_backend("triton"):
+            out = infres_transport(prev.cuda(), fwd.cuda(), z.cuda(), fresh.cuda())
     else:
         weight = torch.rand(h, w, generator=gen) + 0.5
         zc, ze = torch.randn(c, h, w, generator=gen), torch.randn(c, h, w, generator=gen)
         args = (prev, weight, fwd, back, zc, ze, fresh)
         ref, ref_w = gwtf_transport_reference(*args)
-        out, out_w = gwtf_transport(*(a.cuda() for a in args))
+        with wf.use_backend("triton"):
+            out, out_w = gwtf_transport(*(a.cuda() for a in args))
         # the density carried to the next frame
         torch.testing.assert_close(out_w.cpu(), ref_w, atol=2e-6, rtol=0)
     assert out.is_cuda

@@ -440,3 +440,32 @@ def test_triton_compose_refuses_frames_past_int32_offsets():
         with pytest.raises(ValueError, match=r"frame too large .* expected < 1073741824"):
             triton_warp.compose_coords(coords, flow)
     triton_warp._check_frame(2**30 - 1, 2**15, pair=True)  # the largest frame taken
+
+
+def test_backward_runs_under_the_backend_forced_at_the_forward(monkeypatch, gen):
+    """Autograd runs CUDA backwards on its own threads, without the caller's context: here a backward on
+    another thread, which must still run the backend forced when the forward ran."""
+    import importlib
+    import threading
+
+    from warped_fast.ops import select
+
+    seen = []
+    real = select
+
+    def spy(op, *args, **kwargs):
+        backend = real(op, *args, **kwargs)
+        seen.append((op, backend))
+        return backend
+
+    for module in ("warped_fast.ops.warp", "warped_fast.ops.guidance"):
+        monkeypatch.setattr(importlib.import_module(module), "select", spy)
+    img = torch.randn(1, 2, 5, 6, generator=gen, requires_grad=True)
+    flow = torch.randn(1, 2, 5, 6, generator=gen)
+    with wf.use_backend("reference"):
+        out = wf.warp(img, flow)[0].square().sum() + wf.guidance_loss(img, img.detach() * 0.5, flow)
+    seen.clear()
+    worker = threading.Thread(target=out.backward)
+    worker.start()
+    worker.join()
+    assert img.grad is not None and seen and all(b == "reference" for _, b in seen), seen

@@ -61,22 +61,28 @@ class DiffusersVAE:
     def _dtype(self):
         return next(self.vae.parameters()).dtype
 
+    @property
+    def _device(self):
+        return next(self.vae.parameters()).device
+
     @torch.no_grad()
     def encode(self, frames: torch.Tensor) -> torch.Tensor:
-        """``[T, 3, H, W]`` in [0, 1] -> normalized latents ``[T, C, H / f, W / f]`` float32."""
+        """``[T, 3, H, W]`` in [0, 1] (any device) -> normalized latents ``[T, C, H / f, W / f]`` float32 on
+        the VAE's device."""
         out = []
         for c in range(0, frames.shape[0], self.chunk):
-            x = frames[c : c + self.chunk].to(self._dtype) * 2 - 1
+            x = frames[c : c + self.chunk].to(self._device, self._dtype) * 2 - 1
             z = self.vae.encode(x).latent_dist.mode().float()
             out.append((z - self.mean.to(z.device)) * self.scale / self.std.to(z.device))
         return torch.cat(out)
 
     @torch.no_grad()
     def decode(self, latents: torch.Tensor) -> torch.Tensor:
-        """Normalized latents ``[T, C, h, w]`` -> frames ``[T, 3, h f, w f]`` in [0, 1] float32."""
+        """Normalized latents ``[T, C, h, w]`` (any device) -> frames ``[T, 3, h f, w f]`` in [0, 1] float32 on
+        the VAE's device."""
         out = []
         for c in range(0, latents.shape[0], self.chunk):
-            z = latents[c : c + self.chunk].float()
+            z = latents[c : c + self.chunk].to(self._device, torch.float32)
             z = z * self.std.to(z.device) / self.scale + self.mean.to(z.device)
             out.append(((self.vae.decode(z.to(self._dtype)).sample.float() + 1) / 2).clamp(0, 1))
         return torch.cat(out)

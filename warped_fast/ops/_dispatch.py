@@ -80,6 +80,24 @@ def use_backend(name: str | None) -> ContextSetting:
     return ContextSetting(_forced, "auto" if name is None else name)
 
 
+def register_autograd(op, backward, setup_context) -> None:
+    """``op.register_autograd(backward, setup_context=...)``, the backward running under the backend
+    forced at the forward: autograd runs CUDA backwards on its own threads, which do not see the
+    caller's context variables (``with use_backend("reference")`` would otherwise not reach them)."""
+
+    def setup(ctx, inputs, output):
+        ctx.forced_backend = _forced.get()
+        setup_context(ctx, inputs, output)
+
+    def backward_forced(ctx, *grads):
+        if ctx.forced_backend is None:
+            return backward(ctx, *grads)
+        with ContextSetting(_forced, ctx.forced_backend):
+            return backward(ctx, *grads)
+
+    op.register_autograd(backward_forced, setup_context=setup)
+
+
 # Triton kernels compute in float32 and take float32/float16/bfloat16 tensors only.
 _TRITON_DTYPES = ("torch.float32", "torch.float16", "torch.bfloat16")
 

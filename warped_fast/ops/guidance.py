@@ -9,7 +9,7 @@ import torch
 from .. import reference
 from . import _cpu, _eager
 from ._checks import as_sigma, check_finite, check_nonempty, check_tensor
-from ._dispatch import register, select
+from ._dispatch import register, register_autograd, select
 
 register("guidance_residual", ("triton", "cpu", "reference"))
 register("euler_guided_step", ("triton", "cpu", "reference"))
@@ -89,7 +89,7 @@ def _residual_backward(ctx, grad_r, grad_sumsq):
     return gp, (-g.to(r.dtype) if ctx.needs_input_grad[1] else None), None, None
 
 
-_guidance_residual.register_autograd(_residual_backward, setup_context=_residual_setup)
+register_autograd(_guidance_residual, _residual_backward, _residual_setup)
 
 
 def _check_guidance(pred, prev_pred, flow, mask) -> None:

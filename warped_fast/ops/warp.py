@@ -11,7 +11,7 @@ import torch
 from .. import reference
 from . import _cpu, _eager
 from ._checks import as_dtype, check_finite, check_nonempty, check_tensor
-from ._dispatch import register, select
+from ._dispatch import register, register_autograd, select
 
 register("warp", ("triton", "cpu", "reference"))
 register("warp_image_grad", ("triton", "cpu", "reference"))
@@ -81,7 +81,7 @@ def _warp_backward(ctx, grad_out, grad_valid):
     return gi, gf, None
 
 
-_warp.register_autograd(_warp_backward, setup_context=_warp_setup)
+register_autograd(_warp, _warp_backward, _warp_setup)
 
 
 # --- adjoints -------------------------------------------------------------------------------------

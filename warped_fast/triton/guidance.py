@@ -12,6 +12,7 @@ import torch
 import triton
 import triton.language as tl
 
+from . import on_tensor_device
 from .warp import (
     _IMAGE_DTYPES,
     _bilinear_taps,
@@ -94,6 +95,7 @@ def _euler_kernel(
     tl.store(out_ptr + offs, o.to(out_ptr.dtype.element_ty), mask=m)
 
 
+@on_tensor_device
 def guidance_residual(
     pred: torch.Tensor, prev: torch.Tensor, flow: torch.Tensor, mask: torch.Tensor | None = None
 ) -> tuple[torch.Tensor, torch.Tensor]:
@@ -141,6 +143,7 @@ def guidance_residual(
     return r, part.sum(1)
 
 
+@on_tensor_device
 def euler_guided_step(
     u: torch.Tensor,
     pred: torch.Tensor,

@@ -22,6 +22,8 @@ import torch
 import triton
 import triton.language as tl
 
+from . import on_tensor_device
+
 __all__ = ["gwtf_transport"]
 
 
@@ -135,6 +137,7 @@ def _gather_kernel(
         c += 1
 
 
+@on_tensor_device
 def gwtf_transport(q, weight, fwd, back, zc, ze, fresh) -> tuple[torch.Tensor, torch.Tensor]:
     """One Go-with-the-Flow step (arguments as :func:`warped_fast.noise.gwtf.gwtf_transport_reference`).
 

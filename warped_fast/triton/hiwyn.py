@@ -17,6 +17,8 @@ import torch
 import triton
 import triton.language as tl
 
+from . import on_tensor_device
+
 __all__ = ["hiwyn_transport"]
 
 
@@ -172,6 +174,7 @@ def _check(name, t, shape, device):
         raise ValueError(f"{name}: expected a tensor on {device}, got {t.device}")
 
 
+@on_tensor_device
 def hiwyn_transport(
     prev: torch.Tensor, corners: torch.Tensor, z: torch.Tensor, fresh: torch.Tensor, max_extent: int = 8
 ) -> torch.Tensor:

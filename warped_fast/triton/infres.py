@@ -13,6 +13,8 @@ import torch
 import triton
 import triton.language as tl
 
+from . import on_tensor_device
+
 __all__ = ["infres_transport"]
 
 
@@ -99,6 +101,7 @@ def _finalize_kernel(
     tl.store(out_ptr + offs, res, mask=m)
 
 
+@on_tensor_device
 def infres_transport(
     prev: torch.Tensor,
     fwd: torch.Tensor,

@@ -16,6 +16,8 @@ import torch
 import triton
 import triton.language as tl
 
+from . import on_tensor_device
+
 __all__ = ["compose_coords", "warp_flow_grad", "warp_forward", "warp_image_grad"]
 
 # Forward-backward consistency thresholds (UnFlow), as in the reference.
@@ -340,6 +342,7 @@ def _compose_kernel(
 # --------------------------------------------------------------------------------------------------
 
 
+@on_tensor_device
 def warp_forward(
     image: torch.Tensor, flow: torch.Tensor, back_flow: torch.Tensor | None = None
 ) -> tuple[torch.Tensor, torch.Tensor]:
@@ -392,6 +395,7 @@ def _channel_tile(c: int) -> int:
     return triton.next_power_of_2(c) if 0 < c <= _CHANNEL_TILE_MAX else 0
 
 
+@on_tensor_device
 def warp_image_grad(
     grad_out: torch.Tensor, flow: torch.Tensor, scale: torch.Tensor | None = None
 ) -> torch.Tensor:
@@ -437,6 +441,7 @@ def warp_image_grad(
     return acc if grad_out.dtype == torch.float32 else acc.to(grad_out.dtype)
 
 
+@on_tensor_device
 def warp_flow_grad(grad_out: torch.Tensor, image: torch.Tensor, flow: torch.Tensor) -> torch.Tensor:
     """Gradient of ``sum(grad_out * warp_forward(image, flow)[0])`` with respect to the flow.
 
@@ -477,6 +482,7 @@ def warp_flow_grad(grad_out: torch.Tensor, image: torch.Tensor, flow: torch.Tens
     return grad_flow.to(flow_dtype)
 
 
+@on_tensor_device
 def compose_coords(coords: torch.Tensor, flow: torch.Tensor) -> torch.Tensor:
     """Pull a coordinate map back through a flow: ``X_new(p) = X(p + flow(p))``.
 
