@@ -204,6 +204,23 @@ def test_cuda_matches_reference(shape, shared, kernel, gen):
     assert_close(out, r64, atol=2 * ref_err + 1e-5, what="gp_noise cuda vs float64 reference")
 
 
+@pytest.mark.cuda
+def test_cuda_batches_past_one_launch():
+    """More frames than one launch takes (65535, a grid dimension): split into launches, each frame
+    evaluated where it is."""
+    from warped_fast.ops.gp_noise import _CUDA_MAX_FRAMES
+
+    g = torch.Generator().manual_seed(5)
+    n = _CUDA_MAX_FRAMES + 2
+    z, b, wt = _params(2, 8, False, g)
+    coords = torch.randn(n, 1, 3, 2, generator=g) * 50
+    with wf.use_backend("cuda"):
+        out = wf.gp_noise(coords.cuda(), z.cuda(), b.cuda(), wt.cuda()).cpu()
+    frames = [0, _CUDA_MAX_FRAMES - 1, _CUDA_MAX_FRAMES, n - 1]
+    ref = reference.gp_noise(coords[frames].double(), z.double(), b.double(), wt.double())
+    assert_close(out[frames], ref, atol=1e-4, what="frames on both sides of a launch boundary")
+
+
 def _smooth_coords(n, h, w, offset, amp):
     """A coordinate map like those of noise warping: the pixel grid moved by ``offset`` and a smooth
     flow of amplitude ``amp`` px."""
