@@ -262,3 +262,21 @@ def test_triton_gpu_matches_reference(shape, gen):
     assert_close(loss, r_loss, atol=1e-3, rtol=1e-5, what="loss triton gpu")
     assert_close(grad, r_grad, atol=1e-5, rtol=1e-4, what="grad triton gpu")
     assert_close(step, ref_step, atol=1e-4, rtol=1e-5, what="euler triton gpu")
+
+
+def test_norm_gradient_has_a_dead_zone_for_rounding_residuals(fast_backend, gen):
+    """A residual of float-rounding size (another batch size, a resumed run) guides nothing; a real one
+    gets the normalized gradient. Fast path, autograd of the loss and the reference agree."""
+    pred = torch.randn(2, 3, 6, 7, generator=gen)
+    flow = torch.zeros(2, 2, 6, 7)
+    prev = pred.clone()
+    prev[0] += 1e-7 * torch.randn(3, 6, 7, generator=gen)  # RMS ~1e-7: rounding
+    prev[1] += 1e-3 * torch.randn(3, 6, 7, generator=gen)  # RMS ~1e-3: a residual
+    with wf.use_backend(fast_backend):
+        loss, grad = wf.guidance_grad(pred, prev, flow)
+        p = pred.clone().requires_grad_(True)
+        (auto,) = torch.autograd.grad(wf.guidance_loss(p, prev, flow).sum(), p)
+    _, ref = reference.guidance_grad(pred, prev, flow)
+    assert loss[0] > 0 and grad[0].abs().max() == 0 and auto[0].abs().max() == 0 and ref[0].abs().max() == 0
+    assert abs(grad[1].norm().item() - 1) < 1e-4 and torch.allclose(auto, grad, atol=1e-5)
+    assert torch.allclose(ref, grad, atol=1e-5)

@@ -7,6 +7,7 @@ from __future__ import annotations
 import torch
 
 from .. import reference
+from ..reference.guidance import norm_active
 from . import _cpu, _eager
 from ._checks import as_sigma, check_finite, check_nonempty, check_tensor
 from ._dispatch import register, register_autograd, select
@@ -138,10 +139,14 @@ def guidance_loss(
     """Per-frame guidance loss ``||r_n||`` (default, as in DPS) or ``||r_n||^2``; differentiable.
 
     Returns:
-        ``[N]``. The gradient of the norm at r = 0 is taken as 0.
+        ``[N]``. The norm has no gradient while the residual's RMS is under
+        :data:`warped_fast.reference.guidance.NORM_GRAD_MIN_RMS` (float rounding, not a residual).
     """
     _, sumsq = guidance_residual(pred, prev_pred, flow, mask)
-    return sumsq if squared else sumsq.clamp_min(1e-30).sqrt()
+    if squared:
+        return sumsq
+    norm = sumsq.clamp_min(1e-30).sqrt()
+    return torch.where(norm_active(sumsq.detach(), pred[0].numel()), norm, norm.detach())
 
 
 def guidance_grad(
@@ -153,7 +158,8 @@ def guidance_grad(
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Guidance loss and its gradient with respect to ``pred``, without autograd (two fused kernels).
 
-    The gradient is the adjoint warp (bilinear splat) of ``r / ||r||`` (or ``2 r`` when squared);
+    The gradient is the adjoint warp (bilinear splat) of ``r / ||r||`` (0 in the dead zone of
+    :func:`guidance_loss`), or of ``2 r`` when squared;
     it is what the Jacobian-free mode uses as ``g`` (method section 5).
 
     Returns:
@@ -165,7 +171,8 @@ def guidance_grad(
             loss, scale = sumsq, torch.full_like(sumsq, 2.0)
         else:
             loss = sumsq.sqrt()
-            scale = torch.where(loss > 0, 1.0 / loss.clamp_min(1e-30), torch.zeros_like(loss))
+            active = norm_active(sumsq, pred[0].numel())
+            scale = torch.where(active, 1.0 / loss.clamp_min(1e-30), torch.zeros_like(loss))
         grad = _eager.call("warp_image_grad", r, flow.contiguous(), scale)
     return loss, grad
 

@@ -7,6 +7,17 @@ import torch
 from ._bilinear import compute_dtype
 from .warp import warp
 
+# The normalized loss ||r|| has a unit-norm gradient r / ||r|| however small r is: float rounding alone
+# (another batch size, a resumed run) would give a full guidance step where the exact residual is 0.
+# Below this RMS residual per element, far under anything visible, the gradient is taken as 0.
+NORM_GRAD_MIN_RMS = 1e-5
+
+
+def norm_active(sumsq: torch.Tensor, numel: int) -> torch.Tensor:
+    """``[N]`` bool: whether ``||r_n||`` (``sumsq`` its square, ``numel`` elements per frame) is above the
+    dead zone of :data:`NORM_GRAD_MIN_RMS`, i.e. has a gradient."""
+    return sumsq > (NORM_GRAD_MIN_RMS**2) * numel
+
 
 def guidance_residual(
     pred: torch.Tensor, prev_pred: torch.Tensor, flow: torch.Tensor, mask: torch.Tensor | None = None
@@ -39,7 +50,8 @@ def guidance_grad(
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Per-frame guidance loss and its gradient with respect to ``pred``.
 
-    loss_n = ||r_n||_2 (default, normalized as in DPS) or ||r_n||_2^2 (``squared=True``).
+    loss_n = ||r_n||_2 (default, normalized as in DPS; no gradient while the residual's RMS is under
+    :data:`NORM_GRAD_MIN_RMS`) or ||r_n||_2^2 (``squared=True``).
 
     Returns:
         loss ``[N]`` (float32, or float64 for float64 inputs) and grad ``[N, C, H, W]`` in ``pred``'s
@@ -48,7 +60,11 @@ def guidance_grad(
     with torch.enable_grad():
         p = pred.detach().requires_grad_(True)
         r = guidance_residual(p, prev_pred, flow, mask).flatten(1)
-        loss = (r**2).sum(1) if squared else r.norm(dim=1)
+        if squared:
+            loss = (r**2).sum(1)
+        else:
+            norm = r.norm(dim=1)
+            loss = torch.where(norm_active(norm.detach() ** 2, r.shape[1]), norm, norm.detach())
         (grad,) = torch.autograd.grad(loss.sum(), p)
     return loss.detach(), grad
 
