@@ -256,3 +256,39 @@ def test_model_key_covers_the_denoisers_options():
     key = object_digest(den)
     den.added_cond_kwargs = {"time_ids": torch.ones(1, 6)}
     assert object_digest(den) != key
+
+
+def test_resume_repairs_damaged_files_and_refuses_an_unknown_job(tmp_path):
+    """Crash debris: a truncated PNG is rewritten from its latent, a damaged latent is recomputed, a
+    latent saved without its predictions is redone; a folder without progress.json is refused."""
+    pipe = _inpaint_pipe()
+    v = _video(5)
+    kw = {"num_inference_steps": 2, "progress": False}
+    ref = pipe(v, "box", output_dir=tmp_path / "ref", **kw)
+    out = tmp_path / "job"
+    pipe(v, "box", output_dir=out, **kw)
+    png = out / "frame_00001.png"
+    png.write_bytes(png.read_bytes()[:40])  # half-written by something else
+    (out / "latents" / "latent_00004.safetensors").write_bytes(b"\x00" * 10)  # damaged
+    calls = []
+    again = pipe(v, "box", output_dir=out, callback_on_step_end=lambda j, *a: calls.append(j), **kw)
+    assert set(calls) == {4}, "only the frame with the damaged latent is recomputed"
+    assert torch.equal(again.latents, ref.latents) and torch.equal(again.frames, ref.frames)
+    from warped_fast.io import read_video
+
+    assert torch.equal(read_video(out), read_video(tmp_path / "ref"))  # the PNG is whole again
+    # A latent saved, the crash before its predictions: that frame is redone, the rest kept.
+    from safetensors.torch import load_file, save_file
+
+    state = load_file(str(out / "sampler_state.safetensors"))
+    state["frame"] = torch.tensor(2)
+    save_file(state, str(out / "sampler_state.safetensors"))
+    calls.clear()
+    pipe(v, "box", output_dir=out, callback_on_step_end=lambda j, *a: calls.append(j), **kw)
+    assert min(calls) == 3
+    (out / "progress.json").write_text("{garbage")
+    with pytest.raises(ValueError, match="progress.json is damaged"):
+        pipe(v, "box", output_dir=out, **kw)
+    (out / "progress.json").unlink()
+    with pytest.raises(ValueError, match="holds frames but no progress.json"):
+        pipe(v, "box", output_dir=out, generator=1, **kw)

@@ -62,6 +62,13 @@ def test_resume_refuses_other_settings_and_steps_are_checked(tmp_path):
         Trainer(_cfg(tmp_path, steps=2, seed=9, lr=0.5))
     more = Trainer(_cfg(tmp_path, steps=3, progress=True))  # running longer is a resume
     assert more.step == 2
+    run = tmp_path / "run"
+    (run / "config.json").write_text("{")  # damaged: named
+    with pytest.raises(ValueError, match="config.json: damaged"):
+        Trainer(_cfg(tmp_path, steps=2))
+    (run / "config.json").unlink()  # gone: the checkpoint's run cannot be told
+    with pytest.raises(ValueError, match="holds a checkpoint but no config.json"):
+        Trainer(_cfg(tmp_path, steps=2, seed=9))
     with pytest.raises(ValueError, match="steps: expected an int >= 1, got 0"):
         more.train(steps=0)
 

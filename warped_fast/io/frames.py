@@ -9,9 +9,12 @@ from pathlib import Path
 import numpy as np
 import torch
 
+_PNG_END = b"IEND\xaeB`\x82"  # the last chunk of every PNG file, with its CRC
+
 
 class FrameStore:
     """Frames ``frame_00000.png`` ... in ``folder`` plus ``progress.json`` ({"total", "params", "complete"}).
+    A folder with frames (or latents) but no ``progress.json`` is refused: its job cannot be told.
 
     Args:
         folder: output folder (created; must be writable).
@@ -32,11 +35,21 @@ class FrameStore:
         # as stored (JSON): a tuple compares equal to the list it is read back as
         self.total, self.params = total, json.loads(json.dumps(params))
         if self.meta_path.exists():
-            old = json.loads(self.meta_path.read_text())
+            try:
+                old = json.loads(self.meta_path.read_text())
+            except ValueError as e:
+                raise ValueError(
+                    f"output: {self.meta_path} is damaged ({e}); delete the folder to restart"
+                ) from e
             if old.get("params") != self.params or old.get("total") != total:
                 raise ValueError(
                     f"output: {self.folder} holds frames of a different job; choose another folder or delete it"
                 )
+        elif any(self.folder.glob("frame_*.png")) or any(self.folder.glob("latents/*.safetensors")):
+            raise ValueError(
+                f"output: {self.folder} holds frames but no progress.json, so not which job made them; "
+                "choose another folder or delete it"
+            )
         self._write_meta(complete=False)
 
     def _write_meta(self, complete: bool) -> None:
@@ -47,13 +60,26 @@ class FrameStore:
         return self.folder / f"frame_{i:05d}.png"
 
     def done(self) -> list[int]:
-        """Indices of frames already written, in order, stopping at the first gap."""
+        """Indices of frames already written, in order, stopping at the first gap (or damaged file)."""
         out = []
         for i in range(self.total):
-            if not self.path(i).exists():
+            if not self.intact(i):
                 break
             out.append(i)
         return out
+
+    def intact(self, i: int) -> bool:
+        """Whether frame ``i``'s PNG exists and ends with the PNG trailer (a truncated file does not)."""
+        p = self.path(i)
+        try:
+            with p.open("rb") as f:
+                f.seek(0, 2)
+                if f.tell() < len(_PNG_END) + 8:
+                    return False
+                f.seek(-len(_PNG_END), 2)
+                return f.read() == _PNG_END
+        except OSError:
+            return False
 
     def write(self, i: int, frame: torch.Tensor) -> None:
         """Write frame ``i`` (``[3, H, W]`` in [0, 1]) atomically."""

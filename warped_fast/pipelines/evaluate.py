@@ -11,6 +11,7 @@ written as they finish, and a rerun with the same settings skips the rows alread
 from __future__ import annotations
 
 import json
+import logging
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -24,6 +25,8 @@ from ..sampling import GuidanceConfig
 from .demo import BBB_START, bigbuckbunny_path
 from .resume import object_digest
 from .warped_diffusion import WarpedDiffusionPipeline
+
+logger = logging.getLogger("warped_fast")
 
 # (label, noise method, noise options, guidance mode)
 METHODS = [
@@ -192,7 +195,11 @@ def evaluate_all(
     models = {task: object_digest(p.denoiser) for task, p in pipes.items()}
     settings = {"frames": frames, "steps": steps, "bbb_start": BBB_START, "models": models}
     path = out / "results.json"
-    old = json.loads(path.read_text()) if path.exists() else {}
+    try:
+        old = json.loads(path.read_text()) if path.exists() else {}
+    except ValueError as e:  # damaged by something else (the writes are atomic): its rows are recomputed
+        logger.warning("evaluate: %s is damaged (%s); recomputing every row", path, e)
+        old = {}
     kept = old.get("rows", []) if isinstance(old, dict) and old.get("settings") == settings else []
     done = {(r["protocol"], r["method"]): r for r in kept}
 

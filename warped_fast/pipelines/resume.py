@@ -9,10 +9,13 @@ model's weights and options, the sampling schedule and the generator's state.
 from __future__ import annotations
 
 import hashlib
+import logging
 from pathlib import Path
 
 import torch
 from safetensors.torch import load_file, save_file
+
+logger = logging.getLogger("warped_fast")
 
 
 def tensor_digest(*tensors: torch.Tensor | None) -> str:
@@ -87,13 +90,15 @@ class JobState:
     """The latents of finished frames and the sampler state, in ``folder`` beside the frames.
 
     Files: ``latents/latent_00000.safetensors`` ... and ``sampler_state.safetensors`` (the predictions
-    ``pred.k`` of every step of the last finished frame ``frame``), each written atomically.
+    ``pred.k`` of every step of the last finished frame ``frame``; the frame before's in
+    ``sampler_state.prev.safetensors``), each written atomically.
     """
 
     def __init__(self, folder: str | Path):
         self.folder = Path(folder)
         (self.folder / "latents").mkdir(parents=True, exist_ok=True)
         self.state_path = self.folder / "sampler_state.safetensors"
+        self.prev_state_path = self.folder / "sampler_state.prev.safetensors"
 
     def latent_path(self, j: int) -> Path:
         return self.folder / "latents" / f"latent_{j:05d}.safetensors"
@@ -104,28 +109,48 @@ class JobState:
         if preds is not None:
             d = {f"pred.{k}": p.detach().cpu().contiguous() for k, p in enumerate(preds)}
             d["frame"] = torch.tensor(j)
+            if self.state_path.exists():  # kept: the state to resume from if this frame's files are lost
+                self.state_path.replace(self.prev_state_path)
             _save_atomic(d, self.state_path)
 
     def resume(
-        self, frames_done: int, guided: bool, steps: int, device
+        self, total: int, guided: bool, steps: int, device
     ) -> tuple[int, list[torch.Tensor], list[torch.Tensor] | None]:
-        """Where to resume given ``frames_done`` written frames.
+        """Where to resume a job of ``total`` frames: after the saved latents (the first missing or
+        damaged one ends them) and, when guided, after the frame whose predictions were saved last.
 
         Returns:
             start (the first frame to compute), the latents of frames ``< start`` and, when guided,
             the predictions of frame ``start - 1`` (None when start is 0 or unguided).
         """
-        start = 0
-        while start < frames_done and self.latent_path(start).exists():
-            start += 1
-        prev_pred = None
+        latents = []
+        while len(latents) < total:
+            z = _load(self.latent_path(len(latents)))
+            if z is None or "latent" not in z:
+                break
+            latents.append(z["latent"])
+        start, prev_pred = len(latents), None
         if start and guided:
-            s = load_file(str(self.state_path)) if self.state_path.exists() else {}
-            if "frame" not in s or int(s["frame"]) != start - 1 or f"pred.{steps - 1}" not in s:
+            for s in (_load(self.state_path) or {}, _load(self.prev_state_path) or {}):
+                f = int(s["frame"]) if "frame" in s else -1
+                if 0 <= f < start and all(f"pred.{k}" in s for k in range(steps)):
+                    break
+            else:
                 return 0, [], None  # no usable predictions: start over (frames are rewritten identically)
+            start = f + 1  # after a frame whose predictions were lost (a crash, a damaged latent), redo it
             prev_pred = [s[f"pred.{k}"].to(device) for k in range(steps)]
-        latents = [load_file(str(self.latent_path(j)))["latent"].to(device) for j in range(start)]
-        return start, latents, prev_pred
+        return start, [z.to(device) for z in latents[:start]], prev_pred
+
+
+def _load(path: Path) -> dict[str, torch.Tensor] | None:
+    """The tensors of a safetensors file, or None when it is missing or damaged (it is then redone)."""
+    if not path.exists():
+        return None
+    try:
+        return load_file(str(path))
+    except Exception as e:  # safetensors raises its own error type for truncated or garbled files
+        logger.warning("resume: %s is damaged (%s); recomputing from there", path, e)
+        return None
 
 
 def _save_atomic(tensors: dict[str, torch.Tensor], path: Path) -> None:

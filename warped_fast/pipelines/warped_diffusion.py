@@ -230,10 +230,15 @@ class WarpedDiffusionPipeline:
                       "sigmas": tensor_digest(schedule.sigmas, schedule.timesteps)}  # fmt: skip
             store = FrameStore(output_dir, params, t)
             job = JobState(output_dir)
-            start, latents, prev_pred = job.resume(len(store.done()), guided, num_inference_steps, dev)
+            start, latents, prev_pred = job.resume(t, guided, num_inference_steps, dev)
             if start:
                 logger.info("resuming at frame %d of %d from %s", start, t, output_dir)
 
+        decoded: dict[int, torch.Tensor] = {}
+        for j in range(start):  # a finished frame's PNG missing or damaged (a crash before it was written)
+            if not store.intact(j):
+                decoded[j] = self.autoencoder.decode(latents[j][None])[0].cpu()
+                store.write(j, decoded[j])
         preds: dict[int, list[torch.Tensor]] = {}
 
         def on_step(j, step, u, d):
@@ -243,7 +248,6 @@ class WarpedDiffusionPipeline:
                 callback_on_step_end(j, step, u, d)
 
         sampler = VideoSampler(self.denoiser, schedule, sampler_cfg, callback_on_step_end=on_step)
-        decoded: dict[int, torch.Tensor] = {}
         for j, z in enumerate(sampler.stream(inputs(start), start, prev_pred), start):
             latents.append(z)
             if store is not None:

@@ -20,6 +20,7 @@ from pathlib import Path
 import torch
 from tqdm.auto import tqdm
 
+from ..io.frames import write_json_atomic
 from ..models.default import local_load_kwargs
 from ..models.residual import residual_frame
 from ..noise.rff import RFFConfig, RFFField, identity_coords
@@ -66,11 +67,21 @@ UNET_CONFIG = "unet_config.json"
 _RESUMABLE_CHANGES = {"steps", "progress", "data_workers", "checkpoint_every", "output_dir"}
 
 
+def _read_json(path: Path):
+    try:
+        return json.loads(path.read_text())
+    except ValueError as e:
+        raise ValueError(f"{path}: damaged ({e}); restore it or start the run in another folder") from e
+
+
 def _check_same_run(saved: Path, cfg: TrainConfig) -> None:
     """Refuse to resume a run folder with a config that trains something else than its checkpoint."""
     if not saved.is_file():
-        return
-    old, new = json.loads(saved.read_text()), json.loads(cfg.to_json())
+        raise ValueError(
+            f"config: {saved.parent} holds a checkpoint but no config.json, so not which run made it; "
+            "use another output_dir"
+        )
+    old, new = _read_json(saved), json.loads(cfg.to_json())
     old = {**json.loads(TrainConfig().to_json()), **old}  # fields newer than the run: their defaults
     changed = sorted(k for k in new if k not in _RESUMABLE_CHANGES and old.get(k) != new[k])
     if changed:
@@ -170,7 +181,7 @@ class Trainer:
         if resuming and arch:
             from diffusers import UNet2DModel
 
-            self.unet = UNet2DModel.from_config(json.loads(arch[0].read_text()))
+            self.unet = UNet2DModel.from_config(_read_json(arch[0]))
         else:
             self.unet = build_unet(cfg)
         self.unet.to(self.device).train()
@@ -261,7 +272,7 @@ class Trainer:
         save_checkpoint(self.ckpt, self.unet, self.ema, self.opt, self.step, {}, self.scaler)
         arch = self.out / UNET_CONFIG
         if not arch.is_file():  # the architecture, so that resuming needs no pretrained folder
-            arch.write_text(self.unet.to_json_string())
+            write_json_atomic(arch, json.loads(self.unet.to_json_string()))
 
     def train(self, steps: int | None = None, max_minutes: float | None = None) -> Path:
         """Train up to ``steps`` (default ``cfg.steps``) total steps; returns the exported model folder.
@@ -274,7 +285,7 @@ class Trainer:
         if max_minutes is not None and not max_minutes > 0:
             raise ValueError(f"max_minutes: expected > 0, got {max_minutes}")
         self.out.mkdir(parents=True, exist_ok=True)
-        (self.out / "config.json").write_text(self.cfg.to_json())
+        write_json_atomic(self.out / "config.json", json.loads(self.cfg.to_json()))
         log_path = self.out / "loss.csv"
         new = not log_path.exists() or log_path.stat().st_size == 0  # empty: a crash before the header
         if not new:
@@ -314,10 +325,10 @@ class Trainer:
     def _record_hardware(self) -> None:
         """Append this training session's machine to ``output_dir/hardware.json`` (read by the model card)."""
         path = self.out / "hardware.json"
-        seen = json.loads(path.read_text()) if path.exists() else []
+        seen = _read_json(path) if path.exists() else []
         here = machine_description(self.device)
         if here not in seen:
-            path.write_text(json.dumps([*seen, here], indent=1))
+            write_json_atomic(path, [*seen, here])
 
     def export(self, folder: Path, dtype: torch.dtype = torch.float32) -> Path:
         """Save the EMA weights as a diffusers folder (safetensors) with the inference scheduler (releases
