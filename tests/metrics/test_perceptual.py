@@ -85,6 +85,9 @@ def test_lpips_matches_a_layer_by_layer_computation_in_both_file_layouts(tmp_pat
     noise = torch.randn(x.shape, generator=g)
     near = lpips(x, (x + 0.02 * noise).clamp(0, 1), weights=tmp_path / "lpips_alex.pth")
     far = lpips(x, (x + 0.2 * noise).clamp(0, 1), weights=tmp_path / "lpips_alex.pth")
+    tiny = torch.rand(1, 3, 16, 16)
+    with pytest.raises(ValueError, match="16x16 frames are too small for LPIPS"):
+        lpips(tiny, tiny, weights=tmp_path / "lpips_alex.pth")
     assert (near > 0).all() and (far > near).all()
 
 

@@ -49,7 +49,15 @@ def lpips(
     a, b = _check_frames("pred", pred), _check_frames("target", target)
     model = LPIPS.from_files(paths, net)
     with torch.no_grad():
-        return model(a, b)
+        try:
+            return model(a, b)
+        except RuntimeError as e:  # a pooling layer of the backbone with nothing left to pool
+            if "too small" not in str(e):
+                raise
+            raise ValueError(
+                f"pred/target: {a.shape[-2]}x{a.shape[-1]} frames are too small for LPIPS ({net}'s pooling "
+                "layers); upsample them or compare larger crops"
+            ) from e
 
 
 def inception_features(
