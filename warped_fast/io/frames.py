@@ -95,9 +95,6 @@ class FrameStore:
 
         return torch.from_numpy(iio.imread(self.path(i))).permute(2, 0, 1).float() / 255.0
 
-    def read_all(self) -> torch.Tensor:
-        return torch.stack([self.read(i) for i in range(self.total)])
-
     def finish(self) -> None:
         if len(self.done()) != self.total:
             raise RuntimeError(f"output: {len(self.done())} of {self.total} frames written; not complete")
@@ -106,6 +103,15 @@ class FrameStore:
     @property
     def complete(self) -> bool:
         return self.meta_path.exists() and json.loads(self.meta_path.read_text()).get("complete", False)
+
+
+def read_json(path: Path, name: str, remedy: str):
+    """The JSON content of ``path``; a damaged file is a ValueError naming argument ``name``, the file and
+    ``remedy``."""
+    try:
+        return json.loads(path.read_text())
+    except ValueError as e:
+        raise ValueError(f"{name}: {path}: damaged ({e}); {remedy}") from e
 
 
 def write_json_atomic(path: Path, obj) -> None:

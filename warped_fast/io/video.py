@@ -10,6 +10,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from ..ops._checks import check_int
+
 VIDEO_SUFFIXES = {".mp4", ".mov", ".mkv", ".webm", ".avi", ".gif"}
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".webp", ".tif", ".tiff"}
 
@@ -101,8 +103,7 @@ def _check_selection(max_frames, start, step) -> None:
     if max_frames is not None:
         checks.append(("max_frames", max_frames, 1))
     for name, v, least in checks:
-        if isinstance(v, bool) or not isinstance(v, int) or v < least:
-            raise ValueError(f"{name}: expected an int >= {least}, got {v!r}")
+        check_int(name, v, least)
 
 
 def _stack_images(images: list, files: list[Path]) -> np.ndarray:

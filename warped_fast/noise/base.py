@@ -113,14 +113,7 @@ def _check_shape(shape) -> tuple[int, int, int]:
 
 
 def _check_flow(name: str, flow, h: int, w: int, device: torch.device) -> torch.Tensor:
-    if not isinstance(flow, torch.Tensor):
-        raise TypeError(f"{name}: expected a torch.Tensor, got {type(flow).__name__}")
-    if flow.shape != (2, h, w):
-        raise ValueError(f"{name}: expected shape [2, {h}, {w}], got {list(flow.shape)}")
-    if not flow.is_floating_point():
-        raise TypeError(f"{name}: expected a floating-point tensor, got {flow.dtype}")
-    if flow.device != device:
-        raise ValueError(f"{name}: expected a tensor on {device}, got {flow.device}")
+    check_tensors(device, **{name: (flow, (2, h, w))})
     check_finite(name, flow)
     # Noise is sampled, not differentiated: a flow that carries gradients would chain every frame's
     # graph into the warper's state (memory growing over the clip).
@@ -136,10 +129,9 @@ def frame_shape(name: str, t) -> tuple[int, int, int]:
     return tuple(t.shape)
 
 
-def check_tensors(**named: tuple[torch.Tensor, tuple[int, ...]]) -> None:
-    """Each argument ``name=(tensor, shape)``: a floating-point tensor of that shape, all on one device
-    (the checks of the public transport functions, which take the warpers' internal arrays)."""
-    device = None
+def check_tensors(device: torch.device | None = None, **named: tuple[torch.Tensor, tuple[int, ...]]) -> None:
+    """Each argument ``name=(tensor, shape)``: a floating-point tensor of that shape, all on ``device``
+    (None: on one device, the first one's)."""
     for name, (t, shape) in named.items():
         if not isinstance(t, torch.Tensor):
             raise TypeError(f"{name}: expected a torch.Tensor, got {type(t).__name__}")

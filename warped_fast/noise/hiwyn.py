@@ -35,6 +35,7 @@ from dataclasses import dataclass
 
 import torch
 
+from ..ops._checks import check_int
 from ..ops._dispatch import register, select
 from ..reference._bilinear import pixel_grid, sample_extrapolate
 from .base import NoiseWarper, check_tensors, frame_shape, register_method
@@ -191,8 +192,7 @@ def hiwyn_transport(
     k = z.shape[-1] if isinstance(z, torch.Tensor) else 1
     check_tensors(prev=(prev, (c, h, w)), corners=(corners, (2, h + 1, w + 1)), z=(z, (c, h, w, k, k)),
                   fresh=(fresh, (c, h, w)))  # fmt: skip
-    if isinstance(max_extent, bool) or not isinstance(max_extent, int) or max_extent < 1:
-        raise ValueError(f"max_extent: expected an int >= 1, got {max_extent!r}")
+    check_int("max_extent", max_extent, 1)
     backend = select("hiwyn", prev.device.type)
     if backend == "triton":
         from ..triton import hiwyn as th

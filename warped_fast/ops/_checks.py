@@ -27,6 +27,13 @@ def value_checks(enabled: bool):
         _value_checks = old
 
 
+def check_int(name: str, v, least: int) -> int:
+    """An int argument (not a bool) of at least ``least``, else a ValueError naming it."""
+    if isinstance(v, bool) or not isinstance(v, int) or v < least:
+        raise ValueError(f"{name}: expected an int >= {least}, got {v!r}")
+    return v
+
+
 def check_tensor(
     name: str,
     t,

@@ -10,7 +10,6 @@ written as they finish, and a rerun with the same settings skips the rows alread
 
 from __future__ import annotations
 
-import json
 import logging
 import time
 from dataclasses import dataclass
@@ -19,8 +18,9 @@ from pathlib import Path
 import torch
 
 from ..io import read_video, resize_frames
-from ..io.frames import write_json_atomic
+from ..io.frames import read_json, write_json_atomic
 from ..metrics import psnr, ssim, warping_error
+from ..ops._checks import check_int
 from ..sampling import GuidanceConfig
 from .demo import BBB_START, bigbuckbunny_path
 from .resume import object_digest
@@ -181,8 +181,7 @@ def evaluate_all(
 ) -> list[dict]:
     """Run both protocols with the default models; write ``results.json`` (after every row), then
     ``results.md`` and the plot. Rows of an earlier run with the same settings in ``out_dir`` are kept."""
-    if isinstance(frames, bool) or not isinstance(frames, int) or frames < 2:
-        raise ValueError(f"frames: expected an int >= 2 (the warping error compares frames), got {frames!r}")
+    check_int("frames", frames, 2)  # the warping error compares frames
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     methods = (
@@ -196,9 +195,9 @@ def evaluate_all(
     settings = {"frames": frames, "steps": steps, "bbb_start": BBB_START, "models": models}
     path = out / "results.json"
     try:
-        old = json.loads(path.read_text()) if path.exists() else {}
+        old = read_json(path, "out_dir", "recomputing every row") if path.exists() else {}
     except ValueError as e:  # damaged by something else (the writes are atomic): its rows are recomputed
-        logger.warning("evaluate: %s is damaged (%s); recomputing every row", path, e)
+        logger.warning("%s", e)
         old = {}
     kept = old.get("rows", []) if isinstance(old, dict) and old.get("settings") == settings else []
     done = {(r["protocol"], r["method"]): r for r in kept}

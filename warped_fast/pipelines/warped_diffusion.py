@@ -22,7 +22,7 @@ from ..models.autoencoder import DiffusersVAE, IdentityAutoencoder
 from ..models.default import default_model_dir, load_unet_folder, local_load_kwargs, trained_options
 from ..models.denoiser import DiffusersDenoiser
 from ..noise import make_noise_warper
-from ..ops._checks import check_finite
+from ..ops._checks import check_finite, check_int
 from ..sampling import FrameInput, GuidanceConfig, VideoSampler, VideoSamplerConfig
 from .resume import JobState, generator_key, object_digest, tensor_digest
 
@@ -176,12 +176,7 @@ class WarpedDiffusionPipeline:
         guidance = guidance or GuidanceConfig()
         if num_inference_steps is None:
             num_inference_steps = 25 if guidance.mode == "off" else 50
-        if (
-            isinstance(num_inference_steps, bool)
-            or not isinstance(num_inference_steps, int)
-            or num_inference_steps < 1
-        ):
-            raise ValueError(f"num_inference_steps: expected an int >= 1, got {num_inference_steps!r}")
+        check_int("num_inference_steps", num_inference_steps, 1)
         flow_frames, cond = self.prepare(video, mask, max_frames)
         t = cond.shape[0]
         dev = self.device

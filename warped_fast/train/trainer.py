@@ -20,10 +20,11 @@ from pathlib import Path
 import torch
 from tqdm.auto import tqdm
 
-from ..io.frames import write_json_atomic
+from ..io.frames import read_json, write_json_atomic
 from ..models.default import local_load_kwargs
 from ..models.residual import residual_frame
 from ..noise.rff import RFFConfig, RFFField, identity_coords
+from ..ops._checks import check_int
 from .checkpoint import load_checkpoint, recover_checkpoint, save_checkpoint
 from .config import TrainConfig
 from .data import load_photos, random_crops
@@ -65,13 +66,7 @@ def build_unet(cfg: TrainConfig):
 UNET_CONFIG = "unet_config.json"
 # Fields a resumed run may change: how long it runs and how, not what it trains.
 _RESUMABLE_CHANGES = {"steps", "progress", "data_workers", "checkpoint_every", "output_dir"}
-
-
-def _read_json(path: Path):
-    try:
-        return json.loads(path.read_text())
-    except ValueError as e:
-        raise ValueError(f"{path}: damaged ({e}); restore it or start the run in another folder") from e
+_REMEDY = "restore it or start the run in another folder"
 
 
 def _check_same_run(saved: Path, cfg: TrainConfig) -> None:
@@ -81,7 +76,7 @@ def _check_same_run(saved: Path, cfg: TrainConfig) -> None:
             f"config: {saved.parent} holds a checkpoint but no config.json, so not which run made it; "
             "use another output_dir"
         )
-    old, new = _read_json(saved), json.loads(cfg.to_json())
+    old, new = read_json(saved, "config", _REMEDY), json.loads(cfg.to_json())
     old = {**json.loads(TrainConfig().to_json()), **old}  # fields newer than the run: their defaults
     changed = sorted(k for k in new if k not in _RESUMABLE_CHANGES and old.get(k) != new[k])
     if changed:
@@ -177,11 +172,11 @@ class Trainer:
         torch.manual_seed(cfg.seed)
         # Resuming: the checkpoint holds the weights, the architecture is the run's own (beside the
         # checkpoint, or in an export of older runs), so no pretrained folder is needed.
-        arch = [f for f in (self.out / UNET_CONFIG, self.out / "model" / "config.json") if f.is_file()]
-        if resuming and arch:
+        arch_files = [f for f in (self.out / UNET_CONFIG, self.out / "model" / "config.json") if f.is_file()]
+        if resuming and arch_files:
             from diffusers import UNet2DModel
 
-            self.unet = UNet2DModel.from_config(_read_json(arch[0]))
+            self.unet = UNet2DModel.from_config(read_json(arch_files[0], "run_dir", _REMEDY))
         else:
             self.unet = build_unet(cfg)
         self.unet.to(self.device).train()
@@ -279,9 +274,7 @@ class Trainer:
 
         ``max_minutes``: a wall-clock budget for this call; when it runs out the run checkpoints and
         exports early (the learning rate has then not decayed fully; a later call resumes)."""
-        total = self.cfg.steps if steps is None else steps
-        if isinstance(total, bool) or not isinstance(total, int) or total < 1:
-            raise ValueError(f"steps: expected an int >= 1, got {steps!r}")
+        total = check_int("steps", self.cfg.steps if steps is None else steps, 1)
         if max_minutes is not None and not max_minutes > 0:
             raise ValueError(f"max_minutes: expected > 0, got {max_minutes}")
         self.out.mkdir(parents=True, exist_ok=True)
@@ -325,7 +318,7 @@ class Trainer:
     def _record_hardware(self) -> None:
         """Append this training session's machine to ``output_dir/hardware.json`` (read by the model card)."""
         path = self.out / "hardware.json"
-        seen = _read_json(path) if path.exists() else []
+        seen = read_json(path, "run_dir", _REMEDY) if path.exists() else []
         here = machine_description(self.device)
         if here not in seen:
             write_json_atomic(path, [*seen, here])

@@ -166,19 +166,12 @@ def _hiwyn_kernel(
     tl.store(out_ptr + dst, res, mask=om)
 
 
-def _check(name, t, shape, device):
-    if not isinstance(t, torch.Tensor) or tuple(t.shape) != tuple(shape):
-        got = list(t.shape) if isinstance(t, torch.Tensor) else type(t).__name__
-        raise ValueError(f"{name}: expected shape {list(shape)}, got {got}")
-    if t.device != device:
-        raise ValueError(f"{name}: expected a tensor on {device}, got {t.device}")
-
-
 @on_tensor_device
 def hiwyn_transport(
     prev: torch.Tensor, corners: torch.Tensor, z: torch.Tensor, fresh: torch.Tensor, max_extent: int = 8
 ) -> torch.Tensor:
-    """One HIWYN step (arguments as :func:`warped_fast.noise.hiwyn.hiwyn_transport_reference`).
+    """One HIWYN step (arguments as :func:`warped_fast.noise.hiwyn.hiwyn_transport_reference`, checked by
+    :func:`warped_fast.noise.hiwyn.hiwyn_transport`).
 
     Args:
         prev: ``[C, H, W]``; corners: ``[2, H+1, W+1]``; z: ``[C, H, W, k, k]``; fresh: ``[C, H, W]``.
@@ -188,9 +181,6 @@ def hiwyn_transport(
     c, h, w = prev.shape
     k = z.shape[-1]
     dev = prev.device
-    _check("corners", corners, (2, h + 1, w + 1), dev)
-    _check("z", z, (c, h, w, k, k), dev)
-    _check("fresh", fresh, (c, h, w), dev)
     if c > 64:
         raise ValueError(f"prev: at most 64 channels, got {c}")
     hw = h * w
