@@ -12,6 +12,8 @@ from pathlib import Path
 import torch
 from safetensors.torch import load_file, save_file
 
+from ..io.frames import write_json_atomic
+
 logger = logging.getLogger("warped_fast")
 
 
@@ -61,8 +63,7 @@ def save_checkpoint(path: Path, model, ema, opt, step: int, extra: dict, scaler=
     meta = {"step": step, "optimizer": ometa, **extra}
     if scaler is not None and scaler.is_enabled():
         meta["scaler"] = scaler.state_dict()
-    (tmp / "state.json.part").write_text(json.dumps(meta))
-    (tmp / "state.json.part").rename(tmp / "state.json")
+    write_json_atomic(tmp / "state.json", meta)  # last: it marks the folder complete
     if path.exists():
         shutil.rmtree(old, ignore_errors=True)
         path.rename(old)
