@@ -4,7 +4,8 @@
 # to $OUT/results (few files: the device tool brings back at most 8). About 4 to 6 minutes; the timeouts
 # below bound each step. Exits non-zero when the build, a test or a step fails (after running the rest).
 # GPU_CHECK_SAMPLER=1 adds the sampler benchmark (SDXL-shaped UNet, compiled: several minutes more).
-# GPU_CHECK_TESTS (test paths) and GPU_CHECK_BENCHES (names without bench_) narrow a rerun;
+# GPU_CHECK_TESTS (test paths) and GPU_CHECK_BENCHES (names without bench_) narrow a rerun,
+# GPU_CHECK_NOISE_DEVICE=cuda skips the CPU half of bench_noise_warp;
 # GPU_CHECK_TUNE=0 skips the gp_noise launch sweep (bench/tune_gp_noise.py); GPU_CHECK_NCU=0 skips the
 # Nsight Compute profile of the gp_noise kernels ($OUT/ncu_gp_noise.txt, with each kernel's stall
 # reasons); GPU_CHECK_NCU=2 adds the tensor-core kernel's stall samples per SASS instruction
@@ -48,7 +49,8 @@ benches=${GPU_CHECK_BENCHES-gp_noise warp guidance noise_warp}  # set but empty:
 for b in $benches; do
   stamp "bench_$b"
   dev="--device cuda"
-  [ "$b" = noise_warp ] && dev=""  # every noise method on the CPU and the GPU in one run
+  # every noise method on the CPU and the GPU in one run (GPU_CHECK_NOISE_DEVICE=cuda: the GPU only)
+  [ "$b" = noise_warp ] && dev="${GPU_CHECK_NOISE_DEVICE:+--device $GPU_CHECK_NOISE_DEVICE}"
   timeout "${limit[$b]:-120}" python3 "bench/bench_$b.py" $dev || fail "bench_$b failed or timed out (rc $?)"
 done
 if [ "${GPU_CHECK_TUNE:-1}" = 1 ]; then
