@@ -4,6 +4,7 @@ baseline's known flaw, measured), fresh noise for disoccluded pixels, GP's occlu
 import pytest
 import torch
 
+from warped_fast import reference
 from warped_fast.noise import (
     RFFConfig,
     RFFField,
@@ -39,7 +40,11 @@ def test_integer_translation_is_exact(method, opts, shift):
     ps = slice(max(-sy, 0), h + min(-sy, 0))
     px = slice(max(-sx, 0), w + min(-sx, 0))
     for j in range(1, t):
-        assert torch.equal(v[j][:, ys, xs], v[j - 1][:, ps, px]), f"{method}: frame {j} differs"
+        if method == "gp":  # the field at the shifted points, to float32 rounding (block-relative phases)
+            err = (v[j][:, ys, xs] - v[j - 1][:, ps, px]).abs().max().item()
+            assert err < 1e-5, f"gp: frame {j} differs by {err:.2e}"
+        else:
+            assert torch.equal(v[j][:, ys, xs], v[j - 1][:, ps, px]), f"{method}: frame {j} differs"
 
 
 def test_gp_subpixel_translation_is_exactly_consistent():
@@ -146,9 +151,17 @@ def test_gp_occlusion_option_gives_fresh_noise():
     # but the previous pixel moved away).
     occ = torch.zeros(h, w, dtype=torch.bool)
     occ[4:10, 4:7] = True
-    fresh = field(identity_coords(h, w, offset=fresh_offset(0, h, w)))[0]
-    assert torch.allclose(u1[:, occ], fresh[:, occ], atol=1e-5)
-    assert torch.equal(u1[:, ~occ], p1[:, ~occ])
+    fresh_xy = identity_coords(h, w, offset=fresh_offset(0, h, w))
+    fresh = field(fresh_xy)[0]
+    # Those pixels share blocks with near-by coordinates, so their phases are absolute float32 ones,
+    # which at 16384 px err by ~1e-3 rad per feature: compared with float64 at the float32 reference's
+    # own error there.
+    f64 = reference.gp_noise(fresh_xy.double(), field.z.double(), field.b.double(), field.w.double())[0]
+    ref_err = (reference.gp_noise(fresh_xy, field.z, field.b, field.w)[0].double() - f64).abs().max().item()
+    assert (u1.double() - f64)[:, occ].abs().max().item() <= 2 * ref_err + 1e-5
+    # the rest as without the option (to float32 rounding: a block holding far-away points takes absolute
+    # phases, its near points then round differently)
+    assert (u1 - p1)[:, ~occ].abs().max().item() < 1e-5
     # without the option, those pixels reuse the noise of what was there (the square's old noise)
     assert not torch.allclose(p1[:, occ], fresh[:, occ], atol=1e-2)
     with pytest.raises(ValueError, match="fwd_flow"):
