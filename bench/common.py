@@ -29,11 +29,19 @@ _GPU_SPECS = {
 SFU_COS_PER_SM_PER_CLOCK = 16  # Hopper/Ampere special-function units
 
 
-def parse_args(description: str) -> argparse.Namespace:
+def parse_args(description: str, sizes: tuple[int, ...] | None = None) -> argparse.Namespace:
+    """The benchmarks' common options; ``sizes`` (the default frame sides) adds ``--sizes``."""
     p = argparse.ArgumentParser(description=description)
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     p.add_argument("--quick", action="store_true", help="smaller shapes and fewer repeats")
     p.add_argument("--repeats", type=int, default=None)
+    if sizes is not None:
+        p.add_argument(
+            "--sizes",
+            type=lambda v: tuple(int(x) for x in v.split(",")),
+            default=sizes,
+            help=f"square frame sides, comma-separated (default {','.join(map(str, sizes))})",
+        )
     return p.parse_args()
 
 

@@ -1,6 +1,6 @@
 """Sweep the gp_noise CUDA launch choices (kernel x feature split) on the GPU, one run.
 
-For 1x4x128x128 and 1x4x1024x1024, J = 3000, independent and shared features: every split (1, 2, 4,
+For 1x4x128x128 and 1x4x1024x1024 (``--sizes``: other square frames), J = 3000, independent and shared features: every split (1, 2, 4,
 8, and the launcher's own choice) of the FMA kernel and, for shared features, of the tensor-core
 kernel. Each row: CUDA-graph replay median, the ratio to the cosine floor, and the largest difference
 from the float64 reference on the same coordinates (so a fast but wrong variant shows). Needs CUDA.
@@ -22,7 +22,7 @@ from warped_fast import reference  # noqa: E402
 
 
 def main():
-    args = parse_args(__doc__.splitlines()[0])
+    args = parse_args(__doc__.splitlines()[0], sizes=(128, 1024))
     dev = args.device
     if not dev.startswith("cuda"):
         print("tune_gp_noise: needs a CUDA device; nothing to do")
@@ -36,7 +36,7 @@ def main():
             wf.RFFConfig(channels=c, num_features=j, shared_features=shared), 0, device=dev
         )
         kernels = ("fma", "tensor_cores") if shared else ("fma",)
-        for s in (128,) if args.quick else (128, 1024):
+        for s in args.sizes[:1] if args.quick else args.sizes:
             # the pixel grid moved by a smooth flow, as noise warping composes it
             coords = wf.identity_coords(s, s, 1, device=dev) + smooth_flow(1, s, s, dev).permute(0, 2, 3, 1)
             params = (field.z, field.b, field.w)

@@ -274,16 +274,29 @@ int64_t tiles(const GpNoiseParams& p, int rows) {
 
 int rows_of(int split, bool mma) { return mma ? mma_tile_rows(split) : tile_rows(split); }
 
-// The smallest split that gives at least 4 blocks per SM, at most 8 (FMA) or 4 (tensor cores). Larger
-// splits cost more than they gain: measured on the H100, balancing the last wave of blocks with split 8
-// (32 features per slice and tile) ran the 1024 x 1024 shared case 10% slower than split 1. On the H200
-// the tensor-core kernel's 1x4x128x128 J=3000 case took 0.035 ms with split 4, 0.042 ms with split 8.
+// The feature split of a launch. FMA kernels: the split with the least work on the busiest SM,
+// ceil(blocks / SMs) x pixels per block, weighted by each split's cost per cosine at full load and by a
+// penalty where that SM holds a single block (nothing runs while its slices wait at a barrier). The
+// weights are measured with bench/tune_gp_noise.py on the H100 (1x4x1024x1024 J=3000: splits 2, 4 and 8
+// 1%, 4% and 11% slower than split 1; 1x4x128x128 independent: split 2, 4 and 8 at 65, 64 and 68 us,
+// split 4 being the one this picks). Tensor-core kernel: the smallest split giving at least 4 blocks per
+// SM, at most 4 (on the H200 its 1x4x128x128 J=3000 case took 0.035 ms with split 4, 0.042 with split 8).
 int choose_split(const GpNoiseParams& p, int64_t other_blocks, bool mma) {
-  const int64_t want = 4 * static_cast<int64_t>(sm_count());
-  const int most = mma ? 4 : 8;
-  for (int s = 1; s < most; s *= 2)
-    if (tiles(p, rows_of(s, mma)) * other_blocks >= want) return s;
-  return most;
+  const int64_t sms = sm_count();
+  if (mma) {
+    for (int s = 1; s < 4; s *= 2)
+      if (tiles(p, rows_of(s, true)) * other_blocks >= 4 * sms) return s;
+    return 4;
+  }
+  constexpr double per_cosine[4] = {1.0, 1.02, 1.05, 1.12};  // splits 1, 2, 4, 8
+  int best = 1;
+  double best_cost = 0.0;
+  for (int s = 1, i = 0; s <= 8; s *= 2, ++i) {
+    const int64_t per_sm = (tiles(p, rows_of(s, false)) * other_blocks + sms - 1) / sms;
+    const double cost = static_cast<double>(per_sm) * tile_rows(s) * per_cosine[i] * (per_sm == 1 ? 1.06 : 1.0);
+    if (s == 1 || cost < best_cost) best = s, best_cost = cost;
+  }
+  return best;
 }
 
 // The tensor-core kernel: pack the operands into `workspace`, then evaluate.
