@@ -70,6 +70,17 @@ def test_noncontiguous_and_float64_coords(gen):
     assert_close(wf.gp_noise(coords.double(), z, b, wt), base, atol=0, what="float64 coords")
 
 
+@pytest.mark.parametrize("device", ["cpu", pytest.param("cuda", marks=pytest.mark.cuda)])
+def test_coords_at_an_odd_float_offset(device, gen):
+    """Coordinates starting 4 bytes into their buffer (a view at an odd float offset): the CUDA kernels
+    read (x, y) as one 8-byte load, so they evaluate an aligned copy; the field is the same."""
+    z, b, wt = (t.to(device) for t in _params(3, 50, False, gen))
+    coords = _coords(2, 5, 6, gen).to(device)
+    odd = torch.empty(coords.numel() + 1, device=device)[1:].view(coords.shape).copy_(coords)
+    assert odd.is_contiguous() and odd.data_ptr() % 8 == 4
+    assert torch.equal(wf.gp_noise(odd, z, b, wt), wf.gp_noise(coords, z, b, wt))
+
+
 def test_opcheck(gen):
     z, b, wt = _params(3, 50, False, gen)
     coords = _coords(2, 5, 6, gen)
