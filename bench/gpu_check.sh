@@ -39,7 +39,7 @@ python3 -c "import warped_fast, json; print(json.dumps(warped_fast.backend_info(
 stamp "cuda tests"
 # one line per failure (the assertion message names the errors and the tolerance); Triton compiled,
 # not interpreted (tests/conftest.py defaults to the interpreter)
-TRITON_INTERPRET=0 timeout 240 python3 -m pytest -m cuda -q -p no:cacheprovider --tb=line ${GPU_CHECK_TESTS:-tests/ops tests/noise} 2>&1 | tail -40
+TRITON_INTERPRET=0 timeout 240 python3 -m pytest -m cuda -q -p no:cacheprovider --tb=line ${GPU_CHECK_TESTS:-tests} 2>&1 | tail -40
 rc=${PIPESTATUS[0]}
 [ "$rc" = 0 ] || fail "cuda tests (rc $rc)"
 

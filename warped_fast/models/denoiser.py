@@ -14,7 +14,14 @@ from typing import Literal
 import torch
 
 from ..ops._checks import as_sigma
-from ..sampling.schedules import SigmaSchedule, diffusers_schedule, timesteps_for_sigmas
+from ..sampling.device_copy import copy_to_device
+from ..sampling.schedules import (
+    SigmaSchedule,
+    _float64_device,
+    diffusers_schedule,
+    sigmas_of_alphas,
+    timesteps_from_log_sigmas,
+)
 from .cond_cache import ConditioningCache
 from .hole_fill import check_hole_fill
 from .layouts import ConditioningLayout
@@ -168,6 +175,7 @@ class DiffusersDenoiser(torch.nn.Module):
                 "negative_prompt_embeds: required for classifier-free guidance (guidance_scale != 1)"
             )
         self._table: tuple[torch.Tensor, torch.Tensor] | None = None
+        self._device_tables: dict = {}  # device -> (their sources, log training sigmas, _table there)
         if schedule is not None:
             self.set_schedule(schedule)
 
@@ -200,15 +208,29 @@ class DiffusersDenoiser(torch.nn.Module):
         return self.residual_scale if self.residual else 1.0
 
     def timesteps(self, sigma: torch.Tensor) -> torch.Tensor:
-        """Model timesteps ``[B]`` (float64) of noise levels ``sigma`` ``[B]``."""
-        t = timesteps_for_sigmas(sigma, self.alphas_cumprod)
-        if self._table is not None:
-            s_tab, t_tab = self._table
-            sd = sigma.detach().double().cpu().view(-1, 1)
+        """Model timesteps ``[B]`` (float64) of noise levels ``sigma`` ``[B]``, computed on sigma's device
+        (no host synchronization; the tables are copied there once)."""
+        log_sigmas, table = self._tables_on(sigma.device)
+        t = timesteps_from_log_sigmas(sigma, log_sigmas)
+        if table is not None:
+            s_tab, t_tab = table
+            sd = sigma.detach().to(s_tab.device, torch.float64).view(-1, 1)
             hit = (sd - s_tab.view(1, -1)).abs() <= 1e-6 * s_tab.view(1, -1)
             has = hit.any(1)
             t = torch.where(has, t_tab[hit.float().argmax(1)], t.view(-1)).view(sigma.shape)
-        return t
+        return t.to(sigma.device)
+
+    def _tables_on(self, device: torch.device):
+        """The training schedule's log sigmas and the sampling schedule's (sigma, timestep) table (or None)
+        on ``device``, copied on first use (again when either source changes)."""
+        dev = _float64_device(device)
+        src = (self.alphas_cumprod, self._table)
+        cached = self._device_tables.get(dev)
+        if cached is None or any(a is not b for a, b in zip(cached[0], src, strict=True)):
+            log_sigmas = copy_to_device(sigmas_of_alphas(self.alphas_cumprod).log(), dev)
+            tab = None if self._table is None else tuple(copy_to_device(x, dev) for x in self._table)
+            cached = self._device_tables[dev] = (src, log_sigmas, tab)
+        return cached[1], cached[2]
 
     def _batch(self, x: torch.Tensor | None, n: int) -> torch.Tensor | None:
         if x is None:

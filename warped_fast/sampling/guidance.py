@@ -13,6 +13,7 @@ from typing import Literal
 import torch
 
 from ..ops import guidance_grad, guidance_loss
+from .device_copy import copy_to_device
 
 
 @dataclass(frozen=True)
@@ -51,6 +52,14 @@ class GuidanceConfig:
         return step >= self.start_step and (self.end_step is None or step < self.end_step)
 
 
+def _rows(idx: list[int], device: torch.device) -> slice | torch.Tensor:
+    """Selector of the rows ``idx`` (ascending) of a batch: a slice when they are consecutive, else an
+    index tensor on ``device`` (copied without waiting for the device)."""
+    if idx == list(range(idx[0], idx[-1] + 1)):
+        return slice(idx[0], idx[-1] + 1)
+    return copy_to_device(torch.tensor(idx), device)
+
+
 def predict_and_guide(
     denoiser,
     u: torch.Tensor,
@@ -74,10 +83,10 @@ def predict_and_guide(
         D ``[B, C, H, W]`` (detached), g ``[B, C, H, W]`` (zero for unguided items) or None, and
         the per-item losses ``[G]`` or None.
     """
-    idx = [i for i, gi in enumerate(guided) if gi]
-    if not idx:
+    if not any(guided):
         with torch.no_grad():
             return denoiser(u, sigma, cond), None, None
+    idx = _rows([i for i, gi in enumerate(guided) if gi], u.device)
     squared = config.loss == "squared"
     if config.mode == "jacobian_free":
         with torch.no_grad():

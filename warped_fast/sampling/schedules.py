@@ -62,14 +62,26 @@ def sigmas_of_alphas(alphas_cumprod: torch.Tensor) -> torch.Tensor:
 
 def timesteps_for_sigmas(sigmas: torch.Tensor, alphas_cumprod: torch.Tensor) -> torch.Tensor:
     """Continuous model timesteps of arbitrary sigmas, by interpolation in log sigma
-    (the same rule as diffusers' ``EulerDiscreteScheduler._sigma_to_t``)."""
-    log_sigmas = np.log(sigmas_of_alphas(alphas_cumprod).cpu().numpy())
-    log_sigma = np.log(np.maximum(sigmas.detach().cpu().double().numpy(), 1e-10))
-    dists = log_sigma - log_sigmas[:, None]
-    low = np.cumsum(dists >= 0, axis=0).argmax(axis=0).clip(max=log_sigmas.shape[0] - 2)
+    (the same rule as diffusers' ``EulerDiscreteScheduler._sigma_to_t``). Float64, on the sigmas'
+    device (copying ``alphas_cumprod`` there: see :func:`timesteps_from_log_sigmas` to copy it once)."""
+    dev = _float64_device(sigmas.device)
+    return timesteps_from_log_sigmas(sigmas, sigmas_of_alphas(alphas_cumprod).log().to(dev)).to(sigmas.device)
+
+
+def timesteps_from_log_sigmas(sigmas: torch.Tensor, log_sigmas: torch.Tensor) -> torch.Tensor:
+    """:func:`timesteps_for_sigmas` given the training schedule's ``log(sigma)`` ``[T_train]`` (float64,
+    ascending) on a device: computed there, with no host synchronization."""
+    log_sigma = sigmas.detach().to(log_sigmas.device, torch.float64).clamp_min(1e-10).log().reshape(-1)
+    dists = log_sigma[None, :] - log_sigmas[:, None]
+    low = (dists >= 0).cumsum(0).argmax(0).clamp(max=log_sigmas.shape[0] - 2)  # argmax: first maximum
     lo, hi = log_sigmas[low], log_sigmas[low + 1]
-    w = np.clip((lo - log_sigma) / (lo - hi), 0, 1)
-    return torch.from_numpy((1 - w) * low + w * (low + 1)).reshape(sigmas.shape)
+    w = ((lo - log_sigma) / (lo - hi)).clamp(0, 1)
+    return ((1 - w) * low + w * (low + 1)).reshape(sigmas.shape)
+
+
+def _float64_device(device: torch.device) -> torch.device:
+    """``device``, or the CPU where it has no float64 (MPS)."""
+    return torch.device("cpu") if device.type == "mps" else device
 
 
 def diffusers_schedule(scheduler, num_steps: int) -> SigmaSchedule:

@@ -19,6 +19,7 @@ import torch
 from tqdm.auto import tqdm
 
 from ..ops import euler_guided_step, occlusion_mask
+from .device_copy import copy_to_device
 from .guidance import GuidanceConfig, predict_and_guide
 from .schedules import SigmaSchedule
 
@@ -100,7 +101,9 @@ class VideoSampler:
         self.denoiser, self.schedule = denoiser, schedule
         self.config = config or VideoSamplerConfig()
         self.callback = callback_on_step_end
-        self.losses: dict[int, list[float]] = {}
+        self._losses: dict[int, list[float]] = {}
+        self._loss_log: list[tuple[list[int], torch.Tensor]] = []  # (frames, losses [G]) not yet read
+        self._sigmas: torch.Tensor | None = None
         if hasattr(denoiser, "set_schedule"):
             denoiser.set_schedule(schedule)
 
@@ -127,12 +130,11 @@ class VideoSampler:
 
     def _tick(self, batch: list[_Active], prev: dict[int, torch.Tensor]) -> dict[int, torch.Tensor]:
         """One step for each frame in ``batch`` (one denoiser call); returns their predictions."""
-        sig = self.schedule.sigmas
         gcfg = self.config.guidance
         u = torch.cat([a.u for a in batch])
-        dev = u.device
-        s = torch.tensor([float(sig[a.step]) for a in batch], device=dev)
-        sn = torch.tensor([float(sig[a.step + 1]) for a in batch], device=dev)
+        sig = self._sigmas_on(u.device)  # indexed there: no host-to-device copy per tick
+        s = torch.stack([sig[a.step] for a in batch])
+        sn = torch.stack([sig[a.step + 1] for a in batch])
         cond = None if batch[0].cond is None else torch.cat([a.cond for a in batch])
         guided = [a.index > 0 and gcfg.active(a.step) for a in batch]
         g_items = [a for a, gi in zip(batch, guided, strict=True) if gi]
@@ -150,10 +152,26 @@ class VideoSampler:
             if self.callback is not None:
                 self.callback(a.index, a.step, a.u[0], d[i])
             a.step += 1
-        if loss is not None:
-            for a, lv in zip(g_items, loss.tolist(), strict=True):
-                self.losses.setdefault(a.index, []).append(lv)
+        if loss is not None:  # read back when `losses` is read: no device sync per tick
+            self._loss_log.append(([a.index for a in g_items], loss.detach()))
         return out
+
+    def _sigmas_on(self, device: torch.device) -> torch.Tensor:
+        """The schedule's sigmas ``[S + 1]`` (float32) on ``device``, copied once per stream (not waiting)."""
+        if self._sigmas is None or self._sigmas.device != device:
+            self._sigmas = copy_to_device(self.schedule.sigmas.to(torch.float32), device)
+        return self._sigmas
+
+    @property
+    def losses(self) -> dict[int, list[float]]:
+        """Per frame of the current (or last) :meth:`stream`, the guidance loss at each guided step."""
+        if self._loss_log:
+            values = torch.cat([v.reshape(-1) for _, v in self._loss_log]).tolist()
+            frames = [i for idx, _ in self._loss_log for i in idx]
+            for i, v in zip(frames, values, strict=True):
+                self._losses.setdefault(i, []).append(v)
+            self._loss_log = []
+        return self._losses
 
     # -- schedules -------------------------------------------------------------------------------
 
@@ -182,7 +200,7 @@ class VideoSampler:
         if start_index > 0 and prev_predictions is None and self.config.guidance.mode != "off":
             raise ValueError("prev_predictions: required to resume a guided clip after frame 0")
         prev = None if prev_predictions is None else [p.reshape(1, *p.shape[-3:]) for p in prev_predictions]
-        self.losses = {}
+        self._losses, self._loss_log, self._sigmas = {}, [], None
         if self.config.frame_schedule == "sequential":
             yield from self._sequential(frames, start_index, prev)
         else:
