@@ -209,7 +209,7 @@ class DiffusersDenoiser(torch.nn.Module):
 
     def timesteps(self, sigma: torch.Tensor) -> torch.Tensor:
         """Model timesteps ``[B]`` (float64) of noise levels ``sigma`` ``[B]``, computed on sigma's device
-        (no host synchronization; the tables are copied there once)."""
+        (the CPU for MPS) with no host synchronization; the tables are copied there once."""
         log_sigmas, table = self._tables_on(sigma.device)
         t = timesteps_from_log_sigmas(sigma, log_sigmas)
         if table is not None:
@@ -218,7 +218,7 @@ class DiffusersDenoiser(torch.nn.Module):
             hit = (sd - s_tab.view(1, -1)).abs() <= 1e-6 * s_tab.view(1, -1)
             has = hit.any(1)
             t = torch.where(has, t_tab[hit.float().argmax(1)], t.view(-1)).view(sigma.shape)
-        return t.to(sigma.device)
+        return t
 
     def _tables_on(self, device: torch.device):
         """The training schedule's log sigmas and the sampling schedule's (sigma, timestep) table (or None)

@@ -63,9 +63,10 @@ def sigmas_of_alphas(alphas_cumprod: torch.Tensor) -> torch.Tensor:
 def timesteps_for_sigmas(sigmas: torch.Tensor, alphas_cumprod: torch.Tensor) -> torch.Tensor:
     """Continuous model timesteps of arbitrary sigmas, by interpolation in log sigma
     (the same rule as diffusers' ``EulerDiscreteScheduler._sigma_to_t``). Float64, on the sigmas'
-    device (copying ``alphas_cumprod`` there: see :func:`timesteps_from_log_sigmas` to copy it once)."""
+    device (the CPU for MPS, which has no float64), copying ``alphas_cumprod`` there:
+    :func:`timesteps_from_log_sigmas` takes the log sigmas copied once."""
     dev = _float64_device(sigmas.device)
-    return timesteps_from_log_sigmas(sigmas, sigmas_of_alphas(alphas_cumprod).log().to(dev)).to(sigmas.device)
+    return timesteps_from_log_sigmas(sigmas, sigmas_of_alphas(alphas_cumprod).log().to(dev))
 
 
 def timesteps_from_log_sigmas(sigmas: torch.Tensor, log_sigmas: torch.Tensor) -> torch.Tensor:

@@ -152,8 +152,10 @@ class VideoSampler:
             if self.callback is not None:
                 self.callback(a.index, a.step, a.u[0], d[i])
             a.step += 1
-        if loss is not None:  # read back when `losses` is read: no device sync per tick
+        if loss is not None:  # read back when `losses` is read (or every 1024 ticks): no sync per tick
             self._loss_log.append(([a.index for a in g_items], loss.detach()))
+            if len(self._loss_log) >= 1024:
+                self._read_losses()
         return out
 
     def _sigmas_on(self, device: torch.device) -> torch.Tensor:
@@ -165,13 +167,17 @@ class VideoSampler:
     @property
     def losses(self) -> dict[int, list[float]]:
         """Per frame of the current (or last) :meth:`stream`, the guidance loss at each guided step."""
+        self._read_losses()
+        return self._losses
+
+    def _read_losses(self) -> None:
+        """Moves the logged device losses into ``_losses`` (one device-to-host copy)."""
         if self._loss_log:
             values = torch.cat([v.reshape(-1) for _, v in self._loss_log]).tolist()
             frames = [i for idx, _ in self._loss_log for i in idx]
             for i, v in zip(frames, values, strict=True):
                 self._losses.setdefault(i, []).append(v)
             self._loss_log = []
-        return self._losses
 
     # -- schedules -------------------------------------------------------------------------------
 
