@@ -3,10 +3,11 @@
 //
 // Phases are taken relative to an integer anchor near the centre of the block's coordinates, as in the
 // CUDA kernels: <z, x> + b = <z, x - x0> + c with c = (<z, x0> + b) mod 2 pi in float64, once per
-// (block, feature). The offsets x - x0 are small and exact, so the float32 phase error is that of the
-// offsets, not of the absolute coordinates: the far-away tiles of fresh noise (16384 px and more) are
-// then as accurate as the frame itself (absolute float32 phases there err by ~3e-3 rad per feature), and
-// the CPU and CUDA kernels agree. A block spread wider than kAnchorSpread keeps the anchor 0.
+// (block, feature). The offsets x - x0 are small (exact where |x0| >= 512; nearer the origin they round
+// by at most 8e-6 px), so the float32 phase error is that of the offsets, not of the absolute
+// coordinates: the far-away tiles of fresh noise (16384 px and more) are then as accurate as the frame
+// itself (absolute float32 phases there err by ~3e-3 rad per feature), and the CPU and CUDA kernels
+// agree. A block spread wider than kAnchorSpread keeps the anchor 0.
 #include <algorithm>
 #include <cmath>
 #include <vector>
@@ -110,15 +111,20 @@ void gp_noise_cpu(const GpNoiseParams& P, int threads) {
   for (int64_t i = 0; i < Cz * J * 2; ++i) zt[i] = P.z[i] * kInvTwoPi, zd[i] = P.z[i] / kTwoPiD;
   for (int64_t i = 0; i < Cz * J; ++i) bd[i] = P.b[i] / kTwoPiD;
   const float scale = std::sqrt(2.0f / static_cast<float>(J));
-  const int64_t blocks_per_frame = (P.pixels + kBlock - 1) / kBlock;
+  // Blocks of kBlock pixels in raster order; on frames wider than an anchor's reach, row segments
+  // instead, so that no block spans a whole row's width (it would lose its anchor).
+  const bool by_rows = P.width > 2 * static_cast<int64_t>(kAnchorSpread);
+  const int64_t segments = (P.width + kBlock - 1) / kBlock;  // per row, when by_rows
+  const int64_t blocks_per_frame = by_rows ? P.pixels / P.width * segments : (P.pixels + kBlock - 1) / kBlock;
   const int64_t tasks = P.batch * blocks_per_frame * (Cz == 1 ? 1 : C);
 
   parallel_for_dynamic(tasks, threads, [&](int64_t task) {
     const int64_t ch = Cz == 1 ? 0 : task % C;
     const int64_t blk = (Cz == 1 ? task : task / C) % blocks_per_frame;
     const int64_t n = (Cz == 1 ? task : task / C) / blocks_per_frame;
-    const int64_t p0 = blk * kBlock;
-    const int np = static_cast<int>(std::min<int64_t>(kBlock, P.pixels - p0));
+    const int64_t col = by_rows ? blk % segments * kBlock : 0;
+    const int64_t p0 = by_rows ? blk / segments * P.width + col : blk * kBlock;
+    const int np = static_cast<int>(std::min<int64_t>(kBlock, by_rows ? P.width - col : P.pixels - p0));
     alignas(64) float xs[kBlock], ys[kBlock];
     const float* cp = P.coords + (n * P.pixels + p0) * 2;
     for (int p = 0; p < np; ++p) xs[p] = cp[2 * p], ys[p] = cp[2 * p + 1];

@@ -323,11 +323,13 @@ def test_cpu_blocks_mixing_near_and_far_coordinates(shared, gen):
 
 @pytest.mark.parametrize("shared", [False, True])
 @pytest.mark.parametrize("offset", [(16384.0, 16384.0), (-5000.0, 7000.0)])
-def test_cpu_far_coordinates_as_accurate_as_near_ones(shared, offset, gen):
+@pytest.mark.parametrize("hw", [(24, 40), (3, 1000)])
+def test_cpu_far_coordinates_as_accurate_as_near_ones(shared, offset, hw, gen):
     """Far-away coordinates (the fresh-noise tiles sit at 16384 px and more) are as accurate as the frame
-    itself: phases relative to each block's anchor, where absolute float32 phases err by ~3e-3 rad."""
+    itself: phases relative to each block's anchor, where absolute float32 phases err by ~3e-3 rad. Wide
+    frames too (1000 px: a block of raster order would span a whole row)."""
     z, b, wt = _params(4, 1000, shared, gen)
-    coords = _smooth_coords(1, 24, 40, offset, 3.0)
+    coords = _smooth_coords(1, *hw, offset, 3.0)
     r64, ref_err = _ref_errors(coords, z, b, wt)
     assert ref_err > 3e-4  # the float32 reference's absolute phases are off here
     with wf.use_backend("cpu"):
