@@ -14,7 +14,6 @@ from typing import Literal
 import torch
 
 from ..ops._checks import as_sigma
-from ..sampling.device_copy import copy_to_device
 from ..sampling.schedules import (
     SigmaSchedule,
     _float64_device,
@@ -209,7 +208,7 @@ class DiffusersDenoiser(torch.nn.Module):
 
     def timesteps(self, sigma: torch.Tensor) -> torch.Tensor:
         """Model timesteps ``[B]`` (float64) of noise levels ``sigma`` ``[B]``, computed on sigma's device
-        (the CPU for MPS) with no host synchronization; the tables are copied there once."""
+        (the CPU for MPS) with no host synchronization once the tables are there (copied on first use)."""
         log_sigmas, table = self._tables_on(sigma.device)
         t = timesteps_from_log_sigmas(sigma, log_sigmas)
         if table is not None:
@@ -227,8 +226,9 @@ class DiffusersDenoiser(torch.nn.Module):
         src = (self.alphas_cumprod, self._table)
         cached = self._device_tables.get(dev)
         if cached is None or any(a is not b for a, b in zip(cached[0], src, strict=True)):
-            log_sigmas = copy_to_device(sigmas_of_alphas(self.alphas_cumprod).log(), dev)
-            tab = None if self._table is None else tuple(copy_to_device(x, dev) for x in self._table)
+            # blocking copies, once: any stream may read them after
+            log_sigmas = sigmas_of_alphas(self.alphas_cumprod).log().to(dev)
+            tab = None if self._table is None else tuple(x.to(dev) for x in self._table)
             cached = self._device_tables[dev] = (src, log_sigmas, tab)
         return cached[1], cached[2]
 

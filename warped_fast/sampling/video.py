@@ -19,7 +19,6 @@ import torch
 from tqdm.auto import tqdm
 
 from ..ops import euler_guided_step, occlusion_mask
-from .device_copy import copy_to_device
 from .guidance import GuidanceConfig, predict_and_guide
 from .schedules import SigmaSchedule
 
@@ -103,7 +102,7 @@ class VideoSampler:
         self.callback = callback_on_step_end
         self._losses: dict[int, list[float]] = {}
         self._loss_log: list[tuple[list[int], torch.Tensor]] = []  # (frames, losses [G]) not yet read
-        self._sigmas: torch.Tensor | None = None
+        self._sigmas: tuple[torch.Tensor, torch.Tensor] | None = None  # (schedule.sigmas, their device copy)
         if hasattr(denoiser, "set_schedule"):
             denoiser.set_schedule(schedule)
 
@@ -159,16 +158,23 @@ class VideoSampler:
         return out
 
     def _sigmas_on(self, device: torch.device) -> torch.Tensor:
-        """The schedule's sigmas ``[S + 1]`` (float32) on ``device``, copied once per stream (not waiting)."""
-        if self._sigmas is None or self._sigmas.device != device:
-            self._sigmas = copy_to_device(self.schedule.sigmas.to(torch.float32), device)
-        return self._sigmas
+        """The schedule's sigmas ``[S + 1]`` (float32) on ``device``: one blocking copy per schedule and
+        device, which any stream may read after."""
+        src, sig = self._sigmas if self._sigmas is not None else (None, None)
+        if src is not self.schedule.sigmas or sig.device != device:
+            sig = self.schedule.sigmas.to(device, torch.float32)
+            self._sigmas = (self.schedule.sigmas, sig)
+        return sig
 
     @property
     def losses(self) -> dict[int, list[float]]:
         """Per frame of the current (or last) :meth:`stream`, the guidance loss at each guided step."""
         self._read_losses()
         return self._losses
+
+    @losses.setter
+    def losses(self, value: dict[int, list[float]]) -> None:
+        self._losses, self._loss_log = dict(value), []
 
     def _read_losses(self) -> None:
         """Moves the logged device losses into ``_losses`` (one device-to-host copy)."""
@@ -206,7 +212,7 @@ class VideoSampler:
         if start_index > 0 and prev_predictions is None and self.config.guidance.mode != "off":
             raise ValueError("prev_predictions: required to resume a guided clip after frame 0")
         prev = None if prev_predictions is None else [p.reshape(1, *p.shape[-3:]) for p in prev_predictions]
-        self._losses, self._loss_log, self._sigmas = {}, [], None
+        self.losses = {}
         if self.config.frame_schedule == "sequential":
             yield from self._sequential(frames, start_index, prev)
         else:
