@@ -42,7 +42,7 @@ class DiffusersVAE:
         self.vae, self.chunk = vae.eval(), chunk
         self.factor = 2 ** (len(cfg.block_out_channels) - 1)
         self.latent_channels = cfg.latent_channels
-        scale = float(getattr(cfg, "scaling_factor", 1.0) or 1.0)
+        self.scale = float(getattr(cfg, "scaling_factor", 1.0) or 1.0)
         mean, std = getattr(cfg, "latents_mean", None), getattr(cfg, "latents_std", None)
         if mean is not None and std is not None:
             self.mean = torch.as_tensor(mean, dtype=torch.float32).view(1, -1, 1, 1)
@@ -55,7 +55,6 @@ class DiffusersVAE:
         else:
             self.mean = torch.full((1, 1, 1, 1), float(getattr(cfg, "shift_factor", 0.0) or 0.0))
             self.std = torch.ones(1, 1, 1, 1)
-        self.scale = scale
 
     @property
     def _dtype(self):

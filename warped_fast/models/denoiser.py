@@ -16,9 +16,8 @@ import torch
 from ..ops._checks import as_sigma
 from ..sampling.schedules import (
     SigmaSchedule,
-    _float64_device,
     diffusers_schedule,
-    sigmas_of_alphas,
+    log_training_sigmas,
     timesteps_from_log_sigmas,
 )
 from .cond_cache import ConditioningCache
@@ -112,8 +111,8 @@ class DiffusersDenoiser(torch.nn.Module):
         self.runner = UNetRunner(unet, backend, compile_mode)
         self.scheduler = scheduler
         ac = alphas_cumprod if alphas_cumprod is not None else scheduler.alphas_cumprod
-        # float64 on the CPU, where timesteps are computed; a plain attribute, not a buffer, so casting
-        # the module (.half()) leaves the timesteps exact.
+        # float64, a plain attribute, not a buffer, so casting the module (.half()) leaves the timesteps
+        # exact; copied to the sigmas' device on first use (_tables_on).
         self.alphas_cumprod = torch.as_tensor(ac).detach().to("cpu", torch.float64)
         kind = prediction_type or (scheduler.config.prediction_type if scheduler is not None else "epsilon")
         if kind not in ("epsilon", "v_prediction", "sample"):
@@ -222,14 +221,13 @@ class DiffusersDenoiser(torch.nn.Module):
     def _tables_on(self, device: torch.device):
         """The training schedule's log sigmas and the sampling schedule's (sigma, timestep) table (or None)
         on ``device``, copied on first use (again when either source changes)."""
-        dev = _float64_device(device)
         src = (self.alphas_cumprod, self._table)
-        cached = self._device_tables.get(dev)
+        cached = self._device_tables.get(device)
         if cached is None or any(a is not b for a, b in zip(cached[0], src, strict=True)):
             # blocking copies, once: any stream may read them after
-            log_sigmas = sigmas_of_alphas(self.alphas_cumprod).log().to(dev)
-            tab = None if self._table is None else tuple(x.to(dev) for x in self._table)
-            cached = self._device_tables[dev] = (src, log_sigmas, tab)
+            log_sigmas = log_training_sigmas(self.alphas_cumprod, device)
+            tab = None if self._table is None else tuple(x.to(log_sigmas.device) for x in self._table)
+            cached = self._device_tables[device] = (src, log_sigmas, tab)
         return cached[1], cached[2]
 
     def _batch(self, x: torch.Tensor | None, n: int) -> torch.Tensor | None:

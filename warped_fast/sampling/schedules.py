@@ -65,24 +65,25 @@ def timesteps_for_sigmas(sigmas: torch.Tensor, alphas_cumprod: torch.Tensor) -> 
     (the same rule as diffusers' ``EulerDiscreteScheduler._sigma_to_t``). Float64, on the sigmas'
     device (the CPU for MPS, which has no float64), copying ``alphas_cumprod`` there:
     :func:`timesteps_from_log_sigmas` takes the log sigmas copied once."""
-    dev = _float64_device(sigmas.device)
-    return timesteps_from_log_sigmas(sigmas, sigmas_of_alphas(alphas_cumprod).log().to(dev))
+    return timesteps_from_log_sigmas(sigmas, log_training_sigmas(alphas_cumprod, sigmas.device))
+
+
+def log_training_sigmas(alphas_cumprod: torch.Tensor, device) -> torch.Tensor:
+    """``log`` of :func:`sigmas_of_alphas` ``[T_train]`` (float64, ascending) on ``device``, or on the CPU
+    for MPS (no float64 there)."""
+    dev = torch.device("cpu") if torch.device(device).type == "mps" else device
+    return sigmas_of_alphas(alphas_cumprod).log().to(dev)
 
 
 def timesteps_from_log_sigmas(sigmas: torch.Tensor, log_sigmas: torch.Tensor) -> torch.Tensor:
-    """:func:`timesteps_for_sigmas` given the training schedule's ``log(sigma)`` ``[T_train]`` (float64,
-    ascending) on a device: computed there, with no host synchronization."""
+    """:func:`timesteps_for_sigmas` given :func:`log_training_sigmas` on a device: computed there, with no
+    host synchronization."""
     log_sigma = sigmas.detach().to(log_sigmas.device, torch.float64).clamp_min(1e-10).log().reshape(-1)
     dists = log_sigma[None, :] - log_sigmas[:, None]
     low = (dists >= 0).cumsum(0).argmax(0).clamp(max=log_sigmas.shape[0] - 2)  # argmax: first maximum
     lo, hi = log_sigmas[low], log_sigmas[low + 1]
     w = ((lo - log_sigma) / (lo - hi)).clamp(0, 1)
     return ((1 - w) * low + w * (low + 1)).reshape(sigmas.shape)
-
-
-def _float64_device(device: torch.device) -> torch.device:
-    """``device``, or the CPU where it has no float64 (MPS)."""
-    return torch.device("cpu") if device.type == "mps" else device
 
 
 def diffusers_schedule(scheduler, num_steps: int) -> SigmaSchedule:
