@@ -6,8 +6,10 @@
 # with [LABEL]). The log goes to $OUT/ab.log, the rows to $OUT/results/gp_noise_tuning.csv. Under a
 # minute per variant (in gpu_check.sh on the H200 the build, these tests and the sweep took 15, 8 and 13 s).
 # Example:
-#   bash bench/ab_gp_noise.sh base= fma_unroll8="WARPED_FAST_GP_FMA_UNROLL=8" \
+#   bash bench/ab_gp_noise.sh base= fma_phases="WARPED_FAST_GP_MMA_FMA_PHASES=1" \
 #     tc_1tile_4blocks="WARPED_FAST_GP_MMA_TILES=1;WARPED_FAST_GP_MMA_BLOCKS=4"
+# (the next run to make: docs/benchmarks_h100.md, "What the misses need"). tests/test_cuda_compile.py
+# compiles every knob's variant on CPU where nvcc is installed.
 set -uo pipefail
 cd "$(dirname "$0")/.."
 OUT=${OUT:-$PWD/out}

@@ -109,16 +109,24 @@ __global__ void __launch_bounds__(kThreads, 4) gp_independent_kernel(GpNoisePara
     if (j < J) f.zx = z[2 * j], f.zy = z[2 * j + 1], f.b = b[j], f.w[0] = w[j];
     return f;
   };
+  // Tile 0 after the coordinates (H200, 1x4x1024x1024 J=3000): 3.44 ms; fetched first, as the shared
+  // kernel does (there 1.09 against 1.15 ms), 3.65 ms. Small frames take high splits, whose blocks are
+  // short: there fetching first may pay (knob WARPED_FAST_GP_EARLY_FETCH_SPLIT).
+  constexpr bool early = SPLIT >= WARPED_FAST_GP_EARLY_FETCH_SPLIT;
+  RawFeature<1> next[F];
+  if (early) {
+#pragma unroll
+    for (int f = 0; f < F; ++f) next[f] = fetch(f * kTile + threadIdx.x);
+  }
   const TilePos t = tile_pos<SPLIT>(p);
   float dx[kPix], dy[kPix], acc[kPix];
   const Anchor a = load_tile_coords<SPLIT>(p, n, t, dx, dy);
 #pragma unroll
   for (int q = 0; q < kPix; ++q) acc[q] = 0.f;
-  // After the coordinates (H200, 1x4x1024x1024 J=3000): 3.44 ms; fetched first, as the shared kernel
-  // does (there 1.09 against 1.15 ms), 3.65 ms.
-  RawFeature<1> next[F];
+  if (!early) {
 #pragma unroll
-  for (int f = 0; f < F; ++f) next[f] = fetch(f * kTile + threadIdx.x);
+    for (int f = 0; f < F; ++f) next[f] = fetch(f * kTile + threadIdx.x);
+  }
   int buf = 0;
   for (int64_t j0 = 0; j0 < J; j0 += tile, buf ^= 1) {
     bool far = false;

@@ -18,6 +18,11 @@
 // A tile whose phases could exceed kMmaFastBound takes the phases on the FMA pipe, reduced to
 // [-pi, pi] (cos_phase), like the FMA kernel. The tf32 halves of z and W, the same for every block, are
 // packed once per call (gp_pack_kernel); blocks copy them tile by tile with cp.async.
+//
+// Variant WARPED_FAST_GP_MMA_FMA_PHASES=1 (a tuning knob, for bench/ab_gp_noise.sh): the phases on the
+// FMA pipe from float32 offsets and raw z, as the FMA kernel takes them (2 FFMA per cosine), and only
+// the channel sums on the tensor cores: no mma in a phase's dependency chain, ~6.7 instructions per
+// cosine against the FMA kernel's 8.75.
 #pragma once
 #include "gp_noise_tiles.cuh"
 
@@ -26,7 +31,9 @@ namespace {
 
 constexpr int kMmaTiles = WARPED_FAST_GP_MMA_TILES;  // 16-pixel m-tiles per warp
 constexpr int kWfStride = 34;                        // float2 per k-step of a staged W tile (32 + 2 of padding)
-constexpr float kMmaFastBound = 64.0f;               // split-tf32 phases: error ~2^-22 |<z, dx>| + 1 ulp, 2e-5 rad here
+// Largest unreduced |phase|: split-tf32 phases err by ~2^-22 |<z, dx>| + 1 ulp (2e-5 rad at 64); FMA
+// phases as in the FMA kernel.
+constexpr float kMmaFastBound = WARPED_FAST_GP_MMA_FMA_PHASES ? kFastBound : 64.0f;
 
 static_assert(kMmaTiles >= 1, "WARPED_FAST_GP_MMA_TILES: at least one m-tile per warp");
 
@@ -63,12 +70,18 @@ __device__ __forceinline__ void mma_tf32(float (&d)[4], const float (&a)[4], flo
 // packed once per call by gp_pack_kernel and copied to shared memory by each block (NT groups of 4
 // channels):
 //   zs[f]   = (zx_hi, zy_hi, zx_lo, zy_lo): B1 rows (t, t + 4) of lane t are .xy (t even) or .zw
+//   zr[f]   = (zx, zy) instead with FMA phases: lane t of k-step s reads float4 4 s + t (features
+//             8 s + 2 t and 8 s + 2 t + 1)
 //   wf[nt][s][4 n + t] = W of features 8 s + 2 t and 8 s + 2 t + 1, column n: the B2 pair of lane
 //                        4 n + t in k-step s (loads of a k-step are 32 consecutive float2; the 2 float2
 //                        of padding per k-step keep the packing stores' bank conflicts 2-way)
 template <int NT>
 struct MmaOperands {
+#if WARPED_FAST_GP_MMA_FMA_PHASES
+  float2 zr[kTile];
+#else
   float4 zs[kTile];
+#endif
   float2 wf[NT][kTile / 8][kWfStride];
 };
 
@@ -83,8 +96,12 @@ struct MmaTile {
 // Packs feature f of a tile (raw values in `r`) into tf32 halves.
 template <int NT>
 __device__ __forceinline__ void pack_feature(MmaOperands<NT>& op, int f, const RawFeature<4 * NT>& r) {
+#if WARPED_FAST_GP_MMA_FMA_PHASES
+  op.zr[f] = make_float2(r.zx, r.zy);
+#else
   const float zxh = to_tf32(r.zx), zyh = to_tf32(r.zy);
   op.zs[f] = make_float4(zxh, zyh, to_tf32(r.zx - zxh), to_tf32(r.zy - zyh));
+#endif
   const int s = f / 8, t = (f % 8) / 2, h = f % 2;
 #pragma unroll
   for (int nt = 0; nt < NT; ++nt) {
@@ -165,17 +182,24 @@ __device__ __forceinline__ void mma_coords(const GpNoiseParams& p, int64_t n, fl
 // acc[m] += cos(phases of the lane's fragment) x W over the k-steps [s0, s1) of a staged tile.
 // FAST: phases by mma from the split offsets a1; else on the FMA pipe, reduced to [-pi, pi], from the
 // coordinates and z (j0: the tile's first feature) reloaded from global memory: such tiles are rare.
+// With FMA phases, a1 holds the float32 offsets (dx rows g, g + 8, then dy) and every tile takes its
+// phases on the FMA pipe from the staged z; FAST only says whether they are reduced first.
 template <bool FAST, int SPLIT, int NT>
 __device__ __forceinline__ void accumulate_mma(const MmaTile<NT>& tile, int s0, int s1, const float (&a1)[kMmaTiles][4],
                                                const GpNoiseParams& p, int64_t n, int64_t j0, const Anchor& a,
                                                float (&acc)[kMmaTiles][NT][4]) {
-  const int g = threadIdx.x % 32 / 4, t = threadIdx.x % 4;
+  const int t = threadIdx.x % 4;
+#if WARPED_FAST_GP_MMA_FMA_PHASES
+  const float4* zr = reinterpret_cast<const float4*>(tile.op.zr) + t;  // + 4 per k-step
+#else
+  const int g = threadIdx.x % 32 / 4;
   float dx[kMmaTiles][2], dy[kMmaTiles][2];
   if (!FAST) {
     float4 box;
     mma_coords<SPLIT>(p, n, a.x0, a.y0, dx, dy, box);
   }
   const float2* zs = reinterpret_cast<const float2*>(tile.op.zs) + 2 * g + (t & 1);  // + 16 per k-step
+#endif
   const float4* cp = tile.cp + t;                                                    // + 4
   const float2* wf = &tile.op.wf[0][0][0] + threadIdx.x % 32;                        // + kWfStride
 #if WARPED_FAST_GP_MMA_SPLIT_ACC
@@ -190,6 +214,17 @@ __device__ __forceinline__ void accumulate_mma(const MmaTile<NT>& tile, int s0, 
     for (int nt = 0; nt < NT; ++nt) wb[nt] = wf[(nt * kTile / 8 + s) * kWfStride];
     const float4 c4 = cp[4 * s];
     float ph[kMmaTiles][4];
+#if WARPED_FAST_GP_MMA_FMA_PHASES
+    const float4 z2 = zr[4 * s];  // (zx, zy) of features 8 s + 2 t, 8 s + 2 t + 1
+#pragma unroll
+    for (int m = 0; m < kMmaTiles; ++m) {
+#pragma unroll
+      for (int r = 0; r < 2; ++r) {
+        ph[m][2 * r] = fmaf(z2.x, a1[m][r], fmaf(z2.y, a1[m][r + 2], c4.x));
+        ph[m][2 * r + 1] = fmaf(z2.z, a1[m][r], fmaf(z2.w, a1[m][r + 2], c4.y));
+      }
+    }
+#else
     if (FAST) {
       const float2 b = zs[16 * s];
       const float c1[4] = {c4.x, c4.y, c4.z, c4.w};
@@ -209,6 +244,7 @@ __device__ __forceinline__ void accumulate_mma(const MmaTile<NT>& tile, int s0, 
         }
       }
     }
+#endif
 #pragma unroll
     for (int m = 0; m < kMmaTiles; ++m) {
       // The tensor cores read the top 19 bits of a tf32 operand: cs is its own hi half, cs - hi the lo.
@@ -262,7 +298,8 @@ __global__ void __launch_bounds__(kThreads, NT == 1 ? WARPED_FAST_GP_MMA_BLOCKS 
   RawFeature<0> next = fetch_shared<0>(p, c0, threadIdx.x);
 
   // The lane's pixel offsets from the block's anchor, as A1 fragments: element (row g + 8 r, k = t) is
-  // dx's hi half for t < 2, its lo half for t >= 2; (row g + 8 r, k = t + 4) the same of dy.
+  // dx's hi half for t < 2, its lo half for t >= 2; (row g + 8 r, k = t + 4) the same of dy. With FMA
+  // phases: a1[m] = (dx of rows g, g + 8, dy of rows g, g + 8), whole.
   float dx[kMmaTiles][2], dy[kMmaTiles][2];
   float4 box = make_float4(INFINITY, -INFINITY, INFINITY, -INFINITY);
   mma_coords<SPLIT>(p, n, 0.f, 0.f, dx, dy, box);
@@ -274,9 +311,13 @@ __global__ void __launch_bounds__(kThreads, NT == 1 ? WARPED_FAST_GP_MMA_BLOCKS 
     for (int r = 0; r < 2; ++r) {
       const bool in = mma_pixel<SPLIT>(p, m, r) >= 0;
       const float ox = in ? dx[m][r] - a.x0 : 0.f, oy = in ? dy[m][r] - a.y0 : 0.f;
+#if WARPED_FAST_GP_MMA_FMA_PHASES
+      a1[m][r] = ox, a1[m][r + 2] = oy;
+#else
       const float hx = to_tf32(ox), hy = to_tf32(oy);
       a1[m][r] = t < 2 ? hx : to_tf32(ox - hx);
       a1[m][r + 2] = t < 2 ? hy : to_tf32(oy - hy);
+#endif
     }
   }
   float acc[kMmaTiles][NT][4], total[R];

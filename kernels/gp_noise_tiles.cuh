@@ -29,6 +29,12 @@
 #ifndef WARPED_FAST_GP_MMA_SPLIT_ACC
 #define WARPED_FAST_GP_MMA_SPLIT_ACC 0  // tensor-core kernel: 1 = the cosines' lo halves in their own accumulators
 #endif
+#ifndef WARPED_FAST_GP_MMA_FMA_PHASES
+#define WARPED_FAST_GP_MMA_FMA_PHASES 0  // tensor-core kernel: 1 = phases on the FMA pipe, only the channel sums by mma
+#endif
+#ifndef WARPED_FAST_GP_EARLY_FETCH_SPLIT
+#define WARPED_FAST_GP_EARLY_FETCH_SPLIT 16  // FMA independent kernel: from this split on, tile 0 is fetched before the coordinates
+#endif
 #define WF_PRAGMA(x) _Pragma(#x)
 #define WF_UNROLL(n) WF_PRAGMA(unroll n)
 
