@@ -62,7 +62,10 @@ def _compile(defines: dict, out: Path) -> subprocess.CompletedProcess:
 @pytest.mark.skipif(NVCC is None, reason="needs nvcc")
 def test_cuda_kernels_compile_for_sm90_with_every_knob(tmp_path):
     with ThreadPoolExecutor(max_workers=2) as pool:
-        futures = {name: pool.submit(_compile, defines, tmp_path / f"{name}.cubin") for name, defines in VARIANTS.items()}
+        futures = {
+            name: pool.submit(_compile, defines, tmp_path / f"{name}.cubin")
+            for name, defines in VARIANTS.items()
+        }
         runs = {name: f.result() for name, f in futures.items()}
     failed = {name: r.stderr[-2000:] for name, r in runs.items() if r.returncode != 0}
     assert not failed, failed
