@@ -200,8 +200,8 @@ __device__ __forceinline__ void accumulate_mma(const MmaTile<NT>& tile, int s0, 
   }
   const float2* zs = reinterpret_cast<const float2*>(tile.op.zs) + 2 * g + (t & 1);  // + 16 per k-step
 #endif
-  const float4* cp = tile.cp + t;                                                    // + 4
-  const float2* wf = &tile.op.wf[0][0][0] + threadIdx.x % 32;                        // + kWfStride
+  const float4* cp = tile.cp + t;                              // + 4
+  const float2* wf = &tile.op.wf[0][0][0] + threadIdx.x % 32;  // + kWfStride
 #if WARPED_FAST_GP_MMA_SPLIT_ACC
   float acc_lo[kMmaTiles][NT][4] = {};  // the lo halves' own chain of mma, added to acc at the end
 #endif

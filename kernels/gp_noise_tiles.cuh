@@ -33,7 +33,7 @@
 #define WARPED_FAST_GP_MMA_FMA_PHASES 0  // tensor-core kernel: 1 = phases on the FMA pipe, only the channel sums by mma
 #endif
 #ifndef WARPED_FAST_GP_EARLY_FETCH_SPLIT
-#define WARPED_FAST_GP_EARLY_FETCH_SPLIT 16  // FMA independent kernel: from this split on, tile 0 is fetched before the coordinates
+#define WARPED_FAST_GP_EARLY_FETCH_SPLIT 16  // FMA independent kernel: tile 0 fetched first from this split on
 #endif
 #define WF_PRAGMA(x) _Pragma(#x)
 #define WF_UNROLL(n) WF_PRAGMA(unroll n)
