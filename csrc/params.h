@@ -21,12 +21,19 @@ struct GpNoiseParams {
   int64_t features;     // J
 };
 
+// |x|: one FADD operand modifier on the GPU; the select the CPU kernels' loops vectorize.
+#if defined(__CUDACC__)
+#define WF_ABS(x) fabsf(x)
+#else
+#define WF_ABS(x) ((x) < 0.0f ? -(x) : (x))
+#endif
+
 // cos(2 pi t) from t in turns: reduce to r in [-1/2, 1/2], then cos(2 pi r) = sin(2 pi (1/4 - |r|)),
 // an odd minimax polynomial on [-1/4, 1/4] (max error 2e-7 in float32).
 #define WF_COS_TURNS_BODY(t, result)                      \
   {                                                       \
     float r_ = (t) - (((t) + 12582912.0f) - 12582912.0f); \
-    float s_ = 0.25f - (r_ < 0.0f ? -r_ : r_);            \
+    float s_ = 0.25f - WF_ABS(r_);                        \
     float u_ = s_ * s_;                                   \
     float p_ = 39.53668975830078f;                        \
     p_ = p_ * u_ - 76.5497817993164f;                     \

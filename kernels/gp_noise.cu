@@ -76,10 +76,29 @@ __device__ __forceinline__ Anchor load_tile_coords(const GpNoiseParams& p, int64
   return a;
 }
 
-// acc[q] += w_k cos(<z_k, dx_q> + c_k) over features [k0, k1) of an independent-channel tile.
+constexpr int kPolyCos = WARPED_FAST_GP_POLY_COS;  // of each 16 cosines (4 features x kPix), by polynomial
+static_assert(kPolyCos >= 0 && kPolyCos <= 16 && kPix == 4, "WARPED_FAST_GP_POLY_COS: 0 to 16 of 16");
+
+// acc[q] += w_k cos(<z_k, dx_q> + c_k) over features [k0, k1) of an independent-channel tile. With
+// kPolyCos > 0, unreduced tiles take kPolyCos of every 16 cosines (spread over the 4-feature step) on
+// the FMA pipe (cos_fma_pipe), the rest on the SFU.
 template <bool FAST>
 __device__ __forceinline__ void accumulate_independent(const float4* feat, int k0, int k1, const float (&dx)[kPix],
                                                        const float (&dy)[kPix], float (&acc)[kPix]) {
+  if (FAST && kPolyCos > 0) {
+    for (; k0 + 4 <= k1; k0 += 4) {
+#pragma unroll
+      for (int kk = 0; kk < 4; ++kk) {
+        const float4 f = feat[k0 + kk];
+#pragma unroll
+        for (int q = 0; q < kPix; ++q) {
+          const float ph = fmaf(f.x, dx[q], fmaf(f.y, dy[q], f.z));
+          const bool poly = (kk * kPix + q) * kPolyCos % 16 < kPolyCos;  // compile-time after unrolling
+          acc[q] = fmaf(f.w, poly ? cos_fma_pipe(ph) : __cosf(ph), acc[q]);
+        }
+      }
+    }
+  }
   WF_UNROLL(WARPED_FAST_GP_FMA_UNROLL)
   for (int k = k0; k < k1; ++k) {
     const float4 f = feat[k];

@@ -35,6 +35,9 @@
 #ifndef WARPED_FAST_GP_EARLY_FETCH_SPLIT
 #define WARPED_FAST_GP_EARLY_FETCH_SPLIT 16  // FMA independent kernel: tile 0 fetched first from this split on
 #endif
+#ifndef WARPED_FAST_GP_POLY_COS
+#define WARPED_FAST_GP_POLY_COS 0  // FMA independent kernel: of each 16 cosines, this many by polynomial
+#endif
 #define WF_PRAGMA(x) _Pragma(#x)
 #define WF_UNROLL(n) WF_PRAGMA(unroll n)
 
@@ -63,6 +66,17 @@ __device__ __forceinline__ float cos_phase(float phase) {
 template <bool FAST>
 __device__ __forceinline__ float cos_local(float phase) {
   return FAST ? __cosf(phase) : cos_phase(phase);
+}
+
+// cos(phase) on the FMA pipe, for |phase| <= kFastBound: the CPU kernels' polynomial in turns
+// (params.h, max error 2e-7 after the conversion's rounding, which MUFU.COS's FMUL.RZ shares). ~11
+// instructions, none on the SFU: a kernel bound by the SFU (16 cosines per SM per clock against 128
+// FMA-pipe instructions) can move a share of its cosines here to spare issue slots.
+__device__ __forceinline__ float cos_fma_pipe(float phase) {
+  const float t = phase * kInvTwoPi;
+  float c;
+  WF_COS_TURNS_BODY(t, c);
+  return c;
 }
 
 // The block's anchor (x0, y0) and the half-extent (rx, ry) of its tile's coordinates around it.
