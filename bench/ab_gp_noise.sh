@@ -20,7 +20,7 @@ exec > >(tee -a "$OUT/ab.log") 2>&1
 nvidia-smi --query-gpu=name,clocks.max.sm,driver_version --format=csv,noheader
 source bench/gpu_wheels.sh
 T0=$(date +%s)
-FAILED=()
+FAILED=() TIMED=()
 for variant in "$@"; do
   label=${variant%%=*} defines=${variant#*=}
   echo "== $label: ${defines:-defaults} ($(( $(date +%s) - T0 )) s)"
@@ -34,9 +34,11 @@ for variant in "$@"; do
   WARPED_FAST_BENCH_TAG=$label timeout 150 python3 bench/tune_gp_noise.py --device cuda \
     | grep -E "split auto|split 1 |split 8 |not available"
   rc=${PIPESTATUS[0]}
-  [ "$rc" = 0 ] || FAILED+=("$label: tune_gp_noise (rc $rc)")
+  if [ "$rc" = 0 ]; then TIMED+=("$label"); else FAILED+=("$label: tune_gp_noise (rc $rc)"); fi
 done
 rm -f "$OUT/build.log"
+# the variants side by side (ratios to the first variant that passed)
+[ ${#TIMED[@]} -gt 0 ] && python3 bench/ab_summary.py "$OUT/results/gp_noise_tuning.csv" "${TIMED[@]}"
 echo "== done ($(( $(date +%s) - T0 )) s); the next build (gpu_check.sh) clears these definitions"
 if [ ${#FAILED[@]} -gt 0 ]; then
   printf '!! failed: %s\n' "${FAILED[@]}"
