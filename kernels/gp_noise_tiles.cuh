@@ -69,9 +69,9 @@ __device__ __forceinline__ float cos_local(float phase) {
 }
 
 // cos(phase) on the FMA pipe, for |phase| <= kFastBound: the CPU kernels' polynomial in turns
-// (params.h, max error 2e-7 after the conversion's rounding, which MUFU.COS's FMUL.RZ shares). ~11
-// instructions, none on the SFU: a kernel bound by the SFU (16 cosines per SM per clock against 128
-// FMA-pipe instructions) can move a share of its cosines here to spare issue slots.
+// (params.h, max error 2e-7), after a conversion to turns that rounds as MUFU.COS's own FMUL.RZ does.
+// ~11 instructions, none on the SFU: a kernel bound by the SFU (16 cosines per SM per clock against
+// 128 FMA-pipe instructions) can move a share of its cosines here to spare issue slots.
 __device__ __forceinline__ float cos_fma_pipe(float phase) {
   const float t = phase * kInvTwoPi;
   float c;
