@@ -69,7 +69,8 @@ __device__ __forceinline__ float cos_local(float phase) {
 }
 
 // cos(phase) on the FMA pipe, for |phase| <= kFastBound: the CPU kernels' polynomial in turns
-// (params.h, max error 2e-7), after a conversion to turns that rounds as MUFU.COS's own FMUL.RZ does.
+// (params.h, max error 2e-7), after a rounded conversion to turns: like MUFU.COS's own (truncating)
+// FMUL.RZ, its error grows with |phase|, to ~1e-5 rad at kFastBound.
 // ~11 instructions, none on the SFU: a kernel bound by the SFU (16 cosines per SM per clock against
 // 128 FMA-pipe instructions) can move a share of its cosines here to spare issue slots.
 __device__ __forceinline__ float cos_fma_pipe(float phase) {
