@@ -29,8 +29,15 @@ _GPU_SPECS = {
 SFU_COS_PER_SM_PER_CLOCK = 16  # Hopper/Ampere special-function units
 
 
-def parse_args(description: str, sizes: tuple[int, ...] | None = None) -> argparse.Namespace:
-    """The benchmarks' common options; ``sizes`` (the default frame sides) adds ``--sizes``."""
+def _int_list(v: str) -> tuple[int, ...]:
+    return tuple(int(x) for x in v.split(","))
+
+
+def parse_args(
+    description: str, sizes: tuple[int, ...] | None = None, features: tuple[int, ...] | None = None
+) -> argparse.Namespace:
+    """The benchmarks' common options; ``sizes`` (the default frame sides) adds ``--sizes``, ``features``
+    (the default feature counts J) ``--features``."""
     p = argparse.ArgumentParser(description=description)
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     p.add_argument("--quick", action="store_true", help="smaller shapes and fewer repeats")
@@ -38,9 +45,16 @@ def parse_args(description: str, sizes: tuple[int, ...] | None = None) -> argpar
     if sizes is not None:
         p.add_argument(
             "--sizes",
-            type=lambda v: tuple(int(x) for x in v.split(",")),
+            type=_int_list,
             default=sizes,
             help=f"square frame sides, comma-separated (default {','.join(map(str, sizes))})",
+        )
+    if features is not None:
+        p.add_argument(
+            "--features",
+            type=_int_list,
+            default=features,
+            help=f"feature counts J, comma-separated (default {','.join(map(str, features))})",
         )
     return p.parse_args()
 

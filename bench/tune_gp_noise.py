@@ -1,14 +1,15 @@
 """Sweep the gp_noise CUDA launch choices (kernel x feature split) on the GPU, one run.
 
-For 1x4x128x128 and 1x4x1024x1024 (``--sizes``: other square frames), J = 3000, independent and shared features: every split (1, 2, 4,
-8, and the launcher's own choice) of the FMA kernel and, for shared features, of the tensor-core
-kernel. Each row: CUDA-graph replay median, the ratio to the cosine floor, and the largest difference
+For 1x4x128x128 and 1x4x1024x1024 (``--sizes``: other square frames), J = 3000 (``--features``: other
+counts), independent and shared features: every split (1, 2, 4, 8, and the launcher's own choice) of
+the FMA kernel and, for shared features, of the tensor-core kernel. Each row: CUDA-graph replay median, the ratio to the cosine floor, and the largest difference
 from the float64 reference on the same coordinates (so a fast but wrong variant shows). Needs CUDA.
 WARPED_FAST_BENCH_TAG, when set, is appended to every row's label (bench/ab_gp_noise.sh: the build).
 """
 
 from __future__ import annotations
 
+import itertools
 import os
 import sys
 from pathlib import Path
@@ -22,16 +23,16 @@ from warped_fast import reference  # noqa: E402
 
 
 def main():
-    args = parse_args(__doc__.splitlines()[0], sizes=(128, 1024))
+    args = parse_args(__doc__.splitlines()[0], sizes=(128, 1024), features=(3000,))
     dev = args.device
     if not dev.startswith("cuda"):
         print("tune_gp_noise: needs a CUDA device; nothing to do")
         return
-    j, c = 3000, 4
+    c = 4
     reps = args.repeats or 20
     table = Table("gp_noise_tuning", dev)
     tag = f" [{os.environ['WARPED_FAST_BENCH_TAG']}]" if os.environ.get("WARPED_FAST_BENCH_TAG") else ""
-    for shared in (False, True):
+    for j, shared in itertools.product(args.features, (False, True)):
         field = wf.RFFField.sample(
             wf.RFFConfig(channels=c, num_features=j, shared_features=shared), 0, device=dev
         )
