@@ -2,8 +2,9 @@
 
 For 1x4x128x128 and 1x4x1024x1024 (``--sizes``: other square frames), J = 3000 (``--features``: other
 counts), independent and shared features: every split (1, 2, 4, 8, and the launcher's own choice) of
-the FMA kernel and, for shared features, of the tensor-core kernel. Each row: CUDA-graph replay median, the ratio to the cosine floor, and the largest difference
-from the float64 reference on the same coordinates (so a fast but wrong variant shows). Needs CUDA.
+the FMA kernel and, for shared features, of the tensor-core kernel. Each row: CUDA-graph replay
+median, the ratio to the cosine floor, and the largest difference from the float64 reference on the
+same coordinates (so a fast but wrong variant shows). Needs CUDA.
 WARPED_FAST_BENCH_TAG, when set, is appended to every row's label (bench/ab_gp_noise.sh: the build).
 """
 
