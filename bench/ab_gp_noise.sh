@@ -39,7 +39,7 @@ done
 rm -f "$OUT/build.log"
 # the variants side by side (ratios to the first variant that passed)
 [ ${#TIMED[@]} -gt 0 ] && python3 bench/ab_summary.py "$OUT/results/gp_noise_tuning.csv" "${TIMED[@]}"
-echo "== done ($(( $(date +%s) - T0 )) s); the next build (gpu_check.sh) clears these definitions"
+echo "== done ($(( $(date +%s) - T0 )) s); a plain build (no WARPED_FAST_CUDA_DEFINES) is the defaults again"
 if [ ${#FAILED[@]} -gt 0 ]; then
   printf '!! failed: %s\n' "${FAILED[@]}"
   exit 1

@@ -63,6 +63,8 @@ def main() -> None:
     parser.add_argument("csv", type=Path, help="gp_noise_tuning.csv written by bench/tune_gp_noise.py")
     parser.add_argument("tags", nargs="+", help="the variants' labels; ratios are to the first")
     args = parser.parse_args()
+    if not args.csv.is_file():
+        raise SystemExit(f"ab_summary: no results file {args.csv}")
     table = load(args.csv, args.tags)
     if not table:
         raise SystemExit(f"ab_summary: no rows tagged {args.tags} in {args.csv}")
