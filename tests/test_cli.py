@@ -37,6 +37,7 @@ def test_python_dash_m_runs_the_cli():
 def test_inpaint_and_sr_write_videos_and_resume(tmp_path, capsys):
     src = _clip(tmp_path)
     args = ["inpaint", str(src), "--out", str(tmp_path / "o"), "--steps", "2", "--quiet", "--mask", "center"]
+    args += ["--noise-option", "occlusion=true", "--noise-option", "num_features=512"]
     assert main(args) == 0
     out = read_video(tmp_path / "o" / "inpaint.mp4")
     assert out.shape[0] == 3
@@ -50,6 +51,10 @@ def test_inpaint_and_sr_write_videos_and_resume(tmp_path, capsys):
         == 0
     )
     assert read_video(tmp_path / "s" / "sr.mp4").shape[-2:] == (16, 24)
+    bad = ["inpaint", str(src), "--out", str(tmp_path / "b"), "--noise", "gwtf", "--noise-option", "sigma=1"]
+    assert main(bad) == 2  # before any reading or loading
+    assert "--noise-option: sigma: not an option of the 'gwtf' method" in capsys.readouterr().err
+    assert not (tmp_path / "b").exists()
 
 
 def test_inpaint_mask_video_follows_size_and_max_frames(tmp_path):
@@ -77,6 +82,79 @@ def test_warp_noise(tmp_path, capsys):
     with pytest.raises(SystemExit):
         main([*args, "--size", "36"])
     assert "argument --size: expected HxW such as 64x96, got '36'" in capsys.readouterr().err
+
+
+def test_noise_methods_and_options_match_the_library():
+    import inspect
+
+    from warped_fast.cli import NOISE_METHOD_OPTIONS
+    from warped_fast.noise import METHODS
+
+    assert sorted(NOISE_METHOD_OPTIONS) == sorted(METHODS)
+    for name, options in NOISE_METHOD_OPTIONS.items():
+        params = [p for p in inspect.signature(METHODS[name]).parameters if p != "rff"]
+        assert tuple(params) == options, name
+
+
+def test_warp_noise_options_reach_the_method(tmp_path):
+    """--noise-option values (JSON where they parse) and the GP field settings give the same noise as
+    the library called with those options on the flows the file holds."""
+    from safetensors.torch import load_file
+
+    from warped_fast.noise import RFFConfig, warp_noise_video
+
+    src = _clip(tmp_path, h=32, w=48)
+    out = tmp_path / "n.safetensors"
+    opts = ["occlusion=true", "lengthscale=2.5", "num_features=64", "shared_features=true"]
+    args = ["warp-noise", str(src), "--out", str(out), "--seed", "3"]
+    assert main([*args, *(x for o in opts for x in ("--noise-option", o))]) == 0
+    d = load_file(str(out))
+    rff = RFFConfig(num_features=64, lengthscale=2.5, shared_features=True)
+    expect = warp_noise_video(
+        "gp", (4, 4, 6), d["back_flow"], d["fwd_flow"], generator=3, occlusion=True, rff=rff
+    )
+    torch.testing.assert_close(d["noise"], expect, rtol=0, atol=0)
+    default = warp_noise_video("gp", (4, 4, 6), d["back_flow"], d["fwd_flow"], generator=3)
+    assert not torch.equal(d["noise"], default)
+
+    assert main([*args, "--method", "hiwyn", "--noise-option", "upsample=2"]) == 0
+    d = load_file(str(out))
+    expect = warp_noise_video("hiwyn", (4, 4, 6), d["back_flow"], d["fwd_flow"], generator=3, upsample=2)
+    torch.testing.assert_close(d["noise"], expect, rtol=0, atol=0)
+
+
+@pytest.mark.parametrize(
+    "extra, message",
+    [
+        (["--noise-option", "colour=1"], "--noise-option: colour: not an option of the 'gp' method"),
+        (
+            ["--method", "hiwyn", "--noise-option", "lengthscale=2"],
+            "lengthscale: GP field settings; the 'hiwyn'",
+        ),
+        (["--noise-option", "lengthscale=-1"], "--noise-option: lengthscale: expected a finite value > 0"),
+        (["--method", "nearest", "--noise-option", "base=pink"], "--noise-option: base"),
+        (["--channels", "0"], "--channels: expected >= 1, got 0"),
+    ],
+)
+def test_warp_noise_bad_options(tmp_path, capsys, extra, message):
+    src = _clip(tmp_path, h=32, w=48)
+    assert main(["warp-noise", str(src), "--out", str(tmp_path / "n.safetensors"), *extra]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("warped-fast warp-noise: ") and message in err, err
+    assert not (tmp_path / "n.safetensors").exists()
+
+
+@pytest.mark.parametrize(
+    "extra, message",
+    [
+        (["--noise-option", "occlusion"], "expected KEY=VALUE such as occlusion=true, got 'occlusion'"),
+        (["--method", "perlin"], "argument --method: invalid choice: 'perlin'"),
+    ],
+)
+def test_warp_noise_bad_arguments(tmp_path, capsys, extra, message):
+    with pytest.raises(SystemExit):
+        main(["warp-noise", "in.mp4", "--out", str(tmp_path / "n.safetensors"), *extra])
+    assert message in capsys.readouterr().err
 
 
 def test_train_from_config(tmp_path):

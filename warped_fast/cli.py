@@ -7,6 +7,32 @@ import json
 import logging
 import sys
 
+# The methods of warped_fast.noise and their options other than the GP field's ``rff`` (kept here so that
+# --help does not import torch; a test keeps them in step with the classes), and the RFF field settings
+# a --noise-option may name for the methods that take an ``rff``.
+NOISE_METHOD_OPTIONS = {
+    "bilinear": ("base",),
+    "fixed": ("base",),
+    "gp": ("occlusion", "sigma", "cuda_graph"),
+    "gwtf": ("normalize_weights", "upsample"),
+    "hiwyn": ("upsample", "max_extent"),
+    "infres": ("missing", "min_area"),
+    "nearest": ("base",),
+    "resample": ("base",),
+}
+NOISE_METHODS = tuple(NOISE_METHOD_OPTIONS)
+RFF_KEYS = ("num_features", "lengthscale", "truncation", "shared_features")
+NOISE_OPTION_HELP = (
+    "an option of the noise method as KEY=VALUE, repeatable; VALUE is read as JSON (3000, 2.5, true), "
+    "else as text. Keys: "
+    + "; ".join(f"{m}: {', '.join(o)}" for m, o in NOISE_METHOD_OPTIONS.items())
+    + f"; and, for the GP field of gp and of base=gp, {', '.join(RFF_KEYS)}"
+)
+
+
+class CliError(Exception):
+    """A bad command-line value found after parsing: printed without a traceback, exit status 2."""
+
 
 def _train(args) -> int:
     from .train import TrainConfig, Trainer
@@ -45,6 +71,40 @@ def _pipeline(args, task):
     return WarpedDiffusionPipeline.from_pretrained(args.model, task, device=args.device)
 
 
+def _noise_option(text: str) -> tuple[str, object]:
+    """``KEY=VALUE`` of --noise-option: VALUE read as JSON where it parses, else kept as text."""
+    key, sep, value = text.partition("=")
+    if not sep or not key.strip():
+        raise argparse.ArgumentTypeError(f"expected KEY=VALUE such as occlusion=true, got {text!r}")
+    try:
+        return key.strip(), json.loads(value)
+    except json.JSONDecodeError:
+        return key.strip(), value
+
+
+def noise_options(method: str, pairs: list[tuple[str, object]] | None) -> dict:
+    """The keyword options of noise ``method`` from --noise-option pairs, checked by building the warper
+    once: the RFF field settings become its ``rff`` (an RFFConfig). Raises CliError on a bad option."""
+    import inspect
+
+    from .noise import METHODS, RFFConfig, make_noise_warper
+
+    opts = dict(pairs or [])
+    rff = {k: opts.pop(k) for k in RFF_KEYS if k in opts}
+    try:
+        if rff:
+            if "rff" not in inspect.signature(METHODS[method]).parameters:
+                known = [n for n in inspect.signature(METHODS[method]).parameters if n != "self"]
+                raise ValueError(
+                    f"{', '.join(rff)}: GP field settings; the {method!r} method has none (its options: {known})"
+                )
+            opts["rff"] = RFFConfig(**rff)
+        make_noise_warper(method, **opts)
+    except (TypeError, ValueError) as e:
+        raise CliError(f"--noise-option: {e}") from None
+    return opts
+
+
 def _restore(args, task) -> int:
     from pathlib import Path
 
@@ -52,6 +112,7 @@ def _restore(args, task) -> int:
     from .io.masks import SHAPES
     from .sampling import GuidanceConfig
 
+    options = noise_options(args.noise, args.noise_option)
     video = read_video(args.input, max_frames=args.max_frames)
     mask = args.mask if task == "inpaint" else None
     if args.size:
@@ -63,7 +124,7 @@ def _restore(args, task) -> int:
     out = Path(args.out)
     res = pipe(
         video, mask, num_inference_steps=args.steps,
-        guidance=GuidanceConfig(mode=args.guidance, lam=args.lam), noise_method=args.noise,
+        guidance=GuidanceConfig(mode=args.guidance, lam=args.lam), noise_method=args.noise, noise_options=options,
         frame_schedule=args.schedule, generator=args.seed, output_dir=out / "frames", progress=not args.quiet,
     )  # fmt: skip
     path = write_video(res.frames, out / f"{task}.mp4", fps=args.fps)
@@ -80,20 +141,28 @@ def _warp_noise(args) -> int:
     from .io import read_video, resize_frames
     from .noise import warp_noise_video
 
+    options = noise_options(args.method, args.noise_option)
     video = read_video(args.input, max_frames=args.max_frames)
     if args.size:
         video = resize_frames(video, args.size)
     h, w = video.shape[-2:]
     if args.factor < 1 or h % args.factor or w % args.factor:
-        print(
-            f"warp-noise: the frames are {h}x{w}; --factor {args.factor} must be >= 1 and divide both "
-            "(choose --size or --factor)",
-            file=sys.stderr,
+        raise CliError(
+            f"the frames are {h}x{w}; --factor {args.factor} must be >= 1 and divide both (choose --size or --factor)"
         )
-        return 2
+    if args.channels < 1:
+        raise CliError(f"--channels: expected >= 1, got {args.channels}")
     fwd, back = estimate_flow(video)
     fwd, back = flow_to_latent(fwd, args.factor), flow_to_latent(back, args.factor)
-    noise = warp_noise_video(args.method, (args.channels, *fwd.shape[-2:]), back, fwd, generator=args.seed)
+    noise = warp_noise_video(
+        args.method,
+        (args.channels, *fwd.shape[-2:]),
+        back,
+        fwd,
+        generator=args.seed,
+        device=args.device,
+        **options,
+    )
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     save_file(
@@ -148,10 +217,9 @@ def _add_restore_args(p, task):
     p.add_argument("--steps", type=int, help="Euler steps (default: 50 with guidance, 25 without)")
     p.add_argument("--guidance", choices=["exact", "jacobian_free", "off"], default="exact")
     p.add_argument("--lam", type=float, default=1.0)
+    p.add_argument("--noise", choices=NOISE_METHODS, default="gp", help="noise method")
     p.add_argument(
-        "--noise",
-        default="gp",
-        help="noise method: gp, fixed, resample, nearest, bilinear, hiwyn, infres, gwtf",
+        "--noise-option", type=_noise_option, action="append", metavar="KEY=VALUE", help=NOISE_OPTION_HELP
     )
     p.add_argument("--schedule", choices=["sequential", "wavefront"], default="sequential")
     p.add_argument("--size", type=_size, help="resize the input to HxW first")
@@ -196,15 +264,25 @@ def build_parser() -> argparse.ArgumentParser:
     _add_restore_args(sub.add_parser("inpaint", help="video inpainting"), "inpaint")
     _add_restore_args(sub.add_parser("sr", help="x8 video super-resolution"), "sr")
 
-    w = sub.add_parser("warp-noise", help="export warped noise for a video (safetensors)")
-    w.add_argument("input")
-    w.add_argument("--out", required=True)
-    w.add_argument("--method", default="gp")
-    w.add_argument("--factor", type=int, default=8, help="latent downsampling factor")
-    w.add_argument("--channels", type=int, default=4)
+    w = sub.add_parser(
+        "warp-noise",
+        help="export warped noise for a video (safetensors)",
+        description="Optical flow (OpenCV DIS) of the video mapped to the latent grid, then one noise "
+        "method's noise for every frame. Writes noise [T, C, H/f, W/f] and the flows fwd_flow, back_flow "
+        "[T-1, 2, H/f, W/f] (latent pixels) to one safetensors file.",
+    )
+    w.add_argument("input", help="video file (mp4, gif) or folder of frames")
+    w.add_argument("--out", required=True, help="the .safetensors file to write")
+    w.add_argument("--method", choices=NOISE_METHODS, default="gp", help="noise method (default: gp)")
+    w.add_argument(
+        "--noise-option", type=_noise_option, action="append", metavar="KEY=VALUE", help=NOISE_OPTION_HELP
+    )
+    w.add_argument("--factor", type=int, default=8, help="latent downsampling factor f (default: 8)")
+    w.add_argument("--channels", type=int, default=4, help="noise channels C (default: 4)")
     w.add_argument("--size", type=_size, help="resize the input to HxW first")
-    w.add_argument("--max-frames", type=int)
-    w.add_argument("--seed", type=int, default=0)
+    w.add_argument("--max-frames", type=int, help="read at most this many frames")
+    w.add_argument("--seed", type=int, default=0, help="the noise's seed (default: 0)")
+    w.add_argument("--device", help="device of the noise (default: the CPU)")
     w.set_defaults(fn=_warp_noise)
 
     e = sub.add_parser("eval", help="the paper's protocols at small scale with the default models")
@@ -235,7 +313,11 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING)
-    return args.fn(args)
+    try:
+        return args.fn(args)
+    except CliError as e:
+        print(f"warped-fast {args.command}: {e}", file=sys.stderr)
+        return 2
 
 
 if __name__ == "__main__":
