@@ -5,6 +5,8 @@
 # and bench/tune_gp_noise.py (every kernel x split, with its error against float64; the rows' labels end
 # with [LABEL]). The log goes to $OUT/ab.log, the rows to $OUT/results/gp_noise_tuning.csv. Under a
 # minute per variant (in gpu_check.sh on the H200 the build, these tests and the sweep took 15, 8 and 13 s).
+# AB_NCU=1 also profiles each variant's kernels under Nsight Compute (bench/profile_gp_noise.py: issue
+# rate, pipe use and stall reasons; about 30 s more per variant) into $OUT/ab_ncu.txt.
 # Example:
 #   bash bench/ab_gp_noise.sh base= fma_phases="WARPED_FAST_GP_MMA_FMA_PHASES=1" \
 #     tc_1tile_4blocks="WARPED_FAST_GP_MMA_TILES=1;WARPED_FAST_GP_MMA_BLOCKS=4"
@@ -19,6 +21,7 @@ exec > >(tee -a "$OUT/ab.log") 2>&1
 [ $# -gt 0 ] || { echo "usage: bench/ab_gp_noise.sh LABEL=DEFINES ..."; exit 2; }
 nvidia-smi --query-gpu=name,clocks.max.sm,driver_version --format=csv,noheader
 source bench/gpu_wheels.sh
+NCU=$(command -v ncu || ls /opt/nvidia/nsight-compute/*/ncu 2>/dev/null | head -1)
 T0=$(date +%s)
 FAILED=() TIMED=()
 for variant in "$@"; do
@@ -35,6 +38,13 @@ for variant in "$@"; do
     | grep -E "split auto|split 1 |split 8 |not available"
   rc=${PIPESTATUS[0]}
   if [ "$rc" = 0 ]; then TIMED+=("$label"); else FAILED+=("$label: tune_gp_noise (rc $rc)"); fi
+  if [ "${AB_NCU:-0}" != 0 ] && [ -n "$NCU" ]; then
+    timeout 120 "$NCU" --clock-control none -k regex:gp_ --section SpeedOfLight --section ComputeWorkloadAnalysis \
+      --section WarpStateStats --section LaunchStats python3 bench/profile_gp_noise.py >"$OUT/ncu.tmp" 2>&1 \
+      || echo "ncu failed or timed out [$label]"
+    grep -E "^  gp_|Duration|Issued Ipc Active|No Eligible|Warp Cycles Per Issued" "$OUT/ncu.tmp" | head -24
+    { echo "== $label"; cat "$OUT/ncu.tmp"; } >>"$OUT/ab_ncu.txt" && rm -f "$OUT/ncu.tmp"
+  fi
 done
 rm -f "$OUT/build.log"
 # the variants side by side (ratios to the first variant that passed)
