@@ -17,6 +17,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).parent))
 
+import torch  # noqa: E402
 from common import Table, cosine_floor_ms, graph_ms, parse_args, smooth_flow, time_ms  # noqa: E402
 
 import warped_fast as wf  # noqa: E402
@@ -26,7 +27,7 @@ from warped_fast import reference  # noqa: E402
 def main():
     args = parse_args(__doc__.splitlines()[0], sizes=(128, 1024), features=(3000,))
     dev = args.device
-    if not dev.startswith("cuda"):
+    if not dev.startswith("cuda") or not torch.cuda.is_available():
         print("tune_gp_noise: needs a CUDA device; nothing to do")
         return
     c = 4
