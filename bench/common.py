@@ -42,20 +42,15 @@ def parse_args(
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     p.add_argument("--quick", action="store_true", help="smaller shapes and fewer repeats")
     p.add_argument("--repeats", type=int, default=None)
-    if sizes is not None:
-        p.add_argument(
-            "--sizes",
-            type=_int_list,
-            default=sizes,
-            help=f"square frame sides, comma-separated (default {','.join(map(str, sizes))})",
-        )
-    if features is not None:
-        p.add_argument(
-            "--features",
-            type=_int_list,
-            default=features,
-            help=f"feature counts J, comma-separated (default {','.join(map(str, features))})",
-        )
+    for flag, default, what in (
+        ("--sizes", sizes, "square frame sides"),
+        ("--features", features, "feature counts J"),
+    ):
+        if default is not None:
+            shown = ",".join(map(str, default))
+            p.add_argument(
+                flag, type=_int_list, default=default, help=f"{what}, comma-separated (default {shown})"
+            )
     return p.parse_args()
 
 
