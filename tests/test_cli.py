@@ -6,6 +6,7 @@ import pytest
 import torch
 
 from warped_fast.cli import main
+from warped_fast.flow import estimate_flow, flow_to_latent
 from warped_fast.io import read_video, write_video
 
 
@@ -76,6 +77,15 @@ def test_warp_noise(tmp_path, capsys):
     assert main(["warp-noise", str(src), "--out", str(tmp_path / "n.safetensors"), "--method", "gp"]) == 0
     d = load_file(str(tmp_path / "n.safetensors"))
     assert d["noise"].shape == (3, 4, 4, 6) and d["fwd_flow"].shape == (2, 2, 4, 6)
+    # the video streamed pair by pair: the flows of the whole clip at once, mapped to the latent grid
+    fwd, back = estimate_flow(read_video(src))
+    assert torch.equal(d["fwd_flow"], flow_to_latent(fwd, 8)) and torch.equal(
+        d["back_flow"], flow_to_latent(back, 8)
+    )
+    one = tmp_path / "one.safetensors"
+    assert main(["warp-noise", str(src), "--out", str(one), "--max-frames", "1", "--method", "hiwyn"]) == 0
+    d1 = load_file(str(one))
+    assert d1["noise"].shape == (1, 4, 4, 6) and d1["fwd_flow"].shape == d1["back_flow"].shape == (0, 2, 4, 6)
     args = ["warp-noise", str(src), "--out", str(tmp_path / "m.safetensors")]
     assert main([*args, "--size", "36x52"]) == 2
     assert "the frames are 36x52; --factor 8 must be >= 1 and divide both" in capsys.readouterr().err

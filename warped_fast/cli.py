@@ -133,42 +133,45 @@ def _restore(args, task) -> int:
 
 
 def _warp_noise(args) -> int:
+    """Streams the video: one decoded frame and its predecessor in memory, the flows of each pair (DIS)
+    and the noise of each frame computed as it arrives; only the latent-size outputs accumulate."""
     from pathlib import Path
 
+    import torch
     from safetensors.torch import save_file
 
     from .flow import estimate_flow, flow_to_latent
-    from .io import read_video, resize_frames
-    from .noise import warp_noise_video
+    from .io import iter_video, resize_frames
+    from .noise import make_noise_warper
 
     options = noise_options(args.method, args.noise_option)
-    video = read_video(args.input, max_frames=args.max_frames)
-    if args.size:
-        video = resize_frames(video, args.size)
-    h, w = video.shape[-2:]
-    if args.factor < 1 or h % args.factor or w % args.factor:
-        raise CliError(
-            f"the frames are {h}x{w}; --factor {args.factor} must be >= 1 and divide both (choose --size or --factor)"
-        )
     if args.channels < 1:
         raise CliError(f"--channels: expected >= 1, got {args.channels}")
-    fwd, back = estimate_flow(video)
-    fwd, back = flow_to_latent(fwd, args.factor), flow_to_latent(back, args.factor)
-    noise = warp_noise_video(
-        args.method,
-        (args.channels, *fwd.shape[-2:]),
-        back,
-        fwd,
-        generator=args.seed,
-        device=args.device,
-        **options,
-    )
+    f = args.factor
+    warper = make_noise_warper(args.method, **options)
+    noise, fwds, backs, prev = [], [], [], None
+    for frame in iter_video(args.input, max_frames=args.max_frames):
+        frame = resize_frames(frame[None], args.size) if args.size else frame[None]
+        if prev is None:
+            h, w = frame.shape[-2:]
+            if f < 1 or h % f or w % f:
+                raise CliError(
+                    f"the frames are {h}x{w}; --factor {f} must be >= 1 and divide both (choose --size or --factor)"
+                )
+            noise.append(warper.reset((args.channels, h // f, w // f), args.seed, args.device))
+        else:
+            fwd, back = (flow_to_latent(fl, f)[0] for fl in estimate_flow(torch.cat([prev, frame])))
+            noise.append(warper.step(back.to(warper.device), fwd.to(warper.device)))
+            fwds.append(fwd)
+            backs.append(back)
+        prev = frame
+    latent = noise[0].shape[-2:]
+    flows = [torch.stack(fl) if fl else torch.zeros(0, 2, *latent) for fl in (fwds, backs)]
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
-    save_file(
-        {"noise": noise.contiguous(), "fwd_flow": fwd.contiguous(), "back_flow": back.contiguous()}, str(out)
-    )
-    print(f"wrote noise {list(noise.shape)} ({args.method}) to {out}")
+    tensors = {"noise": torch.stack(noise).cpu(), "fwd_flow": flows[0], "back_flow": flows[1]}
+    save_file({k: v.contiguous() for k, v in tensors.items()}, str(out))
+    print(f"wrote noise {list(tensors['noise'].shape)} ({args.method}) to {out}")
     return 0
 
 

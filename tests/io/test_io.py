@@ -5,7 +5,7 @@ import pytest
 import torch
 from PIL import Image
 
-from warped_fast.io import FrameStore, load_mask, read_video, write_video
+from warped_fast.io import FrameStore, iter_video, load_mask, read_video, write_video
 
 
 def _clip(t=3, h=10, w=14):
@@ -32,6 +32,28 @@ def test_roundtrip_mp4_gif_folder_and_in_memory(tmp_path):
     assert torch.equal(read_video(v), v)
     assert read_video((v.permute(0, 2, 3, 1) * 255).to(torch.uint8).numpy()).shape == (3, 3, 10, 14)
     assert read_video(v[:, :1]).shape == (3, 3, 10, 14)  # grey -> RGB
+
+
+def test_iter_video_yields_read_videos_frames_one_at_a_time(tmp_path):
+    v = _clip(t=5)
+    folder = tmp_path / "frames"
+    store = FrameStore(folder, {"job": 1}, 5)
+    for i in range(5):
+        store.write(i, v[i])
+    image = tmp_path / "one.png"
+    Image.fromarray((v[0, 0].numpy() * 255).astype(np.uint8)).save(image)  # grey
+    sources = [write_video(v, tmp_path / "a.mp4"), write_video(v, tmp_path / "a.gif"), folder, image, v]
+    for src in sources:
+        for sel in ({}, {"start": 1, "step": 2}, {"max_frames": 2}, {"start": 1, "max_frames": 3}):
+            frames = list(iter_video(src, **sel))
+            assert all(f.shape == (3, 10, 14) and f.dtype == torch.float32 for f in frames)
+            assert torch.equal(torch.stack(frames), read_video(src, **sel)), (src, sel)
+    it = iter_video(tmp_path / "a.mp4")
+    assert torch.equal(next(it), read_video(tmp_path / "a.mp4", max_frames=1)[0])  # decoded as consumed
+    with pytest.raises(FileNotFoundError, match="video: .*missing.mp4 does not exist"):
+        iter_video(tmp_path / "missing.mp4")
+    with pytest.raises(ValueError, match="start: expected an int >= 0"):
+        iter_video(v, start=-1)
 
 
 def test_frame_selection_layouts_and_folder_order(tmp_path):

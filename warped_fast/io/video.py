@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 import re
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -67,24 +68,8 @@ def read_video(source, max_frames: int | None = None, start: int = 0, step: int 
     """
     _check_selection(max_frames, start, step)
     if isinstance(source, (str, os.PathLike)):
-        p = Path(source)
-        if not p.exists():
-            raise FileNotFoundError(f"video: {p} does not exist")
-        if p.is_dir():
-            files = sorted((f for f in p.iterdir() if f.suffix.lower() in IMAGE_SUFFIXES), key=_natural_key)
-            if not files:
-                raise ValueError(f"video: no image files in folder {p}")
-            files = files[start::step][:max_frames]
-            if not files:
-                raise ValueError(f"video: no frames selected from {p} (start={start}, step={step})")
-            import imageio.v3 as iio
-
-            return _to_frames(_stack_images([iio.imread(f) for f in files], files), channels_last=True)
-        if p.suffix.lower() not in VIDEO_SUFFIXES | IMAGE_SUFFIXES:
-            raise ValueError(
-                f"video: unsupported file type {p.suffix!r}; expected one of {sorted(VIDEO_SUFFIXES)}"
-            )
-        return _read_file(p, max_frames, start, step)
+        arrays = list(_decode_path(Path(source), max_frames, start, step))
+        return _to_frames(np.stack(arrays), channels_last=True)
     if isinstance(source, (list, tuple)):
         source = source[start::step][:max_frames]
         if not source:
@@ -98,6 +83,69 @@ def read_video(source, max_frames: int | None = None, start: int = 0, step: int 
     return frames.contiguous()
 
 
+def iter_video(
+    source, max_frames: int | None = None, start: int = 0, step: int = 1
+) -> Iterator[torch.Tensor]:
+    """The frames :func:`read_video` returns, one at a time: ``[3, H, W]`` float32 in [0, 1]. A video
+    file or a folder of images is decoded as the frames are consumed, so a long video never needs to fit
+    in memory; other sources are read whole first. Bad arguments and a missing path raise here."""
+    _check_selection(max_frames, start, step)
+    if isinstance(source, (str, os.PathLike)):
+        p = Path(source)
+        if not p.exists():
+            raise FileNotFoundError(f"video: {p} does not exist")
+        return (_to_frames(a[None], channels_last=True)[0] for a in _decode_path(p, max_frames, start, step))
+    return iter(read_video(source, max_frames, start, step))
+
+
+def _decode_path(p: Path, max_frames, start, step) -> Iterator[np.ndarray]:
+    """The selected frames of a video file, an image or a folder of images, as ``[H, W, C]`` or grey
+    ``[H, W]`` arrays, decoded one at a time (at least one, else ValueError)."""
+    import imageio.v3 as iio
+
+    if not p.exists():
+        raise FileNotFoundError(f"video: {p} does not exist")
+    if p.is_dir():
+        files = sorted((f for f in p.iterdir() if f.suffix.lower() in IMAGE_SUFFIXES), key=_natural_key)
+        if not files:
+            raise ValueError(f"video: no image files in folder {p}")
+        files = files[start::step][:max_frames]
+        if not files:
+            raise ValueError(f"video: no frames selected from {p} (start={start}, step={step})")
+        first = None
+        for f in files:
+            im = iio.imread(f)
+            im = im[..., None] if im.ndim == 2 else im[..., :3]
+            first = first if first is not None else (files[0], im.shape)
+            if im.shape != first[1]:
+                raise ValueError(
+                    f"video: the images of a folder must have one size: {first[0].name} is "
+                    f"{list(first[1])}, {f.name} {list(im.shape)}"
+                )
+            yield im
+        return
+    if p.suffix.lower() not in VIDEO_SUFFIXES | IMAGE_SUFFIXES:
+        raise ValueError(
+            f"video: unsupported file type {p.suffix!r}; expected one of {sorted(VIDEO_SUFFIXES)}"
+        )
+    if p.suffix.lower() in IMAGE_SUFFIXES:
+        yield iio.imread(p)
+        return
+    n = 0
+    try:
+        for i, fr in enumerate(iio.imiter(p, plugin="pyav")):
+            if i < start or (i - start) % step:
+                continue
+            yield np.asarray(fr)[..., :3]
+            n += 1
+            if max_frames is not None and n >= max_frames:
+                break
+    except Exception as e:  # PyAV raises many error types for corrupt data
+        raise ValueError(f"video: cannot decode {p} ({type(e).__name__}: {e})") from e
+    if n == 0:
+        raise ValueError(f"video: no frames decoded from {p}")
+
+
 def _check_selection(max_frames, start, step) -> None:
     checks = [("start", start, 0), ("step", step, 1)]
     if max_frames is not None:
@@ -106,41 +154,9 @@ def _check_selection(max_frames, start, step) -> None:
         check_int(name, v, least)
 
 
-def _stack_images(images: list, files: list[Path]) -> np.ndarray:
-    """``[T, H, W, C]`` from images read as ``[H, W]`` (grey) or ``[H, W, C]``."""
-    images = [im[..., None] if im.ndim == 2 else im[..., :3] for im in images]
-    for f, im in zip(files, images, strict=True):
-        if im.shape != images[0].shape:
-            raise ValueError(
-                f"video: the images of a folder must have one size: {files[0].name} is "
-                f"{list(images[0].shape)}, {f.name} {list(im.shape)}"
-            )
-    return np.stack(images)
-
-
 def _natural_key(path: Path):
     """Sort key comparing the digit runs of a file name as numbers (frame_2 before frame_10)."""
     return [(0, int(s), "") if s.isdigit() else (1, 0, s) for s in re.split(r"(\d+)", path.name)]
-
-
-def _read_file(p: Path, max_frames, start, step) -> torch.Tensor:
-    import imageio.v3 as iio
-
-    if p.suffix.lower() in IMAGE_SUFFIXES:
-        return _to_frames(iio.imread(p)[None], channels_last=True)
-    frames = []
-    try:
-        for i, fr in enumerate(iio.imiter(p, plugin="pyav")):
-            if i < start or (i - start) % step:
-                continue
-            frames.append(np.asarray(fr)[..., :3])
-            if max_frames is not None and len(frames) >= max_frames:
-                break
-    except Exception as e:  # PyAV raises many error types for corrupt data
-        raise ValueError(f"video: cannot decode {p} ({type(e).__name__}: {e})") from e
-    if not frames:
-        raise ValueError(f"video: no frames decoded from {p}")
-    return _to_frames(np.stack(frames), channels_last=True)
 
 
 def write_video(frames: torch.Tensor, path: str | Path, fps: float = 8.0, codec: str = "libx264") -> Path:
