@@ -144,6 +144,7 @@ def test_warp_noise_options_reach_the_method(tmp_path):
         (["--noise-option", "lengthscale=-1"], "--noise-option: lengthscale: expected a finite value > 0"),
         (["--method", "nearest", "--noise-option", "base=pink"], "--noise-option: base"),
         (["--channels", "0"], "--channels: expected >= 1, got 0"),
+        (["--max-frames", "0"], "max_frames: expected an int >= 1, got 0"),
     ],
 )
 def test_warp_noise_bad_options(tmp_path, capsys, extra, message):
@@ -152,6 +153,11 @@ def test_warp_noise_bad_options(tmp_path, capsys, extra, message):
     err = capsys.readouterr().err
     assert err.startswith("warped-fast warp-noise: ") and message in err, err
     assert not (tmp_path / "n.safetensors").exists()
+
+
+def test_warp_noise_missing_input(tmp_path, capsys):
+    assert main(["warp-noise", str(tmp_path / "no.mp4"), "--out", str(tmp_path / "n.safetensors")]) == 2
+    assert "warped-fast warp-noise: video: " in capsys.readouterr().err
 
 
 @pytest.mark.parametrize(

@@ -149,8 +149,12 @@ def _warp_noise(args) -> int:
         raise CliError(f"--channels: expected >= 1, got {args.channels}")
     f = args.factor
     warper = make_noise_warper(args.method, **options)
+    try:
+        frames = iter_video(args.input, max_frames=args.max_frames)
+    except (FileNotFoundError, ValueError) as e:
+        raise CliError(str(e)) from None
     noise, fwds, backs, prev = [], [], [], None
-    for frame in iter_video(args.input, max_frames=args.max_frames):
+    for frame in frames:
         frame = resize_frames(frame[None], args.size) if args.size else frame[None]
         if prev is None:
             h, w = frame.shape[-2:]
