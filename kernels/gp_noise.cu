@@ -133,19 +133,17 @@ __global__ void __launch_bounds__(kThreads, 4) gp_independent_kernel(GpNoisePara
   // short: there fetching first may pay (knob WARPED_FAST_GP_EARLY_FETCH_SPLIT).
   constexpr bool early = SPLIT >= WARPED_FAST_GP_EARLY_FETCH_SPLIT;
   RawFeature<1> next[F];
-  if (early) {
+  const auto fetch_tile = [&](int64_t j0) {  // this thread's features of the tile starting at j0
 #pragma unroll
-    for (int f = 0; f < F; ++f) next[f] = fetch(f * kTile + threadIdx.x);
-  }
+    for (int f = 0; f < F; ++f) next[f] = fetch(j0 + f * kTile + threadIdx.x);
+  };
+  if (early) fetch_tile(0);
   const TilePos t = tile_pos<SPLIT>(p);
   float dx[kPix], dy[kPix], acc[kPix];
   const Anchor a = load_tile_coords<SPLIT>(p, n, t, dx, dy);
 #pragma unroll
   for (int q = 0; q < kPix; ++q) acc[q] = 0.f;
-  if (!early) {
-#pragma unroll
-    for (int f = 0; f < F; ++f) next[f] = fetch(f * kTile + threadIdx.x);
-  }
+  if (!early) fetch_tile(0);
   int buf = 0;
   for (int64_t j0 = 0; j0 < J; j0 += tile, buf ^= 1) {
     bool far = false;
@@ -156,10 +154,7 @@ __global__ void __launch_bounds__(kThreads, 4) gp_independent_kernel(GpNoisePara
       far = far || needs_reduction(next[f].zx, next[f].zy, ph, a);
     }
     const bool reduce = __syncthreads_or(far);
-    if (j0 + tile < J) {
-#pragma unroll
-      for (int f = 0; f < F; ++f) next[f] = fetch(j0 + tile + f * kTile + threadIdx.x);
-    }
+    if (j0 + tile < J) fetch_tile(j0 + tile);
     const int k0 = slice * per_slice, k1 = min(k0 + per_slice, static_cast<int>(J - j0 < tile ? J - j0 : tile));
     if (reduce)
       accumulate_independent<false>(feat[buf], k0, k1, dx, dy, acc);
