@@ -93,8 +93,8 @@ def noise_options(method: str, pairs: list[tuple[str, object]] | None) -> dict:
     rff = {k: opts.pop(k) for k in RFF_KEYS if k in opts}
     try:
         if rff:
-            if "rff" not in inspect.signature(METHODS[method]).parameters:
-                known = [n for n in inspect.signature(METHODS[method]).parameters if n != "self"]
+            known = list(inspect.signature(METHODS[method]).parameters)
+            if "rff" not in known:
                 raise ValueError(
                     f"{', '.join(rff)}: GP field settings; the {method!r} method has none (its options: {known})"
                 )

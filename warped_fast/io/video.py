@@ -68,7 +68,7 @@ def read_video(source, max_frames: int | None = None, start: int = 0, step: int 
     """
     _check_selection(max_frames, start, step)
     if isinstance(source, (str, os.PathLike)):
-        arrays = list(_decode_path(Path(source), max_frames, start, step))
+        arrays = list(_decode_path(_existing(source), max_frames, start, step))
         return _to_frames(np.stack(arrays), channels_last=True)
     if isinstance(source, (list, tuple)):
         source = source[start::step][:max_frames]
@@ -91,20 +91,23 @@ def iter_video(
     in memory; other sources are read whole first. Bad arguments and a missing path raise here."""
     _check_selection(max_frames, start, step)
     if isinstance(source, (str, os.PathLike)):
-        p = Path(source)
-        if not p.exists():
-            raise FileNotFoundError(f"video: {p} does not exist")
-        return (_to_frames(a[None], channels_last=True)[0] for a in _decode_path(p, max_frames, start, step))
+        arrays = _decode_path(_existing(source), max_frames, start, step)
+        return (_to_frames(a[None], channels_last=True)[0] for a in arrays)
     return iter(read_video(source, max_frames, start, step))
 
 
-def _decode_path(p: Path, max_frames, start, step) -> Iterator[np.ndarray]:
-    """The selected frames of a video file, an image or a folder of images, as ``[H, W, C]`` or grey
-    ``[H, W]`` arrays, decoded one at a time (at least one, else ValueError)."""
-    import imageio.v3 as iio
-
+def _existing(source) -> Path:
+    p = Path(source)
     if not p.exists():
         raise FileNotFoundError(f"video: {p} does not exist")
+    return p
+
+
+def _decode_path(p: Path, max_frames, start, step) -> Iterator[np.ndarray]:
+    """The selected frames of an existing video file, image or folder of images, as ``[H, W, C]`` or
+    grey ``[H, W]`` arrays, decoded one at a time (at least one, else ValueError)."""
+    import imageio.v3 as iio
+
     if p.is_dir():
         files = sorted((f for f in p.iterdir() if f.suffix.lower() in IMAGE_SUFFIXES), key=_natural_key)
         if not files:
@@ -112,15 +115,15 @@ def _decode_path(p: Path, max_frames, start, step) -> Iterator[np.ndarray]:
         files = files[start::step][:max_frames]
         if not files:
             raise ValueError(f"video: no frames selected from {p} (start={start}, step={step})")
-        first = None
+        shape = None
         for f in files:
             im = iio.imread(f)
             im = im[..., None] if im.ndim == 2 else im[..., :3]
-            first = first if first is not None else (files[0], im.shape)
-            if im.shape != first[1]:
+            shape = im.shape if shape is None else shape
+            if im.shape != shape:
                 raise ValueError(
-                    f"video: the images of a folder must have one size: {first[0].name} is "
-                    f"{list(first[1])}, {f.name} {list(im.shape)}"
+                    f"video: the images of a folder must have one size: {files[0].name} is "
+                    f"{list(shape)}, {f.name} {list(im.shape)}"
                 )
             yield im
         return
