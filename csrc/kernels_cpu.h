@@ -35,4 +35,21 @@ template <class T>
 void euler_guided_step_cpu(const T* u, const T* pred, const T* grad, const T* sigma, const T* sigma_next, double lam,
                            T* out, int64_t N, int64_t per_item, int threads);
 
+// HIWYN integral noise warping, one step (warped_fast.noise.hiwyn.hiwyn_transport_reference). Float32,
+// contiguous: prev/zmean/fresh/out [C,H,W], cx/cy [H+1,W+1] corner positions, z [C,H,W,k,k].
+struct HiwynParams {
+  const float* prev;
+  const float* cx;
+  const float* cy;
+  const float* z;
+  const float* zmean;  // mean of z over each pixel's k*k draws
+  const float* fresh;
+  float* out;
+  int64_t C, H, W;
+  int k;           // sub-pixels per pixel side, 1..32
+  int max_extent;  // source pixels per axis, >= 1
+};
+
+void hiwyn_transport_cpu(const HiwynParams& p, int threads);
+
 }  // namespace warped_fast

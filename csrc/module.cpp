@@ -120,6 +120,20 @@ PYBIND11_MODULE(_C, m) {
       },
       nogil);
 
+  m.def(
+      "hiwyn_transport_cpu",
+      [](uintptr_t prev, uintptr_t cx, uintptr_t cy, uintptr_t z, uintptr_t zmean, uintptr_t fresh, uintptr_t out,
+         int64_t c, int64_t h, int64_t w, int k, int max_extent, int threads) {
+        if (k < 1 || k > 32) throw std::invalid_argument("hiwyn_transport: k must be in [1, 32]");
+        if (max_extent < 1) throw std::invalid_argument("hiwyn_transport: max_extent must be >= 1");
+        warped_fast::hiwyn_transport_cpu(
+            warped_fast::HiwynParams{ptr<const float>(prev), ptr<const float>(cx), ptr<const float>(cy),
+                                     ptr<const float>(z), ptr<const float>(zmean), ptr<const float>(fresh),
+                                     ptr<float>(out), c, h, w, k, max_extent},
+            threads);
+      },
+      nogil);
+
 #ifdef WARPED_FAST_WITH_CUDA
   m.attr("with_cuda") = true;
   m.def("cuda_device_count", []() {

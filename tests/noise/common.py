@@ -47,3 +47,11 @@ def morans_i(x: torch.Tensor) -> float:
     num = (z[1:, :] * z[:-1, :]).sum() + (z[:, 1:] * z[:, :-1]).sum()
     s0 = z[1:, :].numel() + z[:, 1:].numel()  # unordered pairs (the 2 of ordered pairs cancels)
     return float(z.numel() / s0 * num / (z * z).sum())
+
+
+def jittered_similarity(h: int, w: int, gen: torch.Generator, jitter: float = 1.0, **kw):
+    """One frame pair of :func:`similarity` (``[2, h, w]`` back, fwd) plus N(0, (0.15 jitter)^2) px per
+    pixel: folds and self-intersecting pixel quads for large ``jitter``."""
+    back, fwd = similarity(2, h, w, **kw)
+    noise = torch.randn(2, 2, h, w, generator=gen) * 0.15 * jitter
+    return back[0] + noise[0], fwd[0] + noise[1]

@@ -12,7 +12,7 @@ from warped_fast.noise.hiwyn import hiwyn_transport, hiwyn_transport_reference
 from warped_fast.noise.infres import infres_transport, infres_transport_reference
 from warped_fast.ops import OP_BACKENDS
 
-from .common import similarity, translation
+from .common import jittered_similarity, similarity, translation
 
 try:
     import triton
@@ -26,12 +26,6 @@ except ImportError:  # no triton: the module skips
 pytestmark = pytest.mark.skipif(
     not wf.backend_info("cpu")["triton"], reason="needs triton with TRITON_INTERPRET=1 (tests/conftest.py)"
 )
-
-
-def _flow(h, w, gen, jitter=1.0, **kw):
-    back, fwd = similarity(2, h, w, **kw)
-    noise = torch.randn(2, 2, h, w, generator=gen) * 0.15 * jitter
-    return back[0] + noise[0], fwd[0] + noise[1]
 
 
 def test_registered():
@@ -52,7 +46,7 @@ def test_hiwyn_triton_matches_reference(c, h, w, k, max_extent, kw, gen):
     prev = torch.randn(c, h, w, generator=gen)
     z = torch.randn(c, h, w, k, k, generator=gen)
     fresh = torch.randn(c, h, w, generator=gen)
-    back, _ = _flow(h, w, gen, **kw)
+    back, _ = jittered_similarity(h, w, gen, **kw)
     corners = pixel_corners(back)
     ref = hiwyn_transport_reference(prev, corners, z, fresh, max_extent)
     with wf.use_backend("triton"):
@@ -68,7 +62,7 @@ def test_infres_triton_matches_reference(missing, c, h, w, spread, gen):
     prev = torch.randn(c, h, w, generator=gen)
     z = torch.randn(c, 4, h, w, generator=gen)
     fresh = torch.randn(c, h, w, generator=gen)
-    _, fwd = _flow(h, w, gen, jitter=spread)
+    _, fwd = jittered_similarity(h, w, gen, jitter=spread)
     ref = infres_transport_reference(prev, fwd, z, fresh, missing)
     with wf.use_backend("triton"):
         out = infres_transport(prev, fwd, z, fresh, missing)
@@ -80,7 +74,7 @@ def test_gwtf_triton_matches_reference(c, h, w, spread, gen):
     q = torch.randn(c, h, w, generator=gen)
     weight = torch.rand(h, w, generator=gen) + 0.3
     zc, ze, fresh = (torch.randn(c, h, w, generator=gen) for _ in range(3))
-    back, fwd = _flow(h, w, gen, jitter=spread)
+    back, fwd = jittered_similarity(h, w, gen, jitter=spread)
     ref, rw = gwtf_transport_reference(q, weight, fwd, back, zc, ze, fresh)
     with wf.use_backend("triton"):
         out, ow = gwtf_transport(q, weight, fwd, back, zc, ze, fresh)

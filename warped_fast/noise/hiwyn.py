@@ -26,7 +26,9 @@ overlapping polygons share sub-pixels, so those pixels are correlated; expansion
 leaves pixels empty (fresh noise); the upsampling is redone every frame from the previous frame's
 noise (as the paper does frame to frame), so errors accumulate like any frame-to-frame warp.
 
-GPU path: :mod:`warped_fast.triton.hiwyn` (one kernel for the rasterization and sums).
+GPU path: :mod:`warped_fast.triton.hiwyn` (one kernel for the rasterization and sums); CPU path: the
+C++ kernel ``csrc/hiwyn.cpp`` (the same covered sets as the reference, bit masks per sub-row); the
+PyTorch implementation below is the reference both are tested against.
 """
 
 from __future__ import annotations
@@ -35,12 +37,13 @@ from dataclasses import dataclass
 
 import torch
 
-from ..ops._checks import check_int
+from ..ops import _cpu
+from ..ops._checks import check_finite, check_int
 from ..ops._dispatch import register, select
 from ..reference._bilinear import pixel_grid, sample_extrapolate
 from .base import NoiseWarper, check_tensors, frame_shape, register_method
 
-register("hiwyn", ("triton", "cpu", "reference"), cpu_kernel=False)  # cpu: PyTorch
+register("hiwyn", ("triton", "cpu", "reference"))
 
 _CHUNK = 1 << 22  # elements of one [pixels, k, k] block in the PyTorch implementation
 
@@ -185,7 +188,8 @@ def hiwyn_transport(
     prev: torch.Tensor, corners: torch.Tensor, z: torch.Tensor, fresh: torch.Tensor, max_extent: int = 8
 ) -> torch.Tensor:
     """One HIWYN step (see :func:`hiwyn_transport_reference` for the arguments), dispatched: Triton on
-    GPU tensors (and on CPU under the interpreter when forced), PyTorch on CPU."""
+    GPU tensors (and on CPU under the interpreter when forced), the C++ kernel on CPU tensors (PyTorch
+    where the compiled module is missing)."""
     c, h, w = frame_shape("prev", prev)
     if isinstance(z, torch.Tensor) and z.dim() != 5:
         raise ValueError(f"z: expected shape [C, H, W, k, k], got {list(z.shape)}")
@@ -193,12 +197,32 @@ def hiwyn_transport(
     check_tensors(prev=(prev, (c, h, w)), corners=(corners, (2, h + 1, w + 1)), z=(z, (c, h, w, k, k)),
                   fresh=(fresh, (c, h, w)))  # fmt: skip
     check_int("max_extent", max_extent, 1)
+    check_finite("corners", corners)
     backend = select("hiwyn", prev.device.type)
     if backend == "triton":
         from ..triton import hiwyn as th
 
         return th.hiwyn_transport(prev, corners, z, fresh, max_extent)
+    if backend == "cpu":
+        return _hiwyn_transport_cpu(prev, corners, z, fresh, max_extent)
     return hiwyn_transport_reference(prev, corners, z, fresh, max_extent)
+
+
+def _hiwyn_transport_cpu(prev, corners, z, fresh, max_extent: int) -> torch.Tensor:
+    """The C++ kernel on CPU tensors (arguments checked by :func:`hiwyn_transport`)."""
+    c, h, w = prev.shape
+    k = z.shape[-1]
+    if k > 32:  # one 32-bit mask per sub-row
+        raise ValueError(f"z: at most 32 sub-pixels per side on the CPU kernel, got {k}")
+    prev, fresh, z = (t.float().contiguous() for t in (prev, fresh, z))
+    cx, cy = (t.float().contiguous() for t in corners.unbind(0))
+    zmean = z.view(c, h * w, k * k).mean(-1)  # the reference's mean, bit for bit
+    out = torch.empty_like(prev)
+    _cpu.lib().hiwyn_transport_cpu(
+        *(_cpu.ptr(t) for t in (prev, cx, cy, z, zmean, fresh, out)),
+        c, h, w, k, int(max_extent), _cpu.threads(c * h * w * k * k),
+    )  # fmt: skip
+    return out
 
 
 @register_method("hiwyn")
