@@ -2,9 +2,9 @@
 
 Runs on the CPU and, when a GPU is visible, on the GPU in the same run (``--device`` picks one).
 Each row is the median time of one step (flows given; random draws included) with the default
-backend of the device: on CPU tensors the C++ kernel of hiwyn and the PyTorch implementations of
-infres and gwtf, on CUDA tensors the Triton kernels (hiwyn, infres, gwtf); for gp and bilinear the
-ops' kernels (gp: ``compose_coords`` + ``gp_noise``; bilinear: ``warp``). The note gives the published A100 figure at 1024x1024 where one exists (Go-with-the-Flow
+backend of the device: for hiwyn, infres and gwtf the C++ kernels on CPU tensors and the Triton
+kernels on CUDA tensors; for gp and bilinear the ops' kernels (gp: ``compose_coords`` + ``gp_noise``;
+bilinear: ``warp``). The note gives the published A100 figure at 1024x1024 where one exists (Go-with-the-Flow
 paper, one table) and, for ``gp``, the cosine floor of the chip (H*W*C*J cosines, or H*W*J with
 shared features, at 16 per SM per clock). On CUDA two more ``gp`` rows: the tensor-core gp_noise
 kernel, and the warper's own CUDA-graph step (``cuda_graph=True``, eager calls). Each case also runs on
@@ -108,11 +108,10 @@ def run(dev: str, quick: bool, repeats: int | None) -> Table:
                 g_ms = graph_ms(step, dev, reps) if method == "gp" and not opts.get("cuda_graph") else None
             ops = wf.backend_info(dev.split(":")[0])["ops"]
             # The same step on the PyTorch reference ops, where the default backend is another one (on the
-            # CPU gp, bilinear and hiwyn have kernels; gp's and hiwyn's references at 1024x1024 there take
-            # minutes).
-            fast = (
-                dev.startswith("cuda") or method == "bilinear" or (method in ("gp", "hiwyn") and not big_cpu)
-            )
+            # CPU every method but the tensor-op ones has a kernel; gp's and hiwyn's references at
+            # 1024x1024 there take minutes).
+            fast = method in ("bilinear", "infres", "gwtf") or (method in ("gp", "hiwyn") and not big_cpu)
+            fast = fast or dev.startswith("cuda")
             ref_key = (method, repr(opts.get("rff")), opts.get("upsample"))
             if fast and ref_key not in ref_times:
                 warper.reset((c, h, w), 0, device=dev)
@@ -121,7 +120,7 @@ def run(dev: str, quick: bool, repeats: int | None) -> Table:
                 table.add(label, f"{c}x{h}x{w}", "reference", ref_times[ref_key], ref_times[ref_key])
             ref_ms = ref_times.get(ref_key)
             backend = ops.get(method, "torch ops")
-            # "reference": a noise op whose CPU path is its PyTorch implementation; "cpu": a C++ kernel
+            # "reference": a noise op running its PyTorch implementation; "cpu": a C++ kernel
             backend = {"reference": "pytorch", "cpu": "C++"}.get(backend, backend)
             if method == "bilinear":
                 backend = f"warp:{ops['warp']}"

@@ -52,4 +52,38 @@ struct HiwynParams {
 
 void hiwyn_transport_cpu(const HiwynParams& p, int threads);
 
+// InfRes particle step (warped_fast.noise.infres.infres_transport_reference). Float32, contiguous:
+// prev/fresh/out [C,H,W], fwd [2,H,W], z [C,4,H,W]; area [H,W] is scratch (the area that arrives).
+struct InfresParams {
+  const float* prev;
+  const float* fwd;
+  const float* z;
+  const float* fresh;
+  float* out;
+  float* area;
+  int64_t C, H, W;
+  bool fill;       // missing area: fill with fresh noise (true) or renormalize
+  float min_area;  // renormalize: pixels receiving at most this area get fresh noise
+};
+
+void infres_transport_cpu(const InfresParams& p, int threads);
+
+// Go-with-the-Flow step (warped_fast.noise.gwtf.gwtf_transport_reference). Float32, contiguous:
+// q/zc/ze/fresh/out [C,H,W], weight/weight_out [H,W] (density, not normalized), fwd/back [2,H,W];
+// H*W < 2^31.
+struct GwtfParams {
+  const float* q;
+  const float* weight;
+  const float* fwd;
+  const float* back;
+  const float* zc;
+  const float* ze;
+  const float* fresh;
+  float* out;
+  float* weight_out;
+  int64_t C, H, W;
+};
+
+void gwtf_transport_cpu(const GwtfParams& p, int threads);
+
 }  // namespace warped_fast

@@ -134,6 +134,30 @@ PYBIND11_MODULE(_C, m) {
       },
       nogil);
 
+  m.def(
+      "infres_transport_cpu",
+      [](uintptr_t prev, uintptr_t fwd, uintptr_t z, uintptr_t fresh, uintptr_t out, uintptr_t area, int64_t c,
+         int64_t h, int64_t w, bool fill, float min_area, int threads) {
+        warped_fast::infres_transport_cpu(
+            warped_fast::InfresParams{ptr<const float>(prev), ptr<const float>(fwd), ptr<const float>(z),
+                                      ptr<const float>(fresh), ptr<float>(out), ptr<float>(area), c, h, w, fill,
+                                      min_area},
+            threads);
+      },
+      nogil);
+
+  m.def(
+      "gwtf_transport_cpu",
+      [](uintptr_t q, uintptr_t weight, uintptr_t fwd, uintptr_t back, uintptr_t zc, uintptr_t ze, uintptr_t fresh,
+         uintptr_t out, uintptr_t weight_out, int64_t c, int64_t h, int64_t w, int threads) {
+        warped_fast::gwtf_transport_cpu(
+            warped_fast::GwtfParams{ptr<const float>(q), ptr<const float>(weight), ptr<const float>(fwd),
+                                    ptr<const float>(back), ptr<const float>(zc), ptr<const float>(ze),
+                                    ptr<const float>(fresh), ptr<float>(out), ptr<float>(weight_out), c, h, w},
+            threads);
+      },
+      nogil);
+
 #ifdef WARPED_FAST_WITH_CUDA
   m.attr("with_cuda") = true;
   m.def("cuda_device_count", []() {

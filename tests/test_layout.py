@@ -46,7 +46,7 @@ def test_backend_info_reports_every_op():
     import warped_fast.noise  # noqa: F401 - registers the noise transports
 
     info = wf.backend_info("cpu")
-    pytorch_on_cpu = {"infres", "gwtf"}  # no C++ kernel: their CPU path is PyTorch
+    pytorch_on_cpu = set()  # ops whose CPU path is PyTorch (none)
     for op, be in info["ops"].items():
         assert be in OP_BACKENDS[op]
         want = "reference" if op in pytorch_on_cpu else "cpu"

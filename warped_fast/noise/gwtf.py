@@ -37,7 +37,9 @@ occluded content is merged into the occluder; pixels nothing arrives at get fres
 disoccluded pixel whose backward flow lands in the frame takes an expansion piece of the noise there
 (often the occluder's), so it stays correlated with that noise.
 
-GPU path: :mod:`warped_fast.triton.gwtf` (four linear passes, float32 atomics for the sums).
+GPU path: :mod:`warped_fast.triton.gwtf` (four linear passes, float32 atomics for the sums); CPU path:
+the C++ kernel ``csrc/gwtf.cpp`` (the reference's order of summation, one task per channel:
+deterministic, and the reference's result to float32 rounding).
 """
 
 from __future__ import annotations
@@ -47,11 +49,12 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
+from ..ops import _cpu
 from ..ops._dispatch import register, select
 from ..reference._bilinear import pixel_grid
 from .base import NoiseWarper, check_tensors, frame_shape, register_method
 
-register("gwtf", ("triton", "cpu", "reference"), cpu_kernel=False)  # cpu: PyTorch
+register("gwtf", ("triton", "cpu", "reference"))
 
 
 @dataclass(frozen=True)
@@ -146,7 +149,8 @@ def gwtf_transport_reference(
 
 def gwtf_transport(q, weight, fwd, back, zc, ze, fresh) -> tuple[torch.Tensor, torch.Tensor]:
     """One step (arguments as :func:`gwtf_transport_reference`), dispatched: Triton on GPU tensors (and
-    on CPU under the interpreter when forced), PyTorch on CPU."""
+    on CPU under the interpreter when forced), the C++ kernel on CPU tensors (PyTorch where the compiled
+    module is missing)."""
     c, h, w = frame_shape("q", q)
     check_tensors(q=(q, (c, h, w)), weight=(weight, (h, w)), fwd=(fwd, (2, h, w)), back=(back, (2, h, w)),
                   zc=(zc, (c, h, w)), ze=(ze, (c, h, w)), fresh=(fresh, (c, h, w)))  # fmt: skip
@@ -155,6 +159,21 @@ def gwtf_transport(q, weight, fwd, back, zc, ze, fresh) -> tuple[torch.Tensor, t
         from ..triton import gwtf as tg
 
         return tg.gwtf_transport(q, weight, fwd, back, zc, ze, fresh)
+    if backend == "cpu":
+        if h * w >= 2**31:
+            raise ValueError(f"q: at most 2^31 - 1 pixels on the CPU kernel, got {h} x {w}")
+        q, weight, fwd, back, zc, ze, fresh = (
+            t.float().contiguous() for t in (q, weight, fwd, back, zc, ze, fresh)
+        )
+        out, w_out = torch.empty_like(q), torch.empty_like(weight)
+        _cpu.lib().gwtf_transport_cpu(
+            *(_cpu.ptr(t) for t in (q, weight, fwd, back, zc, ze, fresh, out, w_out)),
+            c,
+            h,
+            w,
+            _cpu.threads(c * h * w),
+        )
+        return out, w_out
     return gwtf_transport_reference(q, weight, fwd, back, zc, ze, fresh)
 
 

@@ -28,7 +28,9 @@ the occluded content's noise is merged into the occluder's; disoccluded pixels g
 of ``fill`` / ``renormalize`` the paper uses for partially covered pixels is this project's reading:
 ``fill`` keeps a pixel's value tied to the area that really arrives.
 
-GPU path: :mod:`warped_fast.triton.infres` (a splat kernel with atomics and a finalize kernel).
+GPU path: :mod:`warped_fast.triton.infres` (a splat kernel with atomics and a finalize kernel); CPU path:
+the C++ kernel ``csrc/infres.cpp`` (the reference's order of summation, one task per channel:
+deterministic, and the reference's result to float32 rounding).
 """
 
 from __future__ import annotations
@@ -38,11 +40,12 @@ from typing import Literal, get_args
 
 import torch
 
+from ..ops import _cpu
 from ..ops._dispatch import register, select
 from ..reference._bilinear import pixel_grid
 from .base import NoiseWarper, check_tensors, frame_shape, register_method
 
-register("infres", ("triton", "cpu", "reference"), cpu_kernel=False)  # cpu: PyTorch
+register("infres", ("triton", "cpu", "reference"))
 
 Missing = Literal["fill", "renormalize"]
 
@@ -135,7 +138,8 @@ def infres_transport(
     min_area: float = 1e-6,
 ) -> torch.Tensor:
     """One particle step (arguments as :func:`infres_transport_reference`), dispatched: Triton on GPU
-    tensors (and on CPU under the interpreter when forced), PyTorch on CPU."""
+    tensors (and on CPU under the interpreter when forced), the C++ kernel on CPU tensors (PyTorch where
+    the compiled module is missing)."""
     c, h, w = frame_shape("prev", prev)
     check_tensors(prev=(prev, (c, h, w)), fwd=(fwd, (2, h, w)), z=(z, (c, 4, h, w)), fresh=(fresh, (c, h, w)))
     backend = select("infres", prev.device.type)
@@ -143,6 +147,14 @@ def infres_transport(
         from ..triton import infres as ti
 
         return ti.infres_transport(prev, fwd, z, fresh, missing, min_area)
+    if backend == "cpu":
+        prev, fwd, z, fresh = (t.float().contiguous() for t in (prev, fwd, z, fresh))
+        out, area = torch.empty_like(prev), torch.empty(h, w)
+        _cpu.lib().infres_transport_cpu(
+            *(_cpu.ptr(t) for t in (prev, fwd, z, fresh, out, area)),
+            c, h, w, missing == "fill", float(min_area), _cpu.threads(c * h * w),
+        )  # fmt: skip
+        return out
     return infres_transport_reference(prev, fwd, z, fresh, missing, min_area)
 
 

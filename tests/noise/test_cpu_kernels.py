@@ -1,4 +1,5 @@
-"""The C++ CPU kernel of HIWYN (csrc/hiwyn.cpp) against the PyTorch reference."""
+"""The C++ CPU kernels of the noise transports (csrc/hiwyn.cpp, infres.cpp, gwtf.cpp) against the PyTorch
+implementations they reproduce (the reference)."""
 
 import pytest
 import torch
@@ -6,7 +7,9 @@ import torch
 import warped_fast as wf
 from tests.helpers import assert_close
 from warped_fast.noise import pixel_corners, warp_noise_video
+from warped_fast.noise.gwtf import gwtf_transport, gwtf_transport_reference
 from warped_fast.noise.hiwyn import hiwyn_transport, hiwyn_transport_reference
+from warped_fast.noise.infres import infres_transport, infres_transport_reference
 
 from .common import jittered_similarity, translation
 
@@ -63,19 +66,25 @@ def test_hiwyn_cpu_takes_any_layout_and_dtype(gen):
     assert_close(out, ref, atol=2e-5, what="hiwyn C++, strided inputs")
 
 
-def test_hiwyn_uses_cpu_kernel_by_default():
-    assert wf.backend_info("cpu")["ops"]["hiwyn"] == "cpu"
+@pytest.mark.parametrize(
+    "method,opts",
+    [("hiwyn", {}), ("hiwyn", {"upsample": 3}), ("infres", {}), ("gwtf", {}), ("gwtf", {"upsample": 2})],
+)
+def test_warpers_use_cpu_kernels_by_default(method, opts):
+    assert wf.backend_info("cpu")["ops"][method] == "cpu"
     back, fwd = jittered_similarity(8, 10, torch.Generator().manual_seed(0), jitter=2.0)
-    back = back[None].expand(3, 2, 8, 10)
-    out = warp_noise_video("hiwyn", (2, 8, 10), back, None, generator=3)
+    back, fwd = back[None].expand(3, 2, 8, 10), fwd[None].expand(3, 2, 8, 10)
+    out = warp_noise_video(method, (2, 8, 10), back, fwd, generator=3, **opts)
     with wf.use_backend("reference"):
-        ref = warp_noise_video("hiwyn", (2, 8, 10), back, None, generator=3)
-    assert_close(out, ref, atol=5e-5, what="hiwyn clip, C++ vs reference")
+        ref = warp_noise_video(method, (2, 8, 10), back, fwd, generator=3, **opts)
+    assert_close(out, ref, atol=5e-5, what=f"{method} clip, C++ vs reference")
 
 
-def test_hiwyn_cpu_integer_translation_is_exact():
+@pytest.mark.parametrize("method", ["hiwyn", "infres", "gwtf"])
+def test_cpu_integer_translation_is_exact(method):
     back, fwd = translation(3, 7, 9, (2, -1))
-    v = warp_noise_video("hiwyn", (2, 7, 9), back, fwd, generator=1)
+    with wf.use_backend("cpu"):
+        v = warp_noise_video(method, (2, 7, 9), back, fwd, generator=1)
     for j in (1, 2):
         assert torch.equal(v[j][:, :-1, 2:], v[j - 1][:, 1:, :-2])
 
@@ -98,3 +107,61 @@ def test_hiwyn_non_finite_corners(gen):
     with wf.use_backend("cpu"):
         ok = hiwyn_transport(prev, corners, z, fresh)
     assert torch.equal(out[:, ~bad], ok[:, ~bad])
+
+
+FLOW_CASES = [(3, 11, 13, 1.0), (1, 5, 4, 6.0), (4, 17, 29, 8.0), (2, 1, 1, 1.0), (2, 3, 40, 0.0)]
+
+
+@pytest.mark.parametrize("missing", ["fill", "renormalize"])
+@pytest.mark.parametrize("c,h,w,jitter", FLOW_CASES)
+def test_infres_cpu_matches_reference(missing, c, h, w, jitter, gen):
+    prev = torch.randn(c, h, w, generator=gen)
+    z = torch.randn(c, 4, h, w, generator=gen)
+    fresh = torch.randn(c, h, w, generator=gen)
+    _, fwd = jittered_similarity(h, w, gen, jitter=jitter, scale=1.2)
+    ref = infres_transport_reference(prev, fwd, z, fresh, missing, 0.05)
+    with wf.use_backend("cpu"):
+        out = infres_transport(
+            prev, fwd.double(), z, fresh.transpose(1, 2).contiguous().transpose(1, 2), missing, 0.05
+        )
+    # the same sums in the same order; torch's vectorized square root may round an ulp off
+    assert_close(out, ref, atol=2e-6, what=f"infres C++ vs reference ({missing})")
+
+
+@pytest.mark.parametrize("c,h,w,jitter", FLOW_CASES)
+def test_gwtf_cpu_matches_reference(c, h, w, jitter, gen):
+    q = torch.randn(c, h, w, generator=gen)
+    weight = torch.rand(h, w, generator=gen) + 0.3
+    zc, ze, fresh = (torch.randn(c, h, w, generator=gen) for _ in range(3))
+    back, fwd = jittered_similarity(h, w, gen, jitter=jitter, scale=1.2)
+    ref, ref_w = gwtf_transport_reference(q, weight, fwd, back, zc, ze, fresh)
+    with wf.use_backend("cpu"):
+        out, out_w = gwtf_transport(q, weight.double(), fwd, back.transpose(1, 2).contiguous().transpose(1, 2),
+                                    zc, ze, fresh)  # fmt: skip
+    assert_close(out, ref, atol=2e-6, what="gwtf noise C++ vs reference")
+    assert torch.equal(out_w, ref_w)  # the density: the same sums in the same order, no square root
+
+
+def test_infres_gwtf_cpu_non_finite_flow(gen):
+    """NaN/inf flows (the warpers reject them; the transports take them): those particles go nowhere,
+    as in the reference."""
+    c, h, w = 2, 6, 7
+    prev, fresh = torch.randn(c, h, w, generator=gen), torch.randn(c, h, w, generator=gen)
+    back, fwd = jittered_similarity(h, w, gen)
+    for f in (fwd, back):
+        f[0, 2, 3], f[1, 4, 4] = float("nan"), float("inf")
+    z = torch.randn(c, 4, h, w, generator=gen)
+    draws = [torch.randn(c, h, w, generator=gen) for _ in range(3)]
+    weight = torch.rand(h, w, generator=gen) + 0.5
+    outs = {}
+    for backend in ("cpu", "reference"):
+        with wf.use_backend(backend):
+            outs[backend] = (
+                infres_transport(prev, fwd, z, fresh),
+                *gwtf_transport(prev, weight, fwd, back, *draws),
+            )
+    for what, out, ref in zip(
+        ("infres", "gwtf", "gwtf density"), outs["cpu"], outs["reference"], strict=True
+    ):
+        assert torch.isfinite(out).all(), what
+        assert_close(out, ref, atol=2e-6, what=f"{what} with non-finite flows")
