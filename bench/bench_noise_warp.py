@@ -9,7 +9,8 @@ paper, one table) and, for ``gp``, the cosine floor of the chip (H*W*C*J cosines
 shared features, at 16 per SM per clock). On CUDA two more ``gp`` rows: the tensor-core gp_noise
 kernel, and the warper's own CUDA-graph step (``cuda_graph=True``, eager calls). Each case also runs on
 the PyTorch reference ops (``reference`` rows, fewer repeats), the base of the ratio column, where the
-default backend is another one.
+default backend is another one. A second table times the transports of hiwyn, infres and gwtf alone
+(the kernels on fixed inputs, without the step's random draws) against their references.
 """
 
 from __future__ import annotations
@@ -24,7 +25,10 @@ import torch  # noqa: E402
 from common import Table, cosine_floor_ms, graph_ms, graph_note, parse_args, time_ms  # noqa: E402
 
 import warped_fast as wf  # noqa: E402
-from warped_fast.noise import RFFConfig, make_noise_warper  # noqa: E402
+from warped_fast.noise import RFFConfig, make_noise_warper, pixel_corners  # noqa: E402
+from warped_fast.noise.gwtf import gwtf_transport  # noqa: E402
+from warped_fast.noise.hiwyn import hiwyn_transport  # noqa: E402
+from warped_fast.noise.infres import infres_transport  # noqa: E402
 
 # Published per-frame times at 1024x1024 on an A100 (Go-with-the-Flow, CVPR 2025, one table;
 # Warped Diffusion's own RFF warp from its paper).
@@ -144,11 +148,49 @@ def run(dev: str, quick: bool, repeats: int | None) -> Table:
     return table
 
 
+def _transport_args(method: str, c: int, h: int, w: int, dev: str) -> tuple:
+    """Fixed inputs of one transport step: the previous noise, the flows of :func:`_flows`, the draws."""
+    g = torch.Generator(device=dev).manual_seed(0)
+    back, fwd = _flows(h, w, dev)
+    randn = lambda *shape: torch.randn(*shape, generator=g, device=dev)  # noqa: E731
+    prev, fresh = randn(c, h, w), randn(c, h, w)
+    if method == "hiwyn":
+        return prev, pixel_corners(back), randn(c, h, w, 8, 8), fresh
+    if method == "infres":
+        return prev, fwd, randn(c, 4, h, w), fresh
+    return prev, torch.ones(h, w, device=dev), fwd, back, randn(c, h, w), randn(c, h, w), fresh
+
+
+def run_transports(dev: str, quick: bool, repeats: int | None) -> Table:
+    """The transports alone (the kernels, without the draws of a step): default backend and reference."""
+    table = Table("noise_transport", dev)
+    fns = {"hiwyn": hiwyn_transport, "infres": infres_transport, "gwtf": gwtf_transport}
+    shapes = [(4, 128, 128)] if quick else [(4, 128, 128), (4, 1024, 1024)]
+    for c, h, w in shapes:
+        big_cpu = dev == "cpu" and h >= 1024
+        for method, fn in fns.items():
+            inputs = _transport_args(method, c, h, w, dev)
+            step = lambda: fn(*inputs)  # noqa: E731
+            ref_ms = None
+            if not (big_cpu and method == "hiwyn"):  # the reference takes about 15 s there
+                with wf.use_backend("reference"):
+                    ref_ms = time_ms(step, dev, 1 if big_cpu else 3, warmup=1)
+                table.add(f"{method} transport", f"{c}x{h}x{w}", "reference", ref_ms, ref_ms)
+            backend = wf.backend_info(dev.split(":")[0])["ops"][method]
+            ms = time_ms(step, dev, repeats or (3 if big_cpu else 10 if dev == "cpu" else 30))
+            table.add(f"{method} transport", f"{c}x{h}x{w}", {"cpu": "C++"}.get(backend, backend), ms, ref_ms)
+    return table
+
+
 def main():
     args = parse_args(__doc__.splitlines()[0])
     explicit = any(a == "--device" or a.startswith("--device=") for a in sys.argv[1:])
     devices = [args.device] if explicit else ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
-    tables = [run(dev, args.quick, args.repeats) for dev in devices]
+    tables = [
+        t
+        for dev in devices
+        for t in (run(dev, args.quick, args.repeats), run_transports(dev, args.quick, args.repeats))
+    ]
     for t in tables:
         t.finish()
 

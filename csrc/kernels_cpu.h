@@ -53,7 +53,8 @@ struct HiwynParams {
 void hiwyn_transport_cpu(const HiwynParams& p, int threads);
 
 // InfRes particle step (warped_fast.noise.infres.infres_transport_reference). Float32, contiguous:
-// prev/fresh/out [C,H,W], fwd [2,H,W], z [C,4,H,W]; area [H,W] is scratch (the area that arrives).
+// prev/fresh/out [C,H,W], fwd [2,H,W], z [C,4,H,W]; area [H,W] is scratch (the area that arrives);
+// H*W < 2^31.
 struct InfresParams {
   const float* prev;
   const float* fwd;

@@ -148,6 +148,8 @@ def infres_transport(
 
         return ti.infres_transport(prev, fwd, z, fresh, missing, min_area)
     if backend == "cpu":
+        if h * w >= 2**31:
+            raise ValueError(f"prev: at most 2^31 - 1 pixels on the CPU kernel, got {h} x {w}")
         prev, fwd, z, fresh = (t.float().contiguous() for t in (prev, fwd, z, fresh))
         out, area = torch.empty_like(prev), torch.empty(h, w)
         _cpu.lib().infres_transport_cpu(
