@@ -162,17 +162,11 @@ def gwtf_transport(q, weight, fwd, back, zc, ze, fresh) -> tuple[torch.Tensor, t
     if backend == "cpu":
         if h * w >= 2**31:
             raise ValueError(f"q: at most 2^31 - 1 pixels on the CPU kernel, got {h} x {w}")
-        q, weight, fwd, back, zc, ze, fresh = (
-            t.float().contiguous() for t in (q, weight, fwd, back, zc, ze, fresh)
-        )
-        out, w_out = torch.empty_like(q), torch.empty_like(weight)
+        args = [t.float().contiguous() for t in (q, weight, fwd, back, zc, ze, fresh)]
+        out, w_out = torch.empty_like(args[0]), torch.empty_like(args[1])
         _cpu.lib().gwtf_transport_cpu(
-            *(_cpu.ptr(t) for t in (q, weight, fwd, back, zc, ze, fresh, out, w_out)),
-            c,
-            h,
-            w,
-            _cpu.threads(c * h * w),
-        )
+            *(_cpu.ptr(t) for t in (*args, out, w_out)), c, h, w, _cpu.threads(c * h * w)
+        )  # fmt: skip
         return out, w_out
     return gwtf_transport_reference(q, weight, fwd, back, zc, ze, fresh)
 

@@ -20,8 +20,6 @@ BACKENDS = ("cuda", "triton", "cpu", "reference")
 _DEFAULT_ORDER = {"cuda": ("cuda", "triton", "reference"), "cpu": ("cpu", "reference")}
 # Backends implemented per op; filled by each op module at import.
 OP_BACKENDS: dict[str, tuple[str, ...]] = {}
-# Ops whose "cpu" backend is their PyTorch implementation (no C++ kernel): reported as "reference".
-_CPU_IS_PYTORCH: set[str] = set()
 _forced: contextvars.ContextVar[str | None] = contextvars.ContextVar("warped_fast_backend", default=None)
 _logged: set[tuple[str, str, str]] = set()
 # select() per (op, device type, dtype, forced backend, TRITON_INTERPRET): what can run does not change
@@ -29,11 +27,9 @@ _logged: set[tuple[str, str, str]] = set()
 _selected: dict[tuple, str] = {}
 
 
-def register(op: str, backends: tuple[str, ...], cpu_kernel: bool = True) -> None:
-    """Declare ``op``'s backends; ``cpu_kernel=False``: its "cpu" backend runs the PyTorch implementation
-    (accepted by ``use_backend("cpu")``, reported as "reference")."""
+def register(op: str, backends: tuple[str, ...]) -> None:
+    """Declare ``op``'s backends."""
     OP_BACKENDS[op] = backends
-    (_CPU_IS_PYTORCH.discard if cpu_kernel else _CPU_IS_PYTORCH.add)(op)
     _selected.clear()
 
 
@@ -161,7 +157,6 @@ def backend_info(device_type: str | None = None) -> dict:
 
 def _reported(op: str, device_type: str) -> str:
     try:
-        backend = select(op, device_type)
+        return select(op, device_type)
     except (ValueError, RuntimeError) as e:
         return f"unavailable: {e}"
-    return "reference" if backend == "cpu" and op in _CPU_IS_PYTORCH else backend
