@@ -10,6 +10,7 @@ from warped_fast.noise import pixel_corners, warp_noise_video
 from warped_fast.noise.gwtf import gwtf_transport, gwtf_transport_reference
 from warped_fast.noise.hiwyn import hiwyn_transport, hiwyn_transport_reference
 from warped_fast.noise.infres import infres_transport, infres_transport_reference
+from warped_fast.ops import _cpu
 
 from .common import jittered_similarity, translation
 
@@ -165,3 +166,40 @@ def test_infres_gwtf_cpu_non_finite_flow(gen):
     ):
         assert torch.isfinite(out).all(), what
         assert_close(out, ref, atol=2e-6, what=f"{what} with non-finite flows")
+
+
+@pytest.mark.parametrize("method", ["hiwyn", "infres", "gwtf"])
+def test_cpu_kernels_same_with_any_thread_count(method, gen):
+    """Frames large enough for several threads: the result is the one-thread result, bit for bit (each
+    output is written by one task, in a fixed order), and the reference's to float32 rounding."""
+    c, h, w = 4, 128, 136
+    back, fwd = jittered_similarity(h, w, gen, jitter=2.0)
+    prev, fresh = torch.randn(c, h, w, generator=gen), torch.randn(c, h, w, generator=gen)
+    if method == "hiwyn":
+        fn, args = (
+            hiwyn_transport,
+            (prev, pixel_corners(back), torch.randn(c, h, w, 8, 8, generator=gen), fresh),
+        )
+    elif method == "infres":
+        fn, args = infres_transport, (prev, fwd, torch.randn(c, 4, h, w, generator=gen), fresh)
+    else:
+        draws = [torch.randn(c, h, w, generator=gen) for _ in range(2)]
+        fn, args = gwtf_transport, (prev, torch.rand(h, w, generator=gen) + 0.5, fwd, back, *draws, fresh)
+    threads = torch.get_num_threads()
+    try:
+        with wf.use_backend("cpu"):
+            torch.set_num_threads(max(threads, 2))
+            assert _cpu.threads(c * h * w) >= 2  # the kernels' thread count for this work
+            many = fn(*args)
+            torch.set_num_threads(1)
+            one = fn(*args)
+    finally:
+        torch.set_num_threads(threads)
+    for a, b in zip(
+        many if isinstance(many, tuple) else (many,), one if isinstance(one, tuple) else (one,), strict=True
+    ):
+        assert torch.equal(a, b)
+    with wf.use_backend("reference"):
+        ref = fn(*args)
+    assert_close(many[0] if isinstance(many, tuple) else many, ref[0] if isinstance(ref, tuple) else ref,
+                 atol=2e-5, what=f"{method}, several threads")  # fmt: skip
