@@ -44,7 +44,7 @@ def test_hiwyn_cpu_matches_reference(c, h, w, k, max_extent, kw, gen):
         out = hiwyn_transport(prev, corners, z, fresh, max_extent)
     assert_close(out, ref, atol=2e-5, what="hiwyn C++ vs reference")
     # The covered sets are the reference's, sub-pixel for sub-pixel: with x = 1 and z = 0 a pixel's
-    # value is sqrt(covered count) / k, and a count off by one moves it by > 1e-3.
+    # value is sqrt(covered count) / k, and a count off by one moves it by more than 1e-4.
     ones, zeros = torch.ones_like(prev), torch.zeros_like(z)
     ref = hiwyn_transport_reference(ones, corners, zeros, fresh, max_extent)
     with wf.use_backend("cpu"):
