@@ -69,7 +69,7 @@ void gwtf_transport_cpu(const GwtfParams& p, int threads) {
     float* num = p.out + c * HW;
     // zbar: the mean of each source's edge draws (its contraction edge's, then its expansion edges').
     std::vector<float> zbar(HW);
-    for (int64_t s = 0; s < HW; ++s) zbar[s] = tgt[s] >= 0 ? zc[s] : 0.0f;
+    for (int64_t s = 0; s < HW; ++s) zbar[s] = zc[s] * (tgt[s] >= 0 ? 1.0f : 0.0f);  // NaN stays NaN
     for (int64_t d = 0; d < HW; ++d)
       if (src[d] >= 0) zbar[src[d]] += ze[d];
     for (int64_t s = 0; s < HW; ++s) zbar[s] = zbar[s] / kk[s];

@@ -5,7 +5,9 @@
 // draws summed per channel; a fully covered source pixel contributes exactly k x.
 //
 // Float32 with the reference's formulas, term for term: this file is compiled without FMA contraction
-// (CMakeLists.txt), so the covered sets equal the reference's; only the order of the draws' sums differs.
+// (CMakeLists.txt), so the covered sets equal the reference's; the order of the draws' sums differs, and
+// torch's vectorized square root may round an ulp differently. Frames up to 2^24 sub-pixels per side
+// (every index exact in float32).
 #include <algorithm>
 #include <cmath>
 #include <vector>
@@ -104,8 +106,12 @@ void hiwyn_transport_cpu(const HiwynParams& p, int threads) {
               masks[a] = m;
               n_s += popcount32(m);
             }
-            if (n_s == 0) continue;
             const int64_t src = int64_t(sy) * W + int64_t(sx);
+            if (n_s == 0) {  // adds 0 (NaN where the source's x or draws are not finite, as the reference)
+              for (int64_t c = 0; c < C; ++c)
+                acc[c] += 0.0f * p.prev[c * HW + src] + (0.0f - 0.0f * p.zmean[c * HW + src]);
+              continue;
+            }
             const float ns = float(n_s), frac = ns / kf;
             if (n_s == kk) {  // fully covered: the residual sums to 0 exactly
               for (int64_t c = 0; c < C; ++c) acc[c] += frac * p.prev[c * HW + src];

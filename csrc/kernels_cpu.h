@@ -36,7 +36,8 @@ void euler_guided_step_cpu(const T* u, const T* pred, const T* grad, const T* si
                            T* out, int64_t N, int64_t per_item, int threads);
 
 // HIWYN integral noise warping, one step (warped_fast.noise.hiwyn.hiwyn_transport_reference). Float32,
-// contiguous: prev/zmean/fresh/out [C,H,W], cx/cy [H+1,W+1] corner positions, z [C,H,W,k,k].
+// contiguous: prev/zmean/fresh/out [C,H,W], cx/cy [H+1,W+1] corner positions, z [C,H,W,k,k];
+// H*k, W*k <= 2^24.
 struct HiwynParams {
   const float* prev;
   const float* cx;
@@ -54,7 +55,7 @@ void hiwyn_transport_cpu(const HiwynParams& p, int threads);
 
 // InfRes particle step (warped_fast.noise.infres.infres_transport_reference). Float32, contiguous:
 // prev/fresh/out [C,H,W], fwd [2,H,W], z [C,4,H,W]; area [H,W] is scratch (the area that arrives);
-// H*W < 2^31.
+// H, W <= 2^24 and H*W < 2^31.
 struct InfresParams {
   const float* prev;
   const float* fwd;
@@ -71,7 +72,7 @@ void infres_transport_cpu(const InfresParams& p, int threads);
 
 // Go-with-the-Flow step (warped_fast.noise.gwtf.gwtf_transport_reference). Float32, contiguous:
 // q/zc/ze/fresh/out [C,H,W], weight/weight_out [H,W] (density, not normalized), fwd/back [2,H,W];
-// H*W < 2^31.
+// H, W <= 2^24 and H*W < 2^31.
 struct GwtfParams {
   const float* q;
   const float* weight;

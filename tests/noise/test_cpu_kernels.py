@@ -203,3 +203,69 @@ def test_cpu_kernels_same_with_any_thread_count(method, gen):
         ref = fn(*args)
     assert_close(many[0] if isinstance(many, tuple) else many, ref[0] if isinstance(ref, tuple) else ref,
                  atol=2e-5, what=f"{method}, several threads")  # fmt: skip
+
+
+def test_cpu_kernels_propagate_non_finite_values_as_the_reference(gen):
+    """NaN/inf in the previous noise or the draws reach the same outputs as in the reference."""
+    c, h, w = 2, 9, 10
+    back, fwd = jittered_similarity(h, w, gen, jitter=2.0, angle_deg=45.0)
+    prev, fresh = torch.randn(c, h, w, generator=gen), torch.randn(c, h, w, generator=gen)
+    prev[0, 3, 4], prev[1, 0, 9] = float("nan"), float("inf")
+    z = torch.randn(c, h, w, 4, 4, generator=gen)
+    z[1, 5, 5, 2, 1] = float("nan")
+    zi = torch.randn(c, 4, h, w, generator=gen)
+    zi[0, 2, 6, 6] = float("nan")
+    zc, ze = torch.randn(c, h, w, generator=gen), torch.randn(c, h, w, generator=gen)
+    fwd[:, 0, :] = -50.0  # the first row's particles leave the frame
+    zc[0, 0, 3] = float("nan")  # ... one of them with a NaN draw
+    weight = torch.rand(h, w, generator=gen) + 0.5
+    calls = {
+        "hiwyn": lambda: hiwyn_transport(prev, pixel_corners(back), z, fresh),
+        "infres": lambda: infres_transport(prev, fwd, zi, fresh),
+        "gwtf": lambda: gwtf_transport(prev, weight, fwd, back, zc, ze, fresh)[0],
+    }
+    for method, call in calls.items():
+        with wf.use_backend("cpu"):
+            out = call()
+        with wf.use_backend("reference"):
+            ref = call()
+        assert (~torch.isfinite(ref)).any(), method
+        assert torch.equal(torch.isfinite(out), torch.isfinite(ref)), method
+        ok = torch.isfinite(ref)
+        assert_close(out[ok], ref[ok], atol=2e-5, what=f"{method}, finite outputs")
+
+
+def test_cpu_kernels_frame_limits_and_large_extent(gen):
+    big = 2**24 + 1
+    one = torch.zeros(1, 1, 1)
+    with wf.use_backend("cpu"), pytest.raises(ValueError, match="prev: frame too large for the CPU kernel"):
+        infres_transport(
+            one.expand(1, 1, big), one.expand(2, 1, big), one.expand(1, 4, 1, big), one.expand(1, 1, big)
+        )
+    with wf.use_backend("cpu"), pytest.raises(ValueError, match="q: frame too large for the CPU kernel"):
+        f, p = one.expand(2, 1, big), one.expand(1, 1, big)
+        gwtf_transport(p, one[0].expand(1, big), f, f, p, p, p)
+    w = 2**22 + 1  # times k = 4 sub-pixels: past 2^24
+    with wf.use_backend("cpu"), pytest.raises(ValueError, match=r"prev: frame too large .* x 4 sub-pixels"):
+        p = one.expand(1, 1, w)
+        hiwyn_transport(p, one.expand(2, 2, w + 1), one[..., None, None].expand(1, 1, w, 4, 4), p)
+    # max_extent past any frame side: the same as the side itself (and as the reference)
+    prev, corners, z, fresh = _inputs(2, 6, 7, 4, {"scale": 2.5}, gen)
+    with wf.use_backend("cpu"):
+        huge = hiwyn_transport(prev, corners, z, fresh, 2**40)
+        side = hiwyn_transport(prev, corners, z, fresh, 7)
+    assert torch.equal(huge, side)
+    assert_close(
+        huge, hiwyn_transport_reference(prev, corners, z, fresh, 2**40), atol=2e-5, what="max_extent"
+    )
+
+
+def test_cpu_kernels_ignore_the_default_device(gen):
+    c, h, w = 2, 5, 6
+    _, fwd = jittered_similarity(h, w, gen)
+    args = (torch.randn(c, h, w), fwd, torch.randn(c, 4, h, w), torch.randn(c, h, w))
+    with wf.use_backend("cpu"):
+        expect = infres_transport(*args)
+        with torch.device("meta"):  # scratch tensors follow the inputs, not the default device
+            out = infres_transport(*args)
+    assert out.device.type == "cpu" and torch.equal(out, expect)

@@ -129,6 +129,17 @@ def frame_shape(name: str, t) -> tuple[int, int, int]:
     return tuple(t.shape)
 
 
+def check_cpu_kernel_frame(name: str, h: int, w: int, sub: int = 1) -> None:
+    """The C++ transports' frame limits: pixel (or sub-pixel, ``sub`` per side) indices exact in float32
+    along each side (at most 2^24) and flat pixel indices in int32."""
+    if max(h, w) * sub > 2**24 or h * w >= 2**31:
+        per = f" x {sub} sub-pixels" if sub > 1 else ""
+        raise ValueError(
+            f"{name}: frame too large for the CPU kernel: {h} x {w}{per} (at most 2^24 per side, "
+            "2^31 - 1 pixels)"
+        )
+
+
 def check_tensors(device: torch.device | None = None, **named: tuple[torch.Tensor, tuple[int, ...]]) -> None:
     """Each argument ``name=(tensor, shape)``: a floating-point tensor of that shape, all on ``device``
     (None: on one device, the first one's)."""

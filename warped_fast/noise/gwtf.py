@@ -52,7 +52,7 @@ import torch.nn.functional as F
 from ..ops import _cpu
 from ..ops._dispatch import register, select
 from ..reference._bilinear import pixel_grid
-from .base import NoiseWarper, check_tensors, frame_shape, register_method
+from .base import NoiseWarper, check_cpu_kernel_frame, check_tensors, frame_shape, register_method
 
 register("gwtf", ("triton", "cpu", "reference"))
 
@@ -160,8 +160,7 @@ def gwtf_transport(q, weight, fwd, back, zc, ze, fresh) -> tuple[torch.Tensor, t
 
         return tg.gwtf_transport(q, weight, fwd, back, zc, ze, fresh)
     if backend == "cpu":
-        if h * w >= 2**31:
-            raise ValueError(f"q: at most 2^31 - 1 pixels on the CPU kernel, got {h} x {w}")
+        check_cpu_kernel_frame("q", h, w)
         args = [t.float().contiguous() for t in (q, weight, fwd, back, zc, ze, fresh)]
         out, w_out = torch.empty_like(args[0]), torch.empty_like(args[1])
         _cpu.lib().gwtf_transport_cpu(

@@ -41,7 +41,7 @@ from ..ops import _cpu
 from ..ops._checks import check_finite, check_int
 from ..ops._dispatch import register, select
 from ..reference._bilinear import pixel_grid, sample_extrapolate
-from .base import NoiseWarper, check_tensors, frame_shape, register_method
+from .base import NoiseWarper, check_cpu_kernel_frame, check_tensors, frame_shape, register_method
 
 register("hiwyn", ("triton", "cpu", "reference"))
 
@@ -197,13 +197,13 @@ def hiwyn_transport(
     check_tensors(prev=(prev, (c, h, w)), corners=(corners, (2, h + 1, w + 1)), z=(z, (c, h, w, k, k)),
                   fresh=(fresh, (c, h, w)))  # fmt: skip
     check_int("max_extent", max_extent, 1)
-    check_finite("corners", corners)
     backend = select("hiwyn", prev.device.type)
     if backend == "triton":
         from ..triton import hiwyn as th
 
         return th.hiwyn_transport(prev, corners, z, fresh, max_extent)
-    if backend == "cpu":
+    check_finite("corners", corners)  # the reference fails on NaN (the GPU path: the warper checks flows)
+    if backend == "cpu" and k <= 32:  # the C++ kernel keeps one 32-bit mask per sub-row
         return _hiwyn_transport_cpu(prev, corners, z, fresh, max_extent)
     return hiwyn_transport_reference(prev, corners, z, fresh, max_extent)
 
@@ -212,15 +212,16 @@ def _hiwyn_transport_cpu(prev, corners, z, fresh, max_extent: int) -> torch.Tens
     """The C++ kernel on CPU tensors (arguments checked by :func:`hiwyn_transport`)."""
     c, h, w = prev.shape
     k = z.shape[-1]
-    if k > 32:  # one 32-bit mask per sub-row
-        raise ValueError(f"z: at most 32 sub-pixels per side on the CPU kernel, got {k}")
+    check_cpu_kernel_frame("prev", h, w, k)
     prev, fresh, z = (t.float().contiguous() for t in (prev, fresh, z))
     cx, cy = (t.float().contiguous() for t in corners.unbind(0))
     zmean = z.view(c, h * w, k * k).mean(-1)  # the reference's mean, bit for bit
     out = torch.empty_like(prev)
+    # a window never spans more source pixels than a side has: the same result as any larger clip
+    extent = min(int(max_extent), max(h, w))
     _cpu.lib().hiwyn_transport_cpu(
         *(_cpu.ptr(t) for t in (prev, cx, cy, z, zmean, fresh, out)),
-        c, h, w, k, int(max_extent), _cpu.threads(c * h * w * k * k),
+        c, h, w, k, extent, _cpu.threads(c * h * w * k * k),
     )  # fmt: skip
     return out
 

@@ -43,7 +43,7 @@ import torch
 from ..ops import _cpu
 from ..ops._dispatch import register, select
 from ..reference._bilinear import pixel_grid
-from .base import NoiseWarper, check_tensors, frame_shape, register_method
+from .base import NoiseWarper, check_cpu_kernel_frame, check_tensors, frame_shape, register_method
 
 register("infres", ("triton", "cpu", "reference"))
 
@@ -148,10 +148,9 @@ def infres_transport(
 
         return ti.infres_transport(prev, fwd, z, fresh, missing, min_area)
     if backend == "cpu":
-        if h * w >= 2**31:
-            raise ValueError(f"prev: at most 2^31 - 1 pixels on the CPU kernel, got {h} x {w}")
+        check_cpu_kernel_frame("prev", h, w)
         prev, fwd, z, fresh = (t.float().contiguous() for t in (prev, fwd, z, fresh))
-        out, area = torch.empty_like(prev), torch.empty(h, w)
+        out, area = torch.empty_like(prev), prev.new_empty(h, w)
         _cpu.lib().infres_transport_cpu(
             *(_cpu.ptr(t) for t in (prev, fwd, z, fresh, out, area)),
             c, h, w, missing == "fill", float(min_area), _cpu.threads(c * h * w),
