@@ -75,6 +75,15 @@ def test_flow_to_latent():
     assert torch.allclose(lat[0, 0], ((0.1 * cx + 3.0) / f)[None].expand(h // f, -1))
     assert torch.allclose(lat[1, 1], ((-0.05 * cy + 1.0) / f)[:, None].expand(-1, w // f))
     assert torch.allclose(flow_to_latent(torch.full((1, 2, 8, 8), 4.0), 4), torch.ones(1, 2, 2, 2))
+    # Half-precision flows: positions computed in float32 (a bfloat16 grid rounds the centres and the
+    # border clamp, reading half a pixel off or into the next row on wide frames).
+    wide = torch.zeros(1, 2, 16, 2048)
+    wide[:, 0] = (torch.arange(2048) % 16).float()  # exact in bfloat16
+    for dt in (torch.bfloat16, torch.float16):
+        out = flow_to_latent(wide.to(dt), 8)
+        assert out.dtype == dt
+        assert torch.equal(out.float(), flow_to_latent(wide, 8).to(dt).float())
+    assert flow_to_latent(torch.zeros(1, 2, 4, 2048, dtype=torch.bfloat16), 2).shape == (1, 2, 2, 1024)
     with pytest.raises(ValueError, match="divisible"):
         flow_to_latent(torch.zeros(1, 2, 10, 16), 8)
     with pytest.raises(ValueError, match="factor"):
@@ -126,6 +135,17 @@ def test_raft_needs_local_weights_and_torchvision(tmp_path):
         load_raft(tmp_path / "raft.safetensors")
     with pytest.raises(FileNotFoundError, match="local weights"):
         load_raft(None)
+
+    class Fake(torch.nn.Module):  # RAFT's call signature: a list of flow refinements
+        def forward(self, a, b, num_flow_updates=12):
+            return [torch.zeros(a.shape[0], 2, *a.shape[-2:])]
+
+    with pytest.raises(ValueError, match=r"frames: float frames must be in \[0, 1\].*255"):
+        estimate_flow_raft(torch.rand(2, 3, 16, 16) * 255, Fake())
+    with pytest.raises(ValueError, match="batch: expected an int >= 1"):
+        estimate_flow_raft(torch.rand(2, 3, 16, 16), Fake(), batch=0)
+    fwd, back = estimate_flow_raft(torch.rand(3, 1, 12, 20), Fake(), batch=1)
+    assert fwd.shape == back.shape == (2, 2, 12, 20)
     if importlib.util.find_spec("torchvision") is None:
         (tmp_path / "raft.pt").write_bytes(b"")
         with pytest.raises(ImportError, match="torchvision"):

@@ -14,6 +14,7 @@ import torch
 
 Preset = Literal["ultrafast", "fast", "medium"]
 _LUMA = (0.299, 0.587, 0.114)
+_MIN_SIDE = 32  # shorter frame sides are padded to this for DIS (see estimate_flow)
 
 
 def _cv2():
@@ -72,15 +73,23 @@ def estimate_flow(frames: torch.Tensor, preset: Preset = "medium") -> tuple[torc
         "medium": cv2.DISOPTICAL_FLOW_PRESET_MEDIUM,
     }[preset]
     dis = cv2.DISOpticalFlow_create(code)
+    _, h, w = gray.shape
+    # OpenCV DIS sizes its pyramid by the longer side: frames under 32 rows crash it (or give NaN) once
+    # they are a few times wider. Short sides are padded (edge values) to 32, and the flow cropped back.
+    gray = np.pad(gray, ((0, 0), (0, max(0, _MIN_SIDE - h)), (0, max(0, _MIN_SIDE - w))), mode="edge")
     fwd, back = [], []
     for a, b in zip(gray[:-1], gray[1:], strict=True):
         try:
-            fwd.append(dis.calc(a, b, None))
-            back.append(dis.calc(b, a, None))
-        except cv2.error as e:  # e.g. frames too small for its patches and pyramid
+            fwd.append(dis.calc(a, b, None)[:h, :w])
+            back.append(dis.calc(b, a, None)[:h, :w])
+        except cv2.error as e:
             raise ValueError(
-                f"frames: OpenCV DIS cannot estimate the flow of {a.shape[0]}x{a.shape[1]} frames "
+                f"frames: OpenCV DIS cannot estimate the flow of {h}x{w} frames "
                 f"({str(e).strip().splitlines()[-1]}); give the flows instead"
             ) from e
+        if not (np.isfinite(fwd[-1]).all() and np.isfinite(back[-1]).all()):
+            raise ValueError(
+                f"frames: OpenCV DIS gave a non-finite flow for {h}x{w} frames; give the flows instead"
+            )
     to_t = lambda fl: torch.from_numpy(np.stack(fl)).permute(0, 3, 1, 2).contiguous().to(frames.device)  # noqa: E731
     return to_t(fwd), to_t(back)

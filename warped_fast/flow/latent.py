@@ -38,8 +38,11 @@ def flow_to_latent(flow: torch.Tensor, factor: int) -> torch.Tensor:
     if factor == 1:
         return flow.clone()
     hl, wl = h // factor, w // factor
-    xs, ys = pixel_grid(hl, wl, flow.device, flow.dtype)
+    # Positions and weights in float32 at least: in half precision the centres and the border clamp
+    # round (a half-pixel off, or a tap past the row, on wide frames).
+    work = torch.promote_types(flow.dtype, torch.float32)
+    xs, ys = pixel_grid(hl, wl, flow.device, work)
     xs, ys = (xs + 0.5) * factor - 0.5, (ys + 0.5) * factor - 0.5
     # Centres lie inside [0, W-1] x [0, H-1] for factor >= 1, so extrapolation never triggers.
-    out = sample_extrapolate(flow, xs.expand(t, hl, wl), ys.expand(t, hl, wl))
-    return out / factor
+    out = sample_extrapolate(flow.to(work), xs.expand(t, hl, wl), ys.expand(t, hl, wl))
+    return (out / factor).to(flow.dtype)

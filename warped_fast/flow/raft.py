@@ -15,6 +15,8 @@ from typing import Literal, get_args
 import torch
 import torch.nn.functional as F
 
+from ..ops._checks import check_int
+
 Model = Literal["large", "small"]
 
 __all__ = ["estimate_flow_raft", "load_raft"]
@@ -80,7 +82,17 @@ def _prep(frames: torch.Tensor) -> torch.Tensor:
         raise ValueError(f"frames: expected shape [T, 3 or 1, H, W], got {list(frames.shape)}")
     if frames.shape[0] < 2:
         raise ValueError(f"frames: expected at least 2 frames, got {frames.shape[0]}")
-    f = frames.float() / 255.0 if frames.dtype == torch.uint8 else frames.float()
+    if frames.dtype == torch.uint8:
+        f = frames.float() / 255.0
+    elif frames.is_floating_point():
+        f = frames.float()
+        lo, hi = (float(v) for v in torch.aminmax(f)) if f.numel() else (0.0, 1.0)
+        if not (lo >= -1e-3 and hi <= 1 + 1e-3):  # NaN fails too
+            raise ValueError(
+                f"frames: float frames must be in [0, 1], got range [{lo:.3f}, {hi:.3f}] (divide 0..255 values by 255)"
+            )
+    else:
+        raise TypeError(f"frames: expected uint8 or a float dtype, got {frames.dtype}")
     if f.shape[1] == 1:
         f = f.expand(-1, 3, -1, -1)
     return f * 2.0 - 1.0  # RAFT's input range
@@ -105,8 +117,10 @@ def estimate_flow_raft(
     Returns:
         fwd ``[T-1, 2, H, W]`` (j -> j+1) and back ``[T-1, 2, H, W]`` (j+1 -> j), float32 pixels.
     """
-    net = weights if isinstance(weights, torch.nn.Module) else load_raft(weights, model, frames.device)
+    check_int("batch", batch, 1)
+    check_int("num_flow_updates", num_flow_updates, 1)
     x = _prep(frames)
+    net = weights if isinstance(weights, torch.nn.Module) else load_raft(weights, model, frames.device)
     t, _, h, w = x.shape
     ph, pw = (-h) % 8, (-w) % 8  # RAFT needs sizes divisible by 8
     x = F.pad(x, (0, pw, 0, ph), mode="replicate")
