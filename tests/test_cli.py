@@ -173,7 +173,7 @@ def test_warp_noise_bad_arguments(tmp_path, capsys, extra, message):
     assert message in capsys.readouterr().err
 
 
-def test_train_from_config(tmp_path):
+def test_train_from_config(tmp_path, capsys):
     cfg = tmp_path / "c.toml"
     cfg.write_text(
         f'task = "sr"\noutput_dir = "{tmp_path / "run"}"\nresolution = 16\nbatch_size = 2\nsteps = 2\n'
@@ -181,8 +181,11 @@ def test_train_from_config(tmp_path):
     )
     assert main(["train", "--config", str(cfg)]) == 0
     assert (tmp_path / "run" / "model" / "diffusion_pytorch_model.safetensors").exists()
-    with pytest.raises(ValueError, match="steps: expected >= 1, got 0"):  # not a run of the default length
-        main(["train", "--steps", "0", "--output-dir", str(tmp_path / "zero")])
+    # not a run of the default length: a clear message, exit status 2 (the traceback with --verbose)
+    assert main(["train", "--steps", "0", "--output-dir", str(tmp_path / "zero")]) == 2
+    assert "warped-fast train: steps: expected >= 1, got 0" in capsys.readouterr().err
+    with pytest.raises(ValueError, match="steps: expected >= 1, got 0"):
+        main(["--verbose", "train", "--steps", "0", "--output-dir", str(tmp_path / "zero")])
 
 
 def test_demo_small(tmp_path):
@@ -197,3 +200,29 @@ def test_demo_small(tmp_path):
         "Fixed noise",
         "Resample",
     }
+
+
+def test_output_into_the_input_folder_is_refused(tmp_path, capsys):
+    from PIL import Image
+
+    shot = tmp_path / "shot"
+    (shot / "frames").mkdir(parents=True)
+    for i, f in enumerate(read_video(_clip(tmp_path))):
+        a = (f.permute(1, 2, 0).numpy() * 255).round().astype("uint8")
+        Image.fromarray(a).save(shot / "frames" / f"{i:04d}.png")
+    before = sorted(p.name for p in (shot / "frames").iterdir())
+    args = [
+        "inpaint",
+        str(shot / "frames"),
+        "--out",
+        str(shot),
+        "--steps",
+        "2",
+        "--quiet",
+        "--mask",
+        "center",
+    ]
+    assert main(args) == 2  # the job's frames would go to shot/frames, among the input's
+    err = capsys.readouterr().err
+    assert "output: " in err and "holds other images (0000.png" in err
+    assert sorted(p.name for p in (shot / "frames").iterdir()) == before

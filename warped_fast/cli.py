@@ -325,6 +325,11 @@ def main(argv: list[str] | None = None) -> int:
     except CliError as e:
         print(f"warped-fast {args.command}: {e}", file=sys.stderr)
         return 2
+    except (FileNotFoundError, PermissionError, ValueError) as e:  # bad input: the library names the argument
+        if args.verbose:
+            raise
+        print(f"warped-fast {args.command}: {e} (--verbose shows the traceback)", file=sys.stderr)
+        return 2
 
 
 if __name__ == "__main__":

@@ -45,6 +45,11 @@ def test_iter_video_yields_read_videos_frames_one_at_a_time(tmp_path):
     sources = [write_video(v, tmp_path / "a.mp4"), write_video(v, tmp_path / "a.gif"), folder, image, v]
     for src in sources:
         for sel in ({}, {"start": 1, "step": 2}, {"max_frames": 2}, {"start": 1, "max_frames": 3}):
+            if src is image and sel.get("start"):  # one frame: nothing from frame 1 on, as for a folder
+                for read in (read_video, lambda *a, **k: list(iter_video(*a, **k))):
+                    with pytest.raises(ValueError, match="video: no frames selected from .*one.png"):
+                        read(src, **sel)
+                continue
             frames = list(iter_video(src, **sel))
             assert all(f.shape == (3, 10, 14) and f.dtype == torch.float32 for f in frames)
             assert torch.equal(torch.stack(frames), read_video(src, **sel)), (src, sel)

@@ -4,12 +4,16 @@ job that is interrupted resumes without redoing or losing any; ``complete`` is m
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import numpy as np
 import torch
 
+from .video import IMAGE_SUFFIXES
+
 _PNG_END = b"IEND\xaeB`\x82"  # the last chunk of every PNG file, with its CRC
+_OWN = re.compile(r"\.?frame_\d{5}(\.tmp)?\.png")  # a store's frames and their temporary files
 
 
 class FrameStore:
@@ -50,6 +54,18 @@ class FrameStore:
                 f"output: {self.folder} holds frames but no progress.json, so not which job made them; "
                 "choose another folder or delete it"
             )
+        else:
+            # other images (an input's frames, say) would be read back with the job's as one video
+            others = sorted(
+                f.name
+                for f in self.folder.iterdir()
+                if f.suffix.lower() in IMAGE_SUFFIXES and not _OWN.fullmatch(f.name)
+            )
+            if others:
+                raise ValueError(
+                    f"output: {self.folder} holds other images ({', '.join(others[:3])}"
+                    f"{', ...' if len(others) > 3 else ''}); choose an empty folder for the frames"
+                )
         self._write_meta(complete=False)
 
     def _write_meta(self, complete: bool) -> None:

@@ -48,7 +48,10 @@ def load_mask(mask, t: int, h: int, w: int) -> torch.Tensor:
         p = Path(mask)
         if not p.exists():
             raise FileNotFoundError(f"mask: {p} does not exist (and is not one of {SHAPES})")
-        m = read_video(p, max_frames=t).mean(1, keepdim=True)  # a mask video: its first t frames
+        try:
+            m = read_video(p, max_frames=t).mean(1, keepdim=True)  # a mask video: its first t frames
+        except ValueError as e:
+            raise ValueError(f"mask: {e}") from e
     elif hasattr(mask, "convert"):
         m = torch.from_numpy(np.asarray(mask.convert("L"))).float()[None, None] / 255.0
     else:

@@ -1,5 +1,6 @@
-"""Reading and writing videos: mp4/gif/webm files (PyAV through imageio), folders of frames, lists of
-PIL images, arrays and tensors. Frames are ``[T, 3, H, W]`` float32 in [0, 1]."""
+"""Reading and writing videos: mp4/gif/webm files (PyAV through imageio), images (an animated or
+multi-page one is a video), folders of frames, lists of PIL images, arrays and tensors. Frames are
+``[T, 3, H, W]`` float32 in [0, 1]; alpha is dropped, grey is repeated to RGB, 16-bit images are scaled."""
 
 from __future__ import annotations
 
@@ -62,7 +63,9 @@ def read_video(source, max_frames: int | None = None, start: int = 0, step: int 
     Args:
         source: see above.
         max_frames, start, step: frame selection: frames ``start, start + step, ...``, at most
-            ``max_frames`` of them. A folder's images are taken in natural order (``f2`` before ``f10``).
+            ``max_frames`` of them. A folder's images are taken in natural order (``f2`` before ``f10``),
+            hidden files (``.name``) left out. A GIF frame shown k times as long as its shortest frame
+            counts as k frames (encoders merge repeated frames).
     Returns:
         ``[T, 3, H, W]`` float32 in [0, 1].
     """
@@ -104,49 +107,104 @@ def _existing(source) -> Path:
 
 
 def _decode_path(p: Path, max_frames, start, step) -> Iterator[np.ndarray]:
-    """The selected frames of an existing video file, image or folder of images, as ``[H, W, C]`` or
-    grey ``[H, W]`` arrays, decoded one at a time (at least one, else ValueError)."""
-    import imageio.v3 as iio
-
+    """The selected frames of an existing video file, image or folder of images, as ``[H, W, 1 | 3]``
+    arrays, decoded one at a time (at least one, else ValueError). A folder without images, or a file
+    type not read, raises at the call; decoding errors as the frames are consumed."""
     if p.is_dir():
-        files = sorted((f for f in p.iterdir() if f.suffix.lower() in IMAGE_SUFFIXES), key=_natural_key)
+        # hidden files (".name": a store's temporary frames, macOS "._" sidecars) are not frames
+        files = sorted(
+            (f for f in p.iterdir() if f.suffix.lower() in IMAGE_SUFFIXES and not f.name.startswith(".")),
+            key=_natural_key,
+        )
         if not files:
             raise ValueError(f"video: no image files in folder {p}")
         files = files[start::step][:max_frames]
         if not files:
             raise ValueError(f"video: no frames selected from {p} (start={start}, step={step})")
-        shape = None
-        for f in files:
-            im = iio.imread(f)
-            im = im[..., None] if im.ndim == 2 else im[..., :3]
-            shape = im.shape if shape is None else shape
-            if im.shape != shape:
-                raise ValueError(
-                    f"video: the images of a folder must have one size: {files[0].name} is "
-                    f"{list(shape)}, {f.name} {list(im.shape)}"
-                )
-            yield im
-        return
+        return _decode_folder(files)
     if p.suffix.lower() not in VIDEO_SUFFIXES | IMAGE_SUFFIXES:
         raise ValueError(
             f"video: unsupported file type {p.suffix!r}; expected one of {sorted(VIDEO_SUFFIXES)}"
         )
-    if p.suffix.lower() in IMAGE_SUFFIXES:
-        yield iio.imread(p)
-        return
+    return _decode_file(p, max_frames, start, step)
+
+
+def _decode_folder(files: list[Path]) -> Iterator[np.ndarray]:
+    import imageio.v3 as iio
+
+    shape = None
+    for f in files:
+        try:
+            im = _pixels(iio.imread(f))
+        except Exception as e:  # imageio/Pillow raise many types for damaged files
+            raise ValueError(f"video: cannot read {f} ({type(e).__name__}: {e})") from e
+        shape = im.shape if shape is None else shape
+        if im.shape != shape:
+            raise ValueError(
+                f"video: the images of a folder must have one size: {files[0].name} is "
+                f"{list(shape)}, {f.name} {list(im.shape)}"
+            )
+        yield im
+
+
+def _decode_file(p: Path, max_frames, start, step) -> Iterator[np.ndarray]:
+    import imageio.v3 as iio
+
     n = 0
     try:
-        for i, fr in enumerate(iio.imiter(p, plugin="pyav")):
+        # an image file may hold several frames (animated WebP/PNG, multi-page TIFF)
+        suffix = p.suffix.lower()
+        if suffix in IMAGE_SUFFIXES:
+            frames = _image_frames(p)
+        else:
+            frames = _gif_frames(p) if suffix == ".gif" else iio.imiter(p, plugin="pyav")
+        for i, fr in enumerate(frames):
             if i < start or (i - start) % step:
                 continue
-            yield np.asarray(fr)[..., :3]
+            yield _pixels(np.asarray(fr))
             n += 1
             if max_frames is not None and n >= max_frames:
                 break
-    except Exception as e:  # PyAV raises many error types for corrupt data
+    except Exception as e:  # PyAV / Pillow raise many error types for corrupt data
         raise ValueError(f"video: cannot decode {p} ({type(e).__name__}: {e})") from e
     if n == 0:
-        raise ValueError(f"video: no frames decoded from {p}")
+        raise ValueError(f"video: no frames selected from {p} (start={start}, step={step})")
+
+
+def _pixels(im: np.ndarray) -> np.ndarray:
+    """A decoded image as ``[H, W, 1 | 3]`` uint8 or float: alpha dropped (grey + alpha is grey),
+    16-bit values scaled to [0, 1]."""
+    im = im[..., None] if im.ndim == 2 else im
+    im = im[..., :1] if im.shape[-1] == 2 else im[..., :3]
+    if im.dtype == np.uint16:
+        im = im.astype(np.float32) / 65535.0
+    return im
+
+
+def _image_frames(p: Path) -> Iterator[np.ndarray]:
+    """The frames of an image file: one, or an animation's or a multi-page file's (a page series comes
+    as one stack ``[N, H, W(, C)]``)."""
+    import imageio.v3 as iio
+
+    for a in iio.imiter(p):
+        a = np.asarray(a)
+        stack = a.ndim == 4 or (a.ndim == 3 and a.shape[-1] > 4)  # colour pages, or grey pages
+        yield from (a if stack else [a])
+
+
+def _gif_frames(p: Path) -> Iterator[np.ndarray]:
+    """A GIF's frames at its shortest frame duration: a frame shown k times as long is k frames (GIF
+    encoders, Pillow's included, merge repeated frames into one of the summed duration)."""
+    import av
+
+    with av.open(str(p)) as c:
+        durations = [pk.duration for pk in c.demux(c.streams.video[0]) if pk.size and pk.duration]
+    base = min(durations, default=0)
+    with av.open(str(p)) as c:
+        for fr in c.decode(c.streams.video[0]):
+            a = fr.to_ndarray(format="rgb24")
+            for _ in range(max(1, round(fr.duration / base)) if base and fr.duration else 1):
+                yield a
 
 
 def _check_selection(max_frames, start, step) -> None:
@@ -175,10 +233,14 @@ def write_video(frames: torch.Tensor, path: str | Path, fps: float = 8.0, codec:
         if ph or pw:
             a = np.pad(a, ((0, 0), (0, ph), (0, pw), (0, 0)), mode="edge")
     tmp = path.with_name(path.stem + ".partial" + path.suffix)
-    if path.suffix.lower() == ".gif":
-        iio.imwrite(tmp, a, duration=1000 / fps, loop=0)
-    else:
-        iio.imwrite(tmp, a, plugin="pyav", codec=codec, fps=fps, out_pixel_format="yuv420p")
+    try:
+        if path.suffix.lower() == ".gif":
+            iio.imwrite(tmp, a, duration=1000 / fps, loop=0)
+        else:
+            iio.imwrite(tmp, a, plugin="pyav", codec=codec, fps=fps, out_pixel_format="yuv420p")
+    except BaseException:
+        tmp.unlink(missing_ok=True)  # no half-written file left behind
+        raise
     tmp.replace(path)
     return path
 

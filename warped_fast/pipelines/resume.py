@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import numbers
 from pathlib import Path
 
 import torch
@@ -83,6 +84,8 @@ def generator_key(generator) -> str | int | None:
     a generator in the same state); None as None."""
     if isinstance(generator, torch.Generator):
         return f"{generator.device.type}:{tensor_digest(generator.get_state())}"
+    if isinstance(generator, numbers.Integral) and not isinstance(generator, bool):
+        return int(generator)  # numpy integers too (not JSON-able as they are)
     return generator
 
 
