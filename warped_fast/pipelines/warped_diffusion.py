@@ -220,6 +220,8 @@ class WarpedDiffusionPipeline:
             params = {"task": self.task, "sr_factor": self.sr_factor, "steps": num_inference_steps,
                       "noise": noise_method, "noise_options": repr(noise_options), "guidance": repr(guidance),
                       "frames": t, "schedule": frame_schedule, "max_batch": max_batch,
+                      # the device: noise drawn there, and the model's numerics, differ between devices
+                      "device": dev.type,
                       "generator": generator_key(generator), "inputs": tensor_digest(cond),
                       "flows": [tensor_digest(*flow_inputs), None if flows is not None else flow_preset],
                       "model": [object_digest(self.denoiser), object_digest(self.autoencoder)],
