@@ -66,7 +66,7 @@ def test_inpaint_mask_video_follows_size_and_max_frames(tmp_path):
     mask = write_video(m, tmp_path / "mask.gif")
     out = tmp_path / "o"
     args = ["inpaint", str(src), "--mask", str(mask), "--size", "16x24", "--max-frames", "2"]
-    assert main([*args, "--out", str(out), "--steps", "1", "--quiet", "--guidance", "off"]) == 0
+    assert main([*args, "--out", str(out), "--steps", "2", "--quiet", "--guidance", "off"]) == 0
     assert read_video(out / "inpaint.mp4").shape == (2, 3, 16, 24)
 
 

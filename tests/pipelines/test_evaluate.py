@@ -9,9 +9,9 @@ from warped_fast.pipelines.warped_diffusion import WarpedDiffusionPipeline
 
 
 def test_rows_are_saved_as_they_finish_and_reused(tmp_path, monkeypatch):
-    rows = evaluate.evaluate_all(tmp_path, frames=2, steps=1, quick=True)
+    rows = evaluate.evaluate_all(tmp_path, frames=2, steps=2, quick=True)
     saved = json.loads((tmp_path / "results.json").read_text())
-    assert saved["settings"]["steps"] == 1 and saved["rows"] == rows
+    assert saved["settings"]["steps"] == 2 and saved["rows"] == rows
     assert {r["protocol"] for r in rows} == {"inpaint-translated-photo", "sr-x8-bigbuckbunny"}
     assert (tmp_path / "results.md").exists() and (tmp_path / "warping_error.png").exists()
 
@@ -19,9 +19,9 @@ def test_rows_are_saved_as_they_finish_and_reused(tmp_path, monkeypatch):
         raise RuntimeError("the pipeline ran")
 
     monkeypatch.setattr(WarpedDiffusionPipeline, "__call__", fail)
-    assert evaluate.evaluate_all(tmp_path, frames=2, steps=1, quick=True) == rows  # nothing recomputed
+    assert evaluate.evaluate_all(tmp_path, frames=2, steps=2, quick=True) == rows  # nothing recomputed
     with pytest.raises(RuntimeError, match="the pipeline ran"):  # other settings: computed anew
-        evaluate.evaluate_all(tmp_path, frames=2, steps=2, quick=True)
+        evaluate.evaluate_all(tmp_path, frames=2, steps=3, quick=True)
     # Another model (e.g. re-released) under the same settings: computed anew too.
     real = WarpedDiffusionPipeline.from_default
 
@@ -32,7 +32,7 @@ def test_rows_are_saved_as_they_finish_and_reused(tmp_path, monkeypatch):
 
     monkeypatch.setattr(WarpedDiffusionPipeline, "from_default", other_model)
     with pytest.raises(RuntimeError, match="the pipeline ran"):
-        evaluate.evaluate_all(tmp_path, frames=2, steps=1, quick=True)
+        evaluate.evaluate_all(tmp_path, frames=2, steps=2, quick=True)
     with pytest.raises(ValueError, match="frames: expected an int >= 2"):
         evaluate.evaluate_all(tmp_path, frames=1)
 

@@ -178,23 +178,23 @@ def test_bad_inputs(tmp_path):
     with pytest.raises(PermissionError, match="cannot write"):
         pipe(v, "box", num_inference_steps=2, progress=False, output_dir=blocker / "out")
     with pytest.raises(ValueError, match="output_type"):
-        pipe(v[:1], "box", num_inference_steps=1, progress=False, output_type="gif")
+        pipe(v[:1], "box", num_inference_steps=2, progress=False, output_type="gif")
     with pytest.raises(ValueError, match="latent channels"):
         WarpedDiffusionPipeline(DiffusersDenoiser(tiny_unet(9, 4), scheduler=scheduler()))
     with pytest.raises(ValueError, match="num_inference_steps: expected an int >= 1, got 0"):
         pipe(v, "box", num_inference_steps=0, progress=False)
     assert pipe.denoiser.size_multiple == 2  # two down blocks
     with pytest.raises(ValueError, match="video: frame size 15x24 must be a multiple of 2"):
-        pipe(v[..., :15, :], "box", num_inference_steps=1, progress=False)
+        pipe(v[..., :15, :], "box", num_inference_steps=2, progress=False)
     fwd = torch.zeros(3, 2, 16, 24)
     back = fwd.clone()
     back[2, 1, 3, 4] = float("inf")  # checked before any frame is sampled
     with pytest.raises(ValueError, match=r"flows\[1\]: expected finite values"):
-        pipe(v, "box", num_inference_steps=1, flows=(fwd, back), progress=False, output_dir=tmp_path / "o")
+        pipe(v, "box", num_inference_steps=2, flows=(fwd, back), progress=False, output_dir=tmp_path / "o")
     assert not list((tmp_path / "o").glob("frame_*.png"))
     sr = WarpedDiffusionPipeline(DiffusersDenoiser(tiny_unet(6, 3), scheduler=scheduler()), task="sr")
     with pytest.raises(ValueError, match="mask: the sr task takes no mask"):
-        sr(v[:, :, :2, :3], "box", num_inference_steps=1, progress=False)
+        sr(v[:, :, :2, :3], "box", num_inference_steps=2, progress=False)
 
 
 def test_from_pretrained_folder(tmp_path):
@@ -203,7 +203,7 @@ def test_from_pretrained_folder(tmp_path):
     scheduler().save_pretrained(tmp_path / "m")
     pipe = WarpedDiffusionPipeline.from_pretrained(tmp_path / "m")
     assert pipe.task == "inpaint"
-    assert pipe(_video(2), "box", num_inference_steps=1, progress=False).frames.shape == (2, 3, 16, 24)
+    assert pipe(_video(2), "box", num_inference_steps=2, progress=False).frames.shape == (2, 3, 16, 24)
     with pytest.raises(FileNotFoundError, match="config.json"):
         WarpedDiffusionPipeline.from_pretrained(tmp_path)
 

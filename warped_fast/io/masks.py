@@ -39,7 +39,8 @@ def generated_mask(shape: str, t: int, h: int, w: int) -> torch.Tensor:
 def load_mask(mask, t: int, h: int, w: int) -> torch.Tensor:
     """A mask for ``t`` frames of ``h x w``: a shape name, an image/video path, a PIL image, an array or a
     tensor (``[H, W]``, ``[H, W, 3]``, ``[1|T, H, W]``, ``[1|T, 1|3, H, W]``); values > 0.5 (of the [0, 1]
-    range) are masked."""
+    range; integers above 1 and floats above 1.5 are read as 0..255) are masked. A mask of more frames
+    than ``t`` gives its first ``t``."""
     if isinstance(mask, str) and mask in SHAPES:
         return generated_mask(mask, t, h, w)
     if isinstance(mask, (str, os.PathLike)):
@@ -55,8 +56,13 @@ def load_mask(mask, t: int, h: int, w: int) -> torch.Tensor:
     elif hasattr(mask, "convert"):
         m = torch.from_numpy(np.asarray(mask.convert("L"))).float()[None, None] / 255.0
     else:
-        m = torch.as_tensor(np.asarray(mask) if not isinstance(mask, torch.Tensor) else mask).float()
-        if m.max() > 1:
+        raw = torch.as_tensor(np.asarray(mask) if not isinstance(mask, torch.Tensor) else mask)
+        m = raw.float()
+        if m.numel() and not torch.isfinite(m).all():
+            raise ValueError("mask: NaN or infinite values")
+        # 0..255 values: integers above 1, or floats well past 1 (a [0, 1] mask resized bicubically
+        # overshoots a little and stays as it is)
+        if m.numel() and m.max() > (1 if not raw.is_floating_point() else 1.5):
             m = m / 255.0
         if m.dim() == 3 and m.shape[-1] in (3, 4) and m.shape[-2:] != (h, w):  # one image [H, W, C]
             m = m[..., :3].mean(-1)
@@ -70,6 +76,8 @@ def load_mask(mask, t: int, h: int, w: int) -> torch.Tensor:
         raise ValueError(f"mask: expected [T, 1, H, W] after conversion, got {list(m.shape)}")
     if m.shape[-2:] != (h, w):
         raise ValueError(f"mask: expected size {h}x{w} (the video's), got {m.shape[-2]}x{m.shape[-1]}")
+    if m.shape[0] > t:  # a mask of a longer clip (the video cut by max_frames): its first t frames, as files
+        m = m[:t]
     if m.shape[0] not in (1, t):
         raise ValueError(f"mask: expected 1 or {t} frames, got {m.shape[0]}")
     return (m > 0.5).float().expand(t, 1, h, w).contiguous()

@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
 
+import numpy as np
 import torch
 
 from ..flow import estimate_flow, flow_to_latent
@@ -60,7 +61,7 @@ class WarpedDiffusionPipeline:
         self.task: Task = task or ("inpaint" if denoiser.layout.kind == "inpaint" else "sr")
         if self.task not in ("inpaint", "sr"):
             raise ValueError(f"task: expected 'inpaint' or 'sr', got {self.task!r}")
-        self.sr_factor = sr_factor
+        self.sr_factor = check_int("sr_factor", sr_factor, 1)
         if denoiser.latent_channels != self.autoencoder.latent_channels:
             raise ValueError(
                 f"autoencoder: {self.autoencoder.latent_channels} latent channels, the UNet has {denoiser.latent_channels}"
@@ -177,6 +178,10 @@ class WarpedDiffusionPipeline:
         if num_inference_steps is None:
             num_inference_steps = 25 if guidance.mode == "off" else 50
         check_int("num_inference_steps", num_inference_steps, 1)
+        if output_type not in _OUTPUT_TYPES:  # before any work
+            raise ValueError(f"output_type: expected one of {_OUTPUT_TYPES}, got {output_type!r}")
+        if flows is not None:
+            flows = _as_flow_pair(flows)
         flow_frames, cond = self.prepare(video, mask, max_frames)
         t = cond.shape[0]
         dev = self.device
@@ -271,6 +276,27 @@ class WarpedDiffusionPipeline:
             noise=torch.stack(noises) if noises else torch.zeros(0, *lat_shape),
             guidance_losses=dict(sampler.losses),
         )
+
+
+_OUTPUT_TYPES = ("pt", "np", "pil", "latent")
+
+
+def _as_flow_pair(flows) -> tuple[torch.Tensor, torch.Tensor]:
+    """``flows`` as two tensors (numpy arrays converted; tensors stay on their device), else a clear error."""
+    from ..flow.io import as_flow
+
+    if not isinstance(flows, (tuple, list)) or len(flows) != 2:
+        raise ValueError(
+            f"flows: expected a pair (fwd, back) of [T-1, 2, H, W] flows, got {type(flows).__name__}"
+        )
+    out = []
+    for k, f in enumerate(flows):
+        if isinstance(f, np.ndarray):
+            f = as_flow(f)
+        if not isinstance(f, torch.Tensor) or not f.is_floating_point():
+            raise TypeError(f"flows[{k}]: expected a floating-point tensor or array, got {type(f).__name__}")
+        out.append(f)
+    return out[0], out[1]
 
 
 def _convert(frames: torch.Tensor, latents: torch.Tensor, output_type: str):

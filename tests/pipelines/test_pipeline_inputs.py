@@ -1,0 +1,72 @@
+"""Inputs a user gets wrong, or gives in another form: checked before any work, with the argument named."""
+
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from warped_fast.flow import estimate_flow
+from warped_fast.io import load_mask
+from warped_fast.pipelines import WarpedDiffusionPipeline
+from warped_fast.sampling import GuidanceConfig
+
+from .test_pipeline import _inpaint_pipe, _video
+
+
+@pytest.mark.parametrize("lam", [math.nan, math.inf, -1.0, "1", True])
+def test_guidance_lam_is_a_finite_number(lam):
+    with pytest.raises(ValueError, match="lam: expected a finite number >= 0"):
+        GuidanceConfig(mode="exact", lam=lam)
+
+
+def test_one_step_of_a_linspace_schedule_is_refused():
+    pipe = _inpaint_pipe()
+    with pytest.raises(ValueError, match="num_inference_steps: 1 step.* start at sigma .* far below"):
+        pipe(_video(2), "box", num_inference_steps=1, progress=False)
+    assert pipe.denoiser.sampling_schedule(2).sigmas[0] > 1  # from the top of the range
+
+
+def test_masks_overshoot_frames_and_bad_values():
+    base = torch.zeros(3, 16, 24)
+    base[:, 4:9, 6:15] = 1.0
+    expect = load_mask(base, 3, 16, 24)
+    assert expect.sum() == 3 * 5 * 9
+    assert torch.equal(load_mask(base * 1.02, 3, 16, 24), expect)  # a bicubic resize's overshoot
+    assert torch.equal(load_mask((base * 255).to(torch.uint8), 3, 16, 24), expect)
+    assert torch.equal(load_mask(base.long(), 3, 16, 24), expect)  # 0/1 integers
+    assert torch.equal(load_mask(base * 255.0, 3, 16, 24), expect)  # 0..255 floats
+    assert torch.equal(load_mask(base, 2, 16, 24), expect[:2])  # a longer clip's mask: its first frames
+    with pytest.raises(ValueError, match="mask: NaN or infinite"):
+        load_mask(torch.full((16, 24), math.nan), 3, 16, 24)
+
+
+def test_pipeline_arguments_checked_before_any_work(tmp_path):
+    pipe = _inpaint_pipe()
+    v = _video(2)
+    with pytest.raises(ValueError, match="sr_factor: expected an int >= 1"):
+        WarpedDiffusionPipeline(pipe.denoiser, task="sr", sr_factor=0)
+    with pytest.raises(ValueError, match="output_type: expected one of"):
+        pipe(v, "box", num_inference_steps=2, progress=False, output_type="jpg", output_dir=tmp_path / "o")
+    assert not (tmp_path / "o").exists()
+    with pytest.raises(ValueError, match=r"flows: expected a pair \(fwd, back\)"):
+        pipe(v, "box", num_inference_steps=2, progress=False, flows=(1, 2, 3))
+    with pytest.raises(TypeError, match="flows\\[0\\]: expected a floating-point tensor or array, got str"):
+        pipe(v, "box", num_inference_steps=2, progress=False, flows=("x", "y"))
+
+
+def test_flows_as_numpy_arrays():
+    pipe = _inpaint_pipe()
+    v = _video(2)
+    fwd, back = estimate_flow(v)
+    ref = pipe(v, "box", num_inference_steps=2, progress=False, flows=(fwd, back)).frames
+    out = pipe(v, "box", num_inference_steps=2, progress=False, flows=(fwd.numpy(), back.numpy())).frames
+    assert torch.equal(out, ref)
+    chl = pipe(
+        v,
+        "box",
+        num_inference_steps=2,
+        progress=False,
+        flows=[np.moveaxis(f.numpy(), 1, -1) for f in (fwd, back)],
+    )
+    assert torch.equal(chl.frames, ref)  # channels-last arrays, as flow files hold them
