@@ -37,6 +37,28 @@ def test_warping_error_first_accumulates_flows():
         warping_error(video, fwd, "last")
 
 
+def test_warping_error_first_leaves_out_paths_that_left_the_frame():
+    """Content moving +0.3 then -1.0 px: the path of the last column leaves the frame at frame 1 (where
+    the flow is zero padding) and lands back inside; it is not scored. Linear content: bilinear warps
+    are exact inside the frame, so everything scored is 0."""
+    h, w = 6, 16
+    ys, xs = torch.meshgrid(
+        torch.arange(h, dtype=torch.float32), torch.arange(w, dtype=torch.float32), indexing="ij"
+    )
+    frame = lambda dx: (0.03 * (xs - dx) + 0.02 * ys + 0.1)[None]  # noqa: E731 - content moved by dx
+    video = torch.stack([frame(0.0), frame(0.3), frame(-0.7)])
+    fwd = torch.zeros(2, 2, h, w)
+    fwd[0, 0], fwd[1, 0] = 0.3, -1.0
+    e = warping_error(video, fwd, "first")
+    assert e.max() < 1e-12, e
+    # NaN pixels outside the mask are left out too
+    nan_video = video.clone()
+    nan_video[1:, :, :, 0] = float("nan")
+    mask = torch.ones(2, 1, h, w, dtype=torch.bool)
+    mask[..., :3] = False
+    assert torch.isfinite(warping_error(nan_video, fwd, mask=mask)).all()
+
+
 def test_warping_error_mask():
     video, fwd = _pan(t=3)
     mask = torch.zeros(2, 1, 12, 16, dtype=torch.bool)

@@ -175,14 +175,16 @@ def test_inception_score_formula_and_bounds(inception_file):
     # K equally used, certain classes: IS = K; identical predictions: IS = 1
     logits = torch.full((8, 1008), -1e4, dtype=torch.float64)
     logits[torch.arange(8), torch.arange(8) % 4] = 0
-    mean, std = inception_score_from_logits(logits, splits=2)
+    mean, std = inception_score_from_logits(logits, splits=1)
     assert mean == pytest.approx(4.0) and std == pytest.approx(0.0, abs=1e-9)
     mean, _ = inception_score_from_logits(torch.zeros(6, 1008, dtype=torch.float64), splits=3)
     assert mean == pytest.approx(1.0)
-    # Exactly `splits` groups, rows [i T // splits, (i + 1) T // splits) (torch-fidelity), also when
-    # splits does not divide T: 12 frames in 10 groups of 1 or 2.
+    # As torch-fidelity: the rows shuffled by numpy's RandomState(2020), then exactly `splits` groups,
+    # rows [i T // splits, (i + 1) T // splits), also when splits does not divide T: 12 frames in 10
+    # groups of 1 or 2.
     logits = torch.randn(12, 1008, generator=torch.Generator().manual_seed(0), dtype=torch.float64) * 3
-    groups = [logits[i * 12 // 10 : (i + 1) * 12 // 10] for i in range(10)]
+    shuffled = logits[torch.from_numpy(np.random.RandomState(2020).permutation(12))]
+    groups = [shuffled[i * 12 // 10 : (i + 1) * 12 // 10] for i in range(10)]
     want = torch.stack([inception_score_from_logits(g, splits=1)[0] * torch.ones(()) for g in groups])
     mean, std = inception_score_from_logits(logits, splits=10)
     assert mean == pytest.approx(float(want.mean())) and std == pytest.approx(float(want.std(unbiased=False)))

@@ -46,3 +46,17 @@ def test_default_model_is_offline_and_deterministic():
     cond = torch.zeros(1, 3, 16, 16)
     with torch.no_grad():
         assert torch.equal(a(x, torch.tensor([5.0]), cond), b(x, torch.tensor([5.0]), cond))
+
+
+def test_load_model_reads_the_scheduler_beside_unet(tmp_path):
+    """A diffusers model folder: ``unet/`` and ``scheduler/`` side by side; load_model(root / "unet")
+    takes the scheduler from ``scheduler/`` (not EulerDiscreteScheduler's defaults)."""
+    from tests.models.tiny import scheduler, tiny_unet
+    from warped_fast.models import load_model
+
+    tiny_unet(4, 4).save_pretrained(tmp_path / "unet")
+    scheduler(
+        "v_prediction", beta_schedule="scaled_linear", beta_start=0.00085, beta_end=0.012
+    ).save_pretrained(tmp_path / "scheduler")
+    cfg = load_model(tmp_path / "unet").scheduler.config
+    assert cfg.prediction_type == "v_prediction" and cfg.beta_schedule == "scaled_linear"

@@ -16,6 +16,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 
@@ -96,13 +97,15 @@ def fid(real: torch.Tensor, fake: torch.Tensor, weights: str | Path | None = Non
 
 def inception_score_from_logits(logits: torch.Tensor, splits: int = 10) -> tuple[float, float]:
     """``exp(E_x KL(p(y|x) || p(y)))`` per group of ``logits`` ``[T, K]``: (mean, std) over ``splits`` groups,
-    group i being rows ``[i T // splits, (i + 1) T // splits)`` as in torch-fidelity."""
+    as torch-fidelity computes it: the rows shuffled (``numpy.random.RandomState(2020)``, so that a video's
+    neighbouring frames do not fill a group), group i being rows ``[i T // splits, (i + 1) T // splits)``."""
     n = logits.shape[0]
     if isinstance(splits, bool) or not isinstance(splits, int) or not 1 <= splits <= n:
         raise ValueError(f"splits: expected an int in [1, {n}] (the number of frames), got {splits!r}")
     scores = []
     xlogy = torch.special.xlogy  # 0 log 0 = 0
-    p = logits.double().softmax(1)
+    order = torch.from_numpy(np.random.RandomState(2020).permutation(n)).to(logits.device)
+    p = logits[order].double().softmax(1)
     for i in range(splits):
         part = p[i * n // splits : (i + 1) * n // splits]
         kl = (xlogy(part, part) - xlogy(part, part.mean(0, keepdim=True))).sum(1)

@@ -11,16 +11,21 @@ import torch
 from ..ops import warp
 
 
-def _accumulated_flows(fwd_flows: torch.Tensor) -> torch.Tensor:
+def _accumulated_flows(fwd_flows: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """Flows from frame 0 to every frame j, ``[T-1, 2, H, W]`` on frame 0's grid:
-    ``F_j(x) = F_(j-1)(x) + f_(j-1)(x + F_(j-1)(x))`` (the flow is sampled, never the frames)."""
+    ``F_j(x) = F_(j-1)(x) + f_(j-1)(x + F_(j-1)(x))`` (the flow is sampled, never the frames), and
+    ``[T-1, 1, H, W]`` whether the path stayed in the frame at every intermediate frame (a path that
+    leaves it samples zero padding there and can land back inside at a wrong place)."""
     disp = torch.zeros_like(fwd_flows[:1])
-    out = []
+    inside = torch.ones_like(fwd_flows[:1, :1], dtype=torch.bool)
+    out, valid = [], []
     for j in range(fwd_flows.shape[0]):
-        f_at, _ = warp(fwd_flows[j : j + 1], disp)
+        f_at, ok = warp(fwd_flows[j : j + 1], disp)  # f_j sampled in frame j, where the path is now
+        inside = inside & ok.bool()
         disp = disp + f_at
         out.append(disp)
-    return torch.cat(out)
+        valid.append(inside)
+    return torch.cat(out), torch.cat(valid)
 
 
 def warping_error(
@@ -51,14 +56,21 @@ def warping_error(
         raise ValueError(f"fwd_flows: expected shape [{t - 1}, 2, {h}, {w}], got {list(fwd_flows.shape)}")
     if reference not in ("previous", "first"):
         raise ValueError(f"reference: expected 'previous' or 'first', got {reference!r}")
-    flows = fwd_flows.float() if reference == "previous" else _accumulated_flows(fwd_flows.float())
+    if reference == "previous":
+        flows, path_ok = fwd_flows.float(), None
+    else:
+        flows, path_ok = _accumulated_flows(fwd_flows.float())
     ref = video[:-1] if reference == "previous" else video[:1].expand(t - 1, -1, -1, -1)
     warped, valid = warp(video[1:].float(), flows)
+    if path_ok is not None:
+        valid = valid & path_ok
     if mask is not None:
         if not isinstance(mask, torch.Tensor) or mask.shape != (t - 1, 1, h, w):
             got = list(mask.shape) if isinstance(mask, torch.Tensor) else type(mask).__name__
             raise ValueError(f"mask: expected shape [{t - 1}, 1, {h}, {w}], got {got}")
         valid = valid & mask.to(valid.device).bool()
-    err = ((warped - ref.float()) ** 2 * valid).sum((1, 2, 3))
+    err = torch.where(valid, (warped - ref.float()) ** 2, 0.0).sum(
+        (1, 2, 3)
+    )  # NaN outside the mask: left out
     n = valid.sum((1, 2, 3)) * c
     return torch.where(n > 0, err / n.clamp_min(1), torch.full_like(err, float("nan")))

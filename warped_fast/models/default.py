@@ -71,7 +71,10 @@ def load_model(
 ) -> DiffusersDenoiser:
     """A :class:`DiffusersDenoiser` around the UNet of a local diffusers folder. A folder exported by
     :mod:`warped_fast.train` carries ``train_config.json``, whose residual options apply unless passed."""
-    unet, scheduler = load_unet_folder(folder, device, dtype)
+    folder = Path(folder)
+    # a diffusers model's unet/ folder: its scheduler sits beside it
+    beside = folder.parent / "scheduler" if folder.name == "unet" else None
+    unet, scheduler = load_unet_folder(folder, device, dtype, scheduler_dir=beside)
     return DiffusersDenoiser(unet, scheduler=scheduler, **trained_options(folder, denoiser_kwargs))
 
 

@@ -93,6 +93,11 @@ def diffusers_schedule(scheduler, num_steps: int) -> SigmaSchedule:
         scheduler: e.g. ``EulerDiscreteScheduler`` (any scheduler exposing ``sigmas`` and
             ``timesteps`` after ``set_timesteps``).
     """
+    if not hasattr(scheduler, "sigmas"):
+        raise ValueError(
+            f"scheduler: an Euler-type scheduler with sigmas (e.g. EulerDiscreteScheduler) is needed, "
+            f"got {type(scheduler).__name__}"
+        )
     scheduler.set_timesteps(num_steps)
     sig = torch.as_tensor(np.asarray(scheduler.sigmas, dtype=np.float64))
     ts = torch.as_tensor(np.asarray(scheduler.timesteps, dtype=np.float64))

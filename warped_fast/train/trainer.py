@@ -107,7 +107,8 @@ def train_scheduler(cfg: TrainConfig):
 
 def noise_draw(cfg: TrainConfig, n: int, generator: torch.Generator) -> dict[str, torch.Tensor]:
     """The random numbers of one batch's noise, drawn on the CPU from ``generator``: white noise
-    ``[n, 3, R, R]``, or a fresh RFF field and each item's far-apart offset of its plane."""
+    ``[n, 3, R, R]``, or a fresh RFF field and each item's random offset in a 4096 px square of its plane
+    (two items' windows overlap rarely: at batch 64 and 64 px, about 2 pairs a batch)."""
     if cfg.noise == "white":
         r = cfg.resolution
         return {"white": torch.randn(n, IMAGE_CHANNELS, r, r, generator=generator)}
@@ -127,7 +128,7 @@ def noise_on(cfg: TrainConfig, draw: dict[str, torch.Tensor], device) -> torch.T
 
 def training_noise(cfg: TrainConfig, n: int, generator: torch.Generator, device) -> torch.Tensor:
     """``[n, 3, R, R]`` unit-variance training noise: GP (a fresh RFF draw per batch, each item at its own
-    random far-apart offset of the plane) or white; the same numbers on every device."""
+    random offset of the plane, :func:`noise_draw`) or white; the same numbers on every device."""
     return noise_on(cfg, noise_draw(cfg, n, generator), device)
 
 
