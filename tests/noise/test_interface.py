@@ -202,3 +202,47 @@ def test_gp_noise_same_on_cpu_and_cuda(method, opts):
         frames += [warper.step(back[j].to(dev)) for j in range(t - 1)]
         clips.append(torch.stack(frames).cpu())
     torch.testing.assert_close(clips[1], clips[0], atol=1e-4, rtol=0)
+
+
+@pytest.mark.parametrize(
+    "method", ["gp", "fixed", "nearest", "bilinear", "hiwyn", "infres", "gwtf", "resample"]
+)
+def test_returned_noise_is_the_callers(method):
+    """Scaling a returned frame in place (``n *= sigma``) changes no later frame."""
+    back, fwd = similarity(3, 8, 8)
+    ref = warp_noise_video(method, (2, 8, 8), back, fwd, generator=3)
+    w = make_noise_warper(method)
+    frames = [w.reset((2, 8, 8), generator=3)]
+    frames[0].mul_(80.0)
+    for j in range(2):
+        frames.append(w.step(back[j], fwd[j]))
+        frames[-1].mul_(80.0)
+    assert torch.allclose(torch.stack(frames) / 80.0, ref, atol=1e-6)
+
+
+def test_failed_reset_keeps_the_warper_as_it_was():
+    w = make_noise_warper("fixed")
+    w.reset((2, 8, 8), 0)
+    with pytest.raises(TypeError, match="generator"):
+        w.reset((2, 16, 16), generator="1")
+    assert w.shape == (2, 8, 8)
+    assert w.step(torch.zeros(2, 8, 8)).shape == (2, 8, 8)
+
+
+def test_rff_and_option_types_are_checked():
+    for bad, msg in [
+        ({"lengthscale": "2"}, "lengthscale"),
+        ({"truncation": None}, "truncation"),
+        ({"channels": True}, "channels"),
+        ({"num_features": 2.0}, "num_features"),
+    ]:
+        with pytest.raises(ValueError, match=msg):
+            RFFConfig(**bad)
+    with pytest.raises(TypeError, match="shared_features"):
+        RFFConfig(shared_features=1)
+    with pytest.raises(ValueError, match="generator: expected a torch.Generator or a 64-bit int seed"):
+        wn.RFFField.sample(RFFConfig(), generator="a")
+    with pytest.raises(ValueError, match="upsample"):
+        make_noise_warper("hiwyn", upsample=True)
+    with pytest.raises(ValueError, match="min_area"):
+        make_noise_warper("infres", min_area="0.1")

@@ -280,3 +280,14 @@ def test_norm_gradient_has_a_dead_zone_for_rounding_residuals(fast_backend, gen)
     assert loss[0] > 0 and grad[0].abs().max() == 0 and auto[0].abs().max() == 0 and ref[0].abs().max() == 0
     assert abs(grad[1].norm().item() - 1) < 1e-4 and torch.allclose(auto, grad, atol=1e-5)
     assert torch.allclose(ref, grad, atol=1e-5)
+
+
+def test_guidance_empty_batch_and_lam_checks():
+    z = torch.zeros(0, 2, 3, 3)
+    assert wf.ops.guidance_loss(z, z, z).shape == (0,)
+    loss, grad = wf.ops.guidance_grad(z, z, z)
+    assert loss.shape == (0,) and grad.shape == (0, 2, 3, 3)
+    u = torch.zeros(1, 2, 3, 3)
+    for lam in (float("nan"), float("inf"), "1"):
+        with pytest.raises(ValueError, match="lam: expected a finite number"):
+            wf.ops.euler_guided_step(u, u, 1.0, 0.5, u, lam)

@@ -184,24 +184,33 @@ class NoiseWarper(abc.ABC):
 
         Args:
             shape: ``(C, H, W)`` of the noise.
-            generator: a ``torch.Generator`` or an int seed (None: seed 0).
+            generator: a ``torch.Generator`` or an int seed (None: seed 0). A generator advances with
+                the clip's draws (on another device than its own: by one draw at reset), so reusing it
+                gives a new clip.
             device: where the noise lives (default: the CPU, or the generator's device).
+        Returns:
+            A tensor the caller owns (never the warper's state).
         """
-        self.shape = _check_shape(shape)
+        shape = _check_shape(shape)
         if device is None and isinstance(generator, torch.Generator):
             device = generator.device
-        self.device = torch.device("cpu" if device is None else device)
-        if self.device.type == "cpu":  # CPU tensors report "cpu" whatever index was asked ("cpu:0")
-            self.device = torch.device("cpu")
-        elif self.device.type == "cuda" and self.device.index is None:
-            self.device = torch.device("cuda", torch.cuda.current_device())
-        self.cpu_gen = _cpu_generator(generator)
+        device = torch.device("cpu" if device is None else device)
+        if device.type == "cpu":  # CPU tensors report "cpu" whatever index was asked ("cpu:0")
+            device = torch.device("cpu")
+        elif device.type == "cuda" and device.index is None:
+            device = torch.device("cuda", torch.cuda.current_device())
+        cpu_gen = _cpu_generator(generator)  # checks the generator before any state changes
+        self.shape, self.device, self.cpu_gen = shape, device, cpu_gen
         if isinstance(generator, torch.Generator) and generator.device.type == self.device.type:
             self.gen = generator
         else:
             self.gen = _device_generator(self.cpu_gen, self.device)
         self.frame = 0
         out = self._reset()
+        if isinstance(generator, torch.Generator) and self.gen is not generator and self.cpu_gen is generator:
+            # The draws go to a device generator seeded from (a copy of) the caller's: advance the caller's
+            # by one draw, so that reusing it for the next clip gives new noise, as on the CPU.
+            torch.randint(0, 2, (1,), generator=generator)
         return self._finish(out)
 
     def step(self, back_flow: torch.Tensor, fwd_flow: torch.Tensor | None = None) -> torch.Tensor:
@@ -244,7 +253,15 @@ class NoiseWarper(abc.ABC):
 
     def _finish(self, out: torch.Tensor) -> torch.Tensor:
         assert out.shape == self.shape, (out.shape, self.shape)
-        return as_f32(out)
+        out = as_f32(out)
+        # The caller owns what it gets: a copy where the result is the warper's own state (the next step
+        # starts from it), so that scaling the noise in place does not change later frames.
+        ptr = out.untyped_storage().data_ptr()
+        if any(
+            isinstance(v, torch.Tensor) and v.untyped_storage().data_ptr() == ptr for v in vars(self).values()
+        ):
+            out = out.clone()
+        return out
 
     @abc.abstractmethod
     def _reset(self) -> torch.Tensor: ...

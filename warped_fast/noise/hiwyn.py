@@ -63,9 +63,13 @@ class HIWYNConfig:
     max_extent: int = 8
 
     def __post_init__(self):
-        if not isinstance(self.upsample, int) or not 1 <= self.upsample <= 32:
+        if (
+            isinstance(self.upsample, bool)
+            or not isinstance(self.upsample, int)
+            or not 1 <= self.upsample <= 32
+        ):
             raise ValueError(f"upsample: expected an int in [1, 32], got {self.upsample!r}")
-        if not isinstance(self.max_extent, int) or self.max_extent < 1:
+        if isinstance(self.max_extent, bool) or not isinstance(self.max_extent, int) or self.max_extent < 1:
             raise ValueError(f"max_extent: expected an int >= 1, got {self.max_extent!r}")
 
 

@@ -66,7 +66,8 @@ class InfResConfig:
     def __post_init__(self):
         if self.missing not in get_args(Missing):
             raise ValueError(f"missing: expected one of {get_args(Missing)}, got {self.missing!r}")
-        if not (0 <= self.min_area < 1):
+        real = isinstance(self.min_area, (int, float)) and not isinstance(self.min_area, bool)
+        if not (real and 0 <= self.min_area < 1):
             raise ValueError(f"min_area: expected a value in [0, 1), got {self.min_area!r}")
 
 

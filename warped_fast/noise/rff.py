@@ -11,6 +11,7 @@ A draw of J features spans at most a J-dimensional subspace per channel: ample a
 from __future__ import annotations
 
 import math
+import numbers
 from dataclasses import dataclass
 
 import numpy as np
@@ -43,21 +44,29 @@ class RFFConfig:
     shared_features: bool = False
 
     def __post_init__(self):
-        if not isinstance(self.channels, int) or self.channels < 1:
-            raise ValueError(f"channels: expected an int >= 1, got {self.channels!r}")
-        if not isinstance(self.num_features, int) or self.num_features < 1:
-            raise ValueError(f"num_features: expected an int >= 1, got {self.num_features!r}")
-        if not (self.lengthscale > 0 and math.isfinite(self.lengthscale)):
+        for name in ("channels", "num_features"):
+            v = getattr(self, name)
+            if isinstance(v, bool) or not isinstance(v, int) or v < 1:
+                raise ValueError(f"{name}: expected an int >= 1, got {v!r}")
+        real = lambda v: isinstance(v, numbers.Real) and not isinstance(v, bool)  # noqa: E731
+        if not (real(self.lengthscale) and self.lengthscale > 0 and math.isfinite(self.lengthscale)):
             raise ValueError(f"lengthscale: expected a finite value > 0 (pixels), got {self.lengthscale!r}")
-        if not (self.truncation > 0):
+        if not (real(self.truncation) and self.truncation > 0):
             raise ValueError(f"truncation: expected a value > 0, got {self.truncation!r}")
+        if not isinstance(self.shared_features, bool):
+            raise TypeError(f"shared_features: expected a bool, got {type(self.shared_features).__name__}")
 
 
 def _generator(seed_or_generator) -> torch.Generator:
     if isinstance(seed_or_generator, torch.Generator):
         return seed_or_generator
+    seed = 0 if seed_or_generator is None else seed_or_generator
+    if isinstance(seed, bool) or not isinstance(seed, numbers.Integral) or not -(2**63) <= int(seed) < 2**64:
+        raise ValueError(
+            f"generator: expected a torch.Generator or a 64-bit int seed, got {seed_or_generator!r}"
+        )
     g = torch.Generator()
-    g.manual_seed(0 if seed_or_generator is None else int(seed_or_generator))
+    g.manual_seed(int(seed))
     return g
 
 

@@ -4,6 +4,9 @@ its per-frame squared norm, the guidance loss and gradient, and the fused Euler 
 
 from __future__ import annotations
 
+import math
+import numbers
+
 import torch
 
 from .. import reference
@@ -146,7 +149,7 @@ def guidance_loss(
     if squared:
         return sumsq
     norm = sumsq.clamp_min(1e-30).sqrt()
-    return torch.where(norm_active(sumsq.detach(), pred[0].numel()), norm, norm.detach())
+    return torch.where(norm_active(sumsq.detach(), pred[0].numel() if len(pred) else 1), norm, norm.detach())
 
 
 def guidance_grad(
@@ -171,7 +174,7 @@ def guidance_grad(
             loss, scale = sumsq, torch.full_like(sumsq, 2.0)
         else:
             loss = sumsq.sqrt()
-            active = norm_active(sumsq, pred[0].numel())
+            active = norm_active(sumsq, pred[0].numel() if len(pred) else 1)  # an empty batch: any
             scale = torch.where(active, 1.0 / loss.clamp_min(1e-30), torch.zeros_like(loss))
         grad = _eager.call("warp_image_grad", r, flow.contiguous(), scale)
     return loss, grad
@@ -264,6 +267,8 @@ def euler_guided_step(
     check_tensor("pred", pred, tuple(u.shape), device=u.device)
     if grad is not None:
         check_tensor("grad", grad, tuple(u.shape), device=u.device)
+    if isinstance(lam, bool) or not isinstance(lam, numbers.Real) or not math.isfinite(lam):
+        raise ValueError(f"lam: expected a finite number, got {lam!r}")
     n = u.shape[0]
     sd = torch.float64 if u.dtype == torch.float64 else torch.float32
     s = as_sigma("sigma", sigma, n, u.device, sd)
