@@ -1,6 +1,7 @@
 """Benchmark the video sampler: per denoiser step and per frame, for plain, exact-guided and
 Jacobian-free sampling, sequential vs wavefront, fused ops vs the unfused PyTorch reference ops,
-eager vs compiled UNet, all in one run.
+eager vs compiled UNet, all in one run. Each row is the median of ``--repeats`` (3) whole-clip runs; its
+ratio is to the same guidance mode with the eager UNet and the reference ops, sequential, in this run.
 
 Models: a tiny UNet built in code (CPU default) or an SDXL-shaped random-weight UNet (``--model sdxl``,
 GPU, fp16, 128x128 latent: the cost depends on the shape, not the weights).
@@ -8,6 +9,7 @@ GPU, fp16, 128x128 latent: the cost depends on the shape, not the weights).
 
 from __future__ import annotations
 
+import statistics
 import sys
 import time
 from pathlib import Path
@@ -82,10 +84,11 @@ def main():
     shape = f"{model} 1x4x{size}x{size} {str(dtype)[6:]}, {frames_n} frames x {steps} steps"
     backends = ["eager"] + (["compile"] if dev.startswith("cuda") else [])
     max_batch = 8
+    reps = args.repeats or 3
+    ref_ms: dict[str, float] = {}  # per guidance mode: eager UNet, reference ops, sequential (the base)
     for unet_backend in backends:
         den = DiffusersDenoiser(unet, scheduler=sch, prompt_embeds=ctx, added_cond_kwargs=added, backend=unet_backend,
                                 compile_mode="max-autotune-no-cudagraphs" if unet_backend == "compile" else None)  # fmt: skip
-        ref_ms = None
         for mode in ("off", "exact", "jacobian_free"):
             for schedule in ("sequential", "wavefront"):
                 for ops_backend in ("reference", None):
@@ -95,24 +98,25 @@ def main():
                         schedule, max_batch=max_batch, guidance=GuidanceConfig(mode=mode)
                     )
                     sampler = VideoSampler(den, sched, cfg)
+                    times = []
                     with wf.use_backend(ops_backend), wf.ops.value_checks(False):
                         # warm-up; compiled: the whole clip, so every batch shape is compiled before timing
                         sampler.sample(frames if unet_backend == "compile" else frames[:2])
-                        sync(dev)
-                        t0 = time.perf_counter()
-                        sampler.sample(frames)
-                        sync(dev)
-                    total = (time.perf_counter() - t0) * 1e3
+                        for _ in range(reps):
+                            sync(dev)
+                            t0 = time.perf_counter()
+                            sampler.sample(frames)
+                            sync(dev)
+                            times.append((time.perf_counter() - t0) * 1e3)
+                    total = statistics.median(times)
                     per_step = total / (frames_n * steps)
-                    if mode == "exact" and schedule == "sequential" and ops_backend == "reference":
-                        ref_ms = per_step
+                    if ops_backend == "reference":
+                        ref_ms[mode] = per_step
                     name = f"{unet_backend} unet, {'fused' if ops_backend is None else 'reference'} ops"
-                    note = f"{total / frames_n:.1f} ms/frame, {1e3 * frames_n / total:.2f} frames/s"
+                    note = f"median of {reps}; {total / frames_n:.1f} ms/frame, {1e3 * frames_n / total:.2f} frames/s"
                     if unet_backend == "compile":
                         note += f", compile {den.runner.total_compile_seconds:.0f} s"
-                    table.add(
-                        f"{mode} {schedule}", shape, name, per_step, ref_ms if mode == "exact" else None, note
-                    )
+                    table.add(f"{mode} {schedule}", shape, name, per_step, ref_ms.get(mode), note)
     table.finish()
 
 

@@ -181,6 +181,11 @@ class DiffusersDenoiser(torch.nn.Module):
     def cfg(self) -> bool:
         return self.guidance_scale != 1.0
 
+    def clear_cache(self) -> None:
+        """Forget the cached per-frame conditioning results (the residual model's fills), e.g. to time a
+        run from scratch."""
+        self._frame_cache.clear()
+
     def sampling_schedule(self, num_steps: int) -> SigmaSchedule:
         """The scheduler's ``num_steps`` sigmas and timesteps, in the units of ``u``.
 
