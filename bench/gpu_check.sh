@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # GPU machine check, one call: build the CUDA extension, run the cuda-marked tests and the kernel and
 # noise-warp benchmarks, print the tables last. Everything goes to $OUT/check.log and the benchmark CSVs
-# to $OUT/results (few files: the device tool brings back at most 8; past 8, the CSVs as one archive). About 4 to 6 minutes; the timeouts
-# below bound each step. Exits non-zero when the build, a test or a step fails (after running the rest).
+# to $OUT/results (the device tool brings back at most 8 files; past 8, the CSVs as one archive). About 4
+# to 6 minutes; the timeouts below bound each step. Exits non-zero when the build, a test or a step fails (after running the rest).
 # GPU_CHECK_SAMPLER=1 adds the sampler benchmark (SDXL-shaped UNet, compiled: several minutes more).
 # GPU_CHECK_TESTS (test paths) and GPU_CHECK_BENCHES (names without bench_) narrow a rerun,
 # GPU_CHECK_NOISE_DEVICE=cuda skips the CPU half of bench_noise_warp;
