@@ -226,3 +226,42 @@ def test_output_into_the_input_folder_is_refused(tmp_path, capsys):
     err = capsys.readouterr().err
     assert "output: " in err and "holds other images (0000.png" in err
     assert sorted(p.name for p in (shot / "frames").iterdir()) == before
+
+
+def test_flags_checked_at_parse_and_verbose_after_the_subcommand(tmp_path, capsys):
+    src = _clip(tmp_path)
+    base = ["inpaint", str(src), "--out", str(tmp_path / "o"), "--steps", "2", "--quiet"]
+    for bad, flag in (
+        [["--fps", "0"], "--fps"],
+        [["--fps", "inf"], "--fps"],
+        [["--device", "foo"], "--device"],
+    ):
+        with pytest.raises(SystemExit) as e:
+            main([*base, *bad])
+        assert e.value.code == 2 and flag in capsys.readouterr().err
+    if not torch.cuda.is_available():
+        with pytest.raises(SystemExit):
+            main([*base, "--device", "cuda"])
+        assert "no CUDA device" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        main(["demo", "--frames", "1"])
+    assert "--frames: expected an int >= 2" in capsys.readouterr().err
+    assert not (tmp_path / "o").exists()  # nothing ran
+    # -v after the subcommand: the traceback instead of the message
+    with pytest.raises(ValueError, match="steps: expected >= 1"):
+        main(["train", "--steps", "0", "--output-dir", str(tmp_path / "zero"), "-v"])
+    # a folder where a file goes: exit 2 before any work
+    (tmp_path / "adir").mkdir()
+    assert main(["warp-noise", str(src), "--out", str(tmp_path / "adir")]) == 2
+    assert "--out: " in capsys.readouterr().err
+
+
+def test_noise_option_order_and_number_form_are_one_job(tmp_path):
+    src = _clip(tmp_path)
+    base = ["inpaint", str(src), "--out", str(tmp_path / "o"), "--steps", "2", "--quiet", "--mask", "center"]
+    assert main([*base, "--noise-option", "occlusion=true", "--noise-option", "sigma=2"]) == 0
+    frames = sorted((tmp_path / "o" / "frames").glob("frame_*.png"))
+    stamps = [f.stat().st_mtime_ns for f in frames]
+    # the same job: resumed (finished, so nothing redone), not refused as another one
+    assert main([*base, "--noise-option", "sigma=2.0", "--noise-option", "occlusion=true"]) == 0
+    assert [f.stat().st_mtime_ns for f in frames] == stamps

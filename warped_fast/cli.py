@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import math
 import sys
 
 # The methods of warped_fast.noise and their options other than the GP field's ``rff`` (kept here so that
@@ -144,6 +145,8 @@ def _warp_noise(args) -> int:
     from .io import iter_video, resize_frames
     from .noise import make_noise_warper
 
+    if Path(args.out).is_dir():
+        raise CliError(f"--out: {args.out} is a folder; expected a file path (.safetensors)")
     options = noise_options(args.method, args.noise_option)
     if args.channels < 1:
         raise CliError(f"--channels: expected >= 1, got {args.channels}")
@@ -174,7 +177,9 @@ def _warp_noise(args) -> int:
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     tensors = {"noise": torch.stack(noise).cpu(), "fwd_flow": flows[0], "back_flow": flows[1]}
-    save_file({k: v.contiguous() for k, v in tensors.items()}, str(out))
+    tmp = out.with_name(out.name + ".partial")
+    save_file({k: v.contiguous() for k, v in tensors.items()}, str(tmp))
+    tmp.replace(out)  # whole or not at all
     print(f"wrote noise {list(tensors['noise'].shape)} ({args.method}) to {out}")
     return 0
 
@@ -232,10 +237,50 @@ def _add_restore_args(p, task):
     p.add_argument("--size", type=_size, help="resize the input to HxW first")
     p.add_argument("--max-frames", type=int)
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--fps", type=float, default=8.0)
-    p.add_argument("--device")
+    p.add_argument("--fps", type=_positive_float, default=8.0, help="frame rate of the written video")
+    p.add_argument("--device", type=_device, help="cpu, cuda or cuda:N (default: cuda when available)")
     p.add_argument("--quiet", action="store_true")
     p.set_defaults(fn=lambda a: _restore(a, task))
+
+
+def _positive_float(text: str) -> float:
+    try:
+        v = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
+    if not (math.isfinite(v) and v > 0):
+        raise argparse.ArgumentTypeError(f"expected a finite number > 0, got {text!r}")
+    return v
+
+
+def _at_least(least: int):
+    def parse(text: str) -> int:
+        try:
+            v = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected an int, got {text!r}") from None
+        if v < least:
+            raise argparse.ArgumentTypeError(f"expected an int >= {least}, got {v}")
+        return v
+
+    return parse
+
+
+def _device(text: str) -> str:
+    """A torch device this process can use (checked before any work)."""
+    import torch
+
+    try:
+        dev = torch.device(text)
+    except (RuntimeError, ValueError):
+        raise argparse.ArgumentTypeError(f"expected cpu, cuda or cuda:N, got {text!r}") from None
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise argparse.ArgumentTypeError(f"{text!r}: this torch has no CUDA device")
+    if dev.type == "cuda" and dev.index is not None and dev.index >= torch.cuda.device_count():
+        raise argparse.ArgumentTypeError(f"{text!r}: only {torch.cuda.device_count()} CUDA device(s)")
+    if dev.type not in ("cpu", "cuda", "mps"):
+        raise argparse.ArgumentTypeError(f"expected cpu, cuda or cuda:N, got {text!r}")
+    return text
 
 
 def _size(text: str) -> tuple[int, int]:
@@ -259,7 +304,7 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--task", choices=["inpaint", "sr"])
     t.add_argument("--steps", type=int)
     t.add_argument("--output-dir")
-    t.add_argument("--device")
+    t.add_argument("--device", type=_device)
     t.add_argument("--max-minutes", type=float, help="stop, checkpoint and export after this long")
     t.set_defaults(fn=_train)
 
@@ -289,12 +334,12 @@ def build_parser() -> argparse.ArgumentParser:
     w.add_argument("--size", type=_size, help="resize the input to HxW first")
     w.add_argument("--max-frames", type=int, help="read at most this many frames")
     w.add_argument("--seed", type=int, default=0, help="the noise's seed (default: 0)")
-    w.add_argument("--device", help="device of the noise (default: the CPU)")
+    w.add_argument("--device", type=_device, help="device of the noise (default: the CPU)")
     w.set_defaults(fn=_warp_noise)
 
     e = sub.add_parser("eval", help="the paper's protocols at small scale with the default models")
     e.add_argument("--out", default="eval_out")
-    e.add_argument("--frames", type=int, default=16)
+    e.add_argument("--frames", type=_at_least(2), default=16)
     e.add_argument("--steps", type=int, default=20)
     e.add_argument("--quick", action="store_true", help="fewer methods")
     e.add_argument("--quiet", action="store_true")
@@ -302,7 +347,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     d = sub.add_parser("demo", help="bigbuckbunny inpainting demo (restored video, noise video, plot)")
     d.add_argument("--out", default="demo_out")
-    d.add_argument("--frames", type=int, default=8)
+    d.add_argument("--frames", type=_at_least(2), default=8)
     d.add_argument("--steps", type=int, default=20)
     d.add_argument("--quiet", action="store_true")
     d.set_defaults(fn=_demo)
@@ -314,6 +359,8 @@ def build_parser() -> argparse.ArgumentParser:
     i = sub.add_parser("info", help="available backends and which one each op uses")
     i.add_argument("--device", choices=["cpu", "cuda"])
     i.set_defaults(fn=_info)
+    for sp in sub.choices.values():  # -v also after the subcommand
+        sp.add_argument("-v", "--verbose", action="store_true", default=argparse.SUPPRESS)
     return p
 
 
@@ -325,11 +372,17 @@ def main(argv: list[str] | None = None) -> int:
     except CliError as e:
         print(f"warped-fast {args.command}: {e}", file=sys.stderr)
         return 2
-    except (FileNotFoundError, PermissionError, ValueError) as e:  # bad input: the library names the argument
+    except (OSError, ValueError) as e:  # bad input or paths: the library names the argument
         if args.verbose:
             raise
         print(f"warped-fast {args.command}: {e} (--verbose shows the traceback)", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:
+        print(
+            f"warped-fast {args.command}: interrupted; the same command resumes a job with --out",
+            file=sys.stderr,
+        )
+        return 130
 
 
 if __name__ == "__main__":

@@ -238,10 +238,10 @@ def write_video(frames: torch.Tensor, path: str | Path, fps: float = 8.0, codec:
             iio.imwrite(tmp, a, duration=1000 / fps, loop=0)
         else:
             iio.imwrite(tmp, a, plugin="pyav", codec=codec, fps=fps, out_pixel_format="yuv420p")
+        tmp.replace(path)
     except BaseException:
         tmp.unlink(missing_ok=True)  # no half-written file left behind
         raise
-    tmp.replace(path)
     return path
 
 

@@ -8,7 +8,9 @@ model's weights and options, the sampling schedule and the generator's state.
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
+import json
 import logging
 import numbers
 from pathlib import Path
@@ -87,6 +89,26 @@ def generator_key(generator) -> str | int | None:
     if isinstance(generator, numbers.Integral) and not isinstance(generator, bool):
         return int(generator)  # numpy integers too (not JSON-able as they are)
     return generator
+
+
+def options_key(options) -> str:
+    """A canonical text of a job's options: keys sorted, numbers as floats, dataclasses (``RFFConfig``)
+    by their fields; so ``sigma=2`` and ``sigma=2.0``, or options given in another order, are one job."""
+
+    def canon(v):
+        if dataclasses.is_dataclass(v) and not isinstance(v, type):
+            return [type(v).__name__, canon(dataclasses.asdict(v))]
+        if isinstance(v, dict):
+            return {str(k): canon(x) for k, x in v.items()}
+        if isinstance(v, (list, tuple)):
+            return [canon(x) for x in v]
+        if isinstance(v, bool) or v is None or isinstance(v, str):
+            return v
+        if isinstance(v, numbers.Real):
+            return float(v)
+        return repr(v)
+
+    return json.dumps(canon(options or {}), sort_keys=True)
 
 
 class JobState:

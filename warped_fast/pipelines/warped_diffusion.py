@@ -25,7 +25,7 @@ from ..models.denoiser import DiffusersDenoiser
 from ..noise import make_noise_warper
 from ..ops._checks import check_finite, check_int
 from ..sampling import FrameInput, GuidanceConfig, VideoSampler, VideoSamplerConfig
-from .resume import JobState, generator_key, object_digest, tensor_digest
+from .resume import JobState, generator_key, object_digest, options_key, tensor_digest
 
 logger = logging.getLogger("warped_fast")
 Task = Literal["inpaint", "sr"]
@@ -223,7 +223,7 @@ class WarpedDiffusionPipeline:
         if output_dir is not None:
             flow_inputs = tuple(flows) if flows is not None else (flow_frames,)
             params = {"task": self.task, "sr_factor": self.sr_factor, "steps": num_inference_steps,
-                      "noise": noise_method, "noise_options": repr(noise_options), "guidance": repr(guidance),
+                      "noise": noise_method, "noise_options": options_key(noise_options), "guidance": repr(guidance),
                       "frames": t, "schedule": frame_schedule, "max_batch": max_batch,
                       # the device: noise drawn there, and the model's numerics, differ between devices
                       "device": dev.type,
