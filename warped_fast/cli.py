@@ -378,10 +378,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"warped-fast {args.command}: {e} (--verbose shows the traceback)", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
-        print(
-            f"warped-fast {args.command}: interrupted; the same command resumes a job with --out",
-            file=sys.stderr,
-        )
+        again = " (the same command resumes it)" if args.command in ("inpaint", "sr", "train", "eval") else ""
+        print(f"warped-fast {args.command}: interrupted{again}", file=sys.stderr)
         return 130
 
 

@@ -226,6 +226,10 @@ def test_failed_reset_keeps_the_warper_as_it_was():
     with pytest.raises(TypeError, match="generator"):
         w.reset((2, 16, 16), generator="1")
     assert w.shape == (2, 8, 8)
+    if not torch.cuda.is_available():  # a device this process cannot use
+        with pytest.raises((RuntimeError, AssertionError)):
+            w.reset((2, 16, 16), 0, device="cuda:0")
+        assert w.shape == (2, 8, 8) and w.device == torch.device("cpu")
     assert w.step(torch.zeros(2, 8, 8)).shape == (2, 8, 8)
 
 

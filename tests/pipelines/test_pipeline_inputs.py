@@ -20,11 +20,29 @@ def test_guidance_lam_is_a_finite_number(lam):
         GuidanceConfig(mode="exact", lam=lam)
 
 
-def test_one_step_of_a_linspace_schedule_is_refused():
+def test_one_step_of_a_linspace_schedule_is_refused(monkeypatch):
+    import warped_fast.pipelines.warped_diffusion as wd
+
+    def no_work(*a, **k):
+        raise AssertionError("the flow was estimated before the check")
+
+    monkeypatch.setattr(wd, "estimate_flow", no_work)
     pipe = _inpaint_pipe()
-    with pytest.raises(ValueError, match="num_inference_steps: 1 step.* start at sigma .* far below"):
+    with pytest.raises(
+        ValueError, match="num_inference_steps: 1 step of this scheduler starts at timestep 0"
+    ):
         pipe(_video(2), "box", num_inference_steps=1, progress=False)
     assert pipe.denoiser.sampling_schedule(2).sigmas[0] > 1  # from the top of the range
+    from diffusers import EulerDiscreteScheduler
+
+    from warped_fast.sampling.schedules import diffusers_schedule
+
+    trailing = EulerDiscreteScheduler(timestep_spacing="trailing")
+    assert diffusers_schedule(trailing, 1).timesteps[0] == 999  # one step from the top: fine
+    zsnr = EulerDiscreteScheduler(beta_schedule="scaled_linear", rescale_betas_zero_snr=True)
+    for n in (2, 3, 50):  # zero terminal SNR and few steps: valid schedules
+        diffusers_schedule(zsnr, n)
+        diffusers_schedule(EulerDiscreteScheduler(timestep_spacing="leading"), n)
 
 
 def test_masks_overshoot_frames_and_bad_values():

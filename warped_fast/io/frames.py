@@ -59,7 +59,9 @@ class FrameStore:
             others = sorted(
                 f.name
                 for f in self.folder.iterdir()
-                if f.suffix.lower() in IMAGE_SUFFIXES and not _OWN.fullmatch(f.name)
+                if f.suffix.lower() in IMAGE_SUFFIXES
+                and not f.name.startswith(".")  # as the reader
+                and not _OWN.fullmatch(f.name)
             )
             if others:
                 raise ValueError(

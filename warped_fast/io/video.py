@@ -1,6 +1,7 @@
 """Reading and writing videos: mp4/gif/webm files (PyAV through imageio), images (an animated or
 multi-page one is a video), folders of frames, lists of PIL images, arrays and tensors. Frames are
-``[T, 3, H, W]`` float32 in [0, 1]; alpha is dropped, grey is repeated to RGB, 16-bit images are scaled."""
+``[T, 3, H, W]`` float32 in [0, 1]; alpha is dropped, grey is repeated to RGB, 16-bit images are read at
+8 bits."""
 
 from __future__ import annotations
 
@@ -64,8 +65,7 @@ def read_video(source, max_frames: int | None = None, start: int = 0, step: int 
         source: see above.
         max_frames, start, step: frame selection: frames ``start, start + step, ...``, at most
             ``max_frames`` of them. A folder's images are taken in natural order (``f2`` before ``f10``),
-            hidden files (``.name``) left out. A GIF frame shown k times as long as its shortest frame
-            counts as k frames (encoders merge repeated frames).
+            hidden files (``.name``) left out.
     Returns:
         ``[T, 3, H, W]`` float32 in [0, 1].
     """
@@ -154,10 +154,7 @@ def _decode_file(p: Path, max_frames, start, step) -> Iterator[np.ndarray]:
     try:
         # an image file may hold several frames (animated WebP/PNG, multi-page TIFF)
         suffix = p.suffix.lower()
-        if suffix in IMAGE_SUFFIXES:
-            frames = _image_frames(p)
-        else:
-            frames = _gif_frames(p) if suffix == ".gif" else iio.imiter(p, plugin="pyav")
+        frames = _image_frames(p) if suffix in IMAGE_SUFFIXES else iio.imiter(p, plugin="pyav")
         for i, fr in enumerate(frames):
             if i < start or (i - start) % step:
                 continue
@@ -172,12 +169,12 @@ def _decode_file(p: Path, max_frames, start, step) -> Iterator[np.ndarray]:
 
 
 def _pixels(im: np.ndarray) -> np.ndarray:
-    """A decoded image as ``[H, W, 1 | 3]`` uint8 or float: alpha dropped (grey + alpha is grey),
-    16-bit values scaled to [0, 1]."""
+    """A decoded image as ``[H, W, 1 | 3]``: alpha dropped (grey + alpha is grey), 16-bit values rounded
+    to 8 bits (one dtype for every frame of a folder)."""
     im = im[..., None] if im.ndim == 2 else im
     im = im[..., :1] if im.shape[-1] == 2 else im[..., :3]
     if im.dtype == np.uint16:
-        im = im.astype(np.float32) / 65535.0
+        im = np.round(im / 257.0).astype(np.uint8)
     return im
 
 
@@ -190,21 +187,6 @@ def _image_frames(p: Path) -> Iterator[np.ndarray]:
         a = np.asarray(a)
         stack = a.ndim == 4 or (a.ndim == 3 and a.shape[-1] > 4)  # colour pages, or grey pages
         yield from (a if stack else [a])
-
-
-def _gif_frames(p: Path) -> Iterator[np.ndarray]:
-    """A GIF's frames at its shortest frame duration: a frame shown k times as long is k frames (GIF
-    encoders, Pillow's included, merge repeated frames into one of the summed duration)."""
-    import av
-
-    with av.open(str(p)) as c:
-        durations = [pk.duration for pk in c.demux(c.streams.video[0]) if pk.size and pk.duration]
-    base = min(durations, default=0)
-    with av.open(str(p)) as c:
-        for fr in c.decode(c.streams.video[0]):
-            a = fr.to_ndarray(format="rgb24")
-            for _ in range(max(1, round(fr.duration / base)) if base and fr.duration else 1):
-                yield a
 
 
 def _check_selection(max_frames, start, step) -> None:
@@ -222,7 +204,8 @@ def _natural_key(path: Path):
 
 def write_video(frames: torch.Tensor, path: str | Path, fps: float = 8.0, codec: str = "libx264") -> Path:
     """Write ``[T, 3, H, W]`` frames in [0, 1] to an mp4 (or gif), atomically: a temp file, then rename.
-    Odd sizes are padded by one pixel (yuv420p needs even sizes)."""
+    Odd sizes are padded by one pixel (yuv420p needs even sizes). A GIF encoder merges consecutive
+    identical frames into one longer frame, so a GIF reads back fewer frames then: mp4 keeps them all."""
     import imageio.v3 as iio
 
     path = Path(path)

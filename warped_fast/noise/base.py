@@ -184,9 +184,9 @@ class NoiseWarper(abc.ABC):
 
         Args:
             shape: ``(C, H, W)`` of the noise.
-            generator: a ``torch.Generator`` or an int seed (None: seed 0). A generator advances with
-                the clip's draws (on another device than its own: by one draw at reset), so reusing it
-                gives a new clip.
+            generator: a ``torch.Generator`` or an int seed (None: seed 0). A CPU generator for noise
+                on another device seeds that device's generator without advancing (so the GP field is
+                the same on every device): give each clip its own seed there.
             device: where the noise lives (default: the CPU, or the generator's device).
         Returns:
             A tensor the caller owns (never the warper's state).
@@ -199,18 +199,15 @@ class NoiseWarper(abc.ABC):
             device = torch.device("cpu")
         elif device.type == "cuda" and device.index is None:
             device = torch.device("cuda", torch.cuda.current_device())
-        cpu_gen = _cpu_generator(generator)  # checks the generator before any state changes
-        self.shape, self.device, self.cpu_gen = shape, device, cpu_gen
-        if isinstance(generator, torch.Generator) and generator.device.type == self.device.type:
-            self.gen = generator
+        # generators first: a bad one (or device) raises before any state changes
+        cpu_gen = _cpu_generator(generator)
+        if isinstance(generator, torch.Generator) and generator.device.type == device.type:
+            gen = generator
         else:
-            self.gen = _device_generator(self.cpu_gen, self.device)
+            gen = _device_generator(cpu_gen, device)
+        self.shape, self.device, self.cpu_gen, self.gen = shape, device, cpu_gen, gen
         self.frame = 0
         out = self._reset()
-        if isinstance(generator, torch.Generator) and self.gen is not generator and self.cpu_gen is generator:
-            # The draws go to a device generator seeded from (a copy of) the caller's: advance the caller's
-            # by one draw, so that reusing it for the next clip gives new noise, as on the CPU.
-            torch.randint(0, 2, (1,), generator=generator)
         return self._finish(out)
 
     def step(self, back_flow: torch.Tensor, fwd_flow: torch.Tensor | None = None) -> torch.Tensor:

@@ -35,6 +35,7 @@ deterministic, and the reference's result to float32 rounding).
 
 from __future__ import annotations
 
+import numbers
 from dataclasses import dataclass
 from typing import Literal, get_args
 
@@ -66,7 +67,7 @@ class InfResConfig:
     def __post_init__(self):
         if self.missing not in get_args(Missing):
             raise ValueError(f"missing: expected one of {get_args(Missing)}, got {self.missing!r}")
-        real = isinstance(self.min_area, (int, float)) and not isinstance(self.min_area, bool)
+        real = isinstance(self.min_area, numbers.Real) and not isinstance(self.min_area, bool)
         if not (real and 0 <= self.min_area < 1):
             raise ValueError(f"min_area: expected a value in [0, 1), got {self.min_area!r}")
 

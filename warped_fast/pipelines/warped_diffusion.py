@@ -9,6 +9,7 @@ Finished frames are written as they complete when ``output_dir`` is given, and a
 from __future__ import annotations
 
 import logging
+import numbers
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -182,6 +183,12 @@ class WarpedDiffusionPipeline:
             raise ValueError(f"output_type: expected one of {_OUTPUT_TYPES}, got {output_type!r}")
         if flows is not None:
             flows = _as_flow_pair(flows)
+        if generator is not None and not isinstance(generator, torch.Generator):
+            if isinstance(generator, bool) or not isinstance(generator, numbers.Integral):
+                raise TypeError(
+                    f"generator: expected a torch.Generator, an int seed or None, got {type(generator).__name__}"
+                )
+        schedule = self.denoiser.sampling_schedule(num_inference_steps)  # a bad step count: before any work
         flow_frames, cond = self.prepare(video, mask, max_frames)
         t = cond.shape[0]
         dev = self.device
@@ -201,7 +208,6 @@ class WarpedDiffusionPipeline:
         else:
             fwd_l = back_l = None
 
-        schedule = self.denoiser.sampling_schedule(num_inference_steps)
         sampler_cfg = VideoSamplerConfig(frame_schedule, max_batch, guidance, progress)
         warper = make_noise_warper(noise_method, **(noise_options or {}))
         noises: list[torch.Tensor] = []

@@ -103,13 +103,11 @@ def diffusers_schedule(scheduler, num_steps: int) -> SigmaSchedule:
     ts = torch.as_tensor(np.asarray(scheduler.timesteps, dtype=np.float64))
     if sig.numel() != num_steps + 1 or ts.numel() != num_steps:
         raise ValueError(f"scheduler: expected {num_steps + 1} sigmas and {num_steps} timesteps")
-    ac = getattr(scheduler, "alphas_cumprod", None)
-    if ac is not None and len(ac):
-        top = float(((1 - ac[-1]) / ac[-1]) ** 0.5)  # the highest noise level the model was trained at
-        if float(sig[0]) < 0.1 * top:  # e.g. 1 step of a "leading"/"linspace" spacing: its lowest level
-            raise ValueError(
-                f"num_inference_steps: {num_steps} step(s) of this scheduler start at sigma {float(sig[0]):.3g}, "
-                f"far below the model's {top:.3g} (timestep_spacing "
-                f"{getattr(scheduler.config, 'timestep_spacing', '?')!r}); use more steps or a 'trailing' spacing"
-            )
+    n_train = int(getattr(scheduler.config, "num_train_timesteps", 1000))
+    if num_steps == 1 and float(ts[0]) < 0.5 * (n_train - 1):  # e.g. a "leading"/"linspace" spacing
+        raise ValueError(
+            f"num_inference_steps: 1 step of this scheduler starts at timestep {float(ts[0]):.0f} of {n_train} "
+            f"(timestep_spacing {getattr(scheduler.config, 'timestep_spacing', '?')!r}), nearly denoised; use 2 "
+            "or more steps, or a 'trailing' spacing"
+        )
     return SigmaSchedule(sig, ts)
