@@ -189,9 +189,11 @@ def test_train_from_config(tmp_path, capsys):
 
 
 def test_demo_small(tmp_path):
+    from warped_fast.io import FrameStore
     from warped_fast.pipelines.demo import run_demo
 
-    res = run_demo(tmp_path / "d", frames=3, size=(16, 24), steps=2, progress=False)
+    FrameStore(tmp_path / "d" / "frames", {"an": "earlier version"}, 3)  # the demo's folder, another job
+    res = run_demo(tmp_path / "d", frames=3, size=(16, 24), steps=2, progress=False)  # restarts it
     for p in res["paths"].values():
         assert (tmp_path / "d" / p.split("/")[-1]).exists()
     assert set(res["warping_error_first"]) == {

@@ -16,6 +16,10 @@ _PNG_END = b"IEND\xaeB`\x82"  # the last chunk of every PNG file, with its CRC
 _OWN = re.compile(r"\.?frame_\d{5}(\.tmp)?\.png")  # a store's frames and their temporary files
 
 
+class OtherJobError(ValueError):
+    """The output folder holds frames of another job (different settings, inputs or version)."""
+
+
 class FrameStore:
     """Frames ``frame_00000.png`` ... in ``folder`` plus ``progress.json`` ({"total", "params", "complete"}).
     A folder with frames (or latents) but no ``progress.json`` is refused: its job cannot be told.
@@ -46,7 +50,7 @@ class FrameStore:
                     f"output: {self.meta_path} is damaged ({e}); delete the folder to restart"
                 ) from e
             if old.get("params") != self.params or old.get("total") != total:
-                raise ValueError(
+                raise OtherJobError(
                     f"output: {self.folder} holds frames of a different job; choose another folder or delete it"
                 )
         elif any(self.folder.glob("frame_*.png")) or any(self.folder.glob("latents/*.safetensors")):

@@ -3,17 +3,22 @@ model; writes the restored video, a side-by-side video of noise methods and the 
 
 from __future__ import annotations
 
+import logging
 import os
+import shutil
 import time
 from pathlib import Path
 
 import torch
 
 from ..io import read_video, resize_frames, write_video
+from ..io.frames import OtherJobError
 from ..metrics import warping_error
 from ..noise import warp_noise_video
 from ..sampling import GuidanceConfig
 from .warped_diffusion import WarpedDiffusionPipeline
+
+logger = logging.getLogger("warped_fast")
 
 NOISE_METHODS = ["gp", "fixed", "resample", "bilinear", "hiwyn", "gwtf"]
 
@@ -54,8 +59,15 @@ def run_demo(
     fwd = back = None
     for name, (method, g) in runs.items():
         store = out / "frames" if name == "Warped Diffusion" else None
-        res = pipe(clip, "box", num_inference_steps=steps, guidance=g, noise_method=method, noise_options={"base": "gp"} if method != "gp" else None,
-                   output_dir=store, progress=progress, flows=None if fwd is None else (fwd, back))  # fmt: skip
+        kw = dict(num_inference_steps=steps, guidance=g, noise_method=method, progress=progress,
+                  noise_options={"base": "gp"} if method != "gp" else None,
+                  flows=None if fwd is None else (fwd, back))  # fmt: skip
+        try:
+            res = pipe(clip, "box", output_dir=store, **kw)
+        except OtherJobError:  # the demo's own folder, from other settings or an earlier version: restart
+            logger.warning("%s held another job's frames: starting afresh", store)
+            shutil.rmtree(store)
+            res = pipe(clip, "box", output_dir=store, **kw)
         if fwd is None:
             fwd, back = res.latent_flows[0].cpu(), res.latent_flows[1].cpu()
         results[name] = warping_error(res.frames, fwd, "first")
