@@ -27,26 +27,32 @@ def _cv2():
     return cv2
 
 
-def to_gray_u8(frames: torch.Tensor) -> np.ndarray:
-    """Frames ``[T, 3|1, H, W]`` (float in [0, 1] or uint8) -> ``[T, H, W]`` uint8 grayscale."""
+def unit_frames(frames: torch.Tensor) -> torch.Tensor:
+    """Frames for a flow estimator: ``[T >= 2, 3 | 1, H, W]``, float in [0, 1] or uint8 -> float32 in [0, 1]
+    on the frames' device, else an error naming ``frames``."""
     if not isinstance(frames, torch.Tensor):
         raise TypeError(f"frames: expected a torch.Tensor, got {type(frames).__name__}")
     if frames.dim() != 4 or frames.shape[1] not in (1, 3):
         raise ValueError(f"frames: expected shape [T, 3 or 1, H, W], got {list(frames.shape)}")
     if frames.shape[0] < 2:
         raise ValueError(f"frames: expected at least 2 frames, got {frames.shape[0]}")
-    f = frames.detach().cpu()
-    if f.dtype == torch.uint8:
-        f = f.float() / 255.0
-    elif f.is_floating_point():
-        f = f.float()
-        if f.numel() and not (f.min() >= -1e-3 and f.max() <= 1 + 1e-3):  # NaN fails too
-            raise ValueError(
-                f"frames: float frames must be in [0, 1], got range [{f.min():.3f}, {f.max():.3f}] "
-                "(divide 0..255 values by 255)"
-            )
-    else:
-        raise TypeError(f"frames: expected uint8 or a float dtype, got {f.dtype}")
+    frames = frames.detach()
+    if frames.dtype == torch.uint8:
+        return frames.float() / 255.0
+    if not frames.is_floating_point():
+        raise TypeError(f"frames: expected uint8 or a float dtype, got {frames.dtype}")
+    f = frames.float()
+    if f.numel() and not (f.min() >= -1e-3 and f.max() <= 1 + 1e-3):  # NaN fails too
+        raise ValueError(
+            f"frames: float frames must be in [0, 1], got range [{f.min():.3f}, {f.max():.3f}] "
+            "(divide 0..255 values by 255)"
+        )
+    return f
+
+
+def to_gray_u8(frames: torch.Tensor) -> np.ndarray:
+    """Frames ``[T, 3|1, H, W]`` (float in [0, 1] or uint8) -> ``[T, H, W]`` uint8 grayscale."""
+    f = unit_frames(frames).cpu()
     if f.shape[1] == 3:
         w = torch.tensor(_LUMA).view(1, 3, 1, 1)
         f = (f * w).sum(1, keepdim=True)

@@ -16,6 +16,7 @@ import torch
 import torch.nn.functional as F
 
 from ..ops._checks import check_int
+from .dis import unit_frames
 
 Model = Literal["large", "small"]
 
@@ -78,21 +79,7 @@ def load_raft(weights: str | os.PathLike, model: Model = "large", device=None) -
 
 
 def _prep(frames: torch.Tensor) -> torch.Tensor:
-    if frames.dim() != 4 or frames.shape[1] not in (1, 3):
-        raise ValueError(f"frames: expected shape [T, 3 or 1, H, W], got {list(frames.shape)}")
-    if frames.shape[0] < 2:
-        raise ValueError(f"frames: expected at least 2 frames, got {frames.shape[0]}")
-    if frames.dtype == torch.uint8:
-        f = frames.float() / 255.0
-    elif frames.is_floating_point():
-        f = frames.float()
-        lo, hi = (float(v) for v in torch.aminmax(f)) if f.numel() else (0.0, 1.0)
-        if not (lo >= -1e-3 and hi <= 1 + 1e-3):  # NaN fails too
-            raise ValueError(
-                f"frames: float frames must be in [0, 1], got range [{lo:.3f}, {hi:.3f}] (divide 0..255 values by 255)"
-            )
-    else:
-        raise TypeError(f"frames: expected uint8 or a float dtype, got {frames.dtype}")
+    f = unit_frames(frames)
     if f.shape[1] == 1:
         f = f.expand(-1, 3, -1, -1)
     return f * 2.0 - 1.0  # RAFT's input range

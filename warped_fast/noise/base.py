@@ -70,21 +70,26 @@ def fresh_offset(index: int, h: int, w: int) -> tuple[float, float]:
     return FRESH_ORIGIN + col * (w + _FRESH_GAP), FRESH_ORIGIN + row * (h + _FRESH_GAP)
 
 
-def _cpu_generator(generator) -> torch.Generator:
-    if isinstance(generator, torch.Generator):
-        if generator.device.type == "cpu":
-            return generator
-        seed = int(torch.randint(0, 2**62, (1,), generator=generator, device=generator.device).item())
-        return torch.Generator().manual_seed(seed)
-    if generator is None:
-        return torch.Generator().manual_seed(0)
+def check_generator(generator) -> None:
+    """A ``torch.Generator``, an int seed of 64 bits or None, else an error naming ``generator``."""
+    if generator is None or isinstance(generator, torch.Generator):
+        return
     if isinstance(generator, bool) or not isinstance(generator, numbers.Integral):
         raise TypeError(
             f"generator: expected a torch.Generator, an int seed or None, got {type(generator).__name__}"
         )
     if not -(2**63) <= int(generator) < 2**64:
         raise ValueError(f"generator: a seed must fit in 64 bits, got {int(generator)}")
-    return torch.Generator().manual_seed(int(generator))
+
+
+def _cpu_generator(generator) -> torch.Generator:
+    check_generator(generator)
+    if isinstance(generator, torch.Generator):
+        if generator.device.type == "cpu":
+            return generator
+        seed = int(torch.randint(0, 2**62, (1,), generator=generator, device=generator.device).item())
+        return torch.Generator().manual_seed(seed)
+    return torch.Generator().manual_seed(0 if generator is None else int(generator))
 
 
 def _device_generator(cpu_gen: torch.Generator, device: torch.device) -> torch.Generator:

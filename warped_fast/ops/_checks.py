@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import contextlib
+import math
+import numbers
 
 import torch
 
@@ -32,6 +34,19 @@ def check_int(name: str, v, least: int) -> int:
     if isinstance(v, bool) or not isinstance(v, int) or v < least:
         raise ValueError(f"{name}: expected an int >= {least}, got {v!r}")
     return v
+
+
+def check_real(name: str, v, least: float | None = None) -> float:
+    """A finite real number (not a bool) of at least ``least`` (None: any), else a ValueError naming it."""
+    if (
+        isinstance(v, bool)
+        or not isinstance(v, numbers.Real)
+        or not math.isfinite(v)
+        or (least is not None and v < least)
+    ):
+        bound = "" if least is None else f" >= {least:g}"
+        raise ValueError(f"{name}: expected a finite number{bound}, got {v!r}")
+    return float(v)
 
 
 def check_tensor(

@@ -4,15 +4,12 @@ its per-frame squared norm, the guidance loss and gradient, and the fused Euler 
 
 from __future__ import annotations
 
-import math
-import numbers
-
 import torch
 
 from .. import reference
 from ..reference.guidance import norm_active
 from . import _cpu, _eager
-from ._checks import as_sigma, check_finite, check_nonempty, check_tensor
+from ._checks import as_sigma, check_finite, check_nonempty, check_real, check_tensor
 from ._dispatch import register, register_autograd, select
 
 register("guidance_residual", ("triton", "cpu", "reference"))
@@ -267,8 +264,7 @@ def euler_guided_step(
     check_tensor("pred", pred, tuple(u.shape), device=u.device)
     if grad is not None:
         check_tensor("grad", grad, tuple(u.shape), device=u.device)
-    if isinstance(lam, bool) or not isinstance(lam, numbers.Real) or not math.isfinite(lam):
-        raise ValueError(f"lam: expected a finite number, got {lam!r}")
+    check_real("lam", lam)
     n = u.shape[0]
     sd = torch.float64 if u.dtype == torch.float64 else torch.float32
     s = as_sigma("sigma", sigma, n, u.device, sd)

@@ -9,7 +9,6 @@ Finished frames are written as they complete when ``output_dir`` is given, and a
 from __future__ import annotations
 
 import logging
-import numbers
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -24,6 +23,7 @@ from ..models.autoencoder import DiffusersVAE, IdentityAutoencoder
 from ..models.default import default_model_dir, load_unet_folder, local_load_kwargs, trained_options
 from ..models.denoiser import DiffusersDenoiser
 from ..noise import make_noise_warper
+from ..noise.base import check_generator
 from ..ops._checks import check_finite, check_int
 from ..sampling import FrameInput, GuidanceConfig, VideoSampler, VideoSamplerConfig
 from .resume import JobState, generator_key, object_digest, options_key, tensor_digest
@@ -183,11 +183,7 @@ class WarpedDiffusionPipeline:
             raise ValueError(f"output_type: expected one of {_OUTPUT_TYPES}, got {output_type!r}")
         if flows is not None:
             flows = _as_flow_pair(flows)
-        if generator is not None and not isinstance(generator, torch.Generator):
-            if isinstance(generator, bool) or not isinstance(generator, numbers.Integral):
-                raise TypeError(
-                    f"generator: expected a torch.Generator, an int seed or None, got {type(generator).__name__}"
-                )
+        check_generator(generator)
         schedule = self.denoiser.sampling_schedule(num_inference_steps)  # a bad step count: before any work
         flow_frames, cond = self.prepare(video, mask, max_frames)
         t = cond.shape[0]
@@ -229,7 +225,7 @@ class WarpedDiffusionPipeline:
         if output_dir is not None:
             flow_inputs = tuple(flows) if flows is not None else (flow_frames,)
             params = {"task": self.task, "sr_factor": self.sr_factor, "steps": num_inference_steps,
-                      "noise": noise_method, "noise_options": options_key(noise_options), "guidance": repr(guidance),
+                      "noise": noise_method, "noise_options": options_key(noise_options), "guidance": options_key(guidance),
                       "frames": t, "schedule": frame_schedule, "max_batch": max_batch,
                       # the device: noise drawn there, and the model's numerics, differ between devices
                       "device": dev.type,

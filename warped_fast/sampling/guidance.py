@@ -7,14 +7,13 @@ adjoint warp of ``r / ||r||`` and the denoiser runs forward only.
 
 from __future__ import annotations
 
-import math
-import numbers
 from dataclasses import dataclass
 from typing import Literal
 
 import torch
 
 from ..ops import guidance_grad, guidance_loss
+from ..ops._checks import check_real
 
 
 @dataclass(frozen=True)
@@ -41,9 +40,7 @@ class GuidanceConfig:
             raise ValueError(f"mode: expected 'exact', 'jacobian_free' or 'off', got {self.mode!r}")
         if self.loss not in ("norm", "squared"):
             raise ValueError(f"loss: expected 'norm' or 'squared', got {self.loss!r}")
-        lam_ok = isinstance(self.lam, numbers.Real) and not isinstance(self.lam, bool)
-        if not (lam_ok and math.isfinite(self.lam) and self.lam >= 0):
-            raise ValueError(f"lam: expected a finite number >= 0, got {self.lam!r}")
+        check_real("lam", self.lam, 0)
         if self.start_step < 0 or (self.end_step is not None and self.end_step < self.start_step):
             raise ValueError(
                 f"start_step/end_step: expected 0 <= start <= end, got {self.start_step}, {self.end_step}"
