@@ -73,6 +73,11 @@ def _cases(quick_cpu_big: bool, cuda: bool):
     return cases
 
 
+def _label(backend: str) -> str:
+    """A noise op's backend as a row says it: "reference" runs its PyTorch implementation, "cpu" a C++ kernel."""
+    return {"reference": "pytorch", "cpu": "C++"}.get(backend, backend)
+
+
 def _note(method: str, label: str, dev: str, c: int, h: int, w: int, ms: float, g_ms: float | None) -> str:
     parts = []
     if method == "gp":
@@ -124,8 +129,7 @@ def run(dev: str, quick: bool, repeats: int | None) -> Table:
                 table.add(label, f"{c}x{h}x{w}", "reference", ref_times[ref_key], ref_times[ref_key])
             ref_ms = ref_times.get(ref_key)
             backend = ops.get(method, "torch ops")
-            # "reference": a noise op running its PyTorch implementation; "cpu": a C++ kernel
-            backend = {"reference": "pytorch", "cpu": "C++"}.get(backend, backend)
+            backend = _label(backend)
             if method == "bilinear":
                 backend = f"warp:{ops['warp']}"
             if method == "gp":
@@ -179,7 +183,7 @@ def run_transports(dev: str, quick: bool, repeats: int | None) -> Table:
             backend = wf.backend_info(dev.split(":")[0])["ops"][method]
             with wf.ops.value_checks(False):
                 ms = time_ms(step, dev, repeats or (3 if big_cpu else 10 if dev == "cpu" else 30))
-            table.add(f"{method} transport", f"{c}x{h}x{w}", {"cpu": "C++"}.get(backend, backend), ms, ref_ms)
+            table.add(f"{method} transport", f"{c}x{h}x{w}", _label(backend), ms, ref_ms)
     return table
 
 

@@ -152,10 +152,7 @@ def _warp_noise(args) -> int:
         raise CliError(f"--channels: expected >= 1, got {args.channels}")
     f = args.factor
     warper = make_noise_warper(args.method, **options)
-    try:
-        frames = iter_video(args.input, max_frames=args.max_frames)
-    except (FileNotFoundError, ValueError) as e:
-        raise CliError(str(e)) from None
+    frames = iter_video(args.input, max_frames=args.max_frames)  # bad input: exit 2 by main()
     noise, fwds, backs, prev = [], [], [], None
     for frame in frames:
         frame = resize_frames(frame[None], args.size) if args.size else frame[None]

@@ -69,8 +69,7 @@ class HIWYNConfig:
             or not 1 <= self.upsample <= 32
         ):
             raise ValueError(f"upsample: expected an int in [1, 32], got {self.upsample!r}")
-        if isinstance(self.max_extent, bool) or not isinstance(self.max_extent, int) or self.max_extent < 1:
-            raise ValueError(f"max_extent: expected an int >= 1, got {self.max_extent!r}")
+        check_int("max_extent", self.max_extent, 1)
 
 
 def pixel_corners(back: torch.Tensor) -> torch.Tensor:

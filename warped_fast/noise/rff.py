@@ -18,6 +18,7 @@ import numpy as np
 import torch
 
 from ..ops import gp_noise
+from ..ops._checks import check_int
 from ..reference._bilinear import pixel_grid
 
 # The paper's lengthscale l = 2 / (pi * resolution) in [0, 1]^2 coordinates is 2 / pi latent pixels.
@@ -44,10 +45,8 @@ class RFFConfig:
     shared_features: bool = False
 
     def __post_init__(self):
-        for name in ("channels", "num_features"):
-            v = getattr(self, name)
-            if isinstance(v, bool) or not isinstance(v, int) or v < 1:
-                raise ValueError(f"{name}: expected an int >= 1, got {v!r}")
+        check_int("channels", self.channels, 1)
+        check_int("num_features", self.num_features, 1)
         real = lambda v: isinstance(v, numbers.Real) and not isinstance(v, bool)  # noqa: E731
         if not (real(self.lengthscale) and self.lengthscale > 0 and math.isfinite(self.lengthscale)):
             raise ValueError(f"lengthscale: expected a finite value > 0 (pixels), got {self.lengthscale!r}")
