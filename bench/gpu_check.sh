@@ -6,7 +6,7 @@
 # GPU_CHECK_SAMPLER=1 adds the sampler benchmark (SDXL-shaped UNet, compiled: several minutes more).
 # GPU_CHECK_TESTS (test paths) and GPU_CHECK_BENCHES (names without bench_) narrow a rerun,
 # GPU_CHECK_NOISE_DEVICE=cuda skips the CPU half of bench_noise_warp;
-# GPU_CHECK_TUNE=0 skips the gp_noise launch sweep (bench/tune_gp_noise.py); GPU_CHECK_NCU=0 skips the
+# GPU_CHECK_TUNE=0 skips the launch sweeps (bench/tune_gp_noise.py, bench/tune_warp.py); GPU_CHECK_NCU=0 skips the
 # Nsight Compute profile of the gp_noise kernels ($OUT/ncu_gp_noise.txt, with each kernel's stall
 # reasons); GPU_CHECK_NCU=2 adds the tensor-core kernel's stall samples per SASS instruction
 # ($OUT/ncu_tc_sass.csv, about a minute more).
@@ -56,6 +56,8 @@ done
 if [ "${GPU_CHECK_TUNE:-1}" = 1 ]; then
   stamp tune_gp_noise  # every kernel x split of gp_noise, with its error: data for the launcher's choices
   timeout 150 python3 bench/tune_gp_noise.py --device cuda || fail "tune_gp_noise failed or timed out (rc $?)"
+  stamp tune_warp  # the forward warp's pixels per program x warps, with each launch's difference
+  timeout 90 python3 bench/tune_warp.py --device cuda || fail "tune_warp failed or timed out (rc $?)"
 fi
 NCU=$(command -v ncu || ls /opt/nvidia/nsight-compute/*/ncu 2>/dev/null | head -1)
 if [ "${GPU_CHECK_NCU:-1}" != 0 ] && [ -n "$NCU" ]; then
