@@ -125,6 +125,27 @@ def test_flow_dtype_other_than_the_image(flow_dtype, fast_backend, gen):
     assert_close(coords, r_coords, atol=1e-4, what=f"compose_coords with {flow_dtype} flow")
 
 
+@pytest.mark.parametrize("spread", [1.0, 6.0])
+def test_compose_coords_gradients(spread, fast_backend, gen):
+    """compose_coords is differentiable in coords and flow on every backend: the float64 reference's
+    autograd (bilinear inside the frame, linear extrapolation outside: spread 6 px leaves it often)."""
+    n, h, w = 2, 7, 9
+    f64 = torch.float64
+    coords = wf.identity_coords(h, w, n).double() + torch.randn(n, h, w, 2, generator=gen, dtype=f64)
+    flow = torch.randn(n, 2, h, w, generator=gen, dtype=f64) * spread
+    cot = torch.randn(n, h, w, 2, generator=gen, dtype=f64)
+    c1, f1 = coords.float().requires_grad_(), flow.float().requires_grad_()
+    with wf.use_backend(fast_backend):
+        gc, gf = torch.autograd.grad(wf.compose_coords(c1, f1), (c1, f1), cot.float())
+    c2, f2 = coords.clone().requires_grad_(), flow.clone().requires_grad_()
+    rc, rf = torch.autograd.grad(reference.compose_coords(c2, f2), (c2, f2), cot)
+    assert gc.dtype == gf.dtype == torch.float32
+    assert_close(gc, rc, atol=1e-4, rtol=1e-5, what="d compose / d coords")
+    assert_close(gf, rf, atol=1e-4, rtol=1e-5, what="d compose / d flow")
+    (g_flow_only,) = torch.autograd.grad(wf.compose_coords(coords.float(), f1), f1, cot.float())
+    assert_close(g_flow_only, rf, atol=1e-4, rtol=1e-5, what="d compose / d flow alone")
+
+
 def test_warp_gradcheck_float64(gen):
     n, c, h, w = 2, 2, 5, 6
     img = torch.randn(n, c, h, w, generator=gen, dtype=torch.float64, requires_grad=True)
@@ -218,6 +239,8 @@ def test_opcheck(op, args, gen):
     a = args(gen)
     if op == "warp":
         a = (a[0].requires_grad_(), a[1].requires_grad_(), a[2])
+    if op == "compose_coords":
+        a = tuple(t.requires_grad_() for t in a)
     torch.library.opcheck(getattr(torch.ops.warped_fast, op).default, a)
 
 

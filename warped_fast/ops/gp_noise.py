@@ -16,7 +16,7 @@ import torch
 from .. import reference
 from . import _cpu, _eager
 from ._checks import as_f32, check_finite, check_nonempty, check_tensor
-from ._dispatch import ContextSetting, register, select
+from ._dispatch import ContextSetting, register, register_autograd, select
 
 register("gp_noise", ("cuda", "cpu", "reference"))
 
@@ -124,6 +124,18 @@ def _(coords, z, b, w):
     return coords.new_empty((n, w.shape[0], h, wd), dtype=torch.float32)
 
 
+def _gp_noise_setup(ctx, inputs, output):
+    ctx.save_for_backward(*inputs)
+
+
+def _gp_noise_backward(ctx, grad):
+    # the exact field's derivative in float64, chunked (reference.gp_noise_vjp), on every backend
+    return reference.gp_noise_vjp(*ctx.saved_tensors, grad, tuple(ctx.needs_input_grad))
+
+
+register_autograd(_gp_noise, _gp_noise_backward, _gp_noise_setup)
+
+
 def gp_noise(
     coords: torch.Tensor,
     z: torch.Tensor,
@@ -141,6 +153,10 @@ def gp_noise(
         dtype: output dtype (the field is computed in float32, then cast).
     Returns:
         ``[N, C, H, W]`` noise; unit variance per pixel for ``w ~ N(0, 1)``, ``b ~ U(0, 2 pi)``.
+
+    Differentiable in all four inputs. The backward, on every backend, is the exact field's
+    derivative in float64 PyTorch, chunked over pixels (``reference.gp_noise_vjp``): correct at
+    coordinates far from the origin, but far slower than the forward's kernels.
     """
     check_tensor("coords", coords, (None, None, None, 2))
     check_nonempty("coords", coords, (1, 2))

@@ -179,6 +179,18 @@ def _(coords, flow):
     return torch.empty_like(coords)
 
 
+def _compose_setup(ctx, inputs, output):
+    ctx.save_for_backward(*inputs)
+
+
+def _compose_backward(ctx, grad):
+    # the reference's derivative (bilinear inside, linear extrapolation outside), recomputed
+    return reference.compose_coords_vjp(*ctx.saved_tensors, grad, tuple(ctx.needs_input_grad))
+
+
+register_autograd(_compose_coords, _compose_backward, _compose_setup)
+
+
 # --- public functions -----------------------------------------------------------------------------
 
 
@@ -235,6 +247,8 @@ def compose_coords(coords: torch.Tensor, flow: torch.Tensor) -> torch.Tensor:
 
     ``X`` is sampled bilinearly and extrapolated linearly outside the frame, so positions are
     interpolated, never noise values. Computed in float32 (or float64 for float64 coords).
+    Differentiable in ``coords`` and ``flow``: the backward recomputes the PyTorch reference under
+    autograd (``reference.compose_coords_vjp``), on every backend.
 
     Args:
         coords: ``[N, H, W, 2]`` map X in pixels (frame 0's coordinates of each pixel).

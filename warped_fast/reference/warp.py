@@ -131,3 +131,29 @@ def warp_flow_grad(grad_out: torch.Tensor, image: torch.Tensor, flow: torch.Tens
     gx = (grad_out * ((v01 - v00) * (1 - wy) + (v11 - v10) * wy)).sum(1)
     gy = (grad_out * ((v10 - v00) * (1 - wx) + (v11 - v01) * wx)).sum(1)
     return torch.stack((gx, gy), 1).to(flow.dtype)
+
+
+def compose_coords_vjp(
+    coords: torch.Tensor, flow: torch.Tensor, grad: torch.Tensor, needs: tuple[bool, bool] = (True, True)
+) -> tuple[torch.Tensor | None, torch.Tensor | None]:
+    """Gradients of ``<grad, compose_coords(coords, flow)>`` in ``coords`` and ``flow``: the derivative
+    of :func:`compose_coords` itself (bilinear inside the frame, linear extrapolation outside), by
+    recomputing it under autograd (memory ``O(N H W)``).
+
+    Args:
+        coords, flow: as :func:`compose_coords`.
+        grad: ``[N, H, W, 2]`` cotangent of the composed map.
+        needs: which of (coords, flow) to differentiate.
+    Returns:
+        (d coords, d flow) in the inputs' dtypes, None where not needed.
+    """
+    with torch.enable_grad():
+        leaves = [t.detach().requires_grad_(nd) for t, nd in zip((coords, flow), needs, strict=True)]
+        out = compose_coords(*leaves)
+        wanted = [t for t in leaves if t.requires_grad]
+        got = iter(torch.autograd.grad(out, wanted, grad.to(out.dtype), allow_unused=True) if wanted else ())
+    result = []
+    for t, nd in zip((coords, flow), needs, strict=True):
+        g = next(got) if nd else None
+        result.append(None if not nd else torch.zeros_like(t) if g is None else g.to(t.dtype))
+    return result[0], result[1]
