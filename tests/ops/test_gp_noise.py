@@ -89,6 +89,10 @@ def test_opcheck(gen):
     torch.library.opcheck(op, tuple(t.clone().requires_grad_() for t in (coords, z, b, wt)))  # autograd
     zs, bs, _ = _params(3, 50, True, gen)
     torch.library.opcheck(op, tuple(t.clone().requires_grad_() for t in (coords, zs, bs, wt)))
+    cot = torch.randn(2, 3, 5, 6, generator=gen)
+    back = torch.ops.warped_fast.gp_noise_backward.default  # the backward, one opaque op
+    for needs in ([True] * 4, [True, False, False, True], [False, True, True, False]):
+        torch.library.opcheck(back, (coords, zs, bs, wt, cot, needs))
 
 
 @pytest.mark.parametrize("shared", [False, True])

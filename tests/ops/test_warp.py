@@ -146,6 +146,28 @@ def test_compose_coords_gradients(spread, fast_backend, gen):
     assert_close(g_flow_only, rf, atol=1e-4, rtol=1e-5, what="d compose / d flow alone")
 
 
+def test_compose_coords_double_backward(fast_backend, gen):
+    """A gradient of compose_coords taken with create_graph=True is itself differentiable (a gradient
+    penalty): the same as float64 autograd of the reference, twice."""
+    n, h, w = 1, 5, 7
+    f64 = torch.float64
+    coords = wf.identity_coords(h, w, n).double() + torch.randn(n, h, w, 2, generator=gen, dtype=f64)
+    flow = torch.randn(n, 2, h, w, generator=gen, dtype=f64) * 4
+    cot = torch.randn(n, h, w, 2, generator=gen, dtype=f64)
+
+    def penalty(compose, c, f):
+        (gf,) = torch.autograd.grad(compose(c, f), f, cot.to(c.dtype), create_graph=True)
+        return torch.autograd.grad(gf.square().sum(), (c, f))
+
+    c1, f1 = coords.float().requires_grad_(), flow.float().requires_grad_()
+    with wf.use_backend(fast_backend):
+        got = penalty(wf.compose_coords, c1, f1)
+    want = penalty(reference.compose_coords, coords.clone().requires_grad_(), flow.clone().requires_grad_())
+    for name, g, r in zip(("coords", "flow"), got, want, strict=True):
+        assert_close(g, r, atol=1e-3, rtol=1e-4, what=f"d/d{name} of |d compose / d flow|^2")
+    assert max(r.abs().max().item() for r in want) > 0.1  # the second-order term is not empty
+
+
 def test_warp_gradcheck_float64(gen):
     n, c, h, w = 2, 2, 5, 6
     img = torch.randn(n, c, h, w, generator=gen, dtype=torch.float64, requires_grad=True)

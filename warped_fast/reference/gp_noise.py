@@ -54,8 +54,9 @@ def gp_noise_vjp(
 
     With ``phi = <z_j, x> + b_j`` and ``s = sqrt(2 / J)``: ``d/dw[c, j] = s sum_x grad_c(x) cos(phi)``;
     ``u = -s sum_c grad_c w[c, j] sin(phi)`` gives ``d/db_j = sum_x u``, ``d/dz_j = sum_x u x`` and
-    ``d/dx = sum_j u z_j``. Computed in float64 (phases of far-away coordinates stay accurate), never
-    materializing more than a ``[chunk, J]`` block.
+    ``d/dx = sum_j u z_j``. Computed in float64 (phases of far-away coordinates stay accurate), over
+    chunks of pixels: a few float64 ``[chunk, J]`` blocks (about 64 MB each) at a time, besides
+    float64 copies of ``coords`` and ``grad``.
 
     Args:
         coords, z, b, w: as :func:`gp_noise`.

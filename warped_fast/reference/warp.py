@@ -138,7 +138,8 @@ def compose_coords_vjp(
 ) -> tuple[torch.Tensor | None, torch.Tensor | None]:
     """Gradients of ``<grad, compose_coords(coords, flow)>`` in ``coords`` and ``flow``: the derivative
     of :func:`compose_coords` itself (bilinear inside the frame, linear extrapolation outside), by
-    recomputing it under autograd (memory ``O(N H W)``).
+    recomputing it under autograd (memory ``O(N H W)``). Called with grad mode on (a backward with
+    ``create_graph=True``), the gradients are themselves differentiable in the inputs and ``grad``.
 
     Args:
         coords, flow: as :func:`compose_coords`.
@@ -147,11 +148,18 @@ def compose_coords_vjp(
     Returns:
         (d coords, d flow) in the inputs' dtypes, None where not needed.
     """
+    # double backward (grad mode on, inputs in a graph): differentiate through the inputs themselves
+    pairs = tuple(zip((coords, flow), needs, strict=True))
+    create = torch.is_grad_enabled() and all(t.requires_grad for t, nd in pairs if nd)
+    got = iter(())
     with torch.enable_grad():
-        leaves = [t.detach().requires_grad_(nd) for t, nd in zip((coords, flow), needs, strict=True)]
-        out = compose_coords(*leaves)
-        wanted = [t for t in leaves if t.requires_grad]
-        got = iter(torch.autograd.grad(out, wanted, grad.to(out.dtype), allow_unused=True) if wanted else ())
+        leaves = [t if create else t.detach().requires_grad_(nd) for t, nd in pairs]
+        wanted = [t for t, (_, nd) in zip(leaves, pairs, strict=True) if nd]
+        if wanted:
+            out = compose_coords(*leaves)
+            got = iter(
+                torch.autograd.grad(out, wanted, grad.to(out.dtype), allow_unused=True, create_graph=create)
+            )
     result = []
     for t, nd in zip((coords, flow), needs, strict=True):
         g = next(got) if nd else None
