@@ -131,6 +131,8 @@ def frame_shape(name: str, t) -> tuple[int, int, int]:
         raise TypeError(f"{name}: expected a torch.Tensor, got {type(t).__name__}")
     if t.dim() != 3:
         raise ValueError(f"{name}: expected shape [C, H, W], got {list(t.shape)}")
+    if t.numel() == 0:
+        raise ValueError(f"{name}: expected a non-empty frame [C, H, W], got {list(t.shape)}")
     return tuple(t.shape)
 
 

@@ -197,15 +197,17 @@ def hiwyn_transport(
     if isinstance(z, torch.Tensor) and z.dim() != 5:
         raise ValueError(f"z: expected shape [C, H, W, k, k], got {list(z.shape)}")
     k = z.shape[-1] if isinstance(z, torch.Tensor) else 1
+    if k < 1:
+        raise ValueError(f"z: expected k x k sub-pixel draws with k >= 1, got {list(z.shape)}")
     check_tensors(prev=(prev, (c, h, w)), corners=(corners, (2, h + 1, w + 1)), z=(z, (c, h, w, k, k)),
                   fresh=(fresh, (c, h, w)))  # fmt: skip
     check_int("max_extent", max_extent, 1)
+    check_finite("corners", corners)  # every backend: the reference fails on NaN, the kernels differ on it
     backend = select("hiwyn", prev.device.type)
     if backend == "triton":
         from ..triton import hiwyn as th
 
         return th.hiwyn_transport(prev, corners, z, fresh, max_extent)
-    check_finite("corners", corners)  # the reference fails on NaN (the GPU path: the warper checks flows)
     if backend == "cpu" and k <= 32:  # the C++ kernel keeps one 32-bit mask per sub-row
         return _hiwyn_transport_cpu(prev, corners, z, fresh, max_extent)
     return hiwyn_transport_reference(prev, corners, z, fresh, max_extent)

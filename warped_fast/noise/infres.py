@@ -65,11 +65,7 @@ class InfResConfig:
     min_area: float = 1e-6
 
     def __post_init__(self):
-        if self.missing not in get_args(Missing):
-            raise ValueError(f"missing: expected one of {get_args(Missing)}, got {self.missing!r}")
-        real = isinstance(self.min_area, numbers.Real) and not isinstance(self.min_area, bool)
-        if not (real and 0 <= self.min_area < 1):
-            raise ValueError(f"min_area: expected a value in [0, 1), got {self.min_area!r}")
+        check_options(self.missing, self.min_area)
 
 
 def _tickets(fwd: torch.Tensor):
@@ -124,6 +120,15 @@ def infres_transport_reference(
     return _finalize(acc, area, fresh.float().reshape(c, -1), missing, min_area).reshape(c, h, w)
 
 
+def check_options(missing, min_area) -> None:
+    """``missing`` one of :data:`Missing`, ``min_area`` a number in [0, 1)."""
+    if missing not in get_args(Missing):
+        raise ValueError(f"missing: expected one of {get_args(Missing)}, got {missing!r}")
+    real = isinstance(min_area, numbers.Real) and not isinstance(min_area, bool)
+    if not (real and 0 <= min_area < 1):
+        raise ValueError(f"min_area: expected a value in [0, 1), got {min_area!r}")
+
+
 def _finalize(acc, area, fresh, missing, min_area):
     if missing == "fill":
         return (acc + torch.sqrt(torch.clamp(1.0 - area, min=0.0)) * fresh) / torch.sqrt(area.clamp(min=1.0))
@@ -144,6 +149,7 @@ def infres_transport(
     the compiled module is missing)."""
     c, h, w = frame_shape("prev", prev)
     check_tensors(prev=(prev, (c, h, w)), fwd=(fwd, (2, h, w)), z=(z, (c, 4, h, w)), fresh=(fresh, (c, h, w)))
+    check_options(missing, min_area)
     backend = select("infres", prev.device.type)
     if backend == "triton":
         from ..triton import infres as ti

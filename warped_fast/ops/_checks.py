@@ -106,7 +106,12 @@ def as_sigma(
 ) -> torch.Tensor:
     """A noise level as a ``[n]`` tensor of ``dtype`` (from a float, a 0-d or an ``[n]`` tensor), > 0
     (>= 0 with ``allow_zero``, for the last step's target)."""
-    t = torch.as_tensor(s, dtype=dtype, device=device)
+    if isinstance(s, torch.Tensor) and (s.is_complex() or s.dtype == torch.bool):
+        raise TypeError(f"{name}: expected a real noise level, got a {s.dtype} tensor")
+    try:
+        t = torch.as_tensor(s, dtype=dtype, device=device)
+    except (TypeError, ValueError, RuntimeError) as e:
+        raise TypeError(f"{name}: expected a float or a tensor of shape [{n}], got {type(s).__name__}") from e
     if t.dim() == 0:
         t = t.expand(n)
     if t.shape != (n,):

@@ -113,6 +113,8 @@ def _select(op: str, device_type: str, dtype, forced: str | None) -> str:
     if dtype is not None and str(dtype) not in _TRITON_DTYPES:
         have = tuple(b for b in have if b != "triton")
     if forced is not None:
+        if forced == "triton" and forced in OP_BACKENDS[op] and forced not in have:
+            raise ValueError(f"{op}: backend 'triton' does not take {dtype} tensors (float32/16, bfloat16)")
         if forced not in have:
             raise ValueError(f"{op}: backend {forced!r} is not implemented; it has {have}")
         if not available(forced, device_type):

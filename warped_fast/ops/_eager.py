@@ -57,8 +57,18 @@ def direct_ok(args) -> bool:
     return True
 
 
+def _materialized(a):
+    """``a`` with a lazy negation or conjugation (``torch._neg_view``, ``.conj()``) applied: the kernels
+    read raw memory, which holds the values before it."""
+    if isinstance(a, torch.Tensor) and (a.is_neg() or a.is_conj()):
+        return a.resolve_conj().resolve_neg()
+    return a
+
+
 def call(name: str, *args):
     """The op ``name``'s body on ``args`` when ``direct_ok(args)``, else the registered op."""
+    if not torch.compiler.is_compiling():  # a traced graph materializes lazy views itself
+        args = tuple(_materialized(a) for a in args)
     if direct_ok(args):
         return _impls[name](*args)
     return getattr(torch.ops.warped_fast, name).default(*args)

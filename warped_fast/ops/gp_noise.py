@@ -187,6 +187,8 @@ def gp_noise(
     op ``warped_fast::gp_noise_backward``): correct at coordinates far from the origin, but far
     slower than the forward's kernels.
     """
+    if not (isinstance(dtype, torch.dtype) and dtype.is_floating_point):
+        raise TypeError(f"dtype: expected a floating torch.dtype, got {dtype!r}")
     check_tensor("coords", coords, (None, None, None, 2))
     check_nonempty("coords", coords, (1, 2))
     check_tensor("w", w, (None, None), device=coords.device)

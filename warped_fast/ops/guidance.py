@@ -77,7 +77,7 @@ def _residual_backward(ctx, grad_r, grad_sumsq):
     ct = _cpu.compute_dtype(r.dtype)
     g = torch.zeros_like(r, dtype=ct)
     if grad_r is not None:
-        empty = flow.new_empty((flow.shape[0], 0, *flow.shape[2:]))
+        empty = r.new_empty((flow.shape[0], 0, *flow.shape[2:]))  # r's dtype: the backend of the forward
         valid = torch.ops.warped_fast.warp(empty, flow, None)[1]
         if mask is not None:
             valid = valid & mask.bool()
@@ -222,18 +222,28 @@ def _(u, pred, grad, sigma, sigma_next, lam):
 
 
 def _euler_setup(ctx, inputs, output):
-    _, _, grad, sigma, sigma_next, lam = inputs
-    ctx.save_for_backward(sigma, sigma_next)
+    u, pred, grad, sigma, sigma_next, lam = inputs
+    # u and D only where a noise level is differentiated (d out / d s = -(u - D) s_next / s^2)
+    ctx.sigma_grad = sigma.requires_grad or sigma_next.requires_grad
+    ctx.save_for_backward(sigma, sigma_next, *((u, pred) if ctx.sigma_grad else ()))
     ctx.lam = lam
     ctx.has_grad = grad is not None
 
 
 def _euler_backward(ctx, gout):
-    # out = (1 + k) u - k D - lam g with k = (s_next - s) / s: linear in u, D and g.
-    sigma, sigma_next = ctx.saved_tensors
+    # out = (1 + k) u - k D - lam g with k = (s_next - s) / s: linear in u, D and g;
+    # d out / d s_next = (u - D) / s, d out / d s = -(u - D) s_next / s^2, summed over each item.
+    sigma, sigma_next, *ud = ctx.saved_tensors
     k = ((sigma_next - sigma) / sigma).to(gout.dtype).view(-1, *([1] * (gout.dim() - 1)))
     gg = -ctx.lam * gout if ctx.has_grad else None
-    return gout * (1 + k), -k * gout, gg, None, None, None
+    gs = gsn = None
+    if ctx.sigma_grad:
+        u, pred = ud
+        ct = sigma.dtype  # float32 (float64 for float64 samples)
+        per = ((u.to(ct) - pred.to(ct)) * gout.to(ct)).reshape(u.shape[0], -1).sum(1)  # [N]
+        gs = -per * sigma_next / sigma.square() if ctx.needs_input_grad[3] else None
+        gsn = per / sigma if ctx.needs_input_grad[4] else None
+    return gout * (1 + k), -k * gout, gg, gs, gsn, None
 
 
 _euler_guided_step.register_autograd(_euler_backward, setup_context=_euler_setup)

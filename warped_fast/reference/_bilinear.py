@@ -33,7 +33,7 @@ def pixel_grid(h: int, w: int, device=None, dtype=torch.float32) -> tuple[torch.
 def _gather(img: torch.Tensor, xi: torch.Tensor, yi: torch.Tensor) -> torch.Tensor:
     """img ``[N, C, H, W]``, integer xi/yi ``[N, H', W']`` (already in range) -> ``[N, C, H', W']``."""
     n, c, h, w = img.shape
-    idx = (yi * w + xi).reshape(n, 1, -1).expand(n, c, -1)
+    idx = (yi * w + xi).reshape(n, 1, xi[0].numel() if n else 0).expand(n, c, -1)  # no -1: N may be 0
     return torch.gather(img.reshape(n, c, h * w), 2, idx).reshape(n, c, *xi.shape[1:])
 
 

@@ -38,7 +38,8 @@ def guidance_residual(
     warped, valid = warp(pred.to(ct), flow)
     if mask is not None:
         valid = valid & mask.bool()
-    return (warped - prev_pred.to(ct)) * valid.to(ct)
+    # where, not a product: NaN/inf outside M (never read by the fast paths) gives 0 there, not NaN
+    return torch.where(valid, warped - prev_pred.to(ct), 0.0)
 
 
 def guidance_grad(
@@ -83,12 +84,14 @@ def euler_guided_step(
         u, pred, grad: ``[N, ...]`` (``grad`` may be None: plain Euler step).
         sigma, sigma_next: ``[N]`` noise levels per batch element.
     Returns:
-        ``[N, ...]``.
+        ``[N, ...]`` in ``u``'s dtype, computed in float32 (float64 for float64 ``u``).
     """
     per_item = (-1,) + (1,) * (u.dim() - 1)  # broadcast [N] over the item dims
-    s = sigma.to(u.dtype).reshape(per_item)
-    sn = sigma_next.to(u.dtype).reshape(per_item)
-    out = u + (sn - s) * (u - pred) / s
+    ct = torch.float64 if u.dtype == torch.float64 else torch.float32  # as the fast paths compute
+    s = sigma.to(ct).reshape(per_item)
+    sn = sigma_next.to(ct).reshape(per_item)
+    uc = u.to(ct)
+    out = uc + (sn - s) * (uc - pred.to(ct)) / s
     if grad is not None:
-        out = out - lam * grad
+        out = out - lam * grad.to(ct)
     return out.to(u.dtype)  # u's dtype whatever pred's and grad's, as the op documents
