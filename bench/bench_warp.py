@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import sys
 from pathlib import Path
+from unittest import mock
 
 sys.path.insert(0, str(Path(__file__).parent))
 
@@ -75,20 +76,13 @@ def _cases(n, c, h, w, dev):
     ]
 
 
-@contextlib.contextmanager
 def _channel_tile(most: int):
     """The Triton forward warp's channel-tile path for up to ``most`` channels (0: the channel loop)."""
     if not most:
-        yield
-        return
+        return contextlib.nullcontext()
     from warped_fast.triton import warp as triton_warp
 
-    before = triton_warp._CHANNEL_TILE_MAX
-    triton_warp._CHANNEL_TILE_MAX = most
-    try:
-        yield
-    finally:
-        triton_warp._CHANNEL_TILE_MAX = before
+    return mock.patch.object(triton_warp, "_CHANNEL_TILE_MAX", most)
 
 
 def main():

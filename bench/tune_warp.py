@@ -12,6 +12,7 @@ from __future__ import annotations
 import contextlib
 import sys
 from pathlib import Path
+from unittest import mock
 
 sys.path.insert(0, str(Path(__file__).parent))
 
@@ -24,20 +25,13 @@ import warped_fast as wf  # noqa: E402
 LAUNCHES = [(b, w) for b in (256, 512, 1024, 2048) for w in (2, 4, 8, 16) if 1 <= b // (32 * w) <= 16]
 
 
-@contextlib.contextmanager
 def _launch(block: int | None, warps: int | None):
     """The forward warp launched with ``block`` pixels per program and ``warps`` warps (None: its own)."""
     from warped_fast.triton import warp as triton_warp
 
     if block is None:
-        yield
-        return
-    before = triton_warp._warp_fwd_block
-    triton_warp._warp_fwd_block = lambda hw, device: (block, warps)
-    try:
-        yield
-    finally:
-        triton_warp._warp_fwd_block = before
+        return contextlib.nullcontext()
+    return mock.patch.object(triton_warp, "_warp_fwd_block", lambda hw, device: (block, warps))
 
 
 def main():
