@@ -184,16 +184,39 @@ def test_train_from_config(tmp_path, capsys):
     # not a run of the default length: a clear message, exit status 2 (the traceback with --verbose)
     assert main(["train", "--steps", "0", "--output-dir", str(tmp_path / "zero")]) == 2
     assert "warped-fast train: steps: expected >= 1, got 0" in capsys.readouterr().err
+    bad = tmp_path / "bad.toml"
+    bad.write_text('steps = "10"\n')  # a type error in the config: exit 2 naming the key
+    assert main(["train", "--config", str(bad)]) == 2
+    assert "warped-fast train: steps: expected" in capsys.readouterr().err
     with pytest.raises(ValueError, match="steps: expected >= 1, got 0"):
         main(["--verbose", "train", "--steps", "0", "--output-dir", str(tmp_path / "zero")])
 
 
+def test_demo_store_recognized(tmp_path):
+    """The demo's frame store is its mark, or, from before the mark, the demo's README beside it."""
+    from warped_fast.pipelines.demo import _README_HEAD, _demo_store
+
+    store = tmp_path / "frames"
+    store.mkdir()
+    assert not _demo_store(store)
+    (tmp_path / "README.txt").write_text(_README_HEAD + "\ninput_masked_restored.mp4: ...\n")
+    assert _demo_store(store)
+
+
 def test_demo_small(tmp_path):
     from warped_fast.io import FrameStore
-    from warped_fast.pipelines.demo import run_demo
+    from warped_fast.io.frames import OtherJobError
+    from warped_fast.pipelines.demo import DEMO_MARK, run_demo
 
-    FrameStore(tmp_path / "d" / "frames", {"an": "earlier version"}, 3)  # the demo's folder, another job
-    res = run_demo(tmp_path / "d", frames=3, size=(16, 24), steps=2, progress=False)  # restarts it
+    # another job's frames in the demo's folder: refused, nothing deleted
+    other = FrameStore(tmp_path / "d" / "frames", {"an": "inpaint job"}, 3)
+    other.write(0, torch.zeros(3, 4, 4))
+    with pytest.raises(OtherJobError, match="different job"):
+        run_demo(tmp_path / "d", frames=3, size=(16, 24), steps=2, progress=False)
+    assert other.done() == [0]
+    # an earlier demo run's frames (its mark): restarted
+    (tmp_path / "d" / "frames" / DEMO_MARK).touch()
+    res = run_demo(tmp_path / "d", frames=3, size=(16, 24), steps=2, progress=False)
     for p in res["paths"].values():
         assert (tmp_path / "d" / p.split("/")[-1]).exists()
     assert set(res["warping_error_first"]) == {
@@ -267,3 +290,11 @@ def test_noise_option_order_and_number_form_are_one_job(tmp_path):
     # the same job: resumed (finished, so nothing redone), not refused as another one
     assert main([*base, "--noise-option", "sigma=2.0", "--noise-option", "occlusion=true"]) == 0
     assert [f.stat().st_mtime_ns for f in frames] == stamps
+
+
+def test_warp_noise_unwritable_output_refused_before_any_work(tmp_path, capsys):
+    blocker = tmp_path / "file"
+    blocker.write_text("")
+    # the input does not exist: the output is checked first
+    assert main(["warp-noise", str(tmp_path / "missing.mp4"), "--out", str(blocker / "n.safetensors")]) == 2
+    assert "--out: cannot write" in capsys.readouterr().err

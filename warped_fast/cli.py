@@ -145,8 +145,16 @@ def _warp_noise(args) -> int:
     from .io import iter_video, resize_frames
     from .noise import make_noise_warper
 
-    if Path(args.out).is_dir():
+    out = Path(args.out)
+    if out.is_dir():
         raise CliError(f"--out: {args.out} is a folder; expected a file path (.safetensors)")
+    tmp = out.with_name(out.name + ".partial")
+    try:  # writable before any work
+        out.parent.mkdir(parents=True, exist_ok=True)
+        tmp.touch()
+        tmp.unlink()
+    except OSError as e:
+        raise CliError(f"--out: cannot write {out} ({e})") from e
     options = noise_options(args.method, args.noise_option)
     if args.channels < 1:
         raise CliError(f"--channels: expected >= 1, got {args.channels}")
@@ -171,10 +179,7 @@ def _warp_noise(args) -> int:
         prev = frame
     latent = noise[0].shape[-2:]
     flows = [torch.stack(fl) if fl else torch.zeros(0, 2, *latent) for fl in (fwds, backs)]
-    out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
     tensors = {"noise": torch.stack(noise).cpu(), "fwd_flow": flows[0], "back_flow": flows[1]}
-    tmp = out.with_name(out.name + ".partial")
     save_file({k: v.contiguous() for k, v in tensors.items()}, str(tmp))
     tmp.replace(out)  # whole or not at all
     print(f"wrote noise {list(tensors['noise'].shape)} ({args.method}) to {out}")
@@ -369,7 +374,7 @@ def main(argv: list[str] | None = None) -> int:
     except CliError as e:
         print(f"warped-fast {args.command}: {e}", file=sys.stderr)
         return 2
-    except (OSError, ValueError) as e:  # bad input or paths: the library names the argument
+    except (OSError, ValueError, TypeError) as e:  # bad input or paths: the library names the argument
         if args.verbose:
             raise
         print(f"warped-fast {args.command}: {e} (--verbose shows the traceback)", file=sys.stderr)

@@ -1,5 +1,7 @@
 """Video/mask/frame IO: formats, atomic writes, resume bookkeeping, bad input."""
 
+import json
+
 import numpy as np
 import pytest
 import torch
@@ -188,6 +190,13 @@ def test_frame_store_resume_and_job_mismatch(tmp_path):
         FrameStore(tmp_path / "o", {"a": 2}, 3)
     FrameStore(tmp_path / "t", {"size": (8, 8)}, 2)
     FrameStore(tmp_path / "t", {"size": (8, 8)}, 2)  # a tuple param resumes (stored as a JSON list)
+    # a job that failed before its first frame leaves nothing: another job takes the folder over
+    FrameStore(tmp_path / "f", {"a": 1}, 3)
+    s3 = FrameStore(tmp_path / "f", {"a": 2}, 4)
+    assert json.loads((tmp_path / "f" / "progress.json").read_text())["params"] == {"a": 2}
+    s3.write(0, torch.zeros(3, 4, 4))
+    with pytest.raises(ValueError, match="different job"):
+        FrameStore(tmp_path / "f", {"a": 1}, 3)
 
 
 def test_unwritable_output(tmp_path):
@@ -195,3 +204,26 @@ def test_unwritable_output(tmp_path):
     f.write_text("")
     with pytest.raises(PermissionError, match="cannot write"):
         FrameStore(f / "sub", {}, 1)
+
+
+def test_cmyk_images_read_as_rgb(tmp_path):
+    """Pillow's CMYK JPEG and TIFF (print workflows) read in their RGB colours, not as C, M, Y."""
+    rgb = np.zeros((6, 8, 3), np.uint8)
+    rgb[...] = (33, 81, 71)
+    for name in ("c.jpg", "c.tif"):
+        Image.fromarray(rgb).convert("CMYK").save(tmp_path / name)
+        v = (read_video(tmp_path / name)[0, :, 0, 0] * 255).round()
+        assert v.tolist() == [33.0, 81.0, 71.0], name
+
+
+def test_mask_image_of_zeros_and_ones(tmp_path):
+    """A mask PNG holding 0/1 (not 0/255) masks its 1s, as the same array would."""
+    a = np.zeros((6, 8), np.uint8)
+    a[2:4, 3:6] = 1
+    Image.fromarray(a).save(tmp_path / "m.png")
+    m = load_mask(tmp_path / "m.png", 2, 6, 8)
+    assert torch.equal(m, load_mask(a, 2, 6, 8)) and m.sum() == 2 * 6
+    assert load_mask(Image.fromarray(a), 1, 6, 8).sum() == 6
+    a[2:4, 3:6] = 255
+    Image.fromarray(a).save(tmp_path / "m255.png")
+    assert torch.equal(load_mask(tmp_path / "m255.png", 2, 6, 8), m)

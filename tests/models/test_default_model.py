@@ -60,3 +60,30 @@ def test_load_model_reads_the_scheduler_beside_unet(tmp_path):
     ).save_pretrained(tmp_path / "scheduler")
     cfg = load_model(tmp_path / "unet").scheduler.config
     assert cfg.prediction_type == "v_prediction" and cfg.beta_schedule == "scaled_linear"
+
+
+def test_weights_that_do_not_fit_the_config_are_refused(tmp_path):
+    """A missing, renamed (a compiled model's "_orig_mod." prefix) or reshaped parameter would load as
+    uninitialized memory: refused, naming the folder; so is a damaged config.json."""
+    import shutil
+
+    from safetensors.torch import load_file, save_file
+
+    from warped_fast.models import load_model
+
+    src = default_model_dir("inpaint")
+    weights = load_file(next(src.glob("*.safetensors")))
+    first = next(iter(weights))
+    for name, edit in (
+        ("missing", lambda sd: {k: v for k, v in sd.items() if k != first}),
+        ("prefixed", lambda sd: {"_orig_mod." + k: v for k, v in sd.items()}),
+        ("reshaped", lambda sd: sd | {first: sd[first].flatten()[:-1]}),
+    ):
+        d = tmp_path / name
+        shutil.copytree(src, d)
+        save_file(edit(weights), str(next(d.glob("*.safetensors"))))
+        with pytest.raises(ValueError, match="folder: the weights in .* do not fit its config.json"):
+            load_model(d)
+    (d / "config.json").write_text("{damaged")
+    with pytest.raises(ValueError, match="config.json is not valid JSON"):
+        load_model(d)

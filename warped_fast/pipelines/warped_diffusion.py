@@ -20,7 +20,7 @@ import torch
 from ..flow import estimate_flow, flow_to_latent
 from ..io import FrameStore, load_mask, read_video, resize_frames
 from ..models.autoencoder import DiffusersVAE, IdentityAutoencoder
-from ..models.default import default_model_dir, load_unet_folder, local_load_kwargs, trained_options
+from ..models.default import default_model_dir, load_pretrained, load_unet_folder, trained_options
 from ..models.denoiser import DiffusersDenoiser
 from ..noise import make_noise_warper
 from ..noise.base import check_generator
@@ -62,6 +62,12 @@ class WarpedDiffusionPipeline:
         self.task: Task = task or ("inpaint" if denoiser.layout.kind == "inpaint" else "sr")
         if self.task not in ("inpaint", "sr"):
             raise ValueError(f"task: expected 'inpaint' or 'sr', got {self.task!r}")
+        kind = denoiser.layout.kind
+        if kind in ("inpaint", "sr") and kind != self.task:  # before any work, not at the first UNet call
+            raise ValueError(
+                f"task: {self.task!r}, but the model is conditioned for {kind!r} "
+                f"({denoiser.layout.cond_channels} conditioning channels): choose a {self.task} model"
+            )
         self.sr_factor = check_int("sr_factor", sr_factor, 1)
         if denoiser.latent_channels != self.autoencoder.latent_channels:
             raise ValueError(
@@ -83,7 +89,7 @@ class WarpedDiffusionPipeline:
         if (folder / "vae").is_dir():
             from diffusers import AutoencoderKL
 
-            vae = AutoencoderKL.from_pretrained(folder / "vae", **local_load_kwargs())
+            vae = load_pretrained(AutoencoderKL, folder / "vae", "folder")
             ae = DiffusersVAE(vae.to(device or "cpu", dtype))
         return cls(DiffusersDenoiser(unet, scheduler=scheduler, **trained_options(unet_dir, kw)), ae, task)
 

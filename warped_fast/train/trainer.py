@@ -21,7 +21,7 @@ import torch
 from tqdm.auto import tqdm
 
 from ..io.frames import read_json, write_json_atomic
-from ..models.default import local_load_kwargs
+from ..models.default import load_pretrained
 from ..models.residual import residual_frame
 from ..noise.rff import RFFConfig, RFFField, identity_coords
 from ..ops._checks import check_int
@@ -46,7 +46,7 @@ def build_unet(cfg: TrainConfig):
                 f"pretrained: {cfg.pretrained!r} (from {Path.cwd()}) is not a diffusers UNet folder with a "
                 "config.json; a relative path is taken from the working directory"
             )
-        unet = UNet2DModel.from_pretrained(folder, **local_load_kwargs())
+        unet = load_pretrained(UNet2DModel, folder, "pretrained")
         if unet.config.in_channels != IMAGE_CHANNELS + cond:
             raise ValueError(
                 f"pretrained: {cfg.pretrained!r} takes {unet.config.in_channels} input channels; a "
@@ -289,7 +289,7 @@ class Trainer:
         with log_path.open("a", newline="") as f:
             w = csv.writer(f)
             if new:
-                w.writerow(["step", "loss", "lr", "seconds"])
+                w.writerow(LOG_HEADER)
             bar = tqdm(
                 total=total, initial=self.step, disable=not self.cfg.progress, desc=f"train {self.cfg.task}"
             )
@@ -344,13 +344,30 @@ class Trainer:
         return folder
 
 
+LOG_HEADER = ["step", "loss", "lr", "seconds"]
+
+
+def _complete_row(row: list[str]) -> bool:
+    """Whether a loss-log row has its four numbers (a killed run may leave half a row)."""
+    if len(row) != len(LOG_HEADER):
+        return False
+    try:
+        int(row[0])
+        for v in row[1:]:
+            float(v)
+    except ValueError:
+        return False
+    return True
+
+
 def _truncate_log(log_path: Path, step: int) -> None:
-    """Drop the rows of ``log_path`` past ``step`` (logged after the checkpoint a run resumes from)."""
+    """Drop the rows of ``log_path`` past ``step`` (logged after the checkpoint a run resumes from) and any
+    incomplete row (a run killed while writing)."""
     with log_path.open(newline="") as f:
         rows = list(csv.reader(f))
-    keep = rows[:1] + [r for r in rows[1:] if r and int(r[0]) <= step]
-    if len(keep) < len(rows):
-        logger.info("loss log: dropping %d rows past step %d", len(rows) - len(keep), step)
+    keep = [LOG_HEADER] + [r for r in rows[1:] if _complete_row(r) and int(r[0]) <= step]
+    if keep != rows:
+        logger.info("loss log: dropping %d rows past step %d or incomplete", len(rows) - len(keep), step)
         tmp = log_path.with_name(log_path.name + ".tmp")
         with tmp.open("w", newline="") as f:
             csv.writer(f).writerows(keep)
@@ -370,13 +387,13 @@ def plot_loss(log_path: Path | list[Path], png: Path, smooth: int = 50) -> None:
         return
     steps, losses, bounds = [], [], []
     for path in log_path if isinstance(log_path, list) else [log_path]:
-        with Path(path).open() as f:
-            rows = list(csv.DictReader(f))
+        with Path(path).open(newline="") as f:
+            rows = [r for r in list(csv.reader(f))[1:] if _complete_row(r)]
         offset = steps[-1] if steps else 0
         if steps:
             bounds.append(offset)
-        steps += [offset + int(r["step"]) for r in rows]
-        losses += [float(r["loss"]) for r in rows]
+        steps += [offset + int(r[0]) for r in rows]
+        losses += [float(r[1]) for r in rows]
     if not steps:
         return
     loss = torch.tensor(losses)
