@@ -63,7 +63,9 @@ def test_pipeline_arguments_checked_before_any_work(tmp_path):
     pipe = _inpaint_pipe()
     v = _video(2)
     with pytest.raises(ValueError, match="sr_factor: expected an int >= 1"):
-        WarpedDiffusionPipeline(pipe.denoiser, task="sr", sr_factor=0)
+        WarpedDiffusionPipeline(pipe.denoiser, task="inpaint", sr_factor=0)
+    with pytest.raises(ValueError, match="task: 'sr', but the model is conditioned for 'inpaint'"):
+        WarpedDiffusionPipeline(pipe.denoiser, task="sr")
     with pytest.raises(ValueError, match="output_type: expected one of"):
         pipe(v, "box", num_inference_steps=2, progress=False, output_type="jpg", output_dir=tmp_path / "o")
     assert not (tmp_path / "o").exists()
