@@ -1,6 +1,7 @@
 """Inputs a user gets wrong, or gives in another form: checked before any work, with the argument named."""
 
 import math
+import os
 
 import numpy as np
 import pytest
@@ -66,6 +67,19 @@ def test_pipeline_arguments_checked_before_any_work(tmp_path):
         WarpedDiffusionPipeline(pipe.denoiser, task="inpaint", sr_factor=0)
     with pytest.raises(ValueError, match="task: 'sr', but the model is conditioned for 'inpaint'"):
         WarpedDiffusionPipeline(pipe.denoiser, task="sr")
+    # checked before the video is read (it does not exist) or its flow estimated
+    missing = tmp_path / "missing.mp4"
+    blocker = tmp_path / "file"
+    blocker.write_text("")
+    for kw, err, message in (
+        ({"noise_method": "gpp"}, ValueError, "method: expected one of"),
+        ({"noise_options": {"sigmaa": 1.0}}, (TypeError, ValueError), "sigmaa"),
+        ({"frame_schedule": "zigzag"}, ValueError, "frame_schedule: expected"),
+        ({"max_batch": "4"}, ValueError, "max_batch: expected an int >= 1"),
+        ({"output_dir": blocker / "o"}, PermissionError, "output: cannot write"),
+    ):
+        with pytest.raises(err, match=message):
+            pipe(missing, "box", num_inference_steps=2, progress=False, **kw)
     with pytest.raises(ValueError, match="output_type: expected one of"):
         pipe(v, "box", num_inference_steps=2, progress=False, output_type="jpg", output_dir=tmp_path / "o")
     assert not (tmp_path / "o").exists()
@@ -90,3 +104,37 @@ def test_flows_as_numpy_arrays():
         flows=[np.moveaxis(f.numpy(), 1, -1) for f in (fwd, back)],
     )
     assert torch.equal(chl.frames, ref)  # channels-last arrays, as flow files hold them
+
+
+def test_job_key_does_not_depend_on_the_process():
+    """diffusers keeps "_use_default_values" in a config built in code, a list made from a set whose order
+    changes with the process's hash seed: a job's key leaves such keys out, or no run could resume."""
+    import subprocess
+    import sys
+
+    code = (
+        "from diffusers import EulerDiscreteScheduler\n"
+        "from warped_fast.pipelines.resume import value_digest\n"
+        "print(value_digest(EulerDiscreteScheduler(prediction_type='v_prediction')))\n"
+    )
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONHASHSEED"}
+    keys = {
+        subprocess.run(
+            [sys.executable, "-c", code],
+            env=env | {"PYTHONHASHSEED": str(seed)},
+            capture_output=True,
+            text=True,
+        ).stdout
+        for seed in range(3)
+    }
+    assert len(keys) == 1 and "v_prediction" in keys.pop()
+
+
+def test_weights_digest_sees_permuted_channels():
+    from warped_fast.pipelines.resume import module_digest
+
+    conv = torch.nn.Conv2d(4, 3, 3)
+    before = module_digest(conv)
+    with torch.no_grad():
+        conv.weight[[0, 1]] = conv.weight[[1, 0]].clone()  # same sums, other model
+    assert module_digest(conv) != before

@@ -20,6 +20,19 @@ class OtherJobError(ValueError):
     """The output folder holds frames of another job (different settings, inputs or version)."""
 
 
+def check_writable(folder: str | Path) -> Path:
+    """``folder`` created if needed and writable (a probe file), else a ``PermissionError`` naming it."""
+    folder = Path(folder)
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        probe = folder / ".write_test"
+        probe.write_text("")
+        probe.unlink()
+    except OSError as e:
+        raise PermissionError(f"output: cannot write to {folder} ({e})") from e
+    return folder
+
+
 class FrameStore:
     """Frames ``frame_00000.png`` ... in ``folder`` plus ``progress.json`` ({"total", "params", "complete"}).
     A folder with frames (or latents) but no ``progress.json`` is refused: its job cannot be told. A job
@@ -32,14 +45,7 @@ class FrameStore:
     """
 
     def __init__(self, folder: str | Path, params: dict, total: int):
-        self.folder = Path(folder)
-        try:
-            self.folder.mkdir(parents=True, exist_ok=True)
-            probe = self.folder / ".write_test"
-            probe.write_text("")
-            probe.unlink()
-        except OSError as e:
-            raise PermissionError(f"output: cannot write to {self.folder} ({e})") from e
+        self.folder = check_writable(folder)
         self.meta_path = self.folder / "progress.json"
         # as stored (JSON): a tuple compares equal to the list it is read back as
         self.total, self.params = total, json.loads(json.dumps(params))

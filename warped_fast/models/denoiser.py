@@ -186,6 +186,11 @@ class DiffusersDenoiser(torch.nn.Module):
         run from scratch."""
         self._frame_cache.clear()
 
+    def reserve_cache(self, frames: int) -> None:
+        """Keep the per-frame conditioning results of at least ``frames`` frames (a wavefront's frames in
+        flight): fewer would recompute each frame's (a residual model's hole fill) at every step."""
+        self._frame_cache.capacity = max(self._frame_cache.capacity, frames)
+
     def sampling_schedule(self, num_steps: int) -> SigmaSchedule:
         """The scheduler's ``num_steps`` sigmas and timesteps, in the units of ``u``.
 

@@ -35,17 +35,20 @@ def tensor_digest(*tensors: torch.Tensor | None) -> str:
 
 
 def module_digest(module: torch.nn.Module) -> str:
-    """Digest of a module's parameters and buffers: names, shapes, dtypes and, per tensor, the float64
-    sum and sum of squares rounded to float32 (one pass on the module's device, one transfer)."""
+    """Digest of a module's parameters and buffers: names, shapes, dtypes and, per tensor, its sum, sum of
+    squares and a sum weighted by position (so permuted channels differ), in float64 (float32 on MPS)
+    rounded to float32: one pass on the module's device, one transfer."""
     h = hashlib.sha256()
     sums = []
     named = sorted([*module.named_parameters(), *module.named_buffers()], key=lambda kv: kv[0])
     for name, t in named:
         h.update(f"{name}{list(t.shape)}{t.dtype};".encode())
-        v = t.detach().double()
-        sums.append(torch.stack((v.sum(), v.square().sum())))
+        dt = torch.float32 if t.device.type == "mps" else torch.float64
+        v = t.detach().to(dt).reshape(-1)
+        pos = torch.arange(v.numel(), device=v.device, dtype=dt) % 251 + 1
+        sums.append(torch.stack((v.sum(), v.square().sum(), (v * pos).sum())).float())
     if sums:
-        h.update(torch.stack(sums).float().cpu().numpy().tobytes())
+        h.update(torch.stack(sums).cpu().numpy().tobytes())
     return h.hexdigest()[:16]
 
 
@@ -77,7 +80,10 @@ def value_digest(v) -> str:
     if isinstance(v, (list, tuple)):
         return "[" + ",".join(value_digest(x) for x in v) + "]"
     if hasattr(v, "config"):
-        return repr(sorted(dict(v.config).items()))
+        # diffusers' own keys ("_use_default_values": a list built from a set, in another order in every
+        # process) left out: one job's key must not depend on the process
+        public = {k: x for k, x in dict(v.config).items() if not str(k).startswith("_")}
+        return type(v).__qualname__ + value_digest(public)
     return type(v).__qualname__
 
 

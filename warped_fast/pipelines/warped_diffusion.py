@@ -19,6 +19,7 @@ import torch
 
 from ..flow import estimate_flow, flow_to_latent
 from ..io import FrameStore, load_mask, read_video, resize_frames
+from ..io.frames import check_writable
 from ..models.autoencoder import DiffusersVAE, IdentityAutoencoder
 from ..models.default import default_model_dir, load_pretrained, load_unet_folder, trained_options
 from ..models.denoiser import DiffusersDenoiser
@@ -191,6 +192,15 @@ class WarpedDiffusionPipeline:
             flows = _as_flow_pair(flows)
         check_generator(generator)
         schedule = self.denoiser.sampling_schedule(num_inference_steps)  # a bad step count: before any work
+        sampler_cfg = VideoSamplerConfig(frame_schedule, max_batch, guidance, progress)
+        warper = make_noise_warper(noise_method, **(noise_options or {}))
+        if guidance.mode == "exact" and torch.is_inference_mode_enabled():
+            raise RuntimeError(
+                "guidance: mode='exact' differentiates through the denoiser, which torch.inference_mode() "
+                "forbids; run under torch.no_grad() instead, or use mode='jacobian_free'"
+            )
+        if output_dir is not None:
+            check_writable(output_dir)
         flow_frames, cond = self.prepare(video, mask, max_frames)
         t = cond.shape[0]
         dev = self.device
@@ -210,8 +220,6 @@ class WarpedDiffusionPipeline:
         else:
             fwd_l = back_l = None
 
-        sampler_cfg = VideoSamplerConfig(frame_schedule, max_batch, guidance, progress)
-        warper = make_noise_warper(noise_method, **(noise_options or {}))
         noises: list[torch.Tensor] = []
 
         def inputs(start: int) -> Iterator[FrameInput]:
@@ -254,14 +262,18 @@ class WarpedDiffusionPipeline:
 
         def on_step(j, step, u, d):
             if store is not None and guided:  # kept only to save the sampler state for resuming
-                preds.setdefault(j, []).append(d.detach().clone())
+                preds.setdefault(j, []).append(_off_device(d.detach()))
             if callback_on_step_end is not None:
                 callback_on_step_end(j, step, u, d)
 
+        if frame_schedule == "wavefront":  # up to one frame in flight per step
+            self.denoiser.reserve_cache(min(t, num_inference_steps) + 2)
         sampler = VideoSampler(self.denoiser, schedule, sampler_cfg, callback_on_step_end=on_step)
         for j, z in enumerate(sampler.stream(inputs(start), start, prev_pred), start):
             latents.append(z)
             if store is not None:
+                if guided and dev.type == "cuda":
+                    torch.cuda.current_stream(dev).synchronize()  # the predictions' copies have landed
                 job.save(j, z, preds[j] if guided else None)  # the latent first: a frame implies it
                 decoded[j] = self.autoencoder.decode(z[None])[0].cpu()
                 store.write(j, decoded[j])
@@ -287,6 +299,15 @@ class WarpedDiffusionPipeline:
 
 
 _OUTPUT_TYPES = ("pt", "np", "pil", "latent")
+
+
+def _off_device(d: torch.Tensor) -> torch.Tensor:
+    """A copy of ``d`` in host memory, for the job state: a wavefront keeps every step's prediction of
+    each frame in flight (about S^2 / 2 for S steps), too many for the GPU. From CUDA into pinned memory,
+    asynchronously: the sampler does not wait for it."""
+    if d.device.type != "cuda":
+        return d.clone()
+    return torch.empty(d.shape, dtype=d.dtype, pin_memory=True).copy_(d, non_blocking=True)
 
 
 def _as_flow_pair(flows) -> tuple[torch.Tensor, torch.Tensor]:

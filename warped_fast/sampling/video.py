@@ -19,6 +19,7 @@ import torch
 from tqdm.auto import tqdm
 
 from ..ops import euler_guided_step, occlusion_mask
+from ..ops._checks import check_int
 from .guidance import GuidanceConfig, predict_and_guide
 from .schedules import SigmaSchedule
 
@@ -42,8 +43,7 @@ class VideoSamplerConfig:
             raise ValueError(
                 f"frame_schedule: expected 'sequential' or 'wavefront', got {self.frame_schedule!r}"
             )
-        if self.max_batch < 1:
-            raise ValueError(f"max_batch: expected >= 1, got {self.max_batch}")
+        check_int("max_batch", self.max_batch, 1)
 
 
 @dataclass
