@@ -227,3 +227,39 @@ def test_mask_image_of_zeros_and_ones(tmp_path):
     a[2:4, 3:6] = 255
     Image.fromarray(a).save(tmp_path / "m255.png")
     assert torch.equal(load_mask(tmp_path / "m255.png", 2, 6, 8), m)
+
+
+def test_folder_mixing_grey_colour_and_cmyk_frames(tmp_path):
+    """A folder of frames may mix grey, colour and CMYK images of one size; other sizes are refused."""
+    rgb = np.zeros((6, 8, 3), np.uint8)
+    rgb[...] = (33, 81, 71)
+    Image.fromarray(rgb[..., 0]).save(tmp_path / "f0.png")  # grey
+    Image.fromarray(rgb).save(tmp_path / "f1.png")
+    Image.fromarray(rgb).convert("CMYK").save(tmp_path / "f2.jpg", quality=100)
+    v = (read_video(tmp_path) * 255).round()
+    assert v.shape == (3, 3, 6, 8)
+    assert v[0, :, 0, 0].tolist() == [33.0] * 3 and v[1, :, 0, 0].tolist() == [33.0, 81.0, 71.0]
+    assert (v[2, :, 0, 0] - torch.tensor([33.0, 81.0, 71.0])).abs().max() <= 3  # JPEG
+    Image.fromarray(rgb[:5]).save(tmp_path / "f3.png")
+    with pytest.raises(ValueError, match="one size: f0.png is 6x8, f3.png 5x8"):
+        read_video(tmp_path)
+
+
+@pytest.mark.parametrize("suffix", [".webm", ".mkv"])
+def test_write_other_containers(tmp_path, suffix):
+    """webm takes VP9 (its containers do not take H.264); mkv the default H.264."""
+    ys, xs = torch.meshgrid(torch.linspace(0, 1, 32), torch.linspace(0, 1, 48), indexing="ij")
+    v = torch.stack(
+        [torch.stack((xs, ys, (xs + ys + k / 8) % 1)) for k in range(4)]
+    )  # smooth: codecs keep it
+    back = read_video(write_video(v, tmp_path / f"c{suffix}"))
+    assert back.shape == v.shape and (back - v).abs().mean() < 0.05
+
+
+def test_mask_channels_last_shapes():
+    """Masks as [H, W, 1] or frames [T, H, W, 1|3] (channels last, as images load) read as [T, 1, H, W]."""
+    base = torch.zeros(16, 24)
+    base[4:8, 5:9] = 1
+    want = load_mask(base, 3, 16, 24)
+    for m in (base[..., None], base[None, ..., None].expand(3, 16, 24, 3), base[None, ..., None]):
+        assert torch.equal(load_mask(m, 3, 16, 24), want), list(m.shape)

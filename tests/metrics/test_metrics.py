@@ -80,6 +80,10 @@ def test_quality_metrics():
     assert s.shape == (2,) and (s < 1).all() and (ssim(a, a) > 0.999).all()
     with pytest.raises(ValueError, match="pred/target"):
         mse(a, a[:1])
+    over = a + 0.05 * torch.randn(2, 3, 32, 32, generator=g)  # out of range: clamped by all three
+    assert torch.allclose(psnr(over, a), 10 * torch.log10(1 / mse(over, a)), atol=1e-6)
+    with pytest.raises(ValueError, match="pred: SSIM needs frames of at least 6x6"):
+        ssim(a[..., :5, :], a[..., :5, :])
     u8 = (a * 255).to(torch.uint8)
     with pytest.raises(TypeError, match="pred: expected float frames in \\[0, 1\\], got torch.uint8"):
         psnr(u8, u8)

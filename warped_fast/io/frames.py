@@ -20,6 +20,15 @@ class OtherJobError(ValueError):
     """The output folder holds frames of another job (different settings, inputs or version)."""
 
 
+def _differences(old: dict, params: dict, total: int) -> str:
+    """Which of a job's settings differ from the stored job's, e.g. "other steps, model"."""
+    before = old.get("params") if isinstance(old.get("params"), dict) else {}
+    keys = [k for k in sorted(set(before) | set(params)) if before.get(k) != params.get(k)]
+    if old.get("total") != total:
+        keys.insert(0, "frame count")
+    return "other " + ", ".join(keys) if keys else "another version"
+
+
 def check_writable(folder: str | Path) -> Path:
     """``folder`` created if needed and writable (a probe file), else a ``PermissionError`` naming it."""
     folder = Path(folder)
@@ -59,7 +68,8 @@ class FrameStore:
             started = any(self.folder.glob("frame_*.png")) or any(self.folder.glob("latents/*.safetensors"))
             if (old.get("params") != self.params or old.get("total") != total) and started:
                 raise OtherJobError(
-                    f"output: {self.folder} holds frames of a different job; choose another folder or delete it"
+                    f"output: {self.folder} holds frames of a different job ({_differences(old, self.params, total)}"
+                    "); choose another folder or delete it"
                 )
         elif any(self.folder.glob("frame_*.png")) or any(self.folder.glob("latents/*.safetensors")):
             raise ValueError(

@@ -38,7 +38,7 @@ def generated_mask(shape: str, t: int, h: int, w: int) -> torch.Tensor:
 
 def load_mask(mask, t: int, h: int, w: int) -> torch.Tensor:
     """A mask for ``t`` frames of ``h x w``: a shape name, an image/video path, a PIL image, an array or a
-    tensor (``[H, W]``, ``[H, W, 3]``, ``[1|T, H, W]``, ``[1|T, 1|3, H, W]``); values > 0.5 (of the [0, 1]
+    tensor (``[H, W]``, ``[H, W, 1|3]``, ``[1|T, H, W]``, ``[1|T, 1|3, H, W]``, ``[1|T, H, W, 1|3]``); values > 0.5 (of the [0, 1]
     range; integers above 1 and floats above 1.5 are read as 0..255; an image file whose values are
     all 0 or 1 is read as 0/1) are masked. A mask of more frames
     than ``t`` gives its first ``t``."""
@@ -68,7 +68,10 @@ def load_mask(mask, t: int, h: int, w: int) -> torch.Tensor:
         # overshoots a little and stays as it is)
         if m.numel() and m.max() > (1 if not raw.is_floating_point() else 1.5):
             m = m / 255.0
-        if m.dim() == 3 and m.shape[-1] in (3, 4) and m.shape[-2:] != (h, w):  # one image [H, W, C]
+        if m.dim() == 4 and m.shape[1:3] == (h, w) and m.shape[-1] in (1, 3, 4) and m.shape[-2:] != (h, w):
+            # frames [T, H, W, C] (channels last, as images load)
+            m = m[..., :3].mean(-1)
+        if m.dim() == 3 and m.shape[-1] in (1, 3, 4) and m.shape[-2:] != (h, w):  # one image [H, W, C]
             m = m[..., :3].mean(-1)
         if m.dim() == 2:  # one mask [H, W]
             m = m[None]

@@ -135,14 +135,15 @@ def _decode_folder(files: list[Path]) -> Iterator[np.ndarray]:
     shape = None
     for f in files:
         try:
-            im = _pixels(iio.imread(f))
+            im = _pixels(next(iter(_image_frames(f))) if _is_cmyk(f) else iio.imread(f))
         except Exception as e:  # imageio/Pillow raise many types for damaged files
             raise ValueError(f"video: cannot read {f} ({type(e).__name__}: {e})") from e
+        im = np.repeat(im, 3, -1) if im.shape[-1] == 1 else im  # grey and colour frames may mix
         shape = im.shape if shape is None else shape
         if im.shape != shape:
             raise ValueError(
                 f"video: the images of a folder must have one size: {files[0].name} is "
-                f"{list(shape)}, {f.name} {list(im.shape)}"
+                f"{shape[0]}x{shape[1]}, {f.name} {im.shape[0]}x{im.shape[1]}"
             )
         yield im
 
@@ -219,13 +220,16 @@ def _natural_key(path: Path):
     return [(0, int(s), "") if s.isdigit() else (1, 0, s) for s in re.split(r"(\d+)", path.name)]
 
 
-def write_video(frames: torch.Tensor, path: str | Path, fps: float = 8.0, codec: str = "libx264") -> Path:
-    """Write ``[T, 3, H, W]`` frames in [0, 1] to an mp4 (or gif), atomically: a temp file, then rename.
-    Odd sizes are padded by one pixel (yuv420p needs even sizes). A GIF encoder merges consecutive
-    identical frames into one longer frame, so a GIF reads back fewer frames then: mp4 keeps them all."""
+def write_video(frames: torch.Tensor, path: str | Path, fps: float = 8.0, codec: str | None = None) -> Path:
+    """Write ``[T, 3, H, W]`` frames in [0, 1] to a video file (mp4, mov, mkv, avi: H.264 by default; webm:
+    VP9; gif), atomically: a temp file, then rename. Odd sizes are padded by one pixel (yuv420p needs even
+    sizes). A GIF encoder merges consecutive identical frames into one longer frame, so a GIF reads back
+    fewer frames then: the other formats keep them all."""
     import imageio.v3 as iio
 
     path = Path(path)
+    if codec is None:
+        codec = "libvpx-vp9" if path.suffix.lower() == ".webm" else "libx264"
     path.parent.mkdir(parents=True, exist_ok=True)
     a = (frames.clamp(0, 1) * 255).round().to(torch.uint8).permute(0, 2, 3, 1).cpu().numpy()
     if path.suffix.lower() != ".gif":

@@ -19,9 +19,10 @@ def _check_pair(pred: torch.Tensor, target: torch.Tensor) -> None:
 
 
 def mse(pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-    """Per-frame mean squared error ``[T]`` of frames in [0, 1]."""
+    """Per-frame mean squared error ``[T]`` of frames in [0, 1] (``pred`` clamped to [0, 1], what a saved
+    frame holds, as for :func:`psnr` and :func:`ssim`)."""
     _check_pair(pred, target)
-    return ((pred.double() - target.double()) ** 2).mean((1, 2, 3))
+    return ((pred.double().clamp(0, 1) - target.double()) ** 2).mean((1, 2, 3))
 
 
 def psnr(pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
@@ -39,6 +40,8 @@ def ssim(pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
     from torchmetrics.functional.image import structural_similarity_index_measure
 
     _check_pair(pred, target)
+    if min(pred.shape[-2:]) < 6:  # the 11-tap window pads by 5 on each side
+        raise ValueError(f"pred: SSIM needs frames of at least 6x6 pixels, got {list(pred.shape[-2:])}")
     return structural_similarity_index_measure(
         pred.double().clamp(0, 1), target.double(), data_range=1.0, reduction="none"
     )
