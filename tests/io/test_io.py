@@ -195,8 +195,10 @@ def test_frame_store_resume_and_job_mismatch(tmp_path):
     s3 = FrameStore(tmp_path / "f", {"a": 2}, 4)
     assert json.loads((tmp_path / "f" / "progress.json").read_text())["params"] == {"a": 2}
     s3.write(0, torch.zeros(3, 4, 4))
-    with pytest.raises(ValueError, match="different job"):
+    with pytest.raises(ValueError, match=r"different job \(other frame count, a\)"):
         FrameStore(tmp_path / "f", {"a": 1}, 3)
+    with pytest.raises(ValueError, match=r"different job \(made by another version\)"):
+        FrameStore(tmp_path / "f", {"a": 2, "key_format": 9}, 4)
 
 
 def test_unwritable_output(tmp_path):

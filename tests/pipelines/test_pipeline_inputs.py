@@ -138,3 +138,17 @@ def test_weights_digest_sees_permuted_channels():
     with torch.no_grad():
         conv.weight[[0, 1]] = conv.weight[[1, 0]].clone()  # same sums, other model
     assert module_digest(conv) != before
+
+
+def test_exact_guidance_under_inference_mode_where_it_never_runs():
+    """torch.inference_mode() forbids exact guidance's gradient: refused before the flow is estimated, but
+    only where guidance runs (not for one frame, lam = 0 or a start step past the last step)."""
+    pipe = _inpaint_pipe()
+    with torch.inference_mode():
+        pipe(_video(1), "box", num_inference_steps=2, progress=False)
+        pipe(_video(2), "box", num_inference_steps=2, progress=False, guidance=GuidanceConfig(lam=0.0))
+        pipe(_video(2), "box", num_inference_steps=2, progress=False, guidance=GuidanceConfig(start_step=2))
+        with pytest.raises(RuntimeError, match="torch.inference_mode"):
+            pipe(_video(2), "box", num_inference_steps=2, progress=False)
+    out = pipe(_video(2), "box", num_inference_steps=2, progress=False, max_batch=np.int64(2))  # numpy ints
+    assert out.frames.shape[0] == 2

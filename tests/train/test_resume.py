@@ -155,3 +155,10 @@ def test_loss_log_cut_by_a_kill(tmp_path):
     log.write_text(log.read_text() + "13,0.4,1e-3,5.0\n14,0.3")  # cut again, read without a resume
     plot_loss(log, tmp_path / "loss.png")
     assert (tmp_path / "loss.png").stat().st_size > 0
+    # cut after a row's last number, before its line end: the next row must not join it
+    log.write_text("step,loss,lr,seconds\n11,0.5,1e-3,4.0\n12,0.45,1e-3,4.5")
+    _truncate_log(log, 12)
+    with log.open("a") as f:
+        f.write("13,0.4,1e-3,5.0\n")
+    _truncate_log(log, 13)
+    assert log.read_text().splitlines()[1:] == ["11,0.5,1e-3,4.0", "12,0.45,1e-3,4.5", "13,0.4,1e-3,5.0"]

@@ -21,12 +21,15 @@ class OtherJobError(ValueError):
 
 
 def _differences(old: dict, params: dict, total: int) -> str:
-    """Which of a job's settings differ from the stored job's, e.g. "other steps, model"."""
+    """Which of a job's settings differ from the stored job's, e.g. "other steps, model"; a job whose key
+    has another ``key_format`` was made by another version, whose digests differ anyway."""
     before = old.get("params") if isinstance(old.get("params"), dict) else {}
+    if before.get("key_format") != params.get("key_format"):
+        return "made by another version"
     keys = [k for k in sorted(set(before) | set(params)) if before.get(k) != params.get(k)]
-    if old.get("total") != total:
+    if old.get("total") != total and "frames" not in keys:
         keys.insert(0, "frame count")
-    return "other " + ", ".join(keys) if keys else "another version"
+    return "other " + ", ".join(keys) if keys else "made by another version"
 
 
 def check_writable(folder: str | Path) -> Path:

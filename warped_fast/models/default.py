@@ -34,14 +34,31 @@ def load_pretrained(cls, folder: str | Path, what: str, **kwargs):
     try:
         model, info = cls.from_pretrained(folder, output_loading_info=True, **local_load_kwargs(), **kwargs)
     except (RuntimeError, TypeError) as e:  # shapes the config does not give; keys the class does not take
-        raise ValueError(f"{what}: the weights in {folder} do not fit its config.json ({e})") from e
-    bad = []
-    for key in ("missing_keys", "unexpected_keys", "mismatched_keys", "error_msgs"):
+        raise ValueError(f"{what}: cannot load {cls.__name__} from {folder} ({e})") from e
+
+    def listed(key: str) -> str:
         names = [str(x[0]) if isinstance(x, tuple) else str(x) for x in (info.get(key) or [])]
-        if names:
-            bad.append(f"{key.replace('_', ' ')}: {', '.join(names[:3])}{', ...' if len(names) > 3 else ''}")
+        return ", ".join(names[:3]) + (", ..." if len(names) > 3 else "")
+
+    # extra tensors are ignored; missing or reshaped ones would be uninitialized memory
+    bad = [
+        f"{k.replace('_', ' ')}: {listed(k)}"
+        for k in ("missing_keys", "mismatched_keys", "error_msgs")
+        if listed(k)
+    ]
     if bad:
-        raise ValueError(f"{what}: the weights in {folder} do not fit its config.json ({'; '.join(bad)})")
+        unexpected = f"; unexpected keys: {listed('unexpected_keys')}" if listed("unexpected_keys") else ""
+        raise ValueError(
+            f"{what}: the weights in {folder} do not fit its config.json ({'; '.join(bad)}{unexpected})"
+        )
+    if listed("unexpected_keys"):
+        logging.getLogger("warped_fast").warning(
+            "%s: %s holds weights %s does not use (ignored): %s",
+            what,
+            folder,
+            cls.__name__,
+            listed("unexpected_keys"),
+        )
     return model
 
 

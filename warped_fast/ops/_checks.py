@@ -30,10 +30,11 @@ def value_checks(enabled: bool):
 
 
 def check_int(name: str, v, least: int) -> int:
-    """An int argument (not a bool) of at least ``least``, else a ValueError naming it."""
-    if isinstance(v, bool) or not isinstance(v, int) or v < least:
+    """An integer argument (not a bool; numpy integers too) of at least ``least``, as an int, else a
+    ValueError naming it."""
+    if isinstance(v, bool) or not isinstance(v, numbers.Integral) or v < least:
         raise ValueError(f"{name}: expected an int >= {least}, got {v!r}")
-    return v
+    return int(v)
 
 
 def check_real(name: str, v, least: float | None = None) -> float:

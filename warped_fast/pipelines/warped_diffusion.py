@@ -194,15 +194,16 @@ class WarpedDiffusionPipeline:
         schedule = self.denoiser.sampling_schedule(num_inference_steps)  # a bad step count: before any work
         sampler_cfg = VideoSamplerConfig(frame_schedule, max_batch, guidance, progress)
         warper = make_noise_warper(noise_method, **(noise_options or {}))
-        if guidance.mode == "exact" and torch.is_inference_mode_enabled():
-            raise RuntimeError(
-                "guidance: mode='exact' differentiates through the denoiser, which torch.inference_mode() "
-                "forbids; run under torch.no_grad() instead, or use mode='jacobian_free'"
-            )
         if output_dir is not None:
             check_writable(output_dir)
         flow_frames, cond = self.prepare(video, mask, max_frames)
         t = cond.shape[0]
+        guided_steps = t > 1 and any(guidance.active(s) for s in range(num_inference_steps))
+        if guidance.mode == "exact" and guided_steps and torch.is_inference_mode_enabled():  # before the flow
+            raise RuntimeError(
+                "guidance: mode='exact' differentiates through the denoiser, which torch.inference_mode() "
+                "forbids; run under torch.no_grad() instead, or use mode='jacobian_free'"
+            )
         dev = self.device
         cond = cond.to(dev)
         lat_shape = (self.denoiser.latent_channels, *cond.shape[-2:])
@@ -238,7 +239,7 @@ class WarpedDiffusionPipeline:
         guided = guidance.mode != "off"
         if output_dir is not None:
             flow_inputs = tuple(flows) if flows is not None else (flow_frames,)
-            params = {"task": self.task, "sr_factor": self.sr_factor, "steps": num_inference_steps,
+            params = {"key_format": JOB_KEY_FORMAT, "task": self.task, "sr_factor": self.sr_factor, "steps": num_inference_steps,
                       "noise": noise_method, "noise_options": options_key(noise_options), "guidance": options_key(guidance),
                       "frames": t, "schedule": frame_schedule, "max_batch": max_batch,
                       # the device: noise drawn there, and the model's numerics, differ between devices
@@ -299,6 +300,9 @@ class WarpedDiffusionPipeline:
 
 
 _OUTPUT_TYPES = ("pt", "np", "pil", "latent")
+# The version of a job's key (its digests): a folder from an earlier one is "another version", not
+# "another model".
+JOB_KEY_FORMAT = 2
 
 
 def _off_device(d: torch.Tensor) -> torch.Tensor:

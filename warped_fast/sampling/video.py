@@ -43,7 +43,7 @@ class VideoSamplerConfig:
             raise ValueError(
                 f"frame_schedule: expected 'sequential' or 'wavefront', got {self.frame_schedule!r}"
             )
-        check_int("max_batch", self.max_batch, 1)
+        object.__setattr__(self, "max_batch", check_int("max_batch", self.max_batch, 1))  # frozen
 
 
 @dataclass

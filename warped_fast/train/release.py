@@ -3,7 +3,6 @@ scores, a sample grid and the model card."""
 
 from __future__ import annotations
 
-import csv
 import json
 from pathlib import Path
 
@@ -14,7 +13,7 @@ from ..models.residual import COND_RANGE, CONTRAST_FLOOR, CONTRAST_REF, CONTRAST
 from .checkpoint import recover_checkpoint
 from .config import TrainConfig
 from .evaluate import evaluate, paired_margin, scores_table
-from .trainer import Trainer, machine_description, plot_loss
+from .trainer import Trainer, machine_description, plot_loss, read_loss_log
 
 DOCS = Path(__file__).resolve().parents[2] / "docs" / "models"
 CONFIGS = Path(__file__).resolve().parents[2] / "configs"
@@ -80,12 +79,11 @@ def training_stages(run_dir: str | Path) -> list[dict]:
     stages, run = [], Path(run_dir)
     while True:
         cfg = TrainConfig.from_file(run / "config.json", progress=False)
-        with (run / "loss.csv").open() as f:
-            rows = list(csv.DictReader(f))
+        rows = read_loss_log(run / "loss.csv")  # step, loss, lr, seconds
         # "seconds" restarts at 0 in each training session (resume): add up the sessions.
         total, prev = 0.0, 0.0
         for r in rows:
-            sec = float(r["seconds"])
+            sec = float(r[3])
             if sec < prev:
                 total += prev
             prev = sec
@@ -96,11 +94,11 @@ def training_stages(run_dir: str | Path) -> list[dict]:
             "run": cfg.output_dir,
             "folder": str(run),
             "config_file": f"configs/{src[0].name}" if src else None,
-            "steps": int(rows[-1]["step"]) if rows else 0,
+            "steps": int(rows[-1][0]) if rows else 0,
             "batch_size": cfg.batch_size,
             "resolution": cfg.resolution,
             "train_seconds": round(total + prev, 1),
-            "final_loss_mean_last_100": sum(float(r["loss"]) for r in rows[-100:]) / max(1, len(rows[-100:])),
+            "final_loss_mean_last_100": sum(float(r[1]) for r in rows[-100:]) / max(1, len(rows[-100:])),
             "pretrained": cfg.pretrained,
             "hardware": _run_hardware(run),
         })  # fmt: skip

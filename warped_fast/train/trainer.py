@@ -360,13 +360,21 @@ def _complete_row(row: list[str]) -> bool:
     return True
 
 
+def read_loss_log(log_path: Path) -> list[list[str]]:
+    """The complete rows of a loss log (header left out; a row a kill cut short is skipped)."""
+    with Path(log_path).open(newline="") as f:
+        return [r for r in list(csv.reader(f))[1:] if _complete_row(r)]
+
+
 def _truncate_log(log_path: Path, step: int) -> None:
     """Drop the rows of ``log_path`` past ``step`` (logged after the checkpoint a run resumes from) and any
-    incomplete row (a run killed while writing)."""
+    incomplete row (a run killed while writing); the file ends with a line end, so the next row starts
+    its own line."""
+    text = log_path.read_text()
     with log_path.open(newline="") as f:
         rows = list(csv.reader(f))
     keep = [LOG_HEADER] + [r for r in rows[1:] if _complete_row(r) and int(r[0]) <= step]
-    if keep != rows:
+    if keep != rows or not text.endswith("\n"):
         logger.info("loss log: dropping %d rows past step %d or incomplete", len(rows) - len(keep), step)
         tmp = log_path.with_name(log_path.name + ".tmp")
         with tmp.open("w", newline="") as f:
@@ -387,8 +395,7 @@ def plot_loss(log_path: Path | list[Path], png: Path, smooth: int = 50) -> None:
         return
     steps, losses, bounds = [], [], []
     for path in log_path if isinstance(log_path, list) else [log_path]:
-        with Path(path).open(newline="") as f:
-            rows = [r for r in list(csv.reader(f))[1:] if _complete_row(r)]
+        rows = read_loss_log(path)
         offset = steps[-1] if steps else 0
         if steps:
             bounds.append(offset)
