@@ -60,6 +60,11 @@ def test_load_model_reads_the_scheduler_beside_unet(tmp_path):
     ).save_pretrained(tmp_path / "scheduler")
     cfg = load_model(tmp_path / "unet").scheduler.config
     assert cfg.prediction_type == "v_prediction" and cfg.beta_schedule == "scaled_linear"
+    # the method's Karras grid between the config's own end points, unless the config names a grid
+    assert cfg.use_karras_sigmas
+    scheduler("epsilon", use_exponential_sigmas=True).save_pretrained(tmp_path / "scheduler")
+    cfg = load_model(tmp_path / "unet").scheduler.config
+    assert cfg.use_exponential_sigmas and not cfg.use_karras_sigmas
 
 
 def test_weights_that_do_not_fit_the_config_are_refused(tmp_path):

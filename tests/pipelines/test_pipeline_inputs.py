@@ -152,3 +152,14 @@ def test_exact_guidance_under_inference_mode_where_it_never_runs():
             pipe(_video(2), "box", num_inference_steps=2, progress=False)
     out = pipe(_video(2), "box", num_inference_steps=2, progress=False, max_batch=np.int64(2))  # numpy ints
     assert out.frames.shape[0] == 2
+
+
+def test_default_step_counts(monkeypatch):
+    """The paper's step counts: 50 with guidance, 25 without (mode "off" or lambda = 0)."""
+    pipe = _inpaint_pipe()
+    seen = []
+    real = pipe.denoiser.sampling_schedule
+    monkeypatch.setattr(pipe.denoiser, "sampling_schedule", lambda n: seen.append(n) or real(2))
+    for g in (GuidanceConfig(mode="off"), GuidanceConfig(lam=0.0), GuidanceConfig()):
+        pipe(_video(1), "box", guidance=g, progress=False)
+    assert seen == [25, 25, 50]

@@ -78,7 +78,8 @@ def load_unet_folder(
 ):
     """Load ``(unet, scheduler)`` from a local diffusers folder (``config.json`` + safetensors weights,
     ``scheduler_config.json``, or that file in ``scheduler_dir``). Never downloads; pickled weights are
-    refused."""
+    refused. The scheduler samples on Karras et al.'s sigma grid (the method's), unless its config names
+    a sigma grid itself (Karras, exponential or beta)."""
     from diffusers import EulerDiscreteScheduler, UNet2DConditionModel, UNet2DModel
 
     folder = Path(folder)
@@ -98,6 +99,12 @@ def load_unet_folder(
     sch_dir = next((d for d in sch_dirs if (d / "scheduler_config.json").exists()), None)
     if sch_dir is not None:
         scheduler = EulerDiscreteScheduler.from_pretrained(sch_dir, local_files_only=True)
+        cfg = scheduler.config
+        if not (
+            cfg.get("use_karras_sigmas") or cfg.get("use_exponential_sigmas") or cfg.get("use_beta_sigmas")
+        ):
+            # the method samples on Karras et al.'s sigma grid (between the config's own end points)
+            scheduler = EulerDiscreteScheduler.from_config(cfg, use_karras_sigmas=True)
     else:
         logging.getLogger("warped_fast").warning(
             "no scheduler_config.json in %s: using EulerDiscreteScheduler's defaults (linear betas "
@@ -105,7 +112,7 @@ def load_unet_folder(
             "folder beside unet/",
             folder,
         )
-        scheduler = EulerDiscreteScheduler()
+        scheduler = EulerDiscreteScheduler(use_karras_sigmas=True)
     return unet.to(device or "cpu").eval(), scheduler
 
 

@@ -169,7 +169,8 @@ class WarpedDiffusionPipeline:
         Args:
             video: path (mp4/gif/folder of frames), list of PIL images, array or tensor ``[T, 3, H, W]``.
             mask: inpainting mask (path, image, video, tensor, or a shape name such as "box").
-            num_inference_steps: Euler steps; default as in the paper: 50 with guidance, 25 without.
+            num_inference_steps: Euler steps; default as in the paper: 50 with guidance, 25 without
+                (mode "off" or lam 0).
             guidance: :class:`GuidanceConfig` (default: exact guidance, lambda 1).
             noise_method: any method of :mod:`warped_fast.noise` ("gp", "fixed", "resample", "nearest",
                 "bilinear", "hiwyn", "infres", "gwtf"); ``noise_options`` are passed to it.
@@ -183,8 +184,8 @@ class WarpedDiffusionPipeline:
             callback_on_step_end: ``callback(frame, step, u, D)``.
         """
         guidance = guidance or GuidanceConfig()
-        if num_inference_steps is None:
-            num_inference_steps = 25 if guidance.mode == "off" else 50
+        if num_inference_steps is None:  # the paper's: 50 with guidance, 25 without (lambda = 0 included)
+            num_inference_steps = 25 if guidance.mode == "off" or guidance.lam == 0 else 50
         check_int("num_inference_steps", num_inference_steps, 1)
         if output_type not in _OUTPUT_TYPES:  # before any work
             raise ValueError(f"output_type: expected one of {_OUTPUT_TYPES}, got {output_type!r}")
