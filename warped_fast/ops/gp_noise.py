@@ -179,8 +179,9 @@ def gp_noise(
         ``[N, C, H, W]`` noise; unit variance per pixel for ``w ~ N(0, 1)``, ``b ~ U(0, 2 pi)``.
 
     The C++ and CUDA kernels take phases relative to an integer anchor per block of pixels, so their
-    error stays ~1e-5 far from the origin; the PyTorch reference (the fallback where no kernel is
-    built) takes absolute float32 phases, ~5e-3 off at 16384 px.
+    error stays ~1e-5 far from the origin; a block whose coordinates lie far apart (an occlusion edge
+    beside the far-away fresh-noise tile) takes absolute float32 phases instead, as the PyTorch reference
+    (the fallback where no kernel is built) does everywhere: ~5e-3 off at 16384 px.
 
     Differentiable in all four inputs (first order). The backward, on every backend, is the exact
     field's derivative in float64 PyTorch, chunked over pixels (``reference.gp_noise_vjp``, as the
