@@ -38,10 +38,10 @@ def generated_mask(shape: str, t: int, h: int, w: int) -> torch.Tensor:
 
 def load_mask(mask, t: int, h: int, w: int) -> torch.Tensor:
     """A mask for ``t`` frames of ``h x w``: a shape name, an image/video path, a PIL image, an array or a
-    tensor (``[H, W]``, ``[H, W, 1|3]``, ``[1|T, H, W]``, ``[1|T, 1|3, H, W]``, ``[1|T, H, W, 1|3]``); values > 0.5 (of the [0, 1]
-    range; integers above 1 and floats above 1.5 are read as 0..255; an image file whose values are
-    all 0 or 1 is read as 0/1) are masked. A mask of more frames
-    than ``t`` gives its first ``t``."""
+    tensor (``[H, W]``, ``[H, W, 1|3]``, ``[1|T, H, W]``, ``[1|T, 1|3, H, W]``, ``[1|T, H, W, 1|3]``);
+    values > 0.5 (of the [0, 1] range; integers above 1 and floats above 1.5 are read as 0..255; an image
+    file whose values are all 0 or 1 is read as 0/1) are masked. A mask of more frames than ``t`` gives
+    its first ``t``."""
     if isinstance(mask, str) and mask in SHAPES:
         return generated_mask(mask, t, h, w)
     if isinstance(mask, (str, os.PathLike)):

@@ -29,8 +29,9 @@ def local_load_kwargs() -> dict:
 
 def load_pretrained(cls, folder: str | Path, what: str, **kwargs):
     """``cls.from_pretrained(folder)`` (a diffusers model class) from a local folder, refusing weights that
-    do not fit the folder's ``config.json``: missing, unexpected or differently shaped parameters would
-    load as uninitialized memory (NaN output) with only a log line. ``what`` names the argument."""
+    do not fit the folder's ``config.json``: missing or differently shaped parameters would load as
+    uninitialized memory (NaN output) with only a log line; extra ones are ignored, with a warning.
+    ``what`` names the argument."""
     try:
         model, info = cls.from_pretrained(folder, output_loading_info=True, **local_load_kwargs(), **kwargs)
     except (RuntimeError, TypeError) as e:  # shapes the config does not give; keys the class does not take
