@@ -143,6 +143,7 @@ def _warp_noise(args) -> int:
 
     from .flow import estimate_flow, flow_to_latent
     from .io import iter_video, resize_frames
+    from .io.frames import check_writable
     from .noise import make_noise_warper
 
     out = Path(args.out)
@@ -150,11 +151,9 @@ def _warp_noise(args) -> int:
         raise CliError(f"--out: {args.out} is a folder; expected a file path (.safetensors)")
     tmp = out.with_name(out.name + ".partial")
     try:  # writable before any work
-        out.parent.mkdir(parents=True, exist_ok=True)
-        tmp.touch()
-        tmp.unlink()
-    except OSError as e:
-        raise CliError(f"--out: cannot write {out} ({e})") from e
+        check_writable(out.parent)
+    except PermissionError as e:
+        raise CliError(f"--out: cannot write {out} ({e.__cause__})") from e
     options = noise_options(args.method, args.noise_option)
     if args.channels < 1:
         raise CliError(f"--channels: expected >= 1, got {args.channels}")

@@ -130,12 +130,10 @@ def _decode_path(p: Path, max_frames, start, step) -> Iterator[np.ndarray]:
 
 
 def _decode_folder(files: list[Path]) -> Iterator[np.ndarray]:
-    import imageio.v3 as iio
-
     shape = None
     for f in files:
         try:
-            im = _pixels(next(iter(_image_frames(f))) if _is_cmyk(f) else iio.imread(f))
+            im = _pixels(next(iter(_image_frames(f))))  # a multi-frame file: its first frame
         except Exception as e:  # imageio/Pillow raise many types for damaged files
             raise ValueError(f"video: cannot read {f} ({type(e).__name__}: {e})") from e
         im = np.repeat(im, 3, -1) if im.shape[-1] == 1 else im  # grey and colour frames may mix

@@ -52,23 +52,17 @@ def direct_ok(args) -> bool:
         if isinstance(a, torch.Tensor):
             if type(a) is not torch.Tensor or not (a.is_cpu or a.is_cuda) or (grad and a.requires_grad):
                 return False
+            # a lazy negation or conjugation (torch._neg_view, .conj()): the kernels read raw memory,
+            # which holds the values before it; the dispatcher's fallback materializes it
+            if a.is_neg() or a.is_conj():
+                return False
             if _is_wrapped is not None and _is_wrapped(a):
                 return False
     return True
 
 
-def _materialized(a):
-    """``a`` with a lazy negation or conjugation (``torch._neg_view``, ``.conj()``) applied: the kernels
-    read raw memory, which holds the values before it."""
-    if isinstance(a, torch.Tensor) and (a.is_neg() or a.is_conj()):
-        return a.resolve_conj().resolve_neg()
-    return a
-
-
 def call(name: str, *args):
     """The op ``name``'s body on ``args`` when ``direct_ok(args)``, else the registered op."""
-    if not torch.compiler.is_compiling():  # a traced graph materializes lazy views itself
-        args = tuple(_materialized(a) for a in args)
     if direct_ok(args):
         return _impls[name](*args)
     return getattr(torch.ops.warped_fast, name).default(*args)

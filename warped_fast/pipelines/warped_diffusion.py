@@ -27,6 +27,7 @@ from ..noise import make_noise_warper
 from ..noise.base import check_generator
 from ..ops._checks import check_finite, check_int
 from ..sampling import FrameInput, GuidanceConfig, VideoSampler, VideoSamplerConfig
+from ..sampling.guidance import check_gradients_allowed
 from .resume import JobState, generator_key, object_digest, options_key, tensor_digest
 
 logger = logging.getLogger("warped_fast")
@@ -199,12 +200,8 @@ class WarpedDiffusionPipeline:
             check_writable(output_dir)
         flow_frames, cond = self.prepare(video, mask, max_frames)
         t = cond.shape[0]
-        guided_steps = t > 1 and any(guidance.active(s) for s in range(num_inference_steps))
-        if guidance.mode == "exact" and guided_steps and torch.is_inference_mode_enabled():  # before the flow
-            raise RuntimeError(
-                "guidance: mode='exact' differentiates through the denoiser, which torch.inference_mode() "
-                "forbids; run under torch.no_grad() instead, or use mode='jacobian_free'"
-            )
+        if guidance.mode == "exact" and t > 1 and any(guidance.active(s) for s in range(num_inference_steps)):
+            check_gradients_allowed()  # before the flow is estimated
         dev = self.device
         cond = cond.to(dev)
         lat_shape = (self.denoiser.latent_channels, *cond.shape[-2:])

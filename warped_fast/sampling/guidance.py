@@ -53,6 +53,15 @@ class GuidanceConfig:
         return step >= self.start_step and (self.end_step is None or step < self.end_step)
 
 
+def check_gradients_allowed() -> None:
+    """Exact guidance differentiates through the denoiser, which ``torch.inference_mode()`` forbids."""
+    if torch.is_inference_mode_enabled():
+        raise RuntimeError(
+            "guidance: mode='exact' differentiates through the denoiser, which torch.inference_mode() "
+            "forbids; run under torch.no_grad() instead, or use mode='jacobian_free'"
+        )
+
+
 def _rows(idx: list[int], device: torch.device) -> slice | torch.Tensor:
     """Selector of the rows ``idx`` (ascending) of a batch: a slice when they are consecutive, else an
     index tensor on ``device``. On CUDA it is copied from pinned memory without waiting for the device
@@ -99,11 +108,7 @@ def predict_and_guide(
         g = torch.zeros_like(u)
         g[idx] = g_sub.to(u.dtype)
         return d, g, loss
-    if torch.is_inference_mode_enabled():
-        raise RuntimeError(
-            "guidance: mode='exact' differentiates through the denoiser, which torch.inference_mode() "
-            "forbids; run under torch.no_grad() instead, or use mode='jacobian_free'"
-        )
+    check_gradients_allowed()
     with torch.enable_grad():
         ug = u.detach().requires_grad_(True)
         d = denoiser(ug, sigma, cond)

@@ -8,6 +8,7 @@ checkpoints with exact resume, a tqdm bar, a CSV loss log and a loss curve (PNG)
 from __future__ import annotations
 
 import csv
+import io
 import json
 import logging
 import math
@@ -371,8 +372,7 @@ def _truncate_log(log_path: Path, step: int) -> None:
     incomplete row (a run killed while writing); the file ends with a line end, so the next row starts
     its own line."""
     text = log_path.read_text()
-    with log_path.open(newline="") as f:
-        rows = list(csv.reader(f))
+    rows = list(csv.reader(io.StringIO(text, newline="")))
     keep = [LOG_HEADER] + [r for r in rows[1:] if _complete_row(r) and int(r[0]) <= step]
     if keep != rows or not text.endswith("\n"):
         logger.info("loss log: dropping %d rows past step %d or incomplete", len(rows) - len(keep), step)
