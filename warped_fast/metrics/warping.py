@@ -69,8 +69,7 @@ def warping_error(
             got = list(mask.shape) if isinstance(mask, torch.Tensor) else type(mask).__name__
             raise ValueError(f"mask: expected shape [{t - 1}, 1, {h}, {w}], got {got}")
         valid = valid & mask.to(valid.device).bool()
-    err = torch.where(valid, (warped - ref.float()) ** 2, 0.0).sum(
-        (1, 2, 3)
-    )  # NaN outside the mask: left out
+    # where, not a product: NaN outside the valid pixels is left out
+    err = torch.where(valid, (warped - ref.float()) ** 2, 0.0).sum((1, 2, 3))
     n = valid.sum((1, 2, 3)) * c
     return torch.where(n > 0, err / n.clamp_min(1), torch.full_like(err, float("nan")))
