@@ -1,7 +1,8 @@
-"""Sweep the Triton forward warp's launch choices (pixels per program x warps) on the GPU, one run.
+"""Sweep the Triton forward warp's launch choices (pixels per program x warps, cache hints) on the GPU.
 
 For the warp + occlusion cases of bench_warp.py (smooth and random flow, 1x4x128x128 and 1x3x1024x1024):
-every BLOCK in 256..2048 with 1 to 16 pixels per thread, and the launcher's own choice (``auto``). Each
+every BLOCK in 256..2048 with 1 to 16 pixels per thread, the launcher's own choice (``auto``), and
+``auto`` with cache hints (``_WARP_FWD_HINTS``: flow loads / tap gathers eviction, store modifier). Each
 row: CUDA-graph replay median, its ratio to the memory-bandwidth floor and to ``auto`` measured in the
 same run, and the largest difference from ``auto``'s output (so a fast but wrong launch shows). Needs
 CUDA.
@@ -23,15 +24,27 @@ import warped_fast as wf  # noqa: E402
 
 # (BLOCK pixels per program, num_warps): 1 to 16 pixels per thread
 LAUNCHES = [(b, w) for b in (256, 512, 1024, 2048) for w in (2, 4, 8, 16) if 1 <= b // (32 * w) <= 16]
+# (flow loads' eviction policy, tap gathers' eviction policy, stores' cache modifier), with auto's launch
+HINTS = [
+    ("evict_first", "", ""),
+    ("", "", ".cs"),
+    ("evict_first", "", ".cs"),
+    ("evict_first", "evict_last", ".cs"),
+    ("", "evict_last", ""),
+]
 
 
-def _launch(block: int | None, warps: int | None):
-    """The forward warp launched with ``block`` pixels per program and ``warps`` warps (None: its own)."""
+def _launch(block: int | None, warps: int | None, hints: tuple[str, str, str] | None = None):
+    """The forward warp launched with ``block`` pixels per program and ``warps`` warps (None: its own),
+    with the cache ``hints`` (None: its own)."""
     from warped_fast.triton import warp as triton_warp
 
-    if block is None:
-        return contextlib.nullcontext()
-    return mock.patch.object(triton_warp, "_warp_fwd_block", lambda hw, device: (block, warps))
+    stack = contextlib.ExitStack()
+    if block is not None:
+        stack.enter_context(mock.patch.object(triton_warp, "_warp_fwd_block", lambda hw, device: (block, warps)))
+    if hints is not None:
+        stack.enter_context(mock.patch.object(triton_warp, "_WARP_FWD_HINTS", hints))
+    return stack
 
 
 def main():
@@ -62,8 +75,9 @@ def main():
             with wf.use_backend("triton"), wf.ops.value_checks(False):
                 ref_out, ref_valid = call()
                 auto_ms = None
-                for block, warps in [(None, None), *LAUNCHES]:
-                    with _launch(block, warps):
+                runs = [(None, None, None), *((b, nw, None) for b, nw in LAUNCHES), *((None, None, x) for x in HINTS)]
+                for block, warps, hints in runs:
+                    with _launch(block, warps, hints):
                         out, valid = call()
                         err = (out - ref_out).abs().max().item()
                         flips = (valid != ref_valid).sum().item()
@@ -72,6 +86,8 @@ def main():
                         continue
                     auto_ms = auto_ms or ms
                     label = "auto" if block is None else f"BLOCK {block}, {warps} warps"
+                    if hints is not None:
+                        label += " " + "/".join(h or "-" for h in hints)
                     note = (
                         f"graph replay; {auto_ms / ms:.3f}x auto; max diff {err:.1e}, {flips} validity flips"
                     )

@@ -67,6 +67,10 @@ def main() -> int:
         for dt in (torch.float32, torch.float16, torch.bfloat16):
             warp.warp_forward(img.to(dt), flow, back)
             warp.warp_forward(img.to(dt), flow)
+    warp._CHANNEL_TILE_MAX, hints = 0, warp._WARP_FWD_HINTS
+    for warp._WARP_FWD_HINTS in (("evict_first", "evict_last", ".cs"), ("evict_first", "", ".cs")):
+        warp.warp_forward(img, flow, back)  # the cache hints bench/tune_warp.py times
+    warp._WARP_FWD_HINTS = hints
     warp.warp_image_grad(img, flow)
     warp.warp_image_grad(img, flow, _meta(n))
     warp.warp_flow_grad(img, img, flow)

@@ -59,7 +59,7 @@ def _residual_kernel(
     c = 0
     while c < C:
         c += 1
-        v = _sample(plane, i00, W, wx, wy, m00, m01, m10, m11)
+        v = _sample(plane, i00, W, wx, wy, m00, m01, m10, m11, "")
         p = tl.load(prev_ptr + off, mask=keep, other=0.0).to(tl.float32)
         r = tl.where(keep, v - p, 0.0)
         tl.store(r_ptr + off, r.to(r_ptr.dtype.element_ty), mask=pm)

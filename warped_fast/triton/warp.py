@@ -34,6 +34,11 @@ _MAX_GRID = 2**31 - 1
 # another. 0 keeps the channel loop, the path measured on the H100 and H200; bench_warp.py times both.
 _CHANNEL_TILE_MAX = 0
 
+# Cache hints of the forward warp: (eviction policy of the flow loads, read once; eviction policy of the
+# tap gathers of the image and back flow; cache modifier of the stores). "" is no hint, the code
+# measured on the H100 and H200; bench/tune_warp.py times the alternatives.
+_WARP_FWD_HINTS = ("", "", "")
+
 
 # --------------------------------------------------------------------------------------------------
 # Launch heuristics
@@ -143,29 +148,30 @@ def _bilinear_taps(x, y, H, W, pm):
 
 
 @triton.jit
-def _sample_planes(base, stride, P, NP: tl.constexpr, i00, W, wx, wy, m00, m01, m10, m11):
+def _sample_planes(base, stride, P, NP: tl.constexpr, i00, W, wx, wy, m00, m01, m10, m11, EVICT: tl.constexpr):
     """Zero-padded bilinear samples ``[NP, BLOCK]`` (float32) of the planes ``base + p * stride``,
     ``p < P <= NP`` (rows past P are 0), every load issued together."""
     p = tl.arange(0, NP)[:, None]
     planes = base + p.to(tl.int64) * stride
     i = i00[None, :]
     cm = p < P
-    v00 = tl.load(planes + i, mask=cm & m00[None, :], other=0.0).to(tl.float32)
-    v01 = tl.load(planes + i + 1, mask=cm & m01[None, :], other=0.0).to(tl.float32)
-    v10 = tl.load(planes + i + W, mask=cm & m10[None, :], other=0.0).to(tl.float32)
-    v11 = tl.load(planes + i + W + 1, mask=cm & m11[None, :], other=0.0).to(tl.float32)
+    v00 = tl.load(planes + i, mask=cm & m00[None, :], other=0.0, eviction_policy=EVICT).to(tl.float32)
+    v01 = tl.load(planes + i + 1, mask=cm & m01[None, :], other=0.0, eviction_policy=EVICT).to(tl.float32)
+    v10 = tl.load(planes + i + W, mask=cm & m10[None, :], other=0.0, eviction_policy=EVICT).to(tl.float32)
+    v11 = tl.load(planes + i + W + 1, mask=cm & m11[None, :], other=0.0, eviction_policy=EVICT).to(tl.float32)
     x1 = wx[None, :]
     y1 = wy[None, :]
     return (v00 * (1.0 - x1) + v01 * x1) * (1.0 - y1) + (v10 * (1.0 - x1) + v11 * x1) * y1
 
 
 @triton.jit
-def _sample(plane, i00, W, wx, wy, m00, m01, m10, m11):
-    """Zero-padded bilinear sample (float32) of one plane at precomputed taps."""
-    v00 = tl.load(plane + i00, mask=m00, other=0.0).to(tl.float32)
-    v01 = tl.load(plane + i00 + 1, mask=m01, other=0.0).to(tl.float32)
-    v10 = tl.load(plane + i00 + W, mask=m10, other=0.0).to(tl.float32)
-    v11 = tl.load(plane + i00 + W + 1, mask=m11, other=0.0).to(tl.float32)
+def _sample(plane, i00, W, wx, wy, m00, m01, m10, m11, EVICT: tl.constexpr):
+    """Zero-padded bilinear sample (float32) of one plane at precomputed taps (loads with the eviction
+    policy ``EVICT``)."""
+    v00 = tl.load(plane + i00, mask=m00, other=0.0, eviction_policy=EVICT).to(tl.float32)
+    v01 = tl.load(plane + i00 + 1, mask=m01, other=0.0, eviction_policy=EVICT).to(tl.float32)
+    v10 = tl.load(plane + i00 + W, mask=m10, other=0.0, eviction_policy=EVICT).to(tl.float32)
+    v11 = tl.load(plane + i00 + W + 1, mask=m11, other=0.0, eviction_policy=EVICT).to(tl.float32)
     return (v00 * (1.0 - wx) + v01 * wx) * (1.0 - wy) + (v10 * (1.0 - wx) + v11 * wx) * wy
 
 
@@ -179,41 +185,43 @@ def _warp_fwd_kernel(
     img_ptr, flow_ptr, back_ptr, out_ptr, valid_ptr,
     C, H, W, HW, nblk,
     HAS_BACK: tl.constexpr, BLOCK: tl.constexpr, CP: tl.constexpr,
+    FLOW_EVICT: tl.constexpr, TAP_EVICT: tl.constexpr, STORE_CACHE: tl.constexpr,
 ):  # fmt: skip
     # One program = BLOCK pixels of frame n: taps once, then the C channels (CP = 0: a loop, one
     # channel after another; else one [CP >= C, BLOCK] tile after the back flow's taps); validity
     # (in-frame, and the forward-backward check against the sampled back flow when HAS_BACK).
+    # Cache hints (_WARP_FWD_HINTS): FLOW_EVICT, TAP_EVICT eviction policies, STORE_CACHE.
     pid = tl.program_id(0)
     n = pid // nblk
     blk = pid - n * nblk
     n = n.to(tl.int64)
     offs, pm, xf, yf = _pixel_coords(blk, HW, W, BLOCK)
     fbase = n * 2 * HW
-    dx = tl.load(flow_ptr + fbase + offs, mask=pm, other=0.0).to(tl.float32)
-    dy = tl.load(flow_ptr + fbase + HW + offs, mask=pm, other=0.0).to(tl.float32)
+    dx = tl.load(flow_ptr + fbase + offs, mask=pm, other=0.0, eviction_policy=FLOW_EVICT).to(tl.float32)
+    dy = tl.load(flow_ptr + fbase + HW + offs, mask=pm, other=0.0, eviction_policy=FLOW_EVICT).to(tl.float32)
     i00, wx, wy, m00, m01, m10, m11, ok = _bilinear_taps(xf + dx, yf + dy, H, W, pm)
 
     if CP > 0:
         if HAS_BACK:
-            bx = _sample(back_ptr + fbase, i00, W, wx, wy, m00, m01, m10, m11)
-            by = _sample(back_ptr + fbase + HW, i00, W, wx, wy, m00, m01, m10, m11)
-        v = _sample_planes(img_ptr + n * C * HW, HW, C, CP, i00, W, wx, wy, m00, m01, m10, m11)
+            bx = _sample(back_ptr + fbase, i00, W, wx, wy, m00, m01, m10, m11, TAP_EVICT)
+            by = _sample(back_ptr + fbase + HW, i00, W, wx, wy, m00, m01, m10, m11, TAP_EVICT)
+        v = _sample_planes(img_ptr + n * C * HW, HW, C, CP, i00, W, wx, wy, m00, m01, m10, m11, TAP_EVICT)
         ch = tl.arange(0, CP)[:, None]
         dst = out_ptr + n * C * HW + ch.to(tl.int64) * HW + offs[None, :]
-        tl.store(dst, v.to(out_ptr.dtype.element_ty), mask=(ch < C) & pm[None, :])
+        tl.store(dst, v.to(out_ptr.dtype.element_ty), mask=(ch < C) & pm[None, :], cache_modifier=STORE_CACHE)
     else:
         plane = img_ptr + n * C * HW
         dst = out_ptr + n * C * HW + offs
         c = 0
         while c < C:
             c += 1
-            v = _sample(plane, i00, W, wx, wy, m00, m01, m10, m11)
-            tl.store(dst, v.to(out_ptr.dtype.element_ty), mask=pm)
+            v = _sample(plane, i00, W, wx, wy, m00, m01, m10, m11, TAP_EVICT)
+            tl.store(dst, v.to(out_ptr.dtype.element_ty), mask=pm, cache_modifier=STORE_CACHE)
             plane += HW
             dst += HW
         if HAS_BACK:
-            bx = _sample(back_ptr + fbase, i00, W, wx, wy, m00, m01, m10, m11)
-            by = _sample(back_ptr + fbase + HW, i00, W, wx, wy, m00, m01, m10, m11)
+            bx = _sample(back_ptr + fbase, i00, W, wx, wy, m00, m01, m10, m11, TAP_EVICT)
+            by = _sample(back_ptr + fbase + HW, i00, W, wx, wy, m00, m01, m10, m11, TAP_EVICT)
 
     if HAS_BACK:
         sx = dx + bx
@@ -221,7 +229,7 @@ def _warp_fwd_kernel(
         s2 = sx * sx + sy * sy
         m2 = dx * dx + dy * dy + bx * bx + by * by
         ok = ok & ~(s2 > _ALPHA1 * m2 + _ALPHA2)
-    tl.store(valid_ptr + n * HW + offs, ok.to(tl.uint8), mask=pm)
+    tl.store(valid_ptr + n * HW + offs, ok.to(tl.uint8), mask=pm, cache_modifier=STORE_CACHE)
 
 
 @triton.jit
@@ -397,7 +405,8 @@ def warp_forward(
     _warp_fwd_kernel[(n * nblk,)](
         img_arg, flow, back_flow if back_flow is not None else flow, out_arg, valid,
         c, h, w, hw, nblk,
-        HAS_BACK=back_flow is not None, BLOCK=block, CP=_channel_tile(c), num_warps=warps,
+        HAS_BACK=back_flow is not None, BLOCK=block, CP=_channel_tile(c), FLOW_EVICT=_WARP_FWD_HINTS[0],
+        TAP_EVICT=_WARP_FWD_HINTS[1], STORE_CACHE=_WARP_FWD_HINTS[2], num_warps=warps,
     )  # fmt: skip
     return out, valid.view(torch.bool)
 
