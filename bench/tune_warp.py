@@ -4,8 +4,9 @@ For the warp + occlusion cases of bench_warp.py (smooth and random flow, 1x4x128
 every BLOCK in 256..2048 with 1 to 16 pixels per thread, the launcher's own choice (``auto``), and
 ``auto`` with cache hints (``_WARP_FWD_HINTS``: flow loads / tap gathers eviction, store modifier). Each
 row: CUDA-graph replay median, its ratio to the memory-bandwidth floor and to ``auto`` measured in the
-same run, and the largest difference from ``auto``'s output (so a fast but wrong launch shows). Needs
-CUDA.
+same run, and the largest difference from ``auto``'s output (so a fast but wrong launch shows). The
+replays read the same inputs, partly from L2; the ``L2 cold`` rows (``auto`` with and without hints)
+cycle through ROTATE copies of the inputs, so each call reads its inputs from HBM. Needs CUDA.
 """
 
 from __future__ import annotations
@@ -26,12 +27,14 @@ import warped_fast as wf  # noqa: E402
 LAUNCHES = [(b, w) for b in (256, 512, 1024, 2048) for w in (2, 4, 8, 16) if 1 <= b // (32 * w) <= 16]
 # (flow loads' eviction policy, tap gathers' eviction policy, stores' cache modifier), with auto's launch
 HINTS = [
+    ("", "", ""),
     ("evict_first", "", ""),
     ("", "", ".cs"),
     ("evict_first", "", ".cs"),
     ("evict_first", "evict_last", ".cs"),
     ("", "evict_last", ""),
 ]
+ROTATE = 4  # input sets the L2-cold rows cycle through (4 x 1x3x1024x1024: 4 x 42 MB, past any L2)
 
 
 def _launch(block: int | None, warps: int | None, hints: tuple[str, str, str] | None = None):
@@ -41,7 +44,9 @@ def _launch(block: int | None, warps: int | None, hints: tuple[str, str, str] | 
 
     stack = contextlib.ExitStack()
     if block is not None:
-        stack.enter_context(mock.patch.object(triton_warp, "_warp_fwd_block", lambda hw, device: (block, warps)))
+        stack.enter_context(
+            mock.patch.object(triton_warp, "_warp_fwd_block", lambda hw, device: (block, warps))
+        )
     if hints is not None:
         stack.enter_context(mock.patch.object(triton_warp, "_WARP_FWD_HINTS", hints))
     return stack
@@ -75,7 +80,11 @@ def main():
             with wf.use_backend("triton"), wf.ops.value_checks(False):
                 ref_out, ref_valid = call()
                 auto_ms = None
-                runs = [(None, None, None), *((b, nw, None) for b, nw in LAUNCHES), *((None, None, x) for x in HINTS)]
+                runs = [
+                    (None, None, None),
+                    *((b, nw, None) for b, nw in LAUNCHES),
+                    *((None, None, x) for x in HINTS),
+                ]
                 for block, warps, hints in runs:
                     with _launch(block, warps, hints):
                         out, valid = call()
@@ -94,7 +103,29 @@ def main():
                     if floor:
                         note += f"; {ms / floor:.2f}x floor"
                     table.add(f"warp+occlusion ({name})", shape, label, ms, None, note)
+                for hints in (None, ("", "", "")):
+                    with _launch(None, None, hints):
+                        ms = graph_ms(_rotating(img, fwd, back), dev, reps, calls=2 * ROTATE)
+                    if ms is None:
+                        continue
+                    label = "auto, L2 cold" + ("" if hints is None else " -/-/-")
+                    note = f"graph replay over {ROTATE} input copies" + (
+                        f"; {ms / floor:.2f}x floor" if floor else ""
+                    )
+                    table.add(f"warp+occlusion ({name})", shape, label, ms, None, note)
     table.finish()
+
+
+def _rotating(img, fwd, back):
+    """A warp call that takes the next of ROTATE copies of its inputs at each call."""
+    sets = [(img.clone(), fwd.clone(), back.clone()) for _ in range(ROTATE)]
+    count = [0]
+
+    def call():
+        count[0] += 1
+        return wf.warp(*sets[count[0] % ROTATE])
+
+    return call
 
 
 if __name__ == "__main__":

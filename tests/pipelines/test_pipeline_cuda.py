@@ -1,9 +1,9 @@
 """WarpedDiffusionPipeline on a CUDA device (tiny models built in code): a guided wavefront job with an
 output folder, whose step predictions travel to pinned host memory without waiting, matches the same
-job without a folder, and resumes."""
+job without a folder, and resumes. On CUDA two runs agree to rounding only: the guidance gradient's splat
+adds with atomics, in no fixed order."""
 
 import pytest
-import torch
 
 from tests.models.tiny import scheduler, tiny_unet
 from tests.pipelines.test_pipeline import _video
@@ -20,7 +20,7 @@ def test_guided_wavefront_job_with_a_folder_on_cuda(tmp_path):
     kw = {"num_inference_steps": 4, "progress": False, "frame_schedule": "wavefront", "max_batch": 3}
     plain = pipe(v, "box", **kw)
     stored = pipe(v, "box", output_dir=tmp_path, **kw)
-    assert torch.equal(stored.latents.cpu(), plain.latents.cpu())
+    _close(stored.latents, plain.latents)
     assert sorted(p.name for p in tmp_path.glob("frame_*.png")) == [f"frame_0000{i}.png" for i in range(5)]
 
     def stop_at_frame_3(j, step, u, d):
@@ -29,7 +29,12 @@ def test_guided_wavefront_job_with_a_folder_on_cuda(tmp_path):
 
     with pytest.raises(KeyboardInterrupt):
         pipe(v, "box", output_dir=tmp_path / "b", callback_on_step_end=stop_at_frame_3, **kw)
-    # The saved predictions are those the device computed: resuming from them gives the same frames (up
-    # to the batches' rounding: the resumed wavefront batches frames differently).
+    # The saved predictions are those the device computed: resuming from them gives the same frames.
     again = pipe(v, "box", output_dir=tmp_path / "b", **kw)
-    assert (again.latents.cpu() - plain.latents.cpu()).abs().max() < 1e-4
+    _close(again.latents, plain.latents)
+
+
+def _close(a, b):
+    """Equal to float32 rounding, relative to the latents' scale (hundreds)."""
+    err = (a.cpu() - b.cpu()).abs().max().item()
+    assert err <= 1e-5 * b.abs().max().item(), err
