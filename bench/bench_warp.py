@@ -1,7 +1,9 @@
 """Benchmark the warp family: warp + occlusion check, its adjoint (splat), composition of coordinates.
 
 Every available backend against the PyTorch reference in one run; on a known GPU the note gives the
-memory-bandwidth floor (bytes read and written once at peak HBM bandwidth) and the ratio to it. On
+memory-bandwidth floor (bytes read and written once at peak HBM bandwidth) and the ratio to it, for
+the CUDA-graph replay of repeated calls (``graph replay``: their inputs may stay in the L2) and of calls
+each reading its own copy of the inputs from HBM (``from HBM``: the floor's premise). On
 CUDA the forward warp also runs its Triton channel-tile path (``triton, channel tile``: every channel's
 taps loaded as one tile), which is not the default until measured faster.
 """
@@ -9,6 +11,7 @@ taps loaded as one tile), which is not the default until measured faster.
 from __future__ import annotations
 
 import contextlib
+import functools
 import sys
 from pathlib import Path
 from unittest import mock
@@ -19,6 +22,7 @@ import torch  # noqa: E402
 from common import (  # noqa: E402
     Table,
     bandwidth_floor_ms,
+    cold_graph_ms,
     graph_ms,
     graph_note,
     parse_args,
@@ -42,38 +46,20 @@ def _cases(n, c, h, w, dev):
     cot = torch.randn(n, c, h, w, device=dev, generator=g)
     coords = wf.identity_coords(h, w, n, device=dev)
     px, f32 = n * h * w, 4
+    splat = functools.partial(_eager.call, "warp_image_grad")  # as guidance_grad calls it
     return [
-        # (case, public fn, reference fn, bytes moved at least once). Random per-pixel flows scatter
-        # the bilinear taps (cache-bound); optical flow is smooth, so neighbouring taps share lines.
-        (
-            "warp+occlusion (smooth flow)",
-            lambda: wf.warp(img, smooth, smooth_back),
-            lambda: reference.warp(img, smooth, smooth_back),
-            "warp",
-            px * (2 * c * f32 + 4 * f32 + 1),
-        ),
-        (
-            "warp+occlusion (random flow)",
-            lambda: wf.warp(img, flow, back),
-            lambda: reference.warp(img, flow, back),
-            "warp",
-            px * (2 * c * f32 + 4 * f32 + 1),
-        ),
-        (
-            "warp splat (adjoint)",
-            lambda: _eager.call("warp_image_grad", cot, flow, None),  # as guidance_grad calls it
-            lambda: reference.warp_image_grad(cot, flow),
-            "warp_image_grad",
-            px * (2 * c * f32 + 2 * f32),
-        ),
-        (
-            "compose_coords",
-            lambda: wf.compose_coords(coords, flow),
-            lambda: reference.compose_coords(coords, flow),
-            "compose_coords",
-            px * 6 * f32,
-        ),
-    ]
+        # (case, public fn, its arguments, reference fn, op, bytes moved at least once). Random per-pixel
+        # flows scatter the bilinear taps (cache-bound); optical flow is smooth, so neighbouring taps
+        # share lines.
+        ("warp+occlusion (smooth flow)", wf.warp, (img, smooth, smooth_back), reference.warp, "warp",
+         px * (2 * c * f32 + 4 * f32 + 1)),
+        ("warp+occlusion (random flow)", wf.warp, (img, flow, back), reference.warp, "warp",
+         px * (2 * c * f32 + 4 * f32 + 1)),
+        ("warp splat (adjoint)", splat, (cot, flow, None), reference.warp_image_grad, "warp_image_grad",
+         px * (2 * c * f32 + 2 * f32)),
+        ("compose_coords", wf.compose_coords, (coords, flow), reference.compose_coords, "compose_coords",
+         px * 6 * f32),
+    ]  # fmt: skip
 
 
 def _channel_tile(most: int):
@@ -95,9 +81,10 @@ def main():
     reps = args.repeats or (5 if dev == "cpu" else 50)
     for n, c, h, w in shapes:
         shape = f"{n}x{c}x{h}x{w}"
-        for case, fn, ref_fn, op, nbytes in _cases(n, c, h, w, dev):
+        for case, call, call_args, ref_call, op, nbytes in _cases(n, c, h, w, dev):
+            fn = functools.partial(call, *call_args)
             with wf.use_backend("reference"):
-                ref_ms = time_ms(ref_fn, dev, reps)
+                ref_ms = time_ms(functools.partial(ref_call, *call_args), dev, reps)
             table.add(case, shape, "reference", ref_ms, ref_ms)
             floor = bandwidth_floor_ms(dev, nbytes)
             for be in OP_BACKENDS[op]:
@@ -108,9 +95,14 @@ def main():
                     with wf.use_backend(be), wf.ops.value_checks(False), _channel_tile(tile):
                         ms = time_ms(fn, dev, reps)
                         g_ms = graph_ms(fn, dev, reps)
+                        cold_ms = cold_graph_ms(call, call_args, dev, reps)
                     note = f"floor {floor:.4f} ms, {ms / floor:.2f}x floor" if floor else ""
                     if g_ms is not None:
                         note += "; " + graph_note(g_ms, floor)
+                    if cold_ms is not None:
+                        note += f"; from HBM {cold_ms:.4f} ms" + (
+                            f", {cold_ms / floor:.2f}x floor" if floor else ""
+                        )
                     table.add(case, shape, be + (", channel tile" if tile else ""), ms, ref_ms, note)
     table.finish()
 

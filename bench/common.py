@@ -148,6 +148,26 @@ def _graph_ms(fn: Callable[[], object], device: str, repeats: int, calls: int) -
     return time_ms(graph.replay, device, repeats) / calls
 
 
+def cold_graph_ms(call: Callable[..., object], args: tuple, device: str, repeats: int) -> float | None:
+    """Device time of one ``call(*args)`` with its inputs in HBM, not L2: like :func:`graph_ms`, but the
+    captured calls cycle through copies of the tensors in ``args``, enough copies to hold twice the L2
+    (graph_ms's calls reread the same inputs, which may stay in the L2). None off CUDA."""
+    if not device.startswith("cuda"):
+        return None
+    nbytes = sum(a.numel() * a.element_size() for a in args if isinstance(a, torch.Tensor))
+    l2 = torch.cuda.get_device_properties(device).L2_cache_size
+    copies = max(2, min(512, -(-2 * l2 // max(nbytes, 1))))
+    sets = [tuple(a.clone() if isinstance(a, torch.Tensor) else a for a in args) for _ in range(copies)]
+    count = [0]
+
+    def fn():
+        count[0] += 1
+        return call(*sets[count[0] % copies])
+
+    with _on(device):
+        return _graph_ms(fn, device, repeats, max(copies, 10))
+
+
 def graph_note(g_ms: float | None, floor: float | None = None) -> str:
     """The note "graph replay <ms>[, <ratio>x floor]"; empty when there is no replay time."""
     if g_ms is None:

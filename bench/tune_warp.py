@@ -5,8 +5,9 @@ every BLOCK in 256..2048 with 1 to 16 pixels per thread, the launcher's own choi
 ``auto`` with cache hints (``_WARP_FWD_HINTS``: flow loads / tap gathers eviction, store modifier). Each
 row: CUDA-graph replay median, its ratio to the memory-bandwidth floor and to ``auto`` measured in the
 same run, and the largest difference from ``auto``'s output (so a fast but wrong launch shows). The
-replays read the same inputs, partly from L2; the ``L2 cold`` rows (``auto`` with and without hints)
-cycle through ROTATE copies of the inputs, so each call reads its inputs from HBM. Needs CUDA.
+replays reread the same inputs, partly from the L2; the ``L2 cold`` rows (``auto`` with and without
+hints) cycle through copies of the inputs (common.cold_graph_ms), so each call reads them from HBM.
+Needs CUDA.
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ from unittest import mock
 sys.path.insert(0, str(Path(__file__).parent))
 
 import torch  # noqa: E402
-from common import Table, bandwidth_floor_ms, graph_ms, parse_args, smooth_flow  # noqa: E402
+from common import Table, bandwidth_floor_ms, cold_graph_ms, graph_ms, parse_args, smooth_flow  # noqa: E402
 
 import warped_fast as wf  # noqa: E402
 
@@ -34,7 +35,6 @@ HINTS = [
     ("evict_first", "evict_last", ".cs"),
     ("", "evict_last", ""),
 ]
-ROTATE = 4  # input sets the L2-cold rows cycle through (4 x 1x3x1024x1024: 4 x 42 MB, past any L2)
 
 
 def _launch(block: int | None, warps: int | None, hints: tuple[str, str, str] | None = None):
@@ -105,27 +105,13 @@ def main():
                     table.add(f"warp+occlusion ({name})", shape, label, ms, None, note)
                 for hints in (None, ("", "", "")):
                     with _launch(None, None, hints):
-                        ms = graph_ms(_rotating(img, fwd, back), dev, reps, calls=2 * ROTATE)
+                        ms = cold_graph_ms(wf.warp, (img, fwd, back), dev, reps)
                     if ms is None:
                         continue
                     label = "auto, L2 cold" + ("" if hints is None else " -/-/-")
-                    note = f"graph replay over {ROTATE} input copies" + (
-                        f"; {ms / floor:.2f}x floor" if floor else ""
-                    )
+                    note = "graph replay, inputs from HBM" + (f"; {ms / floor:.2f}x floor" if floor else "")
                     table.add(f"warp+occlusion ({name})", shape, label, ms, None, note)
     table.finish()
-
-
-def _rotating(img, fwd, back):
-    """A warp call that takes the next of ROTATE copies of its inputs at each call."""
-    sets = [(img.clone(), fwd.clone(), back.clone()) for _ in range(ROTATE)]
-    count = [0]
-
-    def call():
-        count[0] += 1
-        return wf.warp(*sets[count[0] % ROTATE])
-
-    return call
 
 
 if __name__ == "__main__":
