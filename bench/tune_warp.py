@@ -5,9 +5,8 @@ every BLOCK in 256..2048 with 1 to 16 pixels per thread, the launcher's own choi
 ``auto`` with cache hints (``_WARP_FWD_HINTS``: flow loads / tap gathers eviction, store modifier). Each
 row: CUDA-graph replay median, its ratio to the memory-bandwidth floor and to ``auto`` measured in the
 same run, and the largest difference from ``auto``'s output (so a fast but wrong launch shows). The
-replays reread the same inputs, partly from the L2; the ``L2 cold`` rows (``auto`` with and without
-hints) cycle through copies of the inputs (common.cold_graph_ms), so each call reads them from HBM.
-Needs CUDA.
+replays reread the same inputs, partly from the L2; ``from HBM`` is the replay of calls that cycle
+through copies of the inputs (common.cold_graph_ms), each reading its own from HBM. Needs CUDA.
 """
 
 from __future__ import annotations
@@ -91,6 +90,7 @@ def main():
                         err = (out - ref_out).abs().max().item()
                         flips = (valid != ref_valid).sum().item()
                         ms = graph_ms(call, dev, reps)
+                        cold_ms = cold_graph_ms(wf.warp, (img, fwd, back), dev, reps)
                     if ms is None:
                         continue
                     auto_ms = auto_ms or ms
@@ -102,14 +102,10 @@ def main():
                     )
                     if floor:
                         note += f"; {ms / floor:.2f}x floor"
-                    table.add(f"warp+occlusion ({name})", shape, label, ms, None, note)
-                for hints in (None, ("", "", "")):
-                    with _launch(None, None, hints):
-                        ms = cold_graph_ms(wf.warp, (img, fwd, back), dev, reps)
-                    if ms is None:
-                        continue
-                    label = "auto, L2 cold" + ("" if hints is None else " -/-/-")
-                    note = "graph replay, inputs from HBM" + (f"; {ms / floor:.2f}x floor" if floor else "")
+                    if cold_ms is not None:
+                        note += f"; from HBM {cold_ms:.4f} ms" + (
+                            f", {cold_ms / floor:.2f}x floor" if floor else ""
+                        )
                     table.add(f"warp+occlusion ({name})", shape, label, ms, None, note)
     table.finish()
 
