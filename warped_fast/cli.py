@@ -151,7 +151,7 @@ def _warp_noise(args) -> int:
         raise CliError(f"--out: {args.out} is a folder; expected a file path (.safetensors)")
     tmp = out.with_name(out.name + ".partial")
     try:  # writable before any work
-        check_writable(out.parent)
+        check_writable(out.parent, keep=False)
     except PermissionError as e:
         raise CliError(f"--out: cannot write {out} ({e.__cause__})") from e
     options = noise_options(args.method, args.noise_option)

@@ -83,6 +83,14 @@ def test_pipeline_arguments_checked_before_any_work(tmp_path):
     with pytest.raises(ValueError, match="output_type: expected one of"):
         pipe(v, "box", num_inference_steps=2, progress=False, output_type="jpg", output_dir=tmp_path / "o")
     assert not (tmp_path / "o").exists()
+    # a call refused after the output check (the video does not exist) leaves no empty folders behind
+    with pytest.raises(FileNotFoundError):
+        pipe(missing, "box", num_inference_steps=2, progress=False, output_dir=tmp_path / "new" / "o")
+    assert not (tmp_path / "new").exists()
+    (tmp_path / "kept").mkdir()
+    with pytest.raises(FileNotFoundError):
+        pipe(missing, "box", num_inference_steps=2, progress=False, output_dir=tmp_path / "kept")
+    assert (tmp_path / "kept").is_dir()
     with pytest.raises(ValueError, match=r"flows: expected a pair \(fwd, back\)"):
         pipe(v, "box", num_inference_steps=2, progress=False, flows=(1, 2, 3))
     with pytest.raises(TypeError, match="flows\\[0\\]: expected a floating-point tensor or array, got str"):

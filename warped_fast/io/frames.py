@@ -3,6 +3,7 @@ job that is interrupted resumes without redoing or losing any; ``complete`` is m
 
 from __future__ import annotations
 
+import contextlib
 import json
 import re
 from pathlib import Path
@@ -32,9 +33,11 @@ def _differences(old: dict, params: dict, total: int) -> str:
     return "other " + ", ".join(keys) if keys else "made by another version"
 
 
-def check_writable(folder: str | Path) -> Path:
-    """``folder`` created if needed and writable (a probe file), else a ``PermissionError`` naming it."""
+def check_writable(folder: str | Path, keep: bool = True) -> Path:
+    """``folder`` created if needed and writable (a probe file), else a ``PermissionError`` naming it.
+    ``keep=False`` removes again the folders it created: a check before any work leaves no trace."""
     folder = Path(folder)
+    created = [p for p in (folder, *folder.parents) if not p.exists()]
     try:
         folder.mkdir(parents=True, exist_ok=True)
         probe = folder / ".write_test"
@@ -42,6 +45,11 @@ def check_writable(folder: str | Path) -> Path:
         probe.unlink()
     except OSError as e:
         raise PermissionError(f"output: cannot write to {folder} ({e})") from e
+    finally:
+        if not keep:
+            for p in created:  # deepest first; only if still empty
+                with contextlib.suppress(OSError):
+                    p.rmdir()
     return folder
 
 

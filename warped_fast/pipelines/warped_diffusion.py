@@ -197,7 +197,7 @@ class WarpedDiffusionPipeline:
         sampler_cfg = VideoSamplerConfig(frame_schedule, max_batch, guidance, progress)
         warper = make_noise_warper(noise_method, **(noise_options or {}))
         if output_dir is not None:
-            check_writable(output_dir)
+            check_writable(output_dir, keep=False)
         flow_frames, cond = self.prepare(video, mask, max_frames)
         t = cond.shape[0]
         if guidance.mode == "exact" and t > 1 and any(guidance.active(s) for s in range(num_inference_steps)):
