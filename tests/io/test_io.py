@@ -218,6 +218,25 @@ def test_cmyk_images_read_as_rgb(tmp_path):
         assert v.tolist() == [33.0, 81.0, 71.0], name
 
 
+def test_exif_orientation_applied(tmp_path):
+    """A phone's JPEG stored sideways with an EXIF orientation reads upright, as viewers show it; a
+    grey one stays grey."""
+    from PIL import ImageOps
+
+    rgb = np.zeros((6, 8, 3), np.uint8)
+    rgb[0] = 255  # the stored top row white
+    for name, im in (("c.jpg", Image.fromarray(rgb)), ("g.jpg", Image.fromarray(rgb[..., 0]))):
+        exif = Image.Exif()
+        exif[0x0112] = 6  # rotate 90 degrees clockwise to view
+        im.save(tmp_path / name, exif=exif, quality=100)
+        v = read_video(tmp_path / name)[0]
+        assert v.shape == (3, 8, 6), name  # upright: 8 rows, 6 columns
+        with Image.open(tmp_path / name) as ref:
+            want = np.asarray(ImageOps.exif_transpose(ref).convert("RGB"))
+        assert (v.permute(1, 2, 0) * 255).round().numpy().astype(np.uint8).tolist() == want.tolist(), name
+        assert v[:, :, -1].min() > 0.9 and v[:, :, 0].max() < 0.1, name  # the white row: the right column
+
+
 def test_mask_image_of_zeros_and_ones(tmp_path):
     """A mask PNG holding 0/1 (not 0/255) masks its 1s, as the same array would."""
     a = np.zeros((6, 8), np.uint8)

@@ -179,15 +179,17 @@ def _pixels(im: np.ndarray) -> np.ndarray:
 
 def _image_frames(p: Path) -> Iterator[np.ndarray]:
     """The frames of an image file: one, or an animation's or a multi-page file's (a page series comes
-    as one stack ``[N, H, W(, C)]``)."""
+    as one stack ``[N, H, W(, C)]``). Upright: an EXIF orientation (a phone's photo) is applied."""
     import imageio.v3 as iio
 
-    if _is_cmyk(p):  # read as RGB by Pillow (imageio gives the raw C, M, Y, K channels)
-        from PIL import Image, ImageSequence
+    if _needs_pillow(p):  # CMYK read as RGB (imageio gives the raw C, M, Y, K channels); EXIF rotations
+        from PIL import Image, ImageOps, ImageSequence
 
         with Image.open(p) as im:
             for page in ImageSequence.Iterator(im):
-                yield np.asarray(page.convert("RGB"))
+                page = ImageOps.exif_transpose(page)
+                keep = page.mode in ("L", "LA", "RGB", "RGBA", "I;16")
+                yield np.asarray(page if keep else page.convert("RGB"))
         return
     for a in iio.imiter(p):
         a = np.asarray(a)
@@ -195,12 +197,16 @@ def _image_frames(p: Path) -> Iterator[np.ndarray]:
         yield from (a if stack else [a])
 
 
-def _is_cmyk(p: Path) -> bool:
+_EXIF_ORIENTATION = 0x0112
+
+
+def _needs_pillow(p: Path) -> bool:
+    """Whether Pillow reads ``p`` (CMYK, or an EXIF orientation other than upright) instead of imageio."""
     from PIL import Image
 
     try:
         with Image.open(p) as im:
-            return im.mode == "CMYK"
+            return im.mode == "CMYK" or im.getexif().get(_EXIF_ORIENTATION, 1) != 1
     except Exception:  # noqa: BLE001 - not for Pillow: imageio reads (or rejects) it
         return False
 
