@@ -1,7 +1,10 @@
 """Resume after a crash: crash-safe checkpoints, GradScaler state, the loss log, moved run folders."""
 
 import csv
+import multiprocessing
+import os
 import shutil
+import signal
 from pathlib import Path
 
 import pytest
@@ -162,3 +165,30 @@ def test_loss_log_cut_by_a_kill(tmp_path):
         f.write("13,0.4,1e-3,5.0\n")
     _truncate_log(log, 13)
     assert log.read_text().splitlines()[1:] == ["11,0.5,1e-3,4.0", "12,0.45,1e-3,4.5", "13,0.4,1e-3,5.0"]
+
+
+@pytest.mark.parametrize("workers", [0, 2])
+def test_ctrl_c_checkpoints_the_finished_steps(tmp_path, monkeypatch, workers):
+    """Ctrl-C during step 3 (checkpoints every 2): step 3 finishes, the run checkpoints there and stops
+    as interrupted; resuming gives the uninterrupted run's weights, and no loss row is lost or doubled."""
+    straight = Trainer(_cfg(tmp_path / "a", steps=5, checkpoint_every=2, data_workers=workers))
+    straight.train()
+    tr = Trainer(_cfg(tmp_path / "b", steps=5, checkpoint_every=2, data_workers=workers))
+    step = tr.train_step
+
+    def step_with_ctrl_c(raw=None):
+        if tr.step == 2:  # as the terminal sends it, during the step: to the data workers too
+            for p in [*multiprocessing.active_children(), None]:
+                os.kill(p.pid if p else os.getpid(), signal.SIGINT)
+        return step(raw)
+
+    monkeypatch.setattr(tr, "train_step", step_with_ctrl_c)
+    with pytest.raises(KeyboardInterrupt):
+        tr.train()
+    assert tr.step == 3
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # restored
+    resumed = Trainer(_cfg(tmp_path / "b", steps=5, checkpoint_every=2, data_workers=workers))
+    assert resumed.step == 3
+    resumed.train()
+    _same_state(straight, resumed)
+    assert _log_steps(tmp_path / "b" / "run") == [1, 2, 3, 4, 5]

@@ -29,6 +29,7 @@ from ..ops._checks import check_int
 from .checkpoint import load_checkpoint, recover_checkpoint, save_checkpoint
 from .config import TrainConfig
 from .data import load_photos, random_crops
+from .interrupt import DeferredInterrupt
 from .tasks import task_condition
 
 logger = logging.getLogger("warped_fast")
@@ -294,25 +295,48 @@ class Trainer:
             bar = tqdm(
                 total=total, initial=self.step, disable=not self.cfg.progress, desc=f"train {self.cfg.task}"
             )
-            for raw in self._batches(total):
-                loss = self.train_step(raw)
-                w.writerow(
-                    [
-                        self.step,
-                        f"{loss:.6f}",
-                        f"{self.lr_at(self.step - 1):.3e}",
-                        f"{time.perf_counter() - t0:.1f}",
-                    ]
-                )
-                bar.set_postfix(loss=f"{loss:.4f}")
-                bar.update(1)
-                out_of_time = max_minutes is not None and time.perf_counter() - t0 > 60 * max_minutes
-                if self.step % self.cfg.checkpoint_every == 0 or self.step == total or out_of_time:
-                    f.flush()
-                    self.checkpoint()
-                if out_of_time:
-                    logger.warning("max_minutes=%s reached at step %d of %d", max_minutes, self.step, total)
-                    break
+            saved = self.step
+            with DeferredInterrupt() as stop:
+                batches = iter(self._batches(total))
+                while not stop.requested:
+                    try:
+                        raw = next(batches)
+                    except StopIteration:
+                        break
+                    except Exception:  # noqa: BLE001 - data workers end on Ctrl-C too
+                        if stop.requested:
+                            break
+                        raise
+                    loss = self.train_step(raw)
+                    w.writerow(
+                        [
+                            self.step,
+                            f"{loss:.6f}",
+                            f"{self.lr_at(self.step - 1):.3e}",
+                            f"{time.perf_counter() - t0:.1f}",
+                        ]
+                    )
+                    bar.set_postfix(loss=f"{loss:.4f}")
+                    bar.update(1)
+                    out_of_time = max_minutes is not None and time.perf_counter() - t0 > 60 * max_minutes
+                    if self.step % self.cfg.checkpoint_every == 0 or self.step == total or out_of_time:
+                        f.flush()
+                        self.checkpoint()
+                        saved = self.step
+                    if out_of_time:
+                        logger.warning(
+                            "max_minutes=%s reached at step %d of %d", max_minutes, self.step, total
+                        )
+                        break
+                if stop.requested:  # Ctrl-C: keep every finished step, then stop as interrupted
+                    bar.close()
+                    if saved != self.step:
+                        f.flush()
+                        self.checkpoint()
+                    logger.warning(
+                        "interrupted: checkpoint at step %d of %d in %s", self.step, total, self.ckpt
+                    )
+                    raise KeyboardInterrupt
             bar.close()
         plot_loss(log_path, self.out / "loss.png")
         return self.export(self.out / "model")
