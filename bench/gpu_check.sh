@@ -56,8 +56,8 @@ done
 if [ "${GPU_CHECK_TUNE:-1}" = 1 ]; then
   stamp tune_gp_noise  # every kernel x split of gp_noise, with its error: data for the launcher's choices
   timeout 150 python3 bench/tune_gp_noise.py --device cuda || fail "tune_gp_noise failed or timed out (rc $?)"
-  stamp tune_warp  # the forward warp's pixels per program x warps, with each launch's difference
-  timeout 90 python3 bench/tune_warp.py --device cuda || fail "tune_warp failed or timed out (rc $?)"
+  stamp tune_warp  # the forward warp's launches and cache hints, with each one's difference
+  timeout 150 python3 bench/tune_warp.py --device cuda || fail "tune_warp failed or timed out (rc $?)"
 fi
 NCU=$(command -v ncu || ls /opt/nvidia/nsight-compute/*/ncu 2>/dev/null | head -1)
 if [ "${GPU_CHECK_NCU:-1}" != 0 ] && [ -n "$NCU" ]; then
