@@ -82,7 +82,7 @@ def test_warp_noise(tmp_path, capsys):
     assert torch.equal(d["fwd_flow"], flow_to_latent(fwd, 8)) and torch.equal(
         d["back_flow"], flow_to_latent(back, 8)
     )
-    one = tmp_path / "one.safetensors"
+    one = tmp_path / "new" / "one.safetensors"  # in a folder that does not exist yet
     assert main(["warp-noise", str(src), "--out", str(one), "--max-frames", "1", "--method", "hiwyn"]) == 0
     d1 = load_file(str(one))
     assert d1["noise"].shape == (1, 4, 4, 6) and d1["fwd_flow"].shape == d1["back_flow"].shape == (0, 2, 4, 6)

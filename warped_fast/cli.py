@@ -179,6 +179,7 @@ def _warp_noise(args) -> int:
     latent = noise[0].shape[-2:]
     flows = [torch.stack(fl) if fl else torch.zeros(0, 2, *latent) for fl in (fwds, backs)]
     tensors = {"noise": torch.stack(noise).cpu(), "fwd_flow": flows[0], "back_flow": flows[1]}
+    out.parent.mkdir(parents=True, exist_ok=True)  # the early check left no folder behind
     save_file({k: v.contiguous() for k, v in tensors.items()}, str(tmp))
     tmp.replace(out)  # whole or not at all
     print(f"wrote noise {list(tensors['noise'].shape)} ({args.method}) to {out}")

@@ -8,6 +8,7 @@ import torch
 from PIL import Image
 
 from warped_fast.io import FrameStore, iter_video, load_mask, read_video, write_video
+from warped_fast.io.frames import check_writable
 
 
 def _clip(t=3, h=10, w=14):
@@ -206,6 +207,17 @@ def test_unwritable_output(tmp_path):
     f.write_text("")
     with pytest.raises(PermissionError, match="cannot write"):
         FrameStore(f / "sub", {}, 1)
+    with pytest.raises(PermissionError, match="cannot write"):
+        check_writable(f / "sub", keep=False)
+
+
+def test_write_check_removes_only_the_folders_it_made(tmp_path):
+    (tmp_path / "empty").mkdir()
+    check_writable(tmp_path / "a" / "b", keep=False)
+    check_writable(tmp_path / "missing" / ".." / "empty", keep=False)  # "empty" existed: it stays
+    check_writable(tmp_path / "empty" / "c", keep=False)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["empty"] and not any((tmp_path / "empty").iterdir())
+    assert check_writable(tmp_path / "kept" / "d").is_dir()
 
 
 def test_cmyk_images_read_as_rgb(tmp_path):

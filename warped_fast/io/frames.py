@@ -35,11 +35,19 @@ def _differences(old: dict, params: dict, total: int) -> str:
 
 def check_writable(folder: str | Path, keep: bool = True) -> Path:
     """``folder`` created if needed and writable (a probe file), else a ``PermissionError`` naming it.
-    ``keep=False`` removes again the folders it created: a check before any work leaves no trace."""
+    ``keep=False`` removes again the folders this call created (and only those): a check before any
+    work leaves no trace."""
     folder = Path(folder)
-    created = [p for p in (folder, *folder.parents) if not p.exists()]
+    created: list[Path] = []
     try:
-        folder.mkdir(parents=True, exist_ok=True)
+        level = Path(folder.anchor)
+        for part in folder.parts[1 if folder.anchor else 0 :]:  # top down; ".." as the kernel sees it
+            level = level / part
+            try:
+                level.mkdir()
+                created.append(level)
+            except FileExistsError:
+                pass
         probe = folder / ".write_test"
         probe.write_text("")
         probe.unlink()
@@ -47,7 +55,7 @@ def check_writable(folder: str | Path, keep: bool = True) -> Path:
         raise PermissionError(f"output: cannot write to {folder} ({e})") from e
     finally:
         if not keep:
-            for p in created:  # deepest first; only if still empty
+            for p in reversed(created):  # deepest first; only if still empty
                 with contextlib.suppress(OSError):
                     p.rmdir()
     return folder
