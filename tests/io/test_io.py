@@ -231,22 +231,28 @@ def test_cmyk_images_read_as_rgb(tmp_path):
 
 
 def test_exif_orientation_applied(tmp_path):
-    """A phone's JPEG stored sideways with an EXIF orientation reads upright, as viewers show it; a
-    grey one stays grey."""
+    """A photo stored sideways with an EXIF orientation reads upright, as viewers (Pillow's
+    exif_transpose) show it: all 8 orientations, colour and grey PNGs (lossless), a phone's JPEG."""
     from PIL import ImageOps
 
-    rgb = np.zeros((6, 8, 3), np.uint8)
-    rgb[0] = 255  # the stored top row white
-    for name, im in (("c.jpg", Image.fromarray(rgb)), ("g.jpg", Image.fromarray(rgb[..., 0]))):
-        exif = Image.Exif()
-        exif[0x0112] = 6  # rotate 90 degrees clockwise to view
-        im.save(tmp_path / name, exif=exif, quality=100)
-        v = read_video(tmp_path / name)[0]
-        assert v.shape == (3, 8, 6), name  # upright: 8 rows, 6 columns
-        with Image.open(tmp_path / name) as ref:
-            want = np.asarray(ImageOps.exif_transpose(ref).convert("RGB"))
-        assert (v.permute(1, 2, 0) * 255).round().numpy().astype(np.uint8).tolist() == want.tolist(), name
-        assert v[:, :, -1].min() > 0.9 and v[:, :, 0].max() < 0.1, name  # the white row: the right column
+    rgb = np.arange(5 * 7 * 3, dtype=np.uint8).reshape(5, 7, 3) * 2
+    for orientation in range(1, 9):
+        for name, im in (("c.png", Image.fromarray(rgb)), ("g.png", Image.fromarray(rgb[..., 0]))):
+            exif = Image.Exif()
+            exif[0x0112] = orientation
+            im.save(tmp_path / name, exif=exif)
+            v = read_video(tmp_path / name)[0]
+            with Image.open(tmp_path / name) as ref:
+                want = np.asarray(ImageOps.exif_transpose(ref).convert("RGB"))
+            got = (v.permute(1, 2, 0) * 255).round().numpy().astype(np.uint8)
+            assert got.tolist() == want.tolist(), (orientation, name)
+    white_top = np.zeros((6, 8, 3), np.uint8)
+    white_top[0] = 255
+    exif = Image.Exif()
+    exif[0x0112] = 6  # rotate 90 degrees clockwise to view
+    Image.fromarray(white_top).save(tmp_path / "p.jpg", exif=exif, quality=100)
+    v = read_video(tmp_path / "p.jpg")[0]
+    assert v.shape == (3, 8, 6) and v[:, :, -1].min() > 0.9 and v[:, :, 0].max() < 0.1  # the top row: right
 
 
 def test_mask_image_of_zeros_and_ones(tmp_path):

@@ -179,36 +179,59 @@ def _pixels(im: np.ndarray) -> np.ndarray:
 
 def _image_frames(p: Path) -> Iterator[np.ndarray]:
     """The frames of an image file: one, or an animation's or a multi-page file's (a page series comes
-    as one stack ``[N, H, W(, C)]``). Upright: an EXIF orientation (a phone's photo) is applied."""
+    as one stack ``[N, H, W(, C)]``). Upright: the EXIF orientation of a JPEG, PNG or WebP (a phone's
+    photo) is applied."""
     import imageio.v3 as iio
 
-    if _needs_pillow(p):  # CMYK read as RGB (imageio gives the raw C, M, Y, K channels); EXIF rotations
-        from PIL import Image, ImageOps, ImageSequence
+    cmyk, orientation = _pillow_probe(p)
+    if cmyk:  # read as RGB by Pillow (imageio gives the raw C, M, Y, K channels)
+        from PIL import Image, ImageSequence
 
         with Image.open(p) as im:
             for page in ImageSequence.Iterator(im):
-                page = ImageOps.exif_transpose(page)
-                keep = page.mode in ("L", "LA", "RGB", "RGBA", "I;16")
-                yield np.asarray(page if keep else page.convert("RGB"))
+                yield _upright(np.asarray(page.convert("RGB")), orientation)
         return
     for a in iio.imiter(p):
         a = np.asarray(a)
         stack = a.ndim == 4 or (a.ndim == 3 and a.shape[-1] > 4)  # colour pages, or grey pages
-        yield from (a if stack else [a])
+        yield from (a if stack else [_upright(a, orientation)])
 
 
 _EXIF_ORIENTATION = 0x0112
+_ORIENTED_FORMATS = (
+    "JPEG",
+    "MPO",
+    "PNG",
+    "WEBP",
+)  # decoded unrotated by imageio; TIFF's own reader may not be
 
 
-def _needs_pillow(p: Path) -> bool:
-    """Whether Pillow reads ``p`` (CMYK, or an EXIF orientation other than upright) instead of imageio."""
+def _pillow_probe(p: Path) -> tuple[bool, int]:
+    """(whether ``p`` is CMYK, its EXIF orientation 1..8: 1 when upright, absent, or not a JPEG / PNG /
+    WebP). Reads the header only."""
     from PIL import Image
 
     try:
         with Image.open(p) as im:
-            return im.mode == "CMYK" or im.getexif().get(_EXIF_ORIENTATION, 1) != 1
+            orientation = 1
+            # a PNG's EXIF after its pixels would be found only by decoding them: such files count as upright
+            if im.format in _ORIENTED_FORMATS and (im.format != "PNG" or "exif" in im.info):
+                orientation = im.getexif().get(_EXIF_ORIENTATION, 1)
+            return im.mode == "CMYK", orientation if orientation in range(1, 9) else 1
     except Exception:  # noqa: BLE001 - not for Pillow: imageio reads (or rejects) it
-        return False
+        return False, 1
+
+
+def _upright(a: np.ndarray, orientation: int) -> np.ndarray:
+    """Image ``[H, W(, C)]`` stored with EXIF ``orientation``, as it is meant to be seen."""
+    if orientation in (5, 6, 7, 8):  # a quarter turn: transpose first
+        a = a.swapaxes(0, 1)
+        orientation = {5: 1, 6: 2, 7: 3, 8: 4}[orientation]
+    if orientation in (2, 3):
+        a = a[:, ::-1]
+    if orientation in (3, 4):
+        a = a[::-1]
+    return np.ascontiguousarray(a)
 
 
 def _check_selection(max_frames, start, step) -> None:
