@@ -9,8 +9,9 @@ import threading
 
 class DeferredInterrupt:
     """Context manager holding SIGINT: ``requested`` turns True at the first Ctrl-C, which raises
-    nothing; the second raises KeyboardInterrupt where the program is. Off the main thread (where
-    signal handlers cannot be set) it does nothing and Ctrl-C interrupts as usual."""
+    nothing; the second raises KeyboardInterrupt where the program is. It does nothing off the main
+    thread (where signal handlers cannot be set) and where SIGINT is not Python's default (ignored, as
+    for a background job, or handled by the application)."""
 
     def __init__(self):
         self.requested = False
@@ -22,7 +23,10 @@ class DeferredInterrupt:
         self.requested = True
 
     def __enter__(self) -> DeferredInterrupt:
-        if threading.current_thread() is threading.main_thread():
+        if (
+            threading.current_thread() is threading.main_thread()
+            and signal.getsignal(signal.SIGINT) is signal.default_int_handler
+        ):
             self._previous = signal.signal(signal.SIGINT, self._handler)
         return self
 
