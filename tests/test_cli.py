@@ -7,14 +7,14 @@ import torch
 
 from warped_fast.cli import main
 from warped_fast.flow import estimate_flow, flow_to_latent
-from warped_fast.io import read_video, write_video
+from warped_fast.io import read_video, video_fps, write_video
 
 
-def _clip(tmp_path, t=3, h=16, w=24):
+def _clip(tmp_path, t=3, h=16, w=24, fps=8.0):
     g = torch.Generator().manual_seed(0)
     base = torch.rand(3, h, w + t, generator=g)
     v = torch.stack([base[:, :, t - j : t - j + w] for j in range(t)])
-    return write_video(v, tmp_path / "in.mp4")
+    return write_video(v, tmp_path / "in.mp4", fps=fps)
 
 
 def test_info(capsys):
@@ -36,12 +36,13 @@ def test_python_dash_m_runs_the_cli():
 
 
 def test_inpaint_and_sr_write_videos_and_resume(tmp_path, capsys):
-    src = _clip(tmp_path)
+    src = _clip(tmp_path, fps=24)
     args = ["inpaint", str(src), "--out", str(tmp_path / "o"), "--steps", "2", "--quiet", "--mask", "center"]
     args += ["--noise-option", "occlusion=true", "--noise-option", "num_features=512"]
     assert main(args) == 0
     out = read_video(tmp_path / "o" / "inpaint.mp4")
     assert out.shape[0] == 3
+    assert video_fps(src) == 24 and video_fps(tmp_path / "o" / "inpaint.mp4") == 24  # the input's rate
     frames = sorted((tmp_path / "o" / "frames").glob("frame_*.png"))
     stamps = [f.stat().st_mtime_ns for f in frames]
     assert main(args) == 0  # a finished job is not redone

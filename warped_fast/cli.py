@@ -109,7 +109,7 @@ def noise_options(method: str, pairs: list[tuple[str, object]] | None) -> dict:
 def _restore(args, task) -> int:
     from pathlib import Path
 
-    from .io import load_mask, read_video, resize_frames, write_video
+    from .io import load_mask, read_video, resize_frames, video_fps, write_video
     from .io.masks import SHAPES
     from .sampling import GuidanceConfig
 
@@ -128,7 +128,8 @@ def _restore(args, task) -> int:
         guidance=GuidanceConfig(mode=args.guidance, lam=args.lam), noise_method=args.noise, noise_options=options,
         frame_schedule=args.schedule, generator=args.seed, output_dir=out / "frames", progress=not args.quiet,
     )  # fmt: skip
-    path = write_video(res.frames, out / f"{task}.mp4", fps=args.fps)
+    fps = args.fps or video_fps(args.input) or 8.0
+    path = write_video(res.frames, out / f"{task}.mp4", fps=fps)
     print(f"wrote {path} and {len(res.frames)} frames in {out / 'frames'}")
     return 0
 
@@ -239,7 +240,11 @@ def _add_restore_args(p, task):
     p.add_argument("--size", type=_size, help="resize the input to HxW first")
     p.add_argument("--max-frames", type=int)
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--fps", type=_positive_float, default=8.0, help="frame rate of the written video")
+    p.add_argument(
+        "--fps",
+        type=_positive_float,
+        help="frame rate of the written video (default: the input video's, else 8)",
+    )
     p.add_argument("--device", type=_device, help="cpu, cuda or cuda:N (default: cuda when available)")
     p.add_argument("--quiet", action="store_true")
     p.set_defaults(fn=lambda a: _restore(a, task))

@@ -2,7 +2,7 @@
 
 from .frames import FrameStore
 from .masks import generated_mask, load_mask
-from .video import iter_video, read_video, resize_frames, write_video
+from .video import iter_video, read_video, resize_frames, video_fps, write_video
 
 __all__ = [
     "FrameStore",
@@ -11,5 +11,6 @@ __all__ = [
     "load_mask",
     "read_video",
     "resize_frames",
+    "video_fps",
     "write_video",
 ]

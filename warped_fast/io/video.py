@@ -99,6 +99,29 @@ def iter_video(
     return iter(read_video(source, max_frames, start, step))
 
 
+def video_fps(source) -> float | None:
+    """The frame rate a video file (mp4, mov, mkv, webm, avi: its stream's; gif: from its first frame's
+    duration) says it plays at; None for anything else (folders, images, arrays) or when the file
+    does not say. The file must exist."""
+    import imageio.v3 as iio
+
+    if not isinstance(source, (str, os.PathLike)):
+        return None
+    p = _existing(source)
+    suffix = p.suffix.lower()
+    if p.is_dir() or suffix not in VIDEO_SUFFIXES:
+        return None
+    try:
+        if suffix == ".gif":
+            duration = iio.immeta(p, index=0).get("duration")  # milliseconds
+            fps = 1000.0 / duration if duration else None
+        else:
+            fps = iio.immeta(p, plugin="pyav").get("fps")
+    except Exception:  # noqa: BLE001 - unreadable metadata: the caller's default rate
+        return None
+    return float(fps) if fps and 0 < fps < 1e4 else None
+
+
 def _existing(source) -> Path:
     p = Path(source)
     if not p.exists():
