@@ -299,3 +299,14 @@ def test_warp_noise_unwritable_output_refused_before_any_work(tmp_path, capsys):
     # the input does not exist: the output is checked first
     assert main(["warp-noise", str(tmp_path / "missing.mp4"), "--out", str(blocker / "n.safetensors")]) == 2
     assert "--out: cannot write" in capsys.readouterr().err
+
+
+def test_inpaint_keep_known(tmp_path):
+    from warped_fast.io import load_mask
+
+    src = _clip(tmp_path)
+    args = ["inpaint", str(src), "--out", str(tmp_path / "o"), "--steps", "2", "--quiet", "--guidance", "off"]
+    assert main([*args, "--mask", "center", "--keep-known"]) == 0
+    v, m = read_video(src), load_mask("center", 3, 16, 24)
+    out = read_video(tmp_path / "o" / "frames")
+    assert ((out - v) * (1 - m)).abs().max() <= 0.5 / 255 + 1e-6  # the PNGs: 8 bits

@@ -127,6 +127,7 @@ def _restore(args, task) -> int:
         video, mask, num_inference_steps=args.steps,
         guidance=GuidanceConfig(mode=args.guidance, lam=args.lam), noise_method=args.noise, noise_options=options,
         frame_schedule=args.schedule, generator=args.seed, output_dir=out / "frames", progress=not args.quiet,
+        keep_known=getattr(args, "keep_known", False),
     )  # fmt: skip
     fps = args.fps or video_fps(args.input) or 8.0
     path = write_video(res.frames, out / f"{task}.mp4", fps=fps)
@@ -223,7 +224,13 @@ def _add_restore_args(p, task):
         p.add_argument(
             "--mask",
             default="box",
-            help="mask image/video path or a shape: box, center, left, right, top, bottom, stripe",
+            help="mask image/video path (the input's size; white: generated) or a shape: box (the default), "
+            "center, left, right, top, bottom, stripe",
+        )
+        p.add_argument(
+            "--keep-known",
+            action="store_true",
+            help="keep the input's pixels outside the mask (the model regenerates whole frames)",
         )
     p.add_argument(
         "--out", required=True, help="output folder (frames/, the mp4); an interrupted run resumes"

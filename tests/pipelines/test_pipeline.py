@@ -292,3 +292,29 @@ def test_resume_repairs_damaged_files_and_refuses_an_unknown_job(tmp_path):
     (out / "progress.json").unlink()
     with pytest.raises(ValueError, match="holds frames but no progress.json"):
         pipe(v, "box", output_dir=out, generator=1, **kw)
+
+
+def test_keep_known_pastes_the_input_outside_the_mask(tmp_path):
+    """keep_known: the frames hold the input's pixels outside the mask and the model's inside; the
+    latents are the model's either way; a folder's PNGs and a resumed job's frames agree."""
+    from warped_fast.io import load_mask, read_video
+
+    pipe = _inpaint_pipe()
+    v = _video(3)
+    m = load_mask("center", 3, 16, 24)
+    kw = {"num_inference_steps": 2, "progress": False}
+    plain = pipe(v, "center", **kw)
+    kept = pipe(v, "center", keep_known=True, **kw)
+    assert torch.equal(kept.latents, plain.latents)
+    assert torch.equal(kept.frames * (1 - m), v * (1 - m)) and torch.equal(kept.frames * m, plain.frames * m)
+    assert (plain.frames - v).abs()[(1 - m).expand_as(v).bool()].max() > 0  # the model alone changes them
+    stored = pipe(v, "center", keep_known=True, output_dir=tmp_path, **kw)
+    assert torch.equal(stored.frames, kept.frames)
+    png = read_video(tmp_path)  # frame_00000.png ...
+    assert (png - kept.frames).abs().max() <= 0.5 / 255 + 1e-6
+    with pytest.raises(ValueError, match=r"different job \(other keep_known\)"):
+        pipe(v, "center", output_dir=tmp_path, **kw)
+    with pytest.raises(ValueError, match="keep_known: for inpainting"):
+        WarpedDiffusionPipeline(DiffusersDenoiser(tiny_unet(6, 3, seed=2), scheduler=scheduler()), task="sr")(
+            _video(2, 2, 3), keep_known=True, **kw
+        )

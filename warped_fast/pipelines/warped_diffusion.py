@@ -112,6 +112,11 @@ class WarpedDiffusionPipeline:
         Returns:
             flow_frames ``[T, 3, H, W]`` (the degraded input at output resolution) and cond ``[T, Cc, h, w]``.
         """
+        return self._prepare(video, mask, max_frames)[:2]
+
+    def _prepare(self, video, mask=None, max_frames: int | None = None):
+        """:meth:`prepare`'s (flow_frames, cond), and for inpainting the mask ``[T, 1, H, W]`` (1: generated),
+        else None."""
         frames = read_video(video, max_frames=max_frames)
         t, _, h, w = frames.shape
         f = self.autoencoder.factor
@@ -124,13 +129,13 @@ class WarpedDiffusionPipeline:
             # A latent cell with any masked (grey) pixel is generated: its latent encodes the grey fill.
             m_lat = torch.nn.functional.max_pool2d(m, f) if f > 1 else m
             cond = torch.cat([m_lat, self.autoencoder.encode(degraded)], 1)
-            return degraded, cond
+            return degraded, cond, m
         if mask is not None:
             raise ValueError(f"mask: the sr task takes no mask, got {type(mask).__name__}")
         oh, ow = h * self.sr_factor, w * self.sr_factor
         self._check_size(oh, ow, "output size")
         up = resize_frames(frames, (oh, ow))
-        return up, self.autoencoder.encode(up)
+        return up, self.autoencoder.encode(up), None
 
     def _check_size(self, h: int, w: int, what: str) -> None:
         """The model's frames: a multiple of the autoencoder's factor times the UNet's downsampling."""
@@ -162,6 +167,7 @@ class WarpedDiffusionPipeline:
         output_type: Literal["pt", "np", "pil", "latent"] = "pt",
         output_dir: str | Path | None = None,
         max_frames: int | None = None,
+        keep_known: bool = False,
         callback_on_step_end=None,
         progress: bool = True,
     ) -> PipelineOutput:
@@ -182,6 +188,9 @@ class WarpedDiffusionPipeline:
             generator: seed or ``torch.Generator`` of the noise.
             output_type: "pt" ``[T, 3, H, W]``, "np" ``[T, H, W, 3]`` uint8, "pil", or "latent".
             output_dir: write finished frames there as they complete (PNG) and resume an interrupted run.
+            keep_known: inpainting: the output frames keep the input's pixels outside the mask (the model
+                regenerates whole frames: without it the known pixels come back close, not equal).
+                Latents (``output_type="latent"``) are the model's either way.
             callback_on_step_end: ``callback(frame, step, u, D)``.
         """
         guidance = guidance or GuidanceConfig()
@@ -196,9 +205,12 @@ class WarpedDiffusionPipeline:
         schedule = self.denoiser.sampling_schedule(num_inference_steps)  # a bad step count: before any work
         sampler_cfg = VideoSamplerConfig(frame_schedule, max_batch, guidance, progress)
         warper = make_noise_warper(noise_method, **(noise_options or {}))
+        if keep_known and self.task != "inpaint":
+            raise ValueError(f"keep_known: for inpainting; the {self.task!r} task has no known pixels")
         if output_dir is not None:
             check_writable(output_dir, keep=False)
-        flow_frames, cond = self.prepare(video, mask, max_frames)
+        flow_frames, cond, mask_px = self._prepare(video, mask, max_frames)
+        keep = _known_pixels(flow_frames, mask_px) if keep_known else None
         t = cond.shape[0]
         if guidance.mode == "exact" and t > 1 and any(guidance.active(s) for s in range(num_inference_steps)):
             check_gradients_allowed()  # before the flow is estimated
@@ -246,6 +258,8 @@ class WarpedDiffusionPipeline:
                       "flows": [tensor_digest(*flow_inputs), None if flows is not None else flow_preset],
                       "model": [object_digest(self.denoiser), object_digest(self.autoencoder)],
                       "sigmas": tensor_digest(schedule.sigmas, schedule.timesteps)}  # fmt: skip
+            if keep_known:  # the frames written differ, not the latents (absent: as older jobs)
+                params["keep_known"] = True
             store = FrameStore(output_dir, params, t)
             job = JobState(output_dir)
             start, latents, prev_pred = job.resume(t, guided, num_inference_steps, dev)
@@ -255,7 +269,7 @@ class WarpedDiffusionPipeline:
         decoded: dict[int, torch.Tensor] = {}
         for j in range(start):  # a finished frame's PNG missing or damaged (a crash before it was written)
             if not store.intact(j):
-                decoded[j] = self.autoencoder.decode(latents[j][None])[0].cpu()
+                decoded[j] = _paste(self.autoencoder.decode(latents[j][None]).cpu(), keep, j)[0]
                 store.write(j, decoded[j])
         preds: dict[int, list[torch.Tensor]] = {}
 
@@ -274,7 +288,7 @@ class WarpedDiffusionPipeline:
                 if guided and dev.type == "cuda":
                     torch.cuda.current_stream(dev).synchronize()  # the predictions' copies have landed
                 job.save(j, z, preds[j] if guided else None)  # the latent first: a frame implies it
-                decoded[j] = self.autoencoder.decode(z[None])[0].cpu()
+                decoded[j] = _paste(self.autoencoder.decode(z[None]).cpu(), keep, j)[0]
                 store.write(j, decoded[j])
             preds.pop(j - 1, None)
         lat = torch.stack(latents) if latents else torch.zeros(0, *lat_shape)
@@ -283,11 +297,11 @@ class WarpedDiffusionPipeline:
             # The decoded frames as without output_dir (the PNGs hold 8 bits); an earlier run's from
             # their latents. On the CPU: a long job's frames need not fit on the device.
             frames = torch.stack(
-                [decoded.pop(j) if j in decoded else self.autoencoder.decode(lat[j : j + 1])[0].cpu()
+                [decoded.pop(j) if j in decoded else _paste(self.autoencoder.decode(lat[j : j + 1]).cpu(), keep, j)[0]
                  for j in range(t)]
             )  # fmt: skip
         else:
-            frames = self.autoencoder.decode(lat)
+            frames = _paste(self.autoencoder.decode(lat), keep)
         return PipelineOutput(
             frames=_convert(frames, lat, output_type),
             latents=lat,
@@ -301,6 +315,22 @@ _OUTPUT_TYPES = ("pt", "np", "pil", "latent")
 # The version of a job's key (its digests): a folder from an earlier one is "another version", not
 # "another model".
 JOB_KEY_FORMAT = 2
+
+
+def _known_pixels(degraded: torch.Tensor, mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """(the input's known pixels, zero where generated, ``[T, 3, H, W]``; the mask ``[T, 1, H, W]``) from
+    the degraded input (masked pixels grey) and the mask (1: generated)."""
+    return degraded - 0.5 * mask, mask
+
+
+def _paste(frames: torch.Tensor, keep, j: int | None = None) -> torch.Tensor:
+    """Decoded ``frames`` ``[B, 3, H, W]`` (frame ``j`` when B = 1, else every frame) with the known
+    pixels of ``keep`` (:func:`_known_pixels`) pasted back outside the mask; unchanged when None."""
+    if keep is None:
+        return frames
+    known, mask = (k if j is None else k[j : j + 1] for k in keep)
+    known, mask = known.to(frames.device, frames.dtype), mask.to(frames.device, frames.dtype)
+    return frames * mask + known
 
 
 def _off_device(d: torch.Tensor) -> torch.Tensor:
