@@ -87,6 +87,16 @@ def test_quality_metrics():
     u8 = (a * 255).to(torch.uint8)
     with pytest.raises(TypeError, match="pred: expected float frames in \\[0, 1\\], got torch.uint8"):
         psnr(u8, u8)
+    # frames on another scale would give meaningless scores: refused, the conversion named
+    for metric in (mse, psnr, ssim):
+        with pytest.raises(ValueError, match=r"pred: expected frames in \[0, 1\].*divide by 255"):
+            metric(a * 255, a * 255)
+        with pytest.raises(ValueError, match=r"target: expected frames in \[0, 1\]"):
+            metric(a, a * 255)
+        with pytest.raises(ValueError, match=r"pred: expected frames in \[0, 1\].*\(x \+ 1\) / 2"):
+            metric(a * 2 - 1, a)
+        with pytest.raises(TypeError, match="pred: expected a torch.Tensor.*read_video converts"):
+            metric(a.numpy(), a)
 
 
 def test_warping_error_of_a_frame_with_no_valid_pixel_is_nan():

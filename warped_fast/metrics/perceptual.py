@@ -22,17 +22,17 @@ import torch.nn.functional as F
 
 from .inception_net import FIDInception
 from .lpips_net import LPIPS
-from .quality import _check_pair
+from .quality import _check_pair, check_tensor_frames, check_unit_range
 from .weights_file import need_weights
 
 
 def _check_frames(name: str, x: torch.Tensor, min_frames: int = 1) -> torch.Tensor:
-    if not isinstance(x, torch.Tensor) or x.dim() != 4 or x.shape[1] != 3:
-        raise ValueError(
-            f"{name}: expected [T, 3, H, W] frames in [0, 1], got {getattr(x, 'shape', type(x))}"
-        )
+    check_tensor_frames(name, x)
+    if x.dim() != 4 or x.shape[1] != 3:
+        raise ValueError(f"{name}: expected [T, 3, H, W] frames in [0, 1], got {list(x.shape)}")
     if x.shape[0] < min_frames:
         raise ValueError(f"{name}: expected at least {min_frames} frames, got {x.shape[0]}")
+    check_unit_range(name, x, slack=0.5)
     return x.float().clamp(0, 1)
 
 

@@ -7,15 +7,40 @@ import torch
 
 
 def _check_pair(pred: torch.Tensor, target: torch.Tensor) -> None:
+    for name, t in (("pred", pred), ("target", target)):
+        check_tensor_frames(name, t)
     if pred.shape != target.shape or pred.dim() != 4:
         raise ValueError(
             f"pred/target: expected equal [T, C, H, W] shapes, got {list(pred.shape)} and {list(target.shape)}"
         )
-    for name, t in (("pred", pred), ("target", target)):
-        if not t.is_floating_point():
-            raise TypeError(
-                f"{name}: expected float frames in [0, 1], got {t.dtype} (divide 0..255 values by 255)"
-            )
+    check_unit_range("pred", pred, slack=0.5)  # a model's output may overshoot a little: it is clamped
+    check_unit_range("target", target)
+
+
+def check_tensor_frames(name: str, t) -> None:
+    """``t`` is a floating-point tensor, else a TypeError naming ``name`` and the conversion."""
+    if not isinstance(t, torch.Tensor):
+        raise TypeError(
+            f"{name}: expected a torch.Tensor [T, C, H, W] in [0, 1], got {type(t).__name__} "
+            "(warped_fast.io.read_video converts arrays such as [T, H, W, 3] uint8 frames)"
+        )
+    if not t.is_floating_point():
+        raise TypeError(
+            f"{name}: expected float frames in [0, 1], got {t.dtype} (divide 0..255 values by 255)"
+        )
+
+
+def check_unit_range(name: str, t: torch.Tensor, slack: float = 1e-3) -> None:
+    """Values of ``t`` within ``[-slack, 1 + slack]``, else a ValueError naming ``name``: frames on another
+    scale (0..255, or a model's [-1, 1]) would give meaningless scores."""
+    if t.numel() == 0:
+        return
+    lo, hi = t.min().item(), t.max().item()
+    if not (lo >= -slack and hi <= 1 + slack):  # NaN fails too
+        raise ValueError(
+            f"{name}: expected frames in [0, 1], got values in [{lo:.4g}, {hi:.4g}] "
+            "(0..255 values: divide by 255; [-1, 1] values: (x + 1) / 2)"
+        )
 
 
 def mse(pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
