@@ -302,3 +302,21 @@ def test_mask_channels_last_shapes():
     want = load_mask(base, 3, 16, 24)
     for m in (base[..., None], base[None, ..., None].expand(3, 16, 24, 3), base[None, ..., None]):
         assert torch.equal(load_mask(m, 3, 16, 24), want), list(m.shape)
+
+
+def test_write_video_takes_the_pipeline_outputs(tmp_path):
+    """write_video takes what a pipeline returns for every output_type (uint8 [T, H, W, 3] arrays, PIL
+    images, channels-last tensors) and names the argument for frames on another scale or a path that is
+    not a video."""
+    g = torch.Generator().manual_seed(0)
+    v = torch.rand(3, 3, 16, 16, generator=g)
+    u8 = (v * 255).round().to(torch.uint8).permute(0, 2, 3, 1).numpy()
+    ref = read_video(write_video(v, tmp_path / "a.mp4"))
+    for frames in (u8, [Image.fromarray(f) for f in u8], v.permute(0, 2, 3, 1)):
+        assert torch.equal(read_video(write_video(frames, tmp_path / "b.mp4")), ref)
+    with pytest.raises(ValueError, match=r"frames: expected values in \[0, 1\].*divide by 255"):
+        write_video(v * 255, tmp_path / "c.mp4")
+    for name in ("c.png", "c"):
+        with pytest.raises(ValueError, match="path: expected a video file name"):
+            write_video(v, tmp_path / name)
+    assert not (tmp_path / "c.mp4").exists()

@@ -270,14 +270,26 @@ def _natural_key(path: Path):
     return [(0, int(s), "") if s.isdigit() else (1, 0, s) for s in re.split(r"(\d+)", path.name)]
 
 
-def write_video(frames: torch.Tensor, path: str | Path, fps: float = 8.0, codec: str | None = None) -> Path:
-    """Write ``[T, 3, H, W]`` frames in [0, 1] to a video file (mp4, mov, mkv, avi: H.264 by default; webm:
-    VP9; gif), atomically: a temp file, then rename. Odd sizes are padded by one pixel (yuv420p needs even
-    sizes). A GIF encoder merges consecutive identical frames into one longer frame, so a GIF reads back
-    fewer frames then: the other formats keep them all."""
+def write_video(frames, path: str | Path, fps: float = 8.0, codec: str | None = None) -> Path:
+    """Write frames to a video file (mp4, mov, mkv, avi: H.264 by default; webm: VP9; gif), atomically: a
+    temp file, then rename. Odd sizes are padded by one pixel (yuv420p needs even sizes). A GIF encoder
+    merges consecutive identical frames into one longer frame, so a GIF reads back fewer frames then: the
+    other formats keep them all.
+
+    Args:
+        frames: ``[T, 3, H, W]`` float in [0, 1] (a model's slight overshoot is clipped), or what
+            :func:`read_video` reads: a pipeline's ``"np"`` ``[T, H, W, 3]`` uint8 or ``"pil"`` output,
+            channels-last or grey frames.
+        path: the video file; its suffix picks the container.
+    """
     import imageio.v3 as iio
 
     path = Path(path)
+    if path.suffix.lower() not in VIDEO_SUFFIXES:
+        raise ValueError(
+            f"path: expected a video file name ending in one of {sorted(VIDEO_SUFFIXES)}, got {str(path)!r}"
+        )
+    frames = _frames_to_write(frames)
     if codec is None:
         codec = "libvpx-vp9" if path.suffix.lower() == ".webm" else "libx264"
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -297,6 +309,27 @@ def write_video(frames: torch.Tensor, path: str | Path, fps: float = 8.0, codec:
         tmp.unlink(missing_ok=True)  # no half-written file left behind
         raise
     return path
+
+
+def _frames_to_write(frames) -> torch.Tensor:
+    """``frames`` as ``[T, 3, H, W]`` float: a float ``[T, 3, H, W]`` tensor as it is (values within 0.5 of
+    [0, 1]: clipped when written), anything else converted by :func:`read_video`."""
+    if (
+        isinstance(frames, torch.Tensor)
+        and frames.is_floating_point()
+        and frames.dim() == 4
+        and frames.shape[1] == 3
+    ):
+        if frames.numel() and not (frames.min() >= -0.5 and frames.max() <= 1.5):  # NaN fails too
+            raise ValueError(
+                f"frames: expected values in [0, 1], got [{frames.min():.4g}, {frames.max():.4g}] "
+                "(0..255 values: divide by 255; [-1, 1] values: (x + 1) / 2)"
+            )
+        return frames
+    try:
+        return read_video(frames)
+    except (TypeError, ValueError) as e:
+        raise type(e)(str(e).replace("video:", "frames:", 1)) from None
 
 
 def resize_frames(frames: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
