@@ -1,6 +1,7 @@
 """The command line on small inputs with the shipped models (offline, CPU)."""
 
 import json
+import sys
 
 import pytest
 import torch
@@ -310,3 +311,14 @@ def test_inpaint_keep_known(tmp_path):
     v, m = read_video(src), load_mask("center", 3, 16, 24)
     out = read_video(tmp_path / "o" / "frames")
     assert ((out - v) * (1 - m)).abs().max() <= 0.5 / 255 + 1e-6  # the PNGs: 8 bits
+
+
+def test_missing_optional_package_names_the_extra(tmp_path, monkeypatch, capsys):
+    monkeypatch.setitem(sys.modules, "skvideo", None)  # as when warped_fast[data] is not installed
+    assert main(["demo", "--out", str(tmp_path / "d")]) == 2
+    assert "needs skvideo, which is not installed (pip install 'warped_fast[data]')" in capsys.readouterr().err
+    assert not (tmp_path / "d").exists()  # refused before any work: no folder left behind
+    monkeypatch.delitem(sys.modules, "skvideo")
+    for cmd in ("demo", "eval"):
+        assert main([cmd, "--out", str(tmp_path / cmd), "--steps", "0"]) == 2
+        assert "steps: expected an int >= 1" in capsys.readouterr().err and not (tmp_path / cmd).exists()

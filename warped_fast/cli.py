@@ -378,6 +378,10 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
+# Optional packages and the extra that installs them.
+_EXTRAS = {"skimage": "data", "sklearn": "data", "skvideo": "data", "transformers": "clip", "triton": "gpu"}
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING)
@@ -390,6 +394,13 @@ def main(argv: list[str] | None = None) -> int:
         if args.verbose:
             raise
         print(f"warped-fast {args.command}: {e} (--verbose shows the traceback)", file=sys.stderr)
+        return 2
+    except ModuleNotFoundError as e:  # an optional dependency (the extras of pyproject.toml)
+        if args.verbose:
+            raise
+        extra = _EXTRAS.get((e.name or "").split(".")[0])
+        hint = f"pip install 'warped_fast[{extra}]'" if extra else f"install the {e.name} package"
+        print(f"warped-fast {args.command}: needs {e.name}, which is not installed ({hint})", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         again = " (the same command resumes it)" if args.command in ("inpaint", "sr", "train", "eval") else ""

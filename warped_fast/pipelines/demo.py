@@ -12,9 +12,10 @@ from pathlib import Path
 import torch
 
 from ..io import read_video, resize_frames, write_video
-from ..io.frames import OtherJobError
+from ..io.frames import OtherJobError, check_writable
 from ..metrics import warping_error
 from ..noise import warp_noise_video
+from ..ops._checks import check_int
 from ..sampling import GuidanceConfig
 from .warped_diffusion import WarpedDiffusionPipeline
 
@@ -65,10 +66,12 @@ def run_demo(
 ) -> dict:
     """Returns the paths written and the mean warping errors of the compared runs."""
     t0 = time.perf_counter()
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
+    check_int("frames", frames, 2)  # the warping error compares frames
+    check_int("steps", steps, 1)
+    out = check_writable(out_dir, keep=False)  # before any work: a refused run leaves no folder
     clip = bigbuckbunny(frames, size)
     pipe = WarpedDiffusionPipeline.from_default("inpaint")
+    out.mkdir(parents=True, exist_ok=True)
     runs = {
         "Warped Diffusion": ("gp", GuidanceConfig(mode="exact")),
         "GP warping (lambda = 0)": ("gp", GuidanceConfig(mode="off")),

@@ -18,7 +18,7 @@ from pathlib import Path
 import torch
 
 from ..io import read_video, resize_frames
-from ..io.frames import read_json, write_json_atomic
+from ..io.frames import check_writable, read_json, write_json_atomic
 from ..metrics import psnr, ssim, warping_error
 from ..ops._checks import check_int
 from ..sampling import GuidanceConfig
@@ -182,8 +182,8 @@ def evaluate_all(
     """Run both protocols with the default models; write ``results.json`` (after every row), then
     ``results.md`` and the plot. Rows of an earlier run with the same settings in ``out_dir`` are kept."""
     check_int("frames", frames, 2)  # the warping error compares frames
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
+    check_int("steps", steps, 1)
+    out = check_writable(out_dir, keep=False)  # before any work; made when the first row is written
     methods = (
         METHODS
         if not quick
@@ -204,6 +204,7 @@ def evaluate_all(
 
     def save(row: dict) -> None:
         done[(row["protocol"], row["method"])] = row
+        out.mkdir(parents=True, exist_ok=True)
         write_json_atomic(path, {"settings": settings, "rows": list(done.values())})
 
     rows = run_protocol(
@@ -224,6 +225,7 @@ def evaluate_all(
         done=done,
         on_row=save,
     )
+    out.mkdir(parents=True, exist_ok=True)
     (out / "results.md").write_text(table(rows) + "\n")
     plot(rows, out / "warping_error.png")
     return rows
