@@ -316,7 +316,9 @@ def test_inpaint_keep_known(tmp_path):
 def test_missing_optional_package_names_the_extra(tmp_path, monkeypatch, capsys):
     monkeypatch.setitem(sys.modules, "skvideo", None)  # as when warped_fast[data] is not installed
     assert main(["demo", "--out", str(tmp_path / "d")]) == 2
-    assert "needs skvideo, which is not installed (pip install 'warped_fast[data]')" in capsys.readouterr().err
+    assert (
+        "needs skvideo, which is not installed (pip install 'warped_fast[data]')" in capsys.readouterr().err
+    )
     assert not (tmp_path / "d").exists()  # refused before any work: no folder left behind
     monkeypatch.delitem(sys.modules, "skvideo")
     for cmd in ("demo", "eval"):

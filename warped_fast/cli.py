@@ -52,7 +52,7 @@ def _train(args) -> int:
 def _release(args) -> int:
     from .train.release import release_default_model
 
-    card = release_default_model(args.task, args.run)
+    card = release_default_model(args.task, args.run, dest=args.dest)
     print(json.dumps(card["eval"], indent=2))
     return 0
 
@@ -322,9 +322,16 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--max-minutes", type=float, help="stop, checkpoint and export after this long")
     t.set_defaults(fn=_train)
 
-    r = sub.add_parser("release-model", help="export a training run as the shipped default model")
+    r = sub.add_parser(
+        "release-model",
+        help="export a training run as the shipped default model (replaces this install's; --dest: elsewhere)",
+    )
     r.add_argument("--task", choices=["inpaint", "sr"], required=True)
     r.add_argument("--run", required=True, help="the run's output_dir")
+    r.add_argument(
+        "--dest",
+        help="write the fp16 export, its card.json and pictures to this folder instead; the shipped model stays",
+    )
     r.set_defaults(fn=_release)
 
     _add_restore_args(sub.add_parser("inpaint", help="video inpainting"), "inpaint")

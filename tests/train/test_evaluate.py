@@ -68,3 +68,20 @@ def test_training_stages_follow_the_pretrained_chain(tmp_path):
     )
     assert _commands(card).endswith(f"`warped-fast release-model --task sr --run {second.output_dir}`")
     assert len(training_stages(tmp_path / "first")) == 1
+
+
+def test_release_model_to_a_folder_leaves_the_shipped_model(tmp_path, monkeypatch):
+    from warped_fast.cli import main
+    from warped_fast.train import Trainer, release
+    from warped_fast.train.release import WEIGHTS_DIR
+
+    from .test_train import _cfg
+
+    monkeypatch.setattr(release, "EVAL", {**release.EVAL, "size": 32, "steps": 2, "per_image": 2, "draws": 1})
+    shipped = {p: p.stat().st_mtime_ns for p in (WEIGHTS_DIR / "inpaint").iterdir()}
+    tr = Trainer(_cfg(tmp_path, steps=2))
+    tr.train()
+    dest = tmp_path / "rel"
+    assert main(["release-model", "--task", "inpaint", "--run", str(tr.out), "--dest", str(dest)]) == 0
+    assert (dest / "diffusion_pytorch_model.safetensors").exists() and (dest / "card.json").exists()
+    assert {p: p.stat().st_mtime_ns for p in (WEIGHTS_DIR / "inpaint").iterdir()} == shipped
