@@ -141,11 +141,10 @@ def _warp_noise(args) -> int:
     from pathlib import Path
 
     import torch
-    from safetensors.torch import save_file
 
     from .flow import estimate_flow, flow_to_latent
     from .io import iter_video, resize_frames
-    from .io.frames import check_writable
+    from .io.frames import check_writable, save_tensors
     from .noise import make_noise_warper
 
     out = Path(args.out)
@@ -182,7 +181,7 @@ def _warp_noise(args) -> int:
     flows = [torch.stack(fl) if fl else torch.zeros(0, 2, *latent) for fl in (fwds, backs)]
     tensors = {"noise": torch.stack(noise).cpu(), "fwd_flow": flows[0], "back_flow": flows[1]}
     out.parent.mkdir(parents=True, exist_ok=True)  # the early check left no folder behind
-    save_file({k: v.contiguous() for k, v in tensors.items()}, str(tmp))
+    save_tensors({k: v.contiguous() for k, v in tensors.items()}, tmp)
     tmp.replace(out)  # whole or not at all
     print(f"wrote noise {list(tensors['noise'].shape)} ({args.method}) to {out}")
     return 0

@@ -318,3 +318,15 @@ def test_keep_known_pastes_the_input_outside_the_mask(tmp_path):
         WarpedDiffusionPipeline(DiffusersDenoiser(tiny_unet(6, 3, seed=2), scheduler=scheduler()), task="sr")(
             _video(2, 2, 3), keep_known=True, **kw
         )
+
+
+def test_job_files_get_the_default_file_mode(tmp_path):
+    """The latents and sampler state (safetensors) are as readable as the PNGs beside them."""
+    import os
+    import stat
+
+    _inpaint_pipe()(_video(2), "box", num_inference_steps=2, progress=False, output_dir=tmp_path)
+    modes = {p.name: stat.S_IMODE(p.stat().st_mode) for p in tmp_path.rglob("*") if p.is_file()}
+    umask = os.umask(0o022)
+    os.umask(umask)
+    assert any(n.endswith(".safetensors") for n in modes) and set(modes.values()) == {0o666 & ~umask}, modes

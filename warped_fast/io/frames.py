@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import os
 import re
 from pathlib import Path
 
@@ -171,6 +172,28 @@ def read_json(path: Path, name: str, remedy: str):
         return json.loads(path.read_text())
     except ValueError as e:
         raise ValueError(f"{name}: {path}: damaged ({e}); {remedy}") from e
+
+
+def save_tensors(tensors: dict, path: str | Path) -> None:
+    """safetensors' ``save_file``, the file then given the mode a newly created file gets (``0o666`` less
+    the umask), as the PNGs and JSON beside it have: safetensors writes through a private (0600) file."""
+    from safetensors.torch import save_file
+
+    save_file(tensors, str(path))
+    os.chmod(path, 0o666 & ~_umask())
+
+
+def _umask() -> int:
+    try:  # Linux: read it without changing it
+        with open("/proc/self/status") as f:
+            for line in f:
+                if line.startswith("Umask:"):
+                    return int(line.split()[1], 8)
+    except OSError:
+        pass
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
 
 
 def write_json_atomic(path: Path, obj) -> None:

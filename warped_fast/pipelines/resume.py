@@ -16,7 +16,9 @@ import numbers
 from pathlib import Path
 
 import torch
-from safetensors.torch import load_file, save_file
+from safetensors.torch import load_file
+
+from ..io.frames import save_tensors
 
 logger = logging.getLogger("warped_fast")
 
@@ -186,5 +188,5 @@ def _load(path: Path) -> dict[str, torch.Tensor] | None:
 
 def _save_atomic(tensors: dict[str, torch.Tensor], path: Path) -> None:
     tmp = path.with_suffix(".tmp")
-    save_file(tensors, str(tmp))
+    save_tensors(tensors, tmp)
     tmp.replace(path)
