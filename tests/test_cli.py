@@ -324,3 +324,13 @@ def test_missing_optional_package_names_the_extra(tmp_path, monkeypatch, capsys)
     for cmd in ("demo", "eval"):
         assert main([cmd, "--out", str(tmp_path / cmd), "--steps", "0"]) == 2
         assert "steps: expected an int >= 1" in capsys.readouterr().err and not (tmp_path / cmd).exists()
+
+
+def test_config_syntax_error_and_info_without_cuda_name_the_cause(tmp_path, capsys):
+    bad = tmp_path / "bad.toml"
+    bad.write_text("steps = \n")
+    assert main(["train", "--config", str(bad)]) == 2
+    assert f"config: {bad} is not valid TOML" in capsys.readouterr().err
+    if not torch.cuda.is_available():
+        assert main(["info", "--device", "cuda"]) == 2
+        assert "--device cuda: this torch has no CUDA device" in capsys.readouterr().err

@@ -58,7 +58,12 @@ def _release(args) -> int:
 
 
 def _info(args) -> int:
+    import torch
+
     from . import backend_info
+
+    if args.device == "cuda" and not torch.cuda.is_available():
+        raise CliError("--device cuda: this torch has no CUDA device (torch.cuda.is_available() is False)")
 
     print(json.dumps(backend_info(args.device), indent=2))
     return 0
@@ -358,17 +363,24 @@ def build_parser() -> argparse.ArgumentParser:
     w.set_defaults(fn=_warp_noise)
 
     e = sub.add_parser("eval", help="the paper's protocols at small scale with the default models")
-    e.add_argument("--out", default="eval_out")
-    e.add_argument("--frames", type=_at_least(2), default=16)
-    e.add_argument("--steps", type=int, default=20)
+    e.add_argument(
+        "--out", default="eval_out", help="folder of results.json/.md and the plot; a rerun keeps done rows"
+    )
+    e.add_argument(
+        "--frames",
+        type=_at_least(2),
+        default=16,
+        help="frames of the inpainting protocol; SR takes half (at least 2)",
+    )
+    e.add_argument("--steps", type=int, default=20, help="Euler steps per frame")
     e.add_argument("--quick", action="store_true", help="fewer methods")
     e.add_argument("--quiet", action="store_true")
     e.set_defaults(fn=_eval)
 
     d = sub.add_parser("demo", help="bigbuckbunny inpainting demo (restored video, noise video, plot)")
-    d.add_argument("--out", default="demo_out")
-    d.add_argument("--frames", type=_at_least(2), default=8)
-    d.add_argument("--steps", type=int, default=20)
+    d.add_argument("--out", default="demo_out", help="folder of the videos, plot and frames")
+    d.add_argument("--frames", type=_at_least(2), default=8, help="frames of the clip")
+    d.add_argument("--steps", type=int, default=20, help="Euler steps per frame")
     d.add_argument("--quiet", action="store_true")
     d.set_defaults(fn=_demo)
 

@@ -147,7 +147,8 @@ def _decode_path(p: Path, max_frames, start, step) -> Iterator[np.ndarray]:
         return _decode_folder(files)
     if p.suffix.lower() not in VIDEO_SUFFIXES | IMAGE_SUFFIXES:
         raise ValueError(
-            f"video: unsupported file type {p.suffix!r}; expected one of {sorted(VIDEO_SUFFIXES)}"
+            f"video: unsupported file type {p.suffix!r}; expected a video ({', '.join(sorted(VIDEO_SUFFIXES))}), "
+            f"an image ({', '.join(sorted(IMAGE_SUFFIXES))}) or a folder of images"
         )
     return _decode_file(p, max_frames, start, step)
 

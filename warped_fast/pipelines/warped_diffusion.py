@@ -185,7 +185,8 @@ class WarpedDiffusionPipeline:
                 of batched UNet calls, ~1e-6 in float32), batch of frames per call.
             flows: pixel-resolution (fwd, back) flows ``[T-1, 2, H_out, W_out]``; default: OpenCV DIS on
                 the degraded frames (``flow_preset``).
-            generator: seed or ``torch.Generator`` of the noise.
+            generator: seed or ``torch.Generator`` of the noise (None: seed 0; a job is reproducible, and
+                an interrupted one resumable, by default).
             output_type: "pt" ``[T, 3, H, W]``, "np" ``[T, H, W, 3]`` uint8, "pil", or "latent".
             output_dir: write finished frames there as they complete (PNG) and resume an interrupted run.
             keep_known: inpainting: the output frames keep the input's pixels outside the mask (the model

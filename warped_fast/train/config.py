@@ -162,14 +162,16 @@ class TrainConfig:
     def from_file(cls, path: str | Path, **overrides) -> TrainConfig:
         """Load a ``.toml`` or ``.json`` file (keys = attribute names); ``overrides`` win."""
         p = Path(path)
-        if p.suffix == ".toml":
-            import tomllib
-
-            data = tomllib.loads(p.read_text())
-        elif p.suffix == ".json":
-            data = json.loads(p.read_text())
-        else:
+        if p.suffix not in (".toml", ".json"):
             raise ValueError(f"path: expected a .toml or .json file, got {p.name}")
+        import tomllib
+
+        try:
+            data = tomllib.loads(p.read_text()) if p.suffix == ".toml" else json.loads(p.read_text())
+        except (tomllib.TOMLDecodeError, json.JSONDecodeError) as e:
+            raise ValueError(f"config: {p} is not valid {p.suffix[1:].upper()} ({e})") from None
+        if not isinstance(data, dict):
+            raise ValueError(f"config: {p} holds a {type(data).__name__}, expected a table of settings")
         known = {f.name for f in fields(cls)}
         unknown = set(data) - known
         if unknown:
