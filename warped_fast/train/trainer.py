@@ -361,7 +361,8 @@ class Trainer:
             raise ValueError(
                 f"export: weights do not fit the UNet: missing {missing}, unexpected {unexpected}"
             )
-        unet.to(dtype).save_pretrained(folder, safe_serialization=True)
+        # nn.Module.to: diffusers' override warns about float32 modules even when the list is empty
+        torch.nn.Module.to(unet, dtype).save_pretrained(folder, safe_serialization=True)
         EulerDiscreteScheduler.from_config(self.scheduler.config, use_karras_sigmas=True).save_pretrained(
             folder
         )
