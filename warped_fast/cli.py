@@ -120,6 +120,7 @@ def _restore(args, task) -> int:
 
     options = noise_options(args.noise, args.noise_option)
     video = read_video(args.input, max_frames=args.max_frames)
+    fps = args.fps or video_fps(args.input) or 8.0  # now: the input may move during a long job
     mask = args.mask if task == "inpaint" else None
     if args.size:
         h, w = args.size
@@ -134,7 +135,6 @@ def _restore(args, task) -> int:
         frame_schedule=args.schedule, generator=args.seed, output_dir=out / "frames", progress=not args.quiet,
         keep_known=getattr(args, "keep_known", False),
     )  # fmt: skip
-    fps = args.fps or video_fps(args.input) or 8.0
     path = write_video(res.frames, out / f"{task}.mp4", fps=fps)
     print(f"wrote {path} and {len(res.frames)} frames in {out / 'frames'}")
     return 0

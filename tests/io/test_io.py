@@ -320,3 +320,45 @@ def test_write_video_takes_the_pipeline_outputs(tmp_path):
         with pytest.raises(ValueError, match="path: expected a video file name"):
             write_video(v, tmp_path / name)
     assert not (tmp_path / "c.mp4").exists()
+
+
+def test_video_fps_of_constant_and_variable_rate_files(tmp_path):
+    """A file's frame rate, also of a variable-rate one (a screen recording: bursts, then pauses): its
+    average, so frames written at that rate last as long as the input."""
+    import fractions
+
+    import av
+
+    from warped_fast.io import video_fps
+
+    for fps in (24, 29.97, 8):
+        assert video_fps(write_video(torch.rand(4, 3, 16, 16), tmp_path / f"c{fps}.mp4", fps=fps)) == fps
+    tb = fractions.Fraction(1, 1000)
+    pts = [burst * 500 + k * 33 for burst in range(6) for k in range(5)]  # 30 frames over 2.6 s
+    with av.open(str(tmp_path / "vfr.mp4"), "w") as c:
+        s = c.add_stream("libx264", rate=30)
+        s.width = s.height = 32
+        s.pix_fmt = "yuv420p"
+        s.codec_context.time_base = tb
+        for p in pts:
+            f = av.VideoFrame.from_ndarray(np.zeros((32, 32, 3), np.uint8), format="rgb24")
+            f.pts, f.time_base = p, tb
+            c.mux(s.encode(f))
+        c.mux(s.encode())
+    assert 9 < video_fps(tmp_path / "vfr.mp4") < 13  # not the nominal 30
+    assert video_fps(tmp_path) is None and video_fps(torch.zeros(1)) is None
+
+
+def test_write_check_tolerates_other_errors_on_existing_levels(tmp_path, monkeypatch):
+    """Some file systems (NFS) answer mkdir of an existing folder with EACCES, not EEXIST."""
+    from pathlib import Path
+
+    real = Path.mkdir
+
+    def mkdir(self, *a, **k):
+        if self.is_dir():
+            raise PermissionError(13, "Permission denied", str(self))
+        return real(self, *a, **k)
+
+    monkeypatch.setattr(Path, "mkdir", mkdir)
+    assert check_writable(tmp_path / "a" / "b").is_dir()

@@ -47,8 +47,9 @@ def check_writable(folder: str | Path, keep: bool = True) -> Path:
             try:
                 level.mkdir()
                 created.append(level)
-            except FileExistsError:
-                pass
+            except OSError:  # it exists (some file systems say EACCES or EROFS first, as pathlib knows)
+                if not level.is_dir():
+                    raise
         probe = folder / ".write_test"
         probe.write_text("")
         probe.unlink()
@@ -175,25 +176,22 @@ def read_json(path: Path, name: str, remedy: str):
 
 
 def save_tensors(tensors: dict, path: str | Path) -> None:
-    """safetensors' ``save_file``, the file then given the mode a newly created file gets (``0o666`` less
-    the umask), as the PNGs and JSON beside it have: safetensors writes through a private (0600) file."""
+    """safetensors' ``save_file``, the file then given the mode a file newly created in its folder gets (the
+    umask, or the folder's default ACL), as the PNGs and JSON beside it have: safetensors writes through a
+    private (0600) file."""
     from safetensors.torch import save_file
 
+    path = Path(path)
     save_file(tensors, str(path))
-    os.chmod(path, 0o666 & ~_umask())
-
-
-def _umask() -> int:
-    try:  # Linux: read it without changing it
-        with open("/proc/self/status") as f:
-            for line in f:
-                if line.startswith("Umask:"):
-                    return int(line.split()[1], 8)
-    except OSError:
-        pass
-    mask = os.umask(0o022)
-    os.umask(mask)
-    return mask
+    probe = path.with_name(f".mode_probe_{os.getpid()}")
+    with contextlib.suppress(OSError):
+        fd = os.open(probe, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o666)
+        try:
+            mode = os.fstat(fd).st_mode & 0o777
+        finally:
+            os.close(fd)
+            probe.unlink()
+        os.chmod(path, mode)
 
 
 def write_json_atomic(path: Path, obj) -> None:

@@ -100,9 +100,9 @@ def iter_video(
 
 
 def video_fps(source) -> float | None:
-    """The frame rate a video file (mp4, mov, mkv, webm, avi: its stream's; gif: from its first frame's
-    duration) says it plays at; None for anything else (folders, images, arrays) or when the file
-    does not say. The file must exist."""
+    """The frame rate a video file plays at (mp4, mov, mkv, webm, avi: its stream's average rate, so a
+    variable-rate file's real pace; gif: from its first frame's duration); None for anything else
+    (folders, images, arrays) or when the file does not say. The file must exist."""
     import imageio.v3 as iio
 
     if not isinstance(source, (str, os.PathLike)):
@@ -116,7 +116,11 @@ def video_fps(source) -> float | None:
             duration = iio.immeta(p, index=0).get("duration")  # milliseconds
             fps = 1000.0 / duration if duration else None
         else:
-            fps = iio.immeta(p, plugin="pyav").get("fps")
+            import av
+
+            with av.open(str(p)) as container:
+                stream = container.streams.video[0]
+                fps = stream.average_rate or stream.guessed_rate
     except Exception:  # noqa: BLE001 - unreadable metadata: the caller's default rate
         return None
     return float(fps) if fps and 0 < fps < 1e4 else None

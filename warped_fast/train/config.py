@@ -164,11 +164,14 @@ class TrainConfig:
         p = Path(path)
         if p.suffix not in (".toml", ".json"):
             raise ValueError(f"path: expected a .toml or .json file, got {p.name}")
-        import tomllib
+        try:  # TOMLDecodeError and JSONDecodeError are ValueErrors
+            if p.suffix == ".toml":
+                import tomllib  # Python >= 3.11
 
-        try:
-            data = tomllib.loads(p.read_text()) if p.suffix == ".toml" else json.loads(p.read_text())
-        except (tomllib.TOMLDecodeError, json.JSONDecodeError) as e:
+                data = tomllib.loads(p.read_text())
+            else:
+                data = json.loads(p.read_text())
+        except ValueError as e:
             raise ValueError(f"config: {p} is not valid {p.suffix[1:].upper()} ({e})") from None
         if not isinstance(data, dict):
             raise ValueError(f"config: {p} holds a {type(data).__name__}, expected a table of settings")
