@@ -29,11 +29,14 @@ struct GpNoiseParams {
 #endif
 
 // cos(2 pi t) from t in turns: reduce to r in [-1/2, 1/2], then cos(2 pi r) = sin(2 pi (1/4 - |r|)),
-// an odd minimax polynomial on [-1/4, 1/4] (max error 2e-7 in float32).
+// an odd minimax polynomial on [-1/4, 1/4] (max error 2e-7 in float32). Past 2^22 turns the rounding is
+// coarser than a turn and |r| may exceed 1/2: s is held at -1/4 (cos = -1), so the value stays in [-1, 1]
+// (a float32 phase that large has no fractional turn left anyway).
 #define WF_COS_TURNS_BODY(t, result)                      \
   {                                                       \
     float r_ = (t) - (((t) + 12582912.0f) - 12582912.0f); \
     float s_ = 0.25f - WF_ABS(r_);                        \
+    s_ = s_ < -0.25f ? -0.25f : s_;                       \
     float u_ = s_ * s_;                                   \
     float p_ = 39.53668975830078f;                        \
     p_ = p_ * u_ - 76.5497817993164f;                     \

@@ -70,6 +70,20 @@ def test_noncontiguous_and_float64_coords(gen):
     assert_close(wf.gp_noise(coords.double(), z, b, wt), base, atol=0, what="float64 coords")
 
 
+@pytest.mark.parametrize("shared", [False, True])
+@pytest.mark.parametrize("backend", ["cpu", "reference"])
+def test_far_spread_coordinates_stay_bounded(shared, backend, gen):
+    """Coordinates far apart and far from the origin (phases of up to ~1e12 turns, past float32's
+    fractional turns): the field stays within its bound sqrt(2/J) sum_j |w_j|, as the reference does."""
+    z, b, wt = _params(2, 256, shared, gen)
+    bound = (2.0 / 256) ** 0.5 * wt.abs().sum(-1).max().item()
+    for scale in (1e6, 1e9, 1e12, 1e30):
+        coords = _coords(1, 8, 8, gen) * scale
+        with wf.use_backend(backend):
+            out = wf.gp_noise(coords, z, b, wt)
+        assert out.isfinite().all() and out.abs().max() <= bound * (1 + 1e-5), (scale, out.abs().max())
+
+
 @pytest.mark.parametrize("device", ["cpu", pytest.param("cuda", marks=pytest.mark.cuda)])
 def test_coords_at_an_odd_float_offset(device, gen):
     """Coordinates starting 4 bytes into their buffer (a view at an odd float offset): the CUDA kernels
