@@ -212,3 +212,10 @@ def test_bad_inputs():
         VideoSampler(den, sched, VideoSamplerConfig(guidance=GuidanceConfig(mode="jacobian_free"))).sample(
             _pan_frames(2, 0.5)
         )
+
+    def no_grad_den(u, s, c):  # an inference wrapper: its prediction carries no gradient
+        with torch.no_grad():
+            return den(u, s, c)
+
+    with pytest.raises(RuntimeError, match="without a gradient.*jacobian_free"):
+        VideoSampler(no_grad_den, sched).sample(_pan_frames(2, 0.5))

@@ -112,6 +112,12 @@ def predict_and_guide(
     with torch.enable_grad():
         ug = u.detach().requires_grad_(True)
         d = denoiser(ug, sigma, cond)
+        if not d.requires_grad:
+            raise RuntimeError(
+                "guidance: mode 'exact' differentiates the denoiser's prediction with respect to its input, "
+                "but the denoiser returned one without a gradient (does it run under torch.no_grad() or "
+                "detach its output?); use GuidanceConfig(mode='jacobian_free') for such a denoiser"
+            )
         loss = guidance_loss(d[idx], prev_pred, flow, mask, squared=squared)
         (g,) = torch.autograd.grad(loss.sum(), ug)
     return d.detach(), g, loss.detach()
