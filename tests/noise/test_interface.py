@@ -255,3 +255,11 @@ def test_rff_and_option_types_are_checked():
         make_noise_warper("hiwyn", upsample=True)
     with pytest.raises(ValueError, match="min_area"):
         make_noise_warper("infres", min_area="0.1")
+
+
+@pytest.mark.parametrize("method", ["fixed", "resample", "nearest", "bilinear"])
+def test_rff_settings_for_a_white_base_are_refused(method):
+    """GP settings with the white base would be silently ignored: refused, naming base='gp'."""
+    with pytest.raises(ValueError, match="rff: GP field settings, but base='white'.*base='gp'"):
+        make_noise_warper(method, rff=RFFConfig(lengthscale=2.0))
+    make_noise_warper(method, base="gp", rff=RFFConfig(lengthscale=2.0))

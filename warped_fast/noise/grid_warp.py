@@ -40,7 +40,7 @@ class GridWarpConfig:
         if self.mode not in get_args(Mode):
             raise ValueError(f"mode: expected one of {get_args(Mode)}, got {self.mode!r}")
         check_base(self.base)
-        check_rff(self.rff)
+        check_rff(self.rff, self.base)
 
 
 def nearest_sample(noise: torch.Tensor, back: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:

@@ -26,7 +26,7 @@ class SimpleConfig:
 
     def __post_init__(self):
         check_base(self.base)
-        check_rff(self.rff)
+        check_rff(self.rff, self.base)
 
 
 @register_method("fixed")

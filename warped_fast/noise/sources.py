@@ -18,9 +18,15 @@ def check_base(base) -> None:
         raise ValueError(f"base: expected one of {get_args(Base)}, got {base!r}")
 
 
-def check_rff(rff) -> None:
+def check_rff(rff, base: Base | None = None) -> None:
+    """``rff`` an RFFConfig or None; with a ``base``, settings given for a white base (which would be
+    ignored) are refused."""
     if rff is not None and not isinstance(rff, RFFConfig):
         raise TypeError(f"rff: expected an RFFConfig or None, got {type(rff).__name__}")
+    if rff is not None and base == "white":
+        raise ValueError(
+            "rff: GP field settings, but base='white' draws white noise; pass base='gp' to use them"
+        )
 
 
 def rff_for(rff: RFFConfig | None, channels: int) -> RFFConfig:
@@ -39,7 +45,7 @@ class NoiseSource:
 
     def __init__(self, base: Base, rff: RFFConfig | None = None):
         check_base(base)
-        check_rff(rff)
+        check_rff(rff, base)
         self.base, self.rff = base, rff
         self.field: RFFField | None = None
 

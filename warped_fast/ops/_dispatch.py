@@ -70,7 +70,9 @@ class ContextSetting:
 
 def use_backend(name: str | None) -> ContextSetting:
     """Force every op called from now on (or, in a ``with`` block, inside it) to use backend ``name``
-    (None: automatic selection, also when the environment variable ``WARPED_FAST_BACKEND`` forces one)."""
+    (None: automatic selection, also when the environment variable ``WARPED_FAST_BACKEND`` forces one).
+    The setting is a context variable: it holds in this thread (and asyncio task), and in the backward
+    passes of ops called under it; other threads keep their own (set it there, or use the variable)."""
     if name is not None and name not in BACKENDS:
         raise ValueError(f"backend must be one of {BACKENDS} or None, got {name!r}")
     return ContextSetting(_forced, "auto" if name is None else name)
