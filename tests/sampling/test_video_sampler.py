@@ -219,3 +219,25 @@ def test_bad_inputs():
 
     with pytest.raises(RuntimeError, match="without a gradient.*jacobian_free"):
         VideoSampler(no_grad_den, sched).sample(_pan_frames(2, 0.5))
+
+
+def test_schedule_and_guidance_settings_are_checked():
+    """Lists and arrays make schedules; wrong types and non-finite levels get errors naming the argument."""
+    import numpy as np
+
+    from warped_fast.sampling.schedules import karras_sigmas
+
+    assert (
+        SigmaSchedule([3.0, 1.0, 0.0]).num_steps == 2 and SigmaSchedule(np.array([3.0, 0.0])).num_steps == 1
+    )
+    for bad, err, msg in [
+        (lambda: SigmaSchedule([float("inf"), 1.0, 0.0]), ValueError, "sigmas: expected finite"),
+        (lambda: karras_sigmas(2.5, 0.1, 80.0), ValueError, "num_steps: expected an int"),
+        (lambda: karras_sigmas(5, 0.1, float("inf")), ValueError, "finite 0 < sigma_min < sigma_max"),
+        (lambda: karras_sigmas(5, 0.1, 80.0, rho=0), ValueError, "rho: expected a finite number > 0"),
+        (lambda: GuidanceConfig(start_step="1"), ValueError, "start_step: expected an int"),
+        (lambda: GuidanceConfig(end_step=2.5), ValueError, "end_step: expected an int"),
+        (lambda: GuidanceConfig(occlusion="yes"), TypeError, "occlusion: expected True or False"),
+    ]:
+        with pytest.raises(err, match=msg):
+            bad()

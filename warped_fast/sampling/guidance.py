@@ -13,7 +13,7 @@ from typing import Literal
 import torch
 
 from ..ops import guidance_grad, guidance_loss
-from ..ops._checks import check_real
+from ..ops._checks import check_int, check_real
 
 
 @dataclass(frozen=True)
@@ -41,7 +41,12 @@ class GuidanceConfig:
         if self.loss not in ("norm", "squared"):
             raise ValueError(f"loss: expected 'norm' or 'squared', got {self.loss!r}")
         check_real("lam", self.lam, 0)
-        if self.start_step < 0 or (self.end_step is not None and self.end_step < self.start_step):
+        check_int("start_step", self.start_step, 0)
+        if self.end_step is not None:
+            check_int("end_step", self.end_step, 0)
+        if not isinstance(self.occlusion, bool):
+            raise TypeError(f"occlusion: expected True or False, got {self.occlusion!r}")
+        if self.end_step is not None and self.end_step < self.start_step:
             raise ValueError(
                 f"start_step/end_step: expected 0 <= start <= end, got {self.start_step}, {self.end_step}"
             )

@@ -6,10 +6,13 @@ Sigmas are descending and end with 0. Diffusers models also need the model times
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import numpy as np
 import torch
+
+from ..ops._checks import check_int
 
 
 @dataclass(frozen=True)
@@ -25,7 +28,13 @@ class SigmaSchedule:
     timesteps: torch.Tensor | None = None
 
     def __post_init__(self):
+        if not isinstance(self.sigmas, torch.Tensor):  # a list or an array of levels
+            object.__setattr__(self, "sigmas", torch.as_tensor(np.asarray(self.sigmas, dtype=np.float64)))
+        if self.timesteps is not None and not isinstance(self.timesteps, torch.Tensor):
+            object.__setattr__(self, "timesteps", torch.as_tensor(np.asarray(self.timesteps)))
         s = self.sigmas
+        if not s.is_floating_point() or not bool(torch.isfinite(s).all()):
+            raise ValueError("sigmas: expected finite floating-point levels")
         if s.dim() != 1 or s.numel() < 2:
             raise ValueError(f"sigmas: expected a 1-D tensor of at least 2 levels, got shape {list(s.shape)}")
         if not bool((s[:-1] > 0).all()) or not bool((s[1:] <= s[:-1]).all()) or float(s[-1]) < 0:
@@ -44,10 +53,11 @@ class SigmaSchedule:
 
 def karras_sigmas(num_steps: int, sigma_min: float, sigma_max: float, rho: float = 7.0) -> torch.Tensor:
     """Karras et al. (2022) schedule: ``[S + 1]`` float64, ending with 0."""
-    if num_steps < 1:
-        raise ValueError(f"num_steps: expected >= 1, got {num_steps}")
-    if not 0 < sigma_min < sigma_max:
-        raise ValueError(f"expected 0 < sigma_min < sigma_max, got {sigma_min}, {sigma_max}")
+    check_int("num_steps", num_steps, 1)
+    if not 0 < sigma_min < sigma_max < math.inf:
+        raise ValueError(f"expected finite 0 < sigma_min < sigma_max, got {sigma_min}, {sigma_max}")
+    if not 0 < rho < math.inf:
+        raise ValueError(f"rho: expected a finite number > 0, got {rho}")
     ramp = torch.linspace(0, 1, num_steps, dtype=torch.float64)
     lo, hi = sigma_min ** (1 / rho), sigma_max ** (1 / rho)
     s = (hi + ramp * (lo - hi)) ** rho
