@@ -244,7 +244,7 @@ def test_cpu_kernels_frame_limits_and_large_extent(gen):
         )
     with wf.use_backend("cpu"), pytest.raises(ValueError, match="q: frame too large for the CPU kernel"):
         f, p = one.expand(2, 1, big), one.expand(1, 1, big)
-        gwtf_transport(p, one[0].expand(1, big), f, f, p, p, p)
+        gwtf_transport(p, torch.ones(1, 1).expand(1, big), f, f, p, p, p)  # density > 0
     w = 2**22 + 1  # times k = 4 sub-pixels: past 2^24
     with wf.use_backend("cpu"), pytest.raises(ValueError, match=r"prev: frame too large .* x 4 sub-pixels"):
         p = one.expand(1, 1, w)
@@ -269,3 +269,15 @@ def test_cpu_kernels_ignore_the_default_device(gen):
         with torch.device("meta"):  # scratch tensors follow the inputs, not the default device
             out = infres_transport(*args)
     assert out.device.type == "cpu" and torch.equal(out, expect)
+
+
+def test_gwtf_zero_density_and_value_check_switch_are_refused(gen):
+    c, h, w = 2, 4, 5
+    q = torch.randn(c, h, w, generator=gen)
+    flow = torch.zeros(2, h, w)
+    weight = torch.ones(h, w)
+    weight[1, 2] = 0
+    with pytest.raises(ValueError, match="weight: expected a density > 0"):
+        gwtf_transport(q, weight, flow, flow, q, q, q)
+    with pytest.raises(TypeError, match="enabled: expected True or False"):
+        wf.ops.set_value_checks("False")

@@ -50,6 +50,7 @@ import torch
 import torch.nn.functional as F
 
 from ..ops import _cpu
+from ..ops._checks import value_checks_on
 from ..ops._dispatch import register, select
 from ..reference._bilinear import pixel_grid
 from .base import NoiseWarper, check_cpu_kernel_frame, check_tensors, frame_shape, register_method
@@ -154,6 +155,8 @@ def gwtf_transport(q, weight, fwd, back, zc, ze, fresh) -> tuple[torch.Tensor, t
     c, h, w = frame_shape("q", q)
     check_tensors(q=(q, (c, h, w)), weight=(weight, (h, w)), fwd=(fwd, (2, h, w)), back=(back, (2, h, w)),
                   zc=(zc, (c, h, w)), ze=(ze, (c, h, w)), fresh=(fresh, (c, h, w)))  # fmt: skip
+    if value_checks_on() and weight.numel() and not bool((weight > 0).all()):
+        raise ValueError("weight: expected a density > 0 at every pixel (a zero weight divides by zero)")
     backend = select("gwtf", q.device.type)
     if backend == "triton":
         from ..triton import gwtf as tg

@@ -15,14 +15,25 @@ _value_checks = True
 def set_value_checks(enabled: bool) -> None:
     """Enable/disable checks that read tensor values (NaN/inf scans; a device sync on GPU)."""
     global _value_checks
-    _value_checks = bool(enabled)
+    _value_checks = _as_bool(enabled)
+
+
+def value_checks_on() -> bool:
+    """Whether checks that read tensor values run now (on, and not while compiling)."""
+    return _value_checks and not torch.compiler.is_compiling()
+
+
+def _as_bool(enabled) -> bool:
+    if not isinstance(enabled, (bool, int)) or isinstance(enabled, float):
+        raise TypeError(f"enabled: expected True or False, got {enabled!r}")
+    return bool(enabled)
 
 
 @contextlib.contextmanager
 def value_checks(enabled: bool):
     """Temporarily enable/disable value checks."""
     global _value_checks
-    old, _value_checks = _value_checks, bool(enabled)
+    old, _value_checks = _value_checks, _as_bool(enabled)
     try:
         yield
     finally:
