@@ -241,3 +241,26 @@ def test_schedule_and_guidance_settings_are_checked():
     ]:
         with pytest.raises(err, match=msg):
             bad()
+
+
+def test_frames_of_one_clip_must_agree():
+    """Every frame's noise and conditioning are shaped as the first frame's (a frame without the
+    conditioning the others have would be dropped from batches); a NaN flow names its frame."""
+    den = GaussianPriorDenoiser(1.0, 2)
+    sched = SigmaSchedule(karras_sigmas(3, 0.02, 80.0))
+    for schedule in ("sequential", "wavefront"):
+        sampler = VideoSampler(den, sched, VideoSamplerConfig(schedule, guidance=GuidanceConfig(mode="off")))
+        frames = _pan_frames(3, 0.5)
+        frames[2].noise = torch.randn(frames[2].noise.shape[0], 4, 4)
+        with pytest.raises(ValueError, match=r"frames\[2\]: noise \[.*but the clip's first frame"):
+            sampler.sample(frames)
+        frames = _pan_frames(3, 0.5)
+        frames[1].cond = torch.zeros(1, *frames[1].noise.shape[1:])
+        with pytest.raises(ValueError, match=r"frames\[1\]: noise .* and cond \[1, "):
+            sampler.sample(frames)
+        frames = _pan_frames(3, 0.5)
+        frames[2].fwd_flow = frames[2].fwd_flow.clone()
+        frames[2].fwd_flow[0, 0, 0] = float("nan")
+        with pytest.raises(ValueError, match=r"frames\[2\].fwd_flow: expected finite"):
+            sampler.sample(frames)
+        assert sampler.sample(_pan_frames(3, 0.5)).shape[0] == 3  # a new clip starts afresh

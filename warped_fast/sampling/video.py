@@ -19,7 +19,7 @@ import torch
 from tqdm.auto import tqdm
 
 from ..ops import euler_guided_step, occlusion_mask
-from ..ops._checks import check_int
+from ..ops._checks import check_finite, check_int
 from .guidance import GuidanceConfig, predict_and_guide
 from .schedules import SigmaSchedule
 
@@ -103,6 +103,7 @@ class VideoSampler:
         self._losses: dict[int, list[float]] = {}
         self._loss_log: list[tuple[list[int], torch.Tensor]] = []  # (frames, losses [G]) not yet read
         self._sigmas: tuple[torch.Tensor, torch.Tensor] | None = None  # (schedule.sigmas, their device copy)
+        self._clip: tuple | None = None  # (noise shape, cond shape or None) of the clip's first frame
         if hasattr(denoiser, "set_schedule"):
             denoiser.set_schedule(schedule)
 
@@ -114,11 +115,21 @@ class VideoSampler:
         if f.noise.dim() != 3:
             raise ValueError(f"frames[{index}].noise: expected [C, H, W], got {list(f.noise.shape)}")
         _, h, w = f.noise.shape
+        here = (tuple(f.noise.shape), None if f.cond is None else tuple(f.cond.shape))
+        first = self._clip
+        if first is None:
+            self._clip = here
+        elif here != first:  # one clip: every frame's noise and conditioning alike
+            raise ValueError(
+                f"frames[{index}]: noise {list(here[0])} and cond {here[1] and list(here[1])}, but the clip's "
+                f"first frame has noise {list(first[0])} and cond {first[1] and list(first[1])}"
+            )
         flow = mask = None
         if index > 0:
             if f.fwd_flow is None or f.fwd_flow.shape != (2, h, w):
                 got = None if f.fwd_flow is None else list(f.fwd_flow.shape)
                 raise ValueError(f"frames[{index}].fwd_flow: expected [2, {h}, {w}], got {got}")
+            check_finite(f"frames[{index}].fwd_flow", f.fwd_flow)
             flow = f.fwd_flow[None].to(f.noise.device, torch.float32)
             if self.config.guidance.occlusion:
                 if f.back_flow is None or f.back_flow.shape != (2, h, w):
@@ -213,6 +224,7 @@ class VideoSampler:
             raise ValueError("prev_predictions: required to resume a guided clip after frame 0")
         prev = None if prev_predictions is None else [p.reshape(1, *p.shape[-3:]) for p in prev_predictions]
         self.losses = {}
+        self._clip = None
         if self.config.frame_schedule == "sequential":
             yield from self._sequential(frames, start_index, prev)
         else:
