@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ..ops._checks import check_int
+from ..ops._checks import check_int, check_unit_range
 
 VIDEO_SUFFIXES = {".mp4", ".mov", ".mkv", ".webm", ".avi", ".gif"}
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".webp", ".tif", ".tiff"}
@@ -103,8 +103,6 @@ def video_fps(source) -> float | None:
     """The frame rate a video file plays at (mp4, mov, mkv, webm, avi: its stream's average rate, so a
     variable-rate file's real pace; gif: from its first frame's duration); None for anything else
     (folders, images, arrays) or when the file does not say. The file must exist."""
-    import imageio.v3 as iio
-
     if not isinstance(source, (str, os.PathLike)):
         return None
     p = _existing(source)
@@ -113,6 +111,8 @@ def video_fps(source) -> float | None:
         return None
     try:
         if suffix == ".gif":
+            import imageio.v3 as iio
+
             duration = iio.immeta(p, index=0).get("duration")  # milliseconds
             fps = 1000.0 / duration if duration else None
         else:
@@ -325,11 +325,7 @@ def _frames_to_write(frames) -> torch.Tensor:
         and frames.dim() == 4
         and frames.shape[1] == 3
     ):
-        if frames.numel() and not (frames.min() >= -0.5 and frames.max() <= 1.5):  # NaN fails too
-            raise ValueError(
-                f"frames: expected values in [0, 1], got [{frames.min():.4g}, {frames.max():.4g}] "
-                "(0..255 values: divide by 255; [-1, 1] values: (x + 1) / 2)"
-            )
+        check_unit_range("frames", frames, slack=0.5, what="values")
         return frames
     try:
         return read_video(frames)

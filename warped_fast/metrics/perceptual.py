@@ -20,9 +20,10 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from ..ops._checks import check_unit_range
 from .inception_net import FIDInception
 from .lpips_net import LPIPS
-from .quality import _check_pair, check_tensor_frames, check_unit_range
+from .quality import _check_pair, check_tensor_frames
 from .weights_file import need_weights
 
 
@@ -46,8 +47,10 @@ def lpips(
     file plus the lpips heads file (a list of paths), see :mod:`.lpips_net`."""
     files = weights if isinstance(weights, (list, tuple)) else [weights]
     paths = [need_weights("lpips", w) for w in files]
-    _check_pair(pred, target)
-    a, b = _check_frames("pred", pred), _check_frames("target", target)
+    _check_pair(pred, target)  # types, one [T, C, H, W] shape, value ranges
+    if pred.shape[1] != 3:
+        raise ValueError(f"pred: expected [T, 3, H, W] frames in [0, 1], got {list(pred.shape)}")
+    a, b = pred.float().clamp(0, 1), target.float().clamp(0, 1)
     model = LPIPS.from_files(paths, net)
     with torch.no_grad():
         try:

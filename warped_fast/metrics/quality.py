@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import torch
 
+from ..ops._checks import check_unit_range
+
 
 def _check_pair(pred: torch.Tensor, target: torch.Tensor) -> None:
     for name, t in (("pred", pred), ("target", target)):
@@ -27,19 +29,6 @@ def check_tensor_frames(name: str, t) -> None:
     if not t.is_floating_point():
         raise TypeError(
             f"{name}: expected float frames in [0, 1], got {t.dtype} (divide 0..255 values by 255)"
-        )
-
-
-def check_unit_range(name: str, t: torch.Tensor, slack: float = 1e-3) -> None:
-    """Values of ``t`` within ``[-slack, 1 + slack]``, else a ValueError naming ``name``: frames on another
-    scale (0..255, or a model's [-1, 1]) would give meaningless scores."""
-    if t.numel() == 0:
-        return
-    lo, hi = t.min().item(), t.max().item()
-    if not (lo >= -slack and hi <= 1 + slack):  # NaN fails too
-        raise ValueError(
-            f"{name}: expected frames in [0, 1], got values in [{lo:.4g}, {hi:.4g}] "
-            "(0..255 values: divide by 255; [-1, 1] values: (x + 1) / 2)"
         )
 
 

@@ -24,7 +24,7 @@ def value_checks_on() -> bool:
 
 
 def _as_bool(enabled) -> bool:
-    if not isinstance(enabled, (bool, int)) or isinstance(enabled, float):
+    if not isinstance(enabled, int):  # bool is an int; a string or None is refused
         raise TypeError(f"enabled: expected True or False, got {enabled!r}")
     return bool(enabled)
 
@@ -59,6 +59,19 @@ def check_real(name: str, v, least: float | None = None) -> float:
         bound = "" if least is None else f" >= {least:g}"
         raise ValueError(f"{name}: expected a finite number{bound}, got {v!r}")
     return float(v)
+
+
+def check_unit_range(name: str, t: torch.Tensor, slack: float = 1e-3, what: str = "frames") -> None:
+    """Values of ``t`` within ``[-slack, 1 + slack]``, else a ValueError naming ``name``: frames on another
+    scale (0..255, or a model's [-1, 1]) would give meaningless scores or pictures."""
+    if t.numel() == 0:
+        return
+    lo, hi = t.min().item(), t.max().item()
+    if not (lo >= -slack and hi <= 1 + slack):  # NaN fails too
+        raise ValueError(
+            f"{name}: expected {what} in [0, 1], got values in [{lo:.4g}, {hi:.4g}] "
+            "(0..255 values: divide by 255; [-1, 1] values: (x + 1) / 2)"
+        )
 
 
 def check_tensor(
