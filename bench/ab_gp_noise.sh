@@ -6,7 +6,8 @@
 # with [LABEL]). The log goes to $OUT/ab.log, the rows to $OUT/results/gp_noise_tuning.csv. Under a
 # minute per variant (in gpu_check.sh on the H200 the build, these tests and the sweep took 15, 8 and 13 s).
 # AB_NCU=1 also profiles each variant's kernels under Nsight Compute (bench/profile_gp_noise.py: issue
-# rate, pipe use and stall reasons; about 30 s more per variant) into $OUT/ab_ncu.txt.
+# rate, pipe use and stall reasons; about 30 s more per variant) into $OUT/ab_ncu.txt. AB_TESTS (test paths)
+# replaces the gp_noise tests run per variant.
 # Example:
 #   bash bench/ab_gp_noise.sh base= fma_phases="WARPED_FAST_GP_MMA_FMA_PHASES=1" \
 #     tc_1tile_4blocks="WARPED_FAST_GP_MMA_TILES=1;WARPED_FAST_GP_MMA_BLOCKS=4"
@@ -30,7 +31,7 @@ for variant in "$@"; do
   WARPED_FAST_CUDA=ON CMAKE_ARGS="-DWARPED_FAST_CUDA_ARCHS=90 -DWARPED_FAST_CUDA_DEFINES='$defines'" \
     python3 -m pip install --no-build-isolation --no-deps -e . >"$OUT/build.log" 2>&1 \
     || { tail -40 "$OUT/build.log"; FAILED+=("$label: build"); continue; }
-  timeout 120 python3 -m pytest -m cuda -q -p no:cacheprovider --tb=line tests/ops/test_gp_noise.py 2>&1 | tail -3
+  timeout 120 python3 -m pytest -m cuda -q -p no:cacheprovider --tb=line ${AB_TESTS:-tests/ops/test_gp_noise.py} 2>&1 | tail -3
   rc=${PIPESTATUS[0]}
   # a variant that fails its tests is not timed
   [ "$rc" = 0 ] || { FAILED+=("$label: tests (rc $rc)"); continue; }

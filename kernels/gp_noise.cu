@@ -3,7 +3,7 @@
 // shared features is in gp_noise_mma.cuh, the helpers all share in gp_noise_tiles.cuh.
 //
 // A block covers a 2-D tile of 32 columns x tile_rows(SPLIT) rows and is SPLIT slices x (kThreads / SPLIT)
-// pixel lanes; every lane evaluates kPix pixels against the slice's share of each feature tile staged in
+// pixel lanes; every lane evaluates PIX pixels (4 by default) against the slice's share of each feature tile staged in
 // shared memory, and the slices' partial sums are added in a fixed order at the end (deterministic).
 // SPLIT > 1 gives small frames enough blocks to fill the chip.
 //
@@ -25,23 +25,33 @@
 namespace warped_fast {
 namespace {
 
-constexpr int kPix = 4;                                    // pixels per lane (independent FMA/MUFU chains)
+// Pixels per lane of the independent kernel (independent FMA/MUFU chains). 2 against 4 on the H200:
+// 1x4x128x128 J=3000 62.7 against 63.8 us (split 2 against 4), 1x4x1024x1024 3.38 against 3.41 ms.
+constexpr int kPix = WARPED_FAST_GP_INDEP_PIX;
 constexpr int kIndepFeat = WARPED_FAST_GP_INDEP_FEATURES;  // features per thread of an independent-kernel tile
+// Pixels per lane of the shared-feature kernel with CB channels: more pixels share each feature's
+// shared-memory loads and the loop's overhead. For CB = 4 the knob WARPED_FAST_GP_SHARED_PIX: 8 (122
+// registers, 2 blocks per SM; 8.41 instead of 8.81 instructions per cosine) ran 1x4x1024x1024 J=3000 in
+// 1.073 against 1.088 ms on the H200, but 1x4x128x128 in 44 against 27 us (a quarter of the blocks).
+template <int CB>
+__host__ __device__ constexpr int shared_pix() { return CB <= 4 ? WARPED_FAST_GP_SHARED_PIX : 4; }
+static_assert(kPix == 2 || kPix == 4 || kPix == 8, "WARPED_FAST_GP_INDEP_PIX: 2, 4 or 8");
+static_assert(shared_pix<4>() == 2 || shared_pix<4>() == 4 || shared_pix<4>() == 8, "WARPED_FAST_GP_SHARED_PIX: 2, 4 or 8");
 
-// Rows of a block's tile: lanes / 32 rows per pixel slot, kPix slots.
-__host__ __device__ constexpr int tile_rows(int split) { return kPix * (kThreads / split) / kCols; }
+// Rows of a block's tile: lanes / 32 rows per pixel slot, pix slots.
+__host__ __device__ constexpr int tile_rows(int split, int pix) { return pix * (kThreads / split) / kCols; }
 
-// Where a lane's pixels lie: column `col`, rows row0 + q * rows_per_slot (q < kPix).
+// Where a lane's pixels lie: column `col`, rows row0 + q * rows_per_slot (q < PIX).
 struct TilePos {
   int64_t col, row0, height;
 };
 
-template <int SPLIT>
+template <int SPLIT, int PIX>
 __device__ __forceinline__ TilePos tile_pos(const GpNoiseParams& p) {
   constexpr int lanes = kThreads / SPLIT;
   const int lane = threadIdx.x % lanes;
   const int64_t tiles_x = (p.width + kCols - 1) / kCols;
-  return {(blockIdx.x % tiles_x) * kCols + lane % kCols, (blockIdx.x / tiles_x) * tile_rows(SPLIT) + lane / kCols,
+  return {(blockIdx.x % tiles_x) * kCols + lane % kCols, (blockIdx.x / tiles_x) * tile_rows(SPLIT, PIX) + lane / kCols,
           p.pixels / p.width};
 }
 
@@ -52,13 +62,13 @@ __device__ __forceinline__ int64_t pixel_index(const GpNoiseParams& p, const Til
   return (t.col < p.width && row < t.height) ? row * p.width + t.col : -1;
 }
 
-// Loads the lane's kPix coordinates as offsets from the block's anchor (0 outside the frame).
-template <int SPLIT>
+// Loads the lane's PIX coordinates as offsets from the block's anchor (0 outside the frame).
+template <int SPLIT, int PIX>
 __device__ __forceinline__ Anchor load_tile_coords(const GpNoiseParams& p, int64_t n, const TilePos& t,
-                                                   float (&dx)[kPix], float (&dy)[kPix]) {
+                                                   float (&dx)[PIX], float (&dy)[PIX]) {
   float lo_x = INFINITY, hi_x = -INFINITY, lo_y = INFINITY, hi_y = -INFINITY;
 #pragma unroll
-  for (int q = 0; q < kPix; ++q) {
+  for (int q = 0; q < PIX; ++q) {
     const int64_t pix = pixel_index<SPLIT>(p, t, q);
     if (pix >= 0) {
       const float2 c = reinterpret_cast<const float2*>(p.coords)[n * p.pixels + pix];
@@ -70,14 +80,14 @@ __device__ __forceinline__ Anchor load_tile_coords(const GpNoiseParams& p, int64
   }
   const Anchor a = block_anchor(lo_x, hi_x, lo_y, hi_y);
 #pragma unroll
-  for (int q = 0; q < kPix; ++q) {
+  for (int q = 0; q < PIX; ++q) {
     if (pixel_index<SPLIT>(p, t, q) >= 0) dx[q] -= a.x0, dy[q] -= a.y0;
   }
   return a;
 }
 
 constexpr int kPolyCos = WARPED_FAST_GP_POLY_COS;  // of each 16 cosines (4 features x kPix), by polynomial
-static_assert(kPolyCos >= 0 && kPolyCos <= 16 && kPix == 4, "WARPED_FAST_GP_POLY_COS: 0 to 16 of 16");
+static_assert(kPolyCos >= 0 && kPolyCos <= 16 && (kPolyCos == 0 || kPix == 4), "WARPED_FAST_GP_POLY_COS: 0 to 16 of 16, with 4 pixels per lane");
 
 // acc[q] += w_k cos(<z_k, dx_q> + c_k) over features [k0, k1) of an independent-channel tile. With
 // kPolyCos > 0, unreduced tiles take kPolyCos of every 16 cosines (spread over the 4-feature step) on
@@ -132,15 +142,16 @@ __global__ void __launch_bounds__(kThreads, 4) gp_independent_kernel(GpNoisePara
   // kernel does (there 1.09 against 1.15 ms), 3.65 ms. Small frames take high splits, whose blocks are
   // short: there fetching first may pay (knob WARPED_FAST_GP_EARLY_FETCH_SPLIT).
   constexpr bool early = SPLIT >= WARPED_FAST_GP_EARLY_FETCH_SPLIT;
+  pdl_wait();
   RawFeature<1> next[F];
   const auto fetch_tile = [&](int64_t j0) {  // this thread's features of the tile starting at j0
 #pragma unroll
     for (int f = 0; f < F; ++f) next[f] = fetch(j0 + f * kTile + threadIdx.x);
   };
   if (early) fetch_tile(0);
-  const TilePos t = tile_pos<SPLIT>(p);
+  const TilePos t = tile_pos<SPLIT, kPix>(p);
   float dx[kPix], dy[kPix], acc[kPix];
-  const Anchor a = load_tile_coords<SPLIT>(p, n, t, dx, dy);
+  const Anchor a = load_tile_coords<SPLIT, kPix>(p, n, t, dx, dy);
 #pragma unroll
   for (int q = 0; q < kPix; ++q) acc[q] = 0.f;
   if (!early) fetch_tile(0);
@@ -154,7 +165,10 @@ __global__ void __launch_bounds__(kThreads, 4) gp_independent_kernel(GpNoisePara
       far = far || needs_reduction(next[f].zx, next[f].zy, ph, a);
     }
     const bool reduce = __syncthreads_or(far);
-    if (j0 + tile < J) fetch_tile(j0 + tile);
+    if (j0 + tile < J)
+      fetch_tile(j0 + tile);
+    else
+      pdl_trigger();  // the last tile: the next kernel may start launching
     const int k0 = slice * per_slice, k1 = min(k0 + per_slice, static_cast<int>(J - j0 < tile ? J - j0 : tile));
     if (reduce)
       accumulate_independent<false>(feat[buf], k0, k1, dx, dy, acc);
@@ -171,10 +185,10 @@ __global__ void __launch_bounds__(kThreads, 4) gp_independent_kernel(GpNoisePara
 }
 
 // acc[q, c] += w_k[c] cos(<z_k, dx_q> + c_k) over features [k0, k1) of a shared-feature tile.
-template <bool FAST, int CB>
+template <bool FAST, int CB, int PIX>
 __device__ __forceinline__ void accumulate_shared(const float4* zb, const float4 (*ws)[CB / 4], int k0, int k1,
-                                                  const float (&dx)[kPix], const float (&dy)[kPix],
-                                                  float (&acc)[kPix * CB]) {
+                                                  const float (&dx)[PIX], const float (&dy)[PIX],
+                                                  float (&acc)[PIX * CB]) {
   WF_UNROLL(WARPED_FAST_GP_FMA_UNROLL)
   for (int k = k0; k < k1; ++k) {
     const float4 f = zb[k];
@@ -185,7 +199,7 @@ __device__ __forceinline__ void accumulate_shared(const float4* zb, const float4
       wk[4 * v] = w4.x, wk[4 * v + 1] = w4.y, wk[4 * v + 2] = w4.z, wk[4 * v + 3] = w4.w;
     }
 #pragma unroll
-    for (int q = 0; q < kPix; ++q) {
+    for (int q = 0; q < PIX; ++q) {
       const float cs = cos_local<FAST>(fmaf(f.x, dx[q], fmaf(f.y, dy[q], f.z)));
 #pragma unroll
       for (int c = 0; c < CB; ++c) acc[q * CB + c] = fmaf(wk[c], cs, acc[q * CB + c]);
@@ -198,22 +212,23 @@ __device__ __forceinline__ void accumulate_shared(const float4* zb, const float4
 // 3 blocks per SM for CB = 4: 4 (64 registers, no spill in the loops) ran the 1x4x1024x1024 J = 3000
 // case slower on the H200, 1.20 against 1.09 ms, though it fills 1.94 waves instead of 2.59.
 template <int SPLIT, int CB>
-__global__ void __launch_bounds__(kThreads, CB <= 4 ? 3 : 2) gp_shared_kernel(GpNoiseParams p, float scale) {
-  constexpr int lanes = kThreads / SPLIT, per_slice = kTile / SPLIT;
+__global__ void __launch_bounds__(kThreads, CB <= 4 ? WARPED_FAST_GP_SHARED_BLOCKS : 2) gp_shared_kernel(GpNoiseParams p, float scale) {
+  constexpr int lanes = kThreads / SPLIT, per_slice = kTile / SPLIT, PIX = shared_pix<CB>();
   static_assert(kTile == kThreads, "one feature per thread and tile");
-  constexpr int feat_bytes = 2 * kTile * 16 * (1 + CB / 4), red_bytes = (SPLIT - 1) * kPix * CB * lanes * 4;
+  constexpr int feat_bytes = 2 * kTile * 16 * (1 + CB / 4), red_bytes = (SPLIT - 1) * PIX * CB * lanes * 4;
   __shared__ __align__(16) unsigned char smem[feat_bytes > red_bytes ? feat_bytes : red_bytes];
   float4(*zb)[kTile] = reinterpret_cast<float4(*)[kTile]>(smem);  // (zx, zy, c, 0)
   float4(*ws)[kTile][CB / 4] = reinterpret_cast<float4(*)[kTile][CB / 4]>(smem + 2 * kTile * 16);
   const int64_t c0 = int64_t(blockIdx.y) * CB, n = blockIdx.z;
   const int slice = threadIdx.x / lanes;
   const int64_t J = p.features, C = p.channels;
+  pdl_wait();
   RawFeature<CB> next = fetch_shared<CB>(p, c0, threadIdx.x);  // first: overlaps the prologue
-  const TilePos t = tile_pos<SPLIT>(p);
-  float dx[kPix], dy[kPix], acc[kPix * CB];
-  const Anchor a = load_tile_coords<SPLIT>(p, n, t, dx, dy);
+  const TilePos t = tile_pos<SPLIT, PIX>(p);
+  float dx[PIX], dy[PIX], acc[PIX * CB];
+  const Anchor a = load_tile_coords<SPLIT, PIX>(p, n, t, dx, dy);
 #pragma unroll
-  for (int i = 0; i < kPix * CB; ++i) acc[i] = 0.f;
+  for (int i = 0; i < PIX * CB; ++i) acc[i] = 0.f;
   int buf = 0;
   for (int64_t j0 = 0; j0 < J; j0 += kTile, buf ^= 1) {
     const float ph = anchored_phase(next.zx, next.zy, next.b, a);
@@ -222,17 +237,20 @@ __global__ void __launch_bounds__(kThreads, CB <= 4 ? 3 : 2) gp_shared_kernel(Gp
     for (int v = 0; v < CB / 4; ++v)
       ws[buf][threadIdx.x][v] = make_float4(next.w[4 * v], next.w[4 * v + 1], next.w[4 * v + 2], next.w[4 * v + 3]);
     const bool reduce = __syncthreads_or(needs_reduction(next.zx, next.zy, ph, a));
-    if (j0 + kTile < J) next = fetch_shared<CB>(p, c0, j0 + kTile + threadIdx.x);
+    if (j0 + kTile < J)
+      next = fetch_shared<CB>(p, c0, j0 + kTile + threadIdx.x);
+    else
+      pdl_trigger();
     const int k0 = slice * per_slice, k1 = min(k0 + per_slice, static_cast<int>(J - j0 < kTile ? J - j0 : kTile));
     if (reduce)
-      accumulate_shared<false, CB>(zb[buf], ws[buf], k0, k1, dx, dy, acc);
+      accumulate_shared<false, CB, PIX>(zb[buf], ws[buf], k0, k1, dx, dy, acc);
     else
-      accumulate_shared<true, CB>(zb[buf], ws[buf], k0, k1, dx, dy, acc);
+      accumulate_shared<true, CB, PIX>(zb[buf], ws[buf], k0, k1, dx, dy, acc);
   }
-  reduce_slices<SPLIT, kPix * CB>(acc, reinterpret_cast<float*>(smem));
+  reduce_slices<SPLIT, PIX * CB>(acc, reinterpret_cast<float*>(smem));
   if (slice != 0) return;
 #pragma unroll
-  for (int q = 0; q < kPix; ++q) {
+  for (int q = 0; q < PIX; ++q) {
     const int64_t pix = pixel_index<SPLIT>(p, t, q);
     if (pix < 0) continue;
 #pragma unroll
@@ -260,16 +278,19 @@ int sm_count() {
   return sms;
 }
 
-// Whether the current device has the tf32 tensor cores of the tensor-core kernel (sm_80 or newer).
-bool has_tf32_mma() {
+// The current device's compute capability major version (0 when it cannot be read).
+int compute_major() {
   int dev = 0, major = 0;
   if (cudaGetDevice(&dev) != cudaSuccess ||
       cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, dev) != cudaSuccess) {
     cudaGetLastError();
-    return false;
+    return 0;
   }
-  return major >= 8;
+  return major;
 }
+
+// Whether the current device has the tf32 tensor cores of the tensor-core kernel (sm_80 or newer).
+bool has_tf32_mma() { return compute_major() >= 8; }
 
 // Channels per block of the shared-feature kernel.
 int64_t shared_channel_block(int64_t channels) { return channels <= 4 ? 4 : 8; }
@@ -294,7 +315,12 @@ int64_t tiles(const GpNoiseParams& p, int rows) {
   return (p.width + kCols - 1) / kCols * ((height + rows - 1) / rows);
 }
 
-int rows_of(int split, bool mma) { return mma ? mma_tile_rows(split) : tile_rows(split); }
+// Rows of a launch's tiles: the tensor-core kernel's, or the FMA kernel's for its pixels per lane.
+int rows_of(int split, bool mma, const GpNoiseParams& p) {
+  if (mma) return mma_tile_rows(split);
+  const int pix = !shared_features(p) ? kPix : shared_channel_block(p.channels) == 4 ? shared_pix<4>() : shared_pix<8>();
+  return tile_rows(split, pix);
+}
 
 // The feature split of a launch. FMA kernels: the split with the least work on the busiest SM,
 // ceil(blocks / SMs) x pixels per block, weighted by each split's cost per cosine at full load and by a
@@ -307,15 +333,16 @@ int choose_split(const GpNoiseParams& p, int64_t other_blocks, bool mma) {
   const int64_t sms = sm_count();
   if (mma) {
     for (int s = 1; s < 4; s *= 2)
-      if (tiles(p, rows_of(s, true)) * other_blocks >= 4 * sms) return s;
+      if (tiles(p, rows_of(s, true, p)) * other_blocks >= 4 * sms) return s;
     return 4;
   }
   constexpr double per_cosine[4] = {1.0, 1.02, 1.05, 1.12};  // splits 1, 2, 4, 8
   int best = 1;
   double best_cost = 0.0;
   for (int s = 1, i = 0; s <= 8; s *= 2, ++i) {
-    const int64_t per_sm = (tiles(p, rows_of(s, false)) * other_blocks + sms - 1) / sms;
-    const double cost = static_cast<double>(per_sm) * tile_rows(s) * per_cosine[i] * (per_sm == 1 ? 1.06 : 1.0);
+    const int rows = rows_of(s, false, p);
+    const int64_t per_sm = (tiles(p, rows) * other_blocks + sms - 1) / sms;
+    const double cost = static_cast<double>(per_sm) * rows * per_cosine[i] * (per_sm == 1 ? 1.06 : 1.0);
     if (s == 1 || cost < best_cost) best = s, best_cost = cost;
   }
   return best;
@@ -330,9 +357,26 @@ void launch_mma(const GpNoiseParams& p, float scale, const dim3& grid, void* wor
   gp_shared_mma_kernel<SPLIT, NT><<<grid, kThreads, 0, stream>>>(p, scale, ops);
 }
 
+// An FMA kernel's launch: with WARPED_FAST_GP_PDL on a device that has it (sm_90 and newer), as a
+// programmatic dependent launch.
+void launch_fma(void (*kernel)(GpNoiseParams, float), const dim3& grid, cudaStream_t stream, const GpNoiseParams& p,
+                float scale) {
+  if (WARPED_FAST_GP_PDL && compute_major() >= 9) {
+    cudaLaunchAttribute attr[1];
+    attr[0].id = cudaLaunchAttributeProgrammaticStreamSerialization;
+    attr[0].val.programmaticStreamSerializationAllowed = 1;
+    cudaLaunchConfig_t cfg = {};
+    cfg.gridDim = grid, cfg.blockDim = dim3(kThreads), cfg.dynamicSmemBytes = 0, cfg.stream = stream;
+    cfg.attrs = attr, cfg.numAttrs = 1;
+    cudaLaunchKernelEx(&cfg, kernel, p, scale);  // an error is read by the caller's cudaGetLastError
+  } else {
+    kernel<<<grid, kThreads, 0, stream>>>(p, scale);
+  }
+}
+
 template <int SPLIT>
 void launch(const GpNoiseParams& p, float scale, bool shared, bool mma, void* workspace, cudaStream_t stream) {
-  const unsigned blocks = static_cast<unsigned>(tiles(p, rows_of(SPLIT, mma))), batch = static_cast<unsigned>(p.batch);
+  const unsigned blocks = static_cast<unsigned>(tiles(p, rows_of(SPLIT, mma, p))), batch = static_cast<unsigned>(p.batch);
   if (shared) {
     const int64_t cb = shared_channel_block(p.channels);
     const dim3 grid(blocks, static_cast<unsigned>((p.channels + cb - 1) / cb), batch);
@@ -341,12 +385,12 @@ void launch(const GpNoiseParams& p, float scale, bool shared, bool mma, void* wo
     else if (mma)
       launch_mma<SPLIT, 2>(p, scale, grid, workspace, stream);
     else if (cb == 4)
-      gp_shared_kernel<SPLIT, 4><<<grid, kThreads, 0, stream>>>(p, scale);
+      launch_fma(gp_shared_kernel<SPLIT, 4>, grid, stream, p, scale);
     else
-      gp_shared_kernel<SPLIT, 8><<<grid, kThreads, 0, stream>>>(p, scale);
+      launch_fma(gp_shared_kernel<SPLIT, 8>, grid, stream, p, scale);
   } else {
     const dim3 grid(blocks, static_cast<unsigned>(p.channels), batch);
-    gp_independent_kernel<SPLIT><<<grid, kThreads, 0, stream>>>(p, scale);
+    launch_fma(gp_independent_kernel<SPLIT>, grid, stream, p, scale);
   }
 }
 
@@ -376,7 +420,7 @@ const char* gp_noise_cuda(const GpNoiseParams& p, uintptr_t stream_handle, int k
   const int64_t cb = shared ? shared_channel_block(p.channels) : 1;
   const int split = split_override ? split_override : choose_split(p, p.batch * ((p.channels + cb - 1) / cb), mma);
   if (mma && !mma_split_fits(split)) return "split too large for the tensor-core kernel's m-tiles per warp";
-  if (tiles(p, rows_of(split, mma)) > 0x7fffffff) return "frame too large";
+  if (tiles(p, rows_of(split, mma, p)) > 0x7fffffff) return "frame too large";
   switch (split) {
     case 1:
       launch<1>(p, scale, shared, mma, workspace, stream);

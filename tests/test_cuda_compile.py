@@ -34,6 +34,12 @@ VARIANTS = {
         "WARPED_FAST_GP_MMA_BLOCKS": 2,
         "WARPED_FAST_GP_MMA_SPLIT_ACC": 1,
     },
+    "pixels_per_lane": {
+        "WARPED_FAST_GP_SHARED_PIX": 8,
+        "WARPED_FAST_GP_SHARED_BLOCKS": 2,
+        "WARPED_FAST_GP_INDEP_PIX": 8,
+        "WARPED_FAST_GP_PDL": 0,
+    },
     "others": {
         "WARPED_FAST_GP_MMA_TILES": 1,
         "WARPED_FAST_GP_MMA_BLOCKS": 4,
@@ -42,6 +48,7 @@ VARIANTS = {
         "WARPED_FAST_GP_INDEP_FEATURES": 2,
         "WARPED_FAST_GP_EARLY_FETCH_SPLIT": 1,
         "WARPED_FAST_GP_POLY_COS": 3,
+        "WARPED_FAST_GP_INDEP_PIX": 4,
     },
 }
 
