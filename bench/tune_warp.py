@@ -2,9 +2,8 @@
 
 For the warp + occlusion cases of bench_warp.py (smooth and random flow, 1x4x128x128 and 1x3x1024x1024):
 every BLOCK in 256..2048 with 1 to 16 pixels per thread, the launcher's own choice (``auto``), ``auto``
-with cache hints (``_WARP_FWD_HINTS``: flow loads / tap gathers eviction, store modifier), and
-persistent launches (``_WARP_FWD_PERSIST`` programs per SM). Each row: CUDA-graph replay median, its ratio to the memory-bandwidth floor and to ``auto`` measured in the
-same run, and the largest difference from ``auto``'s output (so a fast but wrong launch shows). The
+with cache hints (``_WARP_FWD_HINTS``: flow loads / tap gathers eviction, store modifier). Each row:
+CUDA-graph replay median, its ratio to the memory-bandwidth floor and to ``auto`` measured in the same run, and the largest difference from ``auto``'s output (so a fast but wrong launch shows). The
 replays reread the same inputs, partly from the L2; ``from HBM`` is the replay of calls that cycle
 through copies of the inputs (common.cold_graph_ms), each reading its own from HBM. Needs CUDA.
 """
@@ -25,9 +24,6 @@ import warped_fast as wf  # noqa: E402
 
 # (BLOCK pixels per program, num_warps): 1 to 16 pixels per thread
 LAUNCHES = [(b, w) for b in (256, 512, 1024, 2048) for w in (2, 4, 8, 16) if 1 <= b // (32 * w) <= 16]
-# persistent launches: (BLOCK, warps) x programs per SM, each looping over tiles (flow loaded a tile ahead)
-PERSISTENT = [(256, 4), (512, 8), (1024, 8)]
-PERSIST = [2, 4, 8, 16]
 # (flow loads' eviction policy, tap gathers' eviction policy, stores' cache modifier), with auto's launch
 HINTS = [
     ("", "", ""),
@@ -39,16 +35,12 @@ HINTS = [
 ]
 
 
-def _launch(
-    block: int | None, warps: int | None, hints: tuple[str, str, str] | None = None, persist: int = 0
-):
+def _launch(block: int | None, warps: int | None, hints: tuple[str, str, str] | None = None):
     """The forward warp launched with ``block`` pixels per program and ``warps`` warps (None: its own),
-    with the cache ``hints`` (None: its own), as ``persist`` persistent programs per SM (0: one per tile)."""
+    with the cache ``hints`` (None: its own)."""
     from warped_fast.triton import warp as triton_warp
 
     stack = contextlib.ExitStack()
-    if persist:
-        stack.enter_context(mock.patch.object(triton_warp, "_WARP_FWD_PERSIST", persist))
     if block is not None:
         stack.enter_context(
             mock.patch.object(triton_warp, "_warp_fwd_block", lambda hw, device: (block, warps))
@@ -87,13 +79,12 @@ def main():
                 ref_out, ref_valid = call()
                 auto_ms = None
                 runs = [
-                    (None, None, None, 0),
-                    *((b, nw, None, 0) for b, nw in LAUNCHES),
-                    *((None, None, x, 0) for x in HINTS),
-                    *((b, nw, None, p) for b, nw in PERSISTENT for p in PERSIST),
+                    (None, None, None),
+                    *((b, nw, None) for b, nw in LAUNCHES),
+                    *((None, None, x) for x in HINTS),
                 ]
-                for block, warps, hints, persist in runs:
-                    with _launch(block, warps, hints, persist):
+                for block, warps, hints in runs:
+                    with _launch(block, warps, hints):
                         out, valid = call()
                         err = (out - ref_out).abs().max().item()
                         flips = (valid != ref_valid).sum().item()
@@ -105,8 +96,6 @@ def main():
                     label = "auto" if block is None else f"BLOCK {block}, {warps} warps"
                     if hints is not None:
                         label += " " + "/".join(h or "-" for h in hints)
-                    if persist:
-                        label += f", persistent {persist}/SM"
                     note = (
                         f"graph replay; {auto_ms / ms:.3f}x auto; max diff {err:.1e}, {flips} validity flips"
                     )

@@ -34,9 +34,12 @@ constexpr int kIndepFeat = WARPED_FAST_GP_INDEP_FEATURES;  // features per threa
 // registers, 2 blocks per SM; 8.41 instead of 8.81 instructions per cosine) ran 1x4x1024x1024 J=3000 in
 // 1.073 against 1.088 ms on the H200, but 1x4x128x128 in 44 against 27 us (a quarter of the blocks).
 template <int CB>
-__host__ __device__ constexpr int shared_pix() { return CB <= 4 ? WARPED_FAST_GP_SHARED_PIX : 4; }
+__host__ __device__ constexpr int shared_pix() {
+  return CB <= 4 ? WARPED_FAST_GP_SHARED_PIX : 4;
+}
 static_assert(kPix == 2 || kPix == 4 || kPix == 8, "WARPED_FAST_GP_INDEP_PIX: 2, 4 or 8");
-static_assert(shared_pix<4>() == 2 || shared_pix<4>() == 4 || shared_pix<4>() == 8, "WARPED_FAST_GP_SHARED_PIX: 2, 4 or 8");
+static_assert(shared_pix<4>() == 2 || shared_pix<4>() == 4 || shared_pix<4>() == 8,
+              "WARPED_FAST_GP_SHARED_PIX: 2, 4 or 8");
 
 // Rows of a block's tile: lanes / 32 rows per pixel slot, pix slots.
 __host__ __device__ constexpr int tile_rows(int split, int pix) { return pix * (kThreads / split) / kCols; }
@@ -87,7 +90,8 @@ __device__ __forceinline__ Anchor load_tile_coords(const GpNoiseParams& p, int64
 }
 
 constexpr int kPolyCos = WARPED_FAST_GP_POLY_COS;  // of each 16 cosines (4 features x kPix), by polynomial
-static_assert(kPolyCos >= 0 && kPolyCos <= 16 && (kPolyCos == 0 || kPix == 4), "WARPED_FAST_GP_POLY_COS: 0 to 16 of 16, with 4 pixels per lane");
+static_assert(kPolyCos >= 0 && kPolyCos <= 16 && (kPolyCos == 0 || kPix == 4),
+              "WARPED_FAST_GP_POLY_COS: 0 to 16 of 16, with 4 pixels per lane");
 
 // acc[q] += w_k cos(<z_k, dx_q> + c_k) over features [k0, k1) of an independent-channel tile. With
 // kPolyCos > 0, unreduced tiles take kPolyCos of every 16 cosines (spread over the 4-feature step) on
@@ -212,7 +216,8 @@ __device__ __forceinline__ void accumulate_shared(const float4* zb, const float4
 // 3 blocks per SM for CB = 4: 4 (64 registers, no spill in the loops) ran the 1x4x1024x1024 J = 3000
 // case slower on the H200, 1.20 against 1.09 ms, though it fills 1.94 waves instead of 2.59.
 template <int SPLIT, int CB>
-__global__ void __launch_bounds__(kThreads, CB <= 4 ? WARPED_FAST_GP_SHARED_BLOCKS : 2) gp_shared_kernel(GpNoiseParams p, float scale) {
+__global__ void __launch_bounds__(kThreads, CB <= 4 ? WARPED_FAST_GP_SHARED_BLOCKS : 2)
+    gp_shared_kernel(GpNoiseParams p, float scale) {
   constexpr int lanes = kThreads / SPLIT, per_slice = kTile / SPLIT, PIX = shared_pix<CB>();
   static_assert(kTile == kThreads, "one feature per thread and tile");
   constexpr int feat_bytes = 2 * kTile * 16 * (1 + CB / 4), red_bytes = (SPLIT - 1) * PIX * CB * lanes * 4;
@@ -318,7 +323,9 @@ int64_t tiles(const GpNoiseParams& p, int rows) {
 // Rows of a launch's tiles: the tensor-core kernel's, or the FMA kernel's for its pixels per lane.
 int rows_of(int split, bool mma, const GpNoiseParams& p) {
   if (mma) return mma_tile_rows(split);
-  const int pix = !shared_features(p) ? kPix : shared_channel_block(p.channels) == 4 ? shared_pix<4>() : shared_pix<8>();
+  const int pix = !shared_features(p)                     ? kPix
+                  : shared_channel_block(p.channels) == 4 ? shared_pix<4>()
+                                                          : shared_pix<8>();
   return tile_rows(split, pix);
 }
 
@@ -376,7 +383,8 @@ void launch_fma(void (*kernel)(GpNoiseParams, float), const dim3& grid, cudaStre
 
 template <int SPLIT>
 void launch(const GpNoiseParams& p, float scale, bool shared, bool mma, void* workspace, cudaStream_t stream) {
-  const unsigned blocks = static_cast<unsigned>(tiles(p, rows_of(SPLIT, mma, p))), batch = static_cast<unsigned>(p.batch);
+  const unsigned blocks = static_cast<unsigned>(tiles(p, rows_of(SPLIT, mma, p))),
+                 batch = static_cast<unsigned>(p.batch);
   if (shared) {
     const int64_t cb = shared_channel_block(p.channels);
     const dim3 grid(blocks, static_cast<unsigned>((p.channels + cb - 1) / cb), batch);

@@ -71,12 +71,6 @@ def main() -> int:
     for warp._WARP_FWD_HINTS in (("evict_first", "evict_last", ".cs"), ("evict_first", "", ".cs")):
         warp.warp_forward(img, flow, back)  # the cache hints bench/tune_warp.py times
     warp._WARP_FWD_HINTS = hints
-    warp._WARP_FWD_PERSIST = 4
-    for tile in (0, 8):  # the persistent launch bench/tune_warp.py times
-        warp._CHANNEL_TILE_MAX = tile
-        warp.warp_forward(img, flow, back)
-        warp.warp_forward(img.half(), flow)
-    warp._WARP_FWD_PERSIST = warp._CHANNEL_TILE_MAX = 0
     warp.warp_image_grad(img, flow)
     warp.warp_image_grad(img, flow, _meta(n))
     warp.warp_flow_grad(img, img, flow)

@@ -60,25 +60,6 @@ def test_triton_channel_tile_matches_reference(c, with_back, monkeypatch, gen):
     assert_close(half, r_out, atol=5e-3, what=f"warp channel tile C={c} float16")
 
 
-@pytest.mark.skipif(not wf.backend_info("cpu")["triton"], reason="needs triton with TRITON_INTERPRET=1")
-@pytest.mark.parametrize("persist", [2, 3])
-def test_triton_persistent_warp_matches_reference(persist, monkeypatch, gen):
-    """The persistent forward warp: few programs, each looping over tiles of every frame with the next
-    tile's flow loaded ahead (the interpreter runs ``persist`` programs); the channel loop and tile."""
-    monkeypatch.setattr(triton_warp, "_WARP_FWD_PERSIST", persist)
-    monkeypatch.setattr(triton_warp, "_pixel_block", lambda hw, device: (16, 4))  # many tiles per frame
-    n, c, h, w = 3, 3, 7, 11
-    img = torch.randn(n, c, h, w, generator=gen, dtype=torch.float64)
-    flow, back = smooth_flow(n, h, w, gen), smooth_flow(n, h, w, gen)
-    r_out, r_valid = reference.warp(img, flow, back)
-    for tile in (0, 8):
-        monkeypatch.setattr(triton_warp, "_CHANNEL_TILE_MAX", tile)
-        with wf.use_backend("triton"):
-            out, valid = wf.warp(img.float(), flow.float(), back.float())
-        assert_close(out, r_out, atol=1e-5, what=f"persistent warp, channel tile {tile}")
-        assert torch.equal(valid, r_valid)
-
-
 @pytest.mark.parametrize("dtype", LOW)
 def test_warp_low_precision(dtype, fast_backend, gen):
     _warp_low_precision_case(dtype, fast_backend, "cpu", (2, 3, 11, 13), gen)

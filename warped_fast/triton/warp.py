@@ -42,11 +42,6 @@ _CHANNEL_TILE_MAX = 0
 # flow 34.8 against 37.0 us (from HBM equal); 1x4x128x128 within the spread.
 _WARP_FWD_HINTS = ("evict_first", "", ".cs")
 
-# Persistent forward warp: 0 launches one program per tile of pixels (the launch measured on the H100
-# and H200); P > 0 launches P programs per SM, each looping over tiles with the next tile's flow loaded
-# ahead. Not yet timed on a GPU: bench/tune_warp.py sweeps it.
-_WARP_FWD_PERSIST = 0
-
 
 # --------------------------------------------------------------------------------------------------
 # Launch heuristics
@@ -193,48 +188,21 @@ def _sample(plane, i00, W, wx, wy, m00, m01, m10, m11, EVICT: tl.constexpr):
 @triton.jit
 def _warp_fwd_kernel(
     img_ptr, flow_ptr, back_ptr, out_ptr, valid_ptr,
-    C, H, W, HW, nblk, ntiles,
+    C, H, W, HW, nblk,
     HAS_BACK: tl.constexpr, BLOCK: tl.constexpr, CP: tl.constexpr,
     FLOW_EVICT: tl.constexpr, TAP_EVICT: tl.constexpr, STORE_CACHE: tl.constexpr,
-    PERSIST: tl.constexpr,
 ):  # fmt: skip
-    # One program = one tile (BLOCK pixels of a frame); with PERSIST the tiles pid, pid + programs, ...
-    # of the ntiles = N * nblk, the next tile's flow loaded before the current tile's taps are gathered
-    # (twice the loads in flight).
+    # One program = one tile (BLOCK pixels of a frame).
     tile = tl.program_id(0)
-    dx, dy = _load_flow(tile, flow_ptr, HW, nblk, ntiles, BLOCK, FLOW_EVICT, PERSIST)
-    if PERSIST:
-        while tile < ntiles:  # a while loop: the interpreter cannot range over a program id
-            nxt = tile + tl.num_programs(0)
-            ndx, ndy = _load_flow(nxt, flow_ptr, HW, nblk, ntiles, BLOCK, FLOW_EVICT, True)
-            _warp_fwd_tile(
-                tile, dx, dy, img_ptr, back_ptr, out_ptr, valid_ptr, C, H, W, HW, nblk,
-                HAS_BACK, BLOCK, CP, TAP_EVICT, STORE_CACHE,
-            )  # fmt: skip
-            tile = nxt
-            dx = ndx
-            dy = ndy
-    else:
-        _warp_fwd_tile(
-            tile, dx, dy, img_ptr, back_ptr, out_ptr, valid_ptr, C, H, W, HW, nblk,
-            HAS_BACK, BLOCK, CP, TAP_EVICT, STORE_CACHE,
-        )  # fmt: skip
-
-
-@triton.jit
-def _load_flow(
-    tile, flow_ptr, HW, nblk, ntiles, BLOCK: tl.constexpr, EVICT: tl.constexpr, PAST: tl.constexpr
-):
-    """The flow ``(dx, dy)`` (float32) of tile ``tile``'s pixels; with PAST, zeros past the last tile."""
     n = tile // nblk
     offs = (tile - n * nblk) * BLOCK + tl.arange(0, BLOCK)
-    pm = offs < HW
-    if PAST:
-        pm = pm & (tile < ntiles)
     base = flow_ptr + n.to(tl.int64) * 2 * HW + offs
-    dx = tl.load(base, mask=pm, other=0.0, eviction_policy=EVICT).to(tl.float32)
-    dy = tl.load(base + HW, mask=pm, other=0.0, eviction_policy=EVICT).to(tl.float32)
-    return dx, dy
+    dx = tl.load(base, mask=offs < HW, other=0.0, eviction_policy=FLOW_EVICT).to(tl.float32)
+    dy = tl.load(base + HW, mask=offs < HW, other=0.0, eviction_policy=FLOW_EVICT).to(tl.float32)
+    _warp_fwd_tile(
+        tile, dx, dy, img_ptr, back_ptr, out_ptr, valid_ptr, C, H, W, HW, nblk,
+        HAS_BACK, BLOCK, CP, TAP_EVICT, STORE_CACHE,
+    )  # fmt: skip
 
 
 @triton.jit
@@ -456,17 +424,11 @@ def warp_forward(
     _check_grid(n, nblk)
     # Empty image: the channel loop never runs; pass the flow as a stand-in pointer.
     img_arg, out_arg = (image, out) if c > 0 else (flow, flow)
-    ntiles = n * nblk
-    programs = ntiles
-    if _WARP_FWD_PERSIST:  # (the interpreter: _WARP_FWD_PERSIST programs, for the tests)
-        sms = torch.cuda.get_device_properties(image.device).multi_processor_count if image.is_cuda else 1
-        programs = min(ntiles, sms * _WARP_FWD_PERSIST)
-    _warp_fwd_kernel[(programs,)](
+    _warp_fwd_kernel[(n * nblk,)](
         img_arg, flow, back_flow if back_flow is not None else flow, out_arg, valid,
-        c, h, w, hw, nblk, ntiles,
+        c, h, w, hw, nblk,
         HAS_BACK=back_flow is not None, BLOCK=block, CP=_channel_tile(c), FLOW_EVICT=_WARP_FWD_HINTS[0],
-        TAP_EVICT=_WARP_FWD_HINTS[1], STORE_CACHE=_WARP_FWD_HINTS[2],
-        PERSIST=bool(_WARP_FWD_PERSIST), num_warps=warps,
+        TAP_EVICT=_WARP_FWD_HINTS[1], STORE_CACHE=_WARP_FWD_HINTS[2], num_warps=warps,
     )  # fmt: skip
     return out, valid.view(torch.bool)
 
