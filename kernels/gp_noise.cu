@@ -264,35 +264,31 @@ __global__ void __launch_bounds__(kThreads, CB <= 4 ? WARPED_FAST_GP_SHARED_BLOC
   }
 }
 
-// Multiprocessors of the current device (cached per device; the split only tunes occupancy).
-int sm_count() {
+// Attribute ATTR of the current device, cached per device (`fallback` when it cannot be read).
+template <cudaDeviceAttr ATTR>
+int device_attribute(int fallback) {
   static std::atomic<int> cache[64];
-  int dev = 0, sms = 0;
+  int dev = 0, value = 0;
   if (cudaGetDevice(&dev) != cudaSuccess) {
     cudaGetLastError();
-    return 132;
+    return fallback;
   }
-  if (dev >= 0 && dev < 64) sms = cache[dev].load(std::memory_order_relaxed);
-  if (sms == 0) {
-    if (cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, dev) != cudaSuccess) {
+  if (dev >= 0 && dev < 64) value = cache[dev].load(std::memory_order_relaxed);
+  if (value == 0) {
+    if (cudaDeviceGetAttribute(&value, ATTR, dev) != cudaSuccess) {
       cudaGetLastError();
-      return 132;
+      return fallback;
     }
-    if (dev >= 0 && dev < 64) cache[dev].store(sms, std::memory_order_relaxed);
+    if (dev >= 0 && dev < 64) cache[dev].store(value, std::memory_order_relaxed);
   }
-  return sms;
+  return value;
 }
 
+// Multiprocessors of the current device (the split only tunes occupancy).
+int sm_count() { return device_attribute<cudaDevAttrMultiProcessorCount>(132); }
+
 // The current device's compute capability major version (0 when it cannot be read).
-int compute_major() {
-  int dev = 0, major = 0;
-  if (cudaGetDevice(&dev) != cudaSuccess ||
-      cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, dev) != cudaSuccess) {
-    cudaGetLastError();
-    return 0;
-  }
-  return major;
-}
+int compute_major() { return device_attribute<cudaDevAttrComputeCapabilityMajor>(0); }
 
 // Whether the current device has the tf32 tensor cores of the tensor-core kernel (sm_80 or newer).
 bool has_tf32_mma() { return compute_major() >= 8; }
