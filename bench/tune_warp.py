@@ -2,8 +2,7 @@
 
 For the warp + occlusion cases of bench_warp.py (smooth and random flow, 1x4x128x128 and 1x3x1024x1024):
 every BLOCK in 256..2048 with 1 to 16 pixels per thread, the launcher's own choice (``auto``), ``auto``
-with cache hints (``_WARP_FWD_HINTS``: flow loads / tap gathers eviction, store modifier), and ``auto``
-with the back flow's taps gathered after the channels (``_WARP_FWD_BACK_FIRST`` off). Each row:
+with cache hints (``_WARP_FWD_HINTS``: flow loads / tap gathers eviction, store modifier). Each row:
 CUDA-graph replay median, its ratio to the memory-bandwidth floor and to ``auto`` measured in the same run, and the largest difference from ``auto``'s output (so a fast but wrong launch shows). The
 replays reread the same inputs, partly from the L2; ``from HBM`` is the replay of calls that cycle
 through copies of the inputs (common.cold_graph_ms), each reading its own from HBM. Needs CUDA.
@@ -36,19 +35,12 @@ HINTS = [
 ]
 
 
-def _launch(
-    block: int | None,
-    warps: int | None,
-    hints: tuple[str, str, str] | None = None,
-    back_first: bool | None = None,
-):
+def _launch(block: int | None, warps: int | None, hints: tuple[str, str, str] | None = None):
     """The forward warp launched with ``block`` pixels per program and ``warps`` warps (None: its own),
-    with the cache ``hints`` and the back flow's gathers first or last (None: its own)."""
+    with the cache ``hints`` (None: its own)."""
     from warped_fast.triton import warp as triton_warp
 
     stack = contextlib.ExitStack()
-    if back_first is not None:
-        stack.enter_context(mock.patch.object(triton_warp, "_WARP_FWD_BACK_FIRST", back_first))
     if block is not None:
         stack.enter_context(
             mock.patch.object(triton_warp, "_warp_fwd_block", lambda hw, device: (block, warps))
@@ -87,13 +79,12 @@ def main():
                 ref_out, ref_valid = call()
                 auto_ms = None
                 runs = [
-                    (None, None, None, None),
-                    (None, None, None, False),
-                    *((b, nw, None, None) for b, nw in LAUNCHES),
-                    *((None, None, x, None) for x in HINTS),
+                    (None, None, None),
+                    *((b, nw, None) for b, nw in LAUNCHES),
+                    *((None, None, x) for x in HINTS),
                 ]
-                for block, warps, hints, back_first in runs:
-                    with _launch(block, warps, hints, back_first):
+                for block, warps, hints in runs:
+                    with _launch(block, warps, hints):
                         out, valid = call()
                         err = (out - ref_out).abs().max().item()
                         flips = (valid != ref_valid).sum().item()
@@ -105,8 +96,6 @@ def main():
                     label = "auto" if block is None else f"BLOCK {block}, {warps} warps"
                     if hints is not None:
                         label += " " + "/".join(h or "-" for h in hints)
-                    if back_first is False:
-                        label += ", back flow last"
                     note = (
                         f"graph replay; {auto_ms / ms:.3f}x auto; max diff {err:.1e}, {flips} validity flips"
                     )

@@ -71,9 +71,6 @@ def main() -> int:
     for warp._WARP_FWD_HINTS in (("evict_first", "evict_last", ".cs"), ("evict_first", "", ".cs")):
         warp.warp_forward(img, flow, back)  # the cache hints bench/tune_warp.py times
     warp._WARP_FWD_HINTS = hints
-    warp._WARP_FWD_BACK_FIRST = False  # the back flow's gathers after the channels, as tune_warp.py times
-    warp.warp_forward(img, flow, back)
-    warp._WARP_FWD_BACK_FIRST = True
     warp.warp_image_grad(img, flow)
     warp.warp_image_grad(img, flow, _meta(n))
     warp.warp_flow_grad(img, img, flow)

@@ -60,22 +60,6 @@ def test_triton_channel_tile_matches_reference(c, with_back, monkeypatch, gen):
     assert_close(half, r_out, atol=5e-3, what=f"warp channel tile C={c} float16")
 
 
-@pytest.mark.skipif(not wf.backend_info("cpu")["triton"], reason="needs triton with TRITON_INTERPRET=1")
-@pytest.mark.parametrize("back_first", [True, False])
-def test_triton_back_flow_gather_order(back_first, monkeypatch, gen):
-    """The channel loop gathers the back flow's taps before the first channel or after the last: the
-    same output and validity either way (odd frame, 3 channels, 2 frames)."""
-    monkeypatch.setattr(triton_warp, "_WARP_FWD_BACK_FIRST", back_first)
-    n, c, h, w = 2, 3, 9, 13
-    img = torch.randn(n, c, h, w, generator=gen, dtype=torch.float64)
-    flow, back = smooth_flow(n, h, w, gen), smooth_flow(n, h, w, gen)
-    r_out, r_valid = reference.warp(img, flow, back)
-    with wf.use_backend("triton"):
-        out, valid = wf.warp(img.float(), flow.float(), back.float())
-    assert_close(out, r_out, atol=1e-5, what=f"warp, back flow first={back_first}")
-    assert torch.equal(valid, r_valid)
-
-
 @pytest.mark.parametrize("dtype", LOW)
 def test_warp_low_precision(dtype, fast_backend, gen):
     _warp_low_precision_case(dtype, fast_backend, "cpu", (2, 3, 11, 13), gen)

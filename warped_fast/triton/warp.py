@@ -42,11 +42,6 @@ _CHANNEL_TILE_MAX = 0
 # flow 34.8 against 37.0 us (from HBM equal); 1x4x128x128 within the spread.
 _WARP_FWD_HINTS = ("evict_first", "", ".cs")
 
-# The forward warp's channel loop gathers the back flow's taps before the first channel (True) or after
-# the last channel's store (False): before, they are in flight with the first channel's, one round trip
-# to memory less per tile.
-_WARP_FWD_BACK_FIRST = True
-
 
 # --------------------------------------------------------------------------------------------------
 # Launch heuristics
@@ -195,7 +190,7 @@ def _warp_fwd_kernel(
     img_ptr, flow_ptr, back_ptr, out_ptr, valid_ptr,
     C, H, W, HW, nblk,
     HAS_BACK: tl.constexpr, BLOCK: tl.constexpr, CP: tl.constexpr,
-    FLOW_EVICT: tl.constexpr, TAP_EVICT: tl.constexpr, STORE_CACHE: tl.constexpr, BACK_FIRST: tl.constexpr,
+    FLOW_EVICT: tl.constexpr, TAP_EVICT: tl.constexpr, STORE_CACHE: tl.constexpr,
 ):  # fmt: skip
     # One program = one tile (BLOCK pixels of a frame).
     tile = tl.program_id(0)
@@ -206,7 +201,7 @@ def _warp_fwd_kernel(
     dy = tl.load(base + HW, mask=offs < HW, other=0.0, eviction_policy=FLOW_EVICT).to(tl.float32)
     _warp_fwd_tile(
         tile, dx, dy, img_ptr, back_ptr, out_ptr, valid_ptr, C, H, W, HW, nblk,
-        HAS_BACK, BLOCK, CP, TAP_EVICT, STORE_CACHE, BACK_FIRST,
+        HAS_BACK, BLOCK, CP, TAP_EVICT, STORE_CACHE,
     )  # fmt: skip
 
 
@@ -215,7 +210,7 @@ def _warp_fwd_tile(
     pid, dx, dy, img_ptr, back_ptr, out_ptr, valid_ptr,
     C, H, W, HW, nblk,
     HAS_BACK: tl.constexpr, BLOCK: tl.constexpr, CP: tl.constexpr,
-    TAP_EVICT: tl.constexpr, STORE_CACHE: tl.constexpr, BACK_FIRST: tl.constexpr,
+    TAP_EVICT: tl.constexpr, STORE_CACHE: tl.constexpr,
 ):  # fmt: skip
     # Tile pid = BLOCK pixels of frame n, flow (dx, dy): taps once, then the C channels (CP = 0: a loop,
     # one channel after another; else one [CP >= C, BLOCK] tile after the back flow's taps); validity
@@ -237,9 +232,6 @@ def _warp_fwd_tile(
         dst = out_ptr + n * C * HW + ch.to(tl.int64) * HW + offs[None, :]
         tl.store(dst, v.to(out_ptr.dtype.element_ty), mask=(ch < C) & pm[None, :], cache_modifier=STORE_CACHE)
     else:
-        if HAS_BACK and BACK_FIRST:  # gathered with the first channel's taps, not after the last store
-            bx = _sample(back_ptr + fbase, i00, W, wx, wy, m00, m01, m10, m11, TAP_EVICT)
-            by = _sample(back_ptr + fbase + HW, i00, W, wx, wy, m00, m01, m10, m11, TAP_EVICT)
         plane = img_ptr + n * C * HW
         dst = out_ptr + n * C * HW + offs
         c = 0
@@ -249,7 +241,7 @@ def _warp_fwd_tile(
             tl.store(dst, v.to(out_ptr.dtype.element_ty), mask=pm, cache_modifier=STORE_CACHE)
             plane += HW
             dst += HW
-        if HAS_BACK and not BACK_FIRST:
+        if HAS_BACK:
             bx = _sample(back_ptr + fbase, i00, W, wx, wy, m00, m01, m10, m11, TAP_EVICT)
             by = _sample(back_ptr + fbase + HW, i00, W, wx, wy, m00, m01, m10, m11, TAP_EVICT)
 
@@ -436,8 +428,7 @@ def warp_forward(
         img_arg, flow, back_flow if back_flow is not None else flow, out_arg, valid,
         c, h, w, hw, nblk,
         HAS_BACK=back_flow is not None, BLOCK=block, CP=_channel_tile(c), FLOW_EVICT=_WARP_FWD_HINTS[0],
-        TAP_EVICT=_WARP_FWD_HINTS[1], STORE_CACHE=_WARP_FWD_HINTS[2], BACK_FIRST=_WARP_FWD_BACK_FIRST,
-        num_warps=warps,
+        TAP_EVICT=_WARP_FWD_HINTS[1], STORE_CACHE=_WARP_FWD_HINTS[2], num_warps=warps,
     )  # fmt: skip
     return out, valid.view(torch.bool)
 
