@@ -96,5 +96,5 @@ def test_weights_that_do_not_fit_the_config_are_refused(tmp_path):
         ):
             load_model(d)
     (d / "config.json").write_text("{damaged")
-    with pytest.raises(ValueError, match="config.json is not valid JSON"):
+    with pytest.raises(ValueError, match="config.json: damaged, not valid JSON"):
         load_model(d)

@@ -166,13 +166,15 @@ class FrameStore:
         return self.meta_path.exists() and json.loads(self.meta_path.read_text()).get("complete", False)
 
 
-def read_json(path: Path, name: str, remedy: str):
+def read_json(path: Path, name: str, remedy: str | None = None):
     """The JSON content of ``path``; a damaged file is a ValueError naming argument ``name``, the file and
-    ``remedy``."""
+    ``remedy`` (if given)."""
     try:
         return json.loads(path.read_text())
     except ValueError as e:
-        raise ValueError(f"{name}: {path}: damaged ({e}); {remedy}") from e
+        raise ValueError(
+            f"{name}: {path}: damaged, not valid JSON ({e})" + (f"; {remedy}" if remedy else "")
+        ) from e
 
 
 def save_tensors(tensors: dict, path: str | Path) -> None:

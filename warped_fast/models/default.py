@@ -6,12 +6,12 @@
 
 from __future__ import annotations
 
-import json
 import logging
 from pathlib import Path
 
 import torch
 
+from ..io.frames import read_json
 from .denoiser import DiffusersDenoiser
 
 WEIGHTS_DIR = Path(__file__).parent / "weights"
@@ -61,14 +61,6 @@ def load_pretrained(cls, folder: str | Path, what: str, **kwargs):
             listed("unexpected_keys"),
         )
     return model
-
-
-def read_json(path: Path, what: str) -> dict:
-    """A model folder's JSON file, or an error naming the argument and the file."""
-    try:
-        return json.loads(path.read_text())
-    except ValueError as e:
-        raise ValueError(f"{what}: {path} is not valid JSON ({e})") from e
 
 
 def load_unet_folder(
