@@ -302,6 +302,30 @@ def test_warp_noise_unwritable_output_refused_before_any_work(tmp_path, capsys):
     assert "--out: cannot write" in capsys.readouterr().err
 
 
+def test_restore_checks_output_input_and_mask_before_any_work(tmp_path, monkeypatch, capsys):
+    """inpaint / sr refuse an unwritable --out, a missing input or mask file before the model is loaded
+    or the video decoded, and leave no folder behind."""
+    import warped_fast.cli as cli
+
+    def no_work(*a, **k):
+        raise AssertionError("work started before the arguments were checked")
+
+    monkeypatch.setattr(cli, "_pipeline", no_work)
+    monkeypatch.setattr("warped_fast.io.read_video", no_work)
+    src = _clip(tmp_path)
+    blocker = tmp_path / "file"
+    blocker.write_text("")
+    cases = [
+        (["sr", str(src), "--out", str(blocker / "o")], "--out: cannot write"),
+        (["inpaint", str(tmp_path / "missing.mp4"), "--out", str(tmp_path / "o1")], "input: "),
+        (["inpaint", str(src), "--out", str(tmp_path / "o2"), "--mask", str(tmp_path / "m.png")], "--mask: "),
+    ]
+    for argv, message in cases:
+        assert main(argv) == 2
+        assert message in capsys.readouterr().err
+    assert not (tmp_path / "o1").exists() and not (tmp_path / "o2").exists()
+
+
 def test_inpaint_keep_known(tmp_path):
     from warped_fast.io import load_mask
 

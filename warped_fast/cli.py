@@ -115,20 +115,30 @@ def _restore(args, task) -> int:
     from pathlib import Path
 
     from .io import load_mask, read_video, resize_frames, video_fps, write_video
+    from .io.frames import check_writable
     from .io.masks import SHAPES
     from .sampling import GuidanceConfig
 
+    # before any work: the options, the output folder, the mask file, the model; then the video is decoded
     options = noise_options(args.noise, args.noise_option)
+    out = Path(args.out)
+    try:
+        check_writable(out / "frames", keep=False)
+    except PermissionError as e:
+        raise CliError(f"--out: cannot write to {out} ({e.__cause__})") from e
+    if not Path(args.input).exists():
+        raise CliError(f"input: {args.input} does not exist")
+    mask = args.mask if task == "inpaint" else None
+    if mask is not None and mask not in SHAPES and not Path(mask).is_file():
+        raise CliError(f"--mask: {mask} is not a file (nor one of the shapes {', '.join(SHAPES)})")
+    pipe = _pipeline(args, task)
     video = read_video(args.input, max_frames=args.max_frames)
     fps = args.fps or video_fps(args.input) or 8.0  # now: the input may move during a long job
-    mask = args.mask if task == "inpaint" else None
     if args.size:
         h, w = args.size
         if mask is not None and mask not in SHAPES:  # a mask file: read at the input's size, resized with it
             mask = resize_frames(load_mask(mask, video.shape[0], *video.shape[-2:]), (h, w))
         video = resize_frames(video, (h, w))
-    pipe = _pipeline(args, task)
-    out = Path(args.out)
     res = pipe(
         video, mask, num_inference_steps=args.steps,
         guidance=GuidanceConfig(mode=args.guidance, lam=args.lam), noise_method=args.noise, noise_options=options,

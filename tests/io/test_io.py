@@ -362,3 +362,27 @@ def test_write_check_tolerates_other_errors_on_existing_levels(tmp_path, monkeyp
 
     monkeypatch.setattr(Path, "mkdir", mkdir)
     assert check_writable(tmp_path / "a" / "b").is_dir()
+
+
+def test_ambiguous_layouts_follow_the_container_and_lists_of_paths(tmp_path):
+    """Frames 1, 3 or 4 pixels high leave the channel axis open: numpy arrays are read channels last,
+    tensors channels first (no row is dropped as alpha). A list of paths gives their frames in order;
+    frames of different sizes are an error naming one."""
+    v = _clip(3, 4, 8)  # [3, 3, 4, 8]
+    u8 = (v * 255).round().to(torch.uint8)
+    hwc = u8.permute(0, 2, 3, 1)  # [3, 4, 8, 3]: 4 rows, as a channel count could be
+    assert torch.equal(read_video(hwc.numpy()), u8.float() / 255)
+    assert torch.equal(read_video(list(hwc.numpy())), u8.float() / 255)
+    assert torch.equal(read_video(hwc.numpy()[0]), u8[:1].float() / 255)
+    t = _clip(2, 8, 3)  # tensor [2, 3, 8, 3]: channels first
+    assert torch.equal(read_video(t), t) and torch.equal(read_video(list(t)), t)
+    paths = []
+    for i, f in enumerate(hwc.numpy()):
+        paths.append(tmp_path / f"{i}.png")
+        Image.fromarray(f).save(paths[-1])
+    assert torch.equal(read_video([str(p) for p in paths]), u8.float() / 255)
+    assert torch.equal(read_video(paths, start=1, max_frames=1), u8[1:2].float() / 255)
+    with pytest.raises(ValueError, match=r"frame 1 has shape \[4, 5, 3\].*one size"):
+        read_video([np.zeros((4, 4, 3), np.uint8), np.zeros((4, 5, 3), np.uint8)])
+    with pytest.raises(FileNotFoundError, match="missing.png"):
+        read_video([paths[0], tmp_path / "missing.png"])

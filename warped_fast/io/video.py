@@ -21,17 +21,23 @@ IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".webp", ".tif", ".tiff"}
 
 def _to_frames(a, channels_last: bool | None = None) -> torch.Tensor:
     """Array-likes to ``[T, 3, H, W]`` float32 in [0, 1]. ``channels_last`` says the layout (files and
-    images: ``[T, H, W, C]`` or grey ``[T, H, W]``); None guesses it, for user arrays: three dimensions are
-    one frame, ``[H, W, C]`` or ``[C, H, W]`` with C in (1, 3, 4), else grey frames ``[T, H, W]``; four
-    are ``[T, H, W, C]`` when the last has 1, 3 or 4 entries and the second not, else ``[T, C, H, W]``."""
-    t = torch.as_tensor(np.asarray(a)) if not isinstance(a, torch.Tensor) else a
+    images: ``[T, H, W, C]`` or grey ``[T, H, W]``); None reads it from the shape, for user arrays: three
+    dimensions are one frame, ``[H, W, C]`` or ``[C, H, W]`` with C in (1, 3, 4), else grey frames
+    ``[T, H, W]``; four are ``[T, H, W, C]`` when the last has 1, 3 or 4 entries and the second not,
+    ``[T, C, H, W]`` when the second has and the last not. Where both could be channels (a frame 1, 3 or
+    4 pixels high, as ``[T, 4, 8, 3]``), a torch tensor is read channels first, as torch lays out
+    images, and anything else (numpy, nested lists) channels last, as numpy and imageio do."""
+    torch_layout = isinstance(a, torch.Tensor)
+    t = torch.as_tensor(np.asarray(a)) if not torch_layout else a
     if channels_last:
         t = t[..., None] if t.dim() == 3 else t
     elif t.dim() == 3:  # one frame [H, W, C] or [C, H, W], else grey frames [T, H, W]
         t = t[None] if t.shape[-1] in (1, 3, 4) or t.shape[0] in (1, 3, 4) else t[:, None]
+    if channels_last is None and t.dim() == 4 and t.shape[-1] in (1, 3, 4):
+        channels_last = t.shape[1] not in (1, 3, 4) or not torch_layout
     if t.dim() != 4:
         raise ValueError(f"video: expected [T, H, W, C] or [T, C, H, W] frames, got shape {list(t.shape)}")
-    if channels_last or (channels_last is None and t.shape[-1] in (1, 3, 4) and t.shape[1] not in (1, 3, 4)):
+    if channels_last:
         t = t.permute(0, 3, 1, 2)
     if t.shape[1] == 4:
         t = t[:, :3]
@@ -58,11 +64,29 @@ def _to_frames(a, channels_last: bool | None = None) -> torch.Tensor:
     return t.contiguous()
 
 
+def _stack_frames(frames: list):
+    """A list of frames (arrays or tensors of one shape) stacked; frames of different shapes are an error
+    naming the first that differs."""
+    if not frames:
+        raise ValueError("video: zero frames")
+    first = tuple(frames[0].shape)
+    for i, f in enumerate(frames):
+        if tuple(f.shape) != first:
+            raise ValueError(
+                f"video: frame {i} has shape {list(f.shape)}, frame 0 {list(first)}: frames must be one size"
+            )
+    return torch.stack(frames) if isinstance(frames[0], torch.Tensor) else np.stack(frames)
+
+
 def read_video(source, max_frames: int | None = None, start: int = 0, step: int = 1) -> torch.Tensor:
-    """Read a video from a path (video file or folder of images), a list of PIL images, an array or a tensor.
+    """Read a video from a path (video file or folder of images), a list of paths (their frames in
+    order), a list of PIL images, arrays or tensors, an array or a tensor.
 
     Args:
-        source: see above.
+        source: see above. Arrays and tensors: ``[T, C, H, W]``, ``[T, H, W, C]`` (C = 1, 3 or 4; a
+            fourth channel, alpha, is dropped), grey ``[T, H, W]`` or one frame; uint8 (0..255), bool or
+            float in [0, 1]. Where the shape leaves the channel axis open (frames 1, 3 or 4 pixels
+            high), tensors are read channels first and numpy arrays channels last.
         max_frames, start, step: frame selection: frames ``start, start + step, ...``, at most
             ``max_frames`` of them. A folder's images are taken in natural order (``f2`` before ``f10``),
             hidden files (``.name``) left out.
@@ -72,14 +96,21 @@ def read_video(source, max_frames: int | None = None, start: int = 0, step: int 
     _check_selection(max_frames, start, step)
     if isinstance(source, (str, os.PathLike)):
         arrays = list(_decode_path(_existing(source), max_frames, start, step))
-        return _to_frames(np.stack(arrays), channels_last=True)
+        return _to_frames(_stack_frames(arrays), channels_last=True)
     if isinstance(source, (list, tuple)):
+        if source and all(isinstance(p, (str, os.PathLike)) for p in source):  # image (or video) files
+            arrays = [a for p in source for a in _decode_path(_existing(p), None, 0, 1)]
+            return _to_frames(_stack_frames(arrays[start::step][:max_frames]), channels_last=True)
         source = source[start::step][:max_frames]
         if not source:
             raise ValueError("video: zero frames")
         if all(hasattr(im, "convert") for im in source):  # PIL images: [H, W, 3] arrays
-            return _to_frames(np.stack([np.asarray(im.convert("RGB")) for im in source]), channels_last=True)
-        return _to_frames(np.stack([np.asarray(im) for im in source]))
+            return _to_frames(
+                _stack_frames([np.asarray(im.convert("RGB")) for im in source]), channels_last=True
+            )
+        if all(isinstance(im, torch.Tensor) for im in source):  # tensors keep torch's layout
+            return _to_frames(_stack_frames(list(source)))
+        return _to_frames(_stack_frames([np.asarray(im) for im in source]))
     frames = _to_frames(source)[start::step][:max_frames]
     if frames.shape[0] == 0:
         raise ValueError(f"video: no frames selected (start={start}, step={step}, max_frames={max_frames})")
