@@ -386,3 +386,10 @@ def test_ambiguous_layouts_follow_the_container_and_lists_of_paths(tmp_path):
         read_video([np.zeros((4, 4, 3), np.uint8), np.zeros((4, 5, 3), np.uint8)])
     with pytest.raises(FileNotFoundError, match="missing.png"):
         read_video([paths[0], tmp_path / "missing.png"])
+
+
+@pytest.mark.parametrize("fps", [0, -5, float("nan"), float("inf"), 1e6, "24", True])
+def test_write_video_checks_fps(tmp_path, fps):
+    with pytest.raises(ValueError, match="fps: expected"):
+        write_video(_clip(2, 4, 4), tmp_path / "v.mp4", fps=fps)
+    assert not list(tmp_path.iterdir())

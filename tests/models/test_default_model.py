@@ -98,3 +98,22 @@ def test_weights_that_do_not_fit_the_config_are_refused(tmp_path):
     (d / "config.json").write_text("{damaged")
     with pytest.raises(ValueError, match="config.json: damaged, not valid JSON"):
         load_model(d)
+
+
+def test_loading_checks_device_and_dtype():
+    """A dtype given as a string or a non-float dtype, an unknown device or CUDA without CUDA: errors
+    naming the argument, before the weights are read."""
+    import torch
+
+    from warped_fast.pipelines import WarpedDiffusionPipeline
+
+    for kw, err, message in (
+        ({"dtype": "float16"}, TypeError, "dtype: expected a floating torch dtype"),
+        ({"dtype": torch.int8}, TypeError, "dtype: expected a floating torch dtype"),
+        ({"device": "bogus"}, ValueError, "device: expected cpu, cuda or cuda:N"),
+    ):
+        with pytest.raises(err, match=message):
+            WarpedDiffusionPipeline.from_default("inpaint", **kw)
+    if not torch.cuda.is_available():
+        with pytest.raises(ValueError, match="device: 'cuda', but this torch has no CUDA device"):
+            WarpedDiffusionPipeline.from_default("sr", device="cuda")

@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ..ops._checks import check_int, check_unit_range
+from ..ops._checks import check_int, check_real, check_unit_range
 
 VIDEO_SUFFIXES = {".mp4", ".mov", ".mkv", ".webm", ".avi", ".gif"}
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".webp", ".tif", ".tiff"}
@@ -317,6 +317,7 @@ def write_video(frames, path: str | Path, fps: float = 8.0, codec: str | None = 
             :func:`read_video` reads: a pipeline's ``"np"`` ``[T, H, W, 3]`` uint8 or ``"pil"`` output,
             channels-last or grey frames.
         path: the video file; its suffix picks the container.
+        fps: frames per second, in (0, 1000].
     """
     import imageio.v3 as iio
 
@@ -325,6 +326,8 @@ def write_video(frames, path: str | Path, fps: float = 8.0, codec: str | None = 
         raise ValueError(
             f"path: expected a video file name ending in one of {sorted(VIDEO_SUFFIXES)}, got {str(path)!r}"
         )
+    if not 0 < check_real("fps", fps) <= 1000:
+        raise ValueError(f"fps: expected frames per second in (0, 1000], got {fps!r}")
     frames = _frames_to_write(frames)
     if codec is None:
         codec = "libvpx-vp9" if path.suffix.lower() == ".webm" else "libx264"

@@ -12,6 +12,7 @@ from pathlib import Path
 import torch
 
 from ..io.frames import read_json
+from ..ops._checks import check_device, check_float_dtype
 from .denoiser import DiffusersDenoiser
 
 WEIGHTS_DIR = Path(__file__).parent / "weights"
@@ -75,6 +76,7 @@ def load_unet_folder(
     a sigma grid itself (Karras, exponential or beta)."""
     from diffusers import EulerDiscreteScheduler, UNet2DConditionModel, UNet2DModel
 
+    device, dtype = check_device("device", device), check_float_dtype("dtype", dtype)
     folder = Path(folder)
     cfg_path = folder / "config.json"
     if not cfg_path.exists():

@@ -61,6 +61,31 @@ def check_real(name: str, v, least: float | None = None) -> float:
     return float(v)
 
 
+def check_device(name: str, device) -> torch.device:
+    """``device`` (a torch.device, a string such as "cuda:1", or None: the CPU) as a torch.device this
+    process can use, else a ValueError naming it."""
+    try:
+        dev = torch.device("cpu" if device is None else device)
+    except (RuntimeError, ValueError, TypeError):
+        raise ValueError(f"{name}: expected cpu, cuda or cuda:N, got {device!r}") from None
+    if dev.type not in ("cpu", "cuda", "mps"):
+        raise ValueError(f"{name}: expected cpu, cuda or cuda:N, got {device!r}")
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError(f"{name}: {device!r}, but this torch has no CUDA device")
+    if dev.type == "cuda" and dev.index is not None and dev.index >= torch.cuda.device_count():
+        raise ValueError(f"{name}: {device!r}, but there are only {torch.cuda.device_count()} CUDA device(s)")
+    if dev.type == "mps" and not torch.backends.mps.is_available():
+        raise ValueError(f"{name}: {device!r}, but this torch has no MPS device")
+    return dev
+
+
+def check_float_dtype(name: str, dtype) -> torch.dtype:
+    """A floating torch dtype (torch.float32, torch.float16, ...), else a TypeError naming it."""
+    if not isinstance(dtype, torch.dtype) or not dtype.is_floating_point:
+        raise TypeError(f"{name}: expected a floating torch dtype such as torch.float16, got {dtype!r}")
+    return dtype
+
+
 def check_unit_range(name: str, t: torch.Tensor, slack: float = 1e-3, what: str = "frames") -> None:
     """Values of ``t`` within ``[-slack, 1 + slack]``, else a ValueError naming ``name``: frames on another
     scale (0..255, or a model's [-1, 1]) would give meaningless scores or pictures."""

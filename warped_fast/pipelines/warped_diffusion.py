@@ -25,7 +25,7 @@ from ..models.default import default_model_dir, load_pretrained, load_unet_folde
 from ..models.denoiser import DiffusersDenoiser
 from ..noise import make_noise_warper
 from ..noise.base import check_generator
-from ..ops._checks import check_finite, check_int
+from ..ops._checks import check_device, check_finite, check_float_dtype, check_int
 from ..sampling import FrameInput, GuidanceConfig, VideoSampler, VideoSamplerConfig
 from ..sampling.guidance import check_gradients_allowed
 from .resume import JobState, generator_key, object_digest, options_key, tensor_digest
@@ -84,6 +84,7 @@ class WarpedDiffusionPipeline:
     ):
         """From a local folder: a diffusers UNet folder, or a pipeline folder with ``unet/`` (and ``vae/``)
         subfolders. Safetensors only; nothing is downloaded."""
+        device, dtype = check_device("device", device), check_float_dtype("dtype", dtype)
         folder = Path(folder)
         unet_dir = folder / "unet" if (folder / "unet").is_dir() else folder
         unet, scheduler = load_unet_folder(unet_dir, device, dtype, scheduler_dir=folder / "scheduler")
@@ -92,7 +93,7 @@ class WarpedDiffusionPipeline:
             from diffusers import AutoencoderKL
 
             vae = load_pretrained(AutoencoderKL, folder / "vae", "folder")
-            ae = DiffusersVAE(vae.to(device or "cpu", dtype))
+            ae = DiffusersVAE(vae.to(device, dtype))
         return cls(DiffusersDenoiser(unet, scheduler=scheduler, **trained_options(unet_dir, kw)), ae, task)
 
     @classmethod
