@@ -100,5 +100,11 @@ def test_select_follows_forced_backend_after_caching(monkeypatch):
     monkeypatch.setenv("WARPED_FAST_BACKEND", "cuda")
     with pytest.raises(RuntimeError, match="cannot run on cpu"):
         select("gp_noise", "cpu")
+    for bad in ("bogus", "CPU"):  # named, in the ops and in backend_info (not "unavailable" for each op)
+        monkeypatch.setenv("WARPED_FAST_BACKEND", bad)
+        with pytest.raises(ValueError, match=f"WARPED_FAST_BACKEND: expected one of .* got '{bad}'"):
+            select("warp", "cpu")
+        with pytest.raises(ValueError, match="WARPED_FAST_BACKEND"):
+            wf.backend_info("cpu")
     monkeypatch.delenv("WARPED_FAST_BACKEND")
     assert select("warp", "cpu") == "cpu"

@@ -67,6 +67,16 @@ def test_warping_error_mask():
     assert torch.allclose(e, torch.ones(2), atol=1e-6)  # (1 - 0)^2 and (2 - 1)^2 on the masked pixels
     with pytest.raises(ValueError, match=r"mask: expected shape \[2, 1, 12, 16\]"):
         warping_error(video, fwd, mask=mask.expand(2, 3, 12, 16))
+    # 0/1 floats are a mask; other values (0.3 is not "valid"), numpy inputs, integer flows are refused
+    assert torch.equal(warping_error(video, fwd, mask=mask.float()), warping_error(video, fwd, mask=mask))
+    with pytest.raises(ValueError, match="mask: expected a bool mask or 0/1 values"):
+        warping_error(video, fwd, mask=mask.float() * 0.3)
+    with pytest.raises(TypeError, match="fwd_flows: expected a torch.Tensor, got ndarray"):
+        warping_error(video, fwd.numpy())
+    with pytest.raises(TypeError, match="video: expected a torch.Tensor, got list"):
+        warping_error(list(video), fwd)
+    with pytest.raises(TypeError, match="fwd_flows: expected floating-point flows"):
+        warping_error(video, fwd.round().long())
 
 
 def test_quality_metrics():

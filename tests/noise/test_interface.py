@@ -1,5 +1,6 @@
 """The NoiseWarper interface: names, options, determinism, incremental = whole clip, input checks."""
 
+import numpy as np
 import pytest
 import torch
 
@@ -253,6 +254,10 @@ def test_rff_and_option_types_are_checked():
         wn.RFFField.sample(RFFConfig(), generator="a")
     with pytest.raises(ValueError, match="upsample"):
         make_noise_warper("hiwyn", upsample=True)
+    for method, top in (("hiwyn", 32), ("gwtf", 16)):  # numpy integers are ints; the range is named
+        assert make_noise_warper(method, upsample=np.int64(4)) is not None
+        with pytest.raises(ValueError, match=rf"upsample: expected an int in \[1, {top}\]"):
+            make_noise_warper(method, upsample=np.int64(top + 1))
     with pytest.raises(ValueError, match="min_area"):
         make_noise_warper("infres", min_area="0.1")
 

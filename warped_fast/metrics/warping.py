@@ -40,11 +40,17 @@ def warping_error(
         video: ``[T, C, H, W]`` generated frames (latents, or pixels in [0, 1]).
         fwd_flows: ``[T-1, 2, H, W]``, flow j-1 -> j on frame j-1's grid (at the video's resolution).
         reference: compare with the previous frame or with the first frame (flows accumulated).
-        mask: optional ``[T-1, 1, H, W]`` extra valid pixels (e.g. non-occluded) on the reference grid.
+        mask: optional ``[T-1, 1, H, W]`` extra valid pixels (e.g. non-occluded) on the reference grid:
+            bool, or 0/1 values.
     Returns:
         ``[T-1]``: mean over valid pixels and channels of ``(warp(frame_j) - frame_ref)^2``; NaN for a
         frame with no valid pixel (nothing of it is seen in the reference frame): average with nanmean.
     """
+    for name, v in (("video", video), ("fwd_flows", fwd_flows), ("mask", mask)):
+        if v is not None and not isinstance(v, torch.Tensor):
+            raise TypeError(
+                f"{name}: expected a torch.Tensor, got {type(v).__name__} (torch.as_tensor converts it)"
+            )
     if video.dim() != 4 or video.shape[0] < 2:
         raise ValueError(f"video: expected [T >= 2, C, H, W], got {list(video.shape)}")
     t, c, h, w = video.shape
@@ -52,6 +58,8 @@ def warping_error(
         raise TypeError(
             f"video: expected floating-point frames (pixels in [0, 1] or latents), got {video.dtype}"
         )
+    if not fwd_flows.is_floating_point():
+        raise TypeError(f"fwd_flows: expected floating-point flows (pixels), got {fwd_flows.dtype}")
     if fwd_flows.shape != (t - 1, 2, h, w):
         raise ValueError(f"fwd_flows: expected shape [{t - 1}, 2, {h}, {w}], got {list(fwd_flows.shape)}")
     if reference not in ("previous", "first"):
@@ -65,9 +73,10 @@ def warping_error(
     if path_ok is not None:
         valid = valid & path_ok
     if mask is not None:
-        if not isinstance(mask, torch.Tensor) or mask.shape != (t - 1, 1, h, w):
-            got = list(mask.shape) if isinstance(mask, torch.Tensor) else type(mask).__name__
-            raise ValueError(f"mask: expected shape [{t - 1}, 1, {h}, {w}], got {got}")
+        if mask.shape != (t - 1, 1, h, w):
+            raise ValueError(f"mask: expected shape [{t - 1}, 1, {h}, {w}], got {list(mask.shape)}")
+        if mask.dtype != torch.bool and not ((mask == 0) | (mask == 1)).all():
+            raise ValueError("mask: expected a bool mask or 0/1 values (1: valid), got other values")
         valid = valid & mask.to(valid.device).bool()
     # where, not a product: NaN outside the valid pixels is left out
     err = torch.where(valid, (warped - ref.float()) ** 2, 0.0).sum((1, 2, 3))

@@ -50,7 +50,7 @@ import torch
 import torch.nn.functional as F
 
 from ..ops import _cpu
-from ..ops._checks import value_checks_on
+from ..ops._checks import check_int, value_checks_on
 from ..ops._dispatch import register, select
 from ..reference._bilinear import pixel_grid
 from .base import NoiseWarper, check_cpu_kernel_frame, check_tensors, frame_shape, register_method
@@ -71,12 +71,9 @@ class GWTFConfig:
     upsample: int = 1
 
     def __post_init__(self):
-        if (
-            not isinstance(self.upsample, int)
-            or isinstance(self.upsample, bool)
-            or not 1 <= self.upsample <= 16
-        ):
+        if check_int("upsample", self.upsample, 1) > 16:
             raise ValueError(f"upsample: expected an int in [1, 16], got {self.upsample!r}")
+        object.__setattr__(self, "upsample", int(self.upsample))  # a numpy integer stored as an int
         if not isinstance(self.normalize_weights, bool):
             raise TypeError(
                 f"normalize_weights: expected a bool, got {type(self.normalize_weights).__name__}"

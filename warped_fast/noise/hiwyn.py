@@ -63,13 +63,11 @@ class HIWYNConfig:
     max_extent: int = 8
 
     def __post_init__(self):
-        if (
-            isinstance(self.upsample, bool)
-            or not isinstance(self.upsample, int)
-            or not 1 <= self.upsample <= 32
-        ):
+        if check_int("upsample", self.upsample, 1) > 32:
             raise ValueError(f"upsample: expected an int in [1, 32], got {self.upsample!r}")
         check_int("max_extent", self.max_extent, 1)
+        for name in ("upsample", "max_extent"):  # numpy integers stored as ints
+            object.__setattr__(self, name, int(getattr(self, name)))
 
 
 def pixel_corners(back: torch.Tensor) -> torch.Tensor:

@@ -50,7 +50,12 @@ def forced_backend() -> str | None:
     forced = _forced.get()
     if forced == "auto":  # use_backend(None): automatic, whatever WARPED_FAST_BACKEND says
         return None
-    return forced or os.environ.get("WARPED_FAST_BACKEND") or None
+    if forced:
+        return forced
+    env = os.environ.get("WARPED_FAST_BACKEND") or None
+    if env is not None and env not in BACKENDS:
+        raise ValueError(f"WARPED_FAST_BACKEND: expected one of {BACKENDS} or unset, got {env!r}")
+    return env
 
 
 class ContextSetting:
@@ -147,6 +152,7 @@ def backend_info(device_type: str | None = None) -> dict:
     """
     import torch
 
+    forced_backend()  # a bad WARPED_FAST_BACKEND is an error here, not "unavailable" for every op
     if device_type is None:
         device_type = "cuda" if torch.cuda.is_available() else "cpu"
     return {
