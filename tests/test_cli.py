@@ -300,6 +300,8 @@ def test_warp_noise_unwritable_output_refused_before_any_work(tmp_path, capsys):
     # the input does not exist: the output is checked first
     assert main(["warp-noise", str(tmp_path / "missing.mp4"), "--out", str(blocker / "n.safetensors")]) == 2
     assert "--out: cannot write" in capsys.readouterr().err
+    assert main(["warp-noise", str(tmp_path / "missing.mp4"), "--out", str(tmp_path / "n.txt")]) == 2
+    assert "--out: expected a .safetensors file path" in capsys.readouterr().err
 
 
 def test_restore_checks_output_input_and_mask_before_any_work(tmp_path, monkeypatch, capsys):

@@ -165,6 +165,8 @@ def _warp_noise(args) -> int:
     out = Path(args.out)
     if out.is_dir():
         raise CliError(f"--out: {args.out} is a folder; expected a file path (.safetensors)")
+    if out.suffix.lower() != ".safetensors":
+        raise CliError(f"--out: expected a .safetensors file path, got {args.out!r}")
     tmp = out.with_name(out.name + ".partial")
     try:  # writable before any work
         check_writable(out.parent, keep=False)

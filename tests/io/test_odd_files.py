@@ -80,6 +80,12 @@ def test_frame_store_refuses_a_folder_of_other_images(tmp_path):
     (tmp_path / "notes.txt").write_text("kept")  # other files do not mix with frames
     (tmp_path / "._0000.png").write_bytes(b"\0")  # nor hidden ones (the reader skips them)
     FrameStore(tmp_path, {"job": 1}, 3)
+    # an image added to a started job's folder between runs is refused on resume as well
+    store = FrameStore(tmp_path, {"job": 1}, 3)
+    store.write(0, torch.zeros(3, 8, 10))
+    Image.fromarray(np.zeros((8, 10, 3), np.uint8)).save(tmp_path / "input_0.png")
+    with pytest.raises(ValueError, match=r"holds other images \(input_0\.png\)"):
+        FrameStore(tmp_path, {"job": 1}, 3)
 
 
 def test_failed_write_leaves_no_partial_file(tmp_path):

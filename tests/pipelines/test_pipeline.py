@@ -183,6 +183,8 @@ def test_bad_inputs(tmp_path):
         WarpedDiffusionPipeline(DiffusersDenoiser(tiny_unet(9, 4), scheduler=scheduler()))
     with pytest.raises(ValueError, match="num_inference_steps: expected an int >= 1, got 0"):
         pipe(v, "box", num_inference_steps=0, progress=False)
+    with pytest.raises(TypeError, match="callback_on_step_end: expected a callable"):
+        pipe(v, "box", num_inference_steps=2, progress=False, callback_on_step_end=5)
     assert pipe.denoiser.size_multiple == 2  # two down blocks
     with pytest.raises(ValueError, match="video: frame size 15x24 must be a multiple of 2"):
         pipe(v[..., :15, :], "box", num_inference_steps=2, progress=False)

@@ -94,23 +94,23 @@ class FrameStore:
                 )
         elif any(self.folder.glob("frame_*.png")) or any(self.folder.glob("latents/*.safetensors")):
             raise ValueError(
-                f"output: {self.folder} holds frames but no progress.json, so not which job made them; "
-                "choose another folder or delete it"
+                f"output: {self.folder} holds frames but no progress.json, so the job that made them is "
+                "unknown; choose another folder or delete it"
             )
-        else:
-            # other images (an input's frames, say) would be read back with the job's as one video
-            others = sorted(
-                f.name
-                for f in self.folder.iterdir()
-                if f.suffix.lower() in IMAGE_SUFFIXES
-                and not f.name.startswith(".")  # as the reader
-                and not _OWN.fullmatch(f.name)
+        # other images (an input's frames, say; also ones added to a job's folder between runs) would be
+        # read back with the job's as one video
+        others = sorted(
+            f.name
+            for f in self.folder.iterdir()
+            if f.suffix.lower() in IMAGE_SUFFIXES
+            and not f.name.startswith(".")  # as the reader
+            and not _OWN.fullmatch(f.name)
+        )
+        if others:
+            raise ValueError(
+                f"output: {self.folder} holds other images ({', '.join(others[:3])}"
+                f"{', ...' if len(others) > 3 else ''}); choose an empty folder for the frames"
             )
-            if others:
-                raise ValueError(
-                    f"output: {self.folder} holds other images ({', '.join(others[:3])}"
-                    f"{', ...' if len(others) > 3 else ''}); choose an empty folder for the frames"
-                )
         self._write_meta(complete=False)
 
     def _write_meta(self, complete: bool) -> None:

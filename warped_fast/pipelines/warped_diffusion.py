@@ -204,6 +204,11 @@ class WarpedDiffusionPipeline:
         if flows is not None:
             flows = _as_flow_pair(flows)
         check_generator(generator)
+        if callback_on_step_end is not None and not callable(callback_on_step_end):
+            raise TypeError(
+                f"callback_on_step_end: expected a callable (frame, step, u, D) or None, "
+                f"got {type(callback_on_step_end).__name__}"
+            )
         schedule = self.denoiser.sampling_schedule(num_inference_steps)  # a bad step count: before any work
         sampler_cfg = VideoSamplerConfig(frame_schedule, max_batch, guidance, progress)
         warper = make_noise_warper(noise_method, **(noise_options or {}))
