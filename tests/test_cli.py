@@ -145,8 +145,6 @@ def test_warp_noise_options_reach_the_method(tmp_path):
         ),
         (["--noise-option", "lengthscale=-1"], "--noise-option: lengthscale: expected a finite value > 0"),
         (["--method", "nearest", "--noise-option", "base=pink"], "--noise-option: base"),
-        (["--channels", "0"], "--channels: expected >= 1, got 0"),
-        (["--max-frames", "0"], "max_frames: expected an int >= 1, got 0"),
     ],
 )
 def test_warp_noise_bad_options(tmp_path, capsys, extra, message):
@@ -167,6 +165,10 @@ def test_warp_noise_missing_input(tmp_path, capsys):
     [
         (["--noise-option", "occlusion"], "expected KEY=VALUE such as occlusion=true, got 'occlusion'"),
         (["--method", "perlin"], "argument --method: invalid choice: 'perlin'"),
+        (["--channels", "0"], "argument --channels: expected an int >= 1, got 0"),
+        (["--max-frames", "0"], "argument --max-frames: expected an int >= 1, got 0"),
+        (["--seed", "99999999999999999999"], "argument --seed: expected a seed of 64 bits"),
+        (["--factor", "x"], "argument --factor: expected an int, got 'x'"),
     ],
 )
 def test_warp_noise_bad_arguments(tmp_path, capsys, extra, message):
@@ -192,6 +194,25 @@ def test_train_from_config(tmp_path, capsys):
     assert "warped-fast train: steps: expected" in capsys.readouterr().err
     with pytest.raises(ValueError, match="steps: expected >= 1, got 0"):
         main(["--verbose", "train", "--steps", "0", "--output-dir", str(tmp_path / "zero")])
+
+
+def test_train_and_release_name_missing_files_and_unwritable_folders(tmp_path, capsys):
+    blocker = tmp_path / "file"
+    blocker.write_text("")
+    for argv, message in (
+        (["train", "--config", str(tmp_path / "nosuch.toml")], "train: config: "),
+        (
+            ["train", "--steps", "2", "--output-dir", str(blocker / "run")],
+            "train: output_dir: cannot write to",
+        ),
+        (
+            ["release-model", "--task", "sr", "--run", str(tmp_path / "norun")],
+            "is not a training run's folder",
+        ),
+    ):
+        assert main(argv) == 2
+        err = capsys.readouterr().err
+        assert err.startswith(f"warped-fast {argv[0]}: ") and message in err, err
 
 
 def test_demo_store_recognized(tmp_path):
@@ -347,9 +368,14 @@ def test_missing_optional_package_names_the_extra(tmp_path, monkeypatch, capsys)
     )
     assert not (tmp_path / "d").exists()  # refused before any work: no folder left behind
     monkeypatch.delitem(sys.modules, "skvideo")
-    for cmd in ("demo", "eval"):
-        assert main([cmd, "--out", str(tmp_path / cmd), "--steps", "0"]) == 2
-        assert "steps: expected an int >= 1" in capsys.readouterr().err and not (tmp_path / cmd).exists()
+    for cmd in ("demo", "eval", "inpaint", "sr"):  # checked by the parser: no work, no folder
+        args = [cmd] + (["in.mp4"] if cmd in ("inpaint", "sr") else []) + ["--out", str(tmp_path / cmd)]
+        with pytest.raises(SystemExit):
+            main([*args, "--steps", "0"])
+        assert (
+            "argument --steps: expected an int >= 1" in capsys.readouterr().err
+            and not (tmp_path / cmd).exists()
+        )
 
 
 def test_config_syntax_error_and_info_without_cuda_name_the_cause(tmp_path, capsys):

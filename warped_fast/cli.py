@@ -36,6 +36,7 @@ class CliError(Exception):
 
 
 def _train(args) -> int:
+    from .io.frames import check_writable
     from .train import TrainConfig, Trainer
 
     over = {"steps": args.steps, "output_dir": args.output_dir, "task": args.task}
@@ -44,6 +45,10 @@ def _train(args) -> int:
         if args.config
         else TrainConfig(**{k: v for k, v in over.items() if v is not None})
     )
+    try:  # before the model and the data are built
+        check_writable(cfg.output_dir, keep=False)
+    except PermissionError as e:
+        raise CliError(f"output_dir: cannot write to {cfg.output_dir} ({e.__cause__})") from e
     folder = Trainer(cfg, device=args.device).train(max_minutes=args.max_minutes)
     print(f"model written to {folder}")
     return 0
@@ -173,8 +178,6 @@ def _warp_noise(args) -> int:
     except PermissionError as e:
         raise CliError(f"--out: cannot write {out} ({e.__cause__})") from e
     options = noise_options(args.method, args.noise_option)
-    if args.channels < 1:
-        raise CliError(f"--channels: expected >= 1, got {args.channels}")
     f = args.factor
     warper = make_noise_warper(args.method, **options)
     frames = iter_video(args.input, max_frames=args.max_frames)  # bad input: exit 2 by main()
@@ -252,7 +255,7 @@ def _add_restore_args(p, task):
         "--out", required=True, help="output folder (frames/, the mp4); an interrupted run resumes"
     )
     p.add_argument("--model", default="default", help="'default' or a local diffusers folder")
-    p.add_argument("--steps", type=int, help="Euler steps (default: 50 with guidance, 25 without)")
+    p.add_argument("--steps", type=_at_least(1), help="Euler steps (default: 50 with guidance, 25 without)")
     p.add_argument("--guidance", choices=["exact", "jacobian_free", "off"], default="exact")
     p.add_argument("--lam", type=float, default=1.0)
     p.add_argument("--noise", choices=NOISE_METHODS, default="gp", help="noise method")
@@ -261,8 +264,8 @@ def _add_restore_args(p, task):
     )
     p.add_argument("--schedule", choices=["sequential", "wavefront"], default="sequential")
     p.add_argument("--size", type=_size, help="resize the input to HxW first")
-    p.add_argument("--max-frames", type=int)
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--max-frames", type=_at_least(1), help="read at most this many frames")
+    p.add_argument("--seed", type=_seed, default=0, help="the noise's seed (default: 0)")
     p.add_argument(
         "--fps",
         type=_positive_float,
@@ -294,6 +297,17 @@ def _at_least(least: int):
         return v
 
     return parse
+
+
+def _seed(text: str) -> int:
+    """A seed: an int of 64 bits (as torch.Generator.manual_seed takes)."""
+    try:
+        v = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected an int, got {text!r}") from None
+    if not -(2**63) <= v < 2**64:
+        raise argparse.ArgumentTypeError(f"expected a seed of 64 bits, got {text}")
+    return v
 
 
 def _device(text: str) -> str:
@@ -360,11 +374,11 @@ def build_parser() -> argparse.ArgumentParser:
     w.add_argument(
         "--noise-option", type=_noise_option, action="append", metavar="KEY=VALUE", help=NOISE_OPTION_HELP
     )
-    w.add_argument("--factor", type=int, default=8, help="latent downsampling factor f (default: 8)")
-    w.add_argument("--channels", type=int, default=4, help="noise channels C (default: 4)")
+    w.add_argument("--factor", type=_at_least(1), default=8, help="latent downsampling factor f (default: 8)")
+    w.add_argument("--channels", type=_at_least(1), default=4, help="noise channels C (default: 4)")
     w.add_argument("--size", type=_size, help="resize the input to HxW first")
-    w.add_argument("--max-frames", type=int, help="read at most this many frames")
-    w.add_argument("--seed", type=int, default=0, help="the noise's seed (default: 0)")
+    w.add_argument("--max-frames", type=_at_least(1), help="read at most this many frames")
+    w.add_argument("--seed", type=_seed, default=0, help="the noise's seed (default: 0)")
     w.add_argument("--device", type=_device, help="device of the noise (default: the CPU)")
     w.set_defaults(fn=_warp_noise)
 
@@ -378,7 +392,7 @@ def build_parser() -> argparse.ArgumentParser:
         default=16,
         help="frames of the inpainting protocol; SR takes half (at least 2)",
     )
-    e.add_argument("--steps", type=int, default=20, help="Euler steps per frame")
+    e.add_argument("--steps", type=_at_least(1), default=20, help="Euler steps per frame")
     e.add_argument("--quick", action="store_true", help="fewer methods")
     e.add_argument("--quiet", action="store_true")
     e.set_defaults(fn=_eval)
@@ -386,7 +400,7 @@ def build_parser() -> argparse.ArgumentParser:
     d = sub.add_parser("demo", help="bigbuckbunny inpainting demo (restored video, noise video, plot)")
     d.add_argument("--out", default="demo_out", help="folder of the videos, plot and frames")
     d.add_argument("--frames", type=_at_least(2), default=8, help="frames of the clip")
-    d.add_argument("--steps", type=int, default=20, help="Euler steps per frame")
+    d.add_argument("--steps", type=_at_least(1), default=20, help="Euler steps per frame")
     d.add_argument("--quiet", action="store_true")
     d.set_defaults(fn=_demo)
 

@@ -164,6 +164,8 @@ class TrainConfig:
         p = Path(path)
         if p.suffix not in (".toml", ".json"):
             raise ValueError(f"path: expected a .toml or .json file, got {p.name}")
+        if not p.is_file():
+            raise FileNotFoundError(f"config: {p} does not exist")
         try:  # TOMLDecodeError and JSONDecodeError are ValueErrors
             if p.suffix == ".toml":
                 import tomllib  # Python >= 3.11

@@ -61,6 +61,8 @@ def load_trained(run_dir: str | Path, device: str | torch.device = "cpu") -> Tra
     """A :class:`Trainer` holding the trained state of the run folder ``run_dir`` (wherever it lies now, not
     its recorded ``output_dir``); raises when it has no checkpoint or the one restored is untrained."""
     run_dir = Path(run_dir)
+    if not (run_dir / "config.json").is_file():
+        raise FileNotFoundError(f"run_dir: {run_dir} is not a training run's folder (no config.json in it)")
     cfg = TrainConfig.from_file(run_dir / "config.json", progress=False)
     if not recover_checkpoint(run_dir / "checkpoint"):
         raise FileNotFoundError(f"run_dir: no checkpoint in {run_dir}")

@@ -25,7 +25,7 @@ from ..io.frames import read_json, write_json_atomic
 from ..models.default import load_pretrained
 from ..models.residual import residual_frame
 from ..noise.rff import RFFConfig, RFFField, identity_coords
-from ..ops._checks import check_int
+from ..ops._checks import check_device, check_int
 from .checkpoint import load_checkpoint, recover_checkpoint, save_checkpoint
 from .config import TrainConfig
 from .data import load_photos, random_crops
@@ -168,7 +168,7 @@ class Trainer:
         self, cfg: TrainConfig, device: str | torch.device | None = None, run_dir: str | Path | None = None
     ):
         self.cfg = cfg
-        self.device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+        self.device = check_device("device", device or ("cuda" if torch.cuda.is_available() else "cpu"))
         self.out = Path(cfg.output_dir if run_dir is None else run_dir)
         self.ckpt = self.out / "checkpoint"
         resuming = recover_checkpoint(self.ckpt)
