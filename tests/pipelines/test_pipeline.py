@@ -130,6 +130,8 @@ def test_resume_after_interruption_redoes_nothing(tmp_path):
     assert torch.equal(full, pipe(v, "box", num_inference_steps=3, progress=False).frames)
     # Every frame's latent and noise, also of the frames finished before the interruption.
     assert torch.equal(again.latents, ref.latents) and torch.equal(again.noise, ref.noise)
+    # and every frame's guidance losses (those of the frames before the interruption from their files)
+    assert again.guidance_losses == ref.guidance_losses and sorted(ref.guidance_losses) == [1, 2, 3, 4]
     done = pipe(
         v, "box", num_inference_steps=3, progress=False, output_dir=tmp_path / "b", output_type="latent"
     )

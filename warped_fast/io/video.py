@@ -313,9 +313,10 @@ def write_video(frames, path: str | Path, fps: float = 8.0, codec: str | None = 
     other formats keep them all.
 
     Args:
-        frames: ``[T, 3, H, W]`` float in [0, 1] (a model's slight overshoot is clipped), or what
-            :func:`read_video` reads: a pipeline's ``"np"`` ``[T, H, W, 3]`` uint8 or ``"pil"`` output,
-            channels-last or grey frames.
+        frames: ``[T, 3, H, W]`` float in [0, 1] (a model's overshoot, up to 0.5 past either end, is
+            clipped; frames on another scale, [-1, 1] or 0..255, are refused), or what :func:`read_video`
+            reads: a pipeline's ``"np"`` ``[T, H, W, 3]`` uint8 or ``"pil"`` output, channels-last or grey
+            frames.
         path: the video file; its suffix picks the container.
         fps: frames per second, in (0, 1000].
     """

@@ -122,9 +122,10 @@ def options_key(options) -> str:
 class JobState:
     """The latents of finished frames and the sampler state, in ``folder`` beside the frames.
 
-    Files: ``latents/latent_00000.safetensors`` ... and ``sampler_state.safetensors`` (the predictions
-    ``pred.k`` of every step of the last finished frame ``frame``; the frame before's in
-    ``sampler_state.prev.safetensors``), each written atomically.
+    Files: ``latents/latent_00000.safetensors`` ... (with the frame's guidance losses, when guided) and
+    ``sampler_state.safetensors`` (the predictions ``pred.k`` of every step of the last finished frame
+    ``frame``; the frame before's in ``sampler_state.prev.safetensors``), each written atomically.
+    After :meth:`resume`, ``losses`` holds the saved guidance losses of the frames before ``start``.
     """
 
     def __init__(self, folder: str | Path):
@@ -132,13 +133,24 @@ class JobState:
         (self.folder / "latents").mkdir(parents=True, exist_ok=True)
         self.state_path = self.folder / "sampler_state.safetensors"
         self.prev_state_path = self.folder / "sampler_state.prev.safetensors"
+        self.losses: dict[int, list[float]] = {}
 
     def latent_path(self, j: int) -> Path:
         return self.folder / "latents" / f"latent_{j:05d}.safetensors"
 
-    def save(self, j: int, latent: torch.Tensor, preds: list[torch.Tensor] | None) -> None:
-        """Keep frame ``j``'s latent ``[C, h, w]`` and, when guided, its per-step predictions."""
-        _save_atomic({"latent": latent.detach().cpu().contiguous()}, self.latent_path(j))
+    def save(
+        self,
+        j: int,
+        latent: torch.Tensor,
+        preds: list[torch.Tensor] | None,
+        losses: list[float] | None = None,
+    ) -> None:
+        """Keep frame ``j``'s latent ``[C, h, w]`` (with its guidance ``losses``, one per guided step)
+        and, when guided, its per-step predictions."""
+        d = {"latent": latent.detach().cpu().contiguous()}
+        if losses:
+            d["guidance_loss"] = torch.tensor(losses, dtype=torch.float64)
+        _save_atomic(d, self.latent_path(j))
         if preds is not None:
             d = {f"pred.{k}": p.detach().cpu().contiguous() for k, p in enumerate(preds)}
             d["frame"] = torch.tensor(j)
@@ -161,6 +173,8 @@ class JobState:
             z = _load(self.latent_path(len(latents)))
             if z is None or "latent" not in z:
                 break
+            if "guidance_loss" in z:
+                self.losses[len(latents)] = z["guidance_loss"].tolist()
             latents.append(z["latent"])
         start, prev_pred = len(latents), None
         if start and guided:
@@ -172,6 +186,7 @@ class JobState:
                 return 0, [], None  # no usable predictions: start over (frames are rewritten identically)
             start = f + 1  # after a frame whose predictions were lost (a crash, a damaged latent), redo it
             prev_pred = [s[f"pred.{k}"].to(device) for k in range(steps)]
+        self.losses = {j: v for j, v in self.losses.items() if j < start}
         return start, [z.to(device) for z in latents[:start]], prev_pred
 
 

@@ -37,7 +37,9 @@ Task = Literal["inpaint", "sr"]
 @dataclass
 class PipelineOutput:
     """frames: ``[T, 3, H, W]`` in [0, 1] (or PIL images / numpy, per ``output_type``); latents
-    ``[T, C, h, w]``; flows on the latent grid (fwd, back) ``[T-1, 2, h, w]``; the noise ``[T, C, h, w]``."""
+    ``[T, C, h, w]``; flows on the latent grid (fwd, back) ``[T-1, 2, h, w]``; the noise ``[T, C, h, w]``;
+    guidance_losses: ``{frame: [loss at each guided step]}`` (a resumed job's earlier frames' from its
+    folder)."""
 
     frames: object
     latents: torch.Tensor
@@ -294,7 +296,8 @@ class WarpedDiffusionPipeline:
             if store is not None:
                 if guided and dev.type == "cuda":
                     torch.cuda.current_stream(dev).synchronize()  # the predictions' copies have landed
-                job.save(j, z, preds[j] if guided else None)  # the latent first: a frame implies it
+                # the latent first: a frame implies it (with the frame's losses, complete once it is out)
+                job.save(j, z, preds[j] if guided else None, sampler.losses.get(j) if guided else None)
                 decoded[j] = _paste(self.autoencoder.decode(z[None]).cpu(), keep, j)[0]
                 store.write(j, decoded[j])
             preds.pop(j - 1, None)
@@ -314,7 +317,7 @@ class WarpedDiffusionPipeline:
             latents=lat,
             latent_flows=None if fwd_l is None else (fwd_l, back_l),
             noise=torch.stack(noises) if noises else torch.zeros(0, *lat_shape),
-            guidance_losses=dict(sampler.losses),
+            guidance_losses={**(job.losses if job is not None else {}), **sampler.losses},
         )
 
 
