@@ -232,12 +232,17 @@ def test_cmyk_images_read_as_rgb(tmp_path):
 
 def test_exif_orientation_applied(tmp_path):
     """A photo stored sideways with an EXIF orientation reads upright, as viewers (Pillow's
-    exif_transpose) show it: all 8 orientations, colour and grey PNGs (lossless), a phone's JPEG."""
+    exif_transpose) show it: all 8 orientations, colour and grey PNGs and a TIFF (lossless), a phone's
+    JPEG."""
     from PIL import ImageOps
 
     rgb = np.arange(5 * 7 * 3, dtype=np.uint8).reshape(5, 7, 3) * 2
     for orientation in range(1, 9):
-        for name, im in (("c.png", Image.fromarray(rgb)), ("g.png", Image.fromarray(rgb[..., 0]))):
+        for name, im in (
+            ("c.png", Image.fromarray(rgb)),
+            ("g.png", Image.fromarray(rgb[..., 0])),
+            ("c.tif", Image.fromarray(rgb)),
+        ):
             exif = Image.Exif()
             exif[0x0112] = orientation
             im.save(tmp_path / name, exif=exif)

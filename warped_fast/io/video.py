@@ -257,12 +257,7 @@ def _image_frames(p: Path) -> Iterator[np.ndarray]:
 
 
 _EXIF_ORIENTATION = 0x0112
-_ORIENTED_FORMATS = (
-    "JPEG",
-    "MPO",
-    "PNG",
-    "WEBP",
-)  # decoded unrotated by imageio; TIFF's own reader may not be
+_ORIENTED_FORMATS = ("JPEG", "MPO", "PNG", "WEBP", "TIFF")  # decoded unrotated by imageio (a single page)
 
 
 def _pillow_probe(p: Path) -> tuple[bool, int]:
