@@ -3,9 +3,9 @@
 // shared features is in gp_noise_mma.cuh, the helpers all share in gp_noise_tiles.cuh.
 //
 // A block covers a 2-D tile of 32 columns x tile_rows(SPLIT) rows and is SPLIT slices x (kThreads / SPLIT)
-// pixel lanes; every lane evaluates PIX pixels (4 by default) against the slice's share of each feature tile staged in
-// shared memory, and the slices' partial sums are added in a fixed order at the end (deterministic).
-// SPLIT > 1 gives small frames enough blocks to fill the chip.
+// pixel lanes; every lane evaluates PIX pixels (independent kernel 2, shared 4 by default) against the slice's share of
+// each feature tile staged in shared memory, and the slices' partial sums are added in a fixed order at the end
+// (deterministic). SPLIT > 1 gives small frames enough blocks to fill the chip.
 //
 // Phases are taken relative to an integer anchor x0 near the centre of the block's coordinates:
 // <z, x> + b = <z, x - x0> + c with c = (<z, x0> + b) mod 2 pi computed once per (block, feature) in
@@ -360,11 +360,38 @@ void launch_mma(const GpNoiseParams& p, float scale, const dim3& grid, void* wor
   gp_shared_mma_kernel<SPLIT, NT><<<grid, kThreads, 0, stream>>>(p, scale, ops);
 }
 
-// An FMA kernel's launch: with WARPED_FAST_GP_PDL on a device that has it (sm_90 and newer), as a
+// Whether the FMA kernels running on the current device wait for the previous kernel (pdl_wait): code
+// compiled for sm_90 or newer on an sm_90+ device. A build for older architectures only (JIT-compiled from
+// their PTX on a Hopper) has no wait in it, so it is never launched as a dependent launch. Every FMA kernel
+// is compiled for the same architectures: one of them answers for all. Cached per device.
+bool fma_kernels_wait() {
+  static std::atomic<int> cache[64];  // 0: not asked yet, 1: no, 2: yes
+  int dev = 0;
+  if (cudaGetDevice(&dev) != cudaSuccess) {
+    cudaGetLastError();
+    return false;
+  }
+  int v = dev >= 0 && dev < 64 ? cache[dev].load(std::memory_order_relaxed) : 0;
+  if (v == 0) {
+    cudaFuncAttributes a{};
+    bool yes = false;
+    if (compute_major() >= 9) {
+      if (cudaFuncGetAttributes(&a, gp_independent_kernel<1>) == cudaSuccess)
+        yes = a.ptxVersion >= 90;
+      else
+        cudaGetLastError();
+    }
+    v = yes ? 2 : 1;
+    if (dev >= 0 && dev < 64) cache[dev].store(v, std::memory_order_relaxed);
+  }
+  return v == 2;
+}
+
+// An FMA kernel's launch: with WARPED_FAST_GP_PDL where the kernels wait for it (fma_kernels_wait), as a
 // programmatic dependent launch.
 void launch_fma(void (*kernel)(GpNoiseParams, float), const dim3& grid, cudaStream_t stream, const GpNoiseParams& p,
                 float scale) {
-  if (WARPED_FAST_GP_PDL && compute_major() >= 9) {
+  if (WARPED_FAST_GP_PDL && fma_kernels_wait()) {
     cudaLaunchAttribute attr[1];
     attr[0].id = cudaLaunchAttributeProgrammaticStreamSerialization;
     attr[0].val.programmaticStreamSerializationAllowed = 1;

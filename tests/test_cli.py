@@ -282,6 +282,7 @@ def test_flags_checked_at_parse_and_verbose_after_the_subcommand(tmp_path, capsy
     for bad, flag in (
         [["--fps", "0"], "--fps"],
         [["--fps", "inf"], "--fps"],
+        [["--fps", "20000"], "--fps"],  # write_video's bound, checked before the job
         [["--device", "foo"], "--device"],
     ):
         with pytest.raises(SystemExit) as e:

@@ -134,8 +134,8 @@ def _restore(args, task) -> int:
     if not Path(args.input).exists():
         raise CliError(f"input: {args.input} does not exist")
     mask = args.mask if task == "inpaint" else None
-    if mask is not None and mask not in SHAPES and not Path(mask).is_file():
-        raise CliError(f"--mask: {mask} is not a file (nor one of the shapes {', '.join(SHAPES)})")
+    if mask is not None and mask not in SHAPES and not Path(mask).exists():  # a file or a folder of masks
+        raise CliError(f"--mask: {mask} does not exist (nor is it one of the shapes {', '.join(SHAPES)})")
     pipe = _pipeline(args, task)
     video = read_video(args.input, max_frames=args.max_frames)
     fps = args.fps or video_fps(args.input) or 8.0  # now: the input may move during a long job
@@ -268,7 +268,7 @@ def _add_restore_args(p, task):
     p.add_argument("--seed", type=_seed, default=0, help="the noise's seed (default: 0)")
     p.add_argument(
         "--fps",
-        type=_positive_float,
+        type=_fps,
         help="frame rate of the written video (default: the input video's, else 8)",
     )
     p.add_argument("--device", type=_device, help="cpu, cuda or cuda:N (default: cuda when available)")
@@ -276,13 +276,16 @@ def _add_restore_args(p, task):
     p.set_defaults(fn=lambda a: _restore(a, task))
 
 
-def _positive_float(text: str) -> float:
+def _fps(text: str) -> float:
+    """A frame rate write_video takes: a finite number in (0, MAX_FPS)."""
+    from .io.video import MAX_FPS
+
     try:
         v = float(text)
     except ValueError:
         raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
-    if not (math.isfinite(v) and v > 0):
-        raise argparse.ArgumentTypeError(f"expected a finite number > 0, got {text!r}")
+    if not (math.isfinite(v) and 0 < v < MAX_FPS):
+        raise argparse.ArgumentTypeError(f"expected frames per second in (0, {MAX_FPS:g}), got {text!r}")
     return v
 
 

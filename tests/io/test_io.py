@@ -371,8 +371,8 @@ def test_write_check_tolerates_other_errors_on_existing_levels(tmp_path, monkeyp
 
 def test_ambiguous_layouts_follow_the_container_and_lists_of_paths(tmp_path):
     """Frames 1, 3 or 4 pixels high leave the channel axis open: numpy arrays are read channels last,
-    tensors channels first (no row is dropped as alpha). A list of paths gives their frames in order;
-    frames of different sizes are an error naming one."""
+    tensors channels first (no row is dropped as alpha). A list of image paths reads as a folder of them
+    (grey and colour mix; sizes must agree); arrays of different sizes are an error naming one."""
     v = _clip(3, 4, 8)  # [3, 3, 4, 8]
     u8 = (v * 255).round().to(torch.uint8)
     hwc = u8.permute(0, 2, 3, 1)  # [3, 4, 8, 3]: 4 rows, as a channel count could be
@@ -391,6 +391,14 @@ def test_ambiguous_layouts_follow_the_container_and_lists_of_paths(tmp_path):
         read_video([np.zeros((4, 4, 3), np.uint8), np.zeros((4, 5, 3), np.uint8)])
     with pytest.raises(FileNotFoundError, match="missing.png"):
         read_video([paths[0], tmp_path / "missing.png"])
+    Image.fromarray(hwc.numpy()[0, ..., 0]).save(tmp_path / "grey.png")  # grey and colour mix, as in a folder
+    mixed = read_video([paths[0], tmp_path / "grey.png"])
+    assert mixed.shape == (2, 3, 4, 8) and torch.equal(mixed[1], mixed[1, :1].expand(3, -1, -1))
+    Image.fromarray(np.zeros((5, 8, 3), np.uint8)).save(tmp_path / "big.png")
+    with pytest.raises(ValueError, match="one size: 0.png is 4x8, big.png 5x8"):
+        read_video([paths[0], tmp_path / "big.png"])
+    with pytest.raises(ValueError, match="a list of paths takes image files"):
+        read_video([paths[0], write_video(_clip(2, 4, 8), tmp_path / "v.mp4")])
 
 
 @pytest.mark.parametrize("fps", [0, -5, float("nan"), float("inf"), 1e6, "24", True])

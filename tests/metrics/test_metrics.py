@@ -69,7 +69,10 @@ def test_warping_error_mask():
         warping_error(video, fwd, mask=mask.expand(2, 3, 12, 16))
     # 0/1 floats are a mask; other values (0.3 is not "valid"), numpy inputs, integer flows are refused
     assert torch.equal(warping_error(video, fwd, mask=mask.float()), warping_error(video, fwd, mask=mask))
-    with pytest.raises(ValueError, match="mask: expected a bool mask or 0/1 values"):
+    assert torch.equal(
+        warping_error(video, fwd, mask=mask.to(torch.uint8) * 255), warping_error(video, fwd, mask=mask)
+    )
+    with pytest.raises(ValueError, match="mask: a float mask must hold 0 and 1 only"):
         warping_error(video, fwd, mask=mask.float() * 0.3)
     with pytest.raises(TypeError, match="fwd_flows: expected a torch.Tensor, got ndarray"):
         warping_error(video, fwd.numpy())

@@ -15,7 +15,7 @@ import torch
 from .video import IMAGE_SUFFIXES
 
 _PNG_END = b"IEND\xaeB`\x82"  # the last chunk of every PNG file, with its CRC
-_OWN = re.compile(r"\.?frame_\d{5}(\.tmp)?\.png")  # a store's frames and their temporary files
+_OWN = re.compile(r"\.?frame_\d{5,}(\.tmp)?\.png")  # a store's frames and their temporary files
 
 
 class OtherJobError(ValueError):

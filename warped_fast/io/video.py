@@ -16,6 +16,7 @@ import torch
 from ..ops._checks import check_int, check_real, check_unit_range
 
 VIDEO_SUFFIXES = {".mp4", ".mov", ".mkv", ".webm", ".avi", ".gif"}
+MAX_FPS = 1e4  # frame rates at and above it are not a video's (a container's time base read as one)
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".webp", ".tif", ".tiff"}
 
 
@@ -79,8 +80,8 @@ def _stack_frames(frames: list):
 
 
 def read_video(source, max_frames: int | None = None, start: int = 0, step: int = 1) -> torch.Tensor:
-    """Read a video from a path (video file or folder of images), a list of paths (their frames in
-    order), a list of PIL images, arrays or tensors, an array or a tensor.
+    """Read a video from a path (video file or folder of images), a list of image paths (one frame each,
+    as a folder's images), a list of PIL images, arrays or tensors, an array or a tensor.
 
     Args:
         source: see above. Arrays and tensors: ``[T, C, H, W]``, ``[T, H, W, C]`` (C = 1, 3 or 4; a
@@ -98,9 +99,19 @@ def read_video(source, max_frames: int | None = None, start: int = 0, step: int 
         arrays = list(_decode_path(_existing(source), max_frames, start, step))
         return _to_frames(_stack_frames(arrays), channels_last=True)
     if isinstance(source, (list, tuple)):
-        if source and all(isinstance(p, (str, os.PathLike)) for p in source):  # image (or video) files
-            arrays = [a for p in source for a in _decode_path(_existing(p), None, 0, 1)]
-            return _to_frames(_stack_frames(arrays[start::step][:max_frames]), channels_last=True)
+        if source and all(isinstance(p, (str, os.PathLike)) for p in source):  # image files: as a folder's
+            files = [_existing(p) for p in source]
+            not_images = [f.name for f in files if f.is_dir() or f.suffix.lower() not in IMAGE_SUFFIXES]
+            if not_images:
+                raise ValueError(
+                    f"video: a list of paths takes image files, one frame each; not: {not_images[:3]}"
+                )
+            files = files[start::step][:max_frames]
+            if not files:
+                raise ValueError(
+                    f"video: no frames selected (start={start}, step={step}, max_frames={max_frames})"
+                )
+            return _to_frames(np.stack(list(_decode_folder(files))), channels_last=True)
         source = source[start::step][:max_frames]
         if not source:
             raise ValueError("video: zero frames")
@@ -154,7 +165,7 @@ def video_fps(source) -> float | None:
                 fps = stream.average_rate or stream.guessed_rate
     except Exception:  # noqa: BLE001 - unreadable metadata: the caller's default rate
         return None
-    return float(fps) if fps and 0 < fps < 1e4 else None
+    return float(fps) if fps and 0 < fps < MAX_FPS else None
 
 
 def _existing(source) -> Path:
@@ -313,7 +324,7 @@ def write_video(frames, path: str | Path, fps: float = 8.0, codec: str | None = 
             reads: a pipeline's ``"np"`` ``[T, H, W, 3]`` uint8 or ``"pil"`` output, channels-last or grey
             frames.
         path: the video file; its suffix picks the container.
-        fps: frames per second, in (0, 1000].
+        fps: frames per second, in (0, 10000) (the rates :func:`video_fps` reads back).
     """
     import imageio.v3 as iio
 
@@ -322,8 +333,8 @@ def write_video(frames, path: str | Path, fps: float = 8.0, codec: str | None = 
         raise ValueError(
             f"path: expected a video file name ending in one of {sorted(VIDEO_SUFFIXES)}, got {str(path)!r}"
         )
-    if not 0 < check_real("fps", fps) <= 1000:
-        raise ValueError(f"fps: expected frames per second in (0, 1000], got {fps!r}")
+    if not 0 < check_real("fps", fps) < MAX_FPS:
+        raise ValueError(f"fps: expected frames per second in (0, {MAX_FPS:g}), got {fps!r}")
     frames = _frames_to_write(frames)
     if codec is None:
         codec = "libvpx-vp9" if path.suffix.lower() == ".webm" else "libx264"

@@ -9,6 +9,7 @@ from typing import Literal
 import torch
 
 from ..ops import warp
+from ..ops._checks import value_checks_on
 
 
 def _accumulated_flows(fwd_flows: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -41,7 +42,7 @@ def warping_error(
         fwd_flows: ``[T-1, 2, H, W]``, flow j-1 -> j on frame j-1's grid (at the video's resolution).
         reference: compare with the previous frame or with the first frame (flows accumulated).
         mask: optional ``[T-1, 1, H, W]`` extra valid pixels (e.g. non-occluded) on the reference grid:
-            bool, or 0/1 values.
+            bool or integer (nonzero: valid), or float 0/1.
     Returns:
         ``[T-1]``: mean over valid pixels and channels of ``(warp(frame_j) - frame_ref)^2``; NaN for a
         frame with no valid pixel (nothing of it is seen in the reference frame): average with nanmean.
@@ -75,8 +76,10 @@ def warping_error(
     if mask is not None:
         if mask.shape != (t - 1, 1, h, w):
             raise ValueError(f"mask: expected shape [{t - 1}, 1, {h}, {w}], got {list(mask.shape)}")
-        if mask.dtype != torch.bool and not ((mask == 0) | (mask == 1)).all():
-            raise ValueError("mask: expected a bool mask or 0/1 values (1: valid), got other values")
+        if mask.is_floating_point() and value_checks_on() and not ((mask == 0) | (mask == 1)).all():
+            raise ValueError(
+                "mask: a float mask must hold 0 and 1 only (1: valid); a bool or integer one: nonzero"
+            )
         valid = valid & mask.to(valid.device).bool()
     # where, not a product: NaN outside the valid pixels is left out
     err = torch.where(valid, (warped - ref.float()) ** 2, 0.0).sum((1, 2, 3))

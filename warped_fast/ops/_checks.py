@@ -79,9 +79,10 @@ def check_device(name: str, device) -> torch.device:
     return dev
 
 
-def check_float_dtype(name: str, dtype) -> torch.dtype:
-    """A floating torch dtype (torch.float32, torch.float16, ...), else a TypeError naming it."""
-    if not isinstance(dtype, torch.dtype) or not dtype.is_floating_point:
+def check_float_dtype(name: str, dtype) -> torch.dtype | None:
+    """A floating torch dtype (torch.float32, torch.float16, ...) or None (a model's own), else a
+    TypeError naming it."""
+    if dtype is not None and (not isinstance(dtype, torch.dtype) or not dtype.is_floating_point):
         raise TypeError(f"{name}: expected a floating torch dtype such as torch.float16, got {dtype!r}")
     return dtype
 

@@ -183,6 +183,7 @@ class JobState:
                 if 0 <= f < start and all(f"pred.{k}" in s for k in range(steps)):
                     break
             else:
+                self.losses = {}
                 return 0, [], None  # no usable predictions: start over (frames are rewritten identically)
             start = f + 1  # after a frame whose predictions were lost (a crash, a damaged latent), redo it
             prev_pred = [s[f"pred.{k}"].to(device) for k in range(steps)]
