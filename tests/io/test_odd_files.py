@@ -86,6 +86,10 @@ def test_frame_store_refuses_a_folder_of_other_images(tmp_path):
     Image.fromarray(np.zeros((8, 10, 3), np.uint8)).save(tmp_path / "input_0.png")
     with pytest.raises(ValueError, match=r"holds other images \(input_0\.png\)"):
         FrameStore(tmp_path, {"job": 1}, 3)
+    (tmp_path / "input_0.png").unlink()
+    long = FrameStore(tmp_path / "long", {"job": 2}, 100_001)  # frame 100000 has six digits: its own
+    long.write(100_000, torch.zeros(3, 8, 10))
+    FrameStore(tmp_path / "long", {"job": 2}, 100_001)
 
 
 def test_failed_write_leaves_no_partial_file(tmp_path):
