@@ -2,7 +2,8 @@
 
 Public API: the ops (``gp_noise``, ``warp``, ``occlusion_mask``, ``compose_coords``,
 ``guidance_residual``, ``guidance_loss``, ``guidance_grad``, ``euler_guided_step``), the RFF noise
-field (``RFFConfig``, ``RFFField``), and ``backend_info()`` / ``use_backend()``. The subpackages
+field (``RFFConfig``, ``RFFField``, ``identity_coords``), ``backend_info()`` / ``use_backend()`` and
+``set_value_checks()``. The subpackages
 (``wf.io``, ``wf.flow``, ``wf.noise``, ``wf.metrics``, ``wf.models``, ``wf.sampling``, ``wf.pipelines``,
 ``wf.train``) load on first access.
 """

@@ -138,6 +138,10 @@ def guidance_loss(
 ) -> torch.Tensor:
     """Per-frame guidance loss ``||r_n||`` (default, as in DPS) or ``||r_n||^2``; differentiable.
 
+    Args:
+        pred, prev_pred, flow, mask: as for :func:`guidance_residual` (``flow``: the forward flow
+            j-1 -> j on frame j-1's grid).
+        squared: the squared norm ``||r_n||^2`` instead of the norm.
     Returns:
         ``[N]``. The norm has no gradient while the residual's RMS is under
         :data:`warped_fast.reference.guidance.NORM_GRAD_MIN_RMS` (float rounding, not a residual).
@@ -162,6 +166,10 @@ def guidance_grad(
     :func:`guidance_loss`), or of ``2 r`` when squared;
     it is what the Jacobian-free mode uses as ``g`` (method section 5).
 
+    Args:
+        pred, prev_pred, flow, mask: as for :func:`guidance_residual` (``flow``: the forward flow
+            j-1 -> j on frame j-1's grid).
+        squared: the loss ``||r_n||^2`` (gradient of it) instead of the norm.
     Returns:
         loss ``[N]`` and grad ``[N, C, H, W]``.
     """

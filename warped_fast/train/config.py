@@ -168,7 +168,10 @@ class TrainConfig:
             raise FileNotFoundError(f"config: {p} does not exist")
         try:  # TOMLDecodeError and JSONDecodeError are ValueErrors
             if p.suffix == ".toml":
-                import tomllib  # Python >= 3.11
+                try:
+                    import tomllib  # Python >= 3.11
+                except ModuleNotFoundError:  # Python 3.10: the same parser as a package
+                    import tomli as tomllib
 
                 data = tomllib.loads(p.read_text())
             else:
