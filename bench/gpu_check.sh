@@ -8,8 +8,8 @@
 # GPU_CHECK_NOISE_DEVICE=cuda skips the CPU half of bench_noise_warp;
 # GPU_CHECK_TUNE=0 skips the launch sweeps (bench/tune_gp_noise.py, bench/tune_warp.py); GPU_CHECK_NCU=0 skips the
 # Nsight Compute profile of the gp_noise kernels ($OUT/ncu_gp_noise.txt, with each kernel's stall
-# reasons); GPU_CHECK_NCU=2 adds the tensor-core kernel's stall samples per SASS instruction
-# ($OUT/ncu_tc_sass.csv, about a minute more).
+# reasons); GPU_CHECK_NCU=2 adds the stall samples per SASS instruction of the tensor-core kernel and of
+# the 128x128 independent FMA kernel ($OUT/ncu_tc_sass.csv, ncu_indep_sass.csv; about two minutes more).
 set -uo pipefail
 cd "$(dirname "$0")/.."
 OUT=${OUT:-$PWD/out}
@@ -73,11 +73,14 @@ if [ "${GPU_CHECK_NCU:-1}" != 0 ] && [ -n "$NCU" ]; then
   grep -E "^  gp_|Duration|Issued Ipc Active|Achieved Occupancy|No Eligible|Warp Cycles Per Issued" \
     "$OUT/ncu_gp_noise.txt" | head -40
   if [ "${GPU_CHECK_NCU:-1}" = 2 ]; then
-    stamp "ncu tensor-core kernel, per SASS instruction"
-    timeout 120 "${NCU_RUN[@]}" -k regex:gp_shared_mma -c 1 --section SourceCounters --import-source yes -f \
-      -o /tmp/ncu_tc python3 bench/profile_gp_noise.py >/dev/null 2>&1 \
-      && "$NCU" -i /tmp/ncu_tc.ncu-rep --page source --print-source sass --csv >"$OUT/ncu_tc_sass.csv" 2>&1 \
-      || echo "ncu source page failed (rc $?)"
+    # stall samples per SASS instruction: the tensor-core kernel and the 128x128 independent FMA kernel
+    for k in gp_shared_mma:tc gp_independent:indep; do
+      stamp "ncu ${k%%:*}, per SASS instruction"
+      timeout 120 "${NCU_RUN[@]}" -k "regex:${k%%:*}" -c 1 --section SourceCounters --import-source yes -f \
+        -o "/tmp/ncu_${k##*:}" python3 bench/profile_gp_noise.py >/dev/null 2>&1 \
+        && "$NCU" -i "/tmp/ncu_${k##*:}.ncu-rep" --page source --print-source sass --csv >"$OUT/ncu_${k##*:}_sass.csv" 2>&1 \
+        || echo "ncu source page failed (rc $?)"
+    done
   fi
 fi
 # The device tool brings back at most 8 files: past that (GPU_CHECK_NCU=2, GPU_CHECK_SAMPLER=1), the
