@@ -45,8 +45,7 @@
 #define WARPED_FAST_GP_SHARED_BLOCKS 3  // FMA shared kernel, 4 channels: blocks per SM (launch bound)
 #endif
 #ifndef WARPED_FAST_GP_POLY_COS
-#define WARPED_FAST_GP_POLY_COS \
-  0  // FMA independent kernel: of each 16 cosines, this many by polynomial (4 pixels per lane)
+#define WARPED_FAST_GP_POLY_COS 0  // FMA independent kernel at 4 pixels per lane: of 16 cosines, so many by polynomial
 #endif
 #ifndef WARPED_FAST_GP_PDL
 #define WARPED_FAST_GP_PDL 1  // FMA kernels: programmatic dependent launch (sm_90 and newer; 0: plain launches)
