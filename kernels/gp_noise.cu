@@ -264,31 +264,41 @@ __global__ void __launch_bounds__(kThreads, CB <= 4 ? WARPED_FAST_GP_SHARED_BLOC
   }
 }
 
-// Attribute ATTR of the current device, cached per device (`fallback` when it cannot be read).
-template <cudaDeviceAttr ATTR>
-int device_attribute(int fallback) {
+// QUERY(device) for the current device, cached per device; `fallback` when the device cannot be read or
+// QUERY answers 0 (its "cannot tell", never cached).
+template <int (*QUERY)(int)>
+int per_device(int fallback) {
   static std::atomic<int> cache[64];
-  int dev = 0, value = 0;
+  int dev = 0;
   if (cudaGetDevice(&dev) != cudaSuccess) {
     cudaGetLastError();
     return fallback;
   }
-  if (dev >= 0 && dev < 64) value = cache[dev].load(std::memory_order_relaxed);
+  int value = dev >= 0 && dev < 64 ? cache[dev].load(std::memory_order_relaxed) : 0;
   if (value == 0) {
-    if (cudaDeviceGetAttribute(&value, ATTR, dev) != cudaSuccess) {
-      cudaGetLastError();
-      return fallback;
-    }
+    value = QUERY(dev);
+    if (value == 0) return fallback;
     if (dev >= 0 && dev < 64) cache[dev].store(value, std::memory_order_relaxed);
   }
   return value;
 }
 
+// Device attribute ATTR of `dev` (0 when it cannot be read).
+template <cudaDeviceAttr ATTR>
+int read_attribute(int dev) {
+  int value = 0;
+  if (cudaDeviceGetAttribute(&value, ATTR, dev) != cudaSuccess) {
+    cudaGetLastError();
+    return 0;
+  }
+  return value;
+}
+
 // Multiprocessors of the current device (the split only tunes occupancy).
-int sm_count() { return device_attribute<cudaDevAttrMultiProcessorCount>(132); }
+int sm_count() { return per_device<read_attribute<cudaDevAttrMultiProcessorCount>>(132); }
 
 // The current device's compute capability major version (0 when it cannot be read).
-int compute_major() { return device_attribute<cudaDevAttrComputeCapabilityMajor>(0); }
+int compute_major() { return per_device<read_attribute<cudaDevAttrComputeCapabilityMajor>>(0); }
 
 // Whether the current device has the tf32 tensor cores of the tensor-core kernel (sm_80 or newer).
 bool has_tf32_mma() { return compute_major() >= 8; }
@@ -360,32 +370,21 @@ void launch_mma(const GpNoiseParams& p, float scale, const dim3& grid, void* wor
   gp_shared_mma_kernel<SPLIT, NT><<<grid, kThreads, 0, stream>>>(p, scale, ops);
 }
 
+// The PTX version the FMA kernels running on the current device were compiled from (0 when it cannot be
+// read). Every FMA kernel is compiled for the same architectures: one of them answers for all.
+int fma_ptx_version(int) {
+  cudaFuncAttributes a{};
+  if (cudaFuncGetAttributes(&a, gp_independent_kernel<1>) != cudaSuccess) {
+    cudaGetLastError();
+    return 0;
+  }
+  return a.ptxVersion;
+}
+
 // Whether the FMA kernels running on the current device wait for the previous kernel (pdl_wait): code
 // compiled for sm_90 or newer on an sm_90+ device. A build for older architectures only (JIT-compiled from
-// their PTX on a Hopper) has no wait in it, so it is never launched as a dependent launch. Every FMA kernel
-// is compiled for the same architectures: one of them answers for all. Cached per device.
-bool fma_kernels_wait() {
-  static std::atomic<int> cache[64];  // 0: not asked yet, 1: no, 2: yes
-  int dev = 0;
-  if (cudaGetDevice(&dev) != cudaSuccess) {
-    cudaGetLastError();
-    return false;
-  }
-  int v = dev >= 0 && dev < 64 ? cache[dev].load(std::memory_order_relaxed) : 0;
-  if (v == 0) {
-    cudaFuncAttributes a{};
-    bool yes = false;
-    if (compute_major() >= 9) {
-      if (cudaFuncGetAttributes(&a, gp_independent_kernel<1>) == cudaSuccess)
-        yes = a.ptxVersion >= 90;
-      else
-        cudaGetLastError();
-    }
-    v = yes ? 2 : 1;
-    if (dev >= 0 && dev < 64) cache[dev].store(v, std::memory_order_relaxed);
-  }
-  return v == 2;
-}
+// their PTX on a Hopper) has no wait in it, so it is never launched as a dependent launch.
+bool fma_kernels_wait() { return compute_major() >= 9 && per_device<fma_ptx_version>(0) >= 90; }
 
 // An FMA kernel's launch: with WARPED_FAST_GP_PDL where the kernels wait for it (fma_kernels_wait), as a
 // programmatic dependent launch.
