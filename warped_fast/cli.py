@@ -35,8 +35,17 @@ class CliError(Exception):
     """A bad command-line value found after parsing: printed without a traceback, exit status 2."""
 
 
-def _train(args) -> int:
+def _check_out(folder, flag: str, shown) -> None:
+    """``folder`` writable before any work (and left as it was), else a CliError naming ``flag``."""
     from .io.frames import check_writable
+
+    try:
+        check_writable(folder, keep=False)
+    except PermissionError as e:
+        raise CliError(f"{flag}: cannot write to {shown} ({e.__cause__})") from e
+
+
+def _train(args) -> int:
     from .train import TrainConfig, Trainer
 
     over = {"steps": args.steps, "output_dir": args.output_dir, "task": args.task}
@@ -45,10 +54,7 @@ def _train(args) -> int:
         if args.config
         else TrainConfig(**{k: v for k, v in over.items() if v is not None})
     )
-    try:  # before the model and the data are built
-        check_writable(cfg.output_dir, keep=False)
-    except PermissionError as e:
-        raise CliError(f"output_dir: cannot write to {cfg.output_dir} ({e.__cause__})") from e
+    _check_out(cfg.output_dir, "output_dir", cfg.output_dir)  # before the model and the data are built
     folder = Trainer(cfg, device=args.device).train(max_minutes=args.max_minutes)
     print(f"model written to {folder}")
     return 0
@@ -120,17 +126,13 @@ def _restore(args, task) -> int:
     from pathlib import Path
 
     from .io import load_mask, read_video, resize_frames, video_fps, write_video
-    from .io.frames import check_writable
     from .io.masks import SHAPES
     from .sampling import GuidanceConfig
 
     # before any work: the options, the output folder, the mask file, the model; then the video is decoded
     options = noise_options(args.noise, args.noise_option)
     out = Path(args.out)
-    try:
-        check_writable(out / "frames", keep=False)
-    except PermissionError as e:
-        raise CliError(f"--out: cannot write to {out} ({e.__cause__})") from e
+    _check_out(out / "frames", "--out", out)
     if not Path(args.input).exists():
         raise CliError(f"input: {args.input} does not exist")
     mask = args.mask if task == "inpaint" else None
@@ -164,7 +166,7 @@ def _warp_noise(args) -> int:
 
     from .flow import estimate_flow, flow_to_latent
     from .io import iter_video, resize_frames
-    from .io.frames import check_writable, save_tensors
+    from .io.frames import save_tensors
     from .noise import make_noise_warper
 
     out = Path(args.out)
@@ -173,10 +175,7 @@ def _warp_noise(args) -> int:
     if out.suffix.lower() != ".safetensors":
         raise CliError(f"--out: expected a .safetensors file path, got {args.out!r}")
     tmp = out.with_name(out.name + ".partial")
-    try:  # writable before any work
-        check_writable(out.parent, keep=False)
-    except PermissionError as e:
-        raise CliError(f"--out: cannot write {out} ({e.__cause__})") from e
+    _check_out(out.parent, "--out", out)
     options = noise_options(args.method, args.noise_option)
     f = args.factor
     warper = make_noise_warper(args.method, **options)

@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ..ops._checks import check_int, check_real, check_unit_range
+from ..ops._checks import OVERSHOOT, check_int, check_real, check_unit_range
 
 VIDEO_SUFFIXES = {".mp4", ".mov", ".mkv", ".webm", ".avi", ".gif"}
 MAX_FPS = 1e4  # frame rates at and above it are not a video's (a container's time base read as one)
@@ -366,7 +366,7 @@ def _frames_to_write(frames) -> torch.Tensor:
         and frames.dim() == 4
         and frames.shape[1] == 3
     ):
-        check_unit_range("frames", frames, slack=0.5, what="values")
+        check_unit_range("frames", frames, slack=OVERSHOOT, what="values")
         return frames
     try:
         return read_video(frames)

@@ -20,7 +20,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from ..ops._checks import check_unit_range
+from ..ops._checks import OVERSHOOT, check_unit_range
 from .inception_net import FIDInception
 from .lpips_net import LPIPS
 from .quality import _check_pair, check_tensor_frames
@@ -33,7 +33,7 @@ def _check_frames(name: str, x: torch.Tensor, min_frames: int = 1) -> torch.Tens
         raise ValueError(f"{name}: expected [T, 3, H, W] frames in [0, 1], got {list(x.shape)}")
     if x.shape[0] < min_frames:
         raise ValueError(f"{name}: expected at least {min_frames} frames, got {x.shape[0]}")
-    check_unit_range(name, x, slack=0.5)
+    check_unit_range(name, x, slack=OVERSHOOT)
     return x.float().clamp(0, 1)
 
 

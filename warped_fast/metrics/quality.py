@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import torch
 
-from ..ops._checks import check_unit_range
+from ..ops._checks import OVERSHOOT, check_unit_range
 
 
 def _check_pair(pred: torch.Tensor, target: torch.Tensor) -> None:
@@ -15,7 +15,7 @@ def _check_pair(pred: torch.Tensor, target: torch.Tensor) -> None:
         raise ValueError(
             f"pred/target: expected equal [T, C, H, W] shapes, got {list(pred.shape)} and {list(target.shape)}"
         )
-    check_unit_range("pred", pred, slack=0.5)  # a model's output may overshoot a little: it is clamped
+    check_unit_range("pred", pred, slack=OVERSHOOT)  # a model's output: clamped
     check_unit_range("target", target)
 
 

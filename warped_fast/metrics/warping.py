@@ -9,7 +9,7 @@ from typing import Literal
 import torch
 
 from ..ops import warp
-from ..ops._checks import value_checks_on
+from ..ops._checks import check_tensor, value_checks_on
 
 
 def _accumulated_flows(fwd_flows: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -48,10 +48,8 @@ def warping_error(
         frame with no valid pixel (nothing of it is seen in the reference frame): average with nanmean.
     """
     for name, v in (("video", video), ("fwd_flows", fwd_flows), ("mask", mask)):
-        if v is not None and not isinstance(v, torch.Tensor):
-            raise TypeError(
-                f"{name}: expected a torch.Tensor, got {type(v).__name__} (torch.as_tensor converts it)"
-            )
+        if v is not None:
+            check_tensor(name, v, dtypes=None)
     if video.dim() != 4 or video.shape[0] < 2:
         raise ValueError(f"video: expected [T >= 2, C, H, W], got {list(video.shape)}")
     t, c, h, w = video.shape
@@ -61,8 +59,7 @@ def warping_error(
         )
     if not fwd_flows.is_floating_point():
         raise TypeError(f"fwd_flows: expected floating-point flows (pixels), got {fwd_flows.dtype}")
-    if fwd_flows.shape != (t - 1, 2, h, w):
-        raise ValueError(f"fwd_flows: expected shape [{t - 1}, 2, {h}, {w}], got {list(fwd_flows.shape)}")
+    check_tensor("fwd_flows", fwd_flows, (t - 1, 2, h, w), dtypes=None)
     if reference not in ("previous", "first"):
         raise ValueError(f"reference: expected 'previous' or 'first', got {reference!r}")
     if reference == "previous":
@@ -74,8 +71,7 @@ def warping_error(
     if path_ok is not None:
         valid = valid & path_ok
     if mask is not None:
-        if mask.shape != (t - 1, 1, h, w):
-            raise ValueError(f"mask: expected shape [{t - 1}, 1, {h}, {w}], got {list(mask.shape)}")
+        check_tensor("mask", mask, (t - 1, 1, h, w), dtypes=None)
         if mask.is_floating_point() and value_checks_on() and not ((mask == 0) | (mask == 1)).all():
             raise ValueError(
                 "mask: a float mask must hold 0 and 1 only (1: valid); a bool or integer one: nonzero"

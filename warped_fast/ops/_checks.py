@@ -87,6 +87,11 @@ def check_float_dtype(name: str, dtype) -> torch.dtype | None:
     return dtype
 
 
+# How far past [0, 1] a model's output frames may go (they are clamped): frames on another scale, 0..255
+# or [-1, 1], lie further out and are refused.
+OVERSHOOT = 0.5
+
+
 def check_unit_range(name: str, t: torch.Tensor, slack: float = 1e-3, what: str = "frames") -> None:
     """Values of ``t`` within ``[-slack, 1 + slack]``, else a ValueError naming ``name``: frames on another
     scale (0..255, or a model's [-1, 1]) would give meaningless scores or pictures."""
@@ -145,7 +150,7 @@ def check_nonempty(name: str, t: torch.Tensor, dims: tuple[int, ...], what: str 
 
 def check_finite(name: str, t: torch.Tensor) -> None:
     """Raise when ``t`` holds NaN or inf (skipped while compiling or when value checks are off)."""
-    if not _value_checks or torch.compiler.is_compiling() or t.numel() == 0:
+    if not value_checks_on() or t.numel() == 0:
         return
     if not bool(torch.isfinite(t).all()):
         bad = int((~torch.isfinite(t)).sum())
@@ -167,7 +172,7 @@ def as_sigma(
         t = t.expand(n)
     if t.shape != (n,):
         raise ValueError(f"{name}: expected a float or a tensor of shape [{n}], got shape {list(t.shape)}")
-    if _value_checks and not torch.compiler.is_compiling():
+    if value_checks_on():
         ok = (t >= 0) if allow_zero else (t > 0)
         if not bool((ok & torch.isfinite(t)).all()):
             raise ValueError(
