@@ -23,6 +23,7 @@ from common import (  # noqa: E402
     Table,
     bandwidth_floor_ms,
     cold_graph_ms,
+    cold_note,
     graph_ms,
     graph_note,
     parse_args,
@@ -100,9 +101,7 @@ def main():
                     if g_ms is not None:
                         note += "; " + graph_note(g_ms, floor)
                     if cold_ms is not None:
-                        note += f"; from HBM {cold_ms:.4f} ms" + (
-                            f", {cold_ms / floor:.2f}x floor" if floor else ""
-                        )
+                        note += "; " + cold_note(cold_ms, floor)
                     table.add(case, shape, be + (", channel tile" if tile else ""), ms, ref_ms, note)
     table.finish()
 

@@ -173,7 +173,16 @@ def graph_note(g_ms: float | None, floor: float | None = None) -> str:
     """The note "graph replay <ms>[, <ratio>x floor]"; empty when there is no replay time."""
     if g_ms is None:
         return ""
-    return f"graph replay {g_ms:.4f} ms" + (f", {g_ms / floor:.2f}x floor" if floor else "")
+    return _timed_note("graph replay", g_ms, floor)
+
+
+def cold_note(cold_ms: float | None, floor: float | None = None) -> str:
+    """The note "from HBM <ms>[, <ratio>x floor]" of :func:`cold_graph_ms`; empty without a time."""
+    return "" if cold_ms is None else _timed_note("from HBM", cold_ms, floor)
+
+
+def _timed_note(what: str, ms: float, floor: float | None) -> str:
+    return f"{what} {ms:.4f} ms" + (f", {ms / floor:.2f}x floor" if floor else "")
 
 
 class Table:

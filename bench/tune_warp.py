@@ -3,9 +3,10 @@
 For the warp + occlusion cases of bench_warp.py (smooth and random flow, 1x4x128x128 and 1x3x1024x1024):
 every BLOCK in 256..2048 with 1 to 16 pixels per thread, the launcher's own choice (``auto``), ``auto``
 with cache hints (``_WARP_FWD_HINTS``: flow loads / tap gathers eviction, store modifier). Each row:
-CUDA-graph replay median, its ratio to the memory-bandwidth floor and to ``auto`` measured in the same run, and the largest difference from ``auto``'s output (so a fast but wrong launch shows). The
-replays reread the same inputs, partly from the L2; ``from HBM`` is the replay of calls that cycle
-through copies of the inputs (common.cold_graph_ms), each reading its own from HBM. Needs CUDA.
+CUDA-graph replay median, its ratio to the memory-bandwidth floor and to ``auto`` measured in the same
+run, and the largest difference from ``auto``'s output (so a fast but wrong launch shows). The replays
+reread the same inputs, partly from the L2; ``from HBM`` is the replay of calls that cycle through copies
+of the inputs (common.cold_graph_ms), each reading its own from HBM. Needs CUDA.
 """
 
 from __future__ import annotations
@@ -18,7 +19,15 @@ from unittest import mock
 sys.path.insert(0, str(Path(__file__).parent))
 
 import torch  # noqa: E402
-from common import Table, bandwidth_floor_ms, cold_graph_ms, graph_ms, parse_args, smooth_flow  # noqa: E402
+from common import (  # noqa: E402
+    Table,
+    bandwidth_floor_ms,
+    cold_graph_ms,
+    cold_note,
+    graph_ms,
+    parse_args,
+    smooth_flow,
+)
 
 import warped_fast as wf  # noqa: E402
 
@@ -102,9 +111,7 @@ def main():
                     if floor:
                         note += f"; {ms / floor:.2f}x floor"
                     if cold_ms is not None:
-                        note += f"; from HBM {cold_ms:.4f} ms" + (
-                            f", {cold_ms / floor:.2f}x floor" if floor else ""
-                        )
+                        note += "; " + cold_note(cold_ms, floor)
                     table.add(f"warp+occlusion ({name})", shape, label, ms, None, note)
     table.finish()
 
