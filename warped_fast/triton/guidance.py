@@ -15,13 +15,12 @@ import triton.language as tl
 from . import on_tensor_device
 from .warp import (
     _IMAGE_DTYPES,
-    _bilinear_taps,
     _check_frame,
     _check_grid,
     _elem_block,
     _flow_arg,
+    _flow_taps,
     _pixel_block,
-    _pixel_coords,
     _sample,
 )
 
@@ -37,14 +36,9 @@ def _residual_kernel(
     # One program = BLOCK pixels of frame n: r = M * (warp(pred) - prev) over the C channels, with
     # M = in-frame & mask; the block's float32 sum of r^2 goes to part[n, blk] (deterministic).
     pid = tl.program_id(0)
-    n = pid // nblk
-    blk = pid - n * nblk
-    n = n.to(tl.int64)
-    offs, pm, xf, yf = _pixel_coords(blk, HW, W, BLOCK)
-    fbase = n * 2 * HW
-    dx = tl.load(flow_ptr + fbase + offs, mask=pm, other=0.0).to(tl.float32)
-    dy = tl.load(flow_ptr + fbase + HW + offs, mask=pm, other=0.0).to(tl.float32)
-    i00, wx, wy, m00, m01, m10, m11, keep = _bilinear_taps(xf + dx, yf + dy, H, W, pm)
+    n, offs, pm, _fbase, _dx, _dy, i00, wx, wy, m00, m01, m10, m11, keep = _flow_taps(
+        pid, nblk, flow_ptr, H, W, HW, BLOCK
+    )
     if HAS_MASK:
         keep = keep & (tl.load(mask_ptr + n * HW + offs, mask=pm, other=0) != 0)
     # Dropped pixels read nothing.

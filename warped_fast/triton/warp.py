@@ -151,6 +151,24 @@ def _bilinear_taps(x, y, H, W, pm):
 
 
 @triton.jit
+def _flow_taps(pid, nblk, flow_ptr, H, W, HW, BLOCK: tl.constexpr):
+    """Program ``pid``'s tile (BLOCK pixels of frame n = pid // nblk), its flow and bilinear taps.
+
+    Returns ``n`` (int64), the in-plane offsets and mask, the frame's flow offset ``n * 2 * HW``, the flow
+    ``dx, dy`` (float32) and :func:`_bilinear_taps` of ``p + flow(p)``.
+    """
+    n = pid // nblk
+    blk = pid - n * nblk
+    n = n.to(tl.int64)
+    offs, pm, xf, yf = _pixel_coords(blk, HW, W, BLOCK)
+    fbase = n * 2 * HW
+    dx = tl.load(flow_ptr + fbase + offs, mask=pm, other=0.0).to(tl.float32)
+    dy = tl.load(flow_ptr + fbase + HW + offs, mask=pm, other=0.0).to(tl.float32)
+    i00, wx, wy, m00, m01, m10, m11, inside = _bilinear_taps(xf + dx, yf + dy, H, W, pm)
+    return n, offs, pm, fbase, dx, dy, i00, wx, wy, m00, m01, m10, m11, inside
+
+
+@triton.jit
 def _sample_planes(
     base, stride, P, NP: tl.constexpr, i00, W, wx, wy, m00, m01, m10, m11, EVICT: tl.constexpr
 ):
@@ -262,15 +280,9 @@ def _warp_splat_kernel(
 ):  # fmt: skip
     # Adjoint of the warp in the image: each pixel splats scale[n] * grad_out onto its in-frame taps
     # with float32 atomic adds (zero cotangents are skipped).
-    pid = tl.program_id(0)
-    n = pid // nblk
-    blk = pid - n * nblk
-    n = n.to(tl.int64)
-    offs, pm, xf, yf = _pixel_coords(blk, HW, W, BLOCK)
-    fbase = n * 2 * HW
-    dx = tl.load(flow_ptr + fbase + offs, mask=pm, other=0.0).to(tl.float32)
-    dy = tl.load(flow_ptr + fbase + HW + offs, mask=pm, other=0.0).to(tl.float32)
-    i00, wx, wy, m00, m01, m10, m11, _inside = _bilinear_taps(xf + dx, yf + dy, H, W, pm)
+    n, offs, pm, _fbase, _dx, _dy, i00, wx, wy, m00, m01, m10, m11, _inside = _flow_taps(
+        tl.program_id(0), nblk, flow_ptr, H, W, HW, BLOCK
+    )
     w00 = (1.0 - wx) * (1.0 - wy)
     w01 = wx * (1.0 - wy)
     w10 = (1.0 - wx) * wy
@@ -303,15 +315,9 @@ def _warp_flow_grad_kernel(
 ):  # fmt: skip
     # Gradient of sum_c grad_out * warp(image) w.r.t. the flow: derivative of the bilinear weights,
     # accumulated over channels in float32 registers.
-    pid = tl.program_id(0)
-    n = pid // nblk
-    blk = pid - n * nblk
-    n = n.to(tl.int64)
-    offs, pm, xf, yf = _pixel_coords(blk, HW, W, BLOCK)
-    fbase = n * 2 * HW
-    dx = tl.load(flow_ptr + fbase + offs, mask=pm, other=0.0).to(tl.float32)
-    dy = tl.load(flow_ptr + fbase + HW + offs, mask=pm, other=0.0).to(tl.float32)
-    i00, wx, wy, m00, m01, m10, m11, _inside = _bilinear_taps(xf + dx, yf + dy, H, W, pm)
+    n, offs, pm, fbase, _dx, _dy, i00, wx, wy, m00, m01, m10, m11, _inside = _flow_taps(
+        tl.program_id(0), nblk, flow_ptr, H, W, HW, BLOCK
+    )
 
     gx = tl.zeros([BLOCK], dtype=tl.float32)
     gy = tl.zeros([BLOCK], dtype=tl.float32)
