@@ -82,6 +82,34 @@ def test_wavefront_equals_sequential(mode, max_batch, dtype):
     assert_close(wav, seq, atol=tol, what=f"wavefront vs sequential ({mode}, {dtype})")
 
 
+def test_float64_run_keeps_float64_sigmas_and_flows():
+    """Each step of a float64 run is Algorithm 1 in float64: the schedule's float64 sigmas and the flows
+    as given (float32-rounded sigmas or flows are ~1e-7 off)."""
+    den, _ = _tiny()
+    den.unet.to(torch.float64)
+    sched = SigmaSchedule(karras_sigmas(6, 0.03, 14.6))  # float64 levels that float32 does not hold
+    f0, f1 = _pan_frames(2, 0.3)
+    frames = [FrameInput(f0.noise.double()), FrameInput(f1.noise.double(), None, f1.fwd_flow.double() + 1e-9)]
+    seen = {}
+    cfg = VideoSamplerConfig(guidance=GuidanceConfig(mode="jacobian_free", lam=0.7))
+    VideoSampler(den, sched, cfg, lambda f, t, u, d: seen.__setitem__((f, t), (u.clone(), d.clone()))).sample(
+        frames
+    )
+    sig = sched.sigmas
+    assert sig.dtype == torch.float64
+    for j, f in enumerate(frames):
+        u = f.noise * float(sig[0])
+        for t in range(sched.num_steps):
+            u_next, d = seen[(j, t)]
+            want = u + (sig[t + 1] - sig[t]) * (u - d) / sig[t]
+            if j:
+                _, g = wf.guidance_grad(d[None], seen[(j - 1, t)][1][None], f.fwd_flow[None])
+                want = want - 0.7 * g[0]
+            assert u_next.dtype == torch.float64
+            assert_close(u_next, want, atol=1e-13 * want.abs().max().item(), what=f"frame {j} step {t}")
+            u = u_next
+
+
 def test_analytic_denoiser_circular_shift_is_exact():
     """A circularly shift-equivariant denoiser with exactly shifted noise: the guided frames are the
     shifted first frame and the self-warping error is ~0."""

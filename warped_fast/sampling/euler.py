@@ -10,7 +10,7 @@ from collections.abc import Callable
 import torch
 
 from ..ops import euler_guided_step
-from .schedules import SigmaSchedule
+from .schedules import SigmaSchedule, work_dtype
 
 # Denoiser: (u [B, C, H, W], sigma [B], cond [B, Cc, H, W] | None) -> D [B, C, H, W]
 Denoiser = Callable[[torch.Tensor, torch.Tensor, torch.Tensor | None], torch.Tensor]
@@ -38,7 +38,7 @@ def sample_image(
     u = noise * float(sig[0])
     b = u.shape[0]
     for i in range(schedule.num_steps):
-        s = torch.full((b,), float(sig[i]), device=u.device)
+        s = torch.full((b,), float(sig[i]), device=u.device, dtype=work_dtype(u.dtype))
         with torch.no_grad():
             d = denoiser(u, s, cond)
         u = euler_guided_step(u, d, s, float(sig[i + 1]))

@@ -51,6 +51,12 @@ class SigmaSchedule:
         return float(self.sigmas[0])
 
 
+def work_dtype(dtype: torch.dtype) -> torch.dtype:
+    """The dtype of the sigmas and flows a sampler uses beside samples of ``dtype``: float64 for float64
+    samples (a float64 run stays float64 throughout), else float32."""
+    return torch.float64 if dtype == torch.float64 else torch.float32
+
+
 def karras_sigmas(num_steps: int, sigma_min: float, sigma_max: float, rho: float = 7.0) -> torch.Tensor:
     """Karras et al. (2022) schedule: ``[S + 1]`` float64, ending with 0."""
     check_int("num_steps", num_steps, 1)

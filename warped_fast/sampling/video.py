@@ -21,7 +21,7 @@ from tqdm.auto import tqdm
 from ..ops import euler_guided_step, occlusion_mask
 from ..ops._checks import check_finite, check_int
 from .guidance import GuidanceConfig, predict_and_guide
-from .schedules import SigmaSchedule
+from .schedules import SigmaSchedule, work_dtype
 
 
 @dataclass(frozen=True)
@@ -102,7 +102,7 @@ class VideoSampler:
         self.callback = callback_on_step_end
         self._losses: dict[int, list[float]] = {}
         self._loss_log: list[tuple[list[int], torch.Tensor]] = []  # (frames, losses [G]) not yet read
-        self._sigmas: tuple[torch.Tensor, torch.Tensor] | None = None  # (schedule.sigmas, their device copy)
+        self._sigmas: tuple[torch.Tensor, torch.Tensor] | None = None  # (schedule.sigmas, their copy in use)
         self._clip: tuple | None = None  # (noise shape, cond shape or None) of the clip's first frame
         if hasattr(denoiser, "set_schedule"):
             denoiser.set_schedule(schedule)
@@ -130,7 +130,7 @@ class VideoSampler:
                 got = None if f.fwd_flow is None else list(f.fwd_flow.shape)
                 raise ValueError(f"frames[{index}].fwd_flow: expected [2, {h}, {w}], got {got}")
             check_finite(f"frames[{index}].fwd_flow", f.fwd_flow)
-            flow = f.fwd_flow[None].to(f.noise.device, torch.float32)
+            flow = f.fwd_flow[None].to(f.noise.device, work_dtype(f.noise.dtype))
             if self.config.guidance.occlusion:
                 if f.back_flow is None or f.back_flow.shape != (2, h, w):
                     raise ValueError(f"frames[{index}].back_flow: expected [2, {h}, {w}] (occlusion=True)")
@@ -142,7 +142,7 @@ class VideoSampler:
         """One step for each frame in ``batch`` (one denoiser call); returns their predictions."""
         gcfg = self.config.guidance
         u = torch.cat([a.u for a in batch])
-        sig = self._sigmas_on(u.device)  # indexed there: no host-to-device copy per tick
+        sig = self._sigmas_on(u.device, work_dtype(u.dtype))  # indexed there: no host copy per tick
         s = torch.stack([sig[a.step] for a in batch])
         sn = torch.stack([sig[a.step + 1] for a in batch])
         cond = None if batch[0].cond is None else torch.cat([a.cond for a in batch])
@@ -168,12 +168,12 @@ class VideoSampler:
                 self._read_losses()
         return out
 
-    def _sigmas_on(self, device: torch.device) -> torch.Tensor:
-        """The schedule's sigmas ``[S + 1]`` (float32) on ``device``: one blocking copy per schedule and
-        device, which any stream may read after."""
+    def _sigmas_on(self, device: torch.device, dtype: torch.dtype) -> torch.Tensor:
+        """The schedule's sigmas ``[S + 1]`` in ``dtype`` on ``device``: one blocking copy per schedule,
+        device and dtype, which any stream may read after."""
         src, sig = self._sigmas if self._sigmas is not None else (None, None)
-        if src is not self.schedule.sigmas or sig.device != device:
-            sig = self.schedule.sigmas.to(device, torch.float32)
+        if src is not self.schedule.sigmas or sig.device != device or sig.dtype != dtype:
+            sig = self.schedule.sigmas.to(device, dtype)
             self._sigmas = (self.schedule.sigmas, sig)
         return sig
 
