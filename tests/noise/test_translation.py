@@ -168,6 +168,38 @@ def test_gp_occlusion_option_gives_fresh_noise():
         warper.step(back)
 
 
+def test_gp_fresh_noise_moves_on_without_mixing_tiles():
+    """After a disocclusion, a sub-pixel pan moves the fresh noise and the rest: a pixel whose footprint
+    spans a fresh tile and frame 0's plane follows one of its taps, never coordinates between the two
+    (noise from neither side), and the fresh block moves with the pan."""
+    c, h, w, s = 2, 16, 20, 0.3
+    back, fwd = _moving_square(h, w, 4, 5, 3)
+    warper = make_noise_warper("gp", rff=RFFConfig(num_features=300), occlusion=True)
+    warper.reset((c, h, w), 3)
+    warper.step(back, fwd)
+    pan = torch.zeros(2, h, w)
+    pan[0] = s
+    fresh_x = fresh_offset(0, h, w)[0]
+    first = None
+    for _ in range(7):
+        before = warper.coords[0].clone()
+        warper.step(-pan, pan)
+        x = warper.coords[0, ..., 0]
+        far = x > fresh_x - 64
+        assert ((x < 64) | far).all(), "coordinates between frame 0's plane and the fresh tile"
+        assert far.sum() == 15  # the fresh block (5 x 3) moves on, whole
+        # pixel x comes from x - s: where a tap is on the fresh tile, its left tap moved on by 1 - s, or its
+        # right tap by -s (elsewhere the square's own motion edge in frame 0's plane interpolates)
+        new = warper.coords[0, :, 1:]
+        left = (new - before[:, :-1] - torch.tensor([1 - s, 0.0])).abs().amax(-1)
+        right = (new - before[:, 1:] + torch.tensor([s, 0.0])).abs().amax(-1)
+        on_tile = (before[:, :-1, 0] > fresh_x - 64) | (before[:, 1:, 0] > fresh_x - 64)
+        assert torch.minimum(left, right)[on_tile].max() < 1e-3
+        cols = far.nonzero()[:, 1].float().mean()
+        first = cols if first is None else first
+    assert 1.0 <= cols - first <= 2.6  # 6 frames of 0.3 px: 1.8 px, to the pixel
+
+
 def test_identity_flow_is_exact_past_2_24_pixels():
     """Flat pixel indices stay exact on frames larger than float32's exact integers (2^24 pixels)."""
     from warped_fast.noise.grid_warp import nearest_sample
