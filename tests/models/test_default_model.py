@@ -65,6 +65,11 @@ def test_load_model_reads_the_scheduler_beside_unet(tmp_path):
     scheduler("epsilon", use_exponential_sigmas=True).save_pretrained(tmp_path / "scheduler")
     cfg = load_model(tmp_path / "unet").scheduler.config
     assert cfg.use_exponential_sigmas and not cfg.use_karras_sigmas
+    from diffusers import EDMEulerScheduler
+
+    EDMEulerScheduler().save_pretrained(tmp_path / "scheduler")  # not silently a VP Euler schedule
+    with pytest.raises(ValueError, match="scheduler: EDMEulerScheduler in .* is an EDM or flow-matching"):
+        load_model(tmp_path / "unet")
 
 
 def test_weights_that_do_not_fit_the_config_are_refused(tmp_path):

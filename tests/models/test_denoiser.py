@@ -212,3 +212,60 @@ def test_karras_schedule():
     s = karras_sigmas(10, 0.002, 80.0)
     assert s.shape == (11,) and s[0] == 80.0 and s[-1] == 0 and abs(s[-2] - 0.002) < 1e-12
     assert (s[1:] < s[:-1]).all()
+
+
+def test_continuous_timesteps_of_any_sigma():
+    """A continuous-time v-prediction scheduler's timestep is 0.25 log sigma, for the schedule's sigmas
+    and any other (direct calls, a residual model's rescaled sigma), as diffusers computes it."""
+    sch = scheduler("v_prediction", timestep_type="continuous", use_karras_sigmas=True)
+    sched = diffusers_schedule(sch, 6)
+    g = torch.Generator().manual_seed(1)
+    u = torch.randn(1, 4, 16, 16, generator=g) * 3
+    fixed = torch.randn(1, 4, 16, 16, generator=g)
+    rec = Recorder(tiny_unet(), fixed)
+    den = DiffusersDenoiser(rec, scheduler=sch)  # no set_schedule: nothing to look the sigmas up in
+    for i in (0, 4):
+        d = den(u, torch.tensor([float(sched.sigmas[i])]))
+        assert_close(rec.calls[-1][1], sch.timesteps[i].reshape(1), atol=1e-5, what="timestep")
+        sch._step_index = None
+        sch._init_step_index(sch.timesteps[i])
+        assert_close(d, sch.step(fixed, sch.timesteps[i], u).pred_original_sample, atol=1e-5, what="x0")
+    sigma = torch.tensor([5.0, 0.3], dtype=torch.float64)
+    assert_close(den.timesteps(sigma), 0.25 * sigma.log(), atol=1e-12, what="0.25 log sigma")
+
+
+def test_learned_variance_latent_channels():
+    """A learned-variance UNet outputs 2C channels (mean, variance): the layout given says C; a layout
+    that fits neither C nor 2C outputs is refused."""
+    sr = DiffusersDenoiser(tiny_unet(6, 6), scheduler=scheduler(), layout=ConditioningLayout.sr(3))
+    assert sr.latent_channels == 3
+    u, cond = torch.randn(1, 3, 16, 16), torch.randn(1, 3, 16, 16)
+    assert sr(u, torch.tensor([2.0]), cond).shape == (1, 3, 16, 16)  # the mean half
+    assert DiffusersDenoiser(tiny_unet(9, 8), scheduler=scheduler()).latent_channels == 4
+    with pytest.raises(ValueError, match="layout: 4 latent channels, but the UNet has 6 outputs"):
+        DiffusersDenoiser(tiny_unet(8, 6), scheduler=scheduler(), layout=ConditioningLayout.sr(4))
+
+
+def test_schedulers_without_alphas_are_refused():
+    from diffusers import EDMEulerScheduler
+
+    with pytest.raises(ValueError, match="scheduler: EDMEulerScheduler has no alphas_cumprod"):
+        DiffusersDenoiser(tiny_unet(), scheduler=EDMEulerScheduler())
+
+
+def test_text_condition_shapes_are_checked():
+    unet, sch = tiny_cond_unet(sdxl=True), scheduler()
+    pos, added = torch.zeros(1, 5, 16), {"text_embeds": torch.zeros(1, 16), "time_ids": torch.zeros(1, 6)}
+    with pytest.raises(ValueError, match=r"prompt_embeds: expected a tensor \[B, L, D\]"):
+        DiffusersDenoiser(unet, scheduler=sch, prompt_embeds=pos[0], added_cond_kwargs=added)
+    with pytest.raises(ValueError, match="prompt_embeds: the UNet's cross_attention_dim is 16"):
+        DiffusersDenoiser(unet, scheduler=sch, prompt_embeds=torch.zeros(1, 5, 8), added_cond_kwargs=added)
+    with pytest.raises(ValueError, match=r"negative_prompt_embeds: expected \[B, 5, 16\]"):
+        DiffusersDenoiser(unet, scheduler=sch, prompt_embeds=pos, negative_prompt_embeds=torch.zeros(1, 7, 16),
+                          added_cond_kwargs=added, guidance_scale=2.0)  # fmt: skip
+    with pytest.raises(ValueError, match=r"added_cond_kwargs\['time_ids'\]: expected a tensor \[B, n\]"):
+        DiffusersDenoiser(unet, scheduler=sch, prompt_embeds=pos, added_cond_kwargs={**added, "time_ids": torch.zeros(6)})  # fmt: skip
+    den = DiffusersDenoiser(unet, scheduler=sch, prompt_embeds=torch.zeros(2, 5, 16), added_cond_kwargs=added)
+    assert den(torch.randn(2, 4, 16, 16), torch.tensor([2.0, 1.0])).shape == (2, 4, 16, 16)  # one per item
+    with pytest.raises(ValueError, match="prompt_embeds: 2 rows do not fit a call with 3 items"):
+        den(torch.randn(3, 4, 16, 16), torch.tensor([2.0, 1.0, 1.0]))

@@ -7,8 +7,10 @@ import numpy as np
 import pytest
 import torch
 
+from tests.models.tiny import scheduler, tiny_unet
 from warped_fast.flow import estimate_flow
 from warped_fast.io import load_mask
+from warped_fast.models import DiffusersDenoiser
 from warped_fast.pipelines import WarpedDiffusionPipeline
 from warped_fast.sampling import GuidanceConfig
 
@@ -29,9 +31,7 @@ def test_one_step_of_a_linspace_schedule_is_refused(monkeypatch):
 
     monkeypatch.setattr(wd, "estimate_flow", no_work)
     pipe = _inpaint_pipe()
-    with pytest.raises(
-        ValueError, match="num_inference_steps: 1 step of this scheduler starts at timestep 0"
-    ):
+    with pytest.raises(ValueError, match="num_inference_steps: 1 step of this scheduler starts at sigma 0.0"):
         pipe(_video(2), "box", num_inference_steps=1, progress=False)
     assert pipe.denoiser.sampling_schedule(2).sigmas[0] > 1  # from the top of the range
     from diffusers import EulerDiscreteScheduler
@@ -40,6 +40,11 @@ def test_one_step_of_a_linspace_schedule_is_refused(monkeypatch):
 
     trailing = EulerDiscreteScheduler(timestep_spacing="trailing")
     assert diffusers_schedule(trailing, 1).timesteps[0] == 999  # one step from the top: fine
+    continuous = EulerDiscreteScheduler(
+        timestep_spacing="trailing", timestep_type="continuous", prediction_type="v_prediction"
+    )
+    one = diffusers_schedule(continuous, 1)  # timestep 0.25 log sigma_max: from the top, fine too
+    assert one.timesteps[0] == pytest.approx(0.25 * one.sigmas[0].log().item(), rel=1e-6)
     zsnr = EulerDiscreteScheduler(beta_schedule="scaled_linear", rescale_betas_zero_snr=True)
     for n in (2, 3, 50):  # zero terminal SNR and few steps: valid schedules
         diffusers_schedule(zsnr, n)
@@ -67,6 +72,9 @@ def test_pipeline_arguments_checked_before_any_work(tmp_path):
         WarpedDiffusionPipeline(pipe.denoiser, task="inpaint", sr_factor=0)
     with pytest.raises(ValueError, match="task: 'sr', but the model is conditioned for 'inpaint'"):
         WarpedDiffusionPipeline(pipe.denoiser, task="sr")
+    concat = DiffusersDenoiser(tiny_unet(7, 4), scheduler=scheduler())  # 4 + 3: e.g. SD's x4 upscaler
+    with pytest.raises(ValueError, match="denoiser: its UNet's conditioning layout is 'concat' "):
+        WarpedDiffusionPipeline(concat)
     # checked before the video is read (it does not exist) or its flow estimated
     missing = tmp_path / "missing.mp4"
     blocker = tmp_path / "file"

@@ -93,6 +93,12 @@ def load_unet_folder(
     sch_dirs = [Path(d) for d in (scheduler_dir, folder) if d is not None]
     sch_dir = next((d for d in sch_dirs if (d / "scheduler_config.json").exists()), None)
     if sch_dir is not None:
+        sch_cls = read_json(sch_dir / "scheduler_config.json", "scheduler").get("_class_name", "")
+        if sch_cls.startswith(("EDM", "FlowMatch")):  # no DDPM betas: as an Euler scheduler it would be wrong
+            raise ValueError(
+                f"scheduler: {sch_cls} in {sch_dir} is an EDM or flow-matching schedule; the sampler needs a "
+                "DDPM-family model (betas / alphas_cumprod, e.g. EulerDiscreteScheduler, DDIMScheduler)"
+            )
         scheduler = EulerDiscreteScheduler.from_pretrained(sch_dir, local_files_only=True)
         cfg = scheduler.config
         if not (

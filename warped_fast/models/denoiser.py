@@ -2,7 +2,7 @@
 ``D(u, sigma, cond)`` for the EDM Euler sampler (method section 4).
 
 Input scaling ``c_in = 1 / sqrt(sigma^2 + 1)`` and the timestep of each sigma follow diffusers'
-``EulerDiscreteScheduler``; ``D = u - sigma * eps`` (epsilon), ``D = -sigma / sqrt(sigma^2 + 1) * v +
+``EulerDiscreteScheduler`` (``0.25 log sigma`` for its continuous-time v-prediction models); ``D = u - sigma * eps`` (epsilon), ``D = -sigma / sqrt(sigma^2 + 1) * v +
 u / (sigma^2 + 1)`` (v_prediction), ``D = out`` (sample). Classifier-free guidance runs the uncond and
 cond halves in one batch and combines them before the x0 conversion (equivalent, being affine).
 """
@@ -107,6 +107,11 @@ class DiffusersDenoiser(torch.nn.Module):
         # Sampling never needs parameter gradients; freezing them also keeps the compiled backward of
         # the input gradient correct (with parameter grads on, torch 2.13's compiled CPU backward of a
         # diffusers UNet returned wrong input gradients).
+        if alphas_cumprod is None and not hasattr(scheduler, "alphas_cumprod"):
+            raise ValueError(
+                f"scheduler: {type(scheduler).__name__} has no alphas_cumprod; a DDPM-family scheduler "
+                "(e.g. EulerDiscreteScheduler) is needed: EDM and flow-matching models are not supported"
+            )
         self.unet = unet.requires_grad_(False)
         self.runner = UNetRunner(unet, backend, compile_mode)
         self.scheduler = scheduler
@@ -118,10 +123,13 @@ class DiffusersDenoiser(torch.nn.Module):
         if kind not in ("epsilon", "v_prediction", "sample"):
             raise ValueError(f"prediction_type: expected epsilon, v_prediction or sample, got {kind!r}")
         self.prediction_type: PredictionType = kind
-        cfg = unet.config
-        self.latent_channels = (
-            cfg.out_channels if cfg.out_channels <= cfg.in_channels else cfg.out_channels // 2
+        # diffusers' continuous-time v-prediction models (timestep_type "continuous") take 0.25 log sigma
+        sch_cfg = getattr(scheduler, "config", {})
+        self.continuous_timesteps = (
+            sch_cfg.get("timestep_type") == "continuous" and sch_cfg.get("prediction_type") == "v_prediction"
         )
+        cfg = unet.config
+        self.latent_channels = _latent_channels(cfg, layout, sch_cfg)
         self.layout = layout or ConditioningLayout.for_unet(cfg.in_channels, self.latent_channels)
         if self.layout.in_channels != cfg.in_channels:
             raise ValueError(
@@ -157,6 +165,9 @@ class DiffusersDenoiser(torch.nn.Module):
             raise ValueError(
                 f"negative_added_cond_kwargs: {sorted(extra)} have no counterpart in added_cond_kwargs"
             )
+        _check_text_conditions(
+            cfg, prompt_embeds, negative_prompt_embeds, added_cond_kwargs, negative_added_cond_kwargs
+        )
         self.prompt_embeds, self.negative_prompt_embeds = prompt_embeds, negative_prompt_embeds
         self.added_cond_kwargs, self.negative_added_cond_kwargs = (
             added_cond_kwargs,
@@ -218,6 +229,8 @@ class DiffusersDenoiser(torch.nn.Module):
     def timesteps(self, sigma: torch.Tensor) -> torch.Tensor:
         """Model timesteps ``[B]`` (float64) of noise levels ``sigma`` ``[B]``, computed on sigma's device
         (the CPU for MPS) with no host synchronization once the tables are there (copied on first use)."""
+        if self.continuous_timesteps:
+            return 0.25 * sigma.detach().to(torch.float64).clamp_min(1e-10).log()
         log_sigmas, table = self._tables_on(sigma.device)
         t = timesteps_from_log_sigmas(sigma, log_sigmas)
         if table is not None:
@@ -240,9 +253,14 @@ class DiffusersDenoiser(torch.nn.Module):
             cached = self._device_tables[device] = (src, log_sigmas, tab)
         return cached[1], cached[2]
 
-    def _batch(self, x: torch.Tensor | None, n: int) -> torch.Tensor | None:
+    def _batch(self, x: torch.Tensor | None, n: int, name: str) -> torch.Tensor | None:
         if x is None:
             return None
+        if x.shape[0] not in (1, n):
+            raise ValueError(
+                f"{name}: {x.shape[0]} rows do not fit a call with {n} items: give one row (shared by every "
+                "item and frame) or one per item"
+            )
         return x.expand(n, *x.shape[1:]) if x.shape[0] == 1 else x
 
     def _residual_frame(self, cond: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -277,11 +295,17 @@ class DiffusersDenoiser(torch.nn.Module):
         p_dtype = next(self.unet.parameters()).dtype
         kwargs = {}
         if self.conditional:
-            ehs = self._batch(self.prompt_embeds, b)
-            added = {k: self._batch(v, b) for k, v in (self.added_cond_kwargs or {}).items()}
+            ehs = self._batch(self.prompt_embeds, b, "prompt_embeds")
+            added = {
+                k: self._batch(v, b, f"added_cond_kwargs[{k!r}]")
+                for k, v in (self.added_cond_kwargs or {}).items()
+            }
             if self.cfg:
-                neg = self._batch(self.negative_prompt_embeds, b)
-                nadd = {k: self._batch(v, b) for k, v in (self.negative_added_cond_kwargs or {}).items()}
+                neg = self._batch(self.negative_prompt_embeds, b, "negative_prompt_embeds")
+                nadd = {
+                    k: self._batch(v, b, f"negative_added_cond_kwargs[{k!r}]")
+                    for k, v in (self.negative_added_cond_kwargs or {}).items()
+                }
                 ehs = torch.cat([neg, ehs])
                 added = {k: torch.cat([nadd.get(k, _negative_default(k, v)), v]) for k, v in added.items()}
             kwargs["encoder_hidden_states"] = ehs.to(device=u.device, dtype=p_dtype)
@@ -304,3 +328,51 @@ def _negative_default(key: str, positive: torch.Tensor) -> torch.Tensor:
     """diffusers' SDXL value for an added condition the negative prompt does not give: the same
     ``time_ids`` as the positive one, zeros for anything else (``text_embeds``)."""
     return positive if key == "time_ids" else torch.zeros_like(positive)
+
+
+def _latent_channels(cfg, layout: ConditioningLayout | None, scheduler_config) -> int:
+    """The latent channels of a UNet: the layout's when given; half the outputs of a learned-variance
+    model (2C outputs: mean and variance) where the scheduler's ``variance_type`` says so; else the
+    outputs C, or C / 2, whose input layout is a known one (none, inpaint: 2C + 1, sr: 2C), C first."""
+    out = cfg.out_channels
+    if layout is not None:
+        c = layout.latent_channels
+        if out not in (c, 2 * c):
+            raise ValueError(
+                f"layout: {c} latent channels, but the UNet has {out} outputs (expected {c}, or {2 * c} "
+                "with a learned variance)"
+            )
+        return c
+    learned = str(scheduler_config.get("variance_type") or "").startswith("learned")
+    for c in [out // 2] if learned else [out, out // 2] if out % 2 == 0 else [out]:
+        if ConditioningLayout.for_unet(cfg.in_channels, c).kind != "concat":
+            return c
+    return out // 2 if learned or out > cfg.in_channels else out
+
+
+def _check_text_conditions(cfg, prompt, negative, added, negative_added) -> None:
+    """Shapes of the text conditioning: embeddings ``[B, L, D]`` with the UNet's D and one shape for the
+    negative ones; added conditions (SDXL's ``text_embeds``, ``time_ids``) ``[B, n]``."""
+    dim = getattr(cfg, "cross_attention_dim", None)
+    for name, e in (("prompt_embeds", prompt), ("negative_prompt_embeds", negative)):
+        if e is None:
+            continue
+        if not isinstance(e, torch.Tensor) or e.dim() != 3:
+            got = list(e.shape) if isinstance(e, torch.Tensor) else type(e).__name__
+            raise ValueError(f"{name}: expected a tensor [B, L, D] (a batch of token embeddings), got {got}")
+        if isinstance(dim, int) and e.shape[-1] != dim:
+            raise ValueError(
+                f"{name}: the UNet's cross_attention_dim is {dim}, got embeddings [.., {e.shape[-1]}]"
+            )
+    if prompt is not None and negative is not None and negative.shape[1:] != prompt.shape[1:]:
+        raise ValueError(
+            f"negative_prompt_embeds: expected [B, {prompt.shape[1]}, {prompt.shape[2]}] as prompt_embeds, got "
+            f"{list(negative.shape)}"
+        )
+    for group, conds in (("added_cond_kwargs", added), ("negative_added_cond_kwargs", negative_added)):
+        for k, v in (conds or {}).items():
+            if not isinstance(v, torch.Tensor) or v.dim() != 2:
+                got = list(v.shape) if isinstance(v, torch.Tensor) else type(v).__name__
+                raise ValueError(
+                    f"{group}[{k!r}]: expected a tensor [B, n] (e.g. time_ids [1, 6]), got {got}"
+                )

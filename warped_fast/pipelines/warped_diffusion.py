@@ -67,7 +67,13 @@ class WarpedDiffusionPipeline:
         if self.task not in ("inpaint", "sr"):
             raise ValueError(f"task: expected 'inpaint' or 'sr', got {self.task!r}")
         kind = denoiser.layout.kind
-        if kind in ("inpaint", "sr") and kind != self.task:  # before any work, not at the first UNet call
+        if kind not in ("inpaint", "sr"):  # before any work, not at the first UNet call
+            raise ValueError(
+                f"denoiser: its UNet's conditioning layout is {kind!r} ({denoiser.layout.cond_channels} "
+                f"conditioning channels beside {denoiser.latent_channels} latent ones); the pipeline needs an "
+                "inpaint (mask + masked-image latent) or sr (low-resolution latent) layout"
+            )
+        if kind != self.task:
             raise ValueError(
                 f"task: {self.task!r}, but the model is conditioned for {kind!r} "
                 f"({denoiser.layout.cond_channels} conditioning channels): choose a {self.task} model"

@@ -119,11 +119,14 @@ def diffusers_schedule(scheduler, num_steps: int) -> SigmaSchedule:
     ts = torch.as_tensor(np.asarray(scheduler.timesteps, dtype=np.float64))
     if sig.numel() != num_steps + 1 or ts.numel() != num_steps:
         raise ValueError(f"scheduler: expected {num_steps + 1} sigmas and {num_steps} timesteps")
-    n_train = int(getattr(scheduler.config, "num_train_timesteps", 1000))
-    if num_steps == 1 and float(ts[0]) < 0.5 * (n_train - 1):  # e.g. a "leading"/"linspace" spacing
-        raise ValueError(
-            f"num_inference_steps: 1 step of this scheduler starts at timestep {float(ts[0]):.0f} of {n_train} "
-            f"(timestep_spacing {getattr(scheduler.config, 'timestep_spacing', '?')!r}), nearly denoised; use 2 "
-            "or more steps, or a 'trailing' spacing"
-        )
+    ac = getattr(scheduler, "alphas_cumprod", None)
+    if num_steps == 1 and ac is not None:  # e.g. a "leading"/"linspace" spacing starts low
+        mid = float(sigmas_of_alphas(torch.as_tensor(ac))[(len(ac) - 1) // 2])
+        if float(sig[0]) < mid:
+            raise ValueError(
+                f"num_inference_steps: 1 step of this scheduler starts at sigma {float(sig[0]):.3g}, below the "
+                f"training sigma {mid:.3g} of the middle timestep (timestep_spacing "
+                f"{getattr(scheduler.config, 'timestep_spacing', '?')!r}), nearly denoised; use 2 or more "
+                "steps, or a 'trailing' spacing"
+            )
     return SigmaSchedule(sig, ts)
