@@ -79,6 +79,27 @@ def test_cfg_runs_both_halves_in_one_batch():
     assert_close(d, d_u + 4.0 * (d_c - d_u), atol=1e-4, rtol=1e-4, what="CFG combination")
 
 
+def test_guidance_rescale_as_diffusers():
+    from diffusers.pipelines.stable_diffusion_xl.pipeline_stable_diffusion_xl import rescale_noise_cfg
+
+    unet, sch = tiny_cond_unet(), scheduler()
+    g = torch.Generator().manual_seed(2)
+    pos, neg = torch.randn(1, 5, 16, generator=g), torch.randn(1, 5, 16, generator=g)
+    u = torch.randn(2, 4, 16, 16, generator=g) * 3
+    sigma = torch.tensor([3.0, 1.5])
+    s = sigma.view(-1, 1, 1, 1)
+    with torch.no_grad():  # epsilon prediction: the model output is (u - D) / sigma
+        eps_c = (u - DiffusersDenoiser(unet, scheduler=sch, prompt_embeds=pos)(u, sigma)) / s
+        eps_u = (u - DiffusersDenoiser(unet, scheduler=sch, prompt_embeds=neg)(u, sigma)) / s
+        den = DiffusersDenoiser(unet, scheduler=sch, prompt_embeds=pos, negative_prompt_embeds=neg,
+                                guidance_scale=5.0, guidance_rescale=0.7)  # fmt: skip
+        eps = (u - den(u, sigma)) / s
+    want = rescale_noise_cfg(eps_u + 5.0 * (eps_c - eps_u), eps_c, 0.7)
+    assert_close(eps, want, atol=1e-4, rtol=1e-4, what="rescaled CFG output")
+    with pytest.raises(ValueError, match="guidance_rescale: expected a finite number >= 0"):
+        DiffusersDenoiser(unet, scheduler=sch, prompt_embeds=pos, guidance_rescale=-0.5)
+
+
 def test_sdxl_added_conditions_are_passed_and_batched():
     unet = tiny_cond_unet(sdxl=True)
     g = torch.Generator().manual_seed(2)
@@ -148,6 +169,7 @@ def test_bad_construction():
         DiffusersDenoiser(tiny_cond_unet(), scheduler=scheduler())
     with pytest.raises(ValueError, match="prediction_type"):
         DiffusersDenoiser(tiny_unet(), scheduler=scheduler(), prediction_type="x")
+    assert DiffusersDenoiser(tiny_unet(), scheduler=scheduler("original_sample")).prediction_type == "sample"
     with pytest.raises(ValueError, match="guidance_scale: classifier-free guidance needs"):
         DiffusersDenoiser(tiny_unet(), scheduler=scheduler(), guidance_scale=3.0)
     pos = torch.zeros(1, 5, 16)

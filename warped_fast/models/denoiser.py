@@ -13,7 +13,7 @@ from typing import Literal
 
 import torch
 
-from ..ops._checks import as_sigma
+from ..ops._checks import as_sigma, check_real
 from ..sampling.schedules import (
     SigmaSchedule,
     diffusers_schedule,
@@ -47,6 +47,15 @@ def x0_from_model_output(
     raise ValueError(f"prediction_type: expected epsilon, v_prediction or sample, got {kind!r}")
 
 
+def rescale_guided(guided: torch.Tensor, cond: torch.Tensor, fraction: float) -> torch.Tensor:
+    """``guided`` rescaled to ``cond``'s standard deviation per item, mixed in by ``fraction`` (Lin et al.,
+    "Common Diffusion Noise Schedules and Sample Steps are Flawed", 2023, section 3.4; as diffusers'
+    ``rescale_noise_cfg``). ``guided``, ``cond``: ``[B, C, H, W]`` model outputs."""
+    dims = list(range(1, guided.dim()))
+    rescaled = guided * (cond.std(dim=dims, keepdim=True) / guided.std(dim=dims, keepdim=True))
+    return fraction * rescaled + (1 - fraction) * guided
+
+
 class DiffusersDenoiser(torch.nn.Module):
     """x0-predictor around a diffusers ``UNet2DConditionModel`` or ``UNet2DModel``.
 
@@ -62,6 +71,8 @@ class DiffusersDenoiser(torch.nn.Module):
             key missing from the negative ones takes diffusers' SDXL defaults: the positive ``time_ids``
             (same original and target sizes) and zero ``text_embeds``.
         guidance_scale: CFG scale (1 = no CFG).
+        guidance_rescale: with CFG, rescale the guided output toward the conditional one's standard
+            deviation by this fraction (Lin et al., 2023, section 3.4; diffusers' ``guidance_rescale``).
         backend: "eager" or "compile" (``compile_mode`` e.g. "reduce-overhead" for CUDA graphs).
         schedule: the sampling schedule, so its sigmas map to the scheduler's exact timesteps.
         residual: the UNet models ``residual_scale * (x - base(cond))``
@@ -91,6 +102,7 @@ class DiffusersDenoiser(torch.nn.Module):
         added_cond_kwargs: dict[str, torch.Tensor] | None = None,
         negative_added_cond_kwargs: dict[str, torch.Tensor] | None = None,
         guidance_scale: float = 1.0,
+        guidance_rescale: float = 0.0,
         backend: UNetBackend = "eager",
         compile_mode: str | None = None,
         schedule: SigmaSchedule | None = None,
@@ -120,6 +132,7 @@ class DiffusersDenoiser(torch.nn.Module):
         # exact; copied to the sigmas' device on first use (_tables_on).
         self.alphas_cumprod = torch.as_tensor(ac).detach().to("cpu", torch.float64)
         kind = prediction_type or (scheduler.config.prediction_type if scheduler is not None else "epsilon")
+        kind = "sample" if kind == "original_sample" else kind  # diffusers' Euler takes both names
         if kind not in ("epsilon", "v_prediction", "sample"):
             raise ValueError(f"prediction_type: expected epsilon, v_prediction or sample, got {kind!r}")
         self.prediction_type: PredictionType = kind
@@ -174,6 +187,7 @@ class DiffusersDenoiser(torch.nn.Module):
             negative_added_cond_kwargs,
         )
         self.guidance_scale = float(guidance_scale)
+        self.guidance_rescale = check_real("guidance_rescale", guidance_rescale, 0)
         if self.guidance_scale != 1.0 and not self.conditional:
             raise ValueError(
                 f"guidance_scale: classifier-free guidance needs a text-conditioned UNet "
@@ -320,6 +334,8 @@ class DiffusersDenoiser(torch.nn.Module):
         if self.cfg:
             o_u, o_c = out.chunk(2)
             out = o_u + self.guidance_scale * (o_c - o_u)
+            if self.guidance_rescale > 0:
+                out = rescale_guided(out, o_c, self.guidance_rescale)
         d = x0_from_model_output(out, u, sigma, self.prediction_type)
         return d if base is None else d / gain.view(-1, 1, 1, 1) + base
 
