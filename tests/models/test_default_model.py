@@ -65,10 +65,18 @@ def test_load_model_reads_the_scheduler_beside_unet(tmp_path):
     scheduler("epsilon", use_exponential_sigmas=True).save_pretrained(tmp_path / "scheduler")
     cfg = load_model(tmp_path / "unet").scheduler.config
     assert cfg.use_exponential_sigmas and not cfg.use_karras_sigmas
-    from diffusers import EDMEulerScheduler
+    from diffusers import EDMDPMSolverMultistepScheduler, FlowMatchEulerDiscreteScheduler
 
-    EDMEulerScheduler().save_pretrained(tmp_path / "scheduler")  # not silently a VP Euler schedule
-    with pytest.raises(ValueError, match="scheduler: EDMEulerScheduler in .* is an EDM or flow-matching"):
+    EDMDPMSolverMultistepScheduler(sigma_data=1.0, prediction_type="v_prediction").save_pretrained(
+        tmp_path / "scheduler"
+    )  # an EDM model (as CosXL): its own preconditioning, not a VP Euler schedule with default betas
+    den = load_model(tmp_path / "unet")
+    assert type(den.scheduler).__name__ == "EDMEulerScheduler" and den.sigma_data == 1.0
+    assert den.prediction_type == "v_prediction"
+    FlowMatchEulerDiscreteScheduler().save_pretrained(tmp_path / "scheduler")
+    with pytest.raises(
+        ValueError, match="scheduler: FlowMatchEulerDiscreteScheduler in .* is a flow-matching"
+    ):
         load_model(tmp_path / "unet")
 
 

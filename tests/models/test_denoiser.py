@@ -51,6 +51,37 @@ def test_adapter_matches_diffusers_euler_step(kind, karras):
         assert_close(mine, ref.prev_sample, atol=1e-4, rtol=1e-5, what=f"Euler step ({kind})")
 
 
+@pytest.mark.parametrize("kind", ["epsilon", "v_prediction"])
+def test_edm_adapter_matches_diffusers_edm_euler_step(kind):
+    """An EDM model (EDMEulerScheduler: c_in = 1 / sqrt(sigma^2 + sigma_data^2), c_noise = 0.25 log sigma,
+    x0 = c_skip u + c_out F): the UNet's input and timestep, x0 and the Euler step as diffusers'."""
+    from diffusers import EDMEulerScheduler
+
+    sch = EDMEulerScheduler(sigma_data=0.7, sigma_max=40.0, prediction_type=kind)
+    sched = diffusers_schedule(sch, 6)
+    g = torch.Generator().manual_seed(3)
+    u = torch.randn(2, 4, 16, 16, generator=g) * 5
+    fixed = torch.randn(2, 4, 16, 16, generator=g)
+    rec = Recorder(tiny_unet(), fixed)
+    den = DiffusersDenoiser(rec, scheduler=sch)
+    assert den.sigma_data == 0.7 and den.alphas_cumprod is None
+    for i in (0, 2, 5):
+        d = den(u, torch.full((2,), float(sched.sigmas[i])))
+        x_in, t_in, _ = rec.calls[-1]
+        sch._step_index = None
+        sch._init_step_index(sch.timesteps[i])
+        assert_close(
+            x_in, sch.scale_model_input(u, sch.timesteps[i]), atol=1e-6, rtol=1e-6, what="scaled input"
+        )
+        assert_close(t_in, sch.timesteps[i].expand(2).float(), atol=1e-5, what="timestep")
+        ref = sch.step(fixed, sch.timesteps[i], u)
+        assert_close(d, ref.pred_original_sample, atol=1e-5, rtol=1e-5, what=f"x0 ({kind})")
+        s, sn = float(sched.sigmas[i]), float(sched.sigmas[i + 1])
+        assert_close(u + (sn - s) * (u - d) / s, ref.prev_sample, atol=1e-4, rtol=1e-5, what="Euler step")
+    with pytest.raises(ValueError, match="prediction_type: expected one of"):
+        DiffusersDenoiser(tiny_unet(), scheduler=sch, prediction_type="sample")
+
+
 def test_timesteps_for_arbitrary_sigmas_match_diffusers():
     sch = scheduler("epsilon", use_karras_sigmas=True)
     sch.set_timesteps(10)
@@ -268,11 +299,13 @@ def test_learned_variance_latent_channels():
         DiffusersDenoiser(tiny_unet(8, 6), scheduler=scheduler(), layout=ConditioningLayout.sr(4))
 
 
-def test_schedulers_without_alphas_are_refused():
-    from diffusers import EDMEulerScheduler
+def test_flow_matching_schedulers_are_refused():
+    from diffusers import FlowMatchEulerDiscreteScheduler
 
-    with pytest.raises(ValueError, match="scheduler: EDMEulerScheduler has no alphas_cumprod"):
-        DiffusersDenoiser(tiny_unet(), scheduler=EDMEulerScheduler())
+    with pytest.raises(
+        ValueError, match="scheduler: FlowMatchEulerDiscreteScheduler has neither alphas_cumprod"
+    ):
+        DiffusersDenoiser(tiny_unet(), scheduler=FlowMatchEulerDiscreteScheduler())
 
 
 def test_text_condition_shapes_are_checked():

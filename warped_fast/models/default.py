@@ -73,8 +73,9 @@ def load_unet_folder(
     """Load ``(unet, scheduler)`` from a local diffusers folder (``config.json`` + safetensors weights,
     ``scheduler_config.json``, or that file in ``scheduler_dir``). Never downloads; pickled weights are
     refused. The scheduler samples on Karras et al.'s sigma grid (the method's), unless its config names
-    a sigma grid itself (Karras, exponential or beta)."""
-    from diffusers import EulerDiscreteScheduler, UNet2DConditionModel, UNet2DModel
+    a sigma grid itself (Karras, exponential or beta). An EDM model's scheduler (``_class_name`` EDM...)
+    loads as ``EDMEulerScheduler``; flow-matching ones are refused."""
+    from diffusers import EDMEulerScheduler, EulerDiscreteScheduler, UNet2DConditionModel, UNet2DModel
 
     device, dtype = check_device("device", device), check_float_dtype("dtype", dtype)
     folder = Path(folder)
@@ -94,14 +95,16 @@ def load_unet_folder(
     sch_dir = next((d for d in sch_dirs if (d / "scheduler_config.json").exists()), None)
     if sch_dir is not None:
         sch_cls = read_json(sch_dir / "scheduler_config.json", "scheduler").get("_class_name", "")
-        if sch_cls.startswith(("EDM", "FlowMatch")):  # no DDPM betas: as an Euler scheduler it would be wrong
+        if sch_cls.startswith("FlowMatch"):  # no noise levels sigma: as an Euler scheduler it would be wrong
             raise ValueError(
-                f"scheduler: {sch_cls} in {sch_dir} is an EDM or flow-matching schedule; the sampler needs a "
-                "DDPM-family model (betas / alphas_cumprod, e.g. EulerDiscreteScheduler, DDIMScheduler)"
+                f"scheduler: {sch_cls} in {sch_dir} is a flow-matching schedule; the sampler needs a "
+                "DDPM-family (betas, e.g. EulerDiscreteScheduler) or an EDM model (e.g. EDMEulerScheduler)"
             )
-        scheduler = EulerDiscreteScheduler.from_pretrained(sch_dir, local_files_only=True)
+        edm = sch_cls.startswith("EDM")  # e.g. EDMDPMSolverMultistepScheduler: its sigmas on an Euler grid
+        sch_type = EDMEulerScheduler if edm else EulerDiscreteScheduler
+        scheduler = sch_type.from_pretrained(sch_dir, local_files_only=True)
         cfg = scheduler.config
-        if not (
+        if not edm and not (
             cfg.get("use_karras_sigmas") or cfg.get("use_exponential_sigmas") or cfg.get("use_beta_sigmas")
         ):
             # the method samples on Karras et al.'s sigma grid (between the config's own end points)

@@ -30,14 +30,25 @@ PredictionType = Literal["epsilon", "v_prediction", "sample"]
 
 
 def x0_from_model_output(
-    out: torch.Tensor, u: torch.Tensor, sigma: torch.Tensor, kind: PredictionType
+    out: torch.Tensor,
+    u: torch.Tensor,
+    sigma: torch.Tensor,
+    kind: PredictionType,
+    sigma_data: float | None = None,
 ) -> torch.Tensor:
-    """x0 prediction from a model output, as diffusers' EulerDiscreteScheduler computes it.
+    """x0 prediction from a model output, as diffusers' EulerDiscreteScheduler computes it, or with
+    ``sigma_data`` as its EDM schedulers do (Karras et al. 2022: ``c_skip u + c_out out``).
 
     Args:
         out, u: ``[B, C, H, W]``; sigma: ``[B]``.
     """
     s = sigma.to(u.dtype).view(-1, *([1] * (u.dim() - 1)))
+    if sigma_data is not None:
+        sd2 = sigma_data**2
+        c_out = s * sigma_data / (s**2 + sd2) ** 0.5
+        if kind not in ("epsilon", "v_prediction"):
+            raise ValueError(f"prediction_type: an EDM model predicts epsilon or v_prediction, got {kind!r}")
+        return u * (sd2 / (s**2 + sd2)) + (c_out if kind == "epsilon" else -c_out) * out
     if kind == "epsilon":
         return u - s * out
     if kind == "v_prediction":
@@ -116,29 +127,39 @@ class DiffusersDenoiser(torch.nn.Module):
             raise ValueError(
                 "scheduler / alphas_cumprod: one of them is required (the timestep of each sigma)"
             )
+        sch_cfg = getattr(scheduler, "config", {})
+        # An EDM scheduler (no alphas_cumprod, a sigma_data): Karras et al.'s preconditioning
+        self.sigma_data = None
+        if alphas_cumprod is None and not hasattr(scheduler, "alphas_cumprod"):
+            if sch_cfg.get("sigma_data") is None:
+                raise ValueError(
+                    f"scheduler: {type(scheduler).__name__} has neither alphas_cumprod (DDPM family, e.g. "
+                    "EulerDiscreteScheduler) nor sigma_data (EDM, e.g. EDMEulerScheduler): flow-matching "
+                    "models are not supported"
+                )
+            self.sigma_data = check_real("scheduler.config.sigma_data", sch_cfg["sigma_data"], 0)
         # Sampling never needs parameter gradients; freezing them also keeps the compiled backward of
         # the input gradient correct (with parameter grads on, torch 2.13's compiled CPU backward of a
         # diffusers UNet returned wrong input gradients).
-        if alphas_cumprod is None and not hasattr(scheduler, "alphas_cumprod"):
-            raise ValueError(
-                f"scheduler: {type(scheduler).__name__} has no alphas_cumprod; a DDPM-family scheduler "
-                "(e.g. EulerDiscreteScheduler) is needed: EDM and flow-matching models are not supported"
-            )
         self.unet = unet.requires_grad_(False)
         self.runner = UNetRunner(unet, backend, compile_mode)
         self.scheduler = scheduler
-        ac = alphas_cumprod if alphas_cumprod is not None else scheduler.alphas_cumprod
+        ac = alphas_cumprod if alphas_cumprod is not None else getattr(scheduler, "alphas_cumprod", None)
         # float64, a plain attribute, not a buffer, so casting the module (.half()) leaves the timesteps
-        # exact; copied to the sigmas' device on first use (_tables_on).
-        self.alphas_cumprod = torch.as_tensor(ac).detach().to("cpu", torch.float64)
+        # exact; copied to the sigmas' device on first use (_tables_on). None for an EDM model.
+        self.alphas_cumprod = None if ac is None else torch.as_tensor(ac).detach().to("cpu", torch.float64)
         kind = prediction_type or (scheduler.config.prediction_type if scheduler is not None else "epsilon")
         kind = "sample" if kind == "original_sample" else kind  # diffusers' Euler takes both names
-        if kind not in ("epsilon", "v_prediction", "sample"):
-            raise ValueError(f"prediction_type: expected epsilon, v_prediction or sample, got {kind!r}")
+        kinds = (
+            ("epsilon", "v_prediction")
+            if self.sigma_data is not None
+            else ("epsilon", "v_prediction", "sample")
+        )
+        if kind not in kinds:
+            raise ValueError(f"prediction_type: expected one of {kinds} for this scheduler, got {kind!r}")
         self.prediction_type: PredictionType = kind
-        # diffusers' continuous-time v-prediction models (timestep_type "continuous") take 0.25 log sigma
-        sch_cfg = getattr(scheduler, "config", {})
-        self.continuous_timesteps = (
+        # Timestep 0.25 log sigma: EDM models, and diffusers' continuous-time v-prediction ones
+        self.log_sigma_timesteps = self.sigma_data is not None or (
             sch_cfg.get("timestep_type") == "continuous" and sch_cfg.get("prediction_type") == "v_prediction"
         )
         cfg = unet.config
@@ -243,7 +264,7 @@ class DiffusersDenoiser(torch.nn.Module):
     def timesteps(self, sigma: torch.Tensor) -> torch.Tensor:
         """Model timesteps ``[B]`` (float64) of noise levels ``sigma`` ``[B]``, computed on sigma's device
         (the CPU for MPS) with no host synchronization once the tables are there (copied on first use)."""
-        if self.continuous_timesteps:
+        if self.log_sigma_timesteps:
             return 0.25 * sigma.detach().to(torch.float64).clamp_min(1e-10).log()
         log_sigmas, table = self._tables_on(sigma.device)
         t = timesteps_from_log_sigmas(sigma, log_sigmas)
@@ -304,7 +325,9 @@ class DiffusersDenoiser(torch.nn.Module):
             base, gain = base.to(u.dtype), gain.to(u.dtype)
             u, sigma = (u - base) * gain.view(-1, 1, 1, 1), sigma * gain.to(sigma.dtype)
         s = sigma.to(u.dtype).view(-1, 1, 1, 1)
-        x = self.layout.unet_input(u / (s**2 + 1) ** 0.5, cond)
+        x = self.layout.unet_input(
+            u / (s**2 + (1 if self.sigma_data is None else self.sigma_data**2)) ** 0.5, cond
+        )
         t = self.timesteps(sigma).to(device=u.device, dtype=torch.float32)
         p_dtype = next(self.unet.parameters()).dtype
         kwargs = {}
@@ -336,7 +359,7 @@ class DiffusersDenoiser(torch.nn.Module):
             out = o_u + self.guidance_scale * (o_c - o_u)
             if self.guidance_rescale > 0:
                 out = rescale_guided(out, o_c, self.guidance_rescale)
-        d = x0_from_model_output(out, u, sigma, self.prediction_type)
+        d = x0_from_model_output(out, u, sigma, self.prediction_type, self.sigma_data)
         return d if base is None else d / gain.view(-1, 1, 1, 1) + base
 
 
