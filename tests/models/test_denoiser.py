@@ -80,6 +80,8 @@ def test_edm_adapter_matches_diffusers_edm_euler_step(kind):
         assert_close(u + (sn - s) * (u - d) / s, ref.prev_sample, atol=1e-4, rtol=1e-5, what="Euler step")
     with pytest.raises(ValueError, match="prediction_type: expected one of"):
         DiffusersDenoiser(tiny_unet(), scheduler=sch, prediction_type="sample")
+    with pytest.raises(ValueError, match="scheduler.config.sigma_data: expected > 0"):
+        DiffusersDenoiser(tiny_unet(), scheduler=EDMEulerScheduler(sigma_data=0.0))
 
 
 def test_timesteps_for_arbitrary_sigmas_match_diffusers():
@@ -294,7 +296,11 @@ def test_learned_variance_latent_channels():
     assert sr.latent_channels == 3
     u, cond = torch.randn(1, 3, 16, 16), torch.randn(1, 3, 16, 16)
     assert sr(u, torch.tensor([2.0]), cond).shape == (1, 3, 16, 16)  # the mean half
-    assert DiffusersDenoiser(tiny_unet(9, 8), scheduler=scheduler()).latent_channels == 4
+    inpaint = DiffusersDenoiser(tiny_unet(9, 8), scheduler=scheduler(), layout=ConditioningLayout.inpaint(4))
+    assert inpaint.latent_channels == 4
+    # without a layout: the outputs, or half of more outputs than inputs (4 + 1 inputs: a concat layout)
+    assert DiffusersDenoiser(tiny_unet(5, 4), scheduler=scheduler()).layout.kind == "concat"
+    assert DiffusersDenoiser(tiny_unet(3, 6), scheduler=scheduler()).latent_channels == 3
     with pytest.raises(ValueError, match="layout: 4 latent channels, but the UNet has 6 outputs"):
         DiffusersDenoiser(tiny_unet(8, 6), scheduler=scheduler(), layout=ConditioningLayout.sr(4))
 
@@ -313,13 +319,17 @@ def test_text_condition_shapes_are_checked():
     pos, added = torch.zeros(1, 5, 16), {"text_embeds": torch.zeros(1, 16), "time_ids": torch.zeros(1, 6)}
     with pytest.raises(ValueError, match=r"prompt_embeds: expected a tensor \[B, L, D\]"):
         DiffusersDenoiser(unet, scheduler=sch, prompt_embeds=pos[0], added_cond_kwargs=added)
-    with pytest.raises(ValueError, match="prompt_embeds: the UNet's cross_attention_dim is 16"):
+    with pytest.raises(ValueError, match="prompt_embeds: the UNet takes embeddings of width 16"):
         DiffusersDenoiser(unet, scheduler=sch, prompt_embeds=torch.zeros(1, 5, 8), added_cond_kwargs=added)
     with pytest.raises(ValueError, match=r"negative_prompt_embeds: expected \[B, 5, 16\]"):
         DiffusersDenoiser(unet, scheduler=sch, prompt_embeds=pos, negative_prompt_embeds=torch.zeros(1, 7, 16),
                           added_cond_kwargs=added, guidance_scale=2.0)  # fmt: skip
-    with pytest.raises(ValueError, match=r"added_cond_kwargs\['time_ids'\]: expected a tensor \[B, n\]"):
+    with pytest.raises(ValueError, match=r"added_cond_kwargs\['time_ids'\]: expected a tensor \[B, \.\.\.\]"):
         DiffusersDenoiser(unet, scheduler=sch, prompt_embeds=pos, added_cond_kwargs={**added, "time_ids": torch.zeros(6)})  # fmt: skip
+    from diffusers import UNet2DConditionModel
+
+    proj = UNet2DConditionModel(**{**tiny_cond_unet().config, "encoder_hid_dim": 24})  # text_proj: 24 -> 16
+    DiffusersDenoiser(proj, scheduler=sch, prompt_embeds=torch.zeros(1, 5, 24))  # its input width: fine
     den = DiffusersDenoiser(unet, scheduler=sch, prompt_embeds=torch.zeros(2, 5, 16), added_cond_kwargs=added)
     assert den(torch.randn(2, 4, 16, 16), torch.tensor([2.0, 1.0])).shape == (2, 4, 16, 16)  # one per item
     with pytest.raises(ValueError, match="prompt_embeds: 2 rows do not fit a call with 3 items"):

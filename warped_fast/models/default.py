@@ -73,8 +73,8 @@ def load_unet_folder(
     """Load ``(unet, scheduler)`` from a local diffusers folder (``config.json`` + safetensors weights,
     ``scheduler_config.json``, or that file in ``scheduler_dir``). Never downloads; pickled weights are
     refused. The scheduler samples on Karras et al.'s sigma grid (the method's), unless its config names
-    a sigma grid itself (Karras, exponential or beta). An EDM model's scheduler (``_class_name`` EDM...)
-    loads as ``EDMEulerScheduler``; flow-matching ones are refused."""
+    a sigma grid itself (Karras, exponential or beta). An EDM model's scheduler (an EDM class, or a
+    ``sigma_data``) loads as ``EDMEulerScheduler``; flow-matching ones are refused."""
     from diffusers import EDMEulerScheduler, EulerDiscreteScheduler, UNet2DConditionModel, UNet2DModel
 
     device, dtype = check_device("device", device), check_float_dtype("dtype", dtype)
@@ -94,13 +94,16 @@ def load_unet_folder(
     sch_dirs = [Path(d) for d in (scheduler_dir, folder) if d is not None]
     sch_dir = next((d for d in sch_dirs if (d / "scheduler_config.json").exists()), None)
     if sch_dir is not None:
-        sch_cls = read_json(sch_dir / "scheduler_config.json", "scheduler").get("_class_name", "")
+        sch_cfg = read_json(sch_dir / "scheduler_config.json", "scheduler")
+        sch_cls = sch_cfg.get("_class_name", "")
         if sch_cls.startswith("FlowMatch"):  # no noise levels sigma: as an Euler scheduler it would be wrong
             raise ValueError(
                 f"scheduler: {sch_cls} in {sch_dir} is a flow-matching schedule; the sampler needs a "
                 "DDPM-family (betas, e.g. EulerDiscreteScheduler) or an EDM model (e.g. EDMEulerScheduler)"
             )
-        edm = sch_cls.startswith("EDM")  # e.g. EDMDPMSolverMultistepScheduler: its sigmas on an Euler grid
+        # EDM (a sigma_data: EDMDPMSolverMultistepScheduler, CosineDPMSolverMultistepScheduler, ...): its
+        # preconditioning, its sigmas on an Euler grid
+        edm = sch_cls.startswith("EDM") or "sigma_data" in sch_cfg
         sch_type = EDMEulerScheduler if edm else EulerDiscreteScheduler
         scheduler = sch_type.from_pretrained(sch_dir, local_files_only=True)
         cfg = scheduler.config

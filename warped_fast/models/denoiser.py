@@ -138,6 +138,8 @@ class DiffusersDenoiser(torch.nn.Module):
                     "models are not supported"
                 )
             self.sigma_data = check_real("scheduler.config.sigma_data", sch_cfg["sigma_data"], 0)
+            if self.sigma_data == 0:
+                raise ValueError("scheduler.config.sigma_data: expected > 0, got 0")
         # Sampling never needs parameter gradients; freezing them also keeps the compiled backward of
         # the input gradient correct (with parameter grads on, torch 2.13's compiled CPU backward of a
         # diffusers UNet returned wrong input gradients).
@@ -264,8 +266,9 @@ class DiffusersDenoiser(torch.nn.Module):
     def timesteps(self, sigma: torch.Tensor) -> torch.Tensor:
         """Model timesteps ``[B]`` (float64) of noise levels ``sigma`` ``[B]``, computed on sigma's device
         (the CPU for MPS) with no host synchronization once the tables are there (copied on first use)."""
-        if self.log_sigma_timesteps:
-            return 0.25 * sigma.detach().to(torch.float64).clamp_min(1e-10).log()
+        if self.log_sigma_timesteps:  # float64 on the CPU for MPS (no float64 there)
+            dev = torch.device("cpu") if sigma.device.type == "mps" else sigma.device
+            return 0.25 * sigma.detach().to(dev, torch.float64).clamp_min(1e-10).log()
         log_sigmas, table = self._tables_on(sigma.device)
         t = timesteps_from_log_sigmas(sigma, log_sigmas)
         if table is not None:
@@ -371,8 +374,9 @@ def _negative_default(key: str, positive: torch.Tensor) -> torch.Tensor:
 
 def _latent_channels(cfg, layout: ConditioningLayout | None, scheduler_config) -> int:
     """The latent channels of a UNet: the layout's when given; half the outputs of a learned-variance
-    model (2C outputs: mean and variance) where the scheduler's ``variance_type`` says so; else the
-    outputs C, or C / 2, whose input layout is a known one (none, inpaint: 2C + 1, sr: 2C), C first."""
+    model (2C outputs: mean and variance) where the scheduler's ``variance_type`` says so or where there
+    are more outputs than inputs; else the outputs (pass ``layout`` for, e.g., a learned-variance SR
+    model: 3 + 3 inputs, 6 outputs)."""
     out = cfg.out_channels
     if layout is not None:
         c = layout.latent_channels
@@ -383,16 +387,14 @@ def _latent_channels(cfg, layout: ConditioningLayout | None, scheduler_config) -
             )
         return c
     learned = str(scheduler_config.get("variance_type") or "").startswith("learned")
-    for c in [out // 2] if learned else [out, out // 2] if out % 2 == 0 else [out]:
-        if ConditioningLayout.for_unet(cfg.in_channels, c).kind != "concat":
-            return c
     return out // 2 if learned or out > cfg.in_channels else out
 
 
 def _check_text_conditions(cfg, prompt, negative, added, negative_added) -> None:
     """Shapes of the text conditioning: embeddings ``[B, L, D]`` with the UNet's D and one shape for the
-    negative ones; added conditions (SDXL's ``text_embeds``, ``time_ids``) ``[B, n]``."""
-    dim = getattr(cfg, "cross_attention_dim", None)
+    negative ones; added conditions (SDXL's ``text_embeds``, ``time_ids``) ``[B, ...]``."""
+    # the embeddings' width: encoder_hid_dim where the UNet projects them (text_proj), else cross_attention_dim
+    dim = getattr(cfg, "encoder_hid_dim", None) or getattr(cfg, "cross_attention_dim", None)
     for name, e in (("prompt_embeds", prompt), ("negative_prompt_embeds", negative)):
         if e is None:
             continue
@@ -400,9 +402,7 @@ def _check_text_conditions(cfg, prompt, negative, added, negative_added) -> None
             got = list(e.shape) if isinstance(e, torch.Tensor) else type(e).__name__
             raise ValueError(f"{name}: expected a tensor [B, L, D] (a batch of token embeddings), got {got}")
         if isinstance(dim, int) and e.shape[-1] != dim:
-            raise ValueError(
-                f"{name}: the UNet's cross_attention_dim is {dim}, got embeddings [.., {e.shape[-1]}]"
-            )
+            raise ValueError(f"{name}: the UNet takes embeddings of width {dim}, got [.., {e.shape[-1]}]")
     if prompt is not None and negative is not None and negative.shape[1:] != prompt.shape[1:]:
         raise ValueError(
             f"negative_prompt_embeds: expected [B, {prompt.shape[1]}, {prompt.shape[2]}] as prompt_embeds, got "
@@ -410,8 +410,8 @@ def _check_text_conditions(cfg, prompt, negative, added, negative_added) -> None
         )
     for group, conds in (("added_cond_kwargs", added), ("negative_added_cond_kwargs", negative_added)):
         for k, v in (conds or {}).items():
-            if not isinstance(v, torch.Tensor) or v.dim() != 2:
+            if not isinstance(v, torch.Tensor) or v.dim() < 2:
                 got = list(v.shape) if isinstance(v, torch.Tensor) else type(v).__name__
                 raise ValueError(
-                    f"{group}[{k!r}]: expected a tensor [B, n] (e.g. time_ids [1, 6]), got {got}"
+                    f"{group}[{k!r}]: expected a tensor [B, ...] (e.g. time_ids [1, 6]), got {got}"
                 )

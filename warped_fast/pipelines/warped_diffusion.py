@@ -330,7 +330,7 @@ class WarpedDiffusionPipeline:
 _OUTPUT_TYPES = ("pt", "np", "pil", "latent")
 # The version of a job's key (its digests): a folder from an earlier one is "another version", not
 # "another model".
-JOB_KEY_FORMAT = 2
+JOB_KEY_FORMAT = 3
 
 
 def _known_pixels(degraded: torch.Tensor, mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
