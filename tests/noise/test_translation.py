@@ -200,6 +200,21 @@ def test_gp_fresh_noise_moves_on_without_mixing_tiles():
     assert 1.0 <= cols - first <= 2.6  # 6 frames of 0.3 px: 1.8 px, to the pixel
 
 
+def test_tile_with_the_largest_share_of_a_footprint_wins():
+    """Where three tiles meet, a pixel takes the tile holding most of its footprint (not one whose label
+    is nearest to some average), and follows that tile's tap."""
+    from warped_fast.noise.gp_warp import compose_within_tiles
+
+    tiles = torch.tensor([[0, 5], [3, 5]])
+    coords = identity_coords(2, 2).clone()
+    coords[0, tiles > 0] += 1000.0 * tiles[tiles > 0, None]  # far apart, by tile
+    back = torch.zeros(2, 2, 2)
+    back[:, 0, 0] = torch.tensor([0.5, 0.2])  # pixel (0, 0) reads 0: 0.4, 5: 0.4 + 0.1, 3: 0.1
+    new, tile, own = compose_within_tiles(coords, tiles, torch.ones(2, 2), back)
+    assert tile[0, 0] == 5 and own[0, 0] == pytest.approx(0.5)
+    assert new[0, 0, 0].tolist() == pytest.approx([5001.0 - 0.5, 5000.0 + 0.2])  # tap (x 1, y 0), moved
+
+
 def test_identity_flow_is_exact_past_2_24_pixels():
     """Flat pixel indices stay exact on frames larger than float32's exact integers (2^24 pixels)."""
     from warped_fast.noise.grid_warp import nearest_sample

@@ -84,29 +84,29 @@ def occluded_pixels(back: torch.Tensor, fwd: torch.Tensor) -> torch.Tensor:
 
 
 def compose_within_tiles(
-    coords: torch.Tensor, tiles: torch.Tensor, share: torch.Tensor, back: torch.Tensor
+    coords: torch.Tensor, tiles: torch.Tensor, own: torch.Tensor, back: torch.Tensor
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """:func:`warped_fast.compose_coords` for a coordinate map made of several tiles of the plane (frame
     0's and the fresh-noise tiles of occluded pixels), such that a pixel's noise comes from one tile,
     never from coordinates between a tile and the frame.
 
-    Where a pixel's bilinear footprint holds taps of several tiles, it takes one tile, the one whose
-    label is nearest to ``share`` (the label field moved like the coordinates, bilinearly: its fractional
-    values along a boundary carry the boundary's sub-pixel position, so a boundary moves with flows of
-    less than half a pixel per frame), and follows that tile's nearest tap, ``X(q) + (x + b(x) - q)``
-    (exact for a translation). Elsewhere the result is ``compose_coords``'. Resampling blurs the label
-    field as it does an image: under sub-pixel motion a region a few pixels wide loses pixels at its
-    edges over tens of frames (a region of 3 x 4 pixels panned 0.3 px per frame: 8 of its 12 pixels
-    from frame 15 on; panned 0.5 px per frame, the worst case: none from frame 19 on), which then take the
-    coordinates of the tile around it.
+    Each pixel carries its tile and ``own``, the share of its area the tile holds (1 inside a region;
+    fractions along its boundary, which carry the boundary's sub-pixel position from frame to frame). A
+    pixel whose bilinear footprint holds taps of several tiles takes the tile with the largest share of
+    it (a tap counts its ``own`` for its tile and the rest for any other one) and follows that tile's
+    nearest tap, ``X(q) + (x + b(x) - q)`` (exact for a translation); its new ``own`` is that share.
+    Elsewhere the result is ``compose_coords``'. Resampling blurs the shares as it does an image: under
+    sub-pixel motion a region a few pixels wide loses pixels at its edges over tens of frames (a region
+    of 3 x 4 pixels panned 0.3 px per frame: 8 of its 12 pixels from frame 15 on; panned 0.5 px per
+    frame, the worst case: none from frame 19 on), which then take the coordinates of a tile around it.
 
     Args:
         coords: ``[1, H, W, 2]`` the previous frame's map.
         tiles: ``[H, W]`` int64, its tile per pixel (0: frame 0's plane).
-        share: ``[H, W]`` float32, its label field (``tiles`` on the first frame they appear).
+        own: ``[H, W]`` float, the share of each pixel its tile holds (1 where a tile begins).
         back: ``[2, H, W]`` backward flow (new -> previous).
     Returns:
-        The new frame's ``coords``, ``tiles`` and ``share``.
+        The new frame's ``coords``, ``tiles`` and ``own``.
     """
     composed = compose_coords(coords, back[None])
     _, h, w = back.shape
@@ -124,23 +124,22 @@ def compose_within_tiles(
     tx = torch.stack((x0, x1, x0, x1))
     ty = torch.stack((y0, y0, y1, y1))
     fx, fy = px - cx, py - cy
-    weight = torch.stack(((1 - fx) * (1 - fy), fx * (1 - fy), (1 - fx) * fy, fx * fy))
-    # the label field at p, bilinear within the frame (clamped at its border)
+    used = torch.stack(((1 - fx) * (1 - fy), fx * (1 - fy), (1 - fx) * fy, fx * fy)) != 0
+    # each candidate tile's share of p's footprint, bilinear within the frame (clamped at its border)
     gx, gy = px.clamp(0, w - 1) - cx, py.clamp(0, h - 1) - cy
     inner = torch.stack(((1 - gx) * (1 - gy), gx * (1 - gy), (1 - gx) * gy, gx * gy))
-    share = (inner * share[ty, tx]).sum(0)
-    labels = tiles[ty, tx]
-    used = weight != 0
-    inf = torch.tensor(float("inf"), device=back.device)
-    pick = torch.where(used, (labels - share).abs(), inf).argmin(0, keepdim=True)
-    tile = labels.gather(0, pick)[0]
+    labels, held = tiles[ty, tx], own[ty, tx]
+    same = labels[:, None] == labels[None, :]  # [candidate, tap, H, W]
+    share = (inner[None] * torch.where(same, held[None], 1 - held[None])).sum(1)
+    pick = torch.where(used, share, -torch.inf).argmax(0, keepdim=True)
+    tile, own = labels.gather(0, pick)[0], share.gather(0, pick)[0].clamp(0, 1)
     mixed = (used & (labels != tile)).any(0)
     # that tile's nearest tap
     dist = (tx - px) ** 2 + (ty - py) ** 2
-    q = torch.where(used & (labels == tile), dist, inf).argmin(0, keepdim=True)
+    q = torch.where(used & (labels == tile), dist, torch.inf).argmin(0, keepdim=True)
     qx, qy = tx.gather(0, q)[0], ty.gather(0, q)[0]
     stepped = coords[0, qy, qx] + torch.stack((px - qx, py - qy), -1)
-    return torch.where(mixed[None, :, :, None], stepped[None], composed), tile, share
+    return torch.where(mixed[None, :, :, None], stepped[None], composed), tile, own
 
 
 @register_method("gp")
@@ -183,9 +182,9 @@ class GPWarp(NoiseWarper):
         c, h, w = self.shape
         self.field = RFFField.sample(rff_for(self.config.rff, c), self.cpu_gen, device=self.device)
         self.coords = identity_coords(h, w, device=self.device)
-        # with occlusion: each pixel's tile of the plane (0, or 1 + a fresh tile) and the label field
+        # with occlusion: each pixel's tile of the plane (0, or 1 + a fresh tile) and the share it holds
         self.tiles = torch.zeros(h, w, dtype=torch.long, device=self.device)
-        self.share = torch.zeros(h, w, device=self.device)
+        self.own = torch.ones(h, w, device=self.device)
         self._graph = None
         return self._eval()
 
@@ -198,12 +197,12 @@ class GPWarp(NoiseWarper):
         if self.config.cuda_graph and self.device.type == "cuda" and self.frame > 1:
             return self._graph_step(back)
         if self.config.occlusion:
-            coords, tiles, share = compose_within_tiles(self.coords, self.tiles, self.share, back)
+            coords, tiles, own = compose_within_tiles(self.coords, self.tiles, self.own, back)
             occ = occluded_pixels(back, fwd)
             fresh = identity_coords(h, w, device=self.device, offset=fresh_offset(self.frame - 1, h, w))
             self.coords = torch.where(occ[None, :, :, None], fresh, coords)
             self.tiles = torch.where(occ, self.frame, tiles)
-            self.share = torch.where(occ, float(self.frame), share)
+            self.own = torch.where(occ, 1.0, own)
         else:
             self.coords = compose_coords(self.coords, back[None])
         return self._eval()
