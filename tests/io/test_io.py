@@ -406,3 +406,37 @@ def test_write_video_checks_fps(tmp_path, fps):
     with pytest.raises(ValueError, match="fps: expected"):
         write_video(_clip(2, 4, 4), tmp_path / "v.mp4", fps=fps)
     assert not list(tmp_path.iterdir())
+
+
+def test_iter_masks_fixed_per_frame_and_videos(tmp_path):
+    """Masks frame by frame for a stream: fixed ones repeat, mask videos / tensors / iterables give one per
+    frame and end with it."""
+    from itertools import islice
+
+    from warped_fast.io import iter_masks
+
+    h, w = 16, 24
+    box = load_mask("box", 1, h, w)
+    assert all(torch.equal(m, box) for m in islice(iter_masks("box", h, w), 5))
+    img = np.zeros((h, w), np.uint8)
+    img[2:6, 3:9] = 255
+    Image.fromarray(img).save(tmp_path / "m.png")
+    fixed = list(islice(iter_masks(tmp_path / "m.png", h, w), 3))
+    assert len(fixed) == 3 and fixed[0].shape == (1, 1, h, w) and fixed[2].sum() == 24
+    seq = torch.zeros(3, 1, h, w)
+    for j in range(3):
+        seq[j, :, j : j + 4, 2:8] = 1
+    for source in (seq, seq[:, 0], seq.numpy(), list(seq)):
+        got = list(iter_masks(source, h, w))
+        assert len(got) == 3 and all(torch.equal(g, s[None]) for g, s in zip(got, seq, strict=True))
+    frames = seq.expand(3, 3, h, w)
+    folder = tmp_path / "masks"
+    folder.mkdir()
+    for j in range(3):  # 0/1-valued PNGs, as some tools write masks
+        Image.fromarray(frames[j, 0].numpy().astype(np.uint8)).save(folder / f"{j}.png")
+    got = list(iter_masks(folder, h, w))
+    assert len(got) == 3 and all(torch.equal(g, s[None]) for g, s in zip(got, seq, strict=True))
+    with pytest.raises(TypeError, match="mask: expected a mask, a mask video or an iterable of masks"):
+        iter_masks(5, h, w)
+    with pytest.raises(ValueError, match="mask: expected size 16x24"):
+        next(iter_masks(torch.zeros(8, 8), h, w))

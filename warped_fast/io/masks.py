@@ -3,7 +3,9 @@ or generated shapes. Masks are ``[T, 1, H, W]`` float in {0, 1}, 1 where content
 
 from __future__ import annotations
 
+import itertools
 import os
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -88,3 +90,42 @@ def load_mask(mask, t: int, h: int, w: int) -> torch.Tensor:
     if m.shape[0] not in (1, t):
         raise ValueError(f"mask: expected 1 or {t} frames, got {m.shape[0]}")
     return (m > 0.5).float().expand(t, 1, h, w).contiguous()
+
+
+def iter_masks(mask, h: int, w: int) -> Iterator[torch.Tensor]:
+    """Masks ``[1, 1, H, W]`` frame by frame, for a stream of frames whose number is not known ahead.
+
+    ``mask``: a fixed mask (a shape name, an image file, a PIL image, one ``[H, W]``, ``[H, W, C]`` or
+    ``[1, ...]`` array or tensor), repeated for every frame; a mask video (a video file or a folder of
+    images), decoded as the frames are consumed; the frames of a ``[T, ...]`` array or tensor; or the
+    items of any other iterable, one mask per frame. Values are read as :func:`load_mask` reads them.
+    The iterator ends where a video, tensor or iterable of masks does.
+    """
+    if (isinstance(mask, str) and mask in SHAPES) or hasattr(mask, "convert"):
+        return itertools.repeat(load_mask(mask, 1, h, w))
+    if isinstance(mask, (str, os.PathLike)):
+        from .video import VIDEO_SUFFIXES, iter_video
+
+        p = Path(mask)
+        if p.is_dir() or p.suffix.lower() in VIDEO_SUFFIXES:
+            return (load_mask(_video_mask_frame(f), 1, h, w) for f in iter_video(p))
+        return itertools.repeat(load_mask(p, 1, h, w))
+    if isinstance(mask, (torch.Tensor, np.ndarray)):
+        # frames: [T, ...] of 4 dims, or [T, H, W]; else one mask ([H, W] or [H, W, C])
+        t = mask.shape[0] if mask.ndim == 4 or (mask.ndim == 3 and tuple(mask.shape[-2:]) == (h, w)) else 1
+        m = load_mask(mask, t, h, w)
+        return itertools.repeat(m[:1]) if t == 1 else (m[j : j + 1] for j in range(t))
+    try:
+        items = iter(mask)
+    except TypeError:
+        raise TypeError(
+            f"mask: expected a mask, a mask video or an iterable of masks, got {type(mask).__name__}"
+        ) from None
+    return (load_mask(x, 1, h, w) for x in items)
+
+
+def _video_mask_frame(frame: torch.Tensor) -> torch.Tensor:
+    """A decoded mask-video frame ``[3, H, W]`` in [0, 1] as ``[H, W]``, 0/1-valued files read as such
+    (as :func:`load_mask` reads image files)."""
+    m = frame.mean(0)
+    return m * 255.0 if m.numel() and 0 < m.max() <= 1.5 / 255 else m

@@ -8,7 +8,9 @@ Finished frames are written as they complete when ``output_dir`` is given, and a
 
 from __future__ import annotations
 
+import itertools
 import logging
+import os
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -18,7 +20,7 @@ import numpy as np
 import torch
 
 from ..flow import estimate_flow, flow_to_latent
-from ..io import FrameStore, load_mask, read_video, resize_frames
+from ..io import FrameStore, iter_masks, iter_video, load_mask, read_video, resize_frames
 from ..io.frames import check_writable
 from ..models.autoencoder import DiffusersVAE, IdentityAutoencoder
 from ..models.default import default_model_dir, load_pretrained, load_unet_folder, trained_options
@@ -126,25 +128,37 @@ class WarpedDiffusionPipeline:
     def _prepare(self, video, mask=None, max_frames: int | None = None):
         """:meth:`prepare`'s (flow_frames, cond), and for inpainting the mask ``[T, 1, H, W]`` (1: generated),
         else None."""
+        self._check_mask(mask)
         frames = read_video(video, max_frames=max_frames)
         t, _, h, w = frames.shape
-        f = self.autoencoder.factor
+        self._check_frame_size(h, w)
+        m = load_mask(mask, t, h, w) if self.task == "inpaint" else None
+        return *self._condition(frames, m), m
+
+    def _check_mask(self, mask) -> None:
+        if self.task == "inpaint" and mask is None:
+            raise ValueError("mask: required for inpainting (a path, an image, a tensor or a shape name)")
+        if self.task == "sr" and mask is not None:
+            raise ValueError(f"mask: the sr task takes no mask, got {type(mask).__name__}")
+
+    def _check_frame_size(self, h: int, w: int) -> None:
         if self.task == "inpaint":
-            if mask is None:
-                raise ValueError("mask: required for inpainting (a path, an image, a tensor or a shape name)")
             self._check_size(h, w, "frame size")
-            m = load_mask(mask, t, h, w)
+        else:
+            self._check_size(h * self.sr_factor, w * self.sr_factor, "output size")
+
+    def _condition(self, frames: torch.Tensor, m: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor]:
+        """(flow_frames, cond) of input frames ``[T, 3, H, W]`` (and for inpainting their masks ``[T, 1, H, W]``):
+        the degraded frames at output resolution, which the flow is estimated on, and the conditioning
+        latents ``[T, Cc, h, w]``."""
+        if self.task == "inpaint":
             degraded = frames * (1 - m) + 0.5 * m  # masked pixels grey, as the model was trained
             # A latent cell with any masked (grey) pixel is generated: its latent encodes the grey fill.
+            f = self.autoencoder.factor
             m_lat = torch.nn.functional.max_pool2d(m, f) if f > 1 else m
-            cond = torch.cat([m_lat, self.autoencoder.encode(degraded)], 1)
-            return degraded, cond, m
-        if mask is not None:
-            raise ValueError(f"mask: the sr task takes no mask, got {type(mask).__name__}")
-        oh, ow = h * self.sr_factor, w * self.sr_factor
-        self._check_size(oh, ow, "output size")
-        up = resize_frames(frames, (oh, ow))
-        return up, self.autoencoder.encode(up), None
+            return degraded, torch.cat([m_lat, self.autoencoder.encode(degraded)], 1)
+        up = resize_frames(frames, (frames.shape[-2] * self.sr_factor, frames.shape[-1] * self.sr_factor))
+        return up, self.autoencoder.encode(up)
 
     def _check_size(self, h: int, w: int, what: str) -> None:
         """The model's frames: a multiple of the autoencoder's factor times the UNet's downsampling."""
@@ -157,6 +171,29 @@ class WarpedDiffusionPipeline:
             )
 
     # -- the main job ----------------------------------------------------------------------------
+
+    def _job_settings(
+        self, steps, guidance, noise_method, noise_options, frame_schedule, max_batch, generator, output_type,
+        keep_known, callback, progress,
+    ):  # fmt: skip
+        """The job's arguments checked before any work: (guidance, steps, schedule, sampler config, warper)."""
+        guidance = guidance or GuidanceConfig()
+        if steps is None:  # the paper's: 50 with guidance, 25 without (lambda = 0 included)
+            steps = 25 if guidance.mode == "off" or guidance.lam == 0 else 50
+        check_int("num_inference_steps", steps, 1)
+        if output_type not in _OUTPUT_TYPES:
+            raise ValueError(f"output_type: expected one of {_OUTPUT_TYPES}, got {output_type!r}")
+        check_generator(generator)
+        if callback is not None and not callable(callback):
+            raise TypeError(
+                f"callback_on_step_end: expected a callable (frame, step, u, D) or None, got {type(callback).__name__}"
+            )
+        schedule = self.denoiser.sampling_schedule(steps)  # a bad step count: before any work
+        sampler_cfg = VideoSamplerConfig(frame_schedule, max_batch, guidance, progress)
+        warper = make_noise_warper(noise_method, **(noise_options or {}))
+        if keep_known and self.task != "inpaint":
+            raise ValueError(f"keep_known: for inpainting; the {self.task!r} task has no known pixels")
+        return guidance, steps, schedule, sampler_cfg, warper
 
     @torch.no_grad()
     def __call__(
@@ -203,25 +240,12 @@ class WarpedDiffusionPipeline:
                 Latents (``output_type="latent"``) are the model's either way.
             callback_on_step_end: ``callback(frame, step, u, D)``.
         """
-        guidance = guidance or GuidanceConfig()
-        if num_inference_steps is None:  # the paper's: 50 with guidance, 25 without (lambda = 0 included)
-            num_inference_steps = 25 if guidance.mode == "off" or guidance.lam == 0 else 50
-        check_int("num_inference_steps", num_inference_steps, 1)
-        if output_type not in _OUTPUT_TYPES:  # before any work
-            raise ValueError(f"output_type: expected one of {_OUTPUT_TYPES}, got {output_type!r}")
         if flows is not None:
             flows = _as_flow_pair(flows)
-        check_generator(generator)
-        if callback_on_step_end is not None and not callable(callback_on_step_end):
-            raise TypeError(
-                f"callback_on_step_end: expected a callable (frame, step, u, D) or None, "
-                f"got {type(callback_on_step_end).__name__}"
-            )
-        schedule = self.denoiser.sampling_schedule(num_inference_steps)  # a bad step count: before any work
-        sampler_cfg = VideoSamplerConfig(frame_schedule, max_batch, guidance, progress)
-        warper = make_noise_warper(noise_method, **(noise_options or {}))
-        if keep_known and self.task != "inpaint":
-            raise ValueError(f"keep_known: for inpainting; the {self.task!r} task has no known pixels")
+        guidance, num_inference_steps, schedule, sampler_cfg, warper = self._job_settings(
+            num_inference_steps, guidance, noise_method, noise_options, frame_schedule, max_batch, generator,
+            output_type, keep_known, callback_on_step_end, progress,
+        )  # fmt: skip
         if output_dir is not None:
             check_writable(output_dir, keep=False)
         flow_frames, cond, mask_px = self._prepare(video, mask, max_frames)
@@ -326,11 +350,139 @@ class WarpedDiffusionPipeline:
             guidance_losses={**(job.losses if job is not None else {}), **sampler.losses},
         )
 
+    def stream(
+        self,
+        video,
+        mask=None,
+        *,
+        num_inference_steps: int | None = None,
+        guidance: GuidanceConfig | None = None,
+        noise_method: str = "gp",
+        noise_options: dict | None = None,
+        frame_schedule: Literal["sequential", "wavefront"] = "sequential",
+        max_batch: int = 8,
+        flow_preset: str = "medium",
+        generator: torch.Generator | int | None = 0,
+        output_type: Literal["pt", "np", "pil", "latent"] = "pt",
+        max_frames: int | None = None,
+        keep_known: bool = False,
+        callback_on_step_end=None,
+        progress: bool = False,
+    ) -> Iterator:
+        """Restore ``video`` frame by frame, for live video and low-latency services.
+
+        Frames are taken as the sampler needs them (a video file is decoded as it goes; any iterable of
+        frames works, a camera's say), each pair's flow is estimated when its second frame arrives, and
+        each restored frame is yielded as soon as it is finished: with the sequential schedule right after
+        its own sampling, one frame behind the input, in memory that does not grow with the clip. The
+        frames are :meth:`__call__`'s for the same arguments, to the float rounding of decoding one frame at
+        a time. Nothing is written to disk (for a resumable job, :meth:`__call__` with ``output_dir``).
+
+        Args:
+            video: a path (decoded as consumed), a tensor or array ``[T, 3, H, W]``, a list of images, or
+                any iterable of frames (each a ``[3, H, W]`` tensor in [0, 1], an ``[H, W, 3]`` uint8
+                array or a PIL image).
+            mask: inpainting: a fixed mask, a mask video, or one mask per frame
+                (:func:`warped_fast.io.iter_masks`).
+            The other arguments: as for :meth:`__call__` (the progress bar counts frames, off by default).
+        Returns:
+            An iterator of the frames in order: ``[3, H, W]`` in [0, 1] ("pt"), ``[H, W, 3]`` uint8 ("np"),
+            a PIL image ("pil"), or its latent ``[C, h, w]`` ("latent"). The arguments are checked when
+            ``stream`` is called, the frames' sizes and masks as they arrive.
+        """
+        self._check_mask(mask)
+        if max_frames is not None:
+            check_int("max_frames", max_frames, 1)
+        guidance, steps, schedule, sampler_cfg, warper = self._job_settings(
+            num_inference_steps, guidance, noise_method, noise_options, frame_schedule, max_batch, generator,
+            output_type, keep_known, callback_on_step_end, progress,
+        )  # fmt: skip
+        sampler = VideoSampler(
+            self.denoiser, schedule, sampler_cfg, callback_on_step_end=callback_on_step_end
+        )
+        return self._stream(
+            video,
+            mask,
+            steps,
+            guidance,
+            sampler,
+            warper,
+            flow_preset,
+            generator,
+            output_type,
+            max_frames,
+            keep_known,
+        )
+
+    @torch.no_grad()
+    def _stream(
+        self, video, mask, steps, guidance, sampler, warper, flow_preset, generator, output_type, max_frames,
+        keep_known,
+    ) -> Iterator:  # fmt: skip
+        """:meth:`stream`'s frames, its arguments checked."""
+        guided_exact = guidance.mode == "exact" and any(guidance.active(k) for k in range(steps))
+        dev, factor = self.device, self.autoencoder.factor
+        known: dict[int, tuple[torch.Tensor, torch.Tensor]] = {}  # keep_known: the frames in flight's
+
+        def inputs() -> Iterator[FrameInput]:
+            masks = first = prev = None
+            for j, frame in enumerate(_frames_of(video, max_frames)):
+                if j == 0:
+                    first = frame.shape
+                    self._check_frame_size(*first[-2:])
+                    masks = iter_masks(mask, *first[-2:]) if self.task == "inpaint" else None
+                elif frame.shape != first:
+                    raise ValueError(f"video: frame {j} is {list(frame.shape)}, frame 0 {list(first)}")
+                m = None if masks is None else next(masks, None)
+                if masks is not None and m is None:
+                    raise ValueError(f"mask: masks for {j} frames, but the video has more")
+                flow_frame, cond = self._condition(frame[None], m)
+                if keep_known:
+                    known[j] = _known_pixels(flow_frame, m)
+                if j == 0:
+                    fl = bl = None
+                    n = warper.reset((self.denoiser.latent_channels, *cond.shape[-2:]), generator, dev)
+                else:
+                    if j == 1 and guided_exact:
+                        check_gradients_allowed()  # before the first flow is estimated
+                    fwd, back = estimate_flow(torch.cat([prev, flow_frame]), flow_preset)
+                    fl = flow_to_latent(fwd.float(), factor)[0].to(dev)
+                    bl = flow_to_latent(back.float(), factor)[0].to(dev)
+                    n = warper.step(bl, fl)
+                prev = flow_frame
+                yield FrameInput(n, cond[0].to(dev), fl, bl)
+
+        if sampler.config.frame_schedule == "wavefront":  # up to one frame in flight per step
+            self.denoiser.reserve_cache(steps + 2)
+        for j, z in enumerate(sampler.stream(inputs())):
+            frame = _paste(self.autoencoder.decode(z[None]), known.pop(j, None))
+            yield _convert(frame, z[None], output_type)[0]
+
 
 _OUTPUT_TYPES = ("pt", "np", "pil", "latent")
 # The version of a job's key (its digests): a folder from an earlier one is "another version", not
 # "another model".
 JOB_KEY_FORMAT = 3
+
+
+def _frames_of(video, max_frames: int | None) -> Iterator[torch.Tensor]:
+    """The frames ``[3, H, W]`` (float32 in [0, 1]) of a video source, one at a time: paths, arrays,
+    tensors and lists as :func:`warped_fast.io.iter_video` reads them, any other iterable item by item."""
+    if isinstance(video, (str, os.PathLike, torch.Tensor, np.ndarray, list, tuple)):
+        yield from iter_video(video, max_frames=max_frames)
+        return
+    try:
+        items = iter(video)
+    except TypeError:
+        raise TypeError(
+            f"video: expected a path, frames or an iterable of frames, got {type(video).__name__}"
+        ) from None
+    for k, item in enumerate(itertools.islice(items, max_frames)):
+        try:
+            frame = read_video([item])[0]
+        except (TypeError, ValueError) as e:
+            raise type(e)(f"video: frame {k}: {e}") from e
+        yield frame
 
 
 def _known_pixels(degraded: torch.Tensor, mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
