@@ -66,4 +66,6 @@ def test_stream_masks_per_frame_and_bad_input():
     with pytest.raises(ValueError, match="video: frame 1 is"):
         list(pipe.stream(iter([v[0], v[1, :, :8]]), "box", **kw))
     with pytest.raises(TypeError, match="video: expected a path, frames or an iterable of frames"):
-        list(pipe.stream(5, "box", **kw))
+        pipe.stream(5, "box", **kw)
+    with pytest.raises(FileNotFoundError):
+        pipe.stream("missing.mp4", "box", **kw)  # when called, not at the first frame

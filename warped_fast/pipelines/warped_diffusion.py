@@ -401,7 +401,7 @@ class WarpedDiffusionPipeline:
             self.denoiser, schedule, sampler_cfg, callback_on_step_end=callback_on_step_end
         )
         return self._stream(
-            video,
+            _frames_of(video, max_frames),
             mask,
             steps,
             guidance,
@@ -410,23 +410,21 @@ class WarpedDiffusionPipeline:
             flow_preset,
             generator,
             output_type,
-            max_frames,
             keep_known,
         )
 
     @torch.no_grad()
     def _stream(
-        self, video, mask, steps, guidance, sampler, warper, flow_preset, generator, output_type, max_frames,
-        keep_known,
+        self, video, mask, steps, guidance, sampler, warper, flow_preset, generator, output_type, keep_known
     ) -> Iterator:  # fmt: skip
-        """:meth:`stream`'s frames, its arguments checked."""
+        """:meth:`stream`'s frames, its arguments checked (``video``: :func:`_frames_of`'s iterator)."""
         guided_exact = guidance.mode == "exact" and any(guidance.active(k) for k in range(steps))
         dev, factor = self.device, self.autoencoder.factor
         known: dict[int, tuple[torch.Tensor, torch.Tensor]] = {}  # keep_known: the frames in flight's
 
         def inputs() -> Iterator[FrameInput]:
             masks = first = prev = None
-            for j, frame in enumerate(_frames_of(video, max_frames)):
+            for j, frame in enumerate(video):
                 if j == 0:
                     first = frame.shape
                     self._check_frame_size(*first[-2:])
@@ -469,20 +467,22 @@ def _frames_of(video, max_frames: int | None) -> Iterator[torch.Tensor]:
     """The frames ``[3, H, W]`` (float32 in [0, 1]) of a video source, one at a time: paths, arrays,
     tensors and lists as :func:`warped_fast.io.iter_video` reads them, any other iterable item by item."""
     if isinstance(video, (str, os.PathLike, torch.Tensor, np.ndarray, list, tuple)):
-        yield from iter_video(video, max_frames=max_frames)
-        return
+        return iter_video(video, max_frames=max_frames)  # a missing file raises here
     try:
         items = iter(video)
     except TypeError:
         raise TypeError(
             f"video: expected a path, frames or an iterable of frames, got {type(video).__name__}"
         ) from None
-    for k, item in enumerate(itertools.islice(items, max_frames)):
-        try:
-            frame = read_video([item])[0]
-        except (TypeError, ValueError) as e:
-            raise type(e)(f"video: frame {k}: {e}") from e
-        yield frame
+    return (_one_frame(k, item) for k, item in enumerate(itertools.islice(items, max_frames)))
+
+
+def _one_frame(k: int, item) -> torch.Tensor:
+    """Frame ``k`` of a stream (a tensor, an array or an image) as ``[3, H, W]``, or an error naming it."""
+    try:
+        return read_video([item])[0]
+    except (TypeError, ValueError) as e:
+        raise type(e)(f"video: frame {k}: {e}") from e
 
 
 def _known_pixels(degraded: torch.Tensor, mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
