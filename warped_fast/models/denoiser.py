@@ -2,9 +2,13 @@
 ``D(u, sigma, cond)`` for the EDM Euler sampler (method section 4).
 
 Input scaling ``c_in = 1 / sqrt(sigma^2 + 1)`` and the timestep of each sigma follow diffusers'
-``EulerDiscreteScheduler`` (``0.25 log sigma`` for its continuous-time v-prediction models); ``D = u - sigma * eps`` (epsilon), ``D = -sigma / sqrt(sigma^2 + 1) * v +
-u / (sigma^2 + 1)`` (v_prediction), ``D = out`` (sample). Classifier-free guidance runs the uncond and
-cond halves in one batch and combines them before the x0 conversion (equivalent, being affine).
+``EulerDiscreteScheduler`` (``0.25 log sigma`` for its continuous-time v-prediction models);
+``D = u - sigma * eps`` (epsilon), ``D = -sigma / sqrt(sigma^2 + 1) * v + u / (sigma^2 + 1)``
+(v_prediction), ``D = out`` (sample). EDM models (a scheduler with ``sigma_data``, e.g.
+``EDMEulerScheduler``) take Karras et al.'s preconditioning instead: ``c_in = 1 / sqrt(sigma^2 +
+sigma_data^2)``, timestep ``0.25 log sigma``, ``D = c_skip u + c_out F``. Classifier-free guidance runs
+the uncond and cond halves in one batch and combines them before the x0 conversion (equivalent, being
+affine).
 """
 
 from __future__ import annotations
