@@ -436,7 +436,19 @@ def test_iter_masks_fixed_per_frame_and_videos(tmp_path):
         Image.fromarray(frames[j, 0].numpy().astype(np.uint8)).save(folder / f"{j}.png")
     got = list(iter_masks(folder, h, w))
     assert len(got) == 3 and all(torch.equal(g, s[None]) for g, s in zip(got, seq, strict=True))
-    with pytest.raises(TypeError, match="mask: expected a mask, a mask video or an iterable of masks"):
+    with pytest.raises(TypeError, match="mask: expected a mask, a mask file or an iterable of masks"):
         iter_masks(5, h, w)
+    with pytest.raises(FileNotFoundError, match="mask: .*nope.mp4 does not exist"):
+        iter_masks(tmp_path / "nope.mp4", h, w)
+    # one mask in a folder, a list or a multi-frame file's frames: as load_mask reads them
+    one = tmp_path / "one"
+    one.mkdir()
+    Image.fromarray(img).save(one / "0.png")
+    assert all(torch.equal(m, fixed[0]) for m in islice(iter_masks(one, h, w), 4))
+    assert all(torch.equal(m, box) for m in islice(iter_masks([box[0, 0]], h, w), 4))
+    pages = [Image.fromarray((frames[j, 0].numpy() * 255).astype(np.uint8)) for j in range(3)]
+    pages[0].save(tmp_path / "m.tif", save_all=True, append_images=pages[1:])
+    got = list(iter_masks(tmp_path / "m.tif", h, w))
+    assert torch.equal(torch.cat(got), load_mask(tmp_path / "m.tif", 3, h, w))
     with pytest.raises(ValueError, match="mask: expected size 16x24"):
         next(iter_masks(torch.zeros(8, 8), h, w))

@@ -131,6 +131,8 @@ def test_guidance_rescale_as_diffusers():
     assert_close(eps, want, atol=1e-4, rtol=1e-4, what="rescaled CFG output")
     with pytest.raises(ValueError, match="guidance_rescale: expected a finite number >= 0"):
         DiffusersDenoiser(unet, scheduler=sch, prompt_embeds=pos, guidance_rescale=-0.5)
+    with pytest.raises(ValueError, match="guidance_rescale: rescales classifier-free guidance"):
+        DiffusersDenoiser(unet, scheduler=sch, prompt_embeds=pos, guidance_rescale=0.7)
 
 
 def test_sdxl_added_conditions_are_passed_and_batched():

@@ -49,7 +49,7 @@ def test_stream_reads_one_frame_at_a_time():
     assert len(seen) == 4
 
 
-def test_stream_masks_per_frame_and_bad_input():
+def test_stream_masks_per_frame_and_bad_input(tmp_path):
     pipe, v = _inpaint_pipe(), _video(3)
     masks = torch.zeros(3, 1, 16, 24)
     masks[:, :, 4:12, 6:18] = 1
@@ -69,3 +69,38 @@ def test_stream_masks_per_frame_and_bad_input():
         pipe.stream(5, "box", **kw)
     with pytest.raises(FileNotFoundError):
         pipe.stream("missing.mp4", "box", **kw)  # when called, not at the first frame
+    # when called too: a mask name or file, the flow preset, exact guidance where gradients are off
+    with pytest.raises(FileNotFoundError, match="mask: bxo does not exist"):
+        pipe.stream(v, "bxo", **kw)
+    with pytest.raises(ValueError, match="flow_preset: expected one of"):
+        pipe.stream(v, "box", flow_preset="nope", **kw)
+    with torch.inference_mode(), pytest.raises(RuntimeError, match="guidance: mode='exact'"):
+        pipe.stream(v, "box", num_inference_steps=2)
+    with pytest.raises(ValueError, match=r"video: frame 1: float frames must be in \[0, 1\]"):
+        list(pipe.stream(iter([v[0], v[1] + 2]), "box", **kw))
+    one = torch.stack(list(pipe.stream(iter([v[0][None], v[1][None]]), "box", **kw)))  # batches of one
+    assert one.shape == (2, 3, 16, 24)
+    # a mask folder of one image serves every frame, as for the whole-clip call
+    from PIL import Image
+
+    (tmp_path / "m").mkdir()
+    Image.fromarray((masks[0, 0].numpy() * 255).astype(np.uint8)).save(tmp_path / "m" / "0.png")
+    assert torch.equal(torch.stack(list(pipe.stream(v, tmp_path / "m", **kw))), fixed)
+
+
+def test_stream_keeps_no_losses_per_frame(monkeypatch):
+    """A live stream's memory stays flat: each frame's guidance losses are dropped once it is out."""
+    from warped_fast.sampling import VideoSampler
+
+    pipe, v = _inpaint_pipe(), _video(4)
+    kept = []
+    original = VideoSampler.pop_losses
+
+    def spy(self, frame):
+        out = original(self, frame)
+        kept.append(len(self.losses))
+        return out
+
+    monkeypatch.setattr(VideoSampler, "pop_losses", spy)
+    assert len(list(pipe.stream(v, "box", num_inference_steps=2))) == 4
+    assert kept == [0, 0, 0, 0]

@@ -95,37 +95,64 @@ def load_mask(mask, t: int, h: int, w: int) -> torch.Tensor:
 def iter_masks(mask, h: int, w: int) -> Iterator[torch.Tensor]:
     """Masks ``[1, 1, H, W]`` frame by frame, for a stream of frames whose number is not known ahead.
 
-    ``mask``: a fixed mask (a shape name, an image file, a PIL image, one ``[H, W]``, ``[H, W, C]`` or
-    ``[1, ...]`` array or tensor), repeated for every frame; a mask video (a video file or a folder of
-    images), decoded as the frames are consumed; the frames of a ``[T, ...]`` array or tensor; or the
-    items of any other iterable, one mask per frame. Values are read as :func:`load_mask` reads them.
-    The iterator ends where a video, tensor or iterable of masks does.
+    ``mask``: a shape name; a mask file (an image, or a video or a folder of images, decoded as the
+    frames are consumed); a PIL image; an array or tensor (one mask, or ``[T, ...]`` masks of frames); or
+    any other iterable, one mask per frame. Values are read as :func:`load_mask` reads them (0/1-valued
+    files as such, decided on the first frame that is not all zero). A source of one mask gives it for
+    every frame; longer ones end where they end.
     """
+    check_mask_source(mask)
     if (isinstance(mask, str) and mask in SHAPES) or hasattr(mask, "convert"):
         return itertools.repeat(load_mask(mask, 1, h, w))
     if isinstance(mask, (str, os.PathLike)):
-        from .video import VIDEO_SUFFIXES, iter_video
+        from .video import iter_video
 
-        p = Path(mask)
-        if p.is_dir() or p.suffix.lower() in VIDEO_SUFFIXES:
-            return (load_mask(_video_mask_frame(f), 1, h, w) for f in iter_video(p))
-        return itertools.repeat(load_mask(p, 1, h, w))
-    if isinstance(mask, (torch.Tensor, np.ndarray)):
+        try:
+            frames = iter_video(mask)
+        except ValueError as e:
+            raise ValueError(f"mask: {e}") from e
+        items = _file_masks(frames, h, w)
+    elif isinstance(mask, (torch.Tensor, np.ndarray)):
         # frames: [T, ...] of 4 dims, or [T, H, W]; else one mask ([H, W] or [H, W, C])
         t = mask.shape[0] if mask.ndim == 4 or (mask.ndim == 3 and tuple(mask.shape[-2:]) == (h, w)) else 1
         m = load_mask(mask, t, h, w)
-        return itertools.repeat(m[:1]) if t == 1 else (m[j : j + 1] for j in range(t))
-    try:
-        items = iter(mask)
-    except TypeError:
-        raise TypeError(
-            f"mask: expected a mask, a mask video or an iterable of masks, got {type(mask).__name__}"
-        ) from None
-    return (load_mask(x, 1, h, w) for x in items)
+        items = (m[j : j + 1] for j in range(t))
+    else:
+        try:
+            items = (load_mask(x, 1, h, w) for x in iter(mask))
+        except TypeError:
+            raise TypeError(
+                f"mask: expected a mask, a mask file or an iterable of masks, got {type(mask).__name__}"
+            ) from None
+    return _repeat_if_one(items)
 
 
-def _video_mask_frame(frame: torch.Tensor) -> torch.Tensor:
-    """A decoded mask-video frame ``[3, H, W]`` in [0, 1] as ``[H, W]``, 0/1-valued files read as such
-    (as :func:`load_mask` reads image files)."""
-    m = frame.mean(0)
-    return m * 255.0 if m.numel() and 0 < m.max() <= 1.5 / 255 else m
+def check_mask_source(mask) -> None:
+    """A mask given by name or path names a shape or an existing file, else an error naming ``mask``."""
+    if isinstance(mask, (str, os.PathLike)) and not (isinstance(mask, str) and mask in SHAPES):
+        if not Path(mask).exists():
+            raise FileNotFoundError(f"mask: {mask} does not exist (and is not one of {SHAPES})")
+
+
+def _repeat_if_one(items: Iterator[torch.Tensor]) -> Iterator[torch.Tensor]:
+    """``items``, or its one item forever where it has only one (a mask for every frame, as load_mask)."""
+    first = next(items, None)
+    if first is None:
+        return
+    second = next(items, None)
+    if second is None:
+        yield from itertools.repeat(first)
+    yield first
+    yield second
+    yield from items
+
+
+def _file_masks(frames: Iterator[torch.Tensor], h: int, w: int) -> Iterator[torch.Tensor]:
+    """Decoded mask frames ``[3, H, W]`` in [0, 1] as masks; a file whose values are all 0 or 1 is read as
+    0/1 (as :func:`load_mask` reads image files), decided on its first frame that is not all zero."""
+    scale = None
+    for f in frames:
+        m = f.mean(0)
+        if scale is None and m.numel() and m.max() > 0:
+            scale = 255.0 if m.max() <= 1.5 / 255 else 1.0
+        yield load_mask(m * (scale or 1.0), 1, h, w)

@@ -215,6 +215,11 @@ class DiffusersDenoiser(torch.nn.Module):
         )
         self.guidance_scale = float(guidance_scale)
         self.guidance_rescale = check_real("guidance_rescale", guidance_rescale, 0)
+        if self.guidance_rescale > 0 and self.guidance_scale == 1.0:
+            raise ValueError(
+                f"guidance_rescale: rescales classifier-free guidance, which guidance_scale 1 turns off; got "
+                f"guidance_rescale {guidance_rescale}"
+            )
         if self.guidance_scale != 1.0 and not self.conditional:
             raise ValueError(
                 f"guidance_scale: classifier-free guidance needs a text-conditioned UNet "

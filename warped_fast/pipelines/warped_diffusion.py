@@ -14,14 +14,16 @@ import os
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Literal
+from typing import Literal, get_args
 
 import numpy as np
 import torch
 
 from ..flow import estimate_flow, flow_to_latent
+from ..flow.dis import Preset
 from ..io import FrameStore, iter_masks, iter_video, load_mask, read_video, resize_frames
 from ..io.frames import check_writable
+from ..io.masks import check_mask_source
 from ..models.autoencoder import DiffusersVAE, IdentityAutoencoder
 from ..models.default import default_model_dir, load_pretrained, load_unet_folder, trained_options
 from ..models.denoiser import DiffusersDenoiser
@@ -138,6 +140,7 @@ class WarpedDiffusionPipeline:
     def _check_mask(self, mask) -> None:
         if self.task == "inpaint" and mask is None:
             raise ValueError("mask: required for inpainting (a path, an image, a tensor or a shape name)")
+        check_mask_source(mask)
         if self.task == "sr" and mask is not None:
             raise ValueError(f"mask: the sr task takes no mask, got {type(mask).__name__}")
 
@@ -173,8 +176,8 @@ class WarpedDiffusionPipeline:
     # -- the main job ----------------------------------------------------------------------------
 
     def _job_settings(
-        self, steps, guidance, noise_method, noise_options, frame_schedule, max_batch, generator, output_type,
-        keep_known, callback, progress,
+        self, steps, guidance, noise_method, noise_options, frame_schedule, max_batch, generator, flow_preset,
+        output_type, keep_known, callback, progress,
     ):  # fmt: skip
         """The job's arguments checked before any work: (guidance, steps, schedule, sampler config, warper)."""
         guidance = guidance or GuidanceConfig()
@@ -184,6 +187,8 @@ class WarpedDiffusionPipeline:
         if output_type not in _OUTPUT_TYPES:
             raise ValueError(f"output_type: expected one of {_OUTPUT_TYPES}, got {output_type!r}")
         check_generator(generator)
+        if flow_preset not in get_args(Preset):
+            raise ValueError(f"flow_preset: expected one of {get_args(Preset)}, got {flow_preset!r}")
         if callback is not None and not callable(callback):
             raise TypeError(
                 f"callback_on_step_end: expected a callable (frame, step, u, D) or None, got {type(callback).__name__}"
@@ -244,7 +249,7 @@ class WarpedDiffusionPipeline:
             flows = _as_flow_pair(flows)
         guidance, num_inference_steps, schedule, sampler_cfg, warper = self._job_settings(
             num_inference_steps, guidance, noise_method, noise_options, frame_schedule, max_batch, generator,
-            output_type, keep_known, callback_on_step_end, progress,
+            flow_preset, output_type, keep_known, callback_on_step_end, progress,
         )  # fmt: skip
         if output_dir is not None:
             check_writable(output_dir, keep=False)
@@ -384,7 +389,8 @@ class WarpedDiffusionPipeline:
                 array or a PIL image).
             mask: inpainting: a fixed mask, a mask video, or one mask per frame
                 (:func:`warped_fast.io.iter_masks`).
-            The other arguments: as for :meth:`__call__` (the progress bar counts frames, off by default).
+            The other arguments: as for :meth:`__call__` (the progress bar, off by default, counts frames,
+                or ticks with the wavefront schedule).
         Returns:
             An iterator of the frames in order: ``[3, H, W]`` in [0, 1] ("pt"), ``[H, W, 3]`` uint8 ("np"),
             a PIL image ("pil"), or its latent ``[C, h, w]`` ("latent"). The arguments are checked when
@@ -395,8 +401,11 @@ class WarpedDiffusionPipeline:
             check_int("max_frames", max_frames, 1)
         guidance, steps, schedule, sampler_cfg, warper = self._job_settings(
             num_inference_steps, guidance, noise_method, noise_options, frame_schedule, max_batch, generator,
-            output_type, keep_known, callback_on_step_end, progress,
+            flow_preset, output_type, keep_known, callback_on_step_end, progress,
         )  # fmt: skip
+        guided_exact = guidance.mode == "exact" and any(guidance.active(k) for k in range(steps))
+        if guided_exact:
+            check_gradients_allowed()  # here, and again before the first flow (the frames may come later)
         sampler = VideoSampler(
             self.denoiser, schedule, sampler_cfg, callback_on_step_end=callback_on_step_end
         )
@@ -453,6 +462,7 @@ class WarpedDiffusionPipeline:
         if sampler.config.frame_schedule == "wavefront":  # up to one frame in flight per step
             self.denoiser.reserve_cache(steps + 2)
         for j, z in enumerate(sampler.stream(inputs())):
+            sampler.pop_losses(j)  # nothing kept per frame: memory stays flat on a live stream
             frame = _paste(self.autoencoder.decode(z[None]), known.pop(j, None))
             yield _convert(frame, z[None], output_type)[0]
 
@@ -478,11 +488,14 @@ def _frames_of(video, max_frames: int | None) -> Iterator[torch.Tensor]:
 
 
 def _one_frame(k: int, item) -> torch.Tensor:
-    """Frame ``k`` of a stream (a tensor, an array or an image) as ``[3, H, W]``, or an error naming it."""
+    """Frame ``k`` of a stream (a tensor, an array, an image or an image file) as ``[3, H, W]``, or an
+    error naming it."""
+    if isinstance(item, (torch.Tensor, np.ndarray)) and item.ndim == 4 and item.shape[0] == 1:
+        item = item[0]  # a batch of one frame
     try:
         return read_video([item])[0]
-    except (TypeError, ValueError) as e:
-        raise type(e)(f"video: frame {k}: {e}") from e
+    except (TypeError, ValueError, OSError) as e:
+        raise type(e)(f"video: frame {k}: {str(e).removeprefix('video: ')}") from e
 
 
 def _known_pixels(degraded: torch.Tensor, mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:

@@ -118,7 +118,10 @@ def diffusers_schedule(scheduler, num_steps: int) -> SigmaSchedule:
     sig = torch.as_tensor(np.asarray(scheduler.sigmas, dtype=np.float64))
     ts = torch.as_tensor(np.asarray(scheduler.timesteps, dtype=np.float64))
     if sig.numel() != num_steps + 1 or ts.numel() != num_steps:
-        raise ValueError(f"scheduler: expected {num_steps + 1} sigmas and {num_steps} timesteps")
+        raise ValueError(
+            f"scheduler: expected {num_steps + 1} sigmas and {num_steps} timesteps for {num_steps} steps, got "
+            f"{sig.numel()} and {ts.numel()}"
+        )
     ac = getattr(scheduler, "alphas_cumprod", None)
     if num_steps == 1 and ac is not None:  # e.g. a "leading"/"linspace" spacing starts low
         mid = float(sigmas_of_alphas(torch.as_tensor(ac))[(len(ac) - 1) // 2])

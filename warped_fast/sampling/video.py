@@ -187,6 +187,11 @@ class VideoSampler:
     def losses(self, value: dict[int, list[float]]) -> None:
         self._losses, self._loss_log = dict(value), []
 
+    def pop_losses(self, frame: int) -> list[float]:
+        """Frame ``frame``'s guidance losses (one per guided step), no longer kept (a live stream)."""
+        self._read_losses()
+        return self._losses.pop(frame, [])
+
     def _read_losses(self) -> None:
         """Moves the logged device losses into ``_losses`` (one device-to-host copy)."""
         if self._loss_log:
