@@ -226,3 +226,30 @@ def test_identity_flow_is_exact_past_2_24_pixels():
     assert torch.equal(out, noise) and bool(valid.all())
     idx, ok = _round_target(torch.zeros(2, h, w))
     assert torch.equal(idx, torch.arange(h * w)) and bool(ok.all())
+
+
+def test_gp_coordinate_growth_is_reported(caplog):
+    """Flows that disagree near the edges compound through the linear extrapolation outside the frame:
+    once the map leaves float32's exact range a warning says so (once per clip); a map that is no longer
+    finite is a clear error naming the noise, not the noise op's."""
+    import logging
+
+    g = torch.Generator().manual_seed(0)
+    h = w = 32
+    warper = make_noise_warper("gp", rff=RFFConfig(num_features=64))
+    warper.reset((2, h, w), 0)
+    with caplog.at_level(logging.WARNING, logger="warped_fast"):
+        for _ in range(40):
+            back = torch.zeros(2, h, w)
+            back[0] = -1
+            back += torch.randn(2, h, w, generator=g)  # 1 px of jitter per pixel: not an optical flow
+            warper.step(back, -back)
+    warnings = [r for r in caplog.records if "composed coordinate map" in r.getMessage()]
+    assert len(warnings) == 1 and "no longer exact" in warnings[0].getMessage()
+    warper.coords[0, :, 0, 0] = -3e38  # extrapolated once more: past float32's range
+    back = torch.zeros(2, h, w)
+    back[0] = -1
+    with pytest.raises(
+        ValueError, match="noise: the composed coordinate map of frame 41 is no longer finite"
+    ):
+        warper.step(back)

@@ -15,6 +15,7 @@ host time per op: for low-latency services).
 
 from __future__ import annotations
 
+import logging
 import math
 import numbers
 from dataclasses import dataclass
@@ -23,9 +24,14 @@ import torch
 
 from ..ops import compose_coords, value_checks
 from ..ops import occlusion_mask as _occlusion_mask
+from ..ops._checks import value_checks_on
 from .base import NoiseWarper, fresh_offset, register_method
 from .rff import RFFConfig, RFFField, identity_coords
 from .sources import check_rff, rff_for
+
+logger = logging.getLogger("warped_fast")
+# Coordinates past 2^22 px are coarser than half a pixel in float32: the noise there is no longer exact.
+COORD_LIMIT = 2.0**22
 
 
 @dataclass(frozen=True)
@@ -160,7 +166,10 @@ class GPWarp(NoiseWarper):
     setting), so a model must be fine-tuned on GP noise. A draw of J features spans at most J
     dimensions per channel: ample at 128x128 latents with J = 3000, visibly structured on much larger
     grids. Fresh noise for occluded pixels lives at far-away tiles of the plane (float32 phases there
-    lose a little precision on very long clips).
+    lose a little precision on very long clips). Backward flows that disagree near the frame's edges
+    (per-pixel jitter, unreliable flow on tiny frames) compound through the linear extrapolation outside
+    the frame, frame after frame: a warning says when the map leaves the range where float32 keeps it
+    exact (``COORD_LIMIT``), an error when it is no longer finite (with value checks on).
     """
 
     def __init__(
@@ -173,6 +182,7 @@ class GPWarp(NoiseWarper):
         super().__init__()
         self.config = GPWarpConfig(rff, occlusion, sigma, cuda_graph)
         self._graph = None  # (CUDAGraph, static back-flow input, static noise output) once captured
+        self._warned = False  # the coordinate range warning, once per clip
 
     @property
     def uses_forward_flow(self) -> bool:
@@ -185,7 +195,7 @@ class GPWarp(NoiseWarper):
         # with occlusion: each pixel's tile of the plane (0, or 1 + a fresh tile) and the share it holds
         self.tiles = torch.zeros(h, w, dtype=torch.long, device=self.device)
         self.own = torch.ones(h, w, device=self.device)
-        self._graph = None
+        self._graph, self._warned = None, False
         return self._eval()
 
     def _eval(self) -> torch.Tensor:
@@ -205,7 +215,26 @@ class GPWarp(NoiseWarper):
             self.own = torch.where(occ, 1.0, own)
         else:
             self.coords = compose_coords(self.coords, back[None])
+        if value_checks_on():
+            self._check_coords()
         return self._eval()
+
+    def _check_coords(self) -> None:
+        """The composed map stays finite (a clear error, not the noise op's), and a warning, once per clip,
+        where it leaves the float32 range in which the noise is exact: flows that disagree near the frame's
+        edges compound through the linear extrapolation outside it (method section 3)."""
+        top = float(self.coords.abs().max())
+        if not math.isfinite(top) or top > COORD_LIMIT and not self._warned:
+            _, h, w = self.shape
+            what = (
+                f"noise: the composed coordinate map of frame {self.frame} reaches {top:.3g} px ({h}x{w} frames): "
+                "backward flows that disagree near the frame's edges compound through the linear extrapolation "
+                "outside it; smoother flows (e.g. a slower DIS preset, larger frames) avoid it"
+            )
+            if not math.isfinite(top):
+                raise ValueError(what.replace(f"reaches {top:.3g} px", "is no longer finite"))
+            logger.warning("%s; the noise there is no longer exact", what)
+            self._warned = True
 
     def _graph_step(self, back: torch.Tensor) -> torch.Tensor:
         """The step as a CUDA-graph replay; captured on first use (frame 2: frame 1 ran eagerly, which
