@@ -104,3 +104,30 @@ def test_stream_keeps_no_losses_per_frame(monkeypatch):
     monkeypatch.setattr(VideoSampler, "pop_losses", spy)
     assert len(list(pipe.stream(v, "box", num_inference_steps=2))) == 4
     assert kept == [0, 0, 0, 0]
+
+
+def test_stream_takes_a_flow_function():
+    """flow_fn replaces DIS (RAFT on a GPU, say): given flows equal the whole-clip call's given flows."""
+    pipe, v = _inpaint_pipe(), _video(3)
+    fwd = torch.zeros(2, 2, 16, 24)
+    fwd[:, 0] = 1.0
+    kw = dict(num_inference_steps=2)
+    whole = pipe(v, "box", flows=(fwd, -fwd), progress=False, **kw).frames
+    pairs = []
+
+    def flow_fn(pair):
+        pairs.append(pair.shape)
+        return fwd[:1], -fwd[0]  # [1, 2, H, W] or [2, H, W]
+
+    frames = torch.stack(list(pipe.stream(v, "box", flow_fn=flow_fn, **kw)))
+    assert pairs == [(2, 3, 16, 24)] * 2 and (frames - whole).abs().max() < 1e-5
+    with pytest.raises(TypeError, match="flow_fn: expected a callable"):
+        pipe.stream(v, "box", flow_fn=5)
+    with pytest.raises(
+        ValueError, match=r"flow_fn: expected floating-point flows \[1, 2, 16, 24\] for frames 0, 1"
+    ):
+        list(pipe.stream(v, "box", flow_fn=lambda p: (fwd[0].permute(1, 2, 0), fwd[0]), **kw))
+    bad = fwd[0].clone()
+    bad[0, 0, 0] = float("nan")
+    with pytest.raises(ValueError, match=r"flow_fn\(frames 0, 1\)\[1\]: expected finite values"):
+        list(pipe.stream(v, "box", flow_fn=lambda p: (fwd[0], bad), **kw))

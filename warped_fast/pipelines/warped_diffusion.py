@@ -8,6 +8,7 @@ Finished frames are written as they complete when ``output_dir`` is given, and a
 
 from __future__ import annotations
 
+import functools
 import itertools
 import logging
 import os
@@ -367,6 +368,7 @@ class WarpedDiffusionPipeline:
         frame_schedule: Literal["sequential", "wavefront"] = "sequential",
         max_batch: int = 8,
         flow_preset: str = "medium",
+        flow_fn=None,
         generator: torch.Generator | int | None = 0,
         output_type: Literal["pt", "np", "pil", "latent"] = "pt",
         max_frames: int | None = None,
@@ -389,6 +391,10 @@ class WarpedDiffusionPipeline:
                 array or a PIL image).
             mask: inpainting: a fixed mask, a mask video, or one mask per frame
                 (:func:`warped_fast.io.iter_masks`).
+            flow_fn: the flow of each pair, ``flow_fn(pair) -> (fwd, back)`` with ``pair`` the two
+                degraded frames ``[2, 3, H, W]`` the flow is estimated on and the flows ``[1, 2, H, W]`` in
+                pixels (e.g. RAFT on a GPU: ``lambda p: warped_fast.flow.estimate_flow_raft(p, weights)``);
+                default OpenCV DIS with ``flow_preset``.
             The other arguments: as for :meth:`__call__` (the progress bar, off by default, counts frames,
                 or ticks with the wavefront schedule).
         Returns:
@@ -399,6 +405,12 @@ class WarpedDiffusionPipeline:
         self._check_mask(mask)
         if max_frames is not None:
             check_int("max_frames", max_frames, 1)
+        if flow_fn is not None and not callable(flow_fn):
+            raise TypeError(
+                f"flow_fn: expected a callable (pair [2, 3, H, W]) -> (fwd, back), got {type(flow_fn).__name__}"
+            )
+        if flow_fn is None:
+            flow_fn = functools.partial(estimate_flow, preset=flow_preset)
         guidance, steps, schedule, sampler_cfg, warper = self._job_settings(
             num_inference_steps, guidance, noise_method, noise_options, frame_schedule, max_batch, generator,
             flow_preset, output_type, keep_known, callback_on_step_end, progress,
@@ -416,7 +428,7 @@ class WarpedDiffusionPipeline:
             guidance,
             sampler,
             warper,
-            flow_preset,
+            flow_fn,
             generator,
             output_type,
             keep_known,
@@ -424,7 +436,7 @@ class WarpedDiffusionPipeline:
 
     @torch.no_grad()
     def _stream(
-        self, video, mask, steps, guidance, sampler, warper, flow_preset, generator, output_type, keep_known
+        self, video, mask, steps, guidance, sampler, warper, flow_fn, generator, output_type, keep_known
     ) -> Iterator:  # fmt: skip
         """:meth:`stream`'s frames, its arguments checked (``video``: :func:`_frames_of`'s iterator)."""
         guided_exact = guidance.mode == "exact" and any(guidance.active(k) for k in range(steps))
@@ -452,7 +464,7 @@ class WarpedDiffusionPipeline:
                 else:
                     if j == 1 and guided_exact:
                         check_gradients_allowed()  # before the first flow is estimated
-                    fwd, back = estimate_flow(torch.cat([prev, flow_frame]), flow_preset)
+                    fwd, back = _pair_flow(flow_fn, torch.cat([prev, flow_frame]), j)
                     fl = flow_to_latent(fwd.float(), factor)[0].to(dev)
                     bl = flow_to_latent(back.float(), factor)[0].to(dev)
                     n = warper.step(bl, fl)
@@ -485,6 +497,28 @@ def _frames_of(video, max_frames: int | None) -> Iterator[torch.Tensor]:
             f"video: expected a path, frames or an iterable of frames, got {type(video).__name__}"
         ) from None
     return (_one_frame(k, item) for k, item in enumerate(itertools.islice(items, max_frames)))
+
+
+def _pair_flow(flow_fn, pair: torch.Tensor, j: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """``flow_fn(pair)`` checked: two finite floating-point flows ``[1, 2, H, W]`` (or ``[2, H, W]``)."""
+    out = flow_fn(pair)
+    shape = (1, 2, *pair.shape[-2:])
+    if not isinstance(out, (tuple, list)) or len(out) != 2:
+        raise ValueError(
+            f"flow_fn: expected a pair (fwd, back) for frames {j - 1}, {j}; got {type(out).__name__}"
+        )
+    flows = []
+    for k, f in enumerate(out):
+        if not (
+            isinstance(f, torch.Tensor) and f.is_floating_point() and tuple(f.shape) in (shape, shape[1:])
+        ):
+            got = list(f.shape) if isinstance(f, torch.Tensor) else type(f).__name__
+            raise ValueError(
+                f"flow_fn: expected floating-point flows {list(shape)} for frames {j - 1}, {j}; got {got}"
+            )
+        check_finite(f"flow_fn(frames {j - 1}, {j})[{k}]", f)
+        flows.append(f.reshape(shape))
+    return flows[0], flows[1]
 
 
 def _one_frame(k: int, item) -> torch.Tensor:
