@@ -103,7 +103,7 @@ def compose_within_tiles(
     nearest tap, ``X(q) + (x + b(x) - q)`` (exact for a translation); its new ``own`` is that share.
     Elsewhere the result is ``compose_coords``'. Resampling blurs the shares as it does an image: under
     sub-pixel motion a region a few pixels wide loses pixels at its edges over tens of frames (a region
-    of 3 x 4 pixels panned 0.3 px per frame: 8 of its 12 pixels from frame 15 on; panned 0.5 px per
+    of 3 x 4 pixels panned 0.3 px per frame: 8 of its 12 pixels after about 15 frames; panned 0.5 px per
     frame, the worst case: none from frame 19 on), which then take the coordinates of a tile around it.
 
     Args:
@@ -229,7 +229,7 @@ class GPWarp(NoiseWarper):
             what = (
                 f"noise: the composed coordinate map of frame {self.frame} reaches {top:.3g} px ({h}x{w} frames): "
                 "backward flows that disagree near the frame's edges compound through the linear extrapolation "
-                "outside it; smoother flows (e.g. a slower DIS preset, larger frames) avoid it"
+                "outside it; smoother flows (RAFT from local weights, larger frames) avoid it"
             )
             if not math.isfinite(top):
                 raise ValueError(what.replace(f"reaches {top:.3g} px", "is no longer finite"))
