@@ -42,9 +42,17 @@ def test_stream_reads_one_frame_at_a_time():
             taken.append(j)
             yield (v[j].permute(1, 2, 0) * 255).round().to(torch.uint8).numpy()  # [H, W, 3] uint8
 
+    masks_taken = []
+
+    def live_masks():  # a live source's masks: not read ahead either
+        for j in range(4):
+            masks_taken.append(j)
+            yield "box"
+
     seen = []
-    for j, frame in enumerate(pipe.stream(camera(), "box", num_inference_steps=2)):
+    for j, frame in enumerate(pipe.stream(camera(), live_masks(), num_inference_steps=2)):
         assert taken == list(range(j + 1)), f"frame {j} came out after frames {taken} were taken"
+        assert masks_taken == list(range(j + 1)), f"frame {j} came out after masks {masks_taken} were taken"
         seen.append(frame)
     assert len(seen) == 4
 

@@ -96,10 +96,11 @@ def iter_masks(mask, h: int, w: int) -> Iterator[torch.Tensor]:
     """Masks ``[1, 1, H, W]`` frame by frame, for a stream of frames whose number is not known ahead.
 
     ``mask``: a shape name; a mask file (an image, or a video or a folder of images, decoded as the
-    frames are consumed); a PIL image; an array or tensor (one mask, or ``[T, ...]`` masks of frames); or
-    any other iterable, one mask per frame. Values are read as :func:`load_mask` reads them (0/1-valued
-    files as such, decided on the first frame that is not all zero). A source of one mask gives it for
-    every frame; longer ones end where they end.
+    frames are consumed); a PIL image; an array or tensor (one mask, or ``[T, ...]`` masks of frames); a
+    list of masks; or an iterator, one mask per frame, never read ahead (a live source's). Values are read
+    as :func:`load_mask` reads them (0/1-valued files as such, decided on the first frame that is not all
+    zero). A file, tensor or list of one mask gives it for every frame; longer ones, and iterators, end
+    where they end.
     """
     check_mask_source(mask)
     if (isinstance(mask, str) and mask in SHAPES) or hasattr(mask, "convert"):
@@ -117,9 +118,11 @@ def iter_masks(mask, h: int, w: int) -> Iterator[torch.Tensor]:
         t = mask.shape[0] if mask.ndim == 4 or (mask.ndim == 3 and tuple(mask.shape[-2:]) == (h, w)) else 1
         m = load_mask(mask, t, h, w)
         items = (m[j : j + 1] for j in range(t))
-    else:
+    elif isinstance(mask, (list, tuple)):
+        items = (load_mask(x, 1, h, w) for x in mask)
+    else:  # an iterator, say of a live source's masks: one per frame, never read ahead
         try:
-            items = (load_mask(x, 1, h, w) for x in iter(mask))
+            return (load_mask(x, 1, h, w) for x in iter(mask))
         except TypeError:
             raise TypeError(
                 f"mask: expected a mask, a mask file or an iterable of masks, got {type(mask).__name__}"
