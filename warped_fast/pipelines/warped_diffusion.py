@@ -425,7 +425,7 @@ class WarpedDiffusionPipeline:
             _frames_of(video, max_frames),
             mask,
             steps,
-            guidance,
+            guided_exact,
             sampler,
             warper,
             flow_fn,
@@ -436,10 +436,9 @@ class WarpedDiffusionPipeline:
 
     @torch.no_grad()
     def _stream(
-        self, video, mask, steps, guidance, sampler, warper, flow_fn, generator, output_type, keep_known
+        self, video, mask, steps, guided_exact, sampler, warper, flow_fn, generator, output_type, keep_known
     ) -> Iterator:  # fmt: skip
         """:meth:`stream`'s frames, its arguments checked (``video``: :func:`_frames_of`'s iterator)."""
-        guided_exact = guidance.mode == "exact" and any(guidance.active(k) for k in range(steps))
         dev, factor = self.device, self.autoencoder.factor
         known: dict[int, tuple[torch.Tensor, torch.Tensor]] = {}  # keep_known: the frames in flight's
 
