@@ -67,9 +67,21 @@ def test_inpaint_mask_video_follows_size_and_max_frames(tmp_path):
     m[:, :, 8:24, 12:36] = 1
     mask = write_video(m, tmp_path / "mask.gif")
     out = tmp_path / "o"
-    args = ["inpaint", str(src), "--mask", str(mask), "--size", "16x24", "--max-frames", "2"]
+    args = [
+        "inpaint",
+        str(src),
+        "--mask",
+        str(mask),
+        "--size",
+        "16x24",
+        "--max-frames",
+        "2",
+        "--flow-preset",
+        "fast",
+    ]
     assert main([*args, "--out", str(out), "--steps", "2", "--quiet", "--guidance", "off"]) == 0
     assert read_video(out / "inpaint.mp4").shape == (2, 3, 16, 24)
+    assert json.loads((out / "frames" / "progress.json").read_text())["params"]["flows"][1] == "fast"
 
 
 def test_warp_noise(tmp_path, capsys):
@@ -94,6 +106,22 @@ def test_warp_noise(tmp_path, capsys):
     with pytest.raises(SystemExit):
         main([*args, "--size", "36"])
     assert "argument --size: expected HxW such as 64x96, got '36'" in capsys.readouterr().err
+
+
+def test_flow_presets_match_the_library(tmp_path):
+    from typing import get_args
+
+    from safetensors.torch import load_file
+
+    from warped_fast.cli import FLOW_PRESETS
+    from warped_fast.flow.dis import Preset
+
+    assert FLOW_PRESETS == get_args(Preset)
+    src = _clip(tmp_path, h=32, w=48)
+    out = tmp_path / "fast.safetensors"
+    assert main(["warp-noise", str(src), "--out", str(out), "--flow-preset", "ultrafast"]) == 0
+    fwd, _ = estimate_flow(read_video(src), "ultrafast")
+    assert torch.equal(load_file(str(out))["fwd_flow"], flow_to_latent(fwd, 8))
 
 
 def test_noise_methods_and_options_match_the_library():
@@ -169,6 +197,7 @@ def test_warp_noise_missing_input(tmp_path, capsys):
         (["--max-frames", "0"], "argument --max-frames: expected an int >= 1, got 0"),
         (["--seed", "99999999999999999999"], "argument --seed: expected a seed of 64 bits"),
         (["--factor", "x"], "argument --factor: expected an int, got 'x'"),
+        (["--flow-preset", "slow"], "argument --flow-preset: invalid choice: 'slow'"),
     ],
 )
 def test_warp_noise_bad_arguments(tmp_path, capsys, extra, message):

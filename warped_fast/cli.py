@@ -23,6 +23,9 @@ NOISE_METHOD_OPTIONS = {
 }
 NOISE_METHODS = tuple(NOISE_METHOD_OPTIONS)
 RFF_KEYS = ("num_features", "lengthscale", "truncation", "shared_features")
+# OpenCV DIS presets (warped_fast.flow.dis.Preset; here so that --help does not import torch)
+FLOW_PRESETS = ("ultrafast", "fast", "medium")
+FLOW_PRESET_HELP = "OpenCV DIS preset of the optical flow (default: medium, the most accurate)"
 NOISE_OPTION_HELP = (
     "an option of the noise method as KEY=VALUE, repeatable; VALUE is read as JSON (3000, 2.5, true), "
     "else as text. Keys: "
@@ -150,6 +153,7 @@ def _restore(args, task) -> int:
         video, mask, num_inference_steps=args.steps,
         guidance=GuidanceConfig(mode=args.guidance, lam=args.lam), noise_method=args.noise, noise_options=options,
         frame_schedule=args.schedule, generator=args.seed, output_dir=out / "frames", progress=not args.quiet,
+        flow_preset=args.flow_preset,
         keep_known=getattr(args, "keep_known", False),
     )  # fmt: skip
     path = write_video(res.frames, out / f"{task}.mp4", fps=fps)
@@ -191,7 +195,8 @@ def _warp_noise(args) -> int:
                 )
             noise.append(warper.reset((args.channels, h // f, w // f), args.seed, args.device))
         else:
-            fwd, back = (flow_to_latent(fl, f)[0] for fl in estimate_flow(torch.cat([prev, frame])))
+            pair = torch.cat([prev, frame])
+            fwd, back = (flow_to_latent(fl, f)[0] for fl in estimate_flow(pair, args.flow_preset))
             noise.append(warper.step(back.to(warper.device), fwd.to(warper.device)))
             fwds.append(fwd)
             backs.append(back)
@@ -262,6 +267,7 @@ def _add_restore_args(p, task):
         "--noise-option", type=_noise_option, action="append", metavar="KEY=VALUE", help=NOISE_OPTION_HELP
     )
     p.add_argument("--schedule", choices=["sequential", "wavefront"], default="sequential")
+    p.add_argument("--flow-preset", choices=FLOW_PRESETS, default="medium", help=FLOW_PRESET_HELP)
     p.add_argument("--size", type=_size, help="resize the input to HxW first")
     p.add_argument("--max-frames", type=_at_least(1), help="read at most this many frames")
     p.add_argument("--seed", type=_seed, default=0, help="the noise's seed (default: 0)")
@@ -377,6 +383,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--noise-option", type=_noise_option, action="append", metavar="KEY=VALUE", help=NOISE_OPTION_HELP
     )
     w.add_argument("--factor", type=_at_least(1), default=8, help="latent downsampling factor f (default: 8)")
+    w.add_argument("--flow-preset", choices=FLOW_PRESETS, default="medium", help=FLOW_PRESET_HELP)
     w.add_argument("--channels", type=_at_least(1), default=4, help="noise channels C (default: 4)")
     w.add_argument("--size", type=_size, help="resize the input to HxW first")
     w.add_argument("--max-frames", type=_at_least(1), help="read at most this many frames")
