@@ -129,7 +129,7 @@ def _restore(args, task) -> int:
     from pathlib import Path
 
     from .io import load_mask, read_video, resize_frames, video_fps, write_video
-    from .io.masks import SHAPES
+    from .io.masks import SHAPES, check_mask_source
     from .sampling import GuidanceConfig
 
     # before any work: the options, the output folder, the mask file, the model; then the video is decoded
@@ -139,8 +139,10 @@ def _restore(args, task) -> int:
     if not Path(args.input).exists():
         raise CliError(f"input: {args.input} does not exist")
     mask = args.mask if task == "inpaint" else None
-    if mask is not None and mask not in SHAPES and not Path(mask).exists():  # a file or a folder of masks
-        raise CliError(f"--mask: {mask} does not exist (nor is it one of the shapes {', '.join(SHAPES)})")
+    try:  # a shape name, or a mask file or folder that exists
+        check_mask_source(mask)
+    except FileNotFoundError as e:
+        raise CliError(f"--{e}") from None
     pipe = _pipeline(args, task)
     video = read_video(args.input, max_frames=args.max_frames)
     fps = args.fps or video_fps(args.input) or 8.0  # now: the input may move during a long job

@@ -47,9 +47,7 @@ def warping_error(
         ``[T-1]``: mean over valid pixels and channels of ``(warp(frame_j) - frame_ref)^2``; NaN for a
         frame with no valid pixel (nothing of it is seen in the reference frame): average with nanmean.
     """
-    for name, v in (("video", video), ("fwd_flows", fwd_flows), ("mask", mask)):
-        if v is not None:
-            check_tensor(name, v, dtypes=None)
+    check_tensor("video", video, dtypes=None)
     if video.dim() != 4 or video.shape[0] < 2:
         raise ValueError(f"video: expected [T >= 2, C, H, W], got {list(video.shape)}")
     t, c, h, w = video.shape
@@ -57,9 +55,9 @@ def warping_error(
         raise TypeError(
             f"video: expected floating-point frames (pixels in [0, 1] or latents), got {video.dtype}"
         )
+    check_tensor("fwd_flows", fwd_flows, (t - 1, 2, h, w), dtypes=None)
     if not fwd_flows.is_floating_point():
         raise TypeError(f"fwd_flows: expected floating-point flows (pixels), got {fwd_flows.dtype}")
-    check_tensor("fwd_flows", fwd_flows, (t - 1, 2, h, w), dtypes=None)
     if reference not in ("previous", "first"):
         raise ValueError(f"reference: expected 'previous' or 'first', got {reference!r}")
     if reference == "previous":

@@ -25,6 +25,7 @@ import torch
 from ..ops import compose_coords, value_checks
 from ..ops import occlusion_mask as _occlusion_mask
 from ..ops._checks import value_checks_on
+from ..reference._bilinear import pixel_grid
 from .base import NoiseWarper, fresh_offset, register_method
 from .rff import RFFConfig, RFFField, identity_coords
 from .sources import check_rff, rff_for
@@ -79,11 +80,7 @@ def occluded_pixels(back: torch.Tensor, fwd: torch.Tensor) -> torch.Tensor:
     """
     _, h, w = back.shape
     bad = _occlusion_mask(back[None], fwd[None])[0, 0]
-    ys, xs = torch.meshgrid(
-        torch.arange(h, device=back.device, dtype=back.dtype),
-        torch.arange(w, device=back.device, dtype=back.dtype),
-        indexing="ij",
-    )
+    xs, ys = pixel_grid(h, w, back.device, back.dtype)
     x, y = xs + back[0], ys + back[1]
     inside = (x >= 0) & (x <= w - 1) & (y >= 0) & (y <= h - 1)
     return bad & inside
@@ -116,11 +113,7 @@ def compose_within_tiles(
     """
     composed = compose_coords(coords, back[None])
     _, h, w = back.shape
-    ys, xs = torch.meshgrid(
-        torch.arange(h, device=back.device, dtype=back.dtype),
-        torch.arange(w, device=back.device, dtype=back.dtype),
-        indexing="ij",
-    )
+    xs, ys = pixel_grid(h, w, back.device, back.dtype)
     px, py = xs + back[0], ys + back[1]
     # compose_coords' cell, clamp(floor(p), 0, max(size - 2, 0)); its taps with a zero weight do not count
     cx = px.floor().clamp(0, max(w - 2, 0))
