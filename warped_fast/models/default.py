@@ -105,7 +105,7 @@ def load_unet_folder(
         # preconditioning, its sigmas on an Euler grid
         edm = sch_cls.startswith("EDM") or "sigma_data" in sch_cfg
         sch_type = EDMEulerScheduler if edm else EulerDiscreteScheduler
-        scheduler = sch_type.from_pretrained(sch_dir, local_files_only=True)
+        scheduler = sch_type.from_config(sch_cfg)  # the config just read, not read again
         cfg = scheduler.config
         if not edm and not (
             cfg.get("use_karras_sigmas") or cfg.get("use_exponential_sigmas") or cfg.get("use_beta_sigmas")

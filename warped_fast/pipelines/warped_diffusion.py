@@ -257,7 +257,7 @@ class WarpedDiffusionPipeline:
         flow_frames, cond, mask_px = self._prepare(video, mask, max_frames)
         keep = _known_pixels(flow_frames, mask_px) if keep_known else None
         t = cond.shape[0]
-        if guidance.mode == "exact" and t > 1 and any(guidance.active(s) for s in range(num_inference_steps)):
+        if t > 1 and guidance.differentiates(num_inference_steps):
             check_gradients_allowed()  # before the flow is estimated
         dev = self.device
         cond = cond.to(dev)
@@ -415,7 +415,7 @@ class WarpedDiffusionPipeline:
             num_inference_steps, guidance, noise_method, noise_options, frame_schedule, max_batch, generator,
             flow_preset, output_type, keep_known, callback_on_step_end, progress,
         )  # fmt: skip
-        guided_exact = guidance.mode == "exact" and any(guidance.active(k) for k in range(steps))
+        guided_exact = guidance.differentiates(steps)
         if guided_exact:
             check_gradients_allowed()  # here, and again before the first flow (the frames may come later)
         sampler = VideoSampler(

@@ -57,6 +57,11 @@ class GuidanceConfig:
             return False
         return step >= self.start_step and (self.end_step is None or step < self.end_step)
 
+    def differentiates(self, steps: int) -> bool:
+        """Whether a run of ``steps`` steps takes gradients through the denoiser (mode "exact", some step
+        guided): torch.inference_mode() forbids it."""
+        return self.mode == "exact" and any(self.active(k) for k in range(steps))
+
 
 def check_gradients_allowed() -> None:
     """Exact guidance differentiates through the denoiser, which ``torch.inference_mode()`` forbids."""
