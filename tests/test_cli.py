@@ -416,3 +416,24 @@ def test_config_syntax_error_and_info_without_cuda_name_the_cause(tmp_path, caps
     if not torch.cuda.is_available():
         assert main(["info", "--device", "cuda"]) == 2
         assert "--device cuda: this torch has no CUDA device" in capsys.readouterr().err
+
+
+def test_inpaint_with_a_text_conditioned_model(tmp_path, capsys):
+    """--prompt / --negative-prompt / --cfg-scale with a local SDXL inpainting folder."""
+    from tests.models.tiny_text import tiny_text_pipeline_folder
+
+    model = tmp_path / "sdxl"
+    tiny_text_pipeline_folder(model, xl=True, in_channels=9)
+    src = _clip(tmp_path, t=2, h=32, w=48)
+    base = ["inpaint", str(src), "--model", str(model), "--steps", "2", "--quiet"]
+    text = ["--prompt", "the cat", "--negative-prompt", "dark", "--cfg-scale", "3"]
+    assert main([*base, "--out", str(tmp_path / "o"), *text]) == 0
+    assert read_video(tmp_path / "o" / "inpaint.mp4").shape == (2, 3, 32, 48)
+    capsys.readouterr()
+    assert main([*base, "--out", str(tmp_path / "p")]) == 2
+    assert "prompt: the UNet in" in capsys.readouterr().err
+    assert main([*base, "--out", str(tmp_path / "p"), "--negative-prompt", "dark"]) == 2
+    assert "--negative-prompt: goes with --prompt" in capsys.readouterr().err
+    src16 = _clip(tmp_path, t=2)
+    assert main(["inpaint", str(src16), "--out", str(tmp_path / "d"), "--prompt", "a cat"]) == 2
+    assert "is not text-conditioned" in capsys.readouterr().err

@@ -14,10 +14,36 @@ def python_blocks(path: Path = README) -> list[str]:
     return re.findall(r"```python\n(.*?)```", path.read_text(), re.S)
 
 
-def test_readme_has_both_examples():
+def test_readme_has_its_examples():
     blocks = python_blocks()
-    assert len(blocks) == 2
+    assert len(blocks) == 3
     assert "WarpedDiffusionPipeline" in blocks[0] and "make_noise_warper" in blocks[1]
+    assert "prompt=" in blocks[2]
+
+
+def test_readme_text_prompt_example_runs(tmp_path, monkeypatch):
+    """The SDXL example on a tiny SDXL inpainting folder, on the CPU in float32."""
+    import torch
+
+    import warped_fast as wf
+    from tests.models.tiny_text import tiny_text_pipeline_folder
+    from warped_fast.pipelines import WarpedDiffusionPipeline
+
+    tiny_text_pipeline_folder(tmp_path / "sdxl-inpainting", xl=True, in_channels=9)
+    monkeypatch.chdir(tmp_path)
+    g = torch.Generator().manual_seed(0)
+    wf.io.write_video(torch.rand(2, 3, 32, 48, generator=g), "clip.mp4")
+    from PIL import Image
+
+    mask = torch.zeros(32, 48, dtype=torch.uint8)
+    mask[8:24, 16:32] = 255
+    Image.fromarray(mask.numpy()).save("mask.png")
+    code = (
+        python_blocks()[2].replace("torch.float16", "torch.float32").replace('device="cuda"', 'device="cpu"')
+    )
+    scope: dict = {"torch": torch, "WarpedDiffusionPipeline": WarpedDiffusionPipeline}
+    exec(compile(code, "README.md (text prompt example)", "exec"), scope)
+    assert scope["out"].frames.shape == (2, 3, 32, 48)
 
 
 def test_readme_low_level_example_runs():

@@ -86,9 +86,14 @@ def _info(args) -> int:
 def _pipeline(args, task):
     from .pipelines import WarpedDiffusionPipeline
 
+    text = {} if args.prompt is None else {"prompt": args.prompt, "negative_prompt": args.negative_prompt}
+    if args.negative_prompt is not None and args.prompt is None:
+        raise CliError("--negative-prompt: goes with --prompt")
+    if args.cfg_scale != 1.0:
+        text["guidance_scale"] = args.cfg_scale
     if args.model == "default":
-        return WarpedDiffusionPipeline.from_default(task, device=args.device)
-    return WarpedDiffusionPipeline.from_pretrained(args.model, task, device=args.device)
+        return WarpedDiffusionPipeline.from_default(task, device=args.device, **text)
+    return WarpedDiffusionPipeline.from_pretrained(args.model, task, device=args.device, **text)
 
 
 def _noise_option(text: str) -> tuple[str, object]:
@@ -261,6 +266,11 @@ def _add_restore_args(p, task):
         "--out", required=True, help="output folder (frames/, the mp4); an interrupted run resumes"
     )
     p.add_argument("--model", default="default", help="'default' or a local diffusers folder")
+    p.add_argument("--prompt", help="text of a text-conditioned model (Stable Diffusion, SDXL); '' for none")
+    p.add_argument("--negative-prompt", help="the text classifier-free guidance steers away from")
+    p.add_argument(
+        "--cfg-scale", type=float, default=1.0, help="classifier-free guidance scale (default: 1, none)"
+    )
     p.add_argument("--steps", type=_at_least(1), help="Euler steps (default: 50 with guidance, 25 without)")
     p.add_argument("--guidance", choices=["exact", "jacobian_free", "off"], default="exact")
     p.add_argument("--lam", type=float, default=1.0)

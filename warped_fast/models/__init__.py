@@ -5,6 +5,7 @@ from .autoencoder import DiffusersVAE, IdentityAutoencoder
 from .default import default_model, default_model_dir, load_model, load_unet_folder
 from .denoiser import DiffusersDenoiser, x0_from_model_output
 from .layouts import ConditioningLayout, inpaint_condition, sr_condition
+from .prompts import PromptEmbeddings, encode_prompt
 from .unet_backends import UNetRunner
 
 __all__ = [
@@ -13,9 +14,11 @@ __all__ = [
     "IdentityAutoencoder",
     "DiffusersDenoiser",
     "GaussianPriorDenoiser",
+    "PromptEmbeddings",
     "UNetRunner",
     "default_model",
     "default_model_dir",
+    "encode_prompt",
     "load_model",
     "load_unet_folder",
     "inpaint_condition",

@@ -191,6 +191,37 @@ class DiffusersDenoiser(torch.nn.Module):
         # UNet2DConditionModel passes its skips' sizes to its upsamplers and takes any size.
         downsamplers = max(len(getattr(cfg, "block_out_channels", ())) - 1, 0)
         self.size_multiple = 1 if self.conditional else 2**downsamplers
+        self.guidance_scale = float(guidance_scale)
+        self.guidance_rescale = check_real("guidance_rescale", guidance_rescale, 0)
+        if self.guidance_rescale > 0 and self.guidance_scale == 1.0:
+            raise ValueError(
+                f"guidance_rescale: rescales classifier-free guidance, which guidance_scale 1 turns off; got "
+                f"guidance_rescale {guidance_rescale}"
+            )
+        if self.guidance_scale != 1.0 and not self.conditional:
+            raise ValueError(
+                f"guidance_scale: classifier-free guidance needs a text-conditioned UNet "
+                f"(UNet2DConditionModel); this one is unconditional, got {guidance_scale}"
+            )
+        self.set_text_conditioning(
+            prompt_embeds, negative_prompt_embeds, added_cond_kwargs, negative_added_cond_kwargs
+        )
+        self._table: tuple[torch.Tensor, torch.Tensor] | None = None
+        self._device_tables: dict = {}  # device -> (their sources, log training sigmas, _table there)
+        if schedule is not None:
+            self.set_schedule(schedule)
+
+    def set_text_conditioning(
+        self,
+        prompt_embeds: torch.Tensor | None = None,
+        negative_prompt_embeds: torch.Tensor | None = None,
+        added_cond_kwargs: dict[str, torch.Tensor] | None = None,
+        negative_added_cond_kwargs: dict[str, torch.Tensor] | None = None,
+    ) -> None:
+        """Replace the text conditioning (the constructor's arguments of the same names, checked the same
+        way), e.g. SDXL's ``time_ids`` for another frame size
+        (:meth:`warped_fast.models.PromptEmbeddings.denoiser_kwargs`)."""
+        cfg = self.unet.config
         if self.conditional and prompt_embeds is None:
             raise ValueError("prompt_embeds: required by a UNet2DConditionModel")
         if getattr(cfg, "addition_embed_type", None) == "text_time":  # SDXL's added conditions
@@ -205,6 +236,10 @@ class DiffusersDenoiser(torch.nn.Module):
             raise ValueError(
                 f"negative_added_cond_kwargs: {sorted(extra)} have no counterpart in added_cond_kwargs"
             )
+        if self.cfg and self.conditional and negative_prompt_embeds is None:
+            raise ValueError(
+                "negative_prompt_embeds: required for classifier-free guidance (guidance_scale != 1)"
+            )
         _check_text_conditions(
             cfg, prompt_embeds, negative_prompt_embeds, added_cond_kwargs, negative_added_cond_kwargs
         )
@@ -213,26 +248,6 @@ class DiffusersDenoiser(torch.nn.Module):
             added_cond_kwargs,
             negative_added_cond_kwargs,
         )
-        self.guidance_scale = float(guidance_scale)
-        self.guidance_rescale = check_real("guidance_rescale", guidance_rescale, 0)
-        if self.guidance_rescale > 0 and self.guidance_scale == 1.0:
-            raise ValueError(
-                f"guidance_rescale: rescales classifier-free guidance, which guidance_scale 1 turns off; got "
-                f"guidance_rescale {guidance_rescale}"
-            )
-        if self.guidance_scale != 1.0 and not self.conditional:
-            raise ValueError(
-                f"guidance_scale: classifier-free guidance needs a text-conditioned UNet "
-                f"(UNet2DConditionModel); this one is unconditional, got {guidance_scale}"
-            )
-        if self.guidance_scale != 1.0 and self.conditional and negative_prompt_embeds is None:
-            raise ValueError(
-                "negative_prompt_embeds: required for classifier-free guidance (guidance_scale != 1)"
-            )
-        self._table: tuple[torch.Tensor, torch.Tensor] | None = None
-        self._device_tables: dict = {}  # device -> (their sources, log training sigmas, _table there)
-        if schedule is not None:
-            self.set_schedule(schedule)
 
     @property
     def cfg(self) -> bool:

@@ -28,6 +28,7 @@ from ..io.masks import check_mask_source
 from ..models.autoencoder import DiffusersVAE, IdentityAutoencoder
 from ..models.default import default_model_dir, load_pretrained, load_unet_folder, trained_options
 from ..models.denoiser import DiffusersDenoiser
+from ..models.prompts import PromptEmbeddings, encode_prompt
 from ..noise import make_noise_warper
 from ..noise.base import check_generator
 from ..ops._checks import check_device, check_finite, check_float_dtype, check_int
@@ -61,10 +62,18 @@ class WarpedDiffusionPipeline:
         autoencoder: :class:`DiffusersVAE` or :class:`IdentityAutoencoder` (pixel-space models).
         task: "inpaint" or "sr"; default from the denoiser's layout.
         sr_factor: super-resolution factor (8).
+        prompt: the text conditioning of a text-conditioned UNet
+            (:func:`warped_fast.models.encode_prompt`), set on the denoiser for each job's frame size (SDXL's
+            size micro-conditioning); None: the denoiser's own.
     """
 
     def __init__(
-        self, denoiser: DiffusersDenoiser, autoencoder=None, task: Task | None = None, sr_factor: int = 8
+        self,
+        denoiser: DiffusersDenoiser,
+        autoencoder=None,
+        task: Task | None = None,
+        sr_factor: int = 8,
+        prompt: PromptEmbeddings | None = None,
     ):
         self.denoiser = denoiser
         self.autoencoder = autoencoder or IdentityAutoencoder()
@@ -88,26 +97,71 @@ class WarpedDiffusionPipeline:
             raise ValueError(
                 f"autoencoder: {self.autoencoder.latent_channels} latent channels, the UNet has {denoiser.latent_channels}"
             )
+        if prompt is not None and not isinstance(prompt, PromptEmbeddings):
+            raise TypeError(f"prompt: expected PromptEmbeddings or None, got {type(prompt).__name__}")
+        if prompt is not None and not denoiser.conditional:
+            raise ValueError("prompt: the denoiser's UNet is not text-conditioned")
+        self.prompt = prompt
+        if prompt is not None:  # checked against the UNet now, not at the first job
+            self._fit_prompt(*_native_size(denoiser.unet, self.autoencoder.factor))
 
     # -- construction ----------------------------------------------------------------------------
 
     @classmethod
     def from_pretrained(
-        cls, folder: str | Path, task: Task | None = None, device=None, dtype=torch.float32, **kw
+        cls,
+        folder: str | Path,
+        task: Task | None = None,
+        device=None,
+        dtype=torch.float32,
+        prompt: str | PromptEmbeddings | None = None,
+        negative_prompt: str | None = None,
+        **kw,
     ):
         """From a local folder: a diffusers UNet folder, or a pipeline folder with ``unet/`` (and ``vae/``)
-        subfolders. Safetensors only; nothing is downloaded."""
+        subfolders. Safetensors only; nothing is downloaded.
+
+        A text-conditioned UNet (Stable Diffusion, SDXL) needs ``prompt``: a str, encoded with the folder's
+        text encoders (:func:`warped_fast.models.encode_prompt`; ``''`` for no text), or a
+        :class:`~warped_fast.models.PromptEmbeddings` from that function (for its other options);
+        ``negative_prompt`` is the text classifier-free guidance (``guidance_scale``) steers away from.
+        SDXL's size micro-conditioning follows the frames of each job. ``kw``: :class:`DiffusersDenoiser`'s
+        arguments (``guidance_scale``, ``backend``, ...)."""
         device, dtype = check_device("device", device), check_float_dtype("dtype", dtype)
         folder = Path(folder)
         unet_dir = folder / "unet" if (folder / "unet").is_dir() else folder
-        unet, scheduler = load_unet_folder(unet_dir, device, dtype, scheduler_dir=folder / "scheduler")
+        # a pipeline folder, or its unet/ folder: the scheduler, VAE and text encoders sit beside unet/
+        root = folder.parent if unet_dir.name == "unet" and unet_dir == folder else folder
+        if negative_prompt is not None and not isinstance(prompt, str):
+            raise ValueError("negative_prompt: given with a text prompt (prompt: a str)")
+        if prompt is not None and "prompt_embeds" in kw:
+            raise ValueError("prompt: give prompt or prompt_embeds, not both")
+        unet, scheduler = load_unet_folder(unet_dir, device, dtype, scheduler_dir=root / "scheduler")
         ae = IdentityAutoencoder()
-        if (folder / "vae").is_dir():
+        if (root / "vae").is_dir():
             from diffusers import AutoencoderKL
 
-            vae = load_pretrained(AutoencoderKL, folder / "vae", "folder")
+            vae = load_pretrained(AutoencoderKL, root / "vae", "folder")
             ae = DiffusersVAE(vae.to(device, dtype))
-        return cls(DiffusersDenoiser(unet, scheduler=scheduler, **trained_options(unet_dir, kw)), ae, task)
+        text = prompt
+        conditional = hasattr(unet.config, "cross_attention_dim")
+        if prompt is not None and not conditional:
+            raise ValueError(f"prompt: the UNet in {unet_dir} is not text-conditioned (a UNet2DModel)")
+        if conditional and prompt is None and "prompt_embeds" not in kw:
+            raise ValueError(
+                f"prompt: the UNet in {unet_dir} is text-conditioned; give prompt (a str, '' for no text) or "
+                "prompt_embeds"
+            )
+        if isinstance(prompt, str):
+            text = encode_prompt(
+                root, prompt, negative_prompt, unet_config=unet.config, device=device, dtype=dtype
+            )
+        elif prompt is not None and not isinstance(prompt, PromptEmbeddings):
+            raise TypeError(f"prompt: expected a str or PromptEmbeddings, got {type(prompt).__name__}")
+        if text is not None:  # the UNet's own sample size until a job gives the frames'
+            kw = {**text.denoiser_kwargs(*_native_size(unet, ae.factor)), **kw}
+        denoiser = DiffusersDenoiser(unet, scheduler=scheduler, **trained_options(unet_dir, kw))
+        return cls(denoiser, ae, task, prompt=text)
 
     @classmethod
     def from_default(cls, task: Task = "inpaint", device=None, **kw):
@@ -163,6 +217,11 @@ class WarpedDiffusionPipeline:
             return degraded, torch.cat([m_lat, self.autoencoder.encode(degraded)], 1)
         up = resize_frames(frames, (frames.shape[-2] * self.sr_factor, frames.shape[-1] * self.sr_factor))
         return up, self.autoencoder.encode(up)
+
+    def _fit_prompt(self, h: int, w: int) -> None:
+        """The denoiser's text conditioning for output frames ``h x w`` pixels (SDXL's time ids)."""
+        if self.prompt is not None:
+            self.denoiser.set_text_conditioning(**self.prompt.denoiser_kwargs(h, w))
 
     def _check_size(self, h: int, w: int, what: str) -> None:
         """The model's frames: a multiple of the autoencoder's factor times the UNet's downsampling."""
@@ -255,6 +314,7 @@ class WarpedDiffusionPipeline:
         if output_dir is not None:
             check_writable(output_dir, keep=False)
         flow_frames, cond, mask_px = self._prepare(video, mask, max_frames)
+        self._fit_prompt(*flow_frames.shape[-2:])
         keep = _known_pixels(flow_frames, mask_px) if keep_known else None
         t = cond.shape[0]
         if t > 1 and guidance.differentiates(num_inference_steps):
@@ -455,6 +515,8 @@ class WarpedDiffusionPipeline:
                 if masks is not None and m is None:
                     raise ValueError(f"mask: masks for {j} frames, but the video has more")
                 flow_frame, cond = self._condition(frame[None], m)
+                if j == 0:
+                    self._fit_prompt(*flow_frame.shape[-2:])
                 if keep_known:
                     known[j] = _known_pixels(flow_frame, m)
                 if j == 0:
@@ -482,6 +544,13 @@ _OUTPUT_TYPES = ("pt", "np", "pil", "latent")
 # The version of a job's key (its digests): a folder from an earlier one is "another version", not
 # "another model".
 JOB_KEY_FORMAT = 3
+
+
+def _native_size(unet, factor: int) -> tuple[int, int]:
+    """The output size in pixels a UNet was trained at: its ``sample_size`` times the autoencoder's factor."""
+    size = getattr(unet.config, "sample_size", None) or 128
+    h, w = (size, size) if isinstance(size, int) else size
+    return h * factor, w * factor
 
 
 def _frames_of(video, max_frames: int | None) -> Iterator[torch.Tensor]:

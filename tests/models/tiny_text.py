@@ -1,0 +1,91 @@
+"""Tiny Stable Diffusion / SDXL pipeline folders built in code (offline): CLIP text encoders with a
+character-level tokenizer, a tiny UNet, VAE and scheduler, saved as diffusers saves them."""
+
+from __future__ import annotations
+
+import json
+import string
+from pathlib import Path
+
+import torch
+from diffusers import AutoencoderKL, EulerDiscreteScheduler
+
+from tests.models.tiny import tiny_cond_unet
+
+MAX_TOKENS = 12
+
+
+def tiny_tokenizer(folder: Path):
+    """A CLIP BPE tokenizer over single characters (plus 'the'), ``MAX_TOKENS`` long."""
+    from transformers import CLIPTokenizer
+
+    vocab = {"<|startoftext|>": 0, "<|endoftext|>": 1}
+    for c in string.ascii_lowercase + string.digits + ",.!-'":
+        vocab[c] = len(vocab)
+        vocab[c + "</w>"] = len(vocab)
+    vocab["th"], vocab["the</w>"] = len(vocab), len(vocab) + 1
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "vocab.json").write_text(json.dumps(vocab))
+    (folder / "merges.txt").write_text("#version: 0.2\nt h\nth e</w>\n")
+    return CLIPTokenizer(str(folder / "vocab.json"), str(folder / "merges.txt"), model_max_length=MAX_TOKENS)
+
+
+def tiny_text_encoder(projection: bool, seed: int, hidden: int = 8, vocab_size: int = 90):
+    from transformers import CLIPTextConfig, CLIPTextModel, CLIPTextModelWithProjection
+
+    torch.manual_seed(seed)
+    cfg = CLIPTextConfig(
+        vocab_size=vocab_size, hidden_size=hidden, intermediate_size=2 * hidden, num_attention_heads=2,
+        num_hidden_layers=3, max_position_embeddings=MAX_TOKENS, projection_dim=16, bos_token_id=0,
+        eos_token_id=1, pad_token_id=1,
+    )  # fmt: skip
+    return (CLIPTextModelWithProjection if projection else CLIPTextModel)(cfg).eval()
+
+
+def tiny_vae():
+    torch.manual_seed(0)
+    return AutoencoderKL(
+        block_out_channels=(8, 8, 8, 8), down_block_types=("DownEncoderBlock2D",) * 4,
+        up_block_types=("UpDecoderBlock2D",) * 4, latent_channels=4, norm_num_groups=4, layers_per_block=1,
+        mid_block_add_attention=False,
+    ).eval()  # fmt: skip
+
+
+def tiny_text_pipeline_folder(folder: Path, xl: bool = True, in_channels: int = 9, refiner: bool = False):
+    """A diffusers pipeline folder: SDXL (two encoders, pooled + time ids; ``refiner``: the second encoder
+    only and aesthetic-score time ids) or SD (one encoder of width 16). Returns the components."""
+    folder = Path(folder)
+    parts = {}
+    if xl:
+        if not refiner:
+            parts["text_encoder"] = tiny_text_encoder(False, 1)
+        parts["text_encoder_2"] = tiny_text_encoder(True, 2, hidden=16 if refiner else 8)
+    else:
+        parts["text_encoder"] = tiny_text_encoder(False, 1, hidden=16)
+    for name in [k for k in parts]:
+        tok = tiny_tokenizer(folder / "_vocab")
+        parts[name.replace("text_encoder", "tokenizer")] = tok
+    unet = tiny_cond_unet(in_channels, 4, sdxl=xl)
+    if refiner:  # 5 time ids: original size, crop corner, aesthetic score
+        unet = _refiner_unet(in_channels)
+    parts.update(unet=unet, vae=tiny_vae(), scheduler=EulerDiscreteScheduler(
+        beta_schedule="scaled_linear", beta_start=0.00085, beta_end=0.012))  # fmt: skip
+    for name, part in parts.items():
+        part.save_pretrained(folder / name)
+    index = {"_class_name": "StableDiffusionXLInpaintPipeline" if xl else "StableDiffusionInpaintPipeline"}
+    if xl:
+        index["force_zeros_for_empty_prompt"] = True
+    (folder / "model_index.json").write_text(json.dumps(index))
+    return parts
+
+
+def _refiner_unet(in_channels: int):
+    from diffusers import UNet2DConditionModel
+
+    torch.manual_seed(0)
+    return UNet2DConditionModel(
+        sample_size=16, in_channels=in_channels, out_channels=4, block_out_channels=(16, 32), layers_per_block=1,
+        down_block_types=("CrossAttnDownBlock2D", "DownBlock2D"), up_block_types=("UpBlock2D", "CrossAttnUpBlock2D"),
+        cross_attention_dim=16, attention_head_dim=4, norm_num_groups=8, addition_embed_type="text_time",
+        addition_time_embed_dim=8, projection_class_embeddings_input_dim=8 * 5 + 16,
+    ).eval()  # fmt: skip

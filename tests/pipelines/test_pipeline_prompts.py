@@ -1,0 +1,85 @@
+"""WarpedDiffusionPipeline.from_pretrained with a text prompt: a tiny SDXL inpainting folder (two CLIP
+encoders, VAE) end to end, SDXL's time ids following each job's frame size, and bad input."""
+
+import pytest
+import torch
+
+from tests.models.tiny_text import tiny_text_pipeline_folder
+from tests.pipelines.test_pipeline import _video
+from warped_fast.models import DiffusersDenoiser, DiffusersVAE, encode_prompt, load_unet_folder
+from warped_fast.models.default import default_model_dir
+from warped_fast.pipelines import WarpedDiffusionPipeline
+
+RUN = dict(num_inference_steps=2, progress=False)
+
+
+@pytest.fixture(scope="module")
+def sdxl(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("sdxl_inpaint")
+    tiny_text_pipeline_folder(folder, xl=True, in_channels=9)
+    return folder
+
+
+def test_sdxl_inpainting_from_a_prompt(sdxl):
+    pipe = WarpedDiffusionPipeline.from_pretrained(sdxl, prompt="the cat", negative_prompt="dark",
+                                                   guidance_scale=3.0)  # fmt: skip
+    assert pipe.task == "inpaint" and pipe.autoencoder.factor == 8
+    # before any job: the UNet's own size (sample_size 16 latents: 128 pixels)
+    assert pipe.denoiser.added_cond_kwargs["time_ids"].tolist() == [[128, 128, 0, 0, 128, 128]]
+    v = _video(3, 32, 48, shift=4)
+    out = pipe(v, "center", **RUN)
+    assert out.frames.shape == (3, 3, 32, 48) and torch.isfinite(out.frames).all()
+    assert pipe.denoiser.added_cond_kwargs["time_ids"].tolist() == [[32, 48, 0, 0, 32, 48]]
+    assert pipe.denoiser.negative_added_cond_kwargs["time_ids"].tolist() == [[32, 48, 0, 0, 32, 48]]
+
+    # the same job by hand: the UNet folder, the prompt encoded for the frame size, the VAE
+    unet, sch = load_unet_folder(sdxl / "unet", scheduler_dir=sdxl / "scheduler")
+    emb = encode_prompt(sdxl, "the cat", "dark")
+    from diffusers import AutoencoderKL
+
+    den = DiffusersDenoiser(unet, scheduler=sch, guidance_scale=3.0, **emb.denoiser_kwargs(32, 48))
+    manual = WarpedDiffusionPipeline(den, DiffusersVAE(AutoencoderKL.from_pretrained(sdxl / "vae")))
+    assert torch.equal(manual(v, "center", **RUN).frames, out.frames)
+
+    # the prompt matters, and so does classifier-free guidance
+    other = WarpedDiffusionPipeline.from_pretrained(
+        sdxl, prompt="a dog", negative_prompt="dark", guidance_scale=3.0
+    )
+    assert not torch.allclose(other(v, "center", **RUN).frames, out.frames)
+    plain = WarpedDiffusionPipeline.from_pretrained(sdxl, prompt="the cat")
+    assert not torch.allclose(plain(v, "center", **RUN).frames, out.frames)
+
+    # stream: the time ids of its frames' size, and __call__'s frames
+    streamed = torch.stack(list(pipe.stream(v[:, :, :16, :24], "center", **RUN)))
+    assert pipe.denoiser.added_cond_kwargs["time_ids"].tolist() == [[16, 24, 0, 0, 16, 24]]
+    assert torch.allclose(streamed, pipe(v[:, :, :16, :24], "center", **RUN).frames, atol=1e-5)
+
+
+def test_the_unet_folder_finds_its_siblings(sdxl):
+    """Given the pipeline's unet/ folder: the scheduler, VAE and text encoders beside it."""
+    pipe = WarpedDiffusionPipeline.from_pretrained(sdxl / "unet", prompt="")
+    assert isinstance(pipe.autoencoder, DiffusersVAE) and pipe.prompt.time_ids == "size"
+    assert pipe.denoiser.scheduler.config.beta_schedule == "scaled_linear"
+
+
+def test_prompt_embeddings_and_bad_input(sdxl):
+    emb = encode_prompt(sdxl, "the cat", original_size=(1024, 1024), target_size=(1024, 1024))
+    pipe = WarpedDiffusionPipeline.from_pretrained(sdxl, prompt=emb)
+    pipe(_video(2, 16, 24), "box", **RUN)
+    assert pipe.denoiser.added_cond_kwargs["time_ids"].tolist() == [[1024, 1024, 0, 0, 1024, 1024]]
+    with pytest.raises(ValueError, match="prompt: the UNet in .* is text-conditioned; give prompt"):
+        WarpedDiffusionPipeline.from_pretrained(sdxl)
+    with pytest.raises(ValueError, match="negative_prompt: given with a text prompt"):
+        WarpedDiffusionPipeline.from_pretrained(sdxl, prompt=emb, negative_prompt="dark")
+    with pytest.raises(TypeError, match="prompt: expected a str or PromptEmbeddings, got int"):
+        WarpedDiffusionPipeline.from_pretrained(sdxl, prompt=3)
+    with pytest.raises(ValueError, match="give prompt or prompt_embeds, not both"):
+        WarpedDiffusionPipeline.from_pretrained(sdxl, prompt="a", prompt_embeds=emb.prompt_embeds)
+    with pytest.raises(ValueError, match="prompt: the UNet in .* is not text-conditioned"):
+        WarpedDiffusionPipeline.from_pretrained(default_model_dir("inpaint"), prompt="a cat")
+    with pytest.raises(ValueError, match="prompt: the denoiser's UNet is not text-conditioned"):
+        WarpedDiffusionPipeline(WarpedDiffusionPipeline.from_default("inpaint").denoiser, prompt=emb)
+    cfg = WarpedDiffusionPipeline.from_pretrained(sdxl, prompt="a", guidance_scale=2.0)
+    kw = {**emb.denoiser_kwargs(8, 8), "negative_prompt_embeds": None}
+    with pytest.raises(ValueError, match="negative_prompt_embeds: required for classifier-free guidance"):
+        cfg.denoiser.set_text_conditioning(**kw)
