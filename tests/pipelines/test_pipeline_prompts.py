@@ -83,3 +83,12 @@ def test_prompt_embeddings_and_bad_input(sdxl):
     kw = {**emb.denoiser_kwargs(8, 8), "negative_prompt_embeds": None}
     with pytest.raises(ValueError, match="negative_prompt_embeds: required for classifier-free guidance"):
         cfg.denoiser.set_text_conditioning(**kw)
+
+
+def test_sdxl_super_resolution_time_ids_name_the_output_size(tmp_path):
+    tiny_text_pipeline_folder(tmp_path, xl=True, in_channels=8)  # [noisy latent | upsampled input latent]
+    pipe = WarpedDiffusionPipeline.from_pretrained(tmp_path, prompt="")
+    assert pipe.task == "sr"
+    out = pipe(_video(2, 4, 6, shift=1), **RUN)
+    assert out.frames.shape == (2, 3, 32, 48)
+    assert pipe.denoiser.added_cond_kwargs["time_ids"].tolist() == [[32, 48, 0, 0, 32, 48]]
