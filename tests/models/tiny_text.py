@@ -51,9 +51,12 @@ def tiny_vae():
     ).eval()  # fmt: skip
 
 
-def tiny_text_pipeline_folder(folder: Path, xl: bool = True, in_channels: int = 9, refiner: bool = False):
+def tiny_text_pipeline_folder(
+    folder: Path, xl: bool = True, in_channels: int = 9, refiner: bool = False, variant: str | None = None
+):
     """A diffusers pipeline folder: SDXL (two encoders, pooled + time ids; ``refiner``: the second encoder
-    only and aesthetic-score time ids) or SD (one encoder of width 16). Returns the components."""
+    only and aesthetic-score time ids) or SD (one encoder of width 16); the models' weights saved as
+    ``variant`` (e.g. "fp16": ``*.fp16.safetensors``) where given. Returns the components."""
     folder = Path(folder)
     parts = {}
     if xl:
@@ -71,7 +74,8 @@ def tiny_text_pipeline_folder(folder: Path, xl: bool = True, in_channels: int = 
     parts.update(unet=unet, vae=tiny_vae(), scheduler=EulerDiscreteScheduler(
         beta_schedule="scaled_linear", beta_start=0.00085, beta_end=0.012))  # fmt: skip
     for name, part in parts.items():
-        part.save_pretrained(folder / name)
+        weights = isinstance(part, torch.nn.Module)
+        part.save_pretrained(folder / name, **({"variant": variant} if weights else {}))
     index = {"_class_name": "StableDiffusionXLInpaintPipeline" if xl else "StableDiffusionInpaintPipeline"}
     if xl:
         index["force_zeros_for_empty_prompt"] = True

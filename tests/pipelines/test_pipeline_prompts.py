@@ -92,3 +92,23 @@ def test_sdxl_super_resolution_time_ids_name_the_output_size(tmp_path):
     out = pipe(_video(2, 4, 6, shift=1), **RUN)
     assert out.frames.shape == (2, 3, 32, 48)
     assert pipe.denoiser.added_cond_kwargs["time_ids"].tolist() == [[32, 48, 0, 0, 32, 48]]
+
+
+def test_a_folder_of_fp16_variant_weights(sdxl, tmp_path):
+    """Weights saved as ``*.fp16.safetensors`` only (a folder downloaded with variant="fp16") load."""
+    from warped_fast.models.default import weights_variant
+
+    tiny_text_pipeline_folder(tmp_path, xl=True, in_channels=9, variant="fp16")
+    assert (tmp_path / "unet" / "diffusion_pytorch_model.fp16.safetensors").exists()
+    assert weights_variant(tmp_path / "unet") == "fp16" and weights_variant(sdxl / "unet") is None
+    assert weights_variant(tmp_path / "text_encoder", "model") == "fp16"
+    v = _video(2, 16, 24)
+    got = WarpedDiffusionPipeline.from_pretrained(tmp_path, prompt="the cat")(v, "box", **RUN).frames
+    ref = WarpedDiffusionPipeline.from_pretrained(sdxl, prompt="the cat")(v, "box", **RUN).frames
+    assert torch.equal(got, ref)
+    (tmp_path / "unet" / "diffusion_pytorch_model.bf16.safetensors").write_bytes(b"")
+    assert weights_variant(tmp_path / "unet") == "fp16"
+    (tmp_path / "unet" / "diffusion_pytorch_model.fp16.safetensors").unlink()
+    (tmp_path / "unet" / "diffusion_pytorch_model.ema.safetensors").write_bytes(b"")
+    with pytest.raises(ValueError, match=r"weights variants \['bf16', 'ema'\]; keep one"):
+        weights_variant(tmp_path / "unet")

@@ -7,6 +7,7 @@
 from __future__ import annotations
 
 import logging
+import re
 from pathlib import Path
 
 import torch
@@ -28,11 +29,28 @@ def local_load_kwargs() -> dict:
     return {"use_safetensors": True, "local_files_only": True, "low_cpu_mem_usage": is_accelerate_available()}
 
 
+def weights_variant(folder: str | Path, stem: str = "diffusion_pytorch_model") -> str | None:
+    """The weights variant to load from ``folder``: None where ``{stem}.safetensors`` (or its shard index) is
+    there, else the variant of ``{stem}.<variant>.safetensors`` files (e.g. "fp16", as a folder saved with
+    ``variant="fp16"`` holds; "fp16" where there are several). ``stem``: "diffusion_pytorch_model" for a
+    diffusers model, "model" for a transformers one."""
+    folder = Path(folder)
+    if (folder / f"{stem}.safetensors").exists() or (folder / f"{stem}.safetensors.index.json").exists():
+        return None
+    pattern = re.compile(rf"^{re.escape(stem)}\.(\w+?)(-\d+-of-\d+)?\.safetensors$")
+    found = sorted({m.group(1) for p in folder.glob("*.safetensors") if (m := pattern.match(p.name))})
+    if len(found) > 1 and "fp16" not in found:
+        raise ValueError(f"folder: {folder} holds the weights variants {found}; keep one")
+    return ("fp16" if "fp16" in found else found[0]) if found else None
+
+
 def load_pretrained(cls, folder: str | Path, what: str, **kwargs):
-    """``cls.from_pretrained(folder)`` (a diffusers model class) from a local folder, refusing weights that
+    """``cls.from_pretrained(folder)`` (a diffusers model class) from a local folder (its weights variant, e.g.
+    fp16, where it has only that: :func:`weights_variant`), refusing weights that
     do not fit the folder's ``config.json``: missing or differently shaped parameters would load as
     uninitialized memory (NaN output) with only a log line; extra ones are ignored, with a warning.
     ``what`` names the argument."""
+    kwargs.setdefault("variant", weights_variant(folder))
     try:
         model, info = cls.from_pretrained(folder, output_loading_info=True, **local_load_kwargs(), **kwargs)
     except (RuntimeError, TypeError) as e:  # shapes the config does not give; keys the class does not take

@@ -20,6 +20,7 @@ import torch
 
 from ..io.frames import read_json
 from ..ops._checks import check_device, check_float_dtype
+from .default import weights_variant
 
 logger = logging.getLogger("warped_fast")
 
@@ -185,8 +186,9 @@ def _load_text_pair(folder: Path, sub: str, device, dtype):
         )
     tokenizer = transformers.AutoTokenizer.from_pretrained(tok_dir, local_files_only=True)
     encoder, info = getattr(transformers, arch).from_pretrained(
-        enc_dir, local_files_only=True, use_safetensors=True, output_loading_info=True
-    )
+        enc_dir, local_files_only=True, use_safetensors=True, output_loading_info=True,
+        variant=weights_variant(enc_dir, "model"),
+    )  # fmt: skip
     missing = [k for k in info.get("missing_keys") or [] if not k.endswith("position_ids")]
     bad = missing + list(info.get("mismatched_keys") or [])
     if bad:
