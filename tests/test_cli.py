@@ -437,3 +437,5 @@ def test_inpaint_with_a_text_conditioned_model(tmp_path, capsys):
     src16 = _clip(tmp_path, t=2)
     assert main(["inpaint", str(src16), "--out", str(tmp_path / "d"), "--prompt", "a cat"]) == 2
     assert "is not text-conditioned" in capsys.readouterr().err
+    assert main(["inpaint", str(src16), "--out", str(tmp_path / "d"), "--cfg-scale", "3"]) == 2
+    assert "--cfg-scale: classifier-free guidance needs --prompt" in capsys.readouterr().err

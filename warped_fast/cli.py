@@ -90,6 +90,10 @@ def _pipeline(args, task):
     if args.negative_prompt is not None and args.prompt is None:
         raise CliError("--negative-prompt: goes with --prompt")
     if args.cfg_scale != 1.0:
+        if args.prompt is None:
+            raise CliError(
+                "--cfg-scale: classifier-free guidance needs --prompt (and a text-conditioned --model)"
+            )
         text["guidance_scale"] = args.cfg_scale
     if args.model == "default":
         return WarpedDiffusionPipeline.from_default(task, device=args.device, **text)
@@ -438,7 +442,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 # Optional packages and the extra that installs them.
-_EXTRAS = {"skimage": "data", "sklearn": "data", "skvideo": "data", "transformers": "clip", "triton": "gpu"}
+_EXTRAS = {"skimage": "data", "sklearn": "data", "skvideo": "data", "transformers": "text", "triton": "gpu"}
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -69,7 +69,7 @@ def test_prompt_embeddings_and_bad_input(sdxl):
     assert pipe.denoiser.added_cond_kwargs["time_ids"].tolist() == [[1024, 1024, 0, 0, 1024, 1024]]
     with pytest.raises(ValueError, match="prompt: the UNet in .* is text-conditioned; give prompt"):
         WarpedDiffusionPipeline.from_pretrained(sdxl)
-    with pytest.raises(ValueError, match="negative_prompt: given with a text prompt"):
+    with pytest.raises(ValueError, match="negative_prompt: needs a text prompt"):
         WarpedDiffusionPipeline.from_pretrained(sdxl, prompt=emb, negative_prompt="dark")
     with pytest.raises(TypeError, match="prompt: expected a str or PromptEmbeddings, got int"):
         WarpedDiffusionPipeline.from_pretrained(sdxl, prompt=3)
@@ -112,3 +112,29 @@ def test_a_folder_of_fp16_variant_weights(sdxl, tmp_path):
     (tmp_path / "unet" / "diffusion_pytorch_model.ema.safetensors").write_bytes(b"")
     with pytest.raises(ValueError, match=r"weights variants \['bf16', 'ema'\]; keep one"):
         weights_variant(tmp_path / "unet")
+
+
+def test_a_stream_keeps_its_time_ids_while_other_jobs_run(sdxl):
+    pipe = WarpedDiffusionPipeline.from_pretrained(sdxl, prompt="the cat")
+    small, big = _video(3, 16, 24), _video(2, 32, 48)
+    alone = torch.stack(list(pipe.stream(small, "box", **RUN)))
+    s = pipe.stream(small, "box", **RUN)
+    first = next(s)
+    pipe(big, "box", **RUN)  # SDXL time ids of 32x48 frames meanwhile
+    assert torch.equal(torch.stack([first, *s]), alone)
+
+
+def test_a_prompt_sets_all_the_text_conditioning(sdxl):
+    emb = encode_prompt(sdxl, "the cat")
+    for key, value in emb.denoiser_kwargs(16, 24).items():
+        with pytest.raises(ValueError, match=f"give prompt or {key}, not both"):
+            WarpedDiffusionPipeline.from_pretrained(sdxl, prompt="a", **{key: value})
+
+
+def test_encoding_without_transformers_names_the_extra(sdxl, monkeypatch):
+    import sys
+
+    monkeypatch.setitem(sys.modules, "transformers", None)
+    with pytest.raises(ModuleNotFoundError, match=r"warped_fast\[text\]") as e:
+        encode_prompt(sdxl, "the cat")
+    assert e.value.name == "transformers"

@@ -39,6 +39,8 @@ class PromptEmbeddings:
             "aesthetic" (original size, crop corner, aesthetic score), or None (not an SDXL UNet).
         original_size, target_size: ``(height, width)`` in pixels; None: the output frames' size.
         crops_coords_top_left, aesthetic_score, negative_aesthetic_score: the other micro-conditions.
+        negative_original_size, negative_target_size: the negative time ids' (None: the positive ones');
+            negative_crops_coords_top_left: the aesthetic negative's crop corner (diffusers' defaults).
     """
 
     prompt_embeds: torch.Tensor
@@ -51,13 +53,17 @@ class PromptEmbeddings:
     crops_coords_top_left: tuple[int, int] = (0, 0)
     aesthetic_score: float = 6.0
     negative_aesthetic_score: float = 2.5
+    negative_original_size: tuple[int, int] | None = None
+    negative_target_size: tuple[int, int] | None = None
+    negative_crops_coords_top_left: tuple[int, int] = (0, 0)
 
     def __post_init__(self):
         if self.time_ids not in (None, "size", "aesthetic"):
             raise ValueError(f"time_ids: expected None, 'size' or 'aesthetic', got {self.time_ids!r}")
         if self.time_ids is not None and self.pooled_prompt_embeds is None:
             raise ValueError("pooled_prompt_embeds: required with SDXL time_ids")
-        for name in ("original_size", "target_size", "crops_coords_top_left"):
+        for name in ("original_size", "target_size", "crops_coords_top_left", "negative_original_size",
+                     "negative_target_size", "negative_crops_coords_top_left"):  # fmt: skip
             v = getattr(self, name)
             if v is not None and (len(v) != 2 or not all(isinstance(x, int) and x >= 0 for x in v)):
                 raise ValueError(f"{name}: expected (height, width) as two ints >= 0, got {v!r}")
@@ -72,12 +78,15 @@ class PromptEmbeddings:
         if (self.original_size is None or self.target_size is None) and (height is None or width is None):
             raise ValueError("height / width: SDXL's time_ids name the output size; give it")
         size = (height, width)
-        orig = self.original_size or size
-        head = [*orig, *self.crops_coords_top_left]
+        orig, target = self.original_size or size, self.target_size or size
+        neg_orig = self.negative_original_size or orig
+        # as diffusers' SDXL inpaint / img2img pipelines (the base pipeline's agree for the defaults)
         if self.time_ids == "size":
-            pos = neg = [*head, *(self.target_size or size)]
+            pos = [*orig, *self.crops_coords_top_left, *target]
+            neg = [*neg_orig, *self.crops_coords_top_left, *(self.negative_target_size or target)]
         else:
-            pos, neg = [*head, self.aesthetic_score], [*head, self.negative_aesthetic_score]
+            pos = [*orig, *self.crops_coords_top_left, self.aesthetic_score]
+            neg = [*neg_orig, *self.negative_crops_coords_top_left, self.negative_aesthetic_score]
         dtype = self.prompt_embeds.dtype
         ids = [torch.tensor([v], dtype=dtype, device=self.prompt_embeds.device) for v in (pos, neg)]
         out["added_cond_kwargs"] = {"text_embeds": self.pooled_prompt_embeds, "time_ids": ids[0]}
@@ -102,6 +111,9 @@ def encode_prompt(
     crops_coords_top_left: tuple[int, int] = (0, 0),
     aesthetic_score: float = 6.0,
     negative_aesthetic_score: float = 2.5,
+    negative_original_size: tuple[int, int] | None = None,
+    negative_target_size: tuple[int, int] | None = None,
+    negative_crops_coords_top_left: tuple[int, int] = (0, 0),
     device=None,
     dtype: torch.dtype = torch.float32,
 ) -> PromptEmbeddings:
@@ -116,8 +128,9 @@ def encode_prompt(
         clip_skip: use the output of this many layers before the last (as diffusers; not for negatives).
         unet_config: the UNet's config (default: ``folder/unet/config.json``); says what SDXL's
             ``time_ids`` hold and checks the embeddings fit it.
-        original_size, target_size, crops_coords_top_left, aesthetic_score, negative_aesthetic_score:
-            SDXL's micro-conditioning (:class:`PromptEmbeddings`).
+        original_size, target_size, crops_coords_top_left, aesthetic_score, negative_aesthetic_score,
+        negative_original_size, negative_target_size, negative_crops_coords_top_left: SDXL's
+            micro-conditioning (:class:`PromptEmbeddings`).
         device, dtype: where the encoders run and the embeddings' dtype.
 
     The encoders are loaded for the call and released after it.
@@ -155,6 +168,8 @@ def encode_prompt(
         *emb, time_ids=time_ids, original_size=_pair(original_size), target_size=_pair(target_size),
         crops_coords_top_left=_pair(crops_coords_top_left), aesthetic_score=float(aesthetic_score),
         negative_aesthetic_score=float(negative_aesthetic_score),
+        negative_original_size=_pair(negative_original_size), negative_target_size=_pair(negative_target_size),
+        negative_crops_coords_top_left=_pair(negative_crops_coords_top_left),
     )  # fmt: skip
 
 
@@ -176,7 +191,9 @@ def _load_text_pair(folder: Path, sub: str, device, dtype):
     try:
         import transformers
     except ImportError as e:
-        raise ImportError("prompt: encoding text needs transformers (pip install 'warped_fast[text]')") from e
+        raise ModuleNotFoundError(
+            "prompt: encoding text needs transformers (pip install 'warped_fast[text]')", name="transformers"
+        ) from e
     arch = (read_json(enc_dir / "config.json", "folder").get("architectures") or ["CLIPTextModel"])[0]
     if arch not in _ENCODERS:
         raise ValueError(f"folder: {enc_dir.name}/ is a {arch}; expected one of {_ENCODERS}")

@@ -128,14 +128,15 @@ class WarpedDiffusionPipeline:
         SDXL's size micro-conditioning follows the frames of each job. ``kw``: :class:`DiffusersDenoiser`'s
         arguments (``guidance_scale``, ``backend``, ...)."""
         device, dtype = check_device("device", device), check_float_dtype("dtype", dtype)
-        folder = Path(folder)
+        folder = Path(folder).resolve()  # "." inside a unet/ folder: its name, for the files beside it
         unet_dir = folder / "unet" if (folder / "unet").is_dir() else folder
         # a pipeline folder, or its unet/ folder: the scheduler, VAE and text encoders sit beside unet/
         root = folder.parent if unet_dir.name == "unet" and unet_dir == folder else folder
         if negative_prompt is not None and not isinstance(prompt, str):
-            raise ValueError("negative_prompt: given with a text prompt (prompt: a str)")
-        if prompt is not None and "prompt_embeds" in kw:
-            raise ValueError("prompt: give prompt or prompt_embeds, not both")
+            raise ValueError("negative_prompt: needs a text prompt (prompt as a str)")
+        given = sorted(set(kw) & _TEXT_KWARGS)
+        if prompt is not None and given:
+            raise ValueError(f"prompt: give prompt or {', '.join(given)}, not both (the prompt sets them)")
         unet, scheduler = load_unet_folder(unet_dir, device, dtype, scheduler_dir=root / "scheduler")
         ae = IdentityAutoencoder()
         if (root / "vae").is_dir():
@@ -501,6 +502,7 @@ class WarpedDiffusionPipeline:
         """:meth:`stream`'s frames, its arguments checked (``video``: :func:`_frames_of`'s iterator)."""
         dev, factor = self.device, self.autoencoder.factor
         known: dict[int, tuple[torch.Tensor, torch.Tensor]] = {}  # keep_known: the frames in flight's
+        size: list[int] = []  # the output frames' (h, w), for the text conditioning
 
         def inputs() -> Iterator[FrameInput]:
             masks = first = prev = None
@@ -516,7 +518,8 @@ class WarpedDiffusionPipeline:
                     raise ValueError(f"mask: masks for {j} frames, but the video has more")
                 flow_frame, cond = self._condition(frame[None], m)
                 if j == 0:
-                    self._fit_prompt(*flow_frame.shape[-2:])
+                    size[:] = flow_frame.shape[-2:]
+                    self._fit_prompt(*size)
                 if keep_known:
                     known[j] = _known_pixels(flow_frame, m)
                 if j == 0:
@@ -538,12 +541,17 @@ class WarpedDiffusionPipeline:
             sampler.pop_losses(j)  # nothing kept per frame: memory stays flat on a live stream
             frame = _paste(self.autoencoder.decode(z[None]), known.pop(j, None))
             yield _convert(frame, z[None], output_type)[0]
+            self._fit_prompt(*size)  # another job on this pipeline may have run meanwhile
 
 
 _OUTPUT_TYPES = ("pt", "np", "pil", "latent")
 # The version of a job's key (its digests): a folder from an earlier one is "another version", not
 # "another model".
 JOB_KEY_FORMAT = 3
+
+
+# DiffusersDenoiser's text conditioning, which from_pretrained's prompt sets
+_TEXT_KWARGS = {"prompt_embeds", "negative_prompt_embeds", "added_cond_kwargs", "negative_added_cond_kwargs"}
 
 
 def _native_size(unet, factor: int) -> tuple[int, int]:
