@@ -439,3 +439,30 @@ def test_inpaint_with_a_text_conditioned_model(tmp_path, capsys):
     assert "is not text-conditioned" in capsys.readouterr().err
     assert main(["inpaint", str(src16), "--out", str(tmp_path / "d"), "--cfg-scale", "3"]) == 2
     assert "--cfg-scale: classifier-free guidance needs --prompt" in capsys.readouterr().err
+
+
+def test_dtype_and_compile_reach_the_model(tmp_path):
+    from warped_fast.cli import _pipeline, build_parser
+
+    args = build_parser().parse_args(
+        [
+            "inpaint",
+            "in.mp4",
+            "--out",
+            str(tmp_path / "o"),
+            "--dtype",
+            "bfloat16",
+            "--compile",
+            "--device",
+            "cpu",
+        ]
+    )
+    pipe = _pipeline(args, "inpaint")
+    assert next(pipe.denoiser.unet.parameters()).dtype == torch.bfloat16
+    assert pipe.denoiser.runner.backend == "compile"
+    src = _clip(tmp_path, t=2)
+    out = tmp_path / "b"
+    assert (
+        main(["inpaint", str(src), "--out", str(out), "--steps", "2", "--quiet", "--dtype", "bfloat16"]) == 0
+    )
+    assert read_video(out / "inpaint.mp4").shape == (2, 3, 16, 24)

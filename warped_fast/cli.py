@@ -84,6 +84,8 @@ def _info(args) -> int:
 
 
 def _pipeline(args, task):
+    import torch
+
     from .pipelines import WarpedDiffusionPipeline
 
     text = {} if args.prompt is None else {"prompt": args.prompt, "negative_prompt": args.negative_prompt}
@@ -95,6 +97,9 @@ def _pipeline(args, task):
                 "--cfg-scale: classifier-free guidance needs --prompt (and a text-conditioned --model)"
             )
         text["guidance_scale"] = args.cfg_scale
+    text["dtype"] = getattr(torch, args.dtype)
+    if args.compile:
+        text["backend"] = "compile"
     if args.model == "default":
         return WarpedDiffusionPipeline.from_default(task, device=args.device, **text)
     return WarpedDiffusionPipeline.from_pretrained(args.model, task, device=args.device, **text)
@@ -275,6 +280,13 @@ def _add_restore_args(p, task):
     p.add_argument(
         "--cfg-scale", type=float, default=1.0, help="classifier-free guidance scale (default: 1, none)"
     )
+    p.add_argument(
+        "--dtype",
+        choices=["float32", "float16", "bfloat16"],
+        default="float32",
+        help="the model's weights and compute (float16 for SDXL-class models on a GPU; default: float32)",
+    )
+    p.add_argument("--compile", action="store_true", help="run the UNet through torch.compile")
     p.add_argument("--steps", type=_at_least(1), help="Euler steps (default: 50 with guidance, 25 without)")
     p.add_argument("--guidance", choices=["exact", "jacobian_free", "off"], default="exact")
     p.add_argument("--lam", type=float, default=1.0)
