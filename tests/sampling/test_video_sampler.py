@@ -82,6 +82,44 @@ def test_wavefront_equals_sequential(mode, max_batch, dtype):
     assert_close(wav, seq, atol=tol, what=f"wavefront vs sequential ({mode}, {dtype})")
 
 
+class _MemoryBound(torch.nn.Module):
+    """A denoiser that runs out of device memory on batches of more than ``fits`` items (its UNet after
+    the forward of the failing batch, as a backward would)."""
+
+    def __init__(self, inner, fits: int):
+        super().__init__()
+        self.inner, self.fits, self.sizes = inner, fits, []
+
+    def set_schedule(self, schedule):
+        self.inner.set_schedule(schedule)
+
+    def forward(self, u, sigma, cond=None):
+        self.sizes.append(u.shape[0])
+        d = self.inner(u, sigma, cond)
+        if u.shape[0] > self.fits:
+            raise torch.OutOfMemoryError("CUDA out of memory (test)")
+        return d
+
+
+def test_wavefront_halves_a_batch_that_runs_out_of_memory(caplog):
+    den, sched = _tiny()
+    frames = _pan_frames(6, 0.6)
+    g = GuidanceConfig(mode="exact")
+    ref = VideoSampler(den, sched, VideoSamplerConfig("wavefront", max_batch=2, guidance=g)).sample(frames)
+    bound = _MemoryBound(den, fits=2)
+    sampler = VideoSampler(bound, sched, VideoSamplerConfig("wavefront", max_batch=8, guidance=g))
+    with caplog.at_level("WARNING", logger="warped_fast"):
+        got = sampler.sample(frames)
+    assert torch.equal(got, ref)  # the same chunks of 2 as a job asked for 2
+    assert sampler.batch_limit == 2 and max(bound.sizes[bound.sizes.index(3) + 1 :]) <= 2
+    assert [r.getMessage() for r in caplog.records if "ran out of device memory" in r.getMessage()] == [
+        "wavefront: 3 frames per denoiser call ran out of device memory; now at most 2",
+    ]
+    one = VideoSampler(_MemoryBound(den, fits=0), sched, VideoSamplerConfig("wavefront", guidance=g))
+    with pytest.raises(torch.OutOfMemoryError):
+        one.sample(frames)
+
+
 def test_float64_run_keeps_float64_sigmas_and_flows():
     """Each step of a float64 run is Algorithm 1 in float64: the schedule's float64 sigmas and the flows
     as given (float32-rounded sigmas or flows are ~1e-7 off)."""

@@ -294,7 +294,8 @@ class WarpedDiffusionPipeline:
             noise_method: any method of :mod:`warped_fast.noise` ("gp", "fixed", "resample", "nearest",
                 "bilinear", "hiwyn", "infres", "gwtf"); ``noise_options`` are passed to it.
             frame_schedule, max_batch: sequential or wavefront (the same result up to the float rounding
-                of batched UNet calls, ~1e-6 in float32), batch of frames per call.
+                of batched UNet calls, ~1e-6 in float32), batch of frames per call (a batch that runs out
+                of GPU memory is retried in halves, the smaller size kept for the job).
             flows: pixel-resolution (fwd, back) flows ``[T-1, 2, H_out, W_out]``; default: OpenCV DIS on
                 the degraded frames (``flow_preset``).
             generator: seed or ``torch.Generator`` of the noise (None: seed 0; a job is reproducible, and

@@ -4,13 +4,14 @@ frame j >= 1 guided at every step toward frame j-1's prediction at the same step
 Frame schedules (method section 5):
 - sequential: frame by frame; keeps the previous frame's predictions at every step (S x [C, H, W]);
 - wavefront: at tick k every frame j <= k runs its step k - j in ONE batched denoiser call (in chunks of
-  ``max_batch``). Frame j at step t needs only frame j-1 at step t, computed one tick earlier, so the
+  ``max_batch``, halved for the rest of the job whenever a chunk runs out of device memory). Frame j at step t needs only frame j-1 at step t, computed one tick earlier, so the
   result equals the sequential order (deterministic ODE) and only one prediction per active frame is
   kept. Both stream: frames go in one at a time and finished frames come out in order.
 """
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import Literal
@@ -23,12 +24,17 @@ from ..ops._checks import check_finite, check_int
 from .guidance import GuidanceConfig, predict_and_guide
 from .schedules import SigmaSchedule, work_dtype
 
+logger = logging.getLogger("warped_fast")
+# torch >= 2.5 names it at the top level; torch.cuda's is the same class
+_OutOfMemory = getattr(torch, "OutOfMemoryError", torch.cuda.OutOfMemoryError)
+
 
 @dataclass(frozen=True)
 class VideoSamplerConfig:
     """Attributes:
     frame_schedule: "sequential" or "wavefront".
-    max_batch: largest batch of frames per denoiser call (wavefront).
+    max_batch: largest batch of frames per denoiser call (wavefront); a batch that runs out of device
+        memory is retried in halves, and the smaller size kept for the rest of the job.
     guidance: the guidance settings.
     progress: show a tqdm bar.
     """
@@ -104,6 +110,7 @@ class VideoSampler:
         self._loss_log: list[tuple[list[int], torch.Tensor]] = []  # (frames, losses [G]) not yet read
         self._sigmas: tuple[torch.Tensor, torch.Tensor] | None = None  # (schedule.sigmas, their copy in use)
         self._clip: tuple | None = None  # (noise shape, cond shape or None) of the clip's first frame
+        self.batch_limit = self.config.max_batch  # wavefront: lowered where a batch runs out of memory
         if hasattr(denoiser, "set_schedule"):
             denoiser.set_schedule(schedule)
 
@@ -166,6 +173,37 @@ class VideoSampler:
             self._loss_log.append(([a.index for a in g_items], loss.detach()))
             if len(self._loss_log) >= 1024:
                 self._read_losses()
+        return out
+
+    def _tick_in_chunks(
+        self, active: list[_Active], prev: dict[int, torch.Tensor]
+    ) -> dict[int, torch.Tensor]:
+        """:meth:`_tick` over ``active`` in chunks of at most ``batch_limit`` frames. A chunk that runs out of
+        device memory changes nothing (a tick updates its frames only once its denoiser call is done), so it
+        is run again in halves; ``batch_limit`` keeps the smaller size."""
+        out: dict[int, torch.Tensor] = {}
+        i = 0
+        while i < len(active):
+            n = min(self.batch_limit, len(active) - i)
+            try:
+                out.update(self._tick(active[i : i + n], prev))
+            except _OutOfMemory:
+                if n == 1:
+                    raise
+                failed = True
+            else:
+                failed = False
+            if failed:  # out of the except block: the failed attempt's tensors are released
+                self.batch_limit = (n + 1) // 2
+                if torch.cuda.is_available():
+                    torch.cuda.empty_cache()
+                logger.warning(
+                    "wavefront: %d frames per denoiser call ran out of device memory; now at most %d",
+                    n,
+                    self.batch_limit,
+                )
+                continue
+            i += n
         return out
 
     def _sigmas_on(self, device: torch.device, dtype: torch.dtype) -> torch.Tensor:
@@ -257,7 +295,7 @@ class VideoSampler:
         bar.close()
 
     def _wavefront(self, frames, start: int, prev_store) -> Iterator[torch.Tensor]:
-        steps, mb = self.schedule.num_steps, self.config.max_batch
+        steps = self.schedule.num_steps
         it = iter(frames)
         active: list[_Active] = []
         prev: dict[int, torch.Tensor] = {}
@@ -276,10 +314,7 @@ class VideoSampler:
             if prev_store is not None and tick < steps:  # resuming: frame start-1 at step `tick`
                 prev[start - 1] = prev_store[tick]
             tick += 1
-            new: dict[int, torch.Tensor] = {}
-            for c in range(0, len(active), mb):
-                new.update(self._tick(active[c : c + mb], prev))
-            prev = new
+            prev = self._tick_in_chunks(active, prev)
             bar.update(1)
             while active and active[0].step == steps:  # the oldest frames finish first
                 yield active.pop(0).u[0]
