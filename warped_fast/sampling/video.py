@@ -4,9 +4,10 @@ frame j >= 1 guided at every step toward frame j-1's prediction at the same step
 Frame schedules (method section 5):
 - sequential: frame by frame; keeps the previous frame's predictions at every step (S x [C, H, W]);
 - wavefront: at tick k every frame j <= k runs its step k - j in ONE batched denoiser call (in chunks of
-  ``max_batch``, halved for the rest of the job whenever a chunk runs out of device memory). Frame j at step t needs only frame j-1 at step t, computed one tick earlier, so the
-  result equals the sequential order (deterministic ODE) and only one prediction per active frame is
-  kept. Both stream: frames go in one at a time and finished frames come out in order.
+  ``max_batch``, halved for the rest of the job whenever a chunk runs out of device memory). Frame j at
+  step t needs only frame j-1 at step t, computed one tick earlier, so the result equals the sequential
+  order (deterministic ODE) and only one prediction per active frame is kept.
+Both stream: frames go in one at a time and finished frames come out in order.
 """
 
 from __future__ import annotations
