@@ -38,7 +38,9 @@ class DiffusersVAE:
     def __init__(self, vae, chunk: int = 4):
         cfg = vae.config
         if next(vae.parameters()).dtype == torch.float16 and getattr(cfg, "force_upcast", False):
-            vae = copy.deepcopy(vae).to(torch.float32)
+            vae = copy.deepcopy(
+                vae
+            ).float()  # not .to(dtype): diffusers warns there even with nothing to keep
         self.vae, self.chunk = vae.eval(), chunk
         self.factor = 2 ** (len(cfg.block_out_channels) - 1)
         self.latent_channels = cfg.latent_channels

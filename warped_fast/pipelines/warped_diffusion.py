@@ -142,8 +142,8 @@ class WarpedDiffusionPipeline:
         if (root / "vae").is_dir():
             from diffusers import AutoencoderKL
 
-            vae = load_pretrained(AutoencoderKL, root / "vae", "folder")
-            ae = DiffusersVAE(vae.to(device, dtype))
+            vae = load_pretrained(AutoencoderKL, root / "vae", "folder", torch_dtype=dtype)
+            ae = DiffusersVAE(vae.to(device))
         text = prompt
         conditional = hasattr(unet.config, "cross_attention_dim")
         if prompt is not None and not conditional:
