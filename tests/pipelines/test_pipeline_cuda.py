@@ -54,3 +54,39 @@ def test_stream_on_cuda_with_occlusion_aware_noise():
     assert frames.device.type == "cuda"
     # frames in [0, 1]; the splat's atomics leave run-to-run rounding differences through the steps
     assert (frames - whole.frames).abs().max().item() < 1e-4
+
+
+def test_wavefront_recovers_from_a_real_out_of_memory(caplog):
+    """Device memory capped between the peak of a 1-frame and of a 4-frame guided tick (both measured
+    first): a wavefront job asking for 4 frames per call runs out of memory, retries in halves, finishes,
+    and gives the frames of a job that asked for the smaller batch."""
+    import torch
+
+    unet = tiny_unet(7, 3, seed=1).cuda()
+    pipe = WarpedDiffusionPipeline(DiffusersDenoiser(unet, scheduler=scheduler()))
+    v = _video(6, 256, 256, shift=2)  # activations dominate the weights
+    kw = {"num_inference_steps": 3, "progress": False, "frame_schedule": "wavefront"}
+
+    def peak(max_batch):
+        torch.cuda.synchronize()
+        torch.cuda.empty_cache()
+        torch.cuda.reset_peak_memory_stats()
+        out = pipe(v, "box", max_batch=max_batch, **kw)
+        torch.cuda.synchronize()
+        return torch.cuda.max_memory_allocated(), out
+
+    p1, _ = peak(1)
+    p4, _ = peak(4)
+    assert p4 > 1.5 * p1, (p1, p4)
+    total = torch.cuda.get_device_properties(0).total_memory
+    torch.cuda.empty_cache()
+    torch.cuda.set_per_process_memory_fraction((p1 + 0.75 * (p4 - p1)) / total)
+    try:
+        with caplog.at_level("WARNING", logger="warped_fast"):
+            got = pipe(v, "box", max_batch=4, **kw)
+    finally:
+        torch.cuda.set_per_process_memory_fraction(1.0)
+        torch.cuda.empty_cache()
+    assert any("ran out of device memory" in r.getMessage() for r in caplog.records)
+    ref = pipe(v, "box", max_batch=1, **kw)
+    _close(got.latents, ref.latents)
