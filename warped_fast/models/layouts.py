@@ -80,7 +80,7 @@ def inpaint_condition(mask: torch.Tensor, masked_latent: torch.Tensor) -> torch.
         mask: ``[B, 1, h, w]`` 1 where the content is to be generated, at latent resolution.
         masked_latent: ``[B, C, h, w]`` latent of the image with the masked region blanked.
     Returns:
-        ``[B, C + 1, h, w]``.
+        ``[B, C + 1, h, w]`` on the latent's device.
     """
     if mask.dim() != 4 or mask.shape[1] != 1:
         raise ValueError(f"mask: expected shape [B, 1, h, w], got {list(mask.shape)}")
@@ -88,7 +88,7 @@ def inpaint_condition(mask: torch.Tensor, masked_latent: torch.Tensor) -> torch.
         raise ValueError(
             f"masked_latent: expected [B, C, {mask.shape[2]}, {mask.shape[3]}], got {list(masked_latent.shape)}"
         )
-    return torch.cat([mask.to(masked_latent.dtype), masked_latent], 1)
+    return torch.cat([mask.to(masked_latent), masked_latent], 1)  # the latent's dtype and device
 
 
 def sr_condition(lowres_latent: torch.Tensor) -> torch.Tensor:
@@ -97,3 +97,33 @@ def sr_condition(lowres_latent: torch.Tensor) -> torch.Tensor:
     if lowres_latent.dim() != 4:
         raise ValueError(f"lowres_latent: expected [B, C, h, w], got {list(lowres_latent.shape)}")
     return lowres_latent
+
+
+def frame_condition(
+    task: str, frames: torch.Tensor, mask: torch.Tensor | None, autoencoder, sr_factor: int = 8
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """The degraded frames and the conditioning latents of a restoration task (the pipeline's, and a
+    fine-tune's on a diffusers pipeline folder).
+
+    Args:
+        task: "inpaint" or "sr".
+        frames: ``[T, 3, H, W]`` in [0, 1]: the clean frames to inpaint, or the low-resolution frames.
+        mask: inpainting: ``[T, 1, H, W]``, 1 where content is generated; else None.
+        autoencoder: ``encode`` ``[T, 3, H, W]`` in [0, 1] -> latents; ``factor``.
+    Returns:
+        the degraded frames at output resolution ``[T, 3, H', W']`` (masked pixels grey; the bicubic
+        upsampling by ``sr_factor``) and the conditioning ``[T, Cc, H' / f, W' / f]``: inpainting
+        ``[mask | latent of the degraded frame]`` with a latent cell generated where any of its pixels is,
+        sr the latent of the upsampled frame.
+    """
+    if task == "inpaint":
+        degraded = frames * (1 - mask) + 0.5 * mask  # masked pixels grey, as the model was trained
+        f = autoencoder.factor
+        m_lat = torch.nn.functional.max_pool2d(mask, f) if f > 1 else mask
+        return degraded, inpaint_condition(m_lat, autoencoder.encode(degraded))
+    if task == "sr":
+        from ..io.video import resize_frames
+
+        up = resize_frames(frames, (frames.shape[-2] * sr_factor, frames.shape[-1] * sr_factor))
+        return up, sr_condition(autoencoder.encode(up))
+    raise ValueError(f"task: expected 'inpaint' or 'sr', got {task!r}")

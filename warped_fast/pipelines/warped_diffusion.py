@@ -22,12 +22,13 @@ import torch
 
 from ..flow import estimate_flow, flow_to_latent
 from ..flow.dis import Preset
-from ..io import FrameStore, iter_masks, iter_video, load_mask, read_video, resize_frames
+from ..io import FrameStore, iter_masks, iter_video, load_mask, read_video
 from ..io.frames import check_writable
 from ..io.masks import check_mask_source
 from ..models.autoencoder import DiffusersVAE, IdentityAutoencoder
 from ..models.default import default_model_dir, load_pretrained, load_unet_folder, trained_options
 from ..models.denoiser import DiffusersDenoiser
+from ..models.layouts import frame_condition
 from ..models.prompts import PromptEmbeddings, encode_prompt
 from ..noise import make_noise_warper
 from ..noise.base import check_generator
@@ -209,15 +210,8 @@ class WarpedDiffusionPipeline:
     def _condition(self, frames: torch.Tensor, m: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor]:
         """(flow_frames, cond) of input frames ``[T, 3, H, W]`` (and for inpainting their masks ``[T, 1, H, W]``):
         the degraded frames at output resolution, which the flow is estimated on, and the conditioning
-        latents ``[T, Cc, h, w]``."""
-        if self.task == "inpaint":
-            degraded = frames * (1 - m) + 0.5 * m  # masked pixels grey, as the model was trained
-            # A latent cell with any masked (grey) pixel is generated: its latent encodes the grey fill.
-            f = self.autoencoder.factor
-            m_lat = torch.nn.functional.max_pool2d(m, f) if f > 1 else m
-            return degraded, torch.cat([m_lat, self.autoencoder.encode(degraded)], 1)
-        up = resize_frames(frames, (frames.shape[-2] * self.sr_factor, frames.shape[-1] * self.sr_factor))
-        return up, self.autoencoder.encode(up)
+        latents ``[T, Cc, h, w]`` (:func:`warped_fast.models.layouts.frame_condition`)."""
+        return frame_condition(self.task, frames, m, self.autoencoder, self.sr_factor)
 
     def _fit_prompt(self, h: int, w: int) -> None:
         """The denoiser's text conditioning for output frames ``h x w`` pixels (SDXL's time ids)."""
