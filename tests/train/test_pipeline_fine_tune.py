@@ -1,0 +1,138 @@
+"""Fine-tuning a diffusers pipeline folder with GP noise (a tiny SDXL inpainting folder and an SR one,
+built in code): the loss in the model's latent space with the pipeline's own conditioning and text,
+resume, the exported pipeline folder, a folder of the user's images, and bad input."""
+
+import shutil
+
+import pytest
+import torch
+from PIL import Image
+
+from tests.models.tiny_text import tiny_text_pipeline_folder
+from tests.pipelines.test_pipeline import _video
+from warped_fast.models import encode_prompt
+from warped_fast.pipelines import WarpedDiffusionPipeline
+from warped_fast.train import TrainConfig, Trainer
+from warped_fast.train.data import ImageFolder
+from warped_fast.train.tasks import downsample
+
+
+@pytest.fixture(scope="module")
+def folders(tmp_path_factory):
+    root = tmp_path_factory.mktemp("pipelines")
+    tiny_text_pipeline_folder(root / "inpaint", xl=True, in_channels=9)
+    tiny_text_pipeline_folder(root / "sr", xl=True, in_channels=8)
+    return root
+
+
+def _cfg(folders, out, task="inpaint", **kw):
+    base = dict(task=task, pretrained=str(folders / task), output_dir=str(out), resolution=32, batch_size=4,
+                steps=3, lr=1e-3, warmup_steps=0, checkpoint_every=2, progress=False, prompt="a photo")  # fmt: skip
+    return TrainConfig(**{**base, **kw})
+
+
+@pytest.mark.parametrize("task", ["inpaint", "sr"])
+def test_the_loss_is_the_pipelines_in_its_latent_space(folders, tmp_path, task):
+    tr = Trainer(_cfg(folders, tmp_path / "run", task), "cpu")
+    assert tr.cfg.prediction_type == "epsilon"  # the folder's scheduler's, not the from-scratch default
+    x, cond, noise, t = tr.batch(0)
+    assert noise.shape == (4, 4, 4, 4)  # latent channels, resolution / 8
+    # the conditioning the pipeline builds from the same degraded frames
+    pipe = WarpedDiffusionPipeline.from_pretrained(folders / task, prompt="a photo")
+    latent, c = tr.parts.inputs(task, x, cond)
+    if task == "inpaint":
+        _, ref = pipe._condition((x + 1) / 2, cond[:, :1])
+    else:
+        _, ref = pipe._condition((downsample(x) + 1) / 2, None)
+    assert torch.allclose(c, ref, atol=1e-5, rtol=0)
+    assert torch.allclose(latent, pipe.autoencoder.encode((x + 1) / 2), atol=1e-6, rtol=0)
+    # one prompt for every item, SDXL's time ids for the training size
+    kw = tr.parts.unet_kwargs(4)
+    emb = encode_prompt(folders / task, "a photo")
+    assert torch.equal(kw["encoder_hidden_states"][3], emb.prompt_embeds[0])
+    assert kw["added_cond_kwargs"]["time_ids"].tolist() == [[32, 32, 0, 0, 32, 32]] * 4
+    # training steps on a fixed batch lower its loss
+    raw = tr.data[0]
+    with torch.no_grad():
+        before = float(tr.loss(*tr._on_device(raw)))
+    for _ in range(8):
+        tr.train_step(raw)
+    with torch.no_grad():
+        assert float(tr.loss(*tr._on_device(raw))) < before
+
+
+def test_resume_and_the_exported_pipeline_folder(folders, tmp_path):
+    straight = Trainer(_cfg(folders, tmp_path / "a"), "cpu")
+    straight.train()
+    Trainer(_cfg(folders, tmp_path / "b"), "cpu").train(steps=2)  # checkpoint at step 2
+    resumed = Trainer(_cfg(folders, tmp_path / "b"), "cpu")
+    assert resumed.step == 2
+    model = resumed.train()
+    for (k, v), (_, w) in zip(
+        straight.unet.state_dict().items(), resumed.unet.state_dict().items(), strict=True
+    ):
+        assert torch.equal(v, w), f"{k} differs after resume"
+    assert sorted(p.name for p in model.iterdir()) == [
+        "model_index.json", "scheduler", "text_encoder", "text_encoder_2", "tokenizer", "tokenizer_2", "unet", "vae",
+    ]  # fmt: skip
+    pipe = WarpedDiffusionPipeline.from_pretrained(model, prompt="a photo")
+    sd = pipe.denoiser.unet.state_dict()
+    assert all(torch.equal(sd[k], straight.ema[k]) for k in straight.ema)  # the EMA weights
+    assert pipe(_video(2, 32, 48), "box", num_inference_steps=2, progress=False).frames.shape == (
+        2,
+        3,
+        32,
+        48,
+    )
+    # the shared parts are the pretrained folder's files
+    assert (model / "vae" / "config.json").read_text() == (
+        folders / "inpaint" / "vae" / "config.json"
+    ).read_text()
+
+    # resuming without the pretrained folder: named
+    moved = tmp_path / "elsewhere"
+    shutil.copytree(tmp_path / "b", moved)
+    cfg = _cfg(folders, moved, steps=4, pretrained=str(tmp_path / "gone"))
+    with pytest.raises(FileNotFoundError, match="is not a pipeline folder; this run fine-tunes"):
+        Trainer(cfg, "cpu")
+
+
+def test_a_folder_of_images(folders, tmp_path):
+    data = tmp_path / "images" / "nested"
+    data.mkdir(parents=True)
+    for i, color in enumerate([(255, 0, 0), (0, 0, 255)]):
+        Image.new("RGB", (48, 40), color).save(data / f"{i}.png")
+    (data / "notes.txt").write_text("not an image")
+    images = ImageFolder(tmp_path / "images")
+    assert len(images) == 2 and images[1][1].shape == (3, 40, 48)
+    tr = Trainer(_cfg(folders, tmp_path / "run", data_dir=str(tmp_path / "images")), "cpu")
+    x = tr.data[0][0]
+    # every crop is one of the two flat colors (in [-1, 1]): red or blue, nothing else
+    red, blue = x[:, 0].flatten(1).mean(1), x[:, 2].flatten(1).mean(1)
+    assert torch.allclose(red.abs(), torch.ones(4), atol=1e-5) and torch.allclose(red, -blue, atol=1e-5)
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(ValueError, match="data_dir: no images"):
+        ImageFolder(tmp_path / "empty")
+    with pytest.raises(FileNotFoundError, match="data_dir: .* is not a folder"):
+        ImageFolder(tmp_path / "missing")
+
+
+def test_bad_settings_are_named(folders, tmp_path):
+    with pytest.raises(ValueError, match="prediction_type: the pretrained model predicts 'epsilon'"):
+        Trainer(_cfg(folders, tmp_path / "a", prediction_type="v_prediction"), "cpu")
+    with pytest.raises(ValueError, match="residual: for the pixel-space models"):
+        Trainer(_cfg(folders, tmp_path / "b", residual=True), "cpu")
+    with pytest.raises(ValueError, match=r"takes 9 input channels; a sr model on 4-channel latents takes 8"):
+        Trainer(_cfg(folders, tmp_path / "c", task="sr", pretrained=str(folders / "inpaint")), "cpu")
+
+
+def test_the_shipped_configs_load():
+    from pathlib import Path
+
+    configs = sorted((Path(__file__).resolve().parents[2] / "configs").glob("*.toml"))
+    assert any(p.name == "sdxl_inpaint_gp.toml" for p in configs)
+    for p in configs:
+        cfg = TrainConfig.from_file(p)
+        assert cfg.prediction_type in ("epsilon", "v_prediction"), p.name
+    sdxl = TrainConfig.from_file(configs[[p.name for p in configs].index("sdxl_inpaint_gp.toml")])
+    assert sdxl.gradient_checkpointing and sdxl.mixed_precision == "bf16" and sdxl.lr == 5e-6
