@@ -11,21 +11,6 @@ from typing import Literal
 from ..models.hole_fill import check_hole_fill
 
 
-def _pretrained_prediction_type(pretrained: str | None) -> str:
-    """The prediction type in a pretrained folder's scheduler config (a pipeline folder's ``scheduler/``,
-    or beside a UNet's weights); "v_prediction" without one (training from scratch)."""
-    if pretrained is not None:
-        root = Path(pretrained)
-        for path in (root / "scheduler" / "scheduler_config.json", root / "scheduler_config.json"):
-            if path.is_file():
-                try:
-                    kind = json.loads(path.read_text()).get("prediction_type", "epsilon")
-                except ValueError:
-                    return "v_prediction"  # a damaged file: loading the model reports it
-                return "sample" if kind == "original_sample" else kind
-    return "v_prediction"
-
-
 def _is_number(v) -> bool:
     return isinstance(v, (int, float)) and not isinstance(v, bool)
 
@@ -60,7 +45,7 @@ class TrainConfig:
             :func:`warped_fast.models.residual.residual_frame`); ``residual_scale`` is then the gain at
             the reference contrast.
         prediction_type: "epsilon" or "v_prediction" (DDPM schedule, 1000 steps, linear betas); None
-            (the default): the pretrained folder's scheduler's, else "v_prediction".
+            (the default): the pretrained folder's scheduler's (a resumed run: its own), else "v_prediction".
         high_noise_fraction: this fraction of each batch draws its timesteps from the top fifth of the
             schedule (sigma > ~25: pure noise in, the posterior mean out) instead of uniformly; the rest
             stay uniform. More signal for the posterior-mean estimate, whose loss is mostly the residual's
@@ -147,11 +132,10 @@ class TrainConfig:
             raise ValueError(f"high_noise_fraction: expected in [0, 1], got {self.high_noise_fraction}")
         if not 0 <= self.ema_decay < 1:
             raise ValueError(f"ema_decay: expected in [0, 1), got {self.ema_decay}")
-        if self.prediction_type is None:  # the pretrained model's own
-            object.__setattr__(self, "prediction_type", _pretrained_prediction_type(self.pretrained))
-        if self.prediction_type not in ("epsilon", "v_prediction"):
+        if self.prediction_type not in (None, "epsilon", "v_prediction"):
             raise ValueError(
-                f"prediction_type: expected 'epsilon' or 'v_prediction', got {self.prediction_type!r}"
+                f"prediction_type: expected 'epsilon', 'v_prediction' or None (the pretrained model's), got "
+                f"{self.prediction_type!r}"
             )
         if self.mixed_precision not in ("no", "fp16", "bf16"):
             raise ValueError(

