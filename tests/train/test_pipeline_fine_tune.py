@@ -203,3 +203,13 @@ def test_a_bare_unet_fine_tune_resumes_without_its_pretrained_folder(tmp_path):
     shutil.rmtree(tmp_path / "a")
     again = Trainer(tuned, "cpu")
     assert again.step == 1 and again.cfg.prediction_type == "epsilon"
+
+
+def test_ema_decay_zero_keeps_no_average(folders, tmp_path):
+    tr = Trainer(_cfg(folders, tmp_path / "run", ema_decay=0.0, steps=2), "cpu")
+    assert tr.ema == {}
+    model = tr.train()
+    pipe = WarpedDiffusionPipeline.from_pretrained(model, prompt="a photo")
+    trained = tr.unet.state_dict()
+    assert all(torch.equal(v, trained[k]) for k, v in pipe.denoiser.unet.state_dict().items())
+    assert Trainer(_cfg(folders, tmp_path / "run", ema_decay=0.0, steps=3), "cpu").step == 2  # resumes

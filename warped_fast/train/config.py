@@ -34,7 +34,8 @@ class TrainConfig:
         noise: "gp" (RFF GP noise, method section 6) or "white" (the ablation).
         lengthscale: GP lengthscale in pixels of the training grid; num_features: J.
         crop_scales: range of the random rescaling of the photos before cropping (> 1 upscales).
-        resolution, batch_size, steps, lr, weight_decay, grad_clip, ema_decay, warmup_steps.
+        resolution, batch_size, steps, lr, weight_decay, grad_clip, ema_decay, warmup_steps (ema_decay 0:
+            no moving average kept, the export is the trained weights; a float32 copy less in memory).
         residual: the UNet models ``x - base(cond)`` (a fill of the hole / the bicubic upsampling, see
             :mod:`warped_fast.models.residual`) instead of ``x``.
         residual_scale: the residual is multiplied by it (about 1 / its std, like a VAE's scaling

@@ -229,8 +229,12 @@ class Trainer:
         # fused on CUDA: no full-size temporaries in the update (a large UNet's memory)
         fused = {"fused": True} if self.device.type == "cuda" else {}
         self.opt = torch.optim.AdamW(self.params, lr=cfg.lr, weight_decay=cfg.weight_decay, **fused)
+        # the exponential moving average of the weights (float32); ema_decay 0: none kept, the export is
+        # the weights themselves (a large UNet: one copy of it less in device memory)
         self.ema = {
-            k: v.detach().clone().float() for k, v in self.unet.state_dict().items() if v.is_floating_point()
+            k: v.detach().clone().float()
+            for k, v in self.unet.state_dict().items()
+            if v.is_floating_point() and cfg.ema_decay > 0
         }
         photos = ImageFolder(cfg.data_dir) if cfg.data_dir else load_photos("train")
         shape = None if self.parts is None else (self.parts.latent_channels, self.parts.latent_size)
@@ -328,10 +332,11 @@ class Trainer:
         self.scaler.update()
         self.step += 1
         decay = min(self.cfg.ema_decay, (1 + self.step) / (10 + self.step))
-        with torch.no_grad():
-            sd = self.unet.state_dict()
-            keys = [k for k in self.ema if k in sd]
-            torch._foreach_lerp_([self.ema[k] for k in keys], [sd[k].float() for k in keys], 1 - decay)
+        sd = self.unet.state_dict()
+        keys = [k for k in self.ema if k in sd]
+        if keys:
+            with torch.no_grad():
+                torch._foreach_lerp_([self.ema[k] for k in keys], [sd[k].float() for k in keys], 1 - decay)
         return float(loss.detach())
 
     def checkpoint(self) -> None:
