@@ -124,6 +124,10 @@ def test_bad_settings_are_named(folders, tmp_path):
         Trainer(_cfg(folders, tmp_path / "b", residual=True), "cpu")
     with pytest.raises(ValueError, match=r"takes 9 input channels; a sr model on 4-channel latents takes 8"):
         Trainer(_cfg(folders, tmp_path / "c", task="sr", pretrained=str(folders / "inpaint")), "cpu")
+    from warped_fast.train.lora import add_lora
+
+    with pytest.raises(ValueError, match="lora_rank: Sequential has no attention projections"):
+        add_lora(torch.nn.Sequential(torch.nn.Conv2d(3, 3, 1), torch.nn.Linear(3, 3)), 2, 0)
 
 
 def test_the_shipped_configs_load():
@@ -213,3 +217,48 @@ def test_ema_decay_zero_keeps_no_average(folders, tmp_path):
     trained = tr.unet.state_dict()
     assert all(torch.equal(v, trained[k]) for k, v in pipe.denoiser.unet.state_dict().items())
     assert Trainer(_cfg(folders, tmp_path / "run", ema_decay=0.0, steps=3), "cpu").step == 2  # resumes
+
+
+def test_lora_trains_the_adapters_only_and_exports_merged_weights(folders, tmp_path):
+    from warped_fast.train.lora import LoRALinear, merged_state_dict
+
+    tr = Trainer(_cfg(folders, tmp_path / "run", lora_rank=2, gradient_checkpointing=True, steps=3), "cpu")
+    wrapped = [m for m in tr.unet.modules() if isinstance(m, LoRALinear)]
+    assert len(wrapped) == len(tr.lora) > 0 and all(
+        n.endswith(("to_q", "to_k", "to_v", "to_out.0")) for n in tr.lora
+    )
+    assert {id(p) for p in tr.params} == {id(p) for m in wrapped for p in (m.down, m.up)}
+    assert set(tr.ema) == {f"{n}.{w}" for n in tr.lora for w in ("down", "up")}  # no copy of the base
+    before = {k: v.clone() for k, v in tr.unet.state_dict().items()}
+    # up starts at zero: the adapted UNet is the pretrained one
+    pretrained = WarpedDiffusionPipeline.from_pretrained(folders / "inpaint", prompt="a photo").denoiser.unet
+    assert all(
+        torch.equal(merged_state_dict(before, tr.lora)[k], v) for k, v in pretrained.state_dict().items()
+    )
+    raw = tr.data[0]
+    with torch.no_grad():
+        loss0 = float(tr.loss(*tr._on_device(raw)))
+    for _ in range(6):  # through gradient checkpointing, the adapters get gradients and learn
+        tr.train_step(raw)
+    with torch.no_grad():
+        assert float(tr.loss(*tr._on_device(raw))) < loss0
+    after = tr.unet.state_dict()
+    changed = {k for k in after if not torch.equal(after[k], before[k])}
+    assert changed and all(k.endswith((".down", ".up")) for k in changed)
+
+    # resume gives the same adapters; the export is a plain UNet with the merged (EMA) weights
+    def cfg(out):
+        return _cfg(folders, tmp_path / out, lora_rank=2, gradient_checkpointing=True, steps=3)
+
+    straight = Trainer(cfg("a"), "cpu")
+    model = straight.train()
+    Trainer(cfg("b"), "cpu").train(steps=2)
+    resumed = Trainer(cfg("b"), "cpu")
+    assert resumed.step == 2
+    resumed.train()
+    assert all(torch.equal(resumed.unet.state_dict()[k], v) for k, v in straight.unet.state_dict().items())
+    sd = WarpedDiffusionPipeline.from_pretrained(model, prompt="a photo").denoiser.unet.state_dict()
+    want = merged_state_dict({**straight.unet.state_dict(), **straight.ema}, straight.lora)
+    assert set(sd) == set(want) and all(torch.allclose(sd[k], want[k]) for k in sd)
+    name = straight.lora[0]
+    assert not torch.equal(sd[f"{name}.weight"], pretrained.state_dict()[f"{name}.weight"])

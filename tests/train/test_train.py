@@ -188,10 +188,12 @@ def test_config_files(tmp_path):
     assert isinstance(cfg.lr, float) and cfg.crop_scales == (0.5, 1.0)
 
 
-def test_lora_rank_is_rejected_but_old_configs_with_zero_load(tmp_path):
-    with pytest.raises(ValueError, match="lora_rank: LoRA is not supported"):
+def test_lora_rank_needs_a_pretrained_model_and_old_configs_with_zero_load(tmp_path):
+    with pytest.raises(ValueError, match="lora_rank: adapts a pretrained UNet"):
         _cfg(tmp_path, lora_rank=4)
-    j = tmp_path / "c.json"
+    with pytest.raises(ValueError, match="lora_rank: expected >= 0"):
+        _cfg(tmp_path, lora_rank=-1)
+    j = tmp_path / "old.json"
     j.write_text(json.dumps({"task": "sr", "lora_rank": 0}))
     assert TrainConfig.from_file(j).lora_rank == 0
 

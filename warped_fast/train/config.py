@@ -55,8 +55,8 @@ class TrainConfig:
         checkpoint_every: steps between checkpoints (resume picks up the latest).
         data_workers: processes that prepare batches (for GPU training; the batches are the same with any
             number, each depends only on the seed and its step).
-        lora_rank: must be 0 (LoRA is not supported: a UNet2DModel has no adapters); kept so that
-            older config files load.
+        lora_rank: 0: full fine-tuning; r > 0: low-rank adaptation of the pretrained UNet's attention
+            projections (:mod:`warped_fast.train.lora`), merged into the exported weights.
         seed: everything random derives from it.
     """
 
@@ -109,10 +109,10 @@ class TrainConfig:
         for name in ("batch_size", "steps", "num_features", "checkpoint_every"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name}: expected >= 1, got {getattr(self, name)}")
-        if self.lora_rank != 0:
-            raise ValueError(
-                f"lora_rank: LoRA is not supported (full fine-tuning only); expected 0, got {self.lora_rank}"
-            )
+        if self.lora_rank < 0:
+            raise ValueError(f"lora_rank: expected >= 0 (0: full fine-tuning), got {self.lora_rank}")
+        if self.lora_rank and self.pretrained is None:
+            raise ValueError("lora_rank: adapts a pretrained UNet; set pretrained (or lora_rank = 0)")
         if self.data_workers < 0:
             raise ValueError(f"data_workers: expected >= 0, got {self.data_workers}")
         if len(self.crop_scales) != 2 or not 0 < self.crop_scales[0] <= self.crop_scales[1]:

@@ -30,6 +30,7 @@ from .checkpoint import load_checkpoint, recover_checkpoint, save_checkpoint
 from .config import TrainConfig
 from .data import ImageFolder, load_photos, random_crops
 from .interrupt import DeferredInterrupt
+from .lora import add_lora, merged_state_dict
 from .pipeline_parts import PipelineParts, is_pipeline_folder
 from .tasks import task_condition
 
@@ -214,6 +215,8 @@ class Trainer:
         else:
             self.unet = build_unet(cfg)
         self.unet.to(self.device).train()
+        # LoRA: the layers adapted (their base weights frozen); the same draw on resume, then the checkpoint's
+        self.lora = add_lora(self.unet, cfg.lora_rank, cfg.seed) if cfg.lora_rank else []
         if cfg.gradient_checkpointing:
             self.unet.enable_gradient_checkpointing()
         if cfg.pretrained:  # record the architecture actually trained, not the from-scratch default
@@ -231,10 +234,11 @@ class Trainer:
         self.opt = torch.optim.AdamW(self.params, lr=cfg.lr, weight_decay=cfg.weight_decay, **fused)
         # the exponential moving average of the weights (float32); ema_decay 0: none kept, the export is
         # the weights themselves (a large UNet: one copy of it less in device memory)
+        trained = {k for k, p in self.unet.named_parameters() if p.requires_grad}  # LoRA: its matrices
         self.ema = {
             k: v.detach().clone().float()
             for k, v in self.unet.state_dict().items()
-            if v.is_floating_point() and cfg.ema_decay > 0
+            if v.is_floating_point() and cfg.ema_decay > 0 and (not self.lora or k in trained)
         }
         photos = ImageFolder(cfg.data_dir) if cfg.data_dir else load_photos("train")
         shape = None if self.parts is None else (self.parts.latent_channels, self.parts.latent_size)
@@ -436,6 +440,8 @@ class Trainer:
         unet_dir = folder if self.parts is None else folder / "unet"
         unet = type(self.unet).from_config(self.unet.config)
         sd = {k: (self.ema[k] if k in self.ema else v) for k, v in self.unet.state_dict().items()}
+        if self.lora:  # merged: a plain diffusers UNet
+            sd = merged_state_dict(sd, self.lora)
         missing, unexpected = unet.load_state_dict({k: v.to(dtype) for k, v in sd.items()}, strict=False)
         if missing or unexpected:
             raise ValueError(
