@@ -34,10 +34,10 @@ def test_guided_wavefront_job_with_a_folder_on_cuda(tmp_path):
     _close(again.latents, plain.latents)
 
 
-def _close(a, b):
+def _close(a, b, rel=1e-5):
     """Equal to float32 rounding, relative to the latents' scale (hundreds)."""
     err = (a.cpu() - b.cpu()).abs().max().item()
-    assert err <= 1e-5 * b.abs().max().item(), err
+    assert err <= rel * b.abs().max().item(), err
 
 
 def test_stream_on_cuda_with_occlusion_aware_noise():
@@ -59,13 +59,15 @@ def test_stream_on_cuda_with_occlusion_aware_noise():
 def test_wavefront_recovers_from_a_real_out_of_memory(caplog):
     """Device memory capped between the peak of a 1-frame and of a 4-frame guided tick (both measured
     first): a wavefront job asking for 4 frames per call runs out of memory, retries in halves, finishes,
-    and gives the frames of a job that asked for the smaller batch."""
+    and gives the frames of a job that asked for one frame per call (TF32 off: batch sizes then differ by
+    float32 rounding only)."""
     import torch
 
     unet = tiny_unet(7, 3, seed=1).cuda()
     pipe = WarpedDiffusionPipeline(DiffusersDenoiser(unet, scheduler=scheduler()))
     v = _video(6, 256, 256, shift=2)  # activations dominate the weights
-    kw = {"num_inference_steps": 3, "progress": False, "frame_schedule": "wavefront"}
+    # 4 steps: up to 4 frames in flight, so a 4-frame tick happens
+    kw = {"num_inference_steps": 4, "progress": False, "frame_schedule": "wavefront"}
 
     def peak(max_batch):
         torch.cuda.synchronize()
@@ -75,18 +77,22 @@ def test_wavefront_recovers_from_a_real_out_of_memory(caplog):
         torch.cuda.synchronize()
         return torch.cuda.max_memory_allocated(), out
 
-    p1, _ = peak(1)
-    p4, _ = peak(4)
-    assert p4 > 1.5 * p1, (p1, p4)
-    total = torch.cuda.get_device_properties(0).total_memory
-    torch.cuda.empty_cache()
-    torch.cuda.set_per_process_memory_fraction((p1 + 0.75 * (p4 - p1)) / total)
+    tf32 = torch.backends.cudnn.allow_tf32
+    torch.backends.cudnn.allow_tf32 = False
     try:
-        with caplog.at_level("WARNING", logger="warped_fast"):
-            got = pipe(v, "box", max_batch=4, **kw)
-    finally:
-        torch.cuda.set_per_process_memory_fraction(1.0)
+        p1, ref = peak(1)
+        p4, _ = peak(4)
+        assert p4 > 1.5 * p1, (p1, p4)
+        total = torch.cuda.get_device_properties(0).total_memory
         torch.cuda.empty_cache()
+        torch.cuda.set_per_process_memory_fraction((p1 + 0.75 * (p4 - p1)) / total)
+        try:
+            with caplog.at_level("WARNING", logger="warped_fast"):
+                got = pipe(v, "box", max_batch=4, **kw)
+        finally:
+            torch.cuda.set_per_process_memory_fraction(1.0)
+            torch.cuda.empty_cache()
+    finally:
+        torch.backends.cudnn.allow_tf32 = tf32
     assert any("ran out of device memory" in r.getMessage() for r in caplog.records)
-    ref = pipe(v, "box", max_batch=1, **kw)
-    _close(got.latents, ref.latents)
+    _close(got.latents, ref.latents, rel=1e-4)

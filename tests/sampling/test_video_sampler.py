@@ -330,3 +330,20 @@ def test_frames_of_one_clip_must_agree():
         with pytest.raises(ValueError, match=r"frames\[2\].fwd_flow: expected finite"):
             sampler.sample(frames)
         assert sampler.sample(_pan_frames(3, 0.5)).shape[0] == 3  # a new clip starts afresh
+
+
+def test_out_of_memory_in_a_callback_is_raised_not_retried():
+    """A callback (a GPU preview, say) that runs out of memory: the frames have moved on, so the step is not
+    run again; the error reaches the caller."""
+    den, sched = _tiny()
+    calls = []
+
+    def preview(j, t, u, d):
+        calls.append((j, t))
+        if (j, t) == (2, 0):
+            raise torch.OutOfMemoryError("CUDA out of memory (test)")
+
+    sampler = VideoSampler(den, sched, VideoSamplerConfig("wavefront", max_batch=8), preview)
+    with pytest.raises(torch.OutOfMemoryError):
+        sampler.sample(_pan_frames(4, 0.6))
+    assert sampler.batch_limit == 8 and len(calls) == len(set(calls))

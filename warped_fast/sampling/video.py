@@ -148,6 +148,11 @@ class VideoSampler:
 
     def _tick(self, batch: list[_Active], prev: dict[int, torch.Tensor]) -> dict[int, torch.Tensor]:
         """One step for each frame in ``batch`` (one denoiser call); returns their predictions."""
+        return self._commit(batch, *self._advance(batch, prev))
+
+    def _advance(self, batch: list[_Active], prev: dict[int, torch.Tensor]):
+        """The step's work for ``batch``, changing nothing: (next states ``[B, C, H, W]``, predictions,
+        the guided frames, their losses or None)."""
         gcfg = self.config.guidance
         u = torch.cat([a.u for a in batch])
         sig = self._sigmas_on(u.device, work_dtype(u.dtype))  # indexed there: no host copy per tick
@@ -162,39 +167,43 @@ class VideoSampler:
         if g_items and gcfg.occlusion:
             mask = torch.cat([a.mask for a in g_items])
         d, g, loss = predict_and_guide(self.denoiser, u, s, cond, guided, prev_pred, flow, mask, gcfg)
-        u_next = euler_guided_step(u, d, s, sn, g, gcfg.lam)
-        out = {}
+        return euler_guided_step(u, d, s, sn, g, gcfg.lam), d, g_items, loss
+
+    def _commit(self, batch, u_next, d, g_items, loss) -> dict[int, torch.Tensor]:
+        """Moves ``batch``'s frames to their next states (all of them, then the callbacks) and logs the
+        losses; returns the predictions."""
+        out, steps = {}, [a.step for a in batch]
         for i, a in enumerate(batch):
             a.u = u_next[i : i + 1]
             out[a.index] = d[i : i + 1]
-            if self.callback is not None:
-                self.callback(a.index, a.step, a.u[0], d[i])
             a.step += 1
         if loss is not None:  # read back when `losses` is read (or every 1024 ticks): no sync per tick
             self._loss_log.append(([a.index for a in g_items], loss.detach()))
             if len(self._loss_log) >= 1024:
                 self._read_losses()
+        if self.callback is not None:
+            for i, a in enumerate(batch):
+                self.callback(a.index, steps[i], a.u[0], d[i])
         return out
 
     def _tick_in_chunks(
         self, active: list[_Active], prev: dict[int, torch.Tensor]
     ) -> dict[int, torch.Tensor]:
-        """:meth:`_tick` over ``active`` in chunks of at most ``batch_limit`` frames. A chunk that runs out of
-        device memory changes nothing (a tick updates its frames only once its denoiser call is done), so it
-        is run again in halves; ``batch_limit`` keeps the smaller size."""
+        """:meth:`_tick` over ``active`` in chunks of at most ``batch_limit`` frames. A chunk whose step runs
+        out of device memory has changed nothing (the frames move only once their step is done), so it is
+        run again in halves; ``batch_limit`` keeps the smaller size. Out of memory in a callback is raised."""
         out: dict[int, torch.Tensor] = {}
         i = 0
         while i < len(active):
             n = min(self.batch_limit, len(active) - i)
+            chunk = active[i : i + n]
             try:
-                out.update(self._tick(active[i : i + n], prev))
+                result = self._advance(chunk, prev)
             except _OutOfMemory:
                 if n == 1:
                     raise
-                failed = True
-            else:
-                failed = False
-            if failed:  # out of the except block: the failed attempt's tensors are released
+                result = None
+            if result is None:  # out of the except block: the failed attempt's tensors are released
                 self.batch_limit = (n + 1) // 2
                 if torch.cuda.is_available():
                     torch.cuda.empty_cache()
@@ -204,6 +213,7 @@ class VideoSampler:
                     self.batch_limit,
                 )
                 continue
+            out.update(self._commit(chunk, *result))
             i += n
         return out
 

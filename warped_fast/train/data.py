@@ -145,8 +145,8 @@ class ImageFolder:
     """The images of a folder (searched recursively, in sorted order), as :func:`load_photos`' items
     ``(name, [3, H, W] float32 in [0, 1])``, each read from disk when asked for: a training set of any
     size in constant memory. EXIF orientation is applied, 16-bit images keep their range, transparent
-    ones are composited onto white; a file that cannot be read is skipped (with a warning) for the next
-    one, the same one every time."""
+    ones are composited onto white; a file that cannot be read (twice), or too large for PIL, is skipped
+    (with a warning) for the next one, the same one every time."""
 
     def __init__(self, folder: str | Path):
         folder = Path(folder)
@@ -163,15 +163,20 @@ class ImageFolder:
         return len(self.paths)
 
     def __getitem__(self, k: int) -> tuple[str, torch.Tensor]:
+        from PIL import Image
+
+        unreadable = (OSError, ValueError, Image.DecompressionBombError)
         for i in range(len(self.paths)):
             j = (k + i) % len(self.paths)
             if j in self._bad:
                 continue
-            try:
-                return self.paths[j].name, read_image(self.paths[j])
-            except (OSError, ValueError) as e:
-                self._bad.add(j)
-                logger.warning("data_dir: skipping %s, which cannot be read (%s)", self.paths[j], e)
+            for attempt in range(2):  # twice: a network file system's passing error is not a bad file
+                try:
+                    return self.paths[j].name, read_image(self.paths[j])
+                except unreadable as e:
+                    if attempt:
+                        self._bad.add(j)
+                        logger.warning("data_dir: skipping %s, which cannot be read (%s)", self.paths[j], e)
         raise ValueError(f"data_dir: none of the {len(self.paths)} images can be read")
 
 
