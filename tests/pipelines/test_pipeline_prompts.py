@@ -138,3 +138,14 @@ def test_encoding_without_transformers_names_the_extra(sdxl, monkeypatch):
     with pytest.raises(ModuleNotFoundError, match=r"warped_fast\[text\]") as e:
         encode_prompt(sdxl, "the cat")
     assert e.value.name == "transformers"
+
+
+def test_stable_diffusion_inpainting_from_a_prompt(tmp_path):
+    """An SD 1.x/2.x-style folder (one text encoder, no added conditions) with CFG."""
+    tiny_text_pipeline_folder(tmp_path, xl=False, in_channels=9)
+    pipe = WarpedDiffusionPipeline.from_pretrained(
+        tmp_path, prompt="a cat", negative_prompt="dark", guidance_scale=4.0
+    )
+    assert pipe.prompt.time_ids is None and pipe.denoiser.added_cond_kwargs is None
+    out = pipe(_video(2, 32, 48), "box", **RUN)
+    assert out.frames.shape == (2, 3, 32, 48) and torch.isfinite(out.frames).all()
