@@ -2,7 +2,8 @@
 models: each ``to_q``, ``to_k``, ``to_v`` and ``to_out.0`` linear layer ``W`` becomes ``W + up @ down``
 with ``down`` ``[r, in]`` (Gaussian, std 1 / r) and ``up`` ``[out, r]`` (zeros, so training starts at the
 pretrained model), the layers diffusers' SDXL LoRA training adapts. Only ``down`` and ``up`` train; the
-export merges them into ``W``, so the result is a plain diffusers UNet.
+export merges them into ``W``, so the result is a plain diffusers UNet. With an EMA, the export merges the
+averaged factors, ``ema(up) @ ema(down)`` (not the average of the products; close while they move slowly).
 
 Written here rather than taken from peft: peft brings accelerate, which changes how every diffusers model
 loads (its low-memory path), for four small matrices per layer.
