@@ -434,6 +434,11 @@ def test_inpaint_with_a_text_conditioned_model(tmp_path, capsys):
     assert "prompt: the UNet in" in capsys.readouterr().err
     assert main([*base, "--out", str(tmp_path / "p"), "--negative-prompt", "dark"]) == 2
     assert "--negative-prompt: goes with --prompt" in capsys.readouterr().err
+    assert main([*base, "--out", str(tmp_path / "p"), "--prompt", "a", "--negative-prompt", "dark"]) == 2
+    assert "--negative-prompt: steers classifier-free guidance; set --cfg-scale" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        main([*base, "--out", str(tmp_path / "p"), "--prompt", "a", "--cfg-scale", "nan"])
+    assert "expected a finite number, got 'nan'" in capsys.readouterr().err
     src16 = _clip(tmp_path, t=2)
     assert main(["inpaint", str(src16), "--out", str(tmp_path / "d"), "--prompt", "a cat"]) == 2
     assert "is not text-conditioned" in capsys.readouterr().err

@@ -91,6 +91,8 @@ def _pipeline(args, task):
     text = {} if args.prompt is None else {"prompt": args.prompt, "negative_prompt": args.negative_prompt}
     if args.negative_prompt is not None and args.prompt is None:
         raise CliError("--negative-prompt: goes with --prompt")
+    if args.negative_prompt is not None and args.cfg_scale == 1.0:
+        raise CliError("--negative-prompt: steers classifier-free guidance; set --cfg-scale (e.g. 5)")
     if args.cfg_scale != 1.0:
         if args.prompt is None:
             raise CliError(
@@ -278,7 +280,7 @@ def _add_restore_args(p, task):
     p.add_argument("--prompt", help="text of a text-conditioned model (Stable Diffusion, SDXL); '' for none")
     p.add_argument("--negative-prompt", help="the text classifier-free guidance steers away from")
     p.add_argument(
-        "--cfg-scale", type=float, default=1.0, help="classifier-free guidance scale (default: 1, none)"
+        "--cfg-scale", type=_finite, default=1.0, help="classifier-free guidance scale (default: 1, none)"
     )
     p.add_argument(
         "--dtype",
@@ -319,6 +321,16 @@ def _fps(text: str) -> float:
         raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
     if not (math.isfinite(v) and 0 < v < MAX_FPS):
         raise argparse.ArgumentTypeError(f"expected frames per second in (0, {MAX_FPS:g}), got {text!r}")
+    return v
+
+
+def _finite(text: str) -> float:
+    try:
+        v = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
+    if not math.isfinite(v):
+        raise argparse.ArgumentTypeError(f"expected a finite number, got {text!r}")
     return v
 
 

@@ -140,6 +140,9 @@ def test_bad_input(folders, tmp_path):
         encode_prompt(folder, None)
     with pytest.raises(ValueError, match="clip_skip: expected an int >= 0"):
         encode_prompt(folder, PROMPT, clip_skip=-1)
+    with pytest.raises(ValueError, match="clip_skip: the text encoders have 3 layers; expected at most 2"):
+        encode_prompt(folder, PROMPT, clip_skip=3)
+    encode_prompt(folder, PROMPT, clip_skip=2)
     with pytest.raises(FileNotFoundError, match="folder: no text encoder in"):
         encode_prompt(tmp_path, PROMPT)
     (tmp_path / "text_encoder").mkdir()

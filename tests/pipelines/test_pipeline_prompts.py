@@ -69,6 +69,12 @@ def test_prompt_embeddings_and_bad_input(sdxl):
     assert pipe.denoiser.added_cond_kwargs["time_ids"].tolist() == [[1024, 1024, 0, 0, 1024, 1024]]
     with pytest.raises(ValueError, match="prompt: the UNet in .* is text-conditioned; give prompt"):
         WarpedDiffusionPipeline.from_pretrained(sdxl)
+    with pytest.raises(ValueError, match="negative_prompt: steers classifier-free guidance"):
+        WarpedDiffusionPipeline.from_pretrained(sdxl, prompt="a", negative_prompt="dark")
+    with pytest.raises(ValueError, match="guidance_scale: expected a finite number, got nan"):
+        WarpedDiffusionPipeline.from_pretrained(
+            sdxl, prompt="a", negative_prompt="b", guidance_scale=float("nan")
+        )
     with pytest.raises(ValueError, match="negative_prompt: needs a text prompt"):
         WarpedDiffusionPipeline.from_pretrained(sdxl, prompt=emb, negative_prompt="dark")
     with pytest.raises(TypeError, match="prompt: expected a str or PromptEmbeddings, got int"):

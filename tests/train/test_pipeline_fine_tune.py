@@ -271,3 +271,19 @@ def test_lora_trains_the_adapters_only_and_exports_merged_weights(folders, tmp_p
     assert set(sd) == set(want) and all(torch.allclose(sd[k], want[k]) for k in sd)
     name = straight.lora[0]
     assert not torch.equal(sd[f"{name}.weight"], pretrained.state_dict()[f"{name}.weight"])
+
+
+def test_the_unet_subfolder_names_its_pipeline_and_the_export_records_its_steps(folders, tmp_path):
+    import json
+
+    tr = Trainer(
+        _cfg(folders, tmp_path / "run", pretrained=str(folders / "inpaint" / "unet"), steps=2), "cpu"
+    )
+    assert tr.parts is not None and tr.parts.root == (folders / "inpaint").resolve()
+    model = tr.train()
+    assert json.loads((model / "unet" / "train_config.json").read_text())["steps"] == 2
+    more = Trainer(
+        _cfg(folders, tmp_path / "run", pretrained=str(folders / "inpaint" / "unet"), steps=5), "cpu"
+    )
+    model = more.train(steps=3)  # a budget of 3 of the 5
+    assert json.loads((model / "unet" / "train_config.json").read_text())["steps"] == 3

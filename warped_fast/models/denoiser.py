@@ -191,7 +191,7 @@ class DiffusersDenoiser(torch.nn.Module):
         # UNet2DConditionModel passes its skips' sizes to its upsamplers and takes any size.
         downsamplers = max(len(getattr(cfg, "block_out_channels", ())) - 1, 0)
         self.size_multiple = 1 if self.conditional else 2**downsamplers
-        self.guidance_scale = float(guidance_scale)
+        self.guidance_scale = check_real("guidance_scale", guidance_scale)
         self.guidance_rescale = check_real("guidance_rescale", guidance_rescale, 0)
         if self.guidance_rescale > 0 and self.guidance_scale == 1.0:
             raise ValueError(

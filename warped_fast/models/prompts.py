@@ -151,6 +151,9 @@ def encode_prompt(
         raise FileNotFoundError(
             f"folder: no text encoder in {folder} (expected text_encoder/ and tokenizer/ subfolders)"
         )
+    depth = min(p[1].config.num_hidden_layers for _, p in pairs)
+    if clip_skip is not None and clip_skip + 2 > depth + 1:  # SDXL reads hidden state -(clip_skip + 2)
+        raise ValueError(f"clip_skip: the text encoders have {depth} layers; expected at most {depth - 1}")
     xl = any(sub == "_2" for sub, _ in pairs)
     if unet_config is None and (folder / "unet" / "config.json").exists():
         unet_config = read_json(folder / "unet" / "config.json", "folder")

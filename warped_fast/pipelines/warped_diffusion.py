@@ -91,7 +91,7 @@ class WarpedDiffusionPipeline:
         if kind != self.task:
             raise ValueError(
                 f"task: {self.task!r}, but the model is conditioned for {kind!r} "
-                f"({denoiser.layout.cond_channels} conditioning channels): choose a {self.task} model"
+                f"({denoiser.layout.cond_channels} conditioning channels): choose {_A_MODEL[self.task]}"
             )
         self.sr_factor = check_int("sr_factor", sr_factor, 1)
         if denoiser.latent_channels != self.autoencoder.latent_channels:
@@ -135,6 +135,11 @@ class WarpedDiffusionPipeline:
         root = folder.parent if unet_dir.name == "unet" and unet_dir == folder else folder
         if negative_prompt is not None and not isinstance(prompt, str):
             raise ValueError("negative_prompt: needs a text prompt (prompt as a str)")
+        if negative_prompt is not None and kw.get("guidance_scale", 1.0) == 1.0:
+            raise ValueError(
+                "negative_prompt: steers classifier-free guidance, which guidance_scale 1 turns off; set "
+                "guidance_scale (e.g. 5) or leave the negative prompt out"
+            )
         given = sorted(set(kw) & _TEXT_KWARGS)
         if prompt is not None and given:
             raise ValueError(f"prompt: give prompt or {', '.join(given)}, not both (the prompt sets them)")
@@ -545,6 +550,7 @@ _OUTPUT_TYPES = ("pt", "np", "pil", "latent")
 JOB_KEY_FORMAT = 3
 
 
+_A_MODEL = {"inpaint": "an inpainting model", "sr": "a super-resolution model"}
 # DiffusersDenoiser's text conditioning, which from_pretrained's prompt sets
 _TEXT_KWARGS = {"prompt_embeds", "negative_prompt_embeds", "added_cond_kwargs", "negative_added_cond_kwargs"}
 

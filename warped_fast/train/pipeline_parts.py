@@ -25,9 +25,16 @@ from ..models.prompts import encode_prompt
 SHARED_PARTS = ("vae", "text_encoder", "text_encoder_2", "tokenizer", "tokenizer_2")
 
 
-def is_pipeline_folder(folder: str | Path | None) -> bool:
-    """Whether ``folder`` is a diffusers pipeline folder (a ``unet/`` subfolder), not a bare UNet's."""
-    return folder is not None and (Path(folder) / "unet" / "config.json").is_file()
+def pipeline_root(folder: str | Path | None) -> Path | None:
+    """The diffusers pipeline folder of ``pretrained``: itself where it has a ``unet/`` subfolder, its
+    parent where it is that ``unet/`` (as inference takes it); None for a bare UNet's folder."""
+    if folder is None:
+        return None
+    folder = Path(folder).resolve()
+    for root in (folder, folder.parent if folder.name == "unet" else None):
+        if root is not None and (root / "unet" / "config.json").is_file():
+            return root
+    return None
 
 
 class PipelineParts:
@@ -41,8 +48,7 @@ class PipelineParts:
         latent_channels, latent_size: the noise's ``C`` and ``R / f``.
     """
 
-    def __init__(self, cfg, device: torch.device):
-        root = Path(cfg.pretrained)
+    def __init__(self, cfg, device: torch.device, root: Path):
         self.root = root
         if cfg.residual:
             raise ValueError(

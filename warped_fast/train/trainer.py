@@ -31,7 +31,7 @@ from .config import TrainConfig
 from .data import ImageFolder, load_photos, random_crops
 from .interrupt import DeferredInterrupt
 from .lora import add_lora, merged_state_dict
-from .pipeline_parts import PipelineParts, is_pipeline_folder
+from .pipeline_parts import PipelineParts, pipeline_root
 from .tasks import task_condition
 
 logger = logging.getLogger("warped_fast")
@@ -199,7 +199,8 @@ class Trainer:
         # checkpoint, or in an export of older runs), so no pretrained folder is needed.
         arch_files = [f for f in (self.out / UNET_CONFIG, self.out / "model" / "config.json") if f.is_file()]
         # a pipeline folder (e.g. SDXL inpainting): its UNet in its latent space, its VAE, text, schedule
-        self.parts = PipelineParts(cfg, self.device) if is_pipeline_folder(cfg.pretrained) else None
+        root = pipeline_root(cfg.pretrained)
+        self.parts = None if root is None else PipelineParts(cfg, self.device, root)
         if self.parts is None and resuming and (self.out / PIPELINE_RUN).is_file():
             was = read_json(self.out / PIPELINE_RUN, "run_dir", _REMEDY).get("pretrained")
             raise FileNotFoundError(
@@ -449,7 +450,7 @@ class Trainer:
             )
         # nn.Module.to: diffusers' override warns about float32 modules even when the list is empty
         torch.nn.Module.to(unet, dtype).save_pretrained(unet_dir, safe_serialization=True)
-        (unet_dir / "train_config.json").write_text(self.cfg.to_json())
+        (unet_dir / "train_config.json").write_text(replace(self.cfg, steps=max(self.step, 1)).to_json())
         if self.parts is not None:  # a pipeline folder: the inference scheduler, VAE and text parts beside
             self.parts.scheduler.save_pretrained(folder / "scheduler")
             self.parts.export_shared(folder)
