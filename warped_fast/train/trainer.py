@@ -247,6 +247,12 @@ class Trainer:
         self.step = 0
         amp = {"fp16": torch.float16, "bf16": torch.bfloat16}.get(cfg.mixed_precision)
         self.amp_dtype = amp if self.device.type == "cuda" else None
+        if amp is not None and self.amp_dtype is None:
+            logger.warning(
+                "mixed_precision %r: on CUDA only; training in float32 on %s",
+                cfg.mixed_precision,
+                self.device,
+            )
         self.scaler = torch.amp.GradScaler("cuda", enabled=self.amp_dtype == torch.float16)
         if resuming:
             meta = load_checkpoint(self.ckpt, self.unet, self.ema, self.opt, self.scaler)
