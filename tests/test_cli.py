@@ -431,7 +431,7 @@ def test_inpaint_with_a_text_conditioned_model(tmp_path, capsys):
     assert read_video(tmp_path / "o" / "inpaint.mp4").shape == (2, 3, 32, 48)
     capsys.readouterr()
     assert main([*base, "--out", str(tmp_path / "p")]) == 2
-    assert "prompt: the UNet in" in capsys.readouterr().err
+    assert f"--prompt: the model in {model} is text-conditioned; give --prompt" in capsys.readouterr().err
     assert main([*base, "--out", str(tmp_path / "p"), "--negative-prompt", "dark"]) == 2
     assert "--negative-prompt: goes with --prompt" in capsys.readouterr().err
     assert main([*base, "--out", str(tmp_path / "p"), "--prompt", "a", "--negative-prompt", "dark"]) == 2
@@ -441,7 +441,9 @@ def test_inpaint_with_a_text_conditioned_model(tmp_path, capsys):
     assert "expected a finite number, got 'nan'" in capsys.readouterr().err
     src16 = _clip(tmp_path, t=2)
     assert main(["inpaint", str(src16), "--out", str(tmp_path / "d"), "--prompt", "a cat"]) == 2
-    assert "is not text-conditioned" in capsys.readouterr().err
+    assert (
+        "--prompt: the default model is not text-conditioned; leave --prompt out" in capsys.readouterr().err
+    )
     assert main(["inpaint", str(src16), "--out", str(tmp_path / "d"), "--cfg-scale", "3"]) == 2
     assert "--cfg-scale: classifier-free guidance needs --prompt" in capsys.readouterr().err
 

@@ -102,9 +102,17 @@ def _pipeline(args, task):
     text["dtype"] = getattr(torch, args.dtype)
     if args.compile:
         text["backend"] = "compile"
-    if args.model == "default":
-        return WarpedDiffusionPipeline.from_default(task, device=args.device, **text)
-    return WarpedDiffusionPipeline.from_pretrained(args.model, task, device=args.device, **text)
+    try:
+        if args.model == "default":
+            return WarpedDiffusionPipeline.from_default(task, device=args.device, **text)
+        return WarpedDiffusionPipeline.from_pretrained(args.model, task, device=args.device, **text)
+    except ValueError as e:  # the library's prompt errors, in the command line's words
+        what = "the default model" if args.model == "default" else f"the model in {args.model}"
+        if str(e).startswith("prompt:") and "is text-conditioned" in str(e):
+            raise CliError(f"--prompt: {what} is text-conditioned; give --prompt ('' for no text)") from None
+        if str(e).startswith("prompt:") and "is not text-conditioned" in str(e):
+            raise CliError(f"--prompt: {what} is not text-conditioned; leave --prompt out") from None
+        raise
 
 
 def _noise_option(text: str) -> tuple[str, object]:
