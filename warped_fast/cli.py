@@ -323,16 +323,14 @@ def _fps(text: str) -> float:
     """A frame rate write_video takes: a finite number in (0, MAX_FPS)."""
     from .io.video import MAX_FPS
 
-    try:
-        v = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
-    if not (math.isfinite(v) and 0 < v < MAX_FPS):
+    v = _finite(text)
+    if not 0 < v < MAX_FPS:
         raise argparse.ArgumentTypeError(f"expected frames per second in (0, {MAX_FPS:g}), got {text!r}")
     return v
 
 
 def _finite(text: str) -> float:
+    """A finite number."""
     try:
         v = float(text)
     except ValueError:

@@ -71,6 +71,30 @@ def rescale_guided(guided: torch.Tensor, cond: torch.Tensor, fraction: float) ->
     return fraction * rescaled + (1 - fraction) * guided
 
 
+def config_value(cfg, key: str):
+    """A model config's ``key`` (a diffusers config, or a plain dict read from ``config.json``), or None."""
+    return cfg.get(key) if hasattr(cfg, "get") else getattr(cfg, key, None)
+
+
+def text_conditioned(cfg) -> bool:
+    """Whether a UNet's config is a text-conditioned one (a cross-attention width: UNet2DConditionModel)."""
+    return config_value(cfg, "cross_attention_dim") is not None
+
+
+def embedding_width(cfg) -> int | None:
+    """The width of the token embeddings a UNet takes: ``encoder_hid_dim`` where it projects them
+    (text_proj), else ``cross_attention_dim``; None where its config does not say one."""
+    dim = config_value(cfg, "encoder_hid_dim") or config_value(cfg, "cross_attention_dim")
+    return dim if isinstance(dim, int) else None
+
+
+def continuous_v_timesteps(scheduler_config) -> bool:
+    """Whether a diffusers scheduler is a continuous-time v-prediction one, whose model takes the timestep
+    ``0.25 log sigma``."""
+    cfg = scheduler_config or {}
+    return cfg.get("timestep_type") == "continuous" and cfg.get("prediction_type") == "v_prediction"
+
+
 class DiffusersDenoiser(torch.nn.Module):
     """x0-predictor around a diffusers ``UNet2DConditionModel`` or ``UNet2DModel``.
 
@@ -165,9 +189,7 @@ class DiffusersDenoiser(torch.nn.Module):
             raise ValueError(f"prediction_type: expected one of {kinds} for this scheduler, got {kind!r}")
         self.prediction_type: PredictionType = kind
         # Timestep 0.25 log sigma: EDM models, and diffusers' continuous-time v-prediction ones
-        self.log_sigma_timesteps = self.sigma_data is not None or (
-            sch_cfg.get("timestep_type") == "continuous" and sch_cfg.get("prediction_type") == "v_prediction"
-        )
+        self.log_sigma_timesteps = self.sigma_data is not None or continuous_v_timesteps(sch_cfg)
         cfg = unet.config
         self.latent_channels = _latent_channels(cfg, layout, sch_cfg)
         self.layout = layout or ConditioningLayout.for_unet(cfg.in_channels, self.latent_channels)
@@ -186,7 +208,7 @@ class DiffusersDenoiser(torch.nn.Module):
         check_hole_fill("residual_fill", residual_fill)
         self.residual_fill = residual_fill
         self._frame_cache = ConditioningCache(self._residual_frame)
-        self.conditional = hasattr(cfg, "cross_attention_dim")
+        self.conditional = text_conditioned(cfg)
         # Frame sizes the UNet takes: a UNet2DModel halves them in every down block but the last; a
         # UNet2DConditionModel passes its skips' sizes to its upsamplers and takes any size.
         downsamplers = max(len(getattr(cfg, "block_out_channels", ())) - 1, 0)
@@ -417,15 +439,14 @@ def _latent_channels(cfg, layout: ConditioningLayout | None, scheduler_config) -
 def _check_text_conditions(cfg, prompt, negative, added, negative_added) -> None:
     """Shapes of the text conditioning: embeddings ``[B, L, D]`` with the UNet's D and one shape for the
     negative ones; added conditions (SDXL's ``text_embeds``, ``time_ids``) ``[B, ...]``."""
-    # the embeddings' width: encoder_hid_dim where the UNet projects them (text_proj), else cross_attention_dim
-    dim = getattr(cfg, "encoder_hid_dim", None) or getattr(cfg, "cross_attention_dim", None)
+    dim = embedding_width(cfg)
     for name, e in (("prompt_embeds", prompt), ("negative_prompt_embeds", negative)):
         if e is None:
             continue
         if not isinstance(e, torch.Tensor) or e.dim() != 3:
             got = list(e.shape) if isinstance(e, torch.Tensor) else type(e).__name__
             raise ValueError(f"{name}: expected a tensor [B, L, D] (a batch of token embeddings), got {got}")
-        if isinstance(dim, int) and e.shape[-1] != dim:
+        if dim is not None and e.shape[-1] != dim:
             raise ValueError(f"{name}: the UNet takes embeddings of width {dim}, got [.., {e.shape[-1]}]")
     if prompt is not None and negative is not None and negative.shape[1:] != prompt.shape[1:]:
         raise ValueError(

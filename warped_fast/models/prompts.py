@@ -21,6 +21,7 @@ import torch
 from ..io.frames import read_json
 from ..ops._checks import check_device, check_float_dtype
 from .default import weights_variant
+from .denoiser import config_value, embedding_width
 
 logger = logging.getLogger("warped_fast")
 
@@ -274,25 +275,21 @@ def _encode_xl_texts(pairs, texts, layer, max_length):
 def _time_ids_kind(cfg, pooled: torch.Tensor) -> str | None:
     """ "size" or "aesthetic": how many time ids SDXL's added embedding takes (6 or 5) beside the pooled
     text embedding; None for a UNet without SDXL's added conditions."""
-    get = (lambda k: cfg.get(k)) if isinstance(cfg, dict) else (lambda k: getattr(cfg, k, None))
-    if cfg is None or get("addition_embed_type") != "text_time":
+    if cfg is None or config_value(cfg, "addition_embed_type") != "text_time":
         return None
-    n, rem = divmod(int(get("projection_class_embeddings_input_dim")) - pooled.shape[-1],
-                    int(get("addition_time_embed_dim")))  # fmt: skip
+    inputs = int(config_value(cfg, "projection_class_embeddings_input_dim"))
+    n, rem = divmod(inputs - pooled.shape[-1], int(config_value(cfg, "addition_time_embed_dim")))
     if rem or n not in (5, 6):
         raise ValueError(
-            f"unet_config: its added embedding takes {get('projection_class_embeddings_input_dim')} values, "
-            f"which is not a pooled text embedding of {pooled.shape[-1]} plus 5 or 6 time ids"
+            f"unet_config: its added embedding takes {inputs} values, which is not a pooled text embedding "
+            f"of {pooled.shape[-1]} plus 5 or 6 time ids"
         )
     return "size" if n == 6 else "aesthetic"
 
 
 def _check_width(cfg, embeds: torch.Tensor) -> None:
-    if cfg is None:
-        return
-    get = (lambda k: cfg.get(k)) if isinstance(cfg, dict) else (lambda k: getattr(cfg, k, None))
-    dim = get("encoder_hid_dim") or get("cross_attention_dim")
-    if isinstance(dim, int) and embeds.shape[-1] != dim:
+    dim = None if cfg is None else embedding_width(cfg)
+    if dim is not None and embeds.shape[-1] != dim:
         raise ValueError(
             f"folder: the text encoders give embeddings of width {embeds.shape[-1]}, the UNet takes {dim}"
         )

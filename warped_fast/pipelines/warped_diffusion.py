@@ -27,7 +27,7 @@ from ..io.frames import check_writable
 from ..io.masks import check_mask_source
 from ..models.autoencoder import DiffusersVAE, IdentityAutoencoder
 from ..models.default import default_model_dir, load_pretrained, load_unet_folder, trained_options
-from ..models.denoiser import DiffusersDenoiser
+from ..models.denoiser import DiffusersDenoiser, text_conditioned
 from ..models.layouts import frame_condition
 from ..models.prompts import PromptEmbeddings, encode_prompt
 from ..noise import make_noise_warper
@@ -151,7 +151,7 @@ class WarpedDiffusionPipeline:
             vae = load_pretrained(AutoencoderKL, root / "vae", "folder", torch_dtype=dtype)
             ae = DiffusersVAE(vae.to(device))
         text = prompt
-        conditional = hasattr(unet.config, "cross_attention_dim")
+        conditional = text_conditioned(unet.config)
         if prompt is not None and not conditional:
             raise ValueError(f"prompt: the UNet in {unet_dir} is not text-conditioned (a UNet2DModel)")
         if conditional and prompt is None and "prompt_embeds" not in kw:

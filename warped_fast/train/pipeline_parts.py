@@ -18,6 +18,7 @@ import torch
 
 from ..models.autoencoder import DiffusersVAE, IdentityAutoencoder
 from ..models.default import load_pretrained, load_unet_folder
+from ..models.denoiser import continuous_v_timesteps, text_conditioned
 from ..models.layouts import ConditioningLayout, frame_condition
 from ..models.prompts import encode_prompt
 
@@ -75,11 +76,8 @@ class PipelineParts:
         self.prediction_type = kind
         # the UNet's timestep input: the step index, or 0.25 log sigma for a continuous-time v-prediction
         # schedule (as the sampler's DiffusersDenoiser gives it)
-        self.continuous = (
-            self.scheduler.config.get("timestep_type") == "continuous" and kind == "v_prediction"
-        )
         sigmas = ((1 - self.alphas_cumprod) / self.alphas_cumprod).sqrt()
-        self._timestep_table = 0.25 * sigmas.log() if self.continuous else None
+        self._timestep_table = 0.25 * sigmas.log() if continuous_v_timesteps(self.scheduler.config) else None
         if (root / "vae").is_dir():
             from diffusers import AutoencoderKL
 
@@ -100,7 +98,7 @@ class PipelineParts:
                 f"model on {c}-channel latents takes {layout.in_channels} ({layout})"
             )
         self.text: dict[str, torch.Tensor | dict] = {}
-        if hasattr(self.unet.config, "cross_attention_dim"):
+        if text_conditioned(self.unet.config):
             emb = encode_prompt(root, cfg.prompt, unet_config=self.unet.config, device=device)
             kw = emb.denoiser_kwargs(cfg.resolution, cfg.resolution)
             self.text["encoder_hidden_states"] = kw["prompt_embeds"]
