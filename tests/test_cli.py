@@ -448,6 +448,24 @@ def test_inpaint_with_a_text_conditioned_model(tmp_path, capsys):
     assert "--cfg-scale: classifier-free guidance needs --prompt" in capsys.readouterr().err
 
 
+def test_sr_with_the_x4_upscaler(tmp_path, capsys):
+    """--sr-factor and --noise-level with a local Stable Diffusion x4 upscaler folder."""
+    from tests.models.tiny_text import tiny_upscaler_folder
+
+    model = tmp_path / "x4"
+    tiny_upscaler_folder(model)
+    src = _clip(tmp_path, t=2, h=8, w=12)
+    base = ["sr", str(src), "--model", str(model), "--steps", "2", "--quiet", "--prompt", "the cat"]
+    assert main([*base, "--out", str(tmp_path / "o"), "--sr-factor", "4", "--noise-level", "50"]) == 0
+    assert read_video(tmp_path / "o" / "sr.mp4").shape == (2, 3, 32, 48)
+    capsys.readouterr()
+    assert main([*base, "--out", str(tmp_path / "p"), "--noise-level", "351"]) == 2
+    assert "--noise-level: at most the model's max_noise_level 350, got 351" in capsys.readouterr().err
+    src16 = _clip(tmp_path, t=2)
+    assert main(["sr", str(src16), "--out", str(tmp_path / "d"), "--noise-level", "20"]) == 2
+    assert "--noise-level: the default model is not an image-conditioned upscaler" in capsys.readouterr().err
+
+
 def test_dtype_and_compile_reach_the_model(tmp_path):
     from warped_fast.cli import _pipeline, build_parser
 

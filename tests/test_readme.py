@@ -16,9 +16,9 @@ def python_blocks(path: Path = README) -> list[str]:
 
 def test_readme_has_its_examples():
     blocks = python_blocks()
-    assert len(blocks) == 3
+    assert len(blocks) == 4
     assert "WarpedDiffusionPipeline" in blocks[0] and "make_noise_warper" in blocks[1]
-    assert "prompt=" in blocks[2]
+    assert "negative_prompt=" in blocks[2] and "sd-x4-upscaler" in blocks[3]
 
 
 def test_readme_text_prompt_example_runs(tmp_path, monkeypatch):
@@ -43,6 +43,22 @@ def test_readme_text_prompt_example_runs(tmp_path, monkeypatch):
     )
     scope: dict = {"torch": torch, "WarpedDiffusionPipeline": WarpedDiffusionPipeline}
     exec(compile(code, "README.md (text prompt example)", "exec"), scope)
+    assert scope["out"].frames.shape == (2, 3, 32, 48)
+
+
+def test_readme_upscaler_example_runs(tmp_path, monkeypatch):
+    """The x4 upscaler example on a tiny upscaler folder."""
+    import torch
+
+    import warped_fast as wf
+    from tests.models.tiny_text import tiny_upscaler_folder
+    from warped_fast.pipelines import WarpedDiffusionPipeline
+
+    tiny_upscaler_folder(tmp_path / "sd-x4-upscaler")
+    monkeypatch.chdir(tmp_path)
+    wf.io.write_video(torch.rand(2, 3, 8, 12, generator=torch.Generator().manual_seed(0)), "small.mp4")
+    scope: dict = {"WarpedDiffusionPipeline": WarpedDiffusionPipeline}
+    exec(compile(python_blocks()[3], "README.md (upscaler example)", "exec"), scope)
     assert scope["out"].frames.shape == (2, 3, 32, 48)
 
 

@@ -100,6 +100,10 @@ def _pipeline(args, task):
             )
         text["guidance_scale"] = args.cfg_scale
     text["dtype"] = getattr(torch, args.dtype)
+    if task == "sr":
+        text["sr_factor"] = args.sr_factor
+        if args.noise_level is not None:
+            text["noise_level"] = args.noise_level
     if args.compile:
         text["backend"] = "compile"
     try:
@@ -112,6 +116,13 @@ def _pipeline(args, task):
             raise CliError(f"--prompt: {what} is text-conditioned; give --prompt ('' for no text)") from None
         if str(e).startswith("prompt:") and "is not text-conditioned" in str(e):
             raise CliError(f"--prompt: {what} is not text-conditioned; leave --prompt out") from None
+        if str(e).startswith("noise_level:"):
+            if "no low_res_scheduler" in str(e):
+                raise CliError(
+                    f"--noise-level: {what} is not an image-conditioned upscaler (a folder with a "
+                    "low_res_scheduler/, such as Stable Diffusion's x4 upscaler); leave --noise-level out"
+                ) from None
+            raise CliError(f"--noise-level: {str(e).removeprefix('noise_level: ')}") from None
         raise
 
 
@@ -280,6 +291,14 @@ def _add_restore_args(p, task):
             "--keep-known",
             action="store_true",
             help="keep the input's pixels outside the mask (the model regenerates whole frames)",
+        )
+    if task == "sr":
+        p.add_argument("--sr-factor", type=_at_least(1), default=8, help="the upscaling factor (default: 8)")
+        p.add_argument(
+            "--noise-level",
+            type=_at_least(0),
+            help="an image-conditioned upscaler's (Stable Diffusion's x4) noise augmentation of the input, "
+            "0 to the model's max_noise_level (default: 20)",
         )
     p.add_argument(
         "--out", required=True, help="output folder (frames/, the mp4); an interrupted run resumes"

@@ -93,3 +93,41 @@ def _refiner_unet(in_channels: int):
         cross_attention_dim=16, attention_head_dim=4, norm_num_groups=8, addition_embed_type="text_time",
         addition_time_embed_dim=8, projection_class_embeddings_input_dim=8 * 5 + 16,
     ).eval()  # fmt: skip
+
+
+def tiny_upscaler_folder(folder: Path, max_noise_level: int = 350):
+    """A Stable Diffusion x4 upscaler pipeline folder (as diffusers saves one): a UNet taking the latent
+    and the low-resolution RGB frame (4 + 3 channels) with the noise level as its class label, a factor-4
+    VAE with the upscaler's scaling factor, one text encoder, a v-prediction DDIM scheduler and the DDPM
+    ``low_res_scheduler``. Returns the components."""
+    from diffusers import DDIMScheduler, DDPMScheduler, UNet2DConditionModel
+
+    folder = Path(folder)
+    torch.manual_seed(0)
+    unet = UNet2DConditionModel(
+        sample_size=16, in_channels=7, out_channels=4, block_out_channels=(16, 32), layers_per_block=1,
+        down_block_types=("CrossAttnDownBlock2D", "DownBlock2D"), up_block_types=("UpBlock2D", "CrossAttnUpBlock2D"),
+        cross_attention_dim=16, attention_head_dim=4, norm_num_groups=8, num_class_embeds=max_noise_level + 1,
+    ).eval()  # fmt: skip
+    torch.manual_seed(0)
+    vae = AutoencoderKL(
+        block_out_channels=(8, 8, 8), down_block_types=("DownEncoderBlock2D",) * 3,
+        up_block_types=("UpDecoderBlock2D",) * 3, latent_channels=4, norm_num_groups=4, layers_per_block=1,
+        mid_block_add_attention=False, scaling_factor=0.08333,
+    ).eval()  # fmt: skip
+    betas = dict(beta_schedule="scaled_linear", beta_start=0.0001, beta_end=0.02)
+    parts = {
+        "unet": unet,
+        "vae": vae,
+        "text_encoder": tiny_text_encoder(False, 1, hidden=16),
+        "tokenizer": tiny_tokenizer(folder / "_vocab"),
+        "scheduler": DDIMScheduler(
+            prediction_type="v_prediction", set_alpha_to_one=False, steps_offset=1, **betas
+        ),
+        "low_res_scheduler": DDPMScheduler(**betas),
+    }
+    for name, part in parts.items():
+        part.save_pretrained(folder / name)
+    index = {"_class_name": "StableDiffusionUpscalePipeline", "max_noise_level": max_noise_level}
+    (folder / "model_index.json").write_text(json.dumps(index))
+    return parts

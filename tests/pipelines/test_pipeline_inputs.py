@@ -72,7 +72,7 @@ def test_pipeline_arguments_checked_before_any_work(tmp_path):
         WarpedDiffusionPipeline(pipe.denoiser, task="inpaint", sr_factor=0)
     with pytest.raises(ValueError, match="task: 'sr', but the model is conditioned for 'inpaint'"):
         WarpedDiffusionPipeline(pipe.denoiser, task="sr")
-    concat = DiffusersDenoiser(tiny_unet(7, 4), scheduler=scheduler())  # 4 + 3: e.g. SD's x4 upscaler
+    concat = DiffusersDenoiser(tiny_unet(6, 4), scheduler=scheduler())  # 4 + 2: no task's layout
     with pytest.raises(ValueError, match="denoiser: its UNet's conditioning layout is 'concat' "):
         WarpedDiffusionPipeline(concat)
     # checked before the video is read (it does not exist) or its flow estimated

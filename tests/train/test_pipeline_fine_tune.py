@@ -124,6 +124,11 @@ def test_bad_settings_are_named(folders, tmp_path):
         Trainer(_cfg(folders, tmp_path / "b", residual=True), "cpu")
     with pytest.raises(ValueError, match=r"takes 9 input channels; a sr model on 4-channel latents takes 8"):
         Trainer(_cfg(folders, tmp_path / "c", task="sr", pretrained=str(folders / "inpaint")), "cpu")
+    from tests.models.tiny_text import tiny_upscaler_folder
+
+    tiny_upscaler_folder(tmp_path / "x4")
+    with pytest.raises(ValueError, match="pretrained: .* is an image-conditioned upscaler"):
+        Trainer(_cfg(folders, tmp_path / "d", task="sr", pretrained=str(tmp_path / "x4")), "cpu")
     from warped_fast.train.lora import add_lora
 
     with pytest.raises(ValueError, match="lora_rank: Sequential has no attention projections"):

@@ -5,6 +5,7 @@ from .autoencoder import DiffusersVAE, IdentityAutoencoder
 from .default import default_model, default_model_dir, load_model, load_unet_folder
 from .denoiser import DiffusersDenoiser, x0_from_model_output
 from .layouts import ConditioningLayout, inpaint_condition, sr_condition
+from .noise_augmentation import NoiseAugmentation
 from .prompts import PromptEmbeddings, encode_prompt
 from .unet_backends import UNetRunner
 
@@ -12,6 +13,7 @@ __all__ = [
     "ConditioningLayout",
     "DiffusersVAE",
     "IdentityAutoencoder",
+    "NoiseAugmentation",
     "DiffusersDenoiser",
     "GaussianPriorDenoiser",
     "PromptEmbeddings",

@@ -88,6 +88,12 @@ def embedding_width(cfg) -> int | None:
     return dim if isinstance(dim, int) else None
 
 
+def takes_class_labels(cfg) -> bool:
+    """Whether a UNet's config has class embeddings, whose labels every call needs (the Stable Diffusion
+    x4 upscaler's noise level)."""
+    return bool(config_value(cfg, "num_class_embeds")) or config_value(cfg, "class_embed_type") is not None
+
+
 def continuous_v_timesteps(scheduler_config) -> bool:
     """Whether a diffusers scheduler is a continuous-time v-prediction one, whose model takes the timestep
     ``0.25 log sigma``."""
@@ -109,6 +115,9 @@ class DiffusersDenoiser(torch.nn.Module):
         added_cond_kwargs / negative_added_cond_kwargs: SDXL's ``text_embeds`` and ``time_ids``. A
             key missing from the negative ones takes diffusers' SDXL defaults: the positive ``time_ids``
             (same original and target sizes) and zero ``text_embeds``.
+        class_labels: ``[1 or B]`` int64 class labels of a UNet with class embeddings (``num_class_embeds``
+            or ``class_embed_type``): the Stable Diffusion x4 upscaler's noise level
+            (:class:`~warped_fast.models.NoiseAugmentation`); required by such a UNet, refused by others.
         guidance_scale: CFG scale (1 = no CFG).
         guidance_rescale: with CFG, rescale the guided output toward the conditional one's standard
             deviation by this fraction (Lin et al., 2023, section 3.4; diffusers' ``guidance_rescale``).
@@ -140,6 +149,7 @@ class DiffusersDenoiser(torch.nn.Module):
         negative_prompt_embeds: torch.Tensor | None = None,
         added_cond_kwargs: dict[str, torch.Tensor] | None = None,
         negative_added_cond_kwargs: dict[str, torch.Tensor] | None = None,
+        class_labels: torch.Tensor | None = None,
         guidance_scale: float = 1.0,
         guidance_rescale: float = 0.0,
         backend: UNetBackend = "eager",
@@ -228,6 +238,7 @@ class DiffusersDenoiser(torch.nn.Module):
         self.set_text_conditioning(
             prompt_embeds, negative_prompt_embeds, added_cond_kwargs, negative_added_cond_kwargs
         )
+        self.set_class_labels(class_labels)
         self._table: tuple[torch.Tensor, torch.Tensor] | None = None
         self._device_tables: dict = {}  # device -> (their sources, log training sigmas, _table there)
         if schedule is not None:
@@ -270,6 +281,29 @@ class DiffusersDenoiser(torch.nn.Module):
             added_cond_kwargs,
             negative_added_cond_kwargs,
         )
+
+    def set_class_labels(self, class_labels: torch.Tensor | None) -> None:
+        """Replace the class labels (the constructor's ``class_labels``, checked the same way)."""
+        if takes_class_labels(self.unet.config) != (class_labels is not None):
+            raise ValueError(
+                "class_labels: required by a UNet with class embeddings (the x4 upscaler's noise level)"
+                if class_labels is None
+                else "class_labels: this UNet has no class embeddings (num_class_embeds / class_embed_type)"
+            )
+        if class_labels is not None:
+            ok = (
+                isinstance(class_labels, torch.Tensor)
+                and class_labels.dim() == 1
+                and class_labels.numel() > 0
+            )
+            if not ok:
+                got = (
+                    list(class_labels.shape)
+                    if isinstance(class_labels, torch.Tensor)
+                    else type(class_labels).__name__
+                )
+                raise ValueError(f"class_labels: expected a tensor [1 or B] (one label per item), got {got}")
+        self.class_labels = class_labels
 
     @property
     def cfg(self) -> bool:
@@ -399,6 +433,12 @@ class DiffusersDenoiser(torch.nn.Module):
                 kwargs["added_cond_kwargs"] = {
                     k: v.to(device=u.device, dtype=p_dtype) for k, v in added.items()
                 }
+        if self.class_labels is not None:
+            labels = self._batch(self.class_labels.view(-1, 1), b, "class_labels").view(-1)
+            labels = (
+                labels.to(u.device) if labels.dtype.is_floating_point else labels.to(u.device, torch.long)
+            )
+            kwargs["class_labels"] = torch.cat([labels, labels]) if self.cfg else labels
         if self.cfg:
             x, t = torch.cat([x, x]), torch.cat([t, t])
         out = self.runner(x.to(p_dtype), t, **kwargs).sample.to(u.dtype)

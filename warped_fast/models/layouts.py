@@ -4,6 +4,9 @@ UNet input = ``[c_in * u | cond]`` where ``cond`` is built per frame by a layout
 - inpainting (diffusers' SDXL inpainting layout): ``[mask 1 | masked-image latent C]`` -> 9 channels
   for a 4-channel latent;
 - x8 super-resolution: ``[latent of the low-resolution frame upsampled to the output size]``;
+- image-conditioned super-resolution (diffusers' Stable Diffusion x4 upscaler): ``[the low-resolution
+  frame itself, RGB in [-1, 1] at latent resolution, noise-augmented]`` -> 3 channels
+  (:mod:`warped_fast.models.noise_augmentation`);
 - generic: any tensors concatenated in order.
 """
 
@@ -20,19 +23,21 @@ class ConditioningLayout:
     """Describes the UNet's input channels.
 
     Attributes:
-        kind: "none", "inpaint", "sr" or "concat".
+        kind: "none", "inpaint", "sr" (a latent of the upsampled frame), "sr_image" (the low-resolution
+            RGB frame at latent resolution) or "concat".
         latent_channels: C of the noisy latent.
         cond_channels: channels appended after it.
     """
 
-    kind: Literal["none", "inpaint", "sr", "concat"]
+    kind: Literal["none", "inpaint", "sr", "sr_image", "concat"]
     latent_channels: int = 4
     cond_channels: int = 0
 
     def __post_init__(self):
         if self.latent_channels < 1 or self.cond_channels < 0:
             raise ValueError(f"channels: expected latent >= 1 and cond >= 0, got {self}")
-        want = {"none": 0, "inpaint": self.latent_channels + 1, "sr": self.latent_channels}.get(self.kind)
+        want = {"none": 0, "inpaint": self.latent_channels + 1, "sr": self.latent_channels, "sr_image": 3}
+        want = want.get(self.kind)
         if want is not None and self.cond_channels != want:
             raise ValueError(f"cond_channels: the {self.kind} layout has {want}, got {self.cond_channels}")
 
@@ -49,11 +54,17 @@ class ConditioningLayout:
         return cls("sr", latent_channels, latent_channels)
 
     @classmethod
+    def sr_image(cls, latent_channels: int = 4) -> ConditioningLayout:
+        """The low-resolution RGB frame beside the latent (the Stable Diffusion x4 upscaler's 4 + 3)."""
+        return cls("sr_image", latent_channels, 3)
+
+    @classmethod
     def for_unet(cls, in_channels: int, latent_channels: int = 4) -> ConditioningLayout:
-        """Guess from a UNet's input channels: C -> none, 2C + 1 -> inpaint, 2C -> sr, else concat."""
+        """Guess from a UNet's input channels: C -> none, 2C + 1 -> inpaint, 2C -> sr, C + 3 -> sr_image
+        (an RGB frame beside a latent of other than 3 channels), else concat."""
         extra = in_channels - latent_channels
-        kind = {0: "none", latent_channels + 1: "inpaint", latent_channels: "sr"}.get(extra, "concat")
-        return cls(kind, latent_channels, extra)
+        kinds = {0: "none", 3: "sr_image", latent_channels + 1: "inpaint", latent_channels: "sr"}
+        return cls(kinds.get(extra, "concat"), latent_channels, extra)
 
     def check(self, cond: torch.Tensor | None, batch: int, h: int, w: int) -> None:
         if self.cond_channels == 0:
@@ -100,7 +111,12 @@ def sr_condition(lowres_latent: torch.Tensor) -> torch.Tensor:
 
 
 def frame_condition(
-    task: str, frames: torch.Tensor, mask: torch.Tensor | None, autoencoder, sr_factor: int = 8
+    task: str,
+    frames: torch.Tensor,
+    mask: torch.Tensor | None,
+    autoencoder,
+    sr_factor: int = 8,
+    sr_image: bool = False,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """The degraded frames and the conditioning latents of a restoration task (the pipeline's, and a
     fine-tune's on a diffusers pipeline folder).
@@ -110,6 +126,10 @@ def frame_condition(
         frames: ``[T, 3, H, W]`` in [0, 1]: the clean frames to inpaint, or the low-resolution frames.
         mask: inpainting: ``[T, 1, H, W]``, 1 where content is generated; else None.
         autoencoder: ``encode`` ``[T, 3, H, W]`` in [0, 1] -> latents; ``factor``.
+        sr_image: sr with an image-conditioned model (layout "sr_image"): the conditioning is the
+            low-resolution frame itself, bicubic-resized to the latent grid (output size / factor; as
+            given for an x4 model with a factor-4 autoencoder at ``sr_factor`` 4), in [-1, 1], before
+            its noise augmentation.
     Returns:
         the degraded frames at output resolution ``[T, 3, H', W']`` (masked pixels grey; the bicubic
         upsampling by ``sr_factor``) and the conditioning ``[T, Cc, H' / f, W' / f]``: inpainting
@@ -124,6 +144,12 @@ def frame_condition(
     if task == "sr":
         from ..io.video import resize_frames
 
-        up = resize_frames(frames, (frames.shape[-2] * sr_factor, frames.shape[-1] * sr_factor))
-        return up, sr_condition(autoencoder.encode(up))
+        h, w = frames.shape[-2] * sr_factor, frames.shape[-1] * sr_factor
+        up = resize_frames(frames, (h, w))
+        if not sr_image:
+            return up, sr_condition(autoencoder.encode(up))
+        f = autoencoder.factor
+        grid = (h // f, w // f)
+        small = frames if tuple(frames.shape[-2:]) == grid else resize_frames(frames, grid)
+        return up, small.to(up.dtype) * 2 - 1
     raise ValueError(f"task: expected 'inpaint' or 'sr', got {task!r}")

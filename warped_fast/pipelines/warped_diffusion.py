@@ -27,8 +27,9 @@ from ..io.frames import check_writable
 from ..io.masks import check_mask_source
 from ..models.autoencoder import DiffusersVAE, IdentityAutoencoder
 from ..models.default import default_model_dir, load_pretrained, load_unet_folder, trained_options
-from ..models.denoiser import DiffusersDenoiser, text_conditioned
+from ..models.denoiser import DiffusersDenoiser, takes_class_labels, text_conditioned
 from ..models.layouts import frame_condition
+from ..models.noise_augmentation import NoiseAugmentation, augmentation_generator
 from ..models.prompts import PromptEmbeddings, encode_prompt
 from ..noise import make_noise_warper
 from ..noise.base import check_generator
@@ -59,13 +60,18 @@ class WarpedDiffusionPipeline:
     """Video inverse problems with an image diffusion model (Warped Diffusion, Daras et al. 2024).
 
     Args:
-        denoiser: a :class:`DiffusersDenoiser` (UNet + scheduler; inpainting or SR conditioning layout).
+        denoiser: a :class:`DiffusersDenoiser` (UNet + scheduler; an inpainting or SR conditioning layout:
+            "inpaint", "sr", or "sr_image" for an image-conditioned upscaler such as Stable Diffusion's x4).
         autoencoder: :class:`DiffusersVAE` or :class:`IdentityAutoencoder` (pixel-space models).
         task: "inpaint" or "sr"; default from the denoiser's layout.
         sr_factor: super-resolution factor (8).
         prompt: the text conditioning of a text-conditioned UNet
             (:func:`warped_fast.models.encode_prompt`), set on the denoiser for each job's frame size (SDXL's
             size micro-conditioning); None: the denoiser's own.
+        noise_augmentation: an image-conditioned upscaler's (layout "sr_image"; required there, refused
+            elsewhere): the low-resolution frames are noised to its level, with noise drawn by the job's
+            noise method and warped along the flow like the latent noise, and a UNet with class embeddings
+            gets the level as its class label (as diffusers' ``StableDiffusionUpscalePipeline``).
     """
 
     def __init__(
@@ -75,20 +81,23 @@ class WarpedDiffusionPipeline:
         task: Task | None = None,
         sr_factor: int = 8,
         prompt: PromptEmbeddings | None = None,
+        noise_augmentation: NoiseAugmentation | None = None,
     ):
         self.denoiser = denoiser
         self.autoencoder = autoencoder or IdentityAutoencoder()
-        self.task: Task = task or ("inpaint" if denoiser.layout.kind == "inpaint" else "sr")
+        kind = denoiser.layout.kind
+        model_task = _LAYOUT_TASKS.get(kind)
+        self.task: Task = task or model_task or "sr"
         if self.task not in ("inpaint", "sr"):
             raise ValueError(f"task: expected 'inpaint' or 'sr', got {self.task!r}")
-        kind = denoiser.layout.kind
-        if kind not in ("inpaint", "sr"):  # before any work, not at the first UNet call
+        if model_task is None:  # before any work, not at the first UNet call
             raise ValueError(
                 f"denoiser: its UNet's conditioning layout is {kind!r} ({denoiser.layout.cond_channels} "
                 f"conditioning channels beside {denoiser.latent_channels} latent ones); the pipeline needs an "
-                "inpaint (mask + masked-image latent) or sr (low-resolution latent) layout"
+                "inpaint (mask + masked-image latent), sr (low-resolution latent) or sr_image "
+                "(low-resolution frame) layout"
             )
-        if kind != self.task:
+        if model_task != self.task:
             raise ValueError(
                 f"task: {self.task!r}, but the model is conditioned for {kind!r} "
                 f"({denoiser.layout.cond_channels} conditioning channels): choose {_A_MODEL[self.task]}"
@@ -103,6 +112,21 @@ class WarpedDiffusionPipeline:
         if prompt is not None and not denoiser.conditional:
             raise ValueError("prompt: the denoiser's UNet is not text-conditioned")
         self.prompt = prompt
+        if noise_augmentation is not None and not isinstance(noise_augmentation, NoiseAugmentation):
+            raise TypeError(
+                f"noise_augmentation: expected a NoiseAugmentation or None, got {type(noise_augmentation).__name__}"
+            )
+        if (kind == "sr_image") != (noise_augmentation is not None):
+            raise ValueError(
+                "noise_augmentation: an image-conditioned upscaler (layout 'sr_image') needs one: "
+                "NoiseAugmentation.from_folder(its pipeline folder) or NoiseAugmentation(noise_level, "
+                "alphas_cumprod of its low_res_scheduler)"
+                if noise_augmentation is None
+                else f"noise_augmentation: for an image-conditioned upscaler; this model's layout is {kind!r}"
+            )
+        self.noise_augmentation = noise_augmentation
+        if noise_augmentation is not None and takes_class_labels(denoiser.unet.config):
+            denoiser.set_class_labels(noise_augmentation.class_labels())  # the level, as diffusers does
         if prompt is not None:  # checked against the UNet now, not at the first job
             self._fit_prompt(*_native_size(denoiser.unet, self.autoencoder.factor))
 
@@ -117,6 +141,8 @@ class WarpedDiffusionPipeline:
         dtype=torch.float32,
         prompt: str | PromptEmbeddings | None = None,
         negative_prompt: str | None = None,
+        noise_level: int | None = None,
+        sr_factor: int = 8,
         **kw,
     ):
         """From a local folder: a diffusers UNet folder, or a pipeline folder with ``unet/`` (and ``vae/``)
@@ -126,8 +152,13 @@ class WarpedDiffusionPipeline:
         text encoders (:func:`warped_fast.models.encode_prompt`; ``''`` for no text), or a
         :class:`~warped_fast.models.PromptEmbeddings` from that function (for its other options);
         ``negative_prompt`` is the text classifier-free guidance (``guidance_scale``) steers away from.
-        SDXL's size micro-conditioning follows the frames of each job. ``kw``: :class:`DiffusersDenoiser`'s
-        arguments (``guidance_scale``, ``backend``, ...)."""
+        SDXL's size micro-conditioning follows the frames of each job.
+
+        An image-conditioned upscaler's folder (a ``low_res_scheduler/``: Stable Diffusion's x4 upscaler)
+        noises the low-resolution frames to ``noise_level`` (None: diffusers' default, 20; at most the
+        folder's ``max_noise_level``), see :class:`~warped_fast.models.NoiseAugmentation`; ``sr_factor`` 4
+        is its native scale, 8 (the default) upsamples the frames 2x (bicubic) first. ``kw``:
+        :class:`DiffusersDenoiser`'s arguments (``guidance_scale``, ``backend``, ...)."""
         device, dtype = check_device("device", device), check_float_dtype("dtype", dtype)
         folder = Path(folder).resolve()  # "." inside a unet/ folder: its name, for the files beside it
         unet_dir = folder / "unet" if (folder / "unet").is_dir() else folder
@@ -167,8 +198,13 @@ class WarpedDiffusionPipeline:
             raise TypeError(f"prompt: expected a str or PromptEmbeddings, got {type(prompt).__name__}")
         if text is not None:  # the UNet's own sample size until a job gives the frames'
             kw = {**text.denoiser_kwargs(*_native_size(unet, ae.factor)), **kw}
+        augmentation = None
+        if noise_level is not None or (root / "low_res_scheduler").is_dir():
+            augmentation = NoiseAugmentation.from_folder(root, noise_level)
+            if takes_class_labels(unet.config):
+                kw = {"class_labels": augmentation.class_labels(), **kw}
         denoiser = DiffusersDenoiser(unet, scheduler=scheduler, **trained_options(unet_dir, kw))
-        return cls(denoiser, ae, task, prompt=text)
+        return cls(denoiser, ae, task, sr_factor, prompt=text, noise_augmentation=augmentation)
 
     @classmethod
     def from_default(cls, task: Task = "inpaint", device=None, **kw):
@@ -216,7 +252,25 @@ class WarpedDiffusionPipeline:
         """(flow_frames, cond) of input frames ``[T, 3, H, W]`` (and for inpainting their masks ``[T, 1, H, W]``):
         the degraded frames at output resolution, which the flow is estimated on, and the conditioning
         latents ``[T, Cc, h, w]`` (:func:`warped_fast.models.layouts.frame_condition`)."""
-        return frame_condition(self.task, frames, m, self.autoencoder, self.sr_factor)
+        sr_image = self.denoiser.layout.kind == "sr_image"
+        return frame_condition(self.task, frames, m, self.autoencoder, self.sr_factor, sr_image)
+
+    def _augmenter(self, noise_method: str, noise_options: dict | None, generator, device):
+        """Per frame in order, ``(cond [Cc, h, w], back, fwd) -> cond`` (flows on the latent grid, None for
+        frame 0): an image-conditioned upscaler's noise augmentation, its noise drawn by the job's noise
+        method and warped along the flow from its own stream (:func:`augmentation_generator`); other
+        models' conditioning unchanged."""
+        aug = self.noise_augmentation
+        if aug is None:
+            return lambda cond, back, fwd: cond
+        warper = make_noise_warper(noise_method, **(noise_options or {}))
+        gen = augmentation_generator(generator)
+
+        def apply(cond: torch.Tensor, back, fwd) -> torch.Tensor:
+            n = warper.reset(tuple(cond.shape), gen, device) if back is None else warper.step(back, fwd)
+            return aug.augment(cond, n)
+
+        return apply
 
     def _fit_prompt(self, h: int, w: int) -> None:
         """The denoiser's text conditioning for output frames ``h x w`` pixels (SDXL's time ids)."""
@@ -341,14 +395,16 @@ class WarpedDiffusionPipeline:
 
         def inputs(start: int) -> Iterator[FrameInput]:
             n = warper.reset(lat_shape, generator, dev)
+            augment = self._augmenter(noise_method, noise_options, generator, dev)
             for j in range(t):
                 if j > 0:
                     n = warper.step(back_l[j - 1], fwd_l[j - 1])
                 noises.append(n)  # every frame's, also of frames finished before a resume
+                fl = None if j == 0 else fwd_l[j - 1]
+                bl = None if j == 0 else back_l[j - 1]
+                c = augment(cond[j], bl, fl)  # every frame's too: its noise follows the flow
                 if j >= start:
-                    fl = None if j == 0 else fwd_l[j - 1]
-                    bl = None if j == 0 else back_l[j - 1]
-                    yield FrameInput(n, cond[j], fl, bl)
+                    yield FrameInput(n, c, fl, bl)
 
         store = job = None
         start, latents, prev_pred = 0, [], None
@@ -366,6 +422,8 @@ class WarpedDiffusionPipeline:
                       "sigmas": tensor_digest(schedule.sigmas, schedule.timesteps)}  # fmt: skip
             if keep_known:  # the frames written differ, not the latents (absent: as older jobs)
                 params["keep_known"] = True
+            if self.noise_augmentation is not None:
+                params["noise_augmentation"] = self.noise_augmentation.key()
             store = FrameStore(output_dir, params, t)
             job = JobState(output_dir)
             start, latents, prev_pred = job.resume(t, guided, num_inference_steps, dev)
@@ -476,6 +534,7 @@ class WarpedDiffusionPipeline:
             num_inference_steps, guidance, noise_method, noise_options, frame_schedule, max_batch, generator,
             flow_preset, output_type, keep_known, callback_on_step_end, progress,
         )  # fmt: skip
+        augment = self._augmenter(noise_method, noise_options, generator, self.device)
         guided_exact = guidance.differentiates(steps)
         if guided_exact:
             check_gradients_allowed()  # here, and again before the first flow (the frames may come later)
@@ -489,6 +548,7 @@ class WarpedDiffusionPipeline:
             guided_exact,
             sampler,
             warper,
+            augment,
             flow_fn,
             generator,
             output_type,
@@ -497,7 +557,8 @@ class WarpedDiffusionPipeline:
 
     @torch.no_grad()
     def _stream(
-        self, video, mask, steps, guided_exact, sampler, warper, flow_fn, generator, output_type, keep_known
+        self, video, mask, steps, guided_exact, sampler, warper, augment, flow_fn, generator, output_type,
+        keep_known,
     ) -> Iterator:  # fmt: skip
         """:meth:`stream`'s frames, its arguments checked (``video``: :func:`_frames_of`'s iterator)."""
         dev, factor = self.device, self.autoencoder.factor
@@ -533,7 +594,7 @@ class WarpedDiffusionPipeline:
                     bl = flow_to_latent(back.float(), factor)[0].to(dev)
                     n = warper.step(bl, fl)
                 prev = flow_frame
-                yield FrameInput(n, cond[0].to(dev), fl, bl)
+                yield FrameInput(n, augment(cond[0].to(dev), bl, fl), fl, bl)
 
         if sampler.config.frame_schedule == "wavefront":  # up to one frame in flight per step
             self.denoiser.reserve_cache(steps + 2)
@@ -547,10 +608,12 @@ class WarpedDiffusionPipeline:
 _OUTPUT_TYPES = ("pt", "np", "pil", "latent")
 # The version of a job's key (its digests): a folder from an earlier one is "another version", not
 # "another model".
-JOB_KEY_FORMAT = 3
+JOB_KEY_FORMAT = 4
 
 
 _A_MODEL = {"inpaint": "an inpainting model", "sr": "a super-resolution model"}
+# the task each conditioning layout serves
+_LAYOUT_TASKS = {"inpaint": "inpaint", "sr": "sr", "sr_image": "sr"}
 # DiffusersDenoiser's text conditioning, which from_pretrained's prompt sets
 _TEXT_KWARGS = {"prompt_embeds", "negative_prompt_embeds", "added_cond_kwargs", "negative_added_cond_kwargs"}
 

@@ -55,6 +55,11 @@ class PipelineParts:
             raise ValueError(
                 "residual: for the pixel-space models trained here, not a pipeline folder's UNet"
             )
+        if (root / "low_res_scheduler").is_dir():
+            raise ValueError(
+                f"pretrained: {root} is an image-conditioned upscaler (a low_res_scheduler/, such as Stable "
+                "Diffusion's x4); fine-tuning takes inpainting and latent-conditioned SR pipelines"
+            )
         self.unet, self.scheduler = load_unet_folder(root / "unet", device, scheduler_dir=root / "scheduler")
         ac = getattr(self.scheduler, "alphas_cumprod", None)
         if ac is None:
