@@ -267,6 +267,12 @@ def test_lora_trains_the_adapters_only_and_exports_merged_weights(folders, tmp_p
     straight = Trainer(cfg("a"), "cpu")
     model = straight.train()
     Trainer(cfg("b"), "cpu").train(steps=2)
+    # the checkpoint holds the adapters (and their optimizer state, EMA), not the frozen base
+    from safetensors import safe_open
+
+    with safe_open(str(tmp_path / "b" / "checkpoint" / "state.safetensors"), "pt") as f:
+        saved = {k[6:] for k in f.keys() if k.startswith("model.")}
+    assert saved == {f"{n}.{w}" for n in straight.lora for w in ("down", "up")}
     resumed = Trainer(cfg("b"), "cpu")
     assert resumed.step == 2
     resumed.train()
@@ -276,6 +282,24 @@ def test_lora_trains_the_adapters_only_and_exports_merged_weights(folders, tmp_p
     assert set(sd) == set(want) and all(torch.allclose(sd[k], want[k]) for k in sd)
     name = straight.lora[0]
     assert not torch.equal(sd[f"{name}.weight"], pretrained.state_dict()[f"{name}.weight"])
+
+
+def test_a_lora_run_resumes_on_its_own_base_only(folders, tmp_path):
+    """The base is not in a LoRA checkpoint: resuming on other pretrained weights is refused."""
+    from diffusers import UNet2DConditionModel
+
+    base = tmp_path / "base"
+    shutil.copytree(folders / "inpaint", base)
+    cfg = _cfg(folders, tmp_path / "run", pretrained=str(base), lora_rank=2, steps=3)
+    Trainer(cfg, "cpu").train(steps=2)
+    unet = UNet2DConditionModel.from_pretrained(base / "unet")
+    with torch.no_grad():
+        unet.conv_in.weight.add_(0.01)
+    unet.save_pretrained(base / "unet")
+    with pytest.raises(
+        ValueError, match="pretrained: .* weights are not the ones this LoRA run started from"
+    ):
+        Trainer(cfg, "cpu")
 
 
 def test_the_unet_subfolder_names_its_pipeline_and_the_export_records_its_steps(folders, tmp_path):

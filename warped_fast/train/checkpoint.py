@@ -46,21 +46,29 @@ def _complete(folder: Path) -> bool:
     return (folder / "state.safetensors").is_file() and (folder / "state.json").is_file()
 
 
-def save_checkpoint(path: Path, model, ema, opt, step: int, extra: dict, scaler=None) -> None:
+def save_checkpoint(
+    path: Path, model, ema, opt, step: int, extra: dict, scaler=None, model_keys: set[str] | None = None
+) -> None:
     """Write ``path/state.safetensors`` and ``path/state.json``, crash-safe: a complete ``path.tmp`` is
     written first, then ``path`` -> ``path.old``, ``path.tmp`` -> ``path``, and ``path.old`` is removed;
     at every moment a complete checkpoint exists (see :func:`recover_checkpoint`). ``scaler``: a
-    ``GradScaler``, saved when enabled."""
+    ``GradScaler``, saved when enabled. ``model_keys``: save only these entries of the model's state dict
+    (LoRA: the adapters; the frozen rest comes from the pretrained weights on resume)."""
     tmp, old = _sibling(path, "tmp"), _sibling(path, "old")
     shutil.rmtree(tmp, ignore_errors=True)  # a partial one from a crash
     tmp.mkdir(parents=True)
-    tensors = {f"model.{k}": v.detach().contiguous() for k, v in model.state_dict().items()}
+    state = model.state_dict()
+    if model_keys is not None:
+        state = {k: state[k] for k in sorted(model_keys)}
+    tensors = {f"model.{k}": v.detach().contiguous() for k, v in state.items()}
     tensors.update({f"ema.{k}": v.detach().contiguous() for k, v in ema.items()})
     ot, ometa = _flatten_optimizer(opt)
     tensors.update(ot)
     tensors["rng.torch"] = torch.get_rng_state()
     save_file(tensors, str(tmp / "state.safetensors"))
     meta = {"step": step, "optimizer": ometa, **extra}
+    if model_keys is not None:
+        meta["partial_model"] = True
     if scaler is not None and scaler.is_enabled():
         meta["scaler"] = scaler.state_dict()
     write_json_atomic(tmp / "state.json", meta)  # last: it marks the folder complete
@@ -90,10 +98,18 @@ def _sibling(path: Path, suffix: str) -> Path:
 
 
 def load_checkpoint(path: Path, model, ema: dict, opt, scaler=None) -> dict:
-    """Restore what :func:`save_checkpoint` wrote; returns the JSON metadata (with ``step``)."""
+    """Restore what :func:`save_checkpoint` wrote; returns the JSON metadata (with ``step``). A partial
+    model state (``model_keys``) restores those entries and leaves the rest of ``model`` as it is."""
     tensors = load_file(str(path / "state.safetensors"))
     meta = json.loads((path / "state.json").read_text())
-    model.load_state_dict({k[6:]: v for k, v in tensors.items() if k.startswith("model.")})
+    state = {k[6:]: v for k, v in tensors.items() if k.startswith("model.")}
+    if meta.get("partial_model"):
+        unexpected = sorted(set(state) - set(model.state_dict()))
+        if unexpected:
+            raise ValueError(f"checkpoint: {path} holds weights the model lacks: {unexpected[:5]}")
+        model.load_state_dict(state, strict=False)
+    else:
+        model.load_state_dict(state)
     for k in ema:
         ema[k].copy_(tensors[f"ema.{k}"])
     _unflatten_optimizer(opt, tensors, meta["optimizer"])

@@ -52,6 +52,23 @@ def add_lora(unet: torch.nn.Module, rank: int, seed: int) -> list[str]:
     return names
 
 
+def frozen_fingerprint(model: torch.nn.Module) -> str:
+    """A digest of the frozen weights of a LoRA model (names, shapes, dtypes and up to 4096 evenly spaced
+    values of each): a resumed run checks it against the checkpoint's, as the base is not stored there."""
+    import hashlib
+
+    h = hashlib.sha256()
+    trained = {n for n, p in model.named_parameters() if p.requires_grad}
+    for name, t in sorted(model.state_dict().items()):
+        if name in trained:
+            continue
+        flat = t.detach().reshape(-1)
+        sample = flat[:: max(1, flat.numel() // 4096)][:4096].float().cpu()
+        h.update(f"{name}:{list(t.shape)}:{t.dtype};".encode())
+        h.update(sample.numpy().tobytes())
+    return h.hexdigest()[:16]
+
+
 def merged_state_dict(state: dict[str, torch.Tensor], names: list[str]) -> dict[str, torch.Tensor]:
     """A LoRA UNet's state dict (``name.base.weight``, ``name.down``, ``name.up``) as the plain UNet's:
     ``name.weight = base.weight + up @ down`` (in float32), the bias as it was."""

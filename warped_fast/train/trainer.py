@@ -30,7 +30,7 @@ from .checkpoint import load_checkpoint, recover_checkpoint, save_checkpoint
 from .config import TrainConfig
 from .data import ImageFolder, load_photos, random_crops
 from .interrupt import DeferredInterrupt
-from .lora import add_lora, merged_state_dict
+from .lora import add_lora, frozen_fingerprint, merged_state_dict
 from .pipeline_parts import PipelineParts, pipeline_root
 from .tasks import task_condition
 
@@ -196,7 +196,8 @@ class Trainer:
         resuming = recover_checkpoint(self.ckpt)
         torch.manual_seed(cfg.seed)
         # Resuming: the checkpoint holds the weights, the architecture is the run's own (beside the
-        # checkpoint, or in an export of older runs), so no pretrained folder is needed.
+        # checkpoint, or in an export of older runs), so no pretrained folder is needed; a LoRA run's
+        # checkpoint holds its adapters only, and its base is the pretrained folder's.
         arch_files = [f for f in (self.out / UNET_CONFIG, self.out / "model" / "config.json") if f.is_file()]
         # a pipeline folder (e.g. SDXL inpainting): its UNet in its latent space, its VAE, text, schedule
         root = pipeline_root(cfg.pretrained)
@@ -208,8 +209,8 @@ class Trainer:
                 f"fine-tunes {was}, whose VAE, text encoders and schedule resuming needs"
             )
         if self.parts is not None:
-            self.unet = self.parts.unet  # resuming: the checkpoint's weights replace the folder's
-        elif resuming and arch_files:
+            self.unet = self.parts.unet  # resuming: the checkpoint's weights (or adapters) go in it
+        elif resuming and arch_files and not cfg.lora_rank:  # LoRA: the base is the pretrained one
             from diffusers import UNet2DModel
 
             self.unet = UNet2DModel.from_config(read_json(arch_files[0], "run_dir", _REMEDY))
@@ -254,8 +255,15 @@ class Trainer:
                 self.device,
             )
         self.scaler = torch.amp.GradScaler("cuda", enabled=self.amp_dtype == torch.float16)
+        # LoRA checkpoints hold the adapters only: the frozen base is the pretrained weights, checked
+        self.base_fingerprint = frozen_fingerprint(self.unet) if self.lora else None
         if resuming:
             meta = load_checkpoint(self.ckpt, self.unet, self.ema, self.opt, self.scaler)
+            if meta.get("lora_base", self.base_fingerprint) != self.base_fingerprint:
+                raise ValueError(
+                    f"pretrained: {cfg.pretrained}'s weights are not the ones this LoRA run started from "
+                    f"(its checkpoint in {self.ckpt} holds the adapters only); point pretrained at that model"
+                )
             self.step = meta["step"]
             logger.info("resumed from %s at step %d", self.ckpt, self.step)
 
@@ -351,7 +359,12 @@ class Trainer:
         return float(loss.detach())
 
     def checkpoint(self) -> None:
-        save_checkpoint(self.ckpt, self.unet, self.ema, self.opt, self.step, {}, self.scaler)
+        if self.lora:  # the adapters only (a large UNet's base is gigabytes), with the base's fingerprint
+            keys = {k for k, p in self.unet.named_parameters() if p.requires_grad}
+            extra = {"lora_base": self.base_fingerprint}
+            save_checkpoint(self.ckpt, self.unet, self.ema, self.opt, self.step, extra, self.scaler, keys)
+        else:
+            save_checkpoint(self.ckpt, self.unet, self.ema, self.opt, self.step, {}, self.scaler)
         arch = self.out / UNET_CONFIG
         if not arch.is_file():  # the architecture, so that resuming needs no pretrained folder
             write_json_atomic(arch, json.loads(self.unet.to_json_string()))
