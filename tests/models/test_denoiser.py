@@ -171,7 +171,8 @@ def test_layouts():
     assert ConditioningLayout.for_unet(8).kind == "sr"
     assert ConditioningLayout.for_unet(4).kind == "none"
     assert ConditioningLayout.for_unet(6).kind == "concat"
-    assert ConditioningLayout.for_unet(7) == ConditioningLayout.sr_image()  # the x4 upscaler's 4 + RGB
+    assert ConditioningLayout.for_unet(7, class_embeddings=True) == ConditioningLayout.sr_image()  # x4
+    assert ConditioningLayout.for_unet(7).kind == "concat"  # 4 + 3 without a noise level's embeddings
     assert ConditioningLayout.for_unet(6, 3).kind == "sr"  # a pixel-space SR model: 3 + 3
     with pytest.raises(ValueError, match="cond_channels: the sr_image layout has 3, got 4"):
         ConditioningLayout("sr_image", 4, 4)

@@ -60,8 +60,10 @@ def test_augmentation_is_diffusers_add_noise():
         NoiseAugmentation(1, torch.zeros(5))
     with pytest.raises(ValueError, match=r"noise: expected shape \[2, 3, 5, 7\] as the image"):
         NoiseAugmentation(1, ddpm.alphas_cumprod).augment(image, noise[:1])
-    # the augmentation's own stream: a seed's next one, a generator itself
-    assert augmentation_generator(None) == 1 and augmentation_generator(2**64 - 1) == 0
+    # the augmentation's own seed: not another small seed (its noise is not the next job's latent noise)
+    seeds = [augmentation_generator(s) for s in (None, 0, 1, 2, -1, 2**64 - 1)]
+    assert seeds[0] == seeds[1] and seeds[4] == seeds[5]  # None is seed 0; -1 is 2^64 - 1
+    assert len(set(seeds)) == 4 and all(2**32 < s < 2**64 for s in seeds)
     g = torch.Generator()
     assert augmentation_generator(g) is g
 
@@ -108,6 +110,14 @@ def test_one_frame_is_diffusers_upscale_pipeline(upscaler):
         DiffusersDenoiser(parts["unet"], scheduler=euler, **emb.denoiser_kwargs(32, 48))
     with pytest.raises(ValueError, match=r"class_labels: expected a tensor \[1 or B\]"):
         den.set_class_labels(torch.tensor(30))
+    with pytest.raises(
+        ValueError, match="class_labels: indices of the UNet's 351 class embeddings, an integer"
+    ):
+        den.set_class_labels(torch.tensor([30.0]))
+    with pytest.raises(
+        ValueError, match=r"class_labels: the UNet has 351 class embeddings \(0 to 350\), got \[351\]"
+    ):
+        den.set_class_labels(torch.tensor([351]))
 
 
 def test_conditioning_noise_follows_the_flow(upscaler):
@@ -179,6 +189,22 @@ def test_x8_conditions_on_the_bicubic_upsampled_frame(upscaler):
     assert calls[0][1].tolist() == [0]
 
 
+def test_pipelines_sharing_a_denoiser_keep_their_levels(upscaler):
+    folder, _ = upscaler
+    p20 = WarpedDiffusionPipeline.from_pretrained(folder, prompt="", sr_factor=4)
+    p40 = WarpedDiffusionPipeline(p20.denoiser, p20.autoencoder, sr_factor=4, prompt=p20.prompt,
+                                  noise_augmentation=NoiseAugmentation.from_folder(folder, 40))  # fmt: skip
+    v = _video(1, 8, 12)
+    for pipe, level in ((p20, 20), (p40, 40), (p20, 20)):
+        calls, handle = _record_unet(pipe.denoiser.unet)
+        try:
+            pipe(v, **RUN)
+            streamed = list(pipe.stream(v, **RUN))
+        finally:
+            handle.remove()
+        assert len(streamed) == 1 and {c[1].item() for c in calls} == {level}
+
+
 def test_bad_input(upscaler, tmp_path):
     folder, parts = upscaler
     with pytest.raises(ValueError, match="noise_level: at most the model's max_noise_level 350, got 400"):
@@ -206,3 +232,23 @@ def test_bad_input(upscaler, tmp_path):
         WarpedDiffusionPipeline(inpaint.denoiser, inpaint.autoencoder, noise_augmentation=aug)
     with pytest.raises(ValueError, match="class_labels: this UNet has no class embeddings"):
         inpaint.denoiser.set_class_labels(torch.tensor([1]))
+    with pytest.raises(ValueError, match="class_labels: an upscaler's class label is its noise_level"):
+        WarpedDiffusionPipeline.from_pretrained(folder, prompt="", class_labels=torch.tensor([3]))
+    # an upscaler's UNet without its low_res_scheduler/; a max_noise_level past the class embeddings
+    import json
+    import shutil
+
+    bare = tmp_path / "bare"
+    shutil.copytree(folder, bare)
+    shutil.rmtree(bare / "low_res_scheduler")
+    with pytest.raises(
+        ValueError, match="class_labels: the UNet in .* has class embeddings; .* low_res_scheduler/"
+    ):
+        WarpedDiffusionPipeline.from_pretrained(bare, prompt="")
+    wide = tmp_path / "wide"
+    shutil.copytree(folder, wide)
+    (wide / "model_index.json").write_text(json.dumps({"max_noise_level": 1000}))
+    with pytest.raises(
+        ValueError, match=r"noise_level: the UNet has 351 class embeddings \(levels 0 to 350\), got 500"
+    ):
+        WarpedDiffusionPipeline.from_pretrained(wide, prompt="", noise_level=500)

@@ -202,7 +202,9 @@ class DiffusersDenoiser(torch.nn.Module):
         self.log_sigma_timesteps = self.sigma_data is not None or continuous_v_timesteps(sch_cfg)
         cfg = unet.config
         self.latent_channels = _latent_channels(cfg, layout, sch_cfg)
-        self.layout = layout or ConditioningLayout.for_unet(cfg.in_channels, self.latent_channels)
+        self.layout = layout or ConditioningLayout.for_unet(
+            cfg.in_channels, self.latent_channels, takes_class_labels(cfg)
+        )
         if self.layout.in_channels != cfg.in_channels:
             raise ValueError(
                 f"layout: {self.layout.in_channels} input channels, the UNet takes {cfg.in_channels}"
@@ -303,6 +305,17 @@ class DiffusersDenoiser(torch.nn.Module):
                     else type(class_labels).__name__
                 )
                 raise ValueError(f"class_labels: expected a tensor [1 or B] (one label per item), got {got}")
+            n = config_value(self.unet.config, "num_class_embeds")
+            if n and config_value(self.unet.config, "class_embed_type") is None:  # an embedding table
+                if class_labels.dtype.is_floating_point or class_labels.dtype == torch.bool:
+                    raise ValueError(
+                        f"class_labels: indices of the UNet's {n} class embeddings, an integer tensor; got "
+                        f"{class_labels.dtype}"
+                    )
+                if int(class_labels.min()) < 0 or int(class_labels.max()) >= n:
+                    raise ValueError(
+                        f"class_labels: the UNet has {n} class embeddings (0 to {n - 1}), got {class_labels.tolist()}"
+                    )
         self.class_labels = class_labels
 
     @property

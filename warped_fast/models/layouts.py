@@ -59,11 +59,15 @@ class ConditioningLayout:
         return cls("sr_image", latent_channels, 3)
 
     @classmethod
-    def for_unet(cls, in_channels: int, latent_channels: int = 4) -> ConditioningLayout:
-        """Guess from a UNet's input channels: C -> none, 2C + 1 -> inpaint, 2C -> sr, C + 3 -> sr_image
-        (an RGB frame beside a latent of other than 3 channels), else concat."""
+    def for_unet(
+        cls, in_channels: int, latent_channels: int = 4, class_embeddings: bool = False
+    ) -> ConditioningLayout:
+        """Guess from a UNet's input channels: C -> none, 2C + 1 -> inpaint, 2C -> sr, C + 3 with class
+        embeddings (the noise level's) -> sr_image (the x4 upscaler's RGB frame beside its latent), else
+        concat."""
         extra = in_channels - latent_channels
-        kinds = {0: "none", 3: "sr_image", latent_channels + 1: "inpaint", latent_channels: "sr"}
+        kinds = {0: "none", **({3: "sr_image"} if class_embeddings else {})}
+        kinds.update({latent_channels + 1: "inpaint", latent_channels: "sr"})
         return cls(kinds.get(extra, "concat"), latent_channels, extra)
 
     def check(self, cond: torch.Tensor | None, batch: int, h: int, w: int) -> None:

@@ -5,7 +5,7 @@ is told that level as its class label.
 
 For video the augmentation noise is part of the conditioning: drawn afresh per frame, it would make the
 model's added detail flicker. The pipeline draws it with the job's noise method on the latent grid (the
-low-resolution frame's), warped along the flow like the latent noise, from a stream of its own
+low-resolution frame's), warped along the flow like the latent noise, from a seed of its own
 (:func:`augmentation_generator`).
 """
 
@@ -98,10 +98,14 @@ class NoiseAugmentation:
         return [self.noise_level, self.alphas_cumprod.tolist()[self.noise_level]]
 
 
+# Mixed into a job's seed for the augmentation noise's (the golden-ratio constant: far from small seeds)
+_AUGMENTATION_SEED = 0x9E3779B97F4A7C15
+
+
 def augmentation_generator(generator) -> torch.Generator | int:
     """The augmentation noise's random stream from a job's ``generator``: an int seed ``s`` (None: 0) gives
-    the seed ``s + 1`` (mod 2^64), a ``torch.Generator`` itself (the augmentation draws after the latent
-    noise's)."""
+    ``s XOR 0x9E3779B97F4A7C15`` (mod 2^64: not another small seed's stream); a ``torch.Generator`` is
+    shared (the augmentation draws from it after the latent noise, frame by frame)."""
     if isinstance(generator, torch.Generator):
         return generator
-    return (int(generator or 0) + 1) % 2**64
+    return (int(generator or 0) % 2**64) ^ _AUGMENTATION_SEED

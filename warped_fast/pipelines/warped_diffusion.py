@@ -125,10 +125,10 @@ class WarpedDiffusionPipeline:
                 else f"noise_augmentation: for an image-conditioned upscaler; this model's layout is {kind!r}"
             )
         self.noise_augmentation = noise_augmentation
-        if noise_augmentation is not None and takes_class_labels(denoiser.unet.config):
-            denoiser.set_class_labels(noise_augmentation.class_labels())  # the level, as diffusers does
-        if prompt is not None:  # checked against the UNet now, not at the first job
-            self._fit_prompt(*_native_size(denoiser.unet, self.autoencoder.factor))
+        if noise_augmentation is not None:
+            _check_level(denoiser.unet.config, noise_augmentation.noise_level)
+        # checked against the UNet now, not at the first job; set again at each job (a shared denoiser)
+        self._fit_conditioning(*_native_size(denoiser.unet, self.autoencoder.factor))
 
     # -- construction ----------------------------------------------------------------------------
 
@@ -201,8 +201,18 @@ class WarpedDiffusionPipeline:
         augmentation = None
         if noise_level is not None or (root / "low_res_scheduler").is_dir():
             augmentation = NoiseAugmentation.from_folder(root, noise_level)
+            if "class_labels" in kw:
+                raise ValueError(
+                    "class_labels: an upscaler's class label is its noise_level; set noise_level"
+                )
             if takes_class_labels(unet.config):
+                _check_level(unet.config, augmentation.noise_level)
                 kw = {"class_labels": augmentation.class_labels(), **kw}
+        elif takes_class_labels(unet.config) and "class_labels" not in kw:
+            raise ValueError(
+                f"class_labels: the UNet in {unet_dir} has class embeddings; an upscaler's folder has a "
+                f"low_res_scheduler/ (its noise level is the label), {root} has none; or give class_labels"
+            )
         denoiser = DiffusersDenoiser(unet, scheduler=scheduler, **trained_options(unet_dir, kw))
         return cls(denoiser, ae, task, sr_factor, prompt=text, noise_augmentation=augmentation)
 
@@ -258,7 +268,7 @@ class WarpedDiffusionPipeline:
     def _augmenter(self, noise_method: str, noise_options: dict | None, generator, device):
         """Per frame in order, ``(cond [Cc, h, w], back, fwd) -> cond`` (flows on the latent grid, None for
         frame 0): an image-conditioned upscaler's noise augmentation, its noise drawn by the job's noise
-        method and warped along the flow from its own stream (:func:`augmentation_generator`); other
+        method and warped along the flow from a seed of its own (:func:`augmentation_generator`); other
         models' conditioning unchanged."""
         aug = self.noise_augmentation
         if aug is None:
@@ -272,8 +282,13 @@ class WarpedDiffusionPipeline:
 
         return apply
 
-    def _fit_prompt(self, h: int, w: int) -> None:
-        """The denoiser's text conditioning for output frames ``h x w`` pixels (SDXL's time ids)."""
+    def _fit_conditioning(self, h: int, w: int) -> None:
+        """The denoiser's conditioning for a job on output frames ``h x w`` pixels: the text (SDXL's time
+        ids) and an upscaler's class label (its noise level), which another pipeline sharing the denoiser
+        may have changed."""
+        aug = self.noise_augmentation
+        if aug is not None and takes_class_labels(self.denoiser.unet.config):
+            self.denoiser.set_class_labels(aug.class_labels())
         if self.prompt is not None:
             self.denoiser.set_text_conditioning(**self.prompt.denoiser_kwargs(h, w))
 
@@ -369,7 +384,7 @@ class WarpedDiffusionPipeline:
         if output_dir is not None:
             check_writable(output_dir, keep=False)
         flow_frames, cond, mask_px = self._prepare(video, mask, max_frames)
-        self._fit_prompt(*flow_frames.shape[-2:])
+        self._fit_conditioning(*flow_frames.shape[-2:])
         keep = _known_pixels(flow_frames, mask_px) if keep_known else None
         t = cond.shape[0]
         if t > 1 and guidance.differentiates(num_inference_steps):
@@ -580,7 +595,7 @@ class WarpedDiffusionPipeline:
                 flow_frame, cond = self._condition(frame[None], m)
                 if j == 0:
                     size[:] = flow_frame.shape[-2:]
-                    self._fit_prompt(*size)
+                    self._fit_conditioning(*size)
                 if keep_known:
                     known[j] = _known_pixels(flow_frame, m)
                 if j == 0:
@@ -602,7 +617,7 @@ class WarpedDiffusionPipeline:
             sampler.pop_losses(j)  # nothing kept per frame: memory stays flat on a live stream
             frame = _paste(self.autoencoder.decode(z[None]), known.pop(j, None))
             yield _convert(frame, z[None], output_type)[0]
-            self._fit_prompt(*size)  # another job on this pipeline may have run meanwhile
+            self._fit_conditioning(*size)  # another job on this pipeline may have run meanwhile
 
 
 _OUTPUT_TYPES = ("pt", "np", "pil", "latent")
@@ -616,6 +631,13 @@ _A_MODEL = {"inpaint": "an inpainting model", "sr": "a super-resolution model"}
 _LAYOUT_TASKS = {"inpaint": "inpaint", "sr": "sr", "sr_image": "sr"}
 # DiffusersDenoiser's text conditioning, which from_pretrained's prompt sets
 _TEXT_KWARGS = {"prompt_embeds", "negative_prompt_embeds", "added_cond_kwargs", "negative_added_cond_kwargs"}
+
+
+def _check_level(unet_config, level: int) -> None:
+    """An upscaler's noise level, its UNet's class label: within its class embeddings."""
+    n = unet_config.get("num_class_embeds") if hasattr(unet_config, "get") else None
+    if n and level >= n:
+        raise ValueError(f"noise_level: the UNet has {n} class embeddings (levels 0 to {n - 1}), got {level}")
 
 
 def _native_size(unet, factor: int) -> tuple[int, int]:
