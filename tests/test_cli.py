@@ -466,6 +466,20 @@ def test_sr_with_the_x4_upscaler(tmp_path, capsys):
     assert "--noise-level: the default model is not an image-conditioned upscaler" in capsys.readouterr().err
 
 
+def test_inpaint_with_flux_fill(tmp_path, capsys):
+    from tests.models.tiny_text import tiny_flux_fill_folder
+
+    model = tmp_path / "flux"
+    tiny_flux_fill_folder(model)
+    src = _clip(tmp_path, t=2, h=16, w=24)
+    base = ["inpaint", str(src), "--model", str(model), "--steps", "2", "--quiet", "--prompt", "the cat"]
+    assert main([*base, "--out", str(tmp_path / "o"), "--cfg-scale", "5"]) == 0
+    assert read_video(tmp_path / "o" / "inpaint.mp4").shape == (2, 3, 16, 24)
+    capsys.readouterr()
+    assert main([*base, "--out", str(tmp_path / "p"), "--negative-prompt", "dark", "--cfg-scale", "5"]) == 2
+    assert "negative_prompt: FLUX takes distilled guidance" in capsys.readouterr().err
+
+
 def test_dtype_and_compile_reach_the_model(tmp_path):
     from warped_fast.cli import _pipeline, build_parser
 

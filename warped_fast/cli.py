@@ -307,7 +307,11 @@ def _add_restore_args(p, task):
     p.add_argument("--prompt", help="text of a text-conditioned model (Stable Diffusion, SDXL); '' for none")
     p.add_argument("--negative-prompt", help="the text classifier-free guidance steers away from")
     p.add_argument(
-        "--cfg-scale", type=_finite, default=1.0, help="classifier-free guidance scale (default: 1, none)"
+        "--cfg-scale",
+        type=_finite,
+        default=1.0,
+        help="classifier-free guidance scale (default: 1, none); a FLUX Fill model: its distilled guidance "
+        "(default: 30)",
     )
     p.add_argument(
         "--dtype",

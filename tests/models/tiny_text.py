@@ -131,3 +131,61 @@ def tiny_upscaler_folder(folder: Path, max_noise_level: int = 350):
     index = {"_class_name": "StableDiffusionUpscalePipeline", "max_noise_level": max_noise_level}
     (folder / "model_index.json").write_text(json.dumps(index))
     return parts
+
+
+def tiny_flux_fill_folder(folder: Path):
+    """A FLUX.1 Fill pipeline folder (as diffusers saves one), tiny: a FluxTransformer2DModel taking the
+    packed latent, masked-image latent and 2 x 2 pixel mask (4 (4 + 4 + 4) = 48 channels) with guidance
+    embeddings, a factor-2 VAE with a shift factor, a CLIP and a T5 text encoder, and the dynamically
+    shifted flow-matching scheduler. Returns the components."""
+    from diffusers import FlowMatchEulerDiscreteScheduler, FluxTransformer2DModel
+    from transformers import T5Config, T5EncoderModel
+
+    folder = Path(folder)
+    torch.manual_seed(0)
+    transformer = FluxTransformer2DModel(
+        patch_size=1, in_channels=48, out_channels=16, num_layers=1, num_single_layers=1, attention_head_dim=8,
+        num_attention_heads=2, joint_attention_dim=16, pooled_projection_dim=16, guidance_embeds=True,
+        axes_dims_rope=(2, 2, 4),
+    ).eval()  # fmt: skip
+    torch.manual_seed(0)
+    vae = AutoencoderKL(
+        block_out_channels=(8, 8), down_block_types=("DownEncoderBlock2D",) * 2,
+        up_block_types=("UpDecoderBlock2D",) * 2, latent_channels=4, norm_num_groups=4, layers_per_block=1,
+        mid_block_add_attention=False, scaling_factor=0.5, shift_factor=0.1, use_quant_conv=False,
+        use_post_quant_conv=False,
+    ).eval()  # fmt: skip
+    torch.manual_seed(3)
+    t5 = T5EncoderModel(
+        T5Config(
+            vocab_size=90,
+            d_model=16,
+            d_kv=8,
+            d_ff=32,
+            num_layers=2,
+            num_heads=2,
+            pad_token_id=1,
+            eos_token_id=1,
+            decoder_start_token_id=0,
+        )  # fmt: skip
+    ).eval()
+    parts = {
+        "transformer": transformer,
+        "vae": vae,
+        "text_encoder": tiny_text_encoder(False, 1, hidden=16),
+        "tokenizer": tiny_tokenizer(folder / "_vocab"),
+        "text_encoder_2": t5,
+        "tokenizer_2": tiny_tokenizer(folder / "_vocab"),
+        "scheduler": FlowMatchEulerDiscreteScheduler(
+            shift=3.0,
+            use_dynamic_shifting=True,
+            base_shift=0.5,
+            max_shift=1.15,
+            base_image_seq_len=256,
+            max_image_seq_len=4096,
+        ),  # fmt: skip
+    }
+    for name, part in parts.items():
+        part.save_pretrained(folder / name)
+    (folder / "model_index.json").write_text(json.dumps({"_class_name": "FluxFillPipeline"}))
+    return parts

@@ -92,7 +92,8 @@ def load_unet_folder(
     ``scheduler_config.json``, or that file in ``scheduler_dir``). Never downloads; pickled weights are
     refused. The scheduler samples on Karras et al.'s sigma grid (the method's), unless its config names
     a sigma grid itself (Karras, exponential or beta). An EDM model's scheduler (an EDM class, or a
-    ``sigma_data``) loads as ``EDMEulerScheduler``; flow-matching ones are refused."""
+    ``sigma_data``) loads as ``EDMEulerScheduler``; flow-matching ones are refused (a FLUX Fill folder's
+    transformer loads through :mod:`warped_fast.models.flux`)."""
     from diffusers import EDMEulerScheduler, EulerDiscreteScheduler, UNet2DConditionModel, UNet2DModel
 
     device, dtype = check_device("device", device), check_float_dtype("dtype", dtype)

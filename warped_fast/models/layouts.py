@@ -7,6 +7,8 @@ UNet input = ``[c_in * u | cond]`` where ``cond`` is built per frame by a layout
 - image-conditioned super-resolution (diffusers' Stable Diffusion x4 upscaler): ``[the low-resolution
   frame itself, RGB in [-1, 1] at latent resolution, noise-augmented]`` -> 3 channels
   (:mod:`warped_fast.models.noise_augmentation`);
+- FLUX Fill (:mod:`warped_fast.models.flux`): ``[masked-image latent C | the pixel mask, f x f values per
+  latent cell]`` -> ``C + f^2`` channels (packed into 2 x 2 patches by its denoiser);
 - generic: any tensors concatenated in order.
 """
 
@@ -24,12 +26,13 @@ class ConditioningLayout:
 
     Attributes:
         kind: "none", "inpaint", "sr" (a latent of the upsampled frame), "sr_image" (the low-resolution
-            RGB frame at latent resolution) or "concat".
+            RGB frame at latent resolution), "fill" (FLUX Fill's masked-image latent and pixel mask) or
+            "concat".
         latent_channels: C of the noisy latent.
         cond_channels: channels appended after it.
     """
 
-    kind: Literal["none", "inpaint", "sr", "sr_image", "concat"]
+    kind: Literal["none", "inpaint", "sr", "sr_image", "fill", "concat"]
     latent_channels: int = 4
     cond_channels: int = 0
 
@@ -120,7 +123,7 @@ def frame_condition(
     mask: torch.Tensor | None,
     autoencoder,
     sr_factor: int = 8,
-    sr_image: bool = False,
+    kind: str | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """The degraded frames and the conditioning latents of a restoration task (the pipeline's, and a
     fine-tune's on a diffusers pipeline folder).
@@ -130,10 +133,11 @@ def frame_condition(
         frames: ``[T, 3, H, W]`` in [0, 1]: the clean frames to inpaint, or the low-resolution frames.
         mask: inpainting: ``[T, 1, H, W]``, 1 where content is generated; else None.
         autoencoder: ``encode`` ``[T, 3, H, W]`` in [0, 1] -> latents; ``factor``.
-        sr_image: sr with an image-conditioned model (layout "sr_image"): the conditioning is the
-            low-resolution frame itself, bicubic-resized to the latent grid (output size / factor; as
-            given for an x4 model with a factor-4 autoencoder at ``sr_factor`` 4), in [-1, 1], before
-            its noise augmentation.
+        kind: the model's conditioning layout (None: the task's own, "inpaint" or "sr"). "sr_image":
+            the conditioning is the low-resolution frame itself, bicubic-resized to the latent grid (output
+            size / factor; as given for an x4 model with a factor-4 autoencoder at ``sr_factor`` 4), in
+            [-1, 1], before its noise augmentation. "fill" (inpainting): ``[latent of the degraded frame |
+            the pixel mask, f x f values per latent cell]`` (FLUX Fill's).
     Returns:
         the degraded frames at output resolution ``[T, 3, H', W']`` (masked pixels grey; the bicubic
         upsampling by ``sr_factor``) and the conditioning ``[T, Cc, H' / f, W' / f]``: inpainting
@@ -143,6 +147,9 @@ def frame_condition(
     if task == "inpaint":
         degraded = frames * (1 - mask) + 0.5 * mask  # masked pixels grey, as the model was trained
         f = autoencoder.factor
+        if kind == "fill":  # mask [T, 1, H, W] -> [T, f * f, h, w], channel dy * f + dx
+            z = autoencoder.encode(degraded)
+            return degraded, torch.cat([z, torch.nn.functional.pixel_unshuffle(mask, f).to(z)], 1)
         m_lat = torch.nn.functional.max_pool2d(mask, f) if f > 1 else mask
         return degraded, inpaint_condition(m_lat, autoencoder.encode(degraded))
     if task == "sr":
@@ -150,7 +157,7 @@ def frame_condition(
 
         h, w = frames.shape[-2] * sr_factor, frames.shape[-1] * sr_factor
         up = resize_frames(frames, (h, w))
-        if not sr_image:
+        if kind != "sr_image":
             return up, sr_condition(autoencoder.encode(up))
         f = autoencoder.factor
         grid = (h // f, w // f)

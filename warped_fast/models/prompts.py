@@ -181,9 +181,9 @@ def _pair(v):
     return None if v is None else tuple(v)
 
 
-def _load_text_pair(folder: Path, sub: str, device, dtype):
+def _load_text_pair(folder: Path, sub: str, device, dtype, encoders: tuple[str, ...] = _ENCODERS):
     """(tokenizer, encoder) of ``text_encoder{sub}/`` and ``tokenizer{sub}/``, or None if the folder has
-    neither; one without the other is an error."""
+    neither; one without the other is an error. ``encoders``: the architectures taken."""
     enc_dir, tok_dir = folder / f"text_encoder{sub}", folder / f"tokenizer{sub}"
     if not enc_dir.is_dir() and not tok_dir.is_dir():
         return None
@@ -198,9 +198,9 @@ def _load_text_pair(folder: Path, sub: str, device, dtype):
         raise ModuleNotFoundError(
             "prompt: encoding text needs transformers (pip install 'warped_fast[text]')", name="transformers"
         ) from e
-    arch = (read_json(enc_dir / "config.json", "folder").get("architectures") or ["CLIPTextModel"])[0]
-    if arch not in _ENCODERS:
-        raise ValueError(f"folder: {enc_dir.name}/ is a {arch}; expected one of {_ENCODERS}")
+    arch = (read_json(enc_dir / "config.json", "folder").get("architectures") or [encoders[0]])[0]
+    if arch not in encoders:
+        raise ValueError(f"folder: {enc_dir.name}/ is a {arch}; expected one of {encoders}")
     if not any(enc_dir.glob("*.safetensors")):
         raise FileNotFoundError(
             f"folder: no .safetensors weights in {enc_dir} (pickled weights are not loaded)"

@@ -94,8 +94,8 @@ class WarpedDiffusionPipeline:
             raise ValueError(
                 f"denoiser: its UNet's conditioning layout is {kind!r} ({denoiser.layout.cond_channels} "
                 f"conditioning channels beside {denoiser.latent_channels} latent ones); the pipeline needs an "
-                "inpaint (mask + masked-image latent), sr (low-resolution latent) or sr_image "
-                "(low-resolution frame) layout"
+                "inpaint (mask + masked-image latent), fill (FLUX Fill's), sr (low-resolution latent) or "
+                "sr_image (low-resolution frame) layout"
             )
         if model_task != self.task:
             raise ValueError(
@@ -158,9 +158,18 @@ class WarpedDiffusionPipeline:
         noises the low-resolution frames to ``noise_level`` (None: diffusers' default, 20; at most the
         folder's ``max_noise_level``), see :class:`~warped_fast.models.NoiseAugmentation`; ``sr_factor`` 4
         is its native scale, 8 (the default) upsamples the frames 2x (bicubic) first. ``kw``:
-        :class:`DiffusersDenoiser`'s arguments (``guidance_scale``, ``backend``, ...)."""
+        :class:`DiffusersDenoiser`'s arguments (``guidance_scale``, ``backend``, ...).
+
+        A FLUX Fill folder (``transformer/``) loads as :class:`~warped_fast.models.flux.FluxFillDenoiser`:
+        ``prompt`` a str; ``kw`` may give ``guidance_scale`` (its distilled guidance, default 30),
+        ``prompt_2`` (the T5 encoder's text), ``max_sequence_length`` (512), ``backend``, ``compile_mode``."""
         device, dtype = check_device("device", device), check_float_dtype("dtype", dtype)
         folder = Path(folder).resolve()  # "." inside a unet/ folder: its name, for the files beside it
+        flux_root = folder.parent if folder.name == "transformer" else folder
+        if (flux_root / "transformer").is_dir() and not (flux_root / "unet").is_dir():
+            return cls._from_flux(
+                flux_root, task, device, dtype, prompt, negative_prompt, noise_level, sr_factor, kw
+            )
         unet_dir = folder / "unet" if (folder / "unet").is_dir() else folder
         # a pipeline folder, or its unet/ folder: the scheduler, VAE and text encoders sit beside unet/
         root = folder.parent if unet_dir.name == "unet" and unet_dir == folder else folder
@@ -217,6 +226,30 @@ class WarpedDiffusionPipeline:
         return cls(denoiser, ae, task, sr_factor, prompt=text, noise_augmentation=augmentation)
 
     @classmethod
+    def _from_flux(cls, root: Path, task, device, dtype, prompt, negative_prompt, noise_level, sr_factor, kw):
+        """:meth:`from_pretrained` of a FLUX Fill folder."""
+        from ..models.flux import load_flux_fill
+
+        if not isinstance(prompt, str):
+            raise TypeError(
+                f"prompt: a FLUX model needs its text as a str ('' for none), got {type(prompt).__name__}"
+            )
+        if negative_prompt is not None:
+            raise ValueError(
+                "negative_prompt: FLUX takes distilled guidance (guidance_scale), not classifier-free "
+                "guidance; leave the negative prompt out"
+            )
+        if noise_level is not None:
+            raise ValueError("noise_level: for an image-conditioned upscaler, not a FLUX model")
+        extra = sorted(
+            set(kw) - {"guidance_scale", "prompt_2", "max_sequence_length", "backend", "compile_mode"}
+        )
+        if extra:
+            raise ValueError(f"{extra[0]}: not an option of a FLUX model")
+        denoiser, ae = load_flux_fill(root, device, dtype, prompt, **kw)
+        return cls(denoiser, ae, task, sr_factor)
+
+    @classmethod
     def from_default(cls, task: Task = "inpaint", device=None, **kw):
         """The model shipped with the package for ``task`` (pixel space)."""
         return cls.from_pretrained(default_model_dir(task), task, device, **kw)
@@ -262,8 +295,8 @@ class WarpedDiffusionPipeline:
         """(flow_frames, cond) of input frames ``[T, 3, H, W]`` (and for inpainting their masks ``[T, 1, H, W]``):
         the degraded frames at output resolution, which the flow is estimated on, and the conditioning
         latents ``[T, Cc, h, w]`` (:func:`warped_fast.models.layouts.frame_condition`)."""
-        sr_image = self.denoiser.layout.kind == "sr_image"
-        return frame_condition(self.task, frames, m, self.autoencoder, self.sr_factor, sr_image)
+        kind = self.denoiser.layout.kind
+        return frame_condition(self.task, frames, m, self.autoencoder, self.sr_factor, kind)
 
     def _augmenter(self, noise_method: str, noise_options: dict | None, generator, device):
         """Per frame in order, ``(cond [Cc, h, w], back, fwd) -> cond`` (flows on the latent grid, None for
@@ -392,6 +425,7 @@ class WarpedDiffusionPipeline:
         dev = self.device
         cond = cond.to(dev)
         lat_shape = (self.denoiser.latent_channels, *cond.shape[-2:])
+        schedule = self.denoiser.sampling_schedule(num_inference_steps, lat_shape[-2:])  # FLUX's: per size
         if t > 1:
             fwd, back = flows if flows is not None else estimate_flow(flow_frames, flow_preset)
             if fwd.shape != (t - 1, 2, *flow_frames.shape[-2:]) or back.shape != fwd.shape:
@@ -596,6 +630,7 @@ class WarpedDiffusionPipeline:
                 if j == 0:
                     size[:] = flow_frame.shape[-2:]
                     self._fit_conditioning(*size)
+                    sampler.set_schedule(self.denoiser.sampling_schedule(steps, cond.shape[-2:]))
                 if keep_known:
                     known[j] = _known_pixels(flow_frame, m)
                 if j == 0:
@@ -628,7 +663,7 @@ JOB_KEY_FORMAT = 4
 
 _A_MODEL = {"inpaint": "an inpainting model", "sr": "a super-resolution model"}
 # the task each conditioning layout serves
-_LAYOUT_TASKS = {"inpaint": "inpaint", "sr": "sr", "sr_image": "sr"}
+_LAYOUT_TASKS = {"inpaint": "inpaint", "sr": "sr", "sr_image": "sr", "fill": "inpaint"}
 # DiffusersDenoiser's text conditioning, which from_pretrained's prompt sets
 _TEXT_KWARGS = {"prompt_embeds", "negative_prompt_embeds", "added_cond_kwargs", "negative_added_cond_kwargs"}
 

@@ -115,6 +115,17 @@ class VideoSampler:
         if hasattr(denoiser, "set_schedule"):
             denoiser.set_schedule(schedule)
 
+    def set_schedule(self, schedule: SigmaSchedule) -> None:
+        """Replace the schedule by one of as many steps (e.g. a resolution-dependent one, once the first
+        frame's size is known); before a stream's first frame."""
+        if schedule.num_steps != self.schedule.num_steps:
+            raise ValueError(
+                f"schedule: {schedule.num_steps} steps, the sampler's has {self.schedule.num_steps}"
+            )
+        self.schedule = schedule
+        if hasattr(self.denoiser, "set_schedule"):
+            self.denoiser.set_schedule(schedule)
+
     # -- helpers ---------------------------------------------------------------------------------
 
     def _admit(self, index: int, f: FrameInput) -> _Active:
