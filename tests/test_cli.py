@@ -478,6 +478,14 @@ def test_inpaint_with_flux_fill(tmp_path, capsys):
     capsys.readouterr()
     assert main([*base, "--out", str(tmp_path / "p"), "--negative-prompt", "dark", "--cfg-scale", "5"]) == 2
     assert "negative_prompt: FLUX takes distilled guidance" in capsys.readouterr().err
+    # its distilled guidance: 30 unless given, 1 included
+    from warped_fast.cli import _pipeline, build_parser
+
+    for extra, want in (([], 30.0), (["--cfg-scale", "1"], 1.0)):
+        args = build_parser().parse_args([*base, "--out", str(tmp_path / "q"), *extra])
+        assert _pipeline(args, "inpaint").denoiser.guidance_scale == want
+    assert main([*base[:-2], "--out", str(tmp_path / "r")]) == 2
+    assert f"--prompt: the model in {model} is text-conditioned; give --prompt" in capsys.readouterr().err
 
 
 def test_dtype_and_compile_reach_the_model(tmp_path):

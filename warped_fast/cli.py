@@ -91,9 +91,9 @@ def _pipeline(args, task):
     text = {} if args.prompt is None else {"prompt": args.prompt, "negative_prompt": args.negative_prompt}
     if args.negative_prompt is not None and args.prompt is None:
         raise CliError("--negative-prompt: goes with --prompt")
-    if args.negative_prompt is not None and args.cfg_scale == 1.0:
+    if args.negative_prompt is not None and args.cfg_scale in (None, 1.0):
         raise CliError("--negative-prompt: steers classifier-free guidance; set --cfg-scale (e.g. 5)")
-    if args.cfg_scale != 1.0:
+    if args.cfg_scale is not None:  # given (1 included: FLUX's distilled guidance 1 is not its default)
         if args.prompt is None:
             raise CliError(
                 "--cfg-scale: classifier-free guidance needs --prompt (and a text-conditioned --model)"
@@ -304,12 +304,13 @@ def _add_restore_args(p, task):
         "--out", required=True, help="output folder (frames/, the mp4); an interrupted run resumes"
     )
     p.add_argument("--model", default="default", help="'default' or a local diffusers folder")
-    p.add_argument("--prompt", help="text of a text-conditioned model (Stable Diffusion, SDXL); '' for none")
+    p.add_argument(
+        "--prompt", help="text of a text-conditioned model (Stable Diffusion, SDXL, FLUX); '' for none"
+    )
     p.add_argument("--negative-prompt", help="the text classifier-free guidance steers away from")
     p.add_argument(
         "--cfg-scale",
         type=_finite,
-        default=1.0,
         help="classifier-free guidance scale (default: 1, none); a FLUX Fill model: its distilled guidance "
         "(default: 30)",
     )

@@ -122,8 +122,10 @@ def test_bad_input(flux):
         WarpedDiffusionPipeline.from_pretrained(folder, prompt="a", noise_level=20)
     with pytest.raises(ValueError, match="guidance_rescale: not an option of a FLUX model"):
         WarpedDiffusionPipeline.from_pretrained(folder, prompt="a", guidance_rescale=0.5)
-    with pytest.raises(TypeError, match="prompt: a FLUX model needs its text as a str"):
+    with pytest.raises(ValueError, match="prompt: the FLUX model in .* is text-conditioned; give prompt"):
         WarpedDiffusionPipeline.from_pretrained(folder)
+    with pytest.raises(TypeError, match="prompt: a FLUX model takes its text as a str"):
+        WarpedDiffusionPipeline.from_pretrained(folder, prompt=["a"])
     pipe = WarpedDiffusionPipeline.from_pretrained(folder / "transformer", prompt="", max_sequence_length=8)
     with pytest.raises(ValueError, match="video: frame size 18x24 must be a multiple of 4"):
         pipe(_video(1, 18, 24), "center", **RUN)
@@ -136,3 +138,82 @@ def test_bad_input(flux):
     emb, pooled = pipe.denoiser.prompt_embeds, pipe.denoiser.pooled_prompt_embeds
     with pytest.raises(ValueError, match="transformer: 16 inputs and 16 outputs are not a Fill model's"):
         FluxFillDenoiser(plain, parts["scheduler"], emb, pooled)
+
+
+@pytest.mark.parametrize("mode", ["exact", "jacobian_free"])
+def test_guidance_is_the_methods_in_its_coordinates(flux, mode):
+    """One guided step in the flow's (x_t, t) equals Algorithm 1's in the method's coordinates
+    u = x_t / (1 - t), sigma = t / (1 - t), mapped back: the same lam means the same guidance."""
+    from warped_fast.ops import euler_guided_step
+    from warped_fast.sampling.guidance import predict_and_guide
+
+    folder, parts = flux
+    den = FluxFillDenoiser(
+        parts["transformer"],
+        parts["scheduler"],
+        *encode_flux_prompt(folder, "the cat", max_sequence_length=8),
+    )
+    g = torch.Generator().manual_seed(1)
+    x, prev = torch.randn(2, 1, 4, 8, 12, generator=g).unbind(0)
+    cond = torch.randn(1, 8, 8, 12, generator=g)
+    flow = torch.zeros(1, 2, 8, 12)
+    flow[:, 0] = 1.0
+    t, tn = torch.tensor([0.6]), torch.tensor([0.35])
+    cfg = GuidanceConfig(mode=mode, lam=2.0)
+    d, gx, _ = predict_and_guide(den, x, t, cond, [True], prev, flow, None, cfg)
+    mine = euler_guided_step(x, d, t, tn, gx * den.guidance_weight(t, tn, mode).view(-1, 1, 1, 1), cfg.lam)
+
+    def edm(u, s, c):  # the same model as an x0-predictor in the method's coordinates
+        return den(u / (1 + s.view(-1, 1, 1, 1)), s / (1 + s), c)
+
+    s, sn = t / (1 - t), tn / (1 - tn)
+    d2, gu, _ = predict_and_guide(edm, x / (1 - t), s, cond, [True], prev, flow, None, cfg)
+    want = euler_guided_step(x / (1 - t), d2, s, sn, gu, cfg.lam) * (1 - tn)
+    assert_close(mine, want, atol=2e-5, what=f"a guided step ({mode})")
+    assert not torch.allclose(mine, euler_guided_step(x, d, t, tn, gx, cfg.lam), atol=1e-3)
+
+
+def test_loading_details(flux, tmp_path):
+    """T5 keeps its float32 feed-forward output in float16; an empty prompt_2 is the prompt (as diffusers);
+    the sequence length is at most 512; other transformer folders are refused before loading."""
+    import json
+    import shutil
+
+    from warped_fast.models.prompts import _load_text_pair
+
+    folder, _ = flux
+    _, t5 = _load_text_pair(folder, "_2", "cpu", torch.float16, encoders=("T5EncoderModel",))
+    assert {p.dtype for n, p in t5.named_parameters() if n.endswith("wo.weight")} == {torch.float32}
+    a = encode_flux_prompt(folder, "the cat", "", max_sequence_length=8)
+    b = encode_flux_prompt(folder, "the cat", max_sequence_length=8)
+    assert all(torch.equal(x, y) for x, y in zip(a, b, strict=True))
+    with pytest.raises(ValueError, match=r"max_sequence_length: expected an int in \[1, 512\], got 1024"):
+        encode_flux_prompt(folder, "a", max_sequence_length=1024)
+    sd3 = tmp_path / "sd3"
+    shutil.copytree(folder, sd3)
+    cfg = json.loads((sd3 / "transformer" / "config.json").read_text())
+    (sd3 / "transformer" / "config.json").write_text(
+        json.dumps({**cfg, "_class_name": "SD3Transformer2DModel"})
+    )
+    with pytest.raises(ValueError, match="folder: .* holds a SD3Transformer2DModel; .* FLUX Fill"):
+        WarpedDiffusionPipeline.from_pretrained(sd3, prompt="")
+    pipe = WarpedDiffusionPipeline.from_pretrained(folder, prompt="", max_sequence_length=8)
+    from warped_fast.models import PromptEmbeddings
+
+    emb = PromptEmbeddings(torch.zeros(1, 8, 16), torch.zeros(1, 8, 16))
+    with pytest.raises(ValueError, match="prompt: a FluxFillDenoiser holds its own text"):
+        WarpedDiffusionPipeline(pipe.denoiser, pipe.autoencoder, prompt=emb)
+    from warped_fast.train import TrainConfig, Trainer
+
+    with pytest.raises(ValueError, match="pretrained: .* is a transformer \\(FLUX\\) pipeline"):
+        Trainer(TrainConfig(pretrained=str(folder), output_dir=str(tmp_path / "run"), progress=False), "cpu")
+
+
+def test_the_compiled_backend_tells_keyword_shapes_apart():
+    from warped_fast.models import UNetRunner
+
+    runner = UNetRunner(torch.nn.Identity(), "compile")
+    runner._fn = lambda **kw: kw["hidden_states"]  # the bookkeeping only, no compiler
+    for n in (1, 2, 2, 3):
+        runner(hidden_states=torch.zeros(n, 4), timestep=torch.zeros(n))
+    assert len(runner.compile_seconds) == 3

@@ -175,7 +175,7 @@ def test_default_step_counts(monkeypatch):
     pipe = _inpaint_pipe()
     seen = []
     real = pipe.denoiser.sampling_schedule
-    monkeypatch.setattr(pipe.denoiser, "sampling_schedule", lambda n, size=None: seen.append(n) or real(2))
+    monkeypatch.setattr(pipe.denoiser, "sampling_schedule", lambda n: seen.append(n) or real(2))
     for g in (GuidanceConfig(mode="off"), GuidanceConfig(lam=0.0), GuidanceConfig()):
         pipe(_video(1), "box", guidance=g, progress=False)
-    assert seen == [25, 25, 25, 25, 50, 50]  # each job's: checked before any work, then for its frames' size
+    assert seen == [25, 25, 50]

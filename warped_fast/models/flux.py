@@ -3,9 +3,13 @@ transformer, as an x0-predictor ``D(u, sigma, cond)`` for the method's Euler sam
 
 Rectified flow: ``x_t = (1 - t) x0 + t eps`` and the model predicts ``v = eps - x0``. With
 ``D = x_t - t v`` the flow's Euler step ``x_t' = x_t + (t' - t) v = x_t + (t' - t) (x_t - D) / t`` is the
-method's step in ``(u, sigma) = (x_t, t)``: the sampler, the equivariance guidance on ``D`` and the warped
-noise (``u = sigma_max * noise`` with ``sigma_max = 1``: ``x_1 = eps`` exactly) carry over unchanged. The
-sigmas are diffusers' (``FlowMatchEulerDiscreteScheduler`` with the resolution-dependent shift ``mu``).
+method's step in ``(u, sigma) = (x_t, t)``, and the warped noise ``u = sigma_max * noise`` with
+``sigma_max = 1`` is ``x_1 = eps`` exactly. The method's own coordinates are ``u = x_t / (1 - t)``,
+``sigma = t / (1 - t)`` (where ``t = 1`` is ``sigma = inf``): its guidance term ``-lam g`` there is
+``-lam (1 - t) (1 - t') g`` here with ``g`` the gradient with respect to ``x_t`` (``-lam (1 - t') g`` with the
+Jacobian-free gradient, taken with respect to ``D`` in both), which :meth:`FluxFillDenoiser.guidance_weight`
+gives the sampler, so ``lam`` means what it means for every other model. The sigmas are diffusers'
+(``FlowMatchEulerDiscreteScheduler`` with the resolution-dependent shift ``mu``).
 
 Latents ``[B, C, h, w]`` are packed into 2 x 2 patches for the transformer (``[B, h w / 4, 4 C]``), with the
 conditioning beside them: the latent of the masked frame and the pixel mask, ``f x f`` values per latent
@@ -68,6 +72,23 @@ def flow_match_schedule(scheduler, num_steps: int, latent_size: tuple[int, int])
     return SigmaSchedule(sig, ts)
 
 
+def fill_channels(config) -> tuple[int, int]:
+    """``(C, f)`` of a FLUX Fill transformer's config: ``4 C`` packed latent channels out and
+    ``4 (2 C + f^2)`` in (the latent, the masked-image latent and an ``f x f`` pixel mask per cell)."""
+    get = config.get if hasattr(config, "get") else lambda k: getattr(config, k, None)
+    c4_in = get("in_channels") or 0
+    c4_out = get("out_channels") or c4_in
+    c = c4_out // 4
+    f2 = c4_in // 4 - 2 * c
+    f = math.isqrt(max(f2, 0))
+    if c4_out % 4 or c4_in % 4 or f2 < 1 or f * f != f2:
+        raise ValueError(
+            f"transformer: {c4_in} inputs and {c4_out} outputs are not a Fill model's (4 C packed latent "
+            "channels out; 4 (2 C + f^2) in: latent, masked-image latent and an f x f pixel mask)"
+        )
+    return c, f
+
+
 class FluxFillDenoiser(torch.nn.Module):
     """x0-predictor around a diffusers ``FluxTransformer2DModel`` with Fill conditioning.
 
@@ -97,16 +118,7 @@ class FluxFillDenoiser(torch.nn.Module):
         compile_mode: str | None = None,
     ):
         super().__init__()
-        cfg = transformer.config
-        c4_in, c4_out = cfg.in_channels, cfg.out_channels or cfg.in_channels
-        c = c4_out // 4
-        f2 = c4_in // 4 - 2 * c
-        f = math.isqrt(max(f2, 0))
-        if c4_out % 4 or c4_in % 4 or f2 < 1 or f * f != f2:
-            raise ValueError(
-                f"transformer: {c4_in} inputs and {c4_out} outputs are not a Fill model's (4 C packed latent "
-                "channels out; 4 (2 C + f^2) in: latent, masked-image latent and an f x f pixel mask)"
-            )
+        c, f = fill_channels(transformer.config)
         if not hasattr(scheduler, "config") or "shift" not in scheduler.config:
             raise ValueError(
                 f"scheduler: expected a FlowMatchEulerDiscreteScheduler, got {type(scheduler).__name__}"
@@ -115,7 +127,7 @@ class FluxFillDenoiser(torch.nn.Module):
         self.runner = UNetRunner(transformer, backend, compile_mode)
         self.scheduler = scheduler
         self.latent_channels, self.mask_factor = c, f
-        self.layout = ConditioningLayout("fill", c, c + f2)
+        self.layout = ConditioningLayout("fill", c, c + f * f)
         self.guidance_scale = check_real("guidance_scale", guidance_scale)
         self.set_text_conditioning(prompt_embeds, pooled_prompt_embeds)
 
@@ -144,6 +156,14 @@ class FluxFillDenoiser(torch.nn.Module):
         check_int("num_inference_steps", num_steps, 1)
         return flow_match_schedule(self.scheduler, num_steps, latent_size or (128, 128))
 
+    def guidance_weight(self, sigma: torch.Tensor, sigma_next: torch.Tensor, mode: str) -> torch.Tensor:
+        """``[B]`` the factor of the guidance gradient at a step ``t -> t'`` (``sigma``, ``sigma_next``
+        ``[B]``), the method's guidance in its coordinates ``u = x_t / (1 - t)``: ``(1 - t) (1 - t')`` for the
+        gradient with respect to ``x_t`` ("exact"), ``1 - t'`` for the gradient with respect to ``D``
+        ("jacobian_free")."""
+        w = 1 - sigma_next
+        return w * (1 - sigma) if mode == "exact" else w
+
     def clear_cache(self) -> None:
         """Nothing is cached per frame (the interface of :class:`~warped_fast.models.DiffusersDenoiser`)."""
 
@@ -152,7 +172,10 @@ class FluxFillDenoiser(torch.nn.Module):
 
     def _rows(self, x: torch.Tensor, n: int, name: str) -> torch.Tensor:
         if x.shape[0] not in (1, n):
-            raise ValueError(f"{name}: {x.shape[0]} rows do not fit a call with {n} items (give 1 or {n})")
+            raise ValueError(
+                f"{name}: {x.shape[0]} rows do not fit a call with {n} items: give one row (shared by every "
+                "item and frame) or one per item"
+            )
         return x.expand(n, *x.shape[1:])
 
     def forward(self, u: torch.Tensor, sigma: torch.Tensor, cond: torch.Tensor | None = None) -> torch.Tensor:
@@ -168,15 +191,16 @@ class FluxFillDenoiser(torch.nn.Module):
         self.layout.check(cond, b, h, w)
         p_dtype = next(self.unet.parameters()).dtype
         x = pack_latents(torch.cat([u, cond.to(u.dtype)], 1)).to(p_dtype)
-        # the scheduler's timestep 1000 t, divided by 1000 as FluxFillPipeline does (in float32)
-        t = (sigma.detach().to(torch.float32) * 1000) / 1000
+        # the scheduler's timestep 1000 t (float32) in the model's dtype, divided by 1000 there, as
+        # FluxFillPipeline does
+        t = (sigma.detach().to(torch.float32) * 1000).to(p_dtype) / 1000
         guidance = None
         if self.unet.config.guidance_embeds:
             guidance = torch.full((b,), self.guidance_scale, device=u.device, dtype=torch.float32)
         ehs = self._rows(self.prompt_embeds, b, "prompt_embeds").to(u.device, p_dtype)
         out = self.runner(
             hidden_states=x,
-            timestep=t.to(p_dtype),
+            timestep=t,
             guidance=guidance,
             pooled_projections=self._rows(self.pooled_prompt_embeds, b, "pooled_prompt_embeds").to(
                 u.device, p_dtype
@@ -200,7 +224,7 @@ def encode_flux_prompt(
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """FLUX's text conditioning from a local pipeline folder, as ``FluxFillPipeline.encode_prompt``:
     ``(prompt_embeds [1, L, D], pooled_prompt_embeds [1, P])``, the T5 encoder's (``text_encoder_2/``,
-    ``tokenizer_2/``; ``prompt_2``, default ``prompt``, padded to ``max_sequence_length``) and the CLIP
+    ``tokenizer_2/``; ``prompt_2``, None or '' for ``prompt``, padded to ``max_sequence_length``) and the CLIP
     encoder's pooled output (``text_encoder/``, ``tokenizer/``)."""
     from .prompts import _load_text_pair, _tokens
 
@@ -210,12 +234,9 @@ def encode_flux_prompt(
             raise TypeError(f"{name}: expected a str, got {type(text).__name__}")
     if prompt is None:
         raise ValueError("prompt: required (a str; '' for no text)")
-    if (
-        isinstance(max_sequence_length, bool)
-        or not isinstance(max_sequence_length, int)
-        or max_sequence_length < 1
-    ):
-        raise ValueError(f"max_sequence_length: expected an int >= 1, got {max_sequence_length!r}")
+    ok = isinstance(max_sequence_length, int) and not isinstance(max_sequence_length, bool)
+    if not ok or not 1 <= max_sequence_length <= DEFAULT_MAX_SEQUENCE_LENGTH:
+        raise ValueError(f"max_sequence_length: expected an int in [1, 512], got {max_sequence_length!r}")
     folder = Path(folder)
     clip = _load_text_pair(folder, "", device, dtype)
     t5 = _load_text_pair(folder, "_2", device, dtype, encoders=("T5EncoderModel",))
@@ -226,7 +247,7 @@ def encode_flux_prompt(
     with torch.no_grad():
         ids, _ = _tokens(clip[0], prompt, clip[0].model_max_length, clip[1])
         pooled = clip[1](ids, output_hidden_states=False).pooler_output
-        ids, _ = _tokens(t5[0], prompt if prompt_2 is None else prompt_2, max_sequence_length, t5[1])
+        ids, _ = _tokens(t5[0], prompt_2 or prompt, max_sequence_length, t5[1])  # diffusers': '' is prompt
         embeds = t5[1](ids, output_hidden_states=False)[0]
     return embeds.to(device, dtype), pooled.to(device, dtype)
 
@@ -246,12 +267,21 @@ def load_flux_fill(
     ``scheduler/``, ``vae/``, the two text encoders and tokenizers). Safetensors only; nothing downloaded."""
     from diffusers import AutoencoderKL, FlowMatchEulerDiscreteScheduler, FluxTransformer2DModel
 
+    from ..io.frames import read_json
     from .autoencoder import DiffusersVAE
     from .default import load_pretrained
 
     for sub in ("transformer", "scheduler", "vae"):
         if not (root / sub).is_dir():
             raise FileNotFoundError(f"folder: {root} has transformer/ but no {sub}/ (a FLUX pipeline folder)")
+    cfg = read_json(root / "transformer" / "config.json", "folder")
+    kind = cfg.get("_class_name")
+    if kind != "FluxTransformer2DModel":
+        raise ValueError(
+            f"folder: {root / 'transformer'} holds a {kind}; of the transformer models, FLUX Fill "
+            "(FluxTransformer2DModel) is taken (SD3 and others have no inpainting or SR conditioning)"
+        )
+    fill_channels(cfg)  # before any weights are loaded
     transformer = load_pretrained(FluxTransformer2DModel, root / "transformer", "folder", torch_dtype=dtype)
     scheduler = FlowMatchEulerDiscreteScheduler.from_pretrained(root / "scheduler", local_files_only=True)
     vae = load_pretrained(AutoencoderKL, root / "vae", "folder", torch_dtype=dtype)

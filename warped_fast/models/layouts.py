@@ -148,6 +148,8 @@ def frame_condition(
         degraded = frames * (1 - mask) + 0.5 * mask  # masked pixels grey, as the model was trained
         f = autoencoder.factor
         if kind == "fill":  # mask [T, 1, H, W] -> [T, f * f, h, w], channel dy * f + dx
+            mask = (mask >= 0.5).to(frames.dtype)  # binarized, as FluxFillPipeline's mask processor
+            degraded = frames * (1 - mask) + 0.5 * mask
             z = autoencoder.encode(degraded)
             return degraded, torch.cat([z, torch.nn.functional.pixel_unshuffle(mask, f).to(z)], 1)
         m_lat = torch.nn.functional.max_pool2d(mask, f) if f > 1 else mask

@@ -206,15 +206,17 @@ def _load_text_pair(folder: Path, sub: str, device, dtype, encoders: tuple[str, 
             f"folder: no .safetensors weights in {enc_dir} (pickled weights are not loaded)"
         )
     tokenizer = transformers.AutoTokenizer.from_pretrained(tok_dir, local_files_only=True)
+    # loaded in dtype, not cast after: a model's float32 islands (T5's feed-forward output) stay float32
+    key = "dtype" if int(transformers.__version__.split(".")[0]) >= 5 else "torch_dtype"
     encoder, info = getattr(transformers, arch).from_pretrained(
         enc_dir, local_files_only=True, use_safetensors=True, output_loading_info=True,
-        variant=weights_variant(enc_dir, "model"),
+        variant=weights_variant(enc_dir, "model"), **{key: dtype},
     )  # fmt: skip
     missing = [k for k in info.get("missing_keys") or [] if not k.endswith("position_ids")]
     bad = missing + list(info.get("mismatched_keys") or [])
     if bad:
         raise ValueError(f"folder: the weights in {enc_dir} do not fit its config.json ({bad[:3]})")
-    return tokenizer, encoder.to(device, dtype).eval()
+    return tokenizer, encoder.to(device).eval()
 
 
 def _tokens(tokenizer, text: str, max_length: int, encoder):

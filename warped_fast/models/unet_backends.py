@@ -31,7 +31,8 @@ class UNetRunner:
     def __call__(self, *args, **kwargs):
         if self.backend == "eager":
             return self._fn(*args, **kwargs)
-        key = tuple((tuple(a.shape), a.requires_grad) for a in args if isinstance(a, torch.Tensor))
+        tensors = [*args, *(kwargs[k] for k in sorted(kwargs))]  # positional and keyword inputs alike
+        key = tuple((tuple(a.shape), a.requires_grad) for a in tensors if isinstance(a, torch.Tensor))
         key += (torch.is_grad_enabled(),)
         if key in self.compile_seconds:
             return self._fn(*args, **kwargs)

@@ -9,6 +9,7 @@ Finished frames are written as they complete when ``output_dir`` is given, and a
 from __future__ import annotations
 
 import functools
+import inspect
 import itertools
 import logging
 import os
@@ -111,6 +112,11 @@ class WarpedDiffusionPipeline:
             raise TypeError(f"prompt: expected PromptEmbeddings or None, got {type(prompt).__name__}")
         if prompt is not None and not denoiser.conditional:
             raise ValueError("prompt: the denoiser's UNet is not text-conditioned")
+        if prompt is not None and kind == "fill":
+            raise ValueError(
+                "prompt: a FluxFillDenoiser holds its own text (warped_fast.models.encode_flux_prompt); leave "
+                "prompt out"
+            )
         self.prompt = prompt
         if noise_augmentation is not None and not isinstance(noise_augmentation, NoiseAugmentation):
             raise TypeError(
@@ -230,9 +236,14 @@ class WarpedDiffusionPipeline:
         """:meth:`from_pretrained` of a FLUX Fill folder."""
         from ..models.flux import load_flux_fill
 
+        if prompt is None:
+            raise ValueError(
+                f"prompt: the FLUX model in {root} is text-conditioned; give prompt (a str, '' for no text)"
+            )
         if not isinstance(prompt, str):
             raise TypeError(
-                f"prompt: a FLUX model needs its text as a str ('' for none), got {type(prompt).__name__}"
+                f"prompt: a FLUX model takes its text as a str (embeddings of encode_flux_prompt go to "
+                f"FluxFillDenoiser itself), got {type(prompt).__name__}"
             )
         if negative_prompt is not None:
             raise ValueError(
@@ -425,7 +436,7 @@ class WarpedDiffusionPipeline:
         dev = self.device
         cond = cond.to(dev)
         lat_shape = (self.denoiser.latent_channels, *cond.shape[-2:])
-        schedule = self.denoiser.sampling_schedule(num_inference_steps, lat_shape[-2:])  # FLUX's: per size
+        schedule = _sized_schedule(self.denoiser, num_inference_steps, lat_shape[-2:], schedule)
         if t > 1:
             fwd, back = flows if flows is not None else estimate_flow(flow_frames, flow_preset)
             if fwd.shape != (t - 1, 2, *flow_frames.shape[-2:]) or back.shape != fwd.shape:
@@ -630,7 +641,9 @@ class WarpedDiffusionPipeline:
                 if j == 0:
                     size[:] = flow_frame.shape[-2:]
                     self._fit_conditioning(*size)
-                    sampler.set_schedule(self.denoiser.sampling_schedule(steps, cond.shape[-2:]))
+                    sampler.set_schedule(
+                        _sized_schedule(self.denoiser, steps, cond.shape[-2:], sampler.schedule)
+                    )
                 if keep_known:
                     known[j] = _known_pixels(flow_frame, m)
                 if j == 0:
@@ -666,6 +679,14 @@ _A_MODEL = {"inpaint": "an inpainting model", "sr": "a super-resolution model"}
 _LAYOUT_TASKS = {"inpaint": "inpaint", "sr": "sr", "sr_image": "sr", "fill": "inpaint"}
 # DiffusersDenoiser's text conditioning, which from_pretrained's prompt sets
 _TEXT_KWARGS = {"prompt_embeds", "negative_prompt_embeds", "added_cond_kwargs", "negative_added_cond_kwargs"}
+
+
+def _sized_schedule(denoiser, steps: int, latent_size, schedule):
+    """The schedule for latents of ``latent_size`` where the denoiser's depends on it (FLUX's shift; its
+    ``sampling_schedule`` takes ``latent_size``), else ``schedule``, the one it gave before."""
+    if "latent_size" not in inspect.signature(denoiser.sampling_schedule).parameters:
+        return schedule
+    return denoiser.sampling_schedule(steps, tuple(latent_size))
 
 
 def _check_level(unet_config, level: int) -> None:

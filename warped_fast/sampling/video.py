@@ -178,6 +178,8 @@ class VideoSampler:
         if g_items and gcfg.occlusion:
             mask = torch.cat([a.mask for a in g_items])
         d, g, loss = predict_and_guide(self.denoiser, u, s, cond, guided, prev_pred, flow, mask, gcfg)
+        if g is not None and hasattr(self.denoiser, "guidance_weight"):  # a flow model's coordinates
+            g = g * self.denoiser.guidance_weight(s, sn, gcfg.mode).to(g.dtype).view(-1, 1, 1, 1)
         return euler_guided_step(u, d, s, sn, g, gcfg.lam), d, g_items, loss
 
     def _commit(self, batch, u_next, d, g_items, loss) -> dict[int, torch.Tensor]:

@@ -32,6 +32,10 @@ def pipeline_root(folder: str | Path | None) -> Path | None:
     if folder is None:
         return None
     folder = Path(folder).resolve()
+    if (folder / "transformer").is_dir() or folder.name == "transformer":
+        raise ValueError(
+            f"pretrained: {folder} is a transformer (FLUX) pipeline; fine-tuning takes UNet pipelines and UNets"
+        )
     for root in (folder, folder.parent if folder.name == "unet" else None):
         if root is not None and (root / "unet" / "config.json").is_file():
             return root
