@@ -95,14 +95,13 @@ def _refiner_unet(in_channels: int):
     ).eval()  # fmt: skip
 
 
-def tiny_upscaler_folder(folder: Path, max_noise_level: int = 350):
-    """A Stable Diffusion x4 upscaler pipeline folder (as diffusers saves one): a UNet taking the latent
-    and the low-resolution RGB frame (4 + 3 channels) with the noise level as its class label, a factor-4
-    VAE with the upscaler's scaling factor, one text encoder, a v-prediction DDIM scheduler and the DDPM
-    ``low_res_scheduler``. Returns the components."""
+def tiny_upscaler_models(max_noise_level: int = 350) -> dict:
+    """A Stable Diffusion x4 upscaler's models (no text parts): a UNet taking the latent and the
+    low-resolution RGB frame (4 + 3 channels) with the noise level as its class label (cross-attention
+    width 16), a factor-4 VAE with the upscaler's scaling factor, a v-prediction DDIM scheduler and the DDPM
+    ``low_res_scheduler``."""
     from diffusers import DDIMScheduler, DDPMScheduler, UNet2DConditionModel
 
-    folder = Path(folder)
     torch.manual_seed(0)
     unet = UNet2DConditionModel(
         sample_size=16, in_channels=7, out_channels=4, block_out_channels=(16, 32), layers_per_block=1,
@@ -116,16 +115,23 @@ def tiny_upscaler_folder(folder: Path, max_noise_level: int = 350):
         mid_block_add_attention=False, scaling_factor=0.08333,
     ).eval()  # fmt: skip
     betas = dict(beta_schedule="scaled_linear", beta_start=0.0001, beta_end=0.02)
-    parts = {
+    return {
         "unet": unet,
         "vae": vae,
-        "text_encoder": tiny_text_encoder(False, 1, hidden=16),
-        "tokenizer": tiny_tokenizer(folder / "_vocab"),
         "scheduler": DDIMScheduler(
             prediction_type="v_prediction", set_alpha_to_one=False, steps_offset=1, **betas
         ),
         "low_res_scheduler": DDPMScheduler(**betas),
     }
+
+
+def tiny_upscaler_folder(folder: Path, max_noise_level: int = 350):
+    """A Stable Diffusion x4 upscaler pipeline folder (as diffusers saves one): :func:`tiny_upscaler_models`
+    and one text encoder. Returns the components."""
+    folder = Path(folder)
+    parts = tiny_upscaler_models(max_noise_level)
+    parts["text_encoder"] = tiny_text_encoder(False, 1, hidden=16)
+    parts["tokenizer"] = tiny_tokenizer(folder / "_vocab")
     for name, part in parts.items():
         part.save_pretrained(folder / name)
     index = {"_class_name": "StableDiffusionUpscalePipeline", "max_noise_level": max_noise_level}
@@ -133,15 +139,12 @@ def tiny_upscaler_folder(folder: Path, max_noise_level: int = 350):
     return parts
 
 
-def tiny_flux_fill_folder(folder: Path):
-    """A FLUX.1 Fill pipeline folder (as diffusers saves one), tiny: a FluxTransformer2DModel taking the
-    packed latent, masked-image latent and 2 x 2 pixel mask (4 (4 + 4 + 4) = 48 channels) with guidance
-    embeddings, a factor-2 VAE with a shift factor, a CLIP and a T5 text encoder, and the dynamically
-    shifted flow-matching scheduler. Returns the components."""
+def tiny_flux_fill_models() -> dict:
+    """A FLUX.1 Fill's models (no text parts), tiny: a FluxTransformer2DModel taking the packed latent,
+    masked-image latent and 2 x 2 pixel mask (4 (4 + 4 + 4) = 48 channels) with guidance embeddings (text
+    widths 16), a factor-2 VAE with a shift factor, and the dynamically shifted flow-matching scheduler."""
     from diffusers import FlowMatchEulerDiscreteScheduler, FluxTransformer2DModel
-    from transformers import T5Config, T5EncoderModel
 
-    folder = Path(folder)
     torch.manual_seed(0)
     transformer = FluxTransformer2DModel(
         patch_size=1, in_channels=48, out_channels=16, num_layers=1, num_single_layers=1, attention_head_dim=8,
@@ -155,36 +158,28 @@ def tiny_flux_fill_folder(folder: Path):
         mid_block_add_attention=False, scaling_factor=0.5, shift_factor=0.1, use_quant_conv=False,
         use_post_quant_conv=False,
     ).eval()  # fmt: skip
+    scheduler = FlowMatchEulerDiscreteScheduler(
+        shift=3.0, use_dynamic_shifting=True, base_shift=0.5, max_shift=1.15, base_image_seq_len=256,
+        max_image_seq_len=4096,
+    )  # fmt: skip
+    return {"transformer": transformer, "vae": vae, "scheduler": scheduler}
+
+
+def tiny_flux_fill_folder(folder: Path):
+    """A FLUX.1 Fill pipeline folder (as diffusers saves one): :func:`tiny_flux_fill_models`, a CLIP and a
+    T5 text encoder. Returns the components."""
+    from transformers import T5Config, T5EncoderModel
+
+    folder = Path(folder)
+    parts = tiny_flux_fill_models()
+    cfg = T5Config(vocab_size=90, d_model=16, d_kv=8, d_ff=32, num_layers=2, num_heads=2, pad_token_id=1,
+                   eos_token_id=1, decoder_start_token_id=0)  # fmt: skip
     torch.manual_seed(3)
-    t5 = T5EncoderModel(
-        T5Config(
-            vocab_size=90,
-            d_model=16,
-            d_kv=8,
-            d_ff=32,
-            num_layers=2,
-            num_heads=2,
-            pad_token_id=1,
-            eos_token_id=1,
-            decoder_start_token_id=0,
-        )  # fmt: skip
-    ).eval()
-    parts = {
-        "transformer": transformer,
-        "vae": vae,
-        "text_encoder": tiny_text_encoder(False, 1, hidden=16),
-        "tokenizer": tiny_tokenizer(folder / "_vocab"),
-        "text_encoder_2": t5,
-        "tokenizer_2": tiny_tokenizer(folder / "_vocab"),
-        "scheduler": FlowMatchEulerDiscreteScheduler(
-            shift=3.0,
-            use_dynamic_shifting=True,
-            base_shift=0.5,
-            max_shift=1.15,
-            base_image_seq_len=256,
-            max_image_seq_len=4096,
-        ),  # fmt: skip
-    }
+    t5 = T5EncoderModel(cfg).eval()
+    parts.update(
+        text_encoder=tiny_text_encoder(False, 1, hidden=16), tokenizer=tiny_tokenizer(folder / "_vocab"),
+        text_encoder_2=t5, tokenizer_2=tiny_tokenizer(folder / "_vocab"),
+    )  # fmt: skip
     for name, part in parts.items():
         part.save_pretrained(folder / name)
     (folder / "model_index.json").write_text(json.dumps({"_class_name": "FluxFillPipeline"}))

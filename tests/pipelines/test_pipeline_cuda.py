@@ -4,6 +4,7 @@ job without a folder, and resumes. On CUDA two runs agree to rounding only: the 
 adds with atomics, in no fixed order."""
 
 import pytest
+import torch
 
 from tests.models.tiny import scheduler, tiny_unet
 from tests.pipelines.test_pipeline import _video
@@ -96,3 +97,57 @@ def test_wavefront_recovers_from_a_real_out_of_memory(caplog):
         torch.backends.cudnn.allow_tf32 = tf32
     assert any("ran out of device memory" in r.getMessage() for r in caplog.records)
     _close(got.latents, ref.latents, rel=1e-4)
+
+
+def _text(width: int, tokens: int = 8):
+    g = torch.Generator().manual_seed(5)
+    return torch.randn(1, tokens, width, generator=g), torch.randn(1, width, generator=g)
+
+
+def test_flux_fill_job_on_cuda():
+    """A guided FLUX Fill job (no text encoders: random text embeddings) on CUDA matches the CPU's; bf16 runs."""
+    import copy
+
+    from tests.models.tiny_text import tiny_flux_fill_models
+    from warped_fast.models import DiffusersVAE, FluxFillDenoiser
+
+    parts = tiny_flux_fill_models()
+    emb, pooled = _text(16)
+    v = _video(3, 16, 24, shift=2)
+    kw = {"num_inference_steps": 3, "progress": False}
+    outs = {}
+    for dev in ("cpu", "cuda"):
+        tr, vae = (copy.deepcopy(parts[k]).to(dev) for k in ("transformer", "vae"))
+        pipe = WarpedDiffusionPipeline(
+            FluxFillDenoiser(tr, parts["scheduler"], emb, pooled), DiffusersVAE(vae)
+        )
+        outs[dev] = pipe(v, "center", **kw)
+    _close(outs["cuda"].latents, outs["cpu"].latents, rel=1e-4)
+    tr = copy.deepcopy(parts["transformer"]).to("cuda", torch.bfloat16)
+    pipe = WarpedDiffusionPipeline(
+        FluxFillDenoiser(tr, parts["scheduler"], emb, pooled), DiffusersVAE(parts["vae"].to("cuda"))
+    )
+    assert torch.isfinite(pipe(v, "center", frame_schedule="wavefront", **kw).latents).all()
+
+
+def test_x4_upscaler_job_on_cuda():
+    """A guided x4-upscaler job (class labels, noise augmentation warped on the device) matches the CPU's."""
+    import copy
+
+    from diffusers import EulerDiscreteScheduler
+
+    from tests.models.tiny_text import tiny_upscaler_models
+    from warped_fast.models import DiffusersVAE, NoiseAugmentation
+
+    parts = tiny_upscaler_models()
+    sch = EulerDiscreteScheduler.from_config(parts["scheduler"].config)
+    emb, _ = _text(16)
+    aug = NoiseAugmentation(20, parts["low_res_scheduler"].alphas_cumprod)
+    v = _video(3, 8, 12)
+    outs = {}
+    for dev in ("cpu", "cuda"):
+        unet, vae = (copy.deepcopy(parts[k]).to(dev) for k in ("unet", "vae"))
+        den = DiffusersDenoiser(unet, scheduler=sch, prompt_embeds=emb, class_labels=aug.class_labels())
+        pipe = WarpedDiffusionPipeline(den, DiffusersVAE(vae), sr_factor=4, noise_augmentation=aug)
+        outs[dev] = pipe(v, num_inference_steps=3, progress=False, noise_method="gwtf")
+    _close(outs["cuda"].latents, outs["cpu"].latents, rel=1e-4)
