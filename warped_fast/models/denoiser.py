@@ -332,9 +332,8 @@ class DiffusersDenoiser(torch.nn.Module):
         flight): fewer would recompute each frame's (a residual model's hole fill) at every step."""
         self._frame_cache.capacity = max(self._frame_cache.capacity, frames)
 
-    def sampling_schedule(self, num_steps: int, latent_size: tuple[int, int] | None = None) -> SigmaSchedule:
-        """The scheduler's ``num_steps`` sigmas and timesteps, in the units of ``u`` (the same for every
-        ``latent_size``, which a resolution-dependent schedule such as FLUX's takes).
+    def sampling_schedule(self, num_steps: int) -> SigmaSchedule:
+        """The scheduler's ``num_steps`` sigmas and timesteps, in the units of ``u``.
 
         A residual model's network sees ``k sigma`` (``k = residual_scale``), so its trained range
         ``[sigma_min, sigma_max]`` is ``[sigma_min / k, sigma_max / k]`` in image units: the schedule

@@ -26,7 +26,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ..ops._checks import as_sigma, check_device, check_float_dtype, check_real
+from ..ops._checks import as_sigma, check_device, check_float_dtype, check_int, check_real
 from ..sampling.schedules import SigmaSchedule
 from .layouts import ConditioningLayout
 from .unet_backends import UNetBackend, UNetRunner
@@ -151,8 +151,6 @@ class FluxFillDenoiser(torch.nn.Module):
     def sampling_schedule(self, num_steps: int, latent_size: tuple[int, int] | None = None) -> SigmaSchedule:
         """The scheduler's ``num_steps`` sigmas for latents of ``latent_size`` (None: the model's native
         128 x 128, FLUX's 1024 x 1024 pixels), see :func:`flow_match_schedule`."""
-        from ..ops._checks import check_int
-
         check_int("num_inference_steps", num_steps, 1)
         return flow_match_schedule(self.scheduler, num_steps, latent_size or (128, 128))
 
