@@ -155,3 +155,24 @@ def test_stable_diffusion_inpainting_from_a_prompt(tmp_path):
     assert pipe.prompt.time_ids is None and pipe.denoiser.added_cond_kwargs is None
     out = pipe(_video(2, 32, 48), "box", **RUN)
     assert out.frames.shape == (2, 3, 32, 48) and torch.isfinite(out.frames).all()
+
+
+def test_gp_noise_on_a_white_noise_model_is_warned_once(sdxl, caplog):
+    """A folder without a GP fine-tune's train_config.json was trained on white noise."""
+    pipe = WarpedDiffusionPipeline.from_pretrained(sdxl, prompt="")
+    assert pipe.trained_noise == "white"
+    v = _video(1, 16, 24)
+    with caplog.at_level("WARNING", logger="warped_fast"):
+        pipe(v, "box", noise_method="gwtf", **RUN)
+        assert "GP noise" not in caplog.text
+        pipe(v, "box", **RUN)
+        pipe(v, "box", noise_method="bilinear", noise_options={"base": "gp"}, **RUN)
+    assert caplog.text.count("GP noise (noise_method 'gp') for a model trained on white noise") == 1
+    caplog.clear()
+    shipped = WarpedDiffusionPipeline.from_default("inpaint")  # trained with GP noise
+    assert shipped.trained_noise == "gp"
+    with caplog.at_level("WARNING", logger="warped_fast"):
+        shipped(v[:, :, :16, :16], "box", **RUN)
+    assert "GP noise" not in caplog.text
+    with pytest.raises(ValueError, match="trained_noise: expected 'gp', 'white' or None, got 'pink'"):
+        WarpedDiffusionPipeline(pipe.denoiser, pipe.autoencoder, trained_noise="pink")

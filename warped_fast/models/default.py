@@ -169,6 +169,14 @@ def trained_options(folder: str | Path, denoiser_kwargs: dict) -> dict:
     return out
 
 
+def trained_noise(folder: str | Path) -> str:
+    """The noise a model folder was trained with: ``train_config.json``'s ``noise`` (a
+    :mod:`warped_fast.train` export: "gp" or "white"), else "white" (diffusion models are trained on white
+    noise)."""
+    train_cfg = Path(folder) / "train_config.json"
+    return str(read_json(train_cfg, "folder").get("noise", "white")) if train_cfg.exists() else "white"
+
+
 def default_model_dir(task: str) -> Path:
     if task not in TASKS:
         raise ValueError(f"task: expected one of {TASKS}, got {task!r}")

@@ -27,7 +27,13 @@ from ..io import FrameStore, iter_masks, iter_video, load_mask, read_video
 from ..io.frames import check_writable
 from ..io.masks import check_mask_source
 from ..models.autoencoder import DiffusersVAE, IdentityAutoencoder
-from ..models.default import default_model_dir, load_pretrained, load_unet_folder, trained_options
+from ..models.default import (
+    default_model_dir,
+    load_pretrained,
+    load_unet_folder,
+    trained_noise,
+    trained_options,
+)
 from ..models.denoiser import DiffusersDenoiser, takes_class_labels, text_conditioned
 from ..models.layouts import frame_condition
 from ..models.noise_augmentation import NoiseAugmentation, augmentation_generator
@@ -73,6 +79,8 @@ class WarpedDiffusionPipeline:
             elsewhere): the low-resolution frames are noised to its level, with noise drawn by the job's
             noise method and warped along the flow like the latent noise, and a UNet with class embeddings
             gets the level as its class label (as diffusers' ``StableDiffusionUpscalePipeline``).
+        trained_noise: the noise the model was trained with ("gp" or "white"; :meth:`from_pretrained` reads
+            it from the folder), for a warning when a job's noise does not fit it; None: not known.
     """
 
     def __init__(
@@ -83,8 +91,13 @@ class WarpedDiffusionPipeline:
         sr_factor: int = 8,
         prompt: PromptEmbeddings | None = None,
         noise_augmentation: NoiseAugmentation | None = None,
+        trained_noise: str | None = None,
     ):
         self.denoiser = denoiser
+        if trained_noise not in (None, "gp", "white"):
+            raise ValueError(f"trained_noise: expected 'gp', 'white' or None, got {trained_noise!r}")
+        self.trained_noise = trained_noise
+        self._noise_warned = False
         self.autoencoder = autoencoder or IdentityAutoencoder()
         kind = denoiser.layout.kind
         model_task = _LAYOUT_TASKS.get(kind)
@@ -229,7 +242,10 @@ class WarpedDiffusionPipeline:
                 f"low_res_scheduler/ (its noise level is the label), {root} has none; or give class_labels"
             )
         denoiser = DiffusersDenoiser(unet, scheduler=scheduler, **trained_options(unet_dir, kw))
-        return cls(denoiser, ae, task, sr_factor, prompt=text, noise_augmentation=augmentation)
+        return cls(
+            denoiser, ae, task, sr_factor, prompt=text, noise_augmentation=augmentation,
+            trained_noise=trained_noise(unet_dir),
+        )  # fmt: skip
 
     @classmethod
     def _from_flux(cls, root: Path, task, device, dtype, prompt, negative_prompt, noise_level, sr_factor, kw):
@@ -258,7 +274,7 @@ class WarpedDiffusionPipeline:
         if extra:
             raise ValueError(f"{extra[0]}: not an option of a FLUX model")
         denoiser, ae = load_flux_fill(root, device, dtype, prompt, **kw)
-        return cls(denoiser, ae, task, sr_factor)
+        return cls(denoiser, ae, task, sr_factor, trained_noise="white")
 
     @classmethod
     def from_default(cls, task: Task = "inpaint", device=None, **kw):
@@ -326,6 +342,19 @@ class WarpedDiffusionPipeline:
 
         return apply
 
+    def _check_noise_fits(self, noise_method: str, noise_options: dict | None) -> None:
+        """Warn once when GP noise meets a model trained on white noise (the paper fine-tunes on GP noise
+        first; white-noise warpers keep a white-noise model's noise white)."""
+        gp = noise_method == "gp" or (noise_options or {}).get("base") == "gp"
+        if gp and self.trained_noise == "white" and not self._noise_warned:
+            self._noise_warned = True
+            logger.warning(
+                "noise: GP noise (noise_method %r) for a model trained on white noise, which it has not seen; "
+                "the method fine-tunes the model on GP noise first (warped-fast train). Off the shelf, a "
+                "white-noise warper keeps its noise white: noise_method 'gwtf', 'infres' or 'hiwyn'",
+                noise_method,
+            )
+
     def _fit_conditioning(self, h: int, w: int) -> None:
         """The denoiser's conditioning for a job on output frames ``h x w`` pixels: the text (SDXL's time
         ids) and an upscaler's class label (its noise level), which another pipeline sharing the denoiser
@@ -369,6 +398,7 @@ class WarpedDiffusionPipeline:
         schedule = self.denoiser.sampling_schedule(steps)  # a bad step count: before any work
         sampler_cfg = VideoSamplerConfig(frame_schedule, max_batch, guidance, progress)
         warper = make_noise_warper(noise_method, **(noise_options or {}))
+        self._check_noise_fits(noise_method, noise_options)
         if keep_known and self.task != "inpaint":
             raise ValueError(f"keep_known: for inpainting; the {self.task!r} task has no known pixels")
         return guidance, steps, schedule, sampler_cfg, warper
