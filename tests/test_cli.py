@@ -446,6 +446,13 @@ def test_inpaint_with_a_text_conditioned_model(tmp_path, capsys):
     )
     assert main(["inpaint", str(src16), "--out", str(tmp_path / "d"), "--cfg-scale", "3"]) == 2
     assert "--cfg-scale: classifier-free guidance needs --prompt" in capsys.readouterr().err
+    # the default given: no guidance, as without the flag
+    from warped_fast.cli import _pipeline, build_parser
+
+    args = build_parser().parse_args(
+        ["inpaint", str(src16), "--out", str(tmp_path / "e"), "--cfg-scale", "1"]
+    )
+    assert _pipeline(args, "inpaint").denoiser.guidance_scale == 1.0
 
 
 def test_sr_with_the_x4_upscaler(tmp_path, capsys):
@@ -477,7 +484,7 @@ def test_inpaint_with_flux_fill(tmp_path, capsys):
     assert read_video(tmp_path / "o" / "inpaint.mp4").shape == (2, 3, 16, 24)
     capsys.readouterr()
     assert main([*base, "--out", str(tmp_path / "p"), "--negative-prompt", "dark", "--cfg-scale", "5"]) == 2
-    assert "negative_prompt: FLUX takes distilled guidance" in capsys.readouterr().err
+    assert "--negative-prompt: a FLUX model takes distilled guidance (--cfg-scale)" in capsys.readouterr().err
     # its distilled guidance: 30 unless given, 1 included
     from warped_fast.cli import _pipeline, build_parser
 

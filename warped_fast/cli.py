@@ -84,6 +84,8 @@ def _info(args) -> int:
 
 
 def _pipeline(args, task):
+    from pathlib import Path
+
     import torch
 
     from .pipelines import WarpedDiffusionPipeline
@@ -91,8 +93,14 @@ def _pipeline(args, task):
     text = {} if args.prompt is None else {"prompt": args.prompt, "negative_prompt": args.negative_prompt}
     if args.negative_prompt is not None and args.prompt is None:
         raise CliError("--negative-prompt: goes with --prompt")
+    if args.negative_prompt is not None and (Path(args.model) / "transformer").is_dir():
+        raise CliError(
+            "--negative-prompt: a FLUX model takes distilled guidance (--cfg-scale), no negative prompt"
+        )
     if args.negative_prompt is not None and args.cfg_scale in (None, 1.0):
         raise CliError("--negative-prompt: steers classifier-free guidance; set --cfg-scale (e.g. 5)")
+    if args.cfg_scale == 1.0 and args.prompt is None:
+        args.cfg_scale = None  # the default, given: no guidance for a model without text
     if args.cfg_scale is not None:  # given (1 included: FLUX's distilled guidance 1 is not its default)
         if args.prompt is None:
             raise CliError(

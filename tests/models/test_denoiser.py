@@ -176,6 +176,15 @@ def test_layouts():
     assert ConditioningLayout.for_unet(6, 3).kind == "sr"  # a pixel-space SR model: 3 + 3
     with pytest.raises(ValueError, match="cond_channels: the sr_image layout has 3, got 4"):
         ConditioningLayout("sr_image", 4, 4)
+    from warped_fast.models import IdentityAutoencoder
+    from warped_fast.models.layouts import frame_condition
+
+    with pytest.raises(
+        ValueError, match="kind: the 'inpaint' task takes the layouts \\('inpaint', 'fill'\\), got 'sr_image'"
+    ):
+        frame_condition(
+            "inpaint", torch.rand(1, 3, 4, 4), torch.ones(1, 1, 4, 4), IdentityAutoencoder(), kind="sr_image"
+        )
     mask = torch.ones(2, 1, 8, 8)
     lat = torch.randn(2, 4, 8, 8)
     c = inpaint_condition(mask, lat)

@@ -169,6 +169,13 @@ def test_a_job_folder_resumes_and_keys_the_noise_level(upscaler, tmp_path):
     with pytest.raises(ValueError, match="different job"):
         other(v, output_dir=tmp_path / "o", **RUN)
     assert not torch.allclose(other(v, **RUN).latents, first.latents, atol=1e-3)
+    # the same level and class label on another low-resolution schedule: another job too
+    aug = pipe.noise_augmentation
+    moved = NoiseAugmentation(20, aug.alphas_cumprod.roll(1))
+    same_label = WarpedDiffusionPipeline(pipe.denoiser, pipe.autoencoder, sr_factor=4, prompt=pipe.prompt,
+                                         noise_augmentation=moved)  # fmt: skip
+    with pytest.raises(ValueError, match="different job"):
+        same_label(v, output_dir=tmp_path / "o", **RUN)
 
 
 def test_x8_conditions_on_the_bicubic_upsampled_frame(upscaler):

@@ -115,9 +115,6 @@ class DiffusersDenoiser(torch.nn.Module):
         added_cond_kwargs / negative_added_cond_kwargs: SDXL's ``text_embeds`` and ``time_ids``. A
             key missing from the negative ones takes diffusers' SDXL defaults: the positive ``time_ids``
             (same original and target sizes) and zero ``text_embeds``.
-        class_labels: ``[1 or B]`` int64 class labels of a UNet with class embeddings (``num_class_embeds``
-            or ``class_embed_type``): the Stable Diffusion x4 upscaler's noise level
-            (:class:`~warped_fast.models.NoiseAugmentation`); required by such a UNet, refused by others.
         guidance_scale: CFG scale (1 = no CFG).
         guidance_rescale: with CFG, rescale the guided output toward the conditional one's standard
             deviation by this fraction (Lin et al., 2023, section 3.4; diffusers' ``guidance_rescale``).
@@ -130,6 +127,9 @@ class DiffusersDenoiser(torch.nn.Module):
             ``k * CONTRAST_REF / c`` and the network sees the conditioning in units of ``c``.
         residual_fill: the hole fill of an inpainting model's base ("push_pull" or "harmonic",
             :mod:`warped_fast.models.hole_fill`).
+        class_labels: ``[1 or B]`` int64 class labels of a UNet with class embeddings (``num_class_embeds``
+            or ``class_embed_type``): the Stable Diffusion x4 upscaler's noise level
+            (:class:`~warped_fast.models.NoiseAugmentation`); required by such a UNet, refused by others.
 
     What a residual model reads off the conditioning (the base, the gain) is memoized per item
     (:class:`~warped_fast.models.cond_cache.ConditioningCache`): a sampler passes the same frames'
@@ -149,7 +149,6 @@ class DiffusersDenoiser(torch.nn.Module):
         negative_prompt_embeds: torch.Tensor | None = None,
         added_cond_kwargs: dict[str, torch.Tensor] | None = None,
         negative_added_cond_kwargs: dict[str, torch.Tensor] | None = None,
-        class_labels: torch.Tensor | None = None,
         guidance_scale: float = 1.0,
         guidance_rescale: float = 0.0,
         backend: UNetBackend = "eager",
@@ -159,6 +158,7 @@ class DiffusersDenoiser(torch.nn.Module):
         residual_scale: float = 1.0,
         residual_normalize: bool = False,
         residual_fill: str = "push_pull",
+        class_labels: torch.Tensor | None = None,
     ):
         super().__init__()
         if scheduler is None and alphas_cumprod is None:
@@ -316,7 +316,13 @@ class DiffusersDenoiser(torch.nn.Module):
                     raise ValueError(
                         f"class_labels: the UNet has {n} class embeddings (0 to {n - 1}), got {class_labels.tolist()}"
                     )
-        self.class_labels = class_labels
+        # private: a job key names the labels where they are set (absent: as before class labels existed)
+        self._class_labels = class_labels
+
+    @property
+    def class_labels(self) -> torch.Tensor | None:
+        """``[1 or B]`` the class labels every UNet call gets, or None (:meth:`set_class_labels`)."""
+        return self._class_labels
 
     @property
     def cfg(self) -> bool:

@@ -117,6 +117,10 @@ def sr_condition(lowres_latent: torch.Tensor) -> torch.Tensor:
     return lowres_latent
 
 
+# the layouts each task takes beside its own
+_TASK_KINDS = {"inpaint": ("fill",), "sr": ("sr_image",)}
+
+
 def frame_condition(
     task: str,
     frames: torch.Tensor,
@@ -144,12 +148,16 @@ def frame_condition(
         ``[mask | latent of the degraded frame]`` with a latent cell generated where any of its pixels is,
         sr the latent of the upsampled frame.
     """
+    if kind not in (None, task, *_TASK_KINDS.get(task, ())):
+        raise ValueError(
+            f"kind: the {task!r} task takes the layouts {(task, *_TASK_KINDS.get(task, ()))}, got {kind!r}"
+        )
     if task == "inpaint":
+        if kind == "fill":
+            mask = (mask >= 0.5).to(frames.dtype)  # binarized, as FluxFillPipeline's mask processor
         degraded = frames * (1 - mask) + 0.5 * mask  # masked pixels grey, as the model was trained
         f = autoencoder.factor
         if kind == "fill":  # mask [T, 1, H, W] -> [T, f * f, h, w], channel dy * f + dx
-            mask = (mask >= 0.5).to(frames.dtype)  # binarized, as FluxFillPipeline's mask processor
-            degraded = frames * (1 - mask) + 0.5 * mask
             z = autoencoder.encode(degraded)
             return degraded, torch.cat([z, torch.nn.functional.pixel_unshuffle(mask, f).to(z)], 1)
         m_lat = torch.nn.functional.max_pool2d(mask, f) if f > 1 else mask

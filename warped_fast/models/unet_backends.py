@@ -31,7 +31,9 @@ class UNetRunner:
     def __call__(self, *args, **kwargs):
         if self.backend == "eager":
             return self._fn(*args, **kwargs)
-        tensors = [*args, *(kwargs[k] for k in sorted(kwargs))]  # positional and keyword inputs alike
+        # positional and keyword inputs alike, and those in a dict (SDXL's added conditions)
+        values = [*args, *(kwargs[k] for k in sorted(kwargs))]
+        tensors = [x for v in values for x in (v.values() if isinstance(v, dict) else (v,))]
         key = tuple((tuple(a.shape), a.requires_grad) for a in tensors if isinstance(a, torch.Tensor))
         key += (torch.is_grad_enabled(),)
         if key in self.compile_seconds:

@@ -398,9 +398,9 @@ class WarpedDiffusionPipeline:
         schedule = self.denoiser.sampling_schedule(steps)  # a bad step count: before any work
         sampler_cfg = VideoSamplerConfig(frame_schedule, max_batch, guidance, progress)
         warper = make_noise_warper(noise_method, **(noise_options or {}))
-        self._check_noise_fits(noise_method, noise_options)
         if keep_known and self.task != "inpaint":
             raise ValueError(f"keep_known: for inpainting; the {self.task!r} task has no known pixels")
+        self._check_noise_fits(noise_method, noise_options)
         return guidance, steps, schedule, sampler_cfg, warper
 
     @torch.no_grad()
@@ -514,6 +514,8 @@ class WarpedDiffusionPipeline:
                 params["keep_known"] = True
             if self.noise_augmentation is not None:
                 params["noise_augmentation"] = self.noise_augmentation.key()
+            if getattr(self.denoiser, "class_labels", None) is not None:  # absent: as older jobs
+                params["class_labels"] = self.denoiser.class_labels.tolist()
             store = FrameStore(output_dir, params, t)
             job = JobState(output_dir)
             start, latents, prev_pred = job.resume(t, guided, num_inference_steps, dev)
@@ -701,7 +703,7 @@ class WarpedDiffusionPipeline:
 _OUTPUT_TYPES = ("pt", "np", "pil", "latent")
 # The version of a job's key (its digests): a folder from an earlier one is "another version", not
 # "another model".
-JOB_KEY_FORMAT = 4
+JOB_KEY_FORMAT = 3
 
 
 _A_MODEL = {"inpaint": "an inpainting model", "sr": "a super-resolution model"}
