@@ -495,6 +495,36 @@ def test_inpaint_with_flux_fill(tmp_path, capsys):
     assert f"--prompt: the model in {model} is text-conditioned; give --prompt" in capsys.readouterr().err
 
 
+def test_sr_with_a_tile_controlnet(tmp_path, capsys):
+    from tests.models.tiny_text import tiny_controlnet, tiny_text_pipeline_folder
+
+    model = tmp_path / "sdxl"
+    parts = tiny_text_pipeline_folder(model, xl=True, in_channels=4)
+    tiny_controlnet(parts["unet"]).save_pretrained(tmp_path / "tile")
+    src = _clip(tmp_path, t=2, h=4, w=6)
+    base = [
+        "sr",
+        str(src),
+        "--model",
+        str(model),
+        "--steps",
+        "2",
+        "--quiet",
+        "--prompt",
+        "",
+        "--noise",
+        "gwtf",
+    ]
+    assert main([*base, "--out", str(tmp_path / "o"), "--controlnet", str(tmp_path / "tile"),
+                 "--controlnet-scale", "0.7"]) == 0  # fmt: skip
+    assert read_video(tmp_path / "o" / "sr.mp4").shape == (2, 3, 32, 48)
+    capsys.readouterr()
+    assert main([*base, "--out", str(tmp_path / "p"), "--controlnet", str(tmp_path / "nothing")]) == 2
+    assert "--controlnet: " in capsys.readouterr().err
+    assert main([*base, "--out", str(tmp_path / "p"), "--controlnet-scale", "0.5"]) == 2
+    assert "--controlnet-scale: goes with --controlnet" in capsys.readouterr().err
+
+
 def test_dtype_and_compile_reach_the_model(tmp_path):
     from warped_fast.cli import _pipeline, build_parser
 

@@ -112,6 +112,12 @@ def _pipeline(args, task):
         text["sr_factor"] = args.sr_factor
         if args.noise_level is not None:
             text["noise_level"] = args.noise_level
+        if args.controlnet is not None:
+            if not (Path(args.controlnet) / "config.json").is_file():
+                raise CliError(f"--controlnet: {args.controlnet} is not a ControlNet folder (no config.json)")
+            text.update(controlnet=args.controlnet, controlnet_scale=args.controlnet_scale)
+        elif args.controlnet_scale != 1.0:
+            raise CliError("--controlnet-scale: goes with --controlnet")
     if args.compile:
         text["backend"] = "compile"
     try:
@@ -302,6 +308,14 @@ def _add_restore_args(p, task):
         )
     if task == "sr":
         p.add_argument("--sr-factor", type=_at_least(1), default=8, help="the upscaling factor (default: 8)")
+        p.add_argument(
+            "--controlnet",
+            help="a ControlNet folder (e.g. an SDXL tile ControlNet) for SR with a text-to-image --model: its "
+            "control image is each frame upsampled by --sr-factor",
+        )
+        p.add_argument(
+            "--controlnet-scale", type=_finite, default=1.0, help="the ControlNet's weight (default: 1)"
+        )
         p.add_argument(
             "--noise-level",
             type=_at_least(0),

@@ -184,3 +184,16 @@ def tiny_flux_fill_folder(folder: Path):
         part.save_pretrained(folder / name)
     (folder / "model_index.json").write_text(json.dumps({"_class_name": "FluxFillPipeline"}))
     return parts
+
+
+def tiny_controlnet(unet, seed: int = 4):
+    """A ControlNet of ``unet`` (diffusers' ``ControlNetModel.from_unet``: a control image 8x the latent's
+    size) with its zero-initialized convolutions perturbed, so that its residuals are not zero."""
+    from diffusers import ControlNetModel
+
+    net = ControlNetModel.from_unet(unet)
+    g = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for p in net.parameters():
+            p.add_(0.05 * torch.randn(p.shape, generator=g))
+    return net.eval()

@@ -127,6 +127,11 @@ class DiffusersDenoiser(torch.nn.Module):
             ``k * CONTRAST_REF / c`` and the network sees the conditioning in units of ``c``.
         residual_fill: the hole fill of an inpainting model's base ("push_pull" or "harmonic",
             :mod:`warped_fast.models.hole_fill`).
+        controlnet: a diffusers ``ControlNetModel`` (e.g. an SDXL tile ControlNet for SR) whose residuals the
+            UNet adds; its control image, ``[B, 3, f h, f w]`` in [0, 1], is the conditioning, pixel-unshuffled
+            to the latent grid (the "control" layout, ``3 f^2`` channels; ``f`` the ControlNet's
+            downsampling, 8). controlnet_scale: its residuals' weight (diffusers'
+            ``controlnet_conditioning_scale``).
         class_labels: ``[1 or B]`` int64 class labels of a UNet with class embeddings (``num_class_embeds``
             or ``class_embed_type``): the Stable Diffusion x4 upscaler's noise level
             (:class:`~warped_fast.models.NoiseAugmentation`); required by such a UNet, refused by others.
@@ -159,6 +164,8 @@ class DiffusersDenoiser(torch.nn.Module):
         residual_normalize: bool = False,
         residual_fill: str = "push_pull",
         class_labels: torch.Tensor | None = None,
+        controlnet: torch.nn.Module | None = None,
+        controlnet_scale: float = 1.0,
     ):
         super().__init__()
         if scheduler is None and alphas_cumprod is None:
@@ -202,6 +209,20 @@ class DiffusersDenoiser(torch.nn.Module):
         self.log_sigma_timesteps = self.sigma_data is not None or continuous_v_timesteps(sch_cfg)
         cfg = unet.config
         self.latent_channels = _latent_channels(cfg, layout, sch_cfg)
+        # a ControlNet: its control image is the conditioning, at pixel resolution, unshuffled to latents.
+        # Private: the module's weights are in the denoiser's digest, a job key names the scale where set.
+        self._controlnet = None if controlnet is None else controlnet.requires_grad_(False)
+        self._controlnet_scale = check_real("controlnet_scale", controlnet_scale)
+        if controlnet is not None:
+            f = self.control_factor
+            layout = layout or ConditioningLayout("control", self.latent_channels, 3 * f * f)
+            if layout.kind != "control" or layout.cond_channels != 3 * f * f:
+                raise ValueError(
+                    f"layout: a ControlNet takes the control layout with {3 * f * f} channels (an RGB image "
+                    f"{f}x the latent's size, unshuffled), got {layout}"
+                )
+        elif layout is not None and layout.kind == "control":
+            raise ValueError("layout: the control layout is a ControlNet's; give controlnet")
         self.layout = layout or ConditioningLayout.for_unet(
             cfg.in_channels, self.latent_channels, takes_class_labels(cfg)
         )
@@ -318,6 +339,21 @@ class DiffusersDenoiser(torch.nn.Module):
                     )
         # private: a job key names the labels where they are set (absent: as before class labels existed)
         self._class_labels = class_labels
+
+    @property
+    def controlnet(self) -> torch.nn.Module | None:
+        """The ControlNet, or None."""
+        return self._controlnet
+
+    @property
+    def controlnet_scale(self) -> float:
+        return self._controlnet_scale
+
+    @property
+    def control_factor(self) -> int | None:
+        """The control image's size / the latent's (the ControlNet's downsampling), or None."""
+        cfg = None if self._controlnet is None else self._controlnet.config
+        return None if cfg is None else 2 ** (len(cfg.conditioning_embedding_out_channels) - 1)
 
     @property
     def class_labels(self) -> torch.Tensor | None:
@@ -460,6 +496,14 @@ class DiffusersDenoiser(torch.nn.Module):
             kwargs["class_labels"] = torch.cat([labels, labels]) if self.cfg else labels
         if self.cfg:
             x, t = torch.cat([x, x]), torch.cat([t, t])
+        if self.controlnet is not None:  # its residuals, for both halves of CFG (diffusers' guess_mode off)
+            control = torch.nn.functional.pixel_shuffle(cond, self.control_factor).to(p_dtype)
+            extra = {k: kwargs[k] for k in ("encoder_hidden_states", "added_cond_kwargs") if k in kwargs}
+            down, mid = self.controlnet(
+                x.to(p_dtype), t, controlnet_cond=torch.cat([control, control]) if self.cfg else control,
+                conditioning_scale=self.controlnet_scale, return_dict=False, **extra,
+            )  # fmt: skip
+            kwargs.update(down_block_additional_residuals=down, mid_block_additional_residual=mid)
         out = self.runner(x.to(p_dtype), t, **kwargs).sample.to(u.dtype)
         out = out[:, : self.latent_channels]  # learned-variance models: keep the mean part
         if self.cfg:

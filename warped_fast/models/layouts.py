@@ -7,6 +7,8 @@ UNet input = ``[c_in * u | cond]`` where ``cond`` is built per frame by a layout
 - image-conditioned super-resolution (diffusers' Stable Diffusion x4 upscaler): ``[the low-resolution
   frame itself, RGB in [-1, 1] at latent resolution, noise-augmented]`` -> 3 channels
   (:mod:`warped_fast.models.noise_augmentation`);
+- a ControlNet's control image (e.g. an SDXL tile ControlNet for SR): the frame at output resolution in
+  [0, 1], pixel-unshuffled to the latent grid, ``3 f^2`` channels, given to the ControlNet, not the UNet;
 - FLUX Fill (:mod:`warped_fast.models.flux`): ``[masked-image latent C | the pixel mask, f x f values per
   latent cell]`` -> ``C + f^2`` channels (packed into 2 x 2 patches by its denoiser);
 - generic: any tensors concatenated in order.
@@ -26,13 +28,13 @@ class ConditioningLayout:
 
     Attributes:
         kind: "none", "inpaint", "sr" (a latent of the upsampled frame), "sr_image" (the low-resolution
-            RGB frame at latent resolution), "fill" (FLUX Fill's masked-image latent and pixel mask) or
-            "concat".
+            RGB frame at latent resolution), "fill" (FLUX Fill's masked-image latent and pixel mask),
+            "control" (a ControlNet's control image, not part of the UNet's input) or "concat".
         latent_channels: C of the noisy latent.
         cond_channels: channels appended after it.
     """
 
-    kind: Literal["none", "inpaint", "sr", "sr_image", "fill", "concat"]
+    kind: Literal["none", "inpaint", "sr", "sr_image", "fill", "control", "concat"]
     latent_channels: int = 4
     cond_channels: int = 0
 
@@ -46,7 +48,8 @@ class ConditioningLayout:
 
     @property
     def in_channels(self) -> int:
-        return self.latent_channels + self.cond_channels
+        """The UNet's input channels (a ControlNet's control image goes to the ControlNet)."""
+        return self.latent_channels + (0 if self.kind == "control" else self.cond_channels)
 
     @classmethod
     def inpaint(cls, latent_channels: int = 4) -> ConditioningLayout:
@@ -88,7 +91,9 @@ class ConditioningLayout:
         """``[B, C + Cc, H, W]`` from the scaled latent ``[B, C, H, W]`` and ``cond`` ``[B, Cc, H, W]``."""
         n, _, h, w = scaled_latent.shape
         self.check(cond, n, h, w)
-        return scaled_latent if cond is None else torch.cat([scaled_latent, cond.to(scaled_latent.dtype)], 1)
+        if cond is None or self.kind == "control":
+            return scaled_latent
+        return torch.cat([scaled_latent, cond.to(scaled_latent.dtype)], 1)
 
 
 def inpaint_condition(mask: torch.Tensor, masked_latent: torch.Tensor) -> torch.Tensor:
@@ -118,7 +123,7 @@ def sr_condition(lowres_latent: torch.Tensor) -> torch.Tensor:
 
 
 # the layouts each task takes beside its own
-_TASK_KINDS = {"inpaint": ("fill",), "sr": ("sr_image",)}
+_TASK_KINDS = {"inpaint": ("fill",), "sr": ("sr_image", "control")}
 
 
 def frame_condition(
@@ -140,7 +145,8 @@ def frame_condition(
         kind: the model's conditioning layout (None: the task's own, "inpaint" or "sr"). "sr_image":
             the conditioning is the low-resolution frame itself, bicubic-resized to the latent grid (output
             size / factor; as given for an x4 model with a factor-4 autoencoder at ``sr_factor`` 4), in
-            [-1, 1], before its noise augmentation. "fill" (inpainting): ``[latent of the degraded frame |
+            [-1, 1], before its noise augmentation. "control": the upsampled frame in [0, 1],
+            pixel-unshuffled by the factor (a tile ControlNet's control image). "fill" (inpainting): ``[latent of the degraded frame |
             the pixel mask, f x f values per latent cell]`` (FLUX Fill's).
     Returns:
         the degraded frames at output resolution ``[T, 3, H', W']`` (masked pixels grey; the bicubic
@@ -167,6 +173,8 @@ def frame_condition(
 
         h, w = frames.shape[-2] * sr_factor, frames.shape[-1] * sr_factor
         up = resize_frames(frames, (h, w))
+        if kind == "control":  # the upsampled frame, [0, 1], on the latent grid
+            return up, torch.nn.functional.pixel_unshuffle(up, autoencoder.factor)
         if kind != "sr_image":
             return up, sr_condition(autoencoder.encode(up))
         f = autoencoder.factor

@@ -108,8 +108,8 @@ class WarpedDiffusionPipeline:
             raise ValueError(
                 f"denoiser: its UNet's conditioning layout is {kind!r} ({denoiser.layout.cond_channels} "
                 f"conditioning channels beside {denoiser.latent_channels} latent ones); the pipeline needs an "
-                "inpaint (mask + masked-image latent), fill (FLUX Fill's), sr (low-resolution latent) or "
-                "sr_image (low-resolution frame) layout"
+                "inpaint (mask + masked-image latent), fill (FLUX Fill's), sr (low-resolution latent), "
+                "sr_image (low-resolution frame) or control (a ControlNet's image) layout"
             )
         if model_task != self.task:
             raise ValueError(
@@ -117,6 +117,11 @@ class WarpedDiffusionPipeline:
                 f"({denoiser.layout.cond_channels} conditioning channels): choose {_A_MODEL[self.task]}"
             )
         self.sr_factor = check_int("sr_factor", sr_factor, 1)
+        if kind == "control" and denoiser.control_factor != self.autoencoder.factor:
+            raise ValueError(
+                f"autoencoder: factor {self.autoencoder.factor}, but the ControlNet takes an image "
+                f"{denoiser.control_factor}x the latent's size"
+            )
         if denoiser.latent_channels != self.autoencoder.latent_channels:
             raise ValueError(
                 f"autoencoder: {self.autoencoder.latent_channels} latent channels, the UNet has {denoiser.latent_channels}"
@@ -176,7 +181,11 @@ class WarpedDiffusionPipeline:
         An image-conditioned upscaler's folder (a ``low_res_scheduler/``: Stable Diffusion's x4 upscaler)
         noises the low-resolution frames to ``noise_level`` (None: diffusers' default, 20; at most the
         folder's ``max_noise_level``), see :class:`~warped_fast.models.NoiseAugmentation`; ``sr_factor`` 4
-        is its native scale, 8 (the default) upsamples the frames 2x (bicubic) first. ``kw``:
+        is its native scale, 8 (the default) upsamples the frames 2x (bicubic) first.
+
+        ``controlnet`` (in ``kw``): a ControlNet's folder (or a ``ControlNetModel``) for SR with a
+        text-to-image model, e.g. SDXL with a tile ControlNet: the control image is each frame upsampled by
+        ``sr_factor`` (bicubic); ``controlnet_scale`` weighs its residuals. ``kw``:
         :class:`DiffusersDenoiser`'s arguments (``guidance_scale``, ``backend``, ...).
 
         A FLUX Fill folder (``transformer/``) loads as :class:`~warped_fast.models.flux.FluxFillDenoiser`:
@@ -203,6 +212,11 @@ class WarpedDiffusionPipeline:
         if prompt is not None and given:
             raise ValueError(f"prompt: give prompt or {', '.join(given)}, not both (the prompt sets them)")
         unet, scheduler = load_unet_folder(unet_dir, device, dtype, scheduler_dir=root / "scheduler")
+        if isinstance(kw.get("controlnet"), (str, os.PathLike)):  # a ControlNet's folder
+            from diffusers import ControlNetModel
+
+            net = load_pretrained(ControlNetModel, Path(kw["controlnet"]), "controlnet", torch_dtype=dtype)
+            kw = {**kw, "controlnet": net.to(device)}
         ae = IdentityAutoencoder()
         if (root / "vae").is_dir():
             from diffusers import AutoencoderKL
@@ -516,6 +530,8 @@ class WarpedDiffusionPipeline:
                 params["noise_augmentation"] = self.noise_augmentation.key()
             if getattr(self.denoiser, "class_labels", None) is not None:  # absent: as older jobs
                 params["class_labels"] = self.denoiser.class_labels.tolist()
+            if getattr(self.denoiser, "controlnet", None) is not None:  # its weights: the model digest
+                params["controlnet_scale"] = self.denoiser.controlnet_scale
             store = FrameStore(output_dir, params, t)
             job = JobState(output_dir)
             start, latents, prev_pred = job.resume(t, guided, num_inference_steps, dev)
@@ -708,7 +724,7 @@ JOB_KEY_FORMAT = 3
 
 _A_MODEL = {"inpaint": "an inpainting model", "sr": "a super-resolution model"}
 # the task each conditioning layout serves
-_LAYOUT_TASKS = {"inpaint": "inpaint", "sr": "sr", "sr_image": "sr", "fill": "inpaint"}
+_LAYOUT_TASKS = {"inpaint": "inpaint", "sr": "sr", "sr_image": "sr", "fill": "inpaint", "control": "sr"}
 # DiffusersDenoiser's text conditioning, which from_pretrained's prompt sets
 _TEXT_KWARGS = {"prompt_embeds", "negative_prompt_embeds", "added_cond_kwargs", "negative_added_cond_kwargs"}
 
