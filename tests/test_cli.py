@@ -521,8 +521,9 @@ def test_sr_with_a_tile_controlnet(tmp_path, capsys):
     capsys.readouterr()
     assert main([*base, "--out", str(tmp_path / "p"), "--controlnet", str(tmp_path / "nothing")]) == 2
     assert "--controlnet: " in capsys.readouterr().err
-    assert main([*base, "--out", str(tmp_path / "p"), "--controlnet-scale", "0.5"]) == 2
-    assert "--controlnet-scale: goes with --controlnet" in capsys.readouterr().err
+    for scale in ("0.5", "1"):
+        assert main([*base, "--out", str(tmp_path / "p"), "--controlnet-scale", scale]) == 2
+        assert "--controlnet-scale: goes with --controlnet" in capsys.readouterr().err
 
 
 def test_dtype_and_compile_reach_the_model(tmp_path):

@@ -115,8 +115,9 @@ def _pipeline(args, task):
         if args.controlnet is not None:
             if not (Path(args.controlnet) / "config.json").is_file():
                 raise CliError(f"--controlnet: {args.controlnet} is not a ControlNet folder (no config.json)")
-            text.update(controlnet=args.controlnet, controlnet_scale=args.controlnet_scale)
-        elif args.controlnet_scale != 1.0:
+            scale = 1.0 if args.controlnet_scale is None else args.controlnet_scale
+            text.update(controlnet=args.controlnet, controlnet_scale=scale)
+        elif args.controlnet_scale is not None:
             raise CliError("--controlnet-scale: goes with --controlnet")
     if args.compile:
         text["backend"] = "compile"
@@ -313,9 +314,7 @@ def _add_restore_args(p, task):
             help="a ControlNet folder (e.g. an SDXL tile ControlNet) for SR with a text-to-image --model: its "
             "control image is each frame upsampled by --sr-factor",
         )
-        p.add_argument(
-            "--controlnet-scale", type=_finite, default=1.0, help="the ControlNet's weight (default: 1)"
-        )
+        p.add_argument("--controlnet-scale", type=_finite, help="the ControlNet's weight (default: 1)")
         p.add_argument(
             "--noise-level",
             type=_at_least(0),

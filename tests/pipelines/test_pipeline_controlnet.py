@@ -85,3 +85,28 @@ def test_video_sr_with_a_tile_controlnet(sdxl_tile):
         DiffusersDenoiser(pipe.denoiser.unet, scheduler=pipe.denoiser.scheduler, layout=pipe.denoiser.layout,
                           prompt_embeds=pipe.denoiser.prompt_embeds,
                           added_cond_kwargs=pipe.denoiser.added_cond_kwargs)  # fmt: skip
+
+
+def test_bad_input(sdxl_tile, tmp_path):
+    folder, parts = sdxl_tile
+    with pytest.raises(ValueError, match="controlnet: .* is not a ControlNet folder"):
+        WarpedDiffusionPipeline.from_pretrained(folder, prompt="", controlnet=tmp_path / "nothing")
+    # a ControlNetModel given: moved to the pipeline's dtype like the UNet
+    import copy
+
+    net = copy.deepcopy(parts["controlnet"])
+    pipe = WarpedDiffusionPipeline.from_pretrained(folder, prompt="", controlnet=net, dtype=torch.bfloat16)
+    assert next(pipe.denoiser.controlnet.parameters()).dtype == torch.bfloat16
+    inpaint = tmp_path / "inpaint"
+    tiny_text_pipeline_folder(inpaint, xl=True, in_channels=9)
+    with pytest.raises(
+        ValueError,
+        match="controlnet: goes with a text-to-image UNet \\(4 input channels\\); this one takes 9",
+    ):
+        WarpedDiffusionPipeline.from_pretrained(inpaint, prompt="", controlnet=folder / "controlnet")
+    from diffusers import ControlNetModel
+
+    pooled = ControlNetModel.from_config(parts["controlnet"].config, global_pool_conditions=True)
+    with pytest.raises(ValueError, match="controlnet: global_pool_conditions"):
+        DiffusersDenoiser(parts["unet"], scheduler=parts["scheduler"], controlnet=pooled,
+                          **encode_prompt(folder, "").denoiser_kwargs(32, 32))  # fmt: skip

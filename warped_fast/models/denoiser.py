@@ -214,6 +214,16 @@ class DiffusersDenoiser(torch.nn.Module):
         self._controlnet = None if controlnet is None else controlnet.requires_grad_(False)
         self._controlnet_scale = check_real("controlnet_scale", controlnet_scale)
         if controlnet is not None:
+            if cfg.in_channels != self.latent_channels:
+                raise ValueError(
+                    f"controlnet: goes with a text-to-image UNet ({self.latent_channels} input channels); this "
+                    f"one takes {cfg.in_channels} (an inpainting or SR model, conditioned itself)"
+                )
+            if getattr(controlnet.config, "global_pool_conditions", False):
+                raise ValueError(
+                    "controlnet: global_pool_conditions (a shuffle-style ControlNet, which diffusers runs in "
+                    "guess mode) is not supported"
+                )
             f = self.control_factor
             layout = layout or ConditioningLayout("control", self.latent_channels, 3 * f * f)
             if layout.kind != "control" or layout.cond_channels != 3 * f * f:

@@ -215,8 +215,13 @@ class WarpedDiffusionPipeline:
         if isinstance(kw.get("controlnet"), (str, os.PathLike)):  # a ControlNet's folder
             from diffusers import ControlNetModel
 
-            net = load_pretrained(ControlNetModel, Path(kw["controlnet"]), "controlnet", torch_dtype=dtype)
-            kw = {**kw, "controlnet": net.to(device)}
+            where = Path(kw["controlnet"])
+            if not (where / "config.json").is_file():
+                raise ValueError(f"controlnet: {where} is not a ControlNet folder (no config.json)")
+            net = load_pretrained(ControlNetModel, where, "controlnet", torch_dtype=dtype)
+            kw = {**kw, "controlnet": net}
+        if kw.get("controlnet") is not None:  # the pipeline's device and dtype, as the UNet
+            kw = {**kw, "controlnet": kw["controlnet"].to(device=device, dtype=dtype)}
         ae = IdentityAutoencoder()
         if (root / "vae").is_dir():
             from diffusers import AutoencoderKL
