@@ -151,3 +151,27 @@ def test_x4_upscaler_job_on_cuda():
         pipe = WarpedDiffusionPipeline(den, DiffusersVAE(vae), sr_factor=4, noise_augmentation=aug)
         outs[dev] = pipe(v, num_inference_steps=3, progress=False, noise_method="gwtf")
     _close(outs["cuda"].latents, outs["cpu"].latents, rel=1e-4)
+
+
+def test_sdxl_tile_controlnet_job_on_cuda():
+    """A guided SR job with a text-to-image SDXL UNet and a ControlNet on CUDA matches the CPU's."""
+    import copy
+
+    from tests.models.tiny import tiny_cond_unet
+    from tests.models.tiny_text import tiny_controlnet, tiny_vae
+    from warped_fast.models import DiffusersVAE
+
+    unet0 = tiny_cond_unet(4, 4, sdxl=True)
+    net0 = tiny_controlnet(unet0)
+    emb, pooled = _text(16)
+    added = {"text_embeds": pooled, "time_ids": torch.tensor([[32.0, 48, 0, 0, 32, 48]])}
+    v = _video(3, 4, 6)
+    outs = {}
+    for dev in ("cpu", "cuda"):
+        unet, net, vae = (copy.deepcopy(m).to(dev) for m in (unet0, net0, tiny_vae()))
+        den = DiffusersDenoiser(unet, scheduler=scheduler(), prompt_embeds=emb, added_cond_kwargs=added, controlnet=net,
+                                controlnet_scale=0.7)  # fmt: skip
+        outs[dev] = WarpedDiffusionPipeline(den, DiffusersVAE(vae)).__call__(
+            v, num_inference_steps=3, progress=False
+        )
+    _close(outs["cuda"].latents, outs["cpu"].latents, rel=1e-4)
