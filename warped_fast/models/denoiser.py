@@ -88,6 +88,19 @@ def embedding_width(cfg) -> int | None:
     return dim if isinstance(dim, int) else None
 
 
+def rows_for_call(x: torch.Tensor | None, n: int, name: str) -> torch.Tensor | None:
+    """A conditioning tensor ``[1 or n, ...]`` as ``[n, ...]`` for a call with ``n`` items (one row shared
+    by every item and frame, or one per item); ``name`` names it in the error."""
+    if x is None:
+        return None
+    if x.shape[0] not in (1, n):
+        raise ValueError(
+            f"{name}: {x.shape[0]} rows do not fit a call with {n} items: give one row (shared by every "
+            "item and frame) or one per item"
+        )
+    return x.expand(n, *x.shape[1:]) if x.shape[0] == 1 else x
+
+
 def takes_class_labels(cfg) -> bool:
     """Whether a UNet's config has class embeddings, whose labels every call needs (the Stable Diffusion
     x4 upscaler's noise level)."""
@@ -436,16 +449,6 @@ class DiffusersDenoiser(torch.nn.Module):
             cached = self._device_tables[device] = (src, log_sigmas, tab)
         return cached[1], cached[2]
 
-    def _batch(self, x: torch.Tensor | None, n: int, name: str) -> torch.Tensor | None:
-        if x is None:
-            return None
-        if x.shape[0] not in (1, n):
-            raise ValueError(
-                f"{name}: {x.shape[0]} rows do not fit a call with {n} items: give one row (shared by every "
-                "item and frame) or one per item"
-            )
-        return x.expand(n, *x.shape[1:]) if x.shape[0] == 1 else x
-
     def _residual_frame(self, cond: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         return residual_frame(
             self.layout.kind, cond, self.latent_channels, self.residual_scale, self.residual_normalize,
@@ -480,15 +483,15 @@ class DiffusersDenoiser(torch.nn.Module):
         p_dtype = next(self.unet.parameters()).dtype
         kwargs = {}
         if self.conditional:
-            ehs = self._batch(self.prompt_embeds, b, "prompt_embeds")
+            ehs = rows_for_call(self.prompt_embeds, b, "prompt_embeds")
             added = {
-                k: self._batch(v, b, f"added_cond_kwargs[{k!r}]")
+                k: rows_for_call(v, b, f"added_cond_kwargs[{k!r}]")
                 for k, v in (self.added_cond_kwargs or {}).items()
             }
             if self.cfg:
-                neg = self._batch(self.negative_prompt_embeds, b, "negative_prompt_embeds")
+                neg = rows_for_call(self.negative_prompt_embeds, b, "negative_prompt_embeds")
                 nadd = {
-                    k: self._batch(v, b, f"negative_added_cond_kwargs[{k!r}]")
+                    k: rows_for_call(v, b, f"negative_added_cond_kwargs[{k!r}]")
                     for k, v in (self.negative_added_cond_kwargs or {}).items()
                 }
                 ehs = torch.cat([neg, ehs])
@@ -499,7 +502,7 @@ class DiffusersDenoiser(torch.nn.Module):
                     k: v.to(device=u.device, dtype=p_dtype) for k, v in added.items()
                 }
         if self.class_labels is not None:
-            labels = self._batch(self.class_labels.view(-1, 1), b, "class_labels").view(-1)
+            labels = rows_for_call(self.class_labels.view(-1, 1), b, "class_labels").view(-1)
             labels = (
                 labels.to(u.device) if labels.dtype.is_floating_point else labels.to(u.device, torch.long)
             )

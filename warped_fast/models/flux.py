@@ -28,6 +28,7 @@ import torch
 
 from ..ops._checks import as_sigma, check_device, check_float_dtype, check_int, check_real
 from ..sampling.schedules import SigmaSchedule
+from .denoiser import rows_for_call
 from .layouts import ConditioningLayout
 from .unet_backends import UNetBackend, UNetRunner
 
@@ -106,6 +107,7 @@ class FluxFillDenoiser(torch.nn.Module):
 
     size_multiple = 2  # the 2 x 2 patches
     conditional = True
+    schedule_depends_on_size = True  # the shift of its sigmas (sampling_schedule's latent_size)
 
     def __init__(
         self,
@@ -168,14 +170,6 @@ class FluxFillDenoiser(torch.nn.Module):
     def reserve_cache(self, frames: int) -> None:
         """Nothing is cached per frame (the interface of :class:`~warped_fast.models.DiffusersDenoiser`)."""
 
-    def _rows(self, x: torch.Tensor, n: int, name: str) -> torch.Tensor:
-        if x.shape[0] not in (1, n):
-            raise ValueError(
-                f"{name}: {x.shape[0]} rows do not fit a call with {n} items: give one row (shared by every "
-                "item and frame) or one per item"
-            )
-        return x.expand(n, *x.shape[1:])
-
     def forward(self, u: torch.Tensor, sigma: torch.Tensor, cond: torch.Tensor | None = None) -> torch.Tensor:
         """D(u, sigma): ``u`` ``[B, C, h, w]`` (h, w even), ``sigma`` ``[B]`` (or one float), ``cond``
         ``[B, C + f^2, h, w]`` -> ``[B, C, h, w]``."""
@@ -195,12 +189,12 @@ class FluxFillDenoiser(torch.nn.Module):
         guidance = None
         if self.unet.config.guidance_embeds:
             guidance = torch.full((b,), self.guidance_scale, device=u.device, dtype=torch.float32)
-        ehs = self._rows(self.prompt_embeds, b, "prompt_embeds").to(u.device, p_dtype)
+        ehs = rows_for_call(self.prompt_embeds, b, "prompt_embeds").to(u.device, p_dtype)
         out = self.runner(
             hidden_states=x,
             timestep=t,
             guidance=guidance,
-            pooled_projections=self._rows(self.pooled_prompt_embeds, b, "pooled_prompt_embeds").to(
+            pooled_projections=rows_for_call(self.pooled_prompt_embeds, b, "pooled_prompt_embeds").to(
                 u.device, p_dtype
             ),
             encoder_hidden_states=ehs,

@@ -158,14 +158,16 @@ def frame_condition(
         raise ValueError(
             f"kind: the {task!r} task takes the layouts {(task, *_TASK_KINDS.get(task, ()))}, got {kind!r}"
         )
+    if task == "inpaint" and kind == "fill":  # FluxFillPipeline's: the mask binarized, and at pixel size
+        mask = (mask >= 0.5).to(frames.dtype)
+        degraded = frames * (1 - mask) + 0.5 * mask
+        z = autoencoder.encode(degraded)  # mask [T, 1, H, W] -> [T, f * f, h, w], channel dy * f + dx
+        return degraded, torch.cat(
+            [z, torch.nn.functional.pixel_unshuffle(mask, autoencoder.factor).to(z)], 1
+        )
     if task == "inpaint":
-        if kind == "fill":
-            mask = (mask >= 0.5).to(frames.dtype)  # binarized, as FluxFillPipeline's mask processor
         degraded = frames * (1 - mask) + 0.5 * mask  # masked pixels grey, as the model was trained
         f = autoencoder.factor
-        if kind == "fill":  # mask [T, 1, H, W] -> [T, f * f, h, w], channel dy * f + dx
-            z = autoencoder.encode(degraded)
-            return degraded, torch.cat([z, torch.nn.functional.pixel_unshuffle(mask, f).to(z)], 1)
         m_lat = torch.nn.functional.max_pool2d(mask, f) if f > 1 else mask
         return degraded, inpaint_condition(m_lat, autoencoder.encode(degraded))
     if task == "sr":

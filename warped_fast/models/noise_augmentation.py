@@ -11,12 +11,13 @@ low-resolution frame's), warped along the flow like the latent noise, from a see
 
 from __future__ import annotations
 
-import json
 import numbers
 from dataclasses import dataclass
 from pathlib import Path
 
 import torch
+
+from ..io.frames import read_json
 
 # diffusers' StableDiffusionUpscalePipeline defaults: the call's noise_level, the pipeline's max_noise_level
 DEFAULT_NOISE_LEVEL = 20
@@ -70,7 +71,7 @@ class NoiseAugmentation:
                 f"noise_level: {root} has no low_res_scheduler/ (not an image-conditioned upscaler)"
             )
         index = root / "model_index.json"
-        top = json.loads(index.read_text()).get("max_noise_level") if index.is_file() else None
+        top = read_json(index, "folder").get("max_noise_level") if index.is_file() else None
         return cls(
             DEFAULT_NOISE_LEVEL if noise_level is None else noise_level,
             DDPMScheduler.from_pretrained(sch).alphas_cumprod,

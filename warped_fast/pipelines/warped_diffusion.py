@@ -34,7 +34,7 @@ from ..models.default import (
     trained_noise,
     trained_options,
 )
-from ..models.denoiser import DiffusersDenoiser, takes_class_labels, text_conditioned
+from ..models.denoiser import DiffusersDenoiser, config_value, takes_class_labels, text_conditioned
 from ..models.layouts import frame_condition
 from ..models.noise_augmentation import NoiseAugmentation, augmentation_generator
 from ..models.prompts import PromptEmbeddings, encode_prompt
@@ -287,9 +287,8 @@ class WarpedDiffusionPipeline:
             )
         if noise_level is not None:
             raise ValueError("noise_level: for an image-conditioned upscaler, not a FLUX model")
-        extra = sorted(
-            set(kw) - {"guidance_scale", "prompt_2", "max_sequence_length", "backend", "compile_mode"}
-        )
+        options = set(inspect.signature(load_flux_fill).parameters) - {"root", "device", "dtype", "prompt"}
+        extra = sorted(set(kw) - options)
         if extra:
             raise ValueError(f"{extra[0]}: not an option of a FLUX model")
         denoiser, ae = load_flux_fill(root, device, dtype, prompt, **kw)
@@ -735,16 +734,17 @@ _TEXT_KWARGS = {"prompt_embeds", "negative_prompt_embeds", "added_cond_kwargs", 
 
 
 def _sized_schedule(denoiser, steps: int, latent_size, schedule):
-    """The schedule for latents of ``latent_size`` where the denoiser's depends on it (FLUX's shift; its
-    ``sampling_schedule`` takes ``latent_size``), else ``schedule``, the one it gave before."""
-    if "latent_size" not in inspect.signature(denoiser.sampling_schedule).parameters:
+    """The schedule for latents of ``latent_size`` where the denoiser's depends on it (its
+    ``schedule_depends_on_size``: FLUX's shift), else ``schedule``, the one it gave before."""
+    if not getattr(denoiser, "schedule_depends_on_size", False):
         return schedule
     return denoiser.sampling_schedule(steps, tuple(latent_size))
 
 
 def _check_level(unet_config, level: int) -> None:
-    """An upscaler's noise level, its UNet's class label: within its class embeddings."""
-    n = unet_config.get("num_class_embeds") if hasattr(unet_config, "get") else None
+    """An upscaler's noise level, its UNet's class label: within its class embeddings (checked here to name
+    ``noise_level``, before the denoiser checks the label)."""
+    n = config_value(unet_config, "num_class_embeds")
     if n and level >= n:
         raise ValueError(f"noise_level: the UNet has {n} class embeddings (levels 0 to {n - 1}), got {level}")
 

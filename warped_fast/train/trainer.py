@@ -228,7 +228,9 @@ class Trainer:
         if resuming:
             _check_same_run(self.out / "config.json", cfg)
         cfg = self.cfg = replace(cfg, prediction_type=self._prediction_type(cfg, resuming))
-        self.params = [p for p in self.unet.parameters() if p.requires_grad]
+        # the parameters trained (LoRA: its matrices), by name: the optimizer's, the EMA's, the checkpoint's
+        self.trained = {k: p for k, p in self.unet.named_parameters() if p.requires_grad}
+        self.params = list(self.trained.values())
         self.scheduler = train_scheduler(cfg) if self.parts is None else self.parts.scheduler
         self.alphas = torch.as_tensor(self.scheduler.alphas_cumprod).to(self.device, torch.float32)
         # fused on CUDA: no full-size temporaries in the update (a large UNet's memory)
@@ -236,11 +238,10 @@ class Trainer:
         self.opt = torch.optim.AdamW(self.params, lr=cfg.lr, weight_decay=cfg.weight_decay, **fused)
         # the exponential moving average of the weights (float32); ema_decay 0: none kept, the export is
         # the weights themselves (a large UNet: one copy of it less in device memory)
-        trained = {k for k, p in self.unet.named_parameters() if p.requires_grad}  # LoRA: its matrices
         self.ema = {
             k: v.detach().clone().float()
             for k, v in self.unet.state_dict().items()
-            if v.is_floating_point() and cfg.ema_decay > 0 and (not self.lora or k in trained)
+            if v.is_floating_point() and cfg.ema_decay > 0 and (not self.lora or k in self.trained)
         }
         photos = ImageFolder(cfg.data_dir) if cfg.data_dir else load_photos("train")
         shape = None if self.parts is None else (self.parts.latent_channels, self.parts.latent_size)
@@ -360,9 +361,10 @@ class Trainer:
 
     def checkpoint(self) -> None:
         if self.lora:  # the adapters only (a large UNet's base is gigabytes), with the base's fingerprint
-            keys = {k for k, p in self.unet.named_parameters() if p.requires_grad}
             extra = {"lora_base": self.base_fingerprint}
-            save_checkpoint(self.ckpt, self.unet, self.ema, self.opt, self.step, extra, self.scaler, keys)
+            save_checkpoint(
+                self.ckpt, self.unet, self.ema, self.opt, self.step, extra, self.scaler, set(self.trained)
+            )
         else:
             save_checkpoint(self.ckpt, self.unet, self.ema, self.opt, self.step, {}, self.scaler)
         arch = self.out / UNET_CONFIG
