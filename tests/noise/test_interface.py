@@ -239,6 +239,55 @@ def test_failed_reset_keeps_the_warper_as_it_was():
     assert w.step(torch.zeros(2, 8, 8)).shape == (2, 8, 8)
 
 
+@pytest.mark.parametrize("method", ["hiwyn", "resample"])
+def test_failed_step_keeps_the_warper_as_it_was(method, monkeypatch):
+    """A step that raises (HIWYN: a finite flow so large the pixel corners overflow; resample: a failure
+    after its draw) leaves the frame count and the random stream as they were: the next steps give the
+    frames of a run that never had it."""
+    h = w = 6
+    good = torch.full((2, h, w), 0.25)
+    clean = make_noise_warper(method)
+    clean.reset((1, h, w), 0)
+    want = [clean.step(good), clean.step(good)]
+    warper = make_noise_warper(method)
+    warper.reset((1, h, w), 0)
+    if method == "hiwyn":
+        bad = torch.zeros(2, h, w)
+        bad[0, :, -1], bad[0, :, -2] = 3e38, -3e38
+        with pytest.raises(ValueError, match="back_flow"):
+            warper.step(bad)
+    else:
+        step = type(warper)._step
+
+        def failing(self, back, fwd):
+            step(self, back, fwd)
+            raise RuntimeError("after the draw")
+
+        with monkeypatch.context() as m:
+            m.setattr(type(warper), "_step", failing)
+            with pytest.raises(RuntimeError, match="after the draw"):
+                warper.step(good)
+    assert warper.frame == 0
+    assert all(torch.equal(warper.step(good), x) for x in want)
+
+
+@pytest.mark.parametrize("method", ["hiwyn", "infres", "gwtf", "gp", "bilinear"])
+def test_negated_flow_views_are_read_as_their_values(method):
+    """A flow given as a negated view (torch._neg_view: the memory holds the un-negated values) warps as
+    the materialized flow does (the C++ kernels read raw memory)."""
+    back, fwd = similarity(2, 9, 11)
+    runs = []
+    for view in (False, True):
+        warper = make_noise_warper(method)
+        warper.reset((2, 9, 11), 3)
+        b, f = back[0], fwd[0]
+        if view:
+            b, f = torch._neg_view(-b), torch._neg_view(-f)
+            assert b.is_neg() and b.is_contiguous()
+        runs.append(warper.step(b, f))
+    assert torch.equal(runs[0], runs[1])
+
+
 def test_rff_and_option_types_are_checked():
     for bad, msg in [
         ({"lengthscale": "2"}, "lengthscale"),

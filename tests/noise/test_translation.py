@@ -200,6 +200,36 @@ def test_gp_fresh_noise_moves_on_without_mixing_tiles():
     assert 1.0 <= cols - first <= 2.6  # 6 frames of 0.3 px: 1.8 px, to the pixel
 
 
+def test_gp_coordinates_entering_another_tile_are_reported(caplog):
+    """A pixel whose coordinates were extrapolated into another fresh-noise tile's part of the plane (its
+    box and half the gap around it) warns, once per clip: the two could repeat each other's noise.
+    Extrapolation inside its own tile's part, or into the part of a tile no pixel holds, does not."""
+    import logging
+
+    h, w = 8, 10
+    warper = make_noise_warper("gp", rff=RFFConfig(num_features=16), occlusion=True)
+    warper.reset((1, h, w), 0)
+    warper.frame = 3
+    warper.tiles[:, :5], warper.tiles[:, 5:] = 1, 2
+    for t in (1, 2):
+        ox, oy = fresh_offset(t - 1, h, w)
+        warper.coords[0][warper.tiles == t] = identity_coords(h, w, offset=(ox, oy))[0][warper.tiles == t]
+    box1, box2 = fresh_offset(0, h, w)[0], fresh_offset(1, h, w)[0]
+
+    def warned(x: float, tile: int = 1) -> bool:
+        warper.coords[0, 0, 0, 0], warper.tiles[0, 0], warper._warned_tiles = x, tile, False
+        caplog.clear()
+        with caplog.at_level(logging.WARNING, logger="warped_fast"):
+            warper._check_tiles()
+        return any("another fresh-noise tile" in r.getMessage() for r in caplog.records)
+
+    assert not warned(box1 + 3)
+    assert not warned(box1 + w + 100)  # its own part: within half the 256 px gap
+    assert warned(box2 - 100) and warper._warned_tiles  # tile 2's part
+    assert warned(box2 + 2, tile=0)  # frame 0's plane, extrapolated into tile 2's box
+    assert not warned(fresh_offset(2, h, w)[0] + 2)  # tile 3's part: no pixel holds tile 3
+
+
 def test_tile_with_the_largest_share_of_a_footprint_wins():
     """Where three tiles meet, a pixel takes the tile holding most of its footprint (not one whose label
     is nearest to some average), and follows that tile's tap."""

@@ -56,8 +56,8 @@ def register_method(name: str):
 # flow reaches from the frame. Phases stay accurate in float32 (|z| * 1e5 px ~ 3e5 rad: ~0.03 rad
 # rounding at the very last tiles of very long clips).
 FRESH_ORIGIN = 16384.0
-_FRESH_GAP = 256.0
-_FRESH_COLUMNS = 16
+FRESH_GAP = 256.0
+FRESH_COLUMNS = 16
 # Mixed into the device generator's seed so its stream differs from the CPU generator's own draws.
 _DEVICE_SEED_SALT = 0x2545F4914F6CDD1D
 
@@ -66,8 +66,8 @@ def fresh_offset(index: int, h: int, w: int) -> tuple[float, float]:
     """Offset (x, y) in pixels of fresh-noise tile ``index >= 0`` for ``h x w`` frames."""
     if index < 0:
         raise ValueError(f"index: expected >= 0, got {index}")
-    col, row = index % _FRESH_COLUMNS, index // _FRESH_COLUMNS
-    return FRESH_ORIGIN + col * (w + _FRESH_GAP), FRESH_ORIGIN + row * (h + _FRESH_GAP)
+    col, row = index % FRESH_COLUMNS, index // FRESH_COLUMNS
+    return FRESH_ORIGIN + col * (w + FRESH_GAP), FRESH_ORIGIN + row * (h + FRESH_GAP)
 
 
 def check_generator(generator) -> None:
@@ -241,8 +241,16 @@ class NoiseWarper(abc.ABC):
             raise ValueError(
                 f"{names[1]}: the {self.method!r} method needs the forward flow (previous -> new frame)"
             )
+        # a step that fails leaves the warper as it was (frame count and random stream), so a caller
+        # that catches the error and goes on gets the frames of a run without the failed step
+        frame, gen_state = self.frame, self.gen.get_state()
         self.frame += 1
-        return self._finish(self._step(back, fwd))
+        try:
+            return self._finish(self._step(back, fwd))
+        except BaseException:
+            self.frame = frame
+            self.gen.set_state(gen_state)
+            raise
 
     @property
     def uses_forward_flow(self) -> bool:

@@ -26,7 +26,7 @@ from ..ops import compose_coords, value_checks
 from ..ops import occlusion_mask as _occlusion_mask
 from ..ops._checks import value_checks_on
 from ..reference._bilinear import pixel_grid
-from .base import NoiseWarper, fresh_offset, register_method
+from .base import FRESH_COLUMNS, FRESH_GAP, FRESH_ORIGIN, NoiseWarper, fresh_offset, register_method
 from .rff import RFFConfig, RFFField, identity_coords
 from .sources import check_rff, rff_for
 
@@ -176,6 +176,7 @@ class GPWarp(NoiseWarper):
         self.config = GPWarpConfig(rff, occlusion, sigma, cuda_graph)
         self._graph = None  # (CUDAGraph, static back-flow input, static noise output) once captured
         self._warned = False  # the coordinate range warning, once per clip
+        self._warned_tiles = False  # the tiles' warning (occlusion), once per clip
 
     @property
     def uses_forward_flow(self) -> bool:
@@ -188,7 +189,7 @@ class GPWarp(NoiseWarper):
         # with occlusion: each pixel's tile of the plane (0, or 1 + a fresh tile) and the share it holds
         self.tiles = torch.zeros(h, w, dtype=torch.long, device=self.device)
         self.own = torch.ones(h, w, device=self.device)
-        self._graph, self._warned = None, False
+        self._graph, self._warned, self._warned_tiles = None, False, False
         return self._eval()
 
     def _eval(self) -> torch.Tensor:
@@ -228,6 +229,30 @@ class GPWarp(NoiseWarper):
                 raise ValueError(what.replace(f"reaches {top:.3g} px", "is no longer finite"))
             logger.warning("%s; the noise there is no longer exact", what)
             self._warned = True
+        if self.config.occlusion and not self._warned_tiles:
+            self._check_tiles()
+
+    def _check_tiles(self) -> None:
+        """A warning, once per clip, where a pixel's coordinates enter another fresh-noise tile's territory
+        (its box and half the gap around it): extrapolated that far (a long clip's motion, such as a pan
+        continuing after a disocclusion), two regions may take the same noise."""
+        _, h, w = self.shape
+        x, y = self.coords[0, ..., 0], self.coords[0, ..., 1]
+        col = torch.floor((x - FRESH_ORIGIN + FRESH_GAP / 2) / (w + FRESH_GAP))
+        row = torch.floor((y - FRESH_ORIGIN + FRESH_GAP / 2) / (h + FRESH_GAP))
+        cell = (row * FRESH_COLUMNS + col + 1).clamp(0, 2**62).long()  # a tile's value in self.tiles
+        used = torch.zeros(self.frame + 2, dtype=torch.bool, device=self.device)
+        used[self.tiles.flatten()] = True  # the tiles some pixel holds now
+        grid = (col >= 0) & (col < FRESH_COLUMNS) & (row >= 0)
+        crossed = grid & used[cell.clamp(max=self.frame + 1)] & (cell != self.tiles)
+        if bool(crossed.any()):
+            logger.warning(
+                "noise: %d pixels of frame %d have coordinates in another fresh-noise tile's part of the "
+                "plane: the occlusion-aware GP noise of a clip this long may repeat between regions; "
+                "split the clip",
+                int(crossed.sum()), self.frame,
+            )  # fmt: skip
+            self._warned_tiles = True
 
     def _graph_step(self, back: torch.Tensor) -> torch.Tensor:
         """The step as a CUDA-graph replay; captured on first use (frame 2: frame 1 ran eagerly, which

@@ -50,7 +50,7 @@ import torch
 import torch.nn.functional as F
 
 from ..ops import _cpu
-from ..ops._checks import check_int, value_checks_on
+from ..ops._checks import as_f32, check_int, value_checks_on
 from ..ops._dispatch import register, select
 from ..reference._bilinear import pixel_grid
 from .base import NoiseWarper, check_cpu_kernel_frame, check_tensors, frame_shape, register_method
@@ -161,7 +161,7 @@ def gwtf_transport(q, weight, fwd, back, zc, ze, fresh) -> tuple[torch.Tensor, t
         return tg.gwtf_transport(q, weight, fwd, back, zc, ze, fresh)
     if backend == "cpu":
         check_cpu_kernel_frame("q", h, w)
-        args = [t.float().contiguous() for t in (q, weight, fwd, back, zc, ze, fresh)]
+        args = [as_f32(t) for t in (q, weight, fwd, back, zc, ze, fresh)]
         out, w_out = torch.empty_like(args[0]), torch.empty_like(args[1])
         _cpu.lib().gwtf_transport_cpu(
             *(_cpu.ptr(t) for t in (*args, out, w_out)), c, h, w, _cpu.threads(c * h * w)

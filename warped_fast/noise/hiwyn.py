@@ -38,7 +38,7 @@ from dataclasses import dataclass
 import torch
 
 from ..ops import _cpu
-from ..ops._checks import check_finite, check_int
+from ..ops._checks import as_f32, check_finite, check_int
 from ..ops._dispatch import register, select
 from ..reference._bilinear import pixel_grid, sample_extrapolate
 from .base import NoiseWarper, check_cpu_kernel_frame, check_tensors, frame_shape, register_method
@@ -216,8 +216,8 @@ def _hiwyn_transport_cpu(prev, corners, z, fresh, max_extent: int) -> torch.Tens
     c, h, w = prev.shape
     k = z.shape[-1]
     check_cpu_kernel_frame("prev", h, w, k)
-    prev, fresh, z = (t.float().contiguous() for t in (prev, fresh, z))
-    cx, cy = (t.float().contiguous() for t in corners.unbind(0))
+    prev, fresh, z = (as_f32(t) for t in (prev, fresh, z))
+    cx, cy = (as_f32(t) for t in corners.unbind(0))
     zmean = z.view(c, h * w, k * k).mean(-1)  # the reference's mean, bit for bit
     out = torch.empty_like(prev)
     # a window never spans more source pixels than a side has: the same result as any larger clip
@@ -251,7 +251,9 @@ class HIWYNWarp(NoiseWarper):
     def _step(self, back, fwd) -> torch.Tensor:
         c, h, w = self.shape
         k = self.config.upsample
+        corners = pixel_corners(back)
+        check_finite("back_flow", corners)  # a huge finite flow overflows there: the caller's argument
         z = self.randn(c, h, w, k, k)
         fresh = self.randn(c, h, w)
-        self._noise = hiwyn_transport(self._noise, pixel_corners(back), z, fresh, self.config.max_extent)
+        self._noise = hiwyn_transport(self._noise, corners, z, fresh, self.config.max_extent)
         return self._noise

@@ -42,6 +42,7 @@ from typing import Literal, get_args
 import torch
 
 from ..ops import _cpu
+from ..ops._checks import as_f32
 from ..ops._dispatch import register, select
 from ..reference._bilinear import pixel_grid
 from .base import NoiseWarper, check_cpu_kernel_frame, check_tensors, frame_shape, register_method
@@ -157,7 +158,7 @@ def infres_transport(
         return ti.infres_transport(prev, fwd, z, fresh, missing, min_area)
     if backend == "cpu":
         check_cpu_kernel_frame("prev", h, w)
-        prev, fwd, z, fresh = (t.float().contiguous() for t in (prev, fwd, z, fresh))
+        prev, fwd, z, fresh = (as_f32(t) for t in (prev, fwd, z, fresh))
         out, area = torch.empty_like(prev), prev.new_empty(h, w)
         _cpu.lib().infres_transport_cpu(
             *(_cpu.ptr(t) for t in (prev, fwd, z, fresh, out, area)),

@@ -134,8 +134,11 @@ def check_tensor(
 
 def as_dtype(t: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
     """``t`` as a contiguous tensor of ``dtype``: ``t`` itself when it already is (no call into torch,
-    which costs microseconds of host time per op)."""
-    return t if t.dtype == dtype and t.is_contiguous() else t.to(dtype).contiguous()
+    which costs microseconds of host time per op); a negated view is materialized."""
+    if t.dtype == dtype and t.is_contiguous() and not t.is_neg():
+        return t
+    # a negated view (torch._neg_view) holds the un-negated values: the kernels read raw memory
+    return t.to(dtype).contiguous().resolve_neg()
 
 
 def as_f32(t: torch.Tensor) -> torch.Tensor:

@@ -22,6 +22,7 @@ import torch
 import triton
 import triton.language as tl
 
+from ..ops._checks import as_f32
 from . import on_tensor_device
 
 __all__ = ["gwtf_transport"]
@@ -159,9 +160,7 @@ def gwtf_transport(q, weight, fwd, back, zc, ze, fresh) -> tuple[torch.Tensor, t
     hw = h * w
     if c * hw >= 2**31:
         raise ValueError(f"frame too large for the Triton kernels: C*H*W = {c * hw}")
-    q, weight, fwd, back, zc, ze, fresh = (
-        t.float().contiguous() for t in (q, weight, fwd, back, zc, ze, fresh)
-    )
+    q, weight, fwd, back, zc, ze, fresh = (as_f32(t) for t in (q, weight, fwd, back, zc, ze, fresh))
     cov = torch.zeros(h, w, dtype=torch.int8, device=dev)
     tgt = torch.empty(h, w, dtype=torch.int32, device=dev)
     src = torch.empty(h, w, dtype=torch.int32, device=dev)

@@ -17,6 +17,7 @@ import torch
 import triton
 import triton.language as tl
 
+from ..ops._checks import as_f32
 from . import on_tensor_device
 
 __all__ = ["hiwyn_transport"]
@@ -187,8 +188,8 @@ def hiwyn_transport(
     # Pixel offsets are int32; corner and sub-pixel offsets int64, channels 64-bit pointer steps.
     if c * hw * k * k >= 2**62 or hw + 2 * w + 2 >= 2**31:
         raise ValueError(f"frame too large for the Triton kernel: H*W = {hw}")
-    prev, corners, fresh = (t.float().contiguous() for t in (prev, corners, fresh))
-    z = z.float().contiguous()
+    prev, corners, fresh = (as_f32(t) for t in (prev, corners, fresh))
+    z = as_f32(z)
     zmean = z.view(c, hw, k * k).mean(-1)
     out = torch.empty_like(prev)
     if dev.type == "cpu":  # interpreter: few large programs

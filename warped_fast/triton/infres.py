@@ -13,6 +13,7 @@ import torch
 import triton
 import triton.language as tl
 
+from ..ops._checks import as_f32
 from . import on_tensor_device
 
 __all__ = ["infres_transport"]
@@ -129,7 +130,7 @@ def infres_transport(
     hw = h * w
     if 4 * c * hw >= 2**31:
         raise ValueError(f"frame too large for the Triton kernels: C*H*W = {c * hw}")
-    prev, fwd, z, fresh = (t.float().contiguous() for t in (prev, fwd, z, fresh))
+    prev, fwd, z, fresh = (as_f32(t) for t in (prev, fwd, z, fresh))
     acc = torch.zeros(c, h, w, device=dev)
     area = torch.zeros(h, w, device=dev)
     out = torch.empty_like(prev)
