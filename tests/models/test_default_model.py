@@ -78,6 +78,12 @@ def test_load_model_reads_the_scheduler_beside_unet(tmp_path):
         ValueError, match="scheduler: FlowMatchEulerDiscreteScheduler in .* is a flow-matching"
     ):
         load_model(tmp_path / "unet")
+    # Stable Audio's cosine schedule: EDM's scalings with another timestep rule, refused
+    (tmp_path / "scheduler" / "scheduler_config.json").write_text(
+        json.dumps({"_class_name": "CosineDPMSolverMultistepScheduler", "sigma_data": 1.0})
+    )
+    with pytest.raises(ValueError, match=r"CosineDPMSolverMultistepScheduler in .* atan\(sigma\)"):
+        load_model(tmp_path / "unet")
 
 
 def test_weights_that_do_not_fit_the_config_are_refused(tmp_path):

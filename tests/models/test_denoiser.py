@@ -244,6 +244,26 @@ def test_sigma_as_one_float_and_timesteps_exact_after_a_cast():
     assert torch.equal(den.half().timesteps(sig), t)  # float64 alphas survive casting the module
 
 
+@pytest.mark.parametrize("kind", ["epsilon", "v_prediction"])
+def test_half_precision_latents_at_large_sigmas(kind):
+    """A float16 ``u`` at sigma 400 (sigma^2 past float16's range): the scalings run in float32, so D is
+    finite and the float32 computation's, rounded."""
+    from warped_fast.models import x0_from_model_output
+
+    den = DiffusersDenoiser(tiny_unet(), scheduler=scheduler(kind))
+    u = 400 * torch.randn(2, 4, 16, 16, generator=torch.Generator().manual_seed(0))
+    sigma = torch.tensor([400.0, 300.0])
+    with torch.no_grad():
+        want, got = den(u, sigma), den(u.half(), sigma)
+    assert got.dtype == torch.float16 and torch.isfinite(got).all()
+    assert_close(got.float(), want, atol=2e-3 * want.abs().max(), rtol=0)
+    out = torch.randn_like(u)
+    d = x0_from_model_output(out.half(), u.half(), sigma, kind)
+    assert d.dtype == torch.float16 and torch.isfinite(d).all()
+    ref = x0_from_model_output(out.half().float(), u.half().float(), sigma, kind)
+    assert torch.equal(d, ref.half())
+
+
 def test_compile_backend_matches_eager_and_reports_cost():
     unet = tiny_unet()
     sch = scheduler()

@@ -64,8 +64,13 @@ def test_augmentation_is_diffusers_add_noise():
     seeds = [augmentation_generator(s) for s in (None, 0, 1, 2, -1, 2**64 - 1)]
     assert seeds[0] == seeds[1] and seeds[4] == seeds[5]  # None is seed 0; -1 is 2^64 - 1
     assert len(set(seeds)) == 4 and all(2**32 < s < 2**64 for s in seeds)
-    g = torch.Generator()
-    assert augmentation_generator(g) is g
+    # a generator: a seed from a copy of its state, which does not advance
+    g = torch.Generator().manual_seed(5)
+    state = g.get_state()
+    seed = augmentation_generator(g)
+    assert torch.equal(g.get_state(), state) and seed == augmentation_generator(g)
+    assert seed != augmentation_generator(torch.Generator().manual_seed(6))
+    assert isinstance(seed, int) and 0 <= seed < 2**64 and seed not in seeds
 
 
 def test_one_frame_is_diffusers_upscale_pipeline(upscaler):

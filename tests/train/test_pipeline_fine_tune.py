@@ -198,7 +198,7 @@ def test_continuous_time_schedules_train_on_the_samplers_timesteps(tmp_path):
     den = load_model(tmp_path / "m" / "unet", prompt_embeds=torch.zeros(1, 1, 16),
                      added_cond_kwargs={"text_embeds": torch.zeros(1, 16), "time_ids": torch.zeros(1, 6)})  # fmt: skip
     sigma = ((1 - tr.alphas[t]) / tr.alphas[t]).sqrt()
-    assert torch.allclose(tr.parts.unet_timesteps(t), den.timesteps(sigma).float(), atol=1e-5)
+    assert torch.allclose(tr.timestep_table[t], den.timesteps(sigma).float(), atol=1e-5)
     seen = []
     tr.unet.register_forward_pre_hook(lambda m, args: seen.append(args[1].clone()))
     x, cond, noise, _ = tr.batch(0)

@@ -1,6 +1,7 @@
 """Training with GP noise: loss goes down, exact resume, noise switch, configs, shipped weights."""
 
 import json
+from dataclasses import replace
 
 import pytest
 import torch
@@ -88,6 +89,35 @@ def test_fine_tuned_run_loads_from_anywhere(tmp_path, monkeypatch):
     (tmp_path / "elsewhere").mkdir()
     monkeypatch.chdir(tmp_path / "elsewhere")
     assert load_trained(tmp_path / "second").step == 2
+
+
+def test_a_pretrained_unet_folder_trains_on_its_own_schedule(tmp_path):
+    """A bare UNet folder's scheduler_config.json sets the training schedule (its betas, here a cosine
+    one), the export keeps it, and a resumed run keeps it without the folder's file; EDM and
+    flow-matching schedules, which have no betas, are refused by name."""
+    from diffusers import EulerDiscreteScheduler
+
+    Trainer(_cfg(tmp_path, output_dir=str(tmp_path / "first"), steps=1)).train()
+    model = tmp_path / "first" / "model"
+    cosine = EulerDiscreteScheduler(beta_schedule="squaredcos_cap_v2", prediction_type="v_prediction")
+    cosine.save_pretrained(model)
+    cfg = _cfg(
+        tmp_path, output_dir=str(tmp_path / "second"), steps=2, checkpoint_every=1, pretrained=str(model)
+    )
+    tr = Trainer(cfg)
+    assert torch.allclose(tr.alphas, cosine.alphas_cumprod.float())
+    assert tr.cfg.prediction_type == "v_prediction" and tr.timestep_table is None
+    exported = tr.train()
+    assert (
+        json.loads((exported / "scheduler_config.json").read_text())["beta_schedule"] == "squaredcos_cap_v2"
+    )
+    (model / "scheduler_config.json").unlink()  # the run has its own record of the schedule
+    again = Trainer(replace(cfg, steps=3))
+    assert again.step == 2 and torch.equal(again.alphas, tr.alphas)
+    for name in ("EDMEulerScheduler", "FlowMatchEulerDiscreteScheduler"):
+        (model / "scheduler_config.json").write_text(json.dumps({"_class_name": name}))
+        with pytest.raises(ValueError, match=f"pretrained: {name} schedule .* has no DDPM betas"):
+            Trainer(_cfg(tmp_path, output_dir=str(tmp_path / name), pretrained=str(model)))
 
 
 def test_data_workers_make_the_same_batches(tmp_path):

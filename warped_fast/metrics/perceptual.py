@@ -145,7 +145,9 @@ def clip_preprocess(frames: torch.Tensor, size: int, mean=_CLIP_MEAN, std=_CLIP_
 
 def clip_score(frames: torch.Tensor, text: str | list[str], model_dir: str | Path | None = None) -> float:
     """CLIP score of frames against one caption (or one per frame), from a local CLIP folder
-    (transformers ``CLIPModel`` with its tokenizer; ``preprocessor_config.json`` gives mean/std)."""
+    (transformers ``CLIPModel`` with its tokenizer; ``preprocessor_config.json`` gives mean/std): the mean
+    over frames of ``100 max(cos, 0)``, clamped per frame as Hessel et al. define CLIP-S (torchmetrics'
+    ``CLIPScore`` clamps the mean instead: the two differ only where a frame's cosine is negative)."""
     p = need_weights("clip_score", model_dir, "model_dir")
     x = _check_frames("frames", frames)
     texts = [text] * x.shape[0] if isinstance(text, str) else list(text)

@@ -120,8 +120,15 @@ def load_unet_folder(
                 f"scheduler: {sch_cls} in {sch_dir} is a flow-matching schedule; the sampler needs a "
                 "DDPM-family (betas, e.g. EulerDiscreteScheduler) or an EDM model (e.g. EDMEulerScheduler)"
             )
-        # EDM (a sigma_data: EDMDPMSolverMultistepScheduler, CosineDPMSolverMultistepScheduler, ...): its
-        # preconditioning, its sigmas on an Euler grid
+        if sch_cls.startswith(
+            "Cosine"
+        ):  # EDM's scalings but the timestep atan(sigma) 2 / pi (Stable Audio's)
+            raise ValueError(
+                f"scheduler: {sch_cls} in {sch_dir} conditions the model on atan(sigma) 2 / pi; the sampler "
+                "takes DDPM-family schedules and EDM ones (timestep 0.25 log sigma, e.g. EDMEulerScheduler)"
+            )
+        # EDM (a sigma_data: EDMDPMSolverMultistepScheduler, EDMEulerScheduler, ...): its preconditioning,
+        # its sigmas on an Euler grid
         edm = sch_cls.startswith("EDM") or "sigma_data" in sch_cfg
         sch_type = EDMEulerScheduler if edm else EulerDiscreteScheduler
         scheduler = sch_type.from_config(sch_cfg)  # the config just read, not read again

@@ -46,20 +46,24 @@ def x0_from_model_output(
     Args:
         out, u: ``[B, C, H, W]``; sigma: ``[B]``.
     """
-    s = sigma.to(u.dtype).view(-1, *([1] * (u.dim() - 1)))
+    if kind == "sample":
+        return out
+    # the scalings in float32 at least: sigma^2 overflows float16 past 256 (a half-precision u)
+    wide = torch.promote_types(u.dtype, torch.float32)
+    s = sigma.to(wide).view(-1, *([1] * (u.dim() - 1)))
     if sigma_data is not None:
         sd2 = sigma_data**2
         c_out = s * sigma_data / (s**2 + sd2) ** 0.5
         if kind not in ("epsilon", "v_prediction"):
             raise ValueError(f"prediction_type: an EDM model predicts epsilon or v_prediction, got {kind!r}")
-        return u * (sd2 / (s**2 + sd2)) + (c_out if kind == "epsilon" else -c_out) * out
-    if kind == "epsilon":
-        return u - s * out
-    if kind == "v_prediction":
-        return out * (-s / (s**2 + 1) ** 0.5) + u / (s**2 + 1)
-    if kind == "sample":
-        return out
-    raise ValueError(f"prediction_type: expected epsilon, v_prediction or sample, got {kind!r}")
+        d = u * (sd2 / (s**2 + sd2)) + (c_out if kind == "epsilon" else -c_out) * out
+    elif kind == "epsilon":
+        d = u - s * out
+    elif kind == "v_prediction":
+        d = out * (-s / (s**2 + 1) ** 0.5) + u / (s**2 + 1)
+    else:
+        raise ValueError(f"prediction_type: expected epsilon, v_prediction or sample, got {kind!r}")
+    return d.to(u.dtype)
 
 
 def rescale_guided(guided: torch.Tensor, cond: torch.Tensor, fraction: float) -> torch.Tensor:
@@ -475,10 +479,10 @@ class DiffusersDenoiser(torch.nn.Module):
             base, gain, cond = self._frame_cache(cond, settings)
             base, gain = base.to(u.dtype), gain.to(u.dtype)
             u, sigma = (u - base) * gain.view(-1, 1, 1, 1), sigma * gain.to(sigma.dtype)
-        s = sigma.to(u.dtype).view(-1, 1, 1, 1)
-        x = self.layout.unet_input(
-            u / (s**2 + (1 if self.sigma_data is None else self.sigma_data**2)) ** 0.5, cond
-        )
+        # sigma^2 in float32 at least (it overflows float16 past 256)
+        s = sigma.to(torch.promote_types(u.dtype, torch.float32)).view(-1, 1, 1, 1)
+        c2 = 1 if self.sigma_data is None else self.sigma_data**2
+        x = self.layout.unet_input((u / (s**2 + c2) ** 0.5).to(u.dtype), cond)
         t = self.timesteps(sigma).to(device=u.device, dtype=torch.float32)
         p_dtype = next(self.unet.parameters()).dtype
         kwargs = {}

@@ -103,10 +103,17 @@ class NoiseAugmentation:
 _AUGMENTATION_SEED = 0x9E3779B97F4A7C15
 
 
-def augmentation_generator(generator) -> torch.Generator | int:
-    """The augmentation noise's random stream from a job's ``generator``: an int seed ``s`` (None: 0) gives
-    ``s XOR 0x9E3779B97F4A7C15`` (mod 2^64: not another small seed's stream); a ``torch.Generator`` is
-    shared (the augmentation draws from it after the latent noise, frame by frame)."""
+def augmentation_generator(generator) -> int:
+    """The augmentation noise's seed from a job's ``generator``: an int seed ``s`` (None: 0) gives
+    ``s XOR 0x9E3779B97F4A7C15`` (mod 2^64: not another small seed's stream); a ``torch.Generator`` gives
+    a seed drawn from a copy of its state (it does not advance), mixed the same way. Either way the
+    augmentation has a stream of its own, the same on every device: sharing the job's generator would
+    give the augmentation the latent noise's own draws where both are drawn on another device from a
+    CPU generator's state."""
     if isinstance(generator, torch.Generator):
-        return generator
-    return (int(generator or 0) % 2**64) ^ _AUGMENTATION_SEED
+        fork = torch.Generator(device=generator.device)
+        fork.set_state(generator.get_state())
+        seed = int(torch.randint(0, 2**63 - 1, (1,), generator=fork, device=generator.device).item())
+    else:
+        seed = int(generator or 0) % 2**64
+    return seed ^ _AUGMENTATION_SEED

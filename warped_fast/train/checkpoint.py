@@ -65,6 +65,8 @@ def save_checkpoint(
     ot, ometa = _flatten_optimizer(opt)
     tensors.update(ot)
     tensors["rng.torch"] = torch.get_rng_state()
+    if torch.cuda.is_available() and torch.cuda.is_initialized():  # dropout on CUDA draws from these
+        tensors.update({f"rng.cuda.{i}": st for i, st in enumerate(torch.cuda.get_rng_state_all())})
     save_file(tensors, str(tmp / "state.safetensors"))
     meta = {"step": step, "optimizer": ometa, **extra}
     if model_keys is not None:
@@ -114,6 +116,9 @@ def load_checkpoint(path: Path, model, ema: dict, opt, scaler=None) -> dict:
         ema[k].copy_(tensors[f"ema.{k}"])
     _unflatten_optimizer(opt, tensors, meta["optimizer"])
     torch.set_rng_state(tensors["rng.torch"])
+    cuda = [tensors[f"rng.cuda.{i}"] for i in range(len(tensors)) if f"rng.cuda.{i}" in tensors]
+    if cuda and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(cuda[: torch.cuda.device_count()])
     if scaler is not None and scaler.is_enabled():
         if "scaler" in meta:
             scaler.load_state_dict(meta["scaler"])

@@ -18,7 +18,7 @@ import torch
 
 from ..models.autoencoder import DiffusersVAE, IdentityAutoencoder
 from ..models.default import load_pretrained, load_unet_folder
-from ..models.denoiser import continuous_v_timesteps, text_conditioned
+from ..models.denoiser import text_conditioned
 from ..models.layouts import ConditioningLayout, frame_condition
 from ..models.prompts import encode_prompt
 
@@ -83,10 +83,6 @@ class PipelineParts:
                 f"{cfg.prediction_type!r}; leave it unset (the model's) or set {kind!r}"
             )
         self.prediction_type = kind
-        # the UNet's timestep input: the step index, or 0.25 log sigma for a continuous-time v-prediction
-        # schedule (as the sampler's DiffusersDenoiser gives it)
-        sigmas = ((1 - self.alphas_cumprod) / self.alphas_cumprod).sqrt()
-        self._timestep_table = 0.25 * sigmas.log() if continuous_v_timesteps(self.scheduler.config) else None
         if (root / "vae").is_dir():
             from diffusers import AutoencoderKL
 
@@ -125,12 +121,6 @@ class PipelineParts:
         else:  # the pipeline upsamples the low-resolution frame itself: the same bicubic, in [0, 1]
             c = ae.encode((cond + 1) / 2)
         return ae.encode((x + 1) / 2), c
-
-    def unet_timesteps(self, t: torch.Tensor) -> torch.Tensor:
-        """The UNet's timestep input for training steps ``t`` ``[B]`` (indices into ``alphas_cumprod``)."""
-        if self._timestep_table is None:
-            return t
-        return self._timestep_table.to(t.device)[t]
 
     def unet_kwargs(self, n: int) -> dict:
         """The text conditioning for a batch of ``n`` (one prompt for every item)."""

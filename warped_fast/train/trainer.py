@@ -23,6 +23,7 @@ from tqdm.auto import tqdm
 
 from ..io.frames import read_json, write_json_atomic
 from ..models.default import load_pretrained
+from ..models.denoiser import continuous_v_timesteps
 from ..models.residual import residual_frame
 from ..noise.rff import RFFConfig, RFFField, identity_coords
 from ..ops._checks import check_device, check_int
@@ -68,6 +69,8 @@ def build_unet(cfg: TrainConfig):
 
 # The trained UNet's diffusers config, written beside the first checkpoint of a run.
 UNET_CONFIG = "unet_config.json"
+# The training schedule of a run that is not a pipeline folder's, beside its first checkpoint.
+TRAIN_SCHEDULE = "train_scheduler.json"
 # Written beside the first checkpoint of a run that fine-tunes a pipeline folder: the folder it needs.
 PIPELINE_RUN = "pipeline_folder.json"
 # Fields a resumed run may change: how long it runs and how, not what it trains.
@@ -112,12 +115,40 @@ def machine_description(device: torch.device | str = "cpu") -> str:
     return f"{what}, torch {torch.__version__}"
 
 
-def train_scheduler(cfg: TrainConfig):
-    from diffusers import DDPMScheduler
+def train_scheduler(cfg: TrainConfig, run_dir: Path | None = None):
+    """The training noise schedule of a model that is not a pipeline folder's: a resumed run's own
+    (``run_dir``'s :data:`TRAIN_SCHEDULE`), else the pretrained UNet folder's ``scheduler_config.json``
+    (its betas, zero-SNR rescale, timestep type), else DDPM's linear betas 1e-4..0.02 over 1000 steps
+    (models trained from scratch). ``cfg.prediction_type`` is set (``Trainer._prediction_type``)."""
+    from diffusers import DDPMScheduler, EulerDiscreteScheduler
 
-    return DDPMScheduler(
-        num_train_timesteps=1000, beta_schedule="linear", prediction_type=cfg.prediction_type
-    )
+    saved = None if run_dir is None else run_dir / TRAIN_SCHEDULE
+    folder = Path(cfg.pretrained or "") / "scheduler_config.json"
+    if saved is not None and saved.is_file():
+        sch, name = read_json(saved, "run_dir", _REMEDY), "run_dir"
+    elif cfg.pretrained and folder.is_file():
+        sch, name = read_json(folder, "pretrained"), "pretrained"
+    else:
+        return DDPMScheduler(
+            num_train_timesteps=1000, beta_schedule="linear", prediction_type=cfg.prediction_type
+        )
+    kind = sch.get("_class_name", "")
+    if kind.startswith(("FlowMatch", "EDM", "Cosine")) or "sigma_data" in sch:
+        raise ValueError(
+            f"{name}: {kind or 'the'} schedule in {saved if name == 'run_dir' else folder} has no DDPM "
+            "betas; fine-tuning takes DDPM-family models (epsilon or v prediction)"
+        )
+    # Euler's config keeps what the sampler of the export needs (timestep type, sigma grid)
+    return EulerDiscreteScheduler.from_config(sch, prediction_type=cfg.prediction_type)
+
+
+def unet_timestep_table(scheduler) -> torch.Tensor | None:
+    """``[T_train]`` the UNet's timestep input per training step for a continuous-time v-prediction
+    schedule (``0.25 log sigma``, as the sampler's ``DiffusersDenoiser`` gives it); None: the step index."""
+    if not continuous_v_timesteps(scheduler.config):
+        return None
+    ac = torch.as_tensor(scheduler.alphas_cumprod, dtype=torch.float32)
+    return 0.25 * ((1 - ac) / ac).sqrt().log()
 
 
 def noise_draw(
@@ -231,8 +262,13 @@ class Trainer:
         # the parameters trained (LoRA: its matrices), by name: the optimizer's, the EMA's, the checkpoint's
         self.trained = {k: p for k, p in self.unet.named_parameters() if p.requires_grad}
         self.params = list(self.trained.values())
-        self.scheduler = train_scheduler(cfg) if self.parts is None else self.parts.scheduler
+        if self.parts is None:
+            self.scheduler = train_scheduler(cfg, self.out if resuming else None)
+        else:
+            self.scheduler = self.parts.scheduler
         self.alphas = torch.as_tensor(self.scheduler.alphas_cumprod).to(self.device, torch.float32)
+        table = unet_timestep_table(self.scheduler)
+        self.timestep_table = None if table is None else table.to(self.device)
         # fused on CUDA: no full-size temporaries in the update (a large UNet's memory)
         fused = {"fused": True} if self.device.type == "cuda" else {}
         self.opt = torch.optim.AdamW(self.params, lr=cfg.lr, weight_decay=cfg.weight_decay, **fused)
@@ -334,7 +370,7 @@ class Trainer:
         xt = a.sqrt() * x + (1 - a).sqrt() * noise
         target = noise if c.prediction_type == "epsilon" else a.sqrt() * noise - (1 - a).sqrt() * x
         with torch.autocast(self.device.type, dtype=self.amp_dtype, enabled=self.amp_dtype is not None):
-            t_in = t if self.parts is None else self.parts.unet_timesteps(t)
+            t_in = t if self.timestep_table is None else self.timestep_table[t]
             pred = self.unet(torch.cat([xt, cond], 1), t_in, **kwargs).sample
         pred = pred[:, : x.shape[1]]  # a learned-variance model: its mean part
         return torch.nn.functional.mse_loss(pred.float(), target)
@@ -370,6 +406,9 @@ class Trainer:
         arch = self.out / UNET_CONFIG
         if not arch.is_file():  # the architecture, so that resuming needs no pretrained folder
             write_json_atomic(arch, json.loads(self.unet.to_json_string()))
+        schedule = self.out / TRAIN_SCHEDULE
+        if self.parts is None and not schedule.is_file():  # resuming needs no pretrained folder
+            write_json_atomic(schedule, json.loads(self.scheduler.to_json_string()))
         mark = self.out / PIPELINE_RUN
         if self.parts is not None and not mark.is_file():  # resuming needs the folder's other parts
             write_json_atomic(mark, {"pretrained": str(self.parts.root.resolve())})
