@@ -244,31 +244,30 @@ def test_train_and_release_name_missing_files_and_unwritable_folders(tmp_path, c
         assert err.startswith(f"warped-fast {argv[0]}: ") and message in err, err
 
 
-def test_demo_store_recognized(tmp_path):
-    """The demo's frame store is its mark, or, from before the mark, the demo's README beside it."""
-    from warped_fast.pipelines.demo import _README_HEAD, _demo_store
-
-    store = tmp_path / "frames"
-    store.mkdir()
-    assert not _demo_store(store)
-    (tmp_path / "README.txt").write_text(_README_HEAD + "\ninput_masked_restored.mp4: ...\n")
-    assert _demo_store(store)
-
-
 def test_demo_small(tmp_path):
     from warped_fast.io import FrameStore
     from warped_fast.io.frames import OtherJobError
-    from warped_fast.pipelines.demo import DEMO_MARK, run_demo
+    from warped_fast.pipelines.demo import DEMO_MARK, _demo_store, run_demo
 
+    store = tmp_path / "d" / "frames"
     # another job's frames in the demo's folder: refused, nothing deleted
-    other = FrameStore(tmp_path / "d" / "frames", {"an": "inpaint job"}, 3)
+    other = FrameStore(store, {"an": "inpaint job"}, 3)
     other.write(0, torch.zeros(3, 4, 4))
     with pytest.raises(OtherJobError, match="different job"):
         run_demo(tmp_path / "d", frames=3, size=(16, 24), steps=2, progress=False)
     assert other.done() == [0]
-    # an earlier demo run's frames (its mark): restarted
-    (tmp_path / "d" / "frames" / DEMO_MARK).touch()
+    (store / DEMO_MARK).write_text("not this job's digest\n")  # a mark left by an earlier demo run
+    assert not _demo_store(store)
+    with pytest.raises(OtherJobError, match="different job"):
+        run_demo(tmp_path / "d", frames=3, size=(16, 24), steps=2, progress=False)
+    assert other.done() == [0]
+    # the demo's own job there (its mark names it): other settings restart it
+    (store / DEMO_MARK).unlink()
+    other.folder.joinpath("frame_00000.png").unlink()
+    res = run_demo(tmp_path / "d", frames=2, size=(16, 24), steps=2, progress=False)
+    assert _demo_store(store)
     res = run_demo(tmp_path / "d", frames=3, size=(16, 24), steps=2, progress=False)
+    assert _demo_store(store) and len(list(store.glob("frame_*.png"))) == 3
     for p in res["paths"].values():
         assert (tmp_path / "d" / p.split("/")[-1]).exists()
     assert set(res["warping_error_first"]) == {
@@ -310,6 +309,7 @@ def test_flags_checked_at_parse_and_verbose_after_the_subcommand(tmp_path, capsy
     base = ["inpaint", str(src), "--out", str(tmp_path / "o"), "--steps", "2", "--quiet"]
     for bad, flag in (
         [["--fps", "0"], "--fps"],
+        [["--fps", "1e-5"], "--fps"],
         [["--fps", "inf"], "--fps"],
         [["--fps", "20000"], "--fps"],  # write_video's bound, checked before the job
         [["--device", "foo"], "--device"],
@@ -372,11 +372,25 @@ def test_restore_checks_output_input_and_mask_before_any_work(tmp_path, monkeypa
         (["sr", str(src), "--out", str(blocker / "o")], "--out: cannot write"),
         (["inpaint", str(tmp_path / "missing.mp4"), "--out", str(tmp_path / "o1")], "input: "),
         (["inpaint", str(src), "--out", str(tmp_path / "o2"), "--mask", str(tmp_path / "m.png")], "--mask: "),
+        (
+            ["inpaint", str(src), "--out", str(tmp_path / "o3"), "--lam", "-1"],
+            "--lam: expected a finite number >= 0",
+        ),
     ]
     for argv, message in cases:
         assert main(argv) == 2
         assert message in capsys.readouterr().err
     assert not (tmp_path / "o1").exists() and not (tmp_path / "o2").exists()
+
+
+def test_a_step_count_the_schedule_cannot_take_is_named_before_decoding(tmp_path, monkeypatch, capsys):
+    def no_work(*a, **k):
+        raise AssertionError("the video was decoded before the step count was checked")
+
+    monkeypatch.setattr("warped_fast.io.read_video", no_work)
+    assert main(["sr", str(_clip(tmp_path)), "--out", str(tmp_path / "o"), "--steps", "1"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("warped-fast sr: --steps: ") and "step" in err, err
 
 
 def test_inpaint_keep_known(tmp_path):

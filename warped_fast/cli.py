@@ -193,7 +193,16 @@ def _restore(args, task) -> int:
         check_mask_source(mask)
     except FileNotFoundError as e:
         raise CliError(f"--{e}") from None
+    try:
+        guidance = GuidanceConfig(mode=args.guidance, lam=args.lam)
+    except ValueError as e:
+        raise CliError(f"--lam: {str(e).removeprefix('lam: ')}") from None
     pipe = _pipeline(args, task)
+    if args.steps is not None:  # a step count the model's schedule cannot take: before decoding
+        try:
+            pipe.denoiser.sampling_schedule(args.steps)
+        except ValueError as e:
+            raise CliError(f"--steps: {e}") from None
     video = read_video(args.input, max_frames=args.max_frames)
     fps = args.fps or video_fps(args.input) or 8.0  # now: the input may move during a long job
     if args.size:
@@ -203,7 +212,7 @@ def _restore(args, task) -> int:
         video = resize_frames(video, (h, w))
     res = pipe(
         video, mask, num_inference_steps=args.steps,
-        guidance=GuidanceConfig(mode=args.guidance, lam=args.lam), noise_method=args.noise, noise_options=options,
+        guidance=guidance, noise_method=args.noise, noise_options=options,
         frame_schedule=args.schedule, generator=args.seed, output_dir=out / "frames", progress=not args.quiet,
         flow_preset=args.flow_preset,
         keep_known=getattr(args, "keep_known", False),
@@ -365,12 +374,14 @@ def _add_restore_args(p, task):
 
 
 def _fps(text: str) -> float:
-    """A frame rate write_video takes: a finite number in (0, MAX_FPS)."""
-    from .io.video import MAX_FPS
+    """A frame rate write_video takes: a finite number in [MIN_FPS, MAX_FPS)."""
+    from .io.video import MAX_FPS, MIN_FPS
 
     v = _finite(text)
-    if not 0 < v < MAX_FPS:
-        raise argparse.ArgumentTypeError(f"expected frames per second in (0, {MAX_FPS:g}), got {text!r}")
+    if not MIN_FPS <= v < MAX_FPS:
+        raise argparse.ArgumentTypeError(
+            f"expected frames per second in [{MIN_FPS:g}, {MAX_FPS:g}), got {text!r}"
+        )
     return v
 
 

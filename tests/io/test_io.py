@@ -167,6 +167,26 @@ def test_masks(tmp_path):
         load_mask(torch.ones(2, 1, 8, 12), 3, 8, 12)
     with pytest.raises(ValueError, match="unknown shape"):
         _shape("blob")
+    # a list of masks, one per frame (files, images, tensors), as iter_masks reads one
+    Image.fromarray(255 - img).save(tmp_path / "n.png")
+    listed = load_mask([tmp_path / "m.png", str(tmp_path / "n.png"), torch.ones(8, 12)], 3, 8, 12)
+    assert torch.equal(listed[0], m2[0]) and torch.equal(listed[1], 1 - m2[0]) and listed[2].eq(1).all()
+    assert torch.equal(load_mask([tmp_path / "m.png"], 3, 8, 12), m2[:1].expand(3, -1, -1, -1))
+    # an RGB image channels first (torchvision's read_image): one mask, unless the clip has 3 frames
+    chw = torch.from_numpy(rgb).permute(2, 0, 1)
+    assert torch.equal(load_mask(chw, 5, 8, 12), m2[:1].expand(5, -1, -1, -1))
+    assert load_mask(chw, 3, 8, 12).shape == (3, 1, 8, 12)
+    # a region marked by transparency alone (one colour, varying alpha): refused, file or image
+    rgba = np.zeros((8, 12, 4), np.uint8)
+    rgba[..., 3] = 255
+    rgba[2:5, 3:7, 3] = 0
+    Image.fromarray(rgba).save(tmp_path / "alpha.png")
+    for source in (tmp_path / "alpha.png", Image.fromarray(rgba)):
+        with pytest.raises(ValueError, match="mask: .* by transparency alone"):
+            load_mask(source, 2, 8, 12)
+    rgba[2:5, 3:7, :3] = 255  # white where transparent too: its values say it
+    Image.fromarray(rgba).save(tmp_path / "alpha.png")
+    assert torch.equal(load_mask(tmp_path / "alpha.png", 2, 8, 12), m2)
 
 
 def _shape(name):
@@ -258,6 +278,28 @@ def test_exif_orientation_applied(tmp_path):
     Image.fromarray(white_top).save(tmp_path / "p.jpg", exif=exif, quality=100)
     v = read_video(tmp_path / "p.jpg")[0]
     assert v.shape == (3, 8, 6) and v[:, :, -1].min() > 0.9 and v[:, :, 0].max() < 0.1  # the top row: right
+
+
+@pytest.mark.parametrize("degrees", [90, -90, 180])
+def test_display_rotation_of_a_video_applied(tmp_path, degrees):
+    """A video whose display matrix rotates it (a phone's portrait clip) reads upright, as players show
+    it: the stored frames turned counterclockwise by the rotation PyAV reports."""
+    import av
+
+    stored = np.zeros((32, 48, 3), np.uint8)
+    stored[:, :8] = 255  # a white band at the stored frame's left
+    path = tmp_path / f"rot{degrees}.mp4"
+    with av.open(str(path), "w") as c:
+        s = c.add_stream("libx264", rate=8)
+        s.width, s.height, s.pix_fmt = 48, 32, "yuv420p"
+        s.set_display_rotation(degrees)
+        for _ in range(2):
+            c.mux(s.encode(av.VideoFrame.from_ndarray(stored, format="rgb24")))
+        c.mux(s.encode())
+    v = read_video(path)
+    want = torch.from_numpy(np.rot90(stored, degrees // 90).copy()).permute(2, 0, 1).float() / 255
+    assert v.shape == (2, *want.shape)
+    assert (v - want).abs().mean() < 0.02
 
 
 def test_mask_image_of_zeros_and_ones(tmp_path):
@@ -379,6 +421,9 @@ def test_ambiguous_layouts_follow_the_container_and_lists_of_paths(tmp_path):
     assert torch.equal(read_video(hwc.numpy()), u8.float() / 255)
     assert torch.equal(read_video(list(hwc.numpy())), u8.float() / 255)
     assert torch.equal(read_video(hwc.numpy()[0]), u8[:1].float() / 255)
+    grey = u8[:, 0].numpy()  # numpy [3, 4, 8]: three grey frames, not one channels-first image
+    assert torch.equal(read_video(grey), u8[:, :1].expand(-1, 3, -1, -1).float() / 255)
+    assert read_video(torch.from_numpy(grey)).shape == (1, 3, 4, 8)  # a tensor: [C, H, W]
     t = _clip(2, 8, 3)  # tensor [2, 3, 8, 3]: channels first
     assert torch.equal(read_video(t), t) and torch.equal(read_video(list(t)), t)
     paths = []
@@ -401,7 +446,7 @@ def test_ambiguous_layouts_follow_the_container_and_lists_of_paths(tmp_path):
         read_video([paths[0], write_video(_clip(2, 4, 8), tmp_path / "v.mp4")])
 
 
-@pytest.mark.parametrize("fps", [0, -5, float("nan"), float("inf"), 1e6, "24", True])
+@pytest.mark.parametrize("fps", [0, 1e-5, -5, float("nan"), float("inf"), 1e6, "24", True])
 def test_write_video_checks_fps(tmp_path, fps):
     with pytest.raises(ValueError, match="fps: expected"):
         write_video(_clip(2, 4, 4), tmp_path / "v.mp4", fps=fps)

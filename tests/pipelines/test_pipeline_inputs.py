@@ -85,6 +85,9 @@ def test_pipeline_arguments_checked_before_any_work(tmp_path):
         ({"frame_schedule": "zigzag"}, ValueError, "frame_schedule: expected"),
         ({"max_batch": "4"}, ValueError, "max_batch: expected an int >= 1"),
         ({"output_dir": blocker / "o"}, PermissionError, "output: cannot write"),
+        ({"output_dir": 123}, TypeError, "output_dir: expected a folder path or None, got int"),
+        ({"guidance": {"lam": 1.0}}, TypeError, "guidance: expected a GuidanceConfig"),
+        ({"noise_options": "occlusion=true"}, TypeError, "noise_options: expected a dict"),
     ):
         with pytest.raises(err, match=message):
             pipe(missing, "box", num_inference_steps=2, progress=False, **kw)
@@ -179,3 +182,18 @@ def test_default_step_counts(monkeypatch):
     for g in (GuidanceConfig(mode="off"), GuidanceConfig(lam=0.0), GuidanceConfig()):
         pipe(_video(1), "box", guidance=g, progress=False)
     assert seen == [25, 25, 50]
+
+
+def test_an_empty_mask_is_reported(caplog):
+    """A mask with no masked pixel (an image marking its region some other way, say) generates nothing:
+    a warning says so."""
+    import logging
+
+    pipe = _inpaint_pipe()
+    with caplog.at_level(logging.WARNING, logger="warped_fast"):
+        pipe(_video(1), torch.zeros(16, 24), num_inference_steps=2, progress=False)
+    assert any("no pixel of any frame is masked" in r.getMessage() for r in caplog.records)
+    caplog.clear()
+    with caplog.at_level(logging.WARNING, logger="warped_fast"):
+        pipe(_video(1), "box", num_inference_steps=2, progress=False)
+    assert not any("is masked" in r.getMessage() for r in caplog.records)

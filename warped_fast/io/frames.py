@@ -22,13 +22,13 @@ class OtherJobError(ValueError):
     """The output folder holds frames of another job (different settings, inputs or version)."""
 
 
-def _differences(old: dict, params: dict, total: int) -> str:
+def _differences(old: dict, params: dict, total: int, free: tuple[str, ...] = ()) -> str:
     """Which of a job's settings differ from the stored job's, e.g. "other steps, model"; a job whose key
     has another ``key_format`` was made by another version, whose digests differ anyway."""
     before = old.get("params") if isinstance(old.get("params"), dict) else {}
     if before.get("key_format") != params.get("key_format"):
         return "made by another version"
-    keys = [k for k in sorted(set(before) | set(params)) if before.get(k) != params.get(k)]
+    keys = [k for k in sorted(set(before) | set(params)) if before.get(k) != params.get(k) and k not in free]
     if old.get("total") != total and "frames" not in keys:
         keys.insert(0, "frame count")
     return "other " + ", ".join(keys) if keys else "made by another version"
@@ -72,13 +72,16 @@ class FrameStore:
         folder: output folder (created; must be writable).
         params: a JSON-able description of the job; resuming with different params raises.
         total: number of frames the job will produce.
+        free: keys of ``params`` that a resumed job may change (settings that do not change its frames
+            beyond rounding); the stored params take the new values.
     """
 
-    def __init__(self, folder: str | Path, params: dict, total: int):
+    def __init__(self, folder: str | Path, params: dict, total: int, free: tuple[str, ...] = ()):
         self.folder = check_writable(folder)
         self.meta_path = self.folder / "progress.json"
         # as stored (JSON): a tuple compares equal to the list it is read back as
         self.total, self.params = total, json.loads(json.dumps(params))
+        fixed = {k: v for k, v in self.params.items() if k not in free}
         if self.meta_path.exists():
             try:
                 old = json.loads(self.meta_path.read_text())
@@ -87,9 +90,15 @@ class FrameStore:
                     f"output: {self.meta_path} is damaged ({e}); delete the folder to restart"
                 ) from e
             started = any(self.folder.glob("frame_*.png")) or any(self.folder.glob("latents/*.safetensors"))
-            if (old.get("params") != self.params or old.get("total") != total) and started:
+            old_params = old.get("params")
+            old_fixed = (
+                {k: v for k, v in old_params.items() if k not in free}
+                if isinstance(old_params, dict)
+                else old_params
+            )
+            if (old_fixed != fixed or old.get("total") != total) and started:
                 raise OtherJobError(
-                    f"output: {self.folder} holds frames of a different job ({_differences(old, self.params, total)}"
+                    f"output: {self.folder} holds frames of a different job ({_differences(old, self.params, total, free)}"
                     "); choose another folder or delete it"
                 )
         elif any(self.folder.glob("frame_*.png")) or any(self.folder.glob("latents/*.safetensors")):

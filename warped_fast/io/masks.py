@@ -42,21 +42,38 @@ def load_mask(mask, t: int, h: int, w: int) -> torch.Tensor:
     """A mask for ``t`` frames of ``h x w``: a shape name, an image/video path, a PIL image, an array or a
     tensor (``[H, W]``, ``[H, W, 1|3]``, ``[1|T, H, W]``, ``[1|T, 1|3, H, W]``, ``[1|T, H, W, 1|3]``);
     values > 0.5 (of the [0, 1] range; integers above 1 and floats above 1.5 are read as 0..255; an image
-    file whose values are all 0 or 1 is read as 0/1) are masked. A mask of more frames than ``t`` gives
-    its first ``t``."""
+    file whose values are all 0 or 1 is read as 0/1) are masked; or a list of such masks, one per frame. A
+    ``[3|4, H, W]`` tensor is an image, channels first (torchvision's ``read_image``), unless ``t`` is 3 or
+    4 (then masks of frames). An image whose colour is one value and whose transparency varies is refused
+    (conventions differ on whether transparent pixels are generated). A mask of more frames than ``t``
+    gives its first ``t``."""
     if isinstance(mask, str) and mask in SHAPES:
         return generated_mask(mask, t, h, w)
+    if isinstance(mask, (list, tuple)) and mask and all(_one_mask(x) for x in mask):
+        m = torch.cat([load_mask(x, 1, h, w) for x in mask])  # one mask per frame
+        return load_mask(m[:t] if len(mask) > t else m, t, h, w)
     if isinstance(mask, (str, os.PathLike)):
-        from .video import read_video
+        from .video import IMAGE_SUFFIXES, read_video
 
         p = Path(mask)
         if not p.exists():
             raise FileNotFoundError(f"mask: {p} does not exist (and is not one of {SHAPES})")
+        if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES:
+            from PIL import Image
+
+            try:
+                with Image.open(p) as im:
+                    im.load()
+            except Exception:  # Pillow raises many types for damaged files: the reader below names it
+                im = None
+            if im is not None:
+                _check_not_alpha_only(im, p)
         try:
             m = read_video(p, max_frames=t).mean(1, keepdim=True)  # a mask video: its first t frames
         except ValueError as e:
             raise ValueError(f"mask: {e}") from e
     elif hasattr(mask, "convert"):
+        _check_not_alpha_only(mask, "the image")
         m = torch.from_numpy(np.asarray(mask.convert("L"))).float()[None, None] / 255.0
     if isinstance(mask, (str, os.PathLike)) or hasattr(mask, "convert"):
         if m.numel() and 0 < m.max() <= 1.5 / 255:  # an image of 0/1 values, not 0..255: as arrays are read
@@ -75,6 +92,8 @@ def load_mask(mask, t: int, h: int, w: int) -> torch.Tensor:
             m = m[..., :3].mean(-1)
         if m.dim() == 3 and m.shape[-1] in (1, 3, 4) and m.shape[-2:] != (h, w):  # one image [H, W, C]
             m = m[..., :3].mean(-1)
+        if m.dim() == 3 and m.shape[0] in (3, 4) and m.shape[0] != t and m.shape[-2:] == (h, w):
+            m = m[:3].mean(0)  # one image [C, H, W], channels first (torchvision's read_image)
         if m.dim() == 2:  # one mask [H, W]
             m = m[None]
         if m.dim() == 3:  # masks of frames [1|T, H, W]
@@ -90,6 +109,25 @@ def load_mask(mask, t: int, h: int, w: int) -> torch.Tensor:
     if m.shape[0] not in (1, t):
         raise ValueError(f"mask: expected 1 or {t} frames, got {m.shape[0]}")
     return (m > 0.5).float().expand(t, 1, h, w).contiguous()
+
+
+def _one_mask(x) -> bool:
+    """Whether a list item is a mask of its own (a file, an image, an array or tensor), not a number or a
+    row of an array given as nested lists."""
+    return isinstance(x, (str, os.PathLike, torch.Tensor, np.ndarray)) or hasattr(x, "convert")
+
+
+def _check_not_alpha_only(im, where) -> None:
+    """Refuse a PIL image whose colour is one value and whose transparency varies: its region is marked by
+    alpha alone, and conventions differ on which side is generated."""
+    if "A" not in im.getbands() and "transparency" not in im.info:
+        return
+    rgba = np.asarray(im.convert("RGBA"))
+    if (rgba[..., :3] == rgba[:1, :1, :3]).all() and rgba[..., 3].min() != rgba[..., 3].max():
+        raise ValueError(
+            f"mask: {where} marks its region by transparency alone (one colour, varying alpha); give the "
+            "mask as values, white (or 1) where content is generated"
+        )
 
 
 def iter_masks(mask, h: int, w: int) -> Iterator[torch.Tensor]:

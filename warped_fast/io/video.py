@@ -17,14 +17,15 @@ from ..ops._checks import OVERSHOOT, check_int, check_real, check_unit_range
 
 VIDEO_SUFFIXES = {".mp4", ".mov", ".mkv", ".webm", ".avi", ".gif"}
 MAX_FPS = 1e4  # frame rates at and above it are not a video's (a container's time base read as one)
+MIN_FPS = 1e-3  # a frame per 17 minutes; far lower rates overflow the encoders' time bases
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".webp", ".tif", ".tiff"}
 
 
 def _to_frames(a, channels_last: bool | None = None) -> torch.Tensor:
     """Array-likes to ``[T, 3, H, W]`` float32 in [0, 1]. ``channels_last`` says the layout (files and
     images: ``[T, H, W, C]`` or grey ``[T, H, W]``); None reads it from the shape, for user arrays: three
-    dimensions are one frame, ``[H, W, C]`` or ``[C, H, W]`` with C in (1, 3, 4), else grey frames
-    ``[T, H, W]``; four are ``[T, H, W, C]`` when the last has 1, 3 or 4 entries and the second not,
+    dimensions are one frame, ``[H, W, C]`` with C in (1, 3, 4) or (a torch tensor) ``[C, H, W]``, else
+    grey frames ``[T, H, W]`` (a numpy clip of 3 grey frames is that, not one channels-first image); four are ``[T, H, W, C]`` when the last has 1, 3 or 4 entries and the second not,
     ``[T, C, H, W]`` when the second has and the last not. Where both could be channels (a frame 1, 3 or
     4 pixels high, as ``[T, 4, 8, 3]``), a torch tensor is read channels first, as torch lays out
     images, and anything else (numpy, nested lists) channels last, as numpy and imageio do."""
@@ -32,8 +33,9 @@ def _to_frames(a, channels_last: bool | None = None) -> torch.Tensor:
     t = torch.as_tensor(np.asarray(a)) if not torch_layout else a
     if channels_last:
         t = t[..., None] if t.dim() == 3 else t
-    elif t.dim() == 3:  # one frame [H, W, C] or [C, H, W], else grey frames [T, H, W]
-        t = t[None] if t.shape[-1] in (1, 3, 4) or t.shape[0] in (1, 3, 4) else t[:, None]
+    elif t.dim() == 3:  # one frame [H, W, C] or (torch) [C, H, W], else grey frames [T, H, W]
+        one = t.shape[-1] in (1, 3, 4) or (torch_layout and t.shape[0] in (1, 3, 4))
+        t = t[None] if one else t[:, None]
     if channels_last is None and t.dim() == 4 and t.shape[-1] in (1, 3, 4):
         channels_last = t.shape[1] not in (1, 3, 4) or not torch_layout
     if t.dim() != 4:
@@ -217,13 +219,11 @@ def _decode_folder(files: list[Path]) -> Iterator[np.ndarray]:
 
 
 def _decode_file(p: Path, max_frames, start, step) -> Iterator[np.ndarray]:
-    import imageio.v3 as iio
-
     n = 0
     try:
         # an image file may hold several frames (animated WebP/PNG, multi-page TIFF)
         suffix = p.suffix.lower()
-        frames = _image_frames(p) if suffix in IMAGE_SUFFIXES else iio.imiter(p, plugin="pyav")
+        frames = _image_frames(p) if suffix in IMAGE_SUFFIXES else _video_frames(p)
         for i, fr in enumerate(frames):
             if i < start or (i - start) % step:
                 continue
@@ -235,6 +235,20 @@ def _decode_file(p: Path, max_frames, start, step) -> Iterator[np.ndarray]:
         raise ValueError(f"video: cannot decode {p} ({type(e).__name__}: {e})") from e
     if n == 0:
         raise ValueError(f"video: no frames selected from {p} (start={start}, step={step})")
+
+
+def _video_frames(p: Path) -> Iterator[np.ndarray]:
+    """A video file's frames ``[H, W, 3]`` uint8 (PyAV), upright: a display rotation (a phone's portrait
+    clip stores its frames sideways) is applied, as players do; a display matrix's mirroring is not."""
+    import av
+
+    with av.open(str(p)) as container:
+        stream = container.streams.video[0]
+        stream.thread_type = "AUTO"
+        for fr in container.decode(stream):
+            im = fr.to_ndarray(format="rgb24")
+            turns = round((fr.rotation or 0) / 90) % 4  # counterclockwise quarter turns
+            yield np.ascontiguousarray(np.rot90(im, turns)) if turns else im
 
 
 def _pixels(im: np.ndarray) -> np.ndarray:
@@ -333,8 +347,8 @@ def write_video(frames, path: str | Path, fps: float = 8.0, codec: str | None = 
         raise ValueError(
             f"path: expected a video file name ending in one of {sorted(VIDEO_SUFFIXES)}, got {str(path)!r}"
         )
-    if not 0 < check_real("fps", fps) < MAX_FPS:
-        raise ValueError(f"fps: expected frames per second in (0, {MAX_FPS:g}), got {fps!r}")
+    if not MIN_FPS <= check_real("fps", fps) < MAX_FPS:
+        raise ValueError(f"fps: expected frames per second in [{MIN_FPS:g}, {MAX_FPS:g}), got {fps!r}")
     frames = _frames_to_write(frames)
     if codec is None:
         codec = "libvpx-vp9" if path.suffix.lower() == ".webm" else "libx264"

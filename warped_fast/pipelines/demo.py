@@ -3,6 +3,8 @@ model; writes the restored video, a side-by-side video of noise methods and the 
 
 from __future__ import annotations
 
+import hashlib
+import json
 import logging
 import os
 import shutil
@@ -29,26 +31,34 @@ NOISE_METHODS = ["gp", "fixed", "resample", "bilinear", "hiwyn", "gwtf"]
 BBB_START = 36
 
 
-# A file in the demo's frame store marking it as the demo's own: another run of the demo (other settings,
-# another version) may then restart it; any other job's frames there are refused, never deleted.
+# A file in the demo's frame store naming the job the demo finished there (a digest of its progress.json
+# settings): another run of the demo (other settings, another version) may restart that job; any other
+# job's frames there, also ones written after the demo's (its mark left behind), are refused, never deleted.
 DEMO_MARK = ".demo_frames"
 _README_HEAD = "restored.mp4: Warped Diffusion inpainting of a box"
 
 
+def _job_digest(store: Path) -> str | None:
+    """A digest of the settings of the job whose frames ``store`` holds (None: no readable progress.json)."""
+    try:
+        params = json.loads((store / "progress.json").read_text())["params"]
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+    return hashlib.sha256(json.dumps(params, sort_keys=True).encode()).hexdigest()
+
+
 def _demo_store(store: Path) -> bool:
-    """Whether ``store`` is the demo's: its mark, or (made before the mark existed) the demo's README
-    beside it."""
-    if (store / DEMO_MARK).is_file():
-        return True
-    readme = store.parent / "README.txt"
-    return readme.is_file() and readme.read_text(errors="ignore").startswith(_README_HEAD)
+    """Whether ``store`` holds the frames of a job the demo finished (its mark names that job)."""
+    mark = store / DEMO_MARK
+    digest = _job_digest(store)
+    return digest is not None and mark.is_file() and mark.read_text().strip() == digest
 
 
-def _claim(store: Path) -> None:
-    """Mark ``store`` as the demo's when it is new or empty."""
-    if not store.exists() or not any(store.iterdir()):
-        store.mkdir(parents=True, exist_ok=True)
-        (store / DEMO_MARK).touch()
+def _mark(store: Path) -> None:
+    """Record the job ``store`` now holds as the demo's (after the demo's run there returned)."""
+    digest = _job_digest(store)
+    if digest is not None:
+        (store / DEMO_MARK).write_text(digest + "\n")
 
 
 def bigbuckbunny_path() -> str:
@@ -87,18 +97,17 @@ def run_demo(
         kw = dict(num_inference_steps=steps, guidance=g, noise_method=method, progress=progress,
                   noise_options={"base": "gp"} if method != "gp" else None,
                   flows=None if fwd is None else (fwd, back))  # fmt: skip
-        if store is not None:
-            _claim(store)
         try:
             res = pipe(clip, "box", output_dir=store, **kw)
         except OtherJobError:
             if not _demo_store(store):  # another job's frames: never deleted
                 raise
-            # the demo's own folder, from other settings or an earlier version: restart
+            # the demo's own job, from other settings or an earlier version: restart
             logger.warning("%s held an earlier demo run's frames: starting afresh", store)
             shutil.rmtree(store)
-            _claim(store)
             res = pipe(clip, "box", output_dir=store, **kw)
+        if store is not None:
+            _mark(store)
         if fwd is None:
             fwd, back = res.latent_flows[0].cpu(), res.latent_flows[1].cpu()
         results[name] = warping_error(res.frames, fwd, "first")

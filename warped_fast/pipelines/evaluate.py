@@ -190,6 +190,8 @@ def evaluate_all(
         else [m for m in METHODS if m[0].startswith(("Fixed (GP)", "Resample (GP)", "GP warping", "Warped"))]
     )
     pipes = {task: WarpedDiffusionPipeline.from_default(task) for task in ("inpaint", "sr")}
+    for p in pipes.values():  # a step count the schedules cannot take: before any run
+        p.denoiser.sampling_schedule(steps)
     # Rows are reused only for the same settings and the same models (a re-released model reruns).
     models = {task: object_digest(p.denoiser) for task, p in pipes.items()}
     settings = {"frames": frames, "steps": steps, "bbb_start": BBB_START, "models": models}

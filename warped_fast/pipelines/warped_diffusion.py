@@ -51,7 +51,8 @@ Task = Literal["inpaint", "sr"]
 
 @dataclass
 class PipelineOutput:
-    """frames: ``[T, 3, H, W]`` in [0, 1] (or PIL images / numpy, per ``output_type``); latents
+    """frames: ``[T, 3, H, W]`` in [0, 1] (or PIL images / numpy, per ``output_type``), on the pipeline's
+    device (on the CPU for a job with ``output_dir``: a long job's frames need not fit on the device); latents
     ``[T, C, h, w]``; flows on the latent grid (fwd, back) ``[T-1, 2, h, w]``; the noise ``[T, C, h, w]``;
     guidance_losses: ``{frame: [loss at each guided step]}`` (a resumed job's earlier frames' from its
     folder)."""
@@ -400,6 +401,15 @@ class WarpedDiffusionPipeline:
         output_type, keep_known, callback, progress,
     ):  # fmt: skip
         """The job's arguments checked before any work: (guidance, steps, schedule, sampler config, warper)."""
+        if guidance is not None and not isinstance(guidance, GuidanceConfig):
+            raise TypeError(
+                f"guidance: expected a GuidanceConfig (e.g. GuidanceConfig(mode='exact', lam=1.0)) or None, "
+                f"got {type(guidance).__name__}"
+            )
+        if noise_options is not None and not isinstance(noise_options, dict):
+            raise TypeError(
+                f"noise_options: expected a dict of the noise method's options or None, got {type(noise_options).__name__}"
+            )
         guidance = guidance or GuidanceConfig()
         if steps is None:  # the paper's: 50 with guidance, 25 without (lambda = 0 included)
             steps = 25 if guidance.mode == "off" or guidance.lam == 0 else 50
@@ -474,8 +484,16 @@ class WarpedDiffusionPipeline:
             flow_preset, output_type, keep_known, callback_on_step_end, progress,
         )  # fmt: skip
         if output_dir is not None:
+            if not isinstance(output_dir, (str, os.PathLike)):
+                raise TypeError(
+                    f"output_dir: expected a folder path or None, got {type(output_dir).__name__}"
+                )
             check_writable(output_dir, keep=False)
         flow_frames, cond, mask_px = self._prepare(video, mask, max_frames)
+        if mask_px is not None and not bool(mask_px.any()):
+            logger.warning(
+                "mask: no pixel of any frame is masked (values above 0.5 are): nothing is generated"
+            )
         self._fit_conditioning(*flow_frames.shape[-2:])
         keep = _known_pixels(flow_frames, mask_px) if keep_known else None
         t = cond.shape[0]
@@ -536,7 +554,8 @@ class WarpedDiffusionPipeline:
                 params["class_labels"] = self.denoiser.class_labels.tolist()
             if getattr(self.denoiser, "controlnet", None) is not None:  # its weights: the model digest
                 params["controlnet_scale"] = self.denoiser.controlnet_scale
-            store = FrameStore(output_dir, params, t)
+            # max_batch changes the batching of the UNet calls only (rounding): a resumed job may change it
+            store = FrameStore(output_dir, params, t, free=("max_batch",))
             job = JobState(output_dir)
             start, latents, prev_pred = job.resume(t, guided, num_inference_steps, dev)
             if start:
@@ -614,7 +633,8 @@ class WarpedDiffusionPipeline:
         each restored frame is yielded as soon as it is finished: with the sequential schedule right after
         its own sampling, one frame behind the input, in memory that does not grow with the clip. The
         frames are :meth:`__call__`'s for the same arguments, to the float rounding of decoding one frame at
-        a time. Nothing is written to disk (for a resumable job, :meth:`__call__` with ``output_dir``).
+        a time, on the pipeline's device. Nothing is written to disk (for a resumable job, :meth:`__call__`
+        with ``output_dir``).
 
         Args:
             video: a path (decoded as consumed), a tensor or array ``[T, 3, H, W]``, a list of images, or
