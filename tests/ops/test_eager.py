@@ -84,3 +84,47 @@ def test_compiled_public_call(gen):
     flow = smooth_flow(1, 5, 6, gen).float()
     fn = torch.compile(lambda a, f: wf.warp(a, f)[0] * 2, backend="eager", fullgraph=True)
     assert torch.equal(fn(img, flow), wf.warp(img, flow)[0] * 2)
+
+
+def test_every_public_op_compiles_with_fullgraph(gen):
+    """Each public op traces whole (fullgraph: no graph break in its argument handling) and gives the
+    eager result, gp_noise with a negated flow-like view among its inputs too."""
+    coords = torch.randn(2, 5, 6, 2, generator=gen) * 4
+    z, b, w = (
+        torch.randn(1, 8, 2, generator=gen),
+        torch.rand(1, 8, generator=gen),
+        torch.randn(3, 8, generator=gen),
+    )
+    img = torch.randn(1, 2, 5, 6, generator=gen)
+    flow = smooth_flow(1, 5, 6, gen).float()
+    calls = {
+        "gp_noise": (lambda c: wf.gp_noise(c, z, b, w), (coords,)),
+        "gp_noise of a negated view": (lambda c: wf.gp_noise(torch._neg_view(c), z, b, w), (-coords,)),
+        "warp + occlusion": (lambda a, f: wf.warp(a, f, -f)[0], (img, flow)),
+        "compose_coords": (lambda c, f: wf.compose_coords(c[:1], f), (coords, flow)),
+        "guidance_residual": (lambda a, f: wf.guidance_residual(a, 0.5 * a, f)[0], (img, flow)),
+        "occlusion_mask": (lambda f: wf.occlusion_mask(f, -f), (flow,)),
+        "guidance_loss": (lambda a, f: wf.guidance_loss(a, 0.5 * a, f), (img, flow)),
+        "guidance_grad": (lambda a, f: wf.guidance_grad(a, 0.5 * a, f)[1], (img, flow)),
+        "euler_guided_step": (lambda a: wf.euler_guided_step(a, 0.5 * a, 2.0, 1.0, grad=a, lam=0.5), (img,)),
+    }
+    for name, (fn, args) in calls.items():
+        torch._dynamo.reset()
+        compiled = torch.compile(fn, backend="eager", fullgraph=True)
+        torch.testing.assert_close(compiled(*args), fn(*args), msg=name)
+
+
+def test_forward_mode_ad_is_refused(gen):
+    """The ops have reverse-mode autograd only: forward mode (torch.func.jvp, forward_ad dual tensors) is
+    a clear error, not a silently zero tangent."""
+    import torch.autograd.forward_ad as fwad
+
+    img = torch.randn(1, 2, 5, 6, generator=gen)
+    flow = smooth_flow(1, 5, 6, gen).float()
+    tangent = torch.randn_like(img)
+    with pytest.raises(NotImplementedError, match="warp: forward-mode AD .* is not supported"):
+        torch.func.jvp(lambda i: wf.warp(i, flow)[0], (img,), (tangent,))
+    with fwad.dual_level(), pytest.raises(NotImplementedError, match="forward-mode AD"):
+        wf.warp(fwad.make_dual(img, tangent), flow)
+    with fwad.dual_level():  # no tangent on the op's inputs: runs
+        assert torch.equal(wf.warp(img, flow)[0], wf.warp(img, flow)[0])

@@ -221,6 +221,10 @@ def test_opcheck(gen):
     torch.library.opcheck(
         step, (pred.clone().requires_grad_(), prev.clone().requires_grad_(), g, s, s / 3, 0.5)
     )
+    # channels-last inputs: the fake kernels' outputs are contiguous, as the kernels'
+    cl = [t.to(memory_format=torch.channels_last) for t in (pred, prev, flow)]
+    torch.library.opcheck(op, (*cl, None))
+    torch.library.opcheck(step, (cl[0], cl[1], None, s, s / 2, 1.0))
 
 
 def test_bad_inputs(gen):

@@ -257,8 +257,20 @@ def test_occlusion_mask(fast_backend, gen):
         ),
     ],
 )
-def test_opcheck(op, args, gen):
+@pytest.mark.parametrize("strided", [False, True], ids=["contiguous", "channels_last"])
+def test_opcheck(op, args, gen, strided):
+    """opcheck, also on channels-last (coordinates: permuted) inputs, whose outputs the fake kernels
+    must describe as the contiguous tensors the kernels return."""
     a = args(gen)
+    if strided:
+        a = tuple(
+            t.permute(0, 3, 1, 2).contiguous().permute(0, 2, 3, 1)
+            if t is not None and t.dim() == 4 and t.shape[-1] == 2  # coords [N, H, W, 2]
+            else t.to(memory_format=torch.channels_last)
+            if t is not None and t.dim() == 4
+            else t
+            for t in a
+        )
     if op == "warp":
         a = (a[0].requires_grad_(), a[1].requires_grad_(), a[2])
     if op == "compose_coords":
@@ -514,3 +526,43 @@ def test_backward_runs_under_the_backend_forced_at_the_forward(monkeypatch, gen)
     worker.start()
     worker.join()
     assert img.grad is not None and seen and all(b == "reference" for _, b in seen), seen
+
+
+def test_infinite_values_behind_out_of_frame_taps_are_zero_on_every_backend():
+    """A sample wholly outside the frame reads nothing: an inf in the border column it would clamp to
+    gives 0, not inf * 0 = NaN, in the output and the flow gradient; an inf cotangent of such a sample
+    splats nothing. The reference (the tests' oracle and the fallback) agrees with the kernels."""
+    from warped_fast.ops._dispatch import available
+
+    h, w = 3, 4
+    img = torch.ones(1, 1, h, w)
+    img[0, 0, :, w - 1] = float("inf")
+    flow = torch.zeros(1, 2, h, w)
+    flow[0, 0, 1, 1] = w + 0.5 - 1  # pixel (1, 1) samples x = 4.5
+    cot = torch.zeros(1, 1, h, w)
+    cot[0, 0, 0, 0] = float("inf")
+    flow2 = torch.zeros(1, 2, h, w)
+    flow2[0, 0, 0, 0] = -3.0  # pixel (0, 0) samples x = -3
+    for backend in [b for b in ("reference", "cpu", "triton") if available(b, "cpu")]:
+        with wf.use_backend(backend):
+            i_, f_ = img.clone().requires_grad_(), flow.clone().requires_grad_()
+            out, valid = wf.warp(i_, f_)
+            _, gf = torch.autograd.grad(out, (i_, f_), torch.ones_like(out))
+            splat = _eager.call("warp_image_grad", cot, flow2, None)
+        assert out[0, 0, 1, 1] == 0 and not valid[0, 0, 1, 1], backend
+        assert torch.equal(gf[0, :, 1, 1], torch.zeros(2)), backend
+        assert torch.equal(splat[0, 0, 0], torch.zeros(w)), backend
+
+
+def test_a_float64_flow_is_taken_in_the_images_precision_by_every_backend():
+    """The kernels round a float64 flow to a float32 image's precision; the reference does too, so the
+    validity of a sample 1e-9 px outside the frame does not depend on the backend."""
+    from warped_fast.ops._dispatch import available
+
+    img = torch.arange(1.0, 6.0).view(1, 1, 1, 5)
+    flow = torch.zeros(1, 2, 1, 5, dtype=torch.float64)
+    flow[0, 0, 0, 3] = -3 - 1e-9  # x = -1e-9: outside in float64, 0 in float32
+    for backend in [b for b in ("reference", "cpu", "triton") if available(b, "cpu")]:
+        with wf.use_backend(backend):
+            out, valid = wf.warp(img, flow)
+        assert bool(valid[0, 0, 0, 3]) and out[0, 0, 0, 3] == 1.0, backend

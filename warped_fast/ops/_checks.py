@@ -135,10 +135,16 @@ def check_tensor(
 def as_dtype(t: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
     """``t`` as a contiguous tensor of ``dtype``: ``t`` itself when it already is (no call into torch,
     which costs microseconds of host time per op); a negated view is materialized."""
-    if t.dtype == dtype and t.is_contiguous() and not t.is_neg():
-        return t
+    if t.dtype == dtype and t.is_contiguous() and (torch.compiler.is_compiling() or not t.is_neg()):
+        return t  # compiling: the op boundary materializes negated views (and dynamo cannot trace is_neg)
     # a negated view (torch._neg_view) holds the un-negated values: the kernels read raw memory
     return t.to(dtype).contiguous().resolve_neg()
+
+
+def fake_like(t: torch.Tensor) -> torch.Tensor:
+    """A fake kernel's output of ``t``'s shape and dtype, contiguous as every real kernel returns it
+    (``torch.empty_like`` would keep a channels-last or permuted input's strides)."""
+    return torch.empty_like(t, memory_format=torch.contiguous_format)
 
 
 def as_f32(t: torch.Tensor) -> torch.Tensor:

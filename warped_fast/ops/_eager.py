@@ -13,6 +13,7 @@ from __future__ import annotations
 from collections.abc import Callable
 
 import torch
+import torch.autograd.forward_ad as _fwad
 from torch.utils._python_dispatch import _get_current_dispatch_mode
 
 _is_wrapped = getattr(torch._C._functorch, "is_functorch_wrapped_tensor", None)
@@ -62,7 +63,29 @@ def direct_ok(args) -> bool:
 
 
 def call(name: str, *args):
-    """The op ``name``'s body on ``args`` when ``direct_ok(args)``, else the registered op."""
+    """The op ``name``'s body on ``args`` when ``direct_ok(args)``, else the registered op. Forward-mode
+    AD through it is an error (the ops have reverse-mode autograd only: a tangent would come out zero)."""
+    if _fwad._current_level >= 0:  # inside torch.autograd.forward_ad.dual_level()
+        _refuse_forward_ad(name, any(_fwad.unpack_dual(a).tangent is not None for a in _tensors(args)))
     if direct_ok(args):
         return _impls[name](*args)
+    if (
+        _is_wrapped is not None
+        and not torch.compiler.is_compiling()
+        and any(map(_is_wrapped, _tensors(args)))
+    ):
+        stack = torch._C._functorch.get_interpreter_stack() or []  # torch.func.jvp / jacfwd: a Jvp transform
+        _refuse_forward_ad(name, any(i.key() == torch._C._functorch.TransformType.Jvp for i in stack))
     return getattr(torch.ops.warped_fast, name).default(*args)
+
+
+def _tensors(args) -> list[torch.Tensor]:
+    return [a for a in args if isinstance(a, torch.Tensor)]
+
+
+def _refuse_forward_ad(name: str, dual: bool) -> None:
+    if dual:
+        raise NotImplementedError(
+            f"{name}: forward-mode AD (torch.func.jvp / jacfwd, torch.autograd.forward_ad) is not supported; "
+            "the warped_fast ops differentiate in reverse mode, with torch.autograd (backward, torch.autograd.grad)"
+        )

@@ -15,7 +15,7 @@ import torch
 
 from .. import reference
 from . import _cpu, _eager
-from ._checks import as_f32, check_finite, check_nonempty, check_tensor
+from ._checks import as_f32, check_finite, check_nonempty, check_tensor, fake_like
 from ._dispatch import ContextSetting, register, register_autograd, select
 
 register("gp_noise", ("cuda", "cpu", "reference"))
@@ -143,7 +143,7 @@ def _gp_noise_vjp(
 @_gp_noise_vjp.register_fake
 def _(coords, z, b, w, grad, needs):
     return tuple(
-        torch.empty_like(t) if nd else t.new_empty(0) for t, nd in zip((coords, z, b, w), needs, strict=True)
+        fake_like(t) if nd else t.new_empty(0) for t, nd in zip((coords, z, b, w), needs, strict=True)
     )
 
 

@@ -9,7 +9,7 @@ import torch
 from .. import reference
 from ..reference.guidance import norm_active
 from . import _cpu, _eager
-from ._checks import as_sigma, check_finite, check_nonempty, check_real, check_tensor
+from ._checks import as_sigma, check_finite, check_nonempty, check_real, check_tensor, fake_like
 from ._dispatch import register, register_autograd, select
 
 register("guidance_residual", ("triton", "cpu", "reference"))
@@ -60,7 +60,7 @@ def _guidance_residual(
 
 @_guidance_residual.register_fake
 def _(pred, prev_pred, flow, mask):
-    return torch.empty_like(pred), pred.new_empty((pred.shape[0],), dtype=_cpu.compute_dtype(pred.dtype))
+    return fake_like(pred), pred.new_empty((pred.shape[0],), dtype=_cpu.compute_dtype(pred.dtype))
 
 
 def _residual_setup(ctx, inputs, output):
@@ -199,7 +199,7 @@ def _euler_guided_step(
 ) -> torch.Tensor:
     backend = select("euler_guided_step", u.device.type, u.dtype)
     if backend == "reference":
-        return reference.euler_guided_step(u, pred, grad, sigma, sigma_next, lam)
+        return reference.euler_guided_step(u, pred, grad, sigma, sigma_next, lam).contiguous()
     if backend == "triton":
         return _triton().euler_guided_step(u, pred, grad, sigma, sigma_next, lam)
     cd = _cpu.compute_dtype(u.dtype)
@@ -226,7 +226,7 @@ def _euler_guided_step(
 
 @_euler_guided_step.register_fake
 def _(u, pred, grad, sigma, sigma_next, lam):
-    return torch.empty_like(u)
+    return fake_like(u)
 
 
 def _euler_setup(ctx, inputs, output):

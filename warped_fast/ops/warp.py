@@ -10,7 +10,7 @@ import torch
 
 from .. import reference
 from . import _cpu, _eager
-from ._checks import as_dtype, check_finite, check_nonempty, check_tensor
+from ._checks import as_dtype, check_finite, check_nonempty, check_tensor, fake_like
 from ._dispatch import register, register_autograd, select
 
 register("warp", ("triton", "cpu", "reference"))
@@ -63,7 +63,7 @@ def _warp(
 @_warp.register_fake
 def _(image, flow, back_flow):
     n, _, h, w = image.shape
-    return torch.empty_like(image), image.new_empty((n, 1, h, w), dtype=torch.bool)
+    return fake_like(image), image.new_empty((n, 1, h, w), dtype=torch.bool)
 
 
 def _warp_setup(ctx, inputs, output):
@@ -118,7 +118,7 @@ def _warp_image_grad(grad_out: torch.Tensor, flow: torch.Tensor, scale: torch.Te
 
 @_warp_image_grad.register_fake
 def _(grad_out, flow, scale):
-    return torch.empty_like(grad_out)
+    return fake_like(grad_out)
 
 
 @_eager.custom_op("warp_flow_grad")
@@ -151,7 +151,7 @@ def _warp_flow_grad(grad_out: torch.Tensor, image: torch.Tensor, flow: torch.Ten
 
 @_warp_flow_grad.register_fake
 def _(grad_out, image, flow):
-    return torch.empty_like(flow)
+    return fake_like(flow)
 
 
 # --- composition ----------------------------------------------------------------------------------
@@ -176,7 +176,7 @@ def _compose_coords(coords: torch.Tensor, flow: torch.Tensor) -> torch.Tensor:
 
 @_compose_coords.register_fake
 def _(coords, flow):
-    return torch.empty_like(coords)
+    return fake_like(coords)
 
 
 def _compose_setup(ctx, inputs, output):

@@ -10,7 +10,9 @@ import torch
 
 
 def compute_dtype(*tensors: torch.Tensor | None) -> torch.dtype:
-    """float64 when any given tensor is float64, else float32 (half / bfloat16 storage included)."""
+    """float64 when any given tensor is float64, else float32 (half / bfloat16 storage included). The
+    references pass the data tensor (image, coordinates, prediction), not the flow: a float64 flow is
+    rounded to a float32 image's precision, as the kernels do."""
     return (
         torch.float64 if any(t is not None and t.dtype == torch.float64 for t in tensors) else torch.float32
     )
@@ -74,7 +76,8 @@ def sample_zeros(img: torch.Tensor, x: torch.Tensor, y: torch.Tensor) -> torch.T
     n, c, h, w = img.shape
     out = img.new_zeros(n, c, *x.shape[1:])
     for xi, yi, wt, inside in taps(x, y, h, w)[0]:
-        out = out + _gather(img, xi, yi) * (wt * inside.to(img.dtype)).unsqueeze(1)
+        # where, not a product with the mask: an out-of-frame tap (clamped to the border) of an inf is 0
+        out = out + torch.where(inside.unsqueeze(1), _gather(img, xi, yi) * wt.unsqueeze(1), 0.0)
     return out
 
 

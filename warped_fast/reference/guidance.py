@@ -34,7 +34,7 @@ def guidance_residual(
         ``[N, C, H, W]`` in float32 (float64 for float64 inputs) whatever the storage dtype, as the fast
         paths compute it; differentiable in ``pred``.
     """
-    ct = compute_dtype(pred, prev_pred, flow)
+    ct = compute_dtype(pred, prev_pred)  # the flow in the prediction's precision, as the kernels
     warped, valid = warp(pred.to(ct), flow)
     if mask is not None:
         valid = valid & mask.bool()

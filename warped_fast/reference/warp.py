@@ -32,7 +32,7 @@ def warp(
         in ``[0, W-1] x [0, H-1]`` (and passes the consistency check when ``back_flow`` is given).
     """
     n, c, h, w = image.shape
-    ct = compute_dtype(image, flow, back_flow)
+    ct = compute_dtype(image)  # the flows in the image's precision, as the kernels take them
     flow = flow.to(ct)
     xs, ys = pixel_grid(h, w, image.device, ct)
     x, y = xs + flow[:, 0], ys + flow[:, 1]
@@ -73,7 +73,7 @@ def compose_coords(coords: torch.Tensor, flow: torch.Tensor) -> torch.Tensor:
         ``[N, H, W, 2]`` in coords' dtype.
     """
     n, h, w, _ = coords.shape
-    ct = compute_dtype(coords, flow)
+    ct = compute_dtype(coords)  # the flow in the coordinates' precision, as the kernels
     xs, ys = pixel_grid(h, w, coords.device, ct)
     disp = (coords.to(ct) - torch.stack((xs, ys), -1)).permute(0, 3, 1, 2)
     x, y = xs + flow[:, 0].to(ct), ys + flow[:, 1].to(ct)
@@ -100,7 +100,7 @@ def warp_image_grad(
         ``[N, C, H, W]`` in grad_out's dtype.
     """
     n, c, h, w = grad_out.shape
-    ct = compute_dtype(grad_out, flow, scale)
+    ct = compute_dtype(grad_out)  # as the kernels
     g = grad_out.to(ct)
     if scale is not None:
         g = g * scale.to(ct).view(-1, 1, 1, 1)
@@ -108,7 +108,7 @@ def warp_image_grad(
     out = g.new_zeros(n, c, h * w)
     for xi, yi, wt, inside in taps_:
         idx = (yi * w + xi).reshape(n, 1, h * w).expand(n, c, h * w)
-        val = (g * (wt * inside.to(ct)).unsqueeze(1)).reshape(n, c, h * w)
+        val = torch.where(inside.unsqueeze(1), g * wt.unsqueeze(1), 0.0).reshape(n, c, h * w)
         out.scatter_add_(2, idx, val)
     return out.reshape(n, c, h, w).to(grad_out.dtype)
 
@@ -122,10 +122,10 @@ def warp_flow_grad(grad_out: torch.Tensor, image: torch.Tensor, flow: torch.Tens
         ``[N, 2, H, W]`` in the flow's dtype.
     """
     n, c, h, w = image.shape
-    ct = compute_dtype(grad_out, image, flow)
+    ct = compute_dtype(image)  # as the kernels
     grad_out, image = grad_out.to(ct), image.to(ct)
     taps_, wx, wy = _flow_taps(flow.to(ct), h, w)
-    v = [_gather(image, xi, yi) * inside.unsqueeze(1).to(ct) for xi, yi, _, inside in taps_]
+    v = [torch.where(inside.unsqueeze(1), _gather(image, xi, yi), 0.0) for xi, yi, _, inside in taps_]
     v00, v01, v10, v11 = v
     wx, wy = wx.unsqueeze(1), wy.unsqueeze(1)
     gx = (grad_out * ((v01 - v00) * (1 - wy) + (v11 - v10) * wy)).sum(1)
