@@ -1,5 +1,6 @@
 // Bilinear taps in pixel units with zero padding, shared by the CPU warp and guidance kernels.
 #pragma once
+#include <algorithm>
 #include <cmath>
 #include <cstdint>
 
@@ -37,6 +38,10 @@ inline Taps<T> make_taps(T x, T y, int64_t H, int64_t W) {
   t.in[2] = cx0 && cy1;
   t.in[3] = cx1 && cy1;
   t.inside_frame = x >= T(0) && x <= T(W - 1) && y >= T(0) && y <= T(H - 1);
+  // Kept within a tap of the frame: a flat index y0 * W + x0 is formed before the in[] tests, and a
+  // position far outside would overflow it (a tap that is in[] is unchanged by this).
+  t.x0 = std::min<int64_t>(std::max<int64_t>(t.x0, -2), W);
+  t.y0 = std::min<int64_t>(std::max<int64_t>(t.y0, -2), H);
   return t;
 }
 

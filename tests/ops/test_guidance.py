@@ -229,6 +229,9 @@ def test_opcheck(gen):
 
 def test_bad_inputs(gen):
     pred, prev, flow, _ = _inputs((2, 3, 5, 6), gen, dtype=torch.float32)
+    for fn in (wf.guidance_loss, wf.guidance_grad):
+        with pytest.raises(TypeError, match="squared: expected True or False, got 'no'"):
+            fn(pred, prev, flow, squared="no")
     with pytest.raises(ValueError, match="prev_pred: expected shape"):
         wf.guidance_grad(pred, prev[:1], flow)
     with pytest.raises(TypeError, match="prev_pred: expected dtype"):

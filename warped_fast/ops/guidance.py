@@ -129,6 +129,11 @@ def guidance_residual(
     )
 
 
+def _check_squared(squared) -> None:
+    if not isinstance(squared, bool):
+        raise TypeError(f"squared: expected True or False, got {squared!r}")
+
+
 def guidance_loss(
     pred: torch.Tensor,
     prev_pred: torch.Tensor,
@@ -146,6 +151,7 @@ def guidance_loss(
         ``[N]``. The norm has no gradient while the residual's RMS is under
         :data:`warped_fast.reference.guidance.NORM_GRAD_MIN_RMS` (float rounding, not a residual).
     """
+    _check_squared(squared)
     _, sumsq = guidance_residual(pred, prev_pred, flow, mask)
     if squared:
         return sumsq
@@ -173,6 +179,7 @@ def guidance_grad(
     Returns:
         loss ``[N]`` and grad ``[N, C, H, W]``.
     """
+    _check_squared(squared)
     with torch.no_grad():
         r, sumsq = guidance_residual(pred, prev_pred, flow, mask)
         if squared:
