@@ -335,3 +335,33 @@ def test_job_files_get_the_default_file_mode(tmp_path):
     umask = os.umask(0o022)
     os.umask(umask)
     assert any(n.endswith(".safetensors") for n in modes) and set(modes.values()) == {0o666 & ~umask}, modes
+
+
+def test_noise_options_key_ignores_order_number_form_and_spelled_out_defaults(tmp_path):
+    """A job's noise options are one key whatever their order, int or float spelling, and whether an
+    option at the method's default is given or left out; another value is another job."""
+    from warped_fast.noise import RFFConfig
+    from warped_fast.pipelines.resume import noise_options_key
+
+    base = noise_options_key("gp", None)
+    assert noise_options_key("gp", {"occlusion": False, "sigma": 1}) == base
+    assert noise_options_key("gp", {"sigma": 2, "occlusion": True}) == noise_options_key(
+        "gp", {"occlusion": True, "sigma": 2.0}
+    )
+    assert noise_options_key("gp", {"sigma": 2}) != base
+    assert noise_options_key("gp", {"rff": RFFConfig(num_features=64)}) != base
+    assert noise_options_key("hiwyn", {"upsample": 8}) == noise_options_key("hiwyn", {})
+    pipe = _inpaint_pipe()
+    v = _video(2)
+    pipe(v, "box", num_inference_steps=2, progress=False, output_dir=tmp_path / "o",
+         noise_options={"occlusion": False, "sigma": 1.0})  # fmt: skip
+    pipe(v, "box", num_inference_steps=2, progress=False, output_dir=tmp_path / "o")  # the same job
+    with pytest.raises(ValueError, match="other noise_options"):
+        pipe(
+            v,
+            "box",
+            num_inference_steps=2,
+            progress=False,
+            output_dir=tmp_path / "o",
+            noise_options={"sigma": 2},
+        )

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
+import inspect
 import json
 import logging
 import numbers
@@ -117,6 +118,20 @@ def options_key(options) -> str:
         return repr(v)
 
     return json.dumps(canon(options or {}), sort_keys=True)
+
+
+def noise_options_key(method: str, options: dict | None) -> str:
+    """:func:`options_key` of a noise method's options without those given at the method's default (an
+    option spelled out at its default is the same job as one left out)."""
+    from ..noise import METHODS
+
+    params = inspect.signature(METHODS[method]).parameters
+    kept = {
+        k: v
+        for k, v in (options or {}).items()
+        if k not in params or options_key({k: v}) != options_key({k: params[k].default})
+    }
+    return options_key(kept)
 
 
 class JobState:

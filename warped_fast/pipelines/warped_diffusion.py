@@ -43,7 +43,7 @@ from ..noise.base import check_generator
 from ..ops._checks import check_device, check_finite, check_float_dtype, check_int
 from ..sampling import FrameInput, GuidanceConfig, VideoSampler, VideoSamplerConfig
 from ..sampling.guidance import check_gradients_allowed
-from .resume import JobState, generator_key, object_digest, options_key, tensor_digest
+from .resume import JobState, generator_key, noise_options_key, object_digest, options_key, tensor_digest
 
 logger = logging.getLogger("warped_fast")
 Task = Literal["inpaint", "sr"]
@@ -538,7 +538,7 @@ class WarpedDiffusionPipeline:
         if output_dir is not None:
             flow_inputs = tuple(flows) if flows is not None else (flow_frames,)
             params = {"key_format": JOB_KEY_FORMAT, "task": self.task, "sr_factor": self.sr_factor, "steps": num_inference_steps,
-                      "noise": noise_method, "noise_options": options_key(noise_options), "guidance": options_key(guidance),
+                      "noise": noise_method, "noise_options": noise_options_key(noise_method, noise_options), "guidance": options_key(guidance),
                       "frames": t, "schedule": frame_schedule, "max_batch": max_batch,
                       # the device: noise drawn there, and the model's numerics, differ between devices
                       "device": dev.type,
