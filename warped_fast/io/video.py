@@ -25,8 +25,9 @@ def _to_frames(a, channels_last: bool | None = None) -> torch.Tensor:
     """Array-likes to ``[T, 3, H, W]`` float32 in [0, 1]. ``channels_last`` says the layout (files and
     images: ``[T, H, W, C]`` or grey ``[T, H, W]``); None reads it from the shape, for user arrays: three
     dimensions are one frame, ``[H, W, C]`` with C in (1, 3, 4) or (a torch tensor) ``[C, H, W]``, else
-    grey frames ``[T, H, W]`` (a numpy clip of 3 grey frames is that, not one channels-first image); four are ``[T, H, W, C]`` when the last has 1, 3 or 4 entries and the second not,
-    ``[T, C, H, W]`` when the second has and the last not. Where both could be channels (a frame 1, 3 or
+    grey frames ``[T, H, W]`` (a numpy clip of 3 grey frames is that, not one channels-first image);
+    four are ``[T, H, W, C]`` when the last has 1, 3 or 4 entries and the second not, ``[T, C, H, W]``
+    when the second has and the last not. Where both could be channels (a frame 1, 3 or
     4 pixels high, as ``[T, 4, 8, 3]``), a torch tensor is read channels first, as torch lays out
     images, and anything else (numpy, nested lists) channels last, as numpy and imageio do."""
     torch_layout = isinstance(a, torch.Tensor)

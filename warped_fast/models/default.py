@@ -120,9 +120,8 @@ def load_unet_folder(
                 f"scheduler: {sch_cls} in {sch_dir} is a flow-matching schedule; the sampler needs a "
                 "DDPM-family (betas, e.g. EulerDiscreteScheduler) or an EDM model (e.g. EDMEulerScheduler)"
             )
-        if sch_cls.startswith(
-            "Cosine"
-        ):  # EDM's scalings but the timestep atan(sigma) 2 / pi (Stable Audio's)
+        # Stable Audio's cosine schedule: EDM's scalings but the timestep atan(sigma) 2 / pi
+        if sch_cls.startswith("Cosine"):
             raise ValueError(
                 f"scheduler: {sch_cls} in {sch_dir} conditions the model on atan(sigma) 2 / pi; the sampler "
                 "takes DDPM-family schedules and EDM ones (timestep 0.25 log sigma, e.g. EDMEulerScheduler)"
