@@ -56,6 +56,26 @@ def test_zero_flow_same_noise_gives_identical_frames():
     assert torch.equal(v[1], v[0]) and torch.equal(v[2], v[0])
 
 
+@pytest.mark.parametrize("mode", ["exact", "jacobian_free"])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float16])
+def test_static_scene_in_the_wavefront_schedule_stays_static(mode, dtype):
+    """Zero flow and the same noise in every frame under the wavefront schedule: the batched calls round
+    each frame's prediction differently, and the normalized loss's unit gradient would turn that rounding
+    into full guidance steps; the dead zone, scaled to the model's precision, keeps the frames equal to
+    frame 0 up to that rounding (a few units in the last place of the largest value)."""
+    den, sched = _tiny()
+    den.unet.to(dtype)
+    noise = torch.randn(4, H, W, generator=torch.Generator().manual_seed(0)).to(dtype)
+    zero = torch.zeros(2, H, W)
+    frames = [FrameInput(noise, None, zero if j else None) for j in range(4)]
+    cfg = VideoSamplerConfig("wavefront", max_batch=8, guidance=GuidanceConfig(mode=mode))
+    v = VideoSampler(den, sched, cfg).sample(frames).float()
+    ulp = torch.finfo(dtype).eps * v.abs().max()
+    assert all((v[j] - v[0]).abs().max() <= 4 * ulp for j in range(1, 4)), [
+        (v[j] - v[0]).abs().max() for j in range(4)
+    ]
+
+
 def test_lambda_zero_equals_per_frame_sampling_of_warped_noise():
     den, sched = _tiny()
     frames = _pan_frames(3, 0.4)
@@ -347,3 +367,17 @@ def test_out_of_memory_in_a_callback_is_raised_not_retried():
     with pytest.raises(torch.OutOfMemoryError):
         sampler.sample(_pan_frames(4, 0.6))
     assert sampler.batch_limit == 8 and len(calls) == len(set(calls))
+
+
+def test_stream_checks_its_arguments_at_the_call_and_yields_frames_of_their_own():
+    """A bad start_index is an error at the call (not at the first frame, nor a frame silently taken as
+    frame 0); the wavefront schedule's finished frames own their memory (not views of a tick's batch)."""
+    den, sched = _tiny()
+    frames = _pan_frames(4, 0.4)
+    sampler = VideoSampler(den, sched, VideoSamplerConfig("wavefront", max_batch=8))
+    with pytest.raises(ValueError, match="start_index: expected an int >= 0, got -1"):
+        sampler.stream(frames, start_index=-1)
+    with pytest.raises(ValueError, match="prev_predictions: required"):
+        sampler.stream(frames, start_index=1)
+    out = list(sampler.stream(frames))
+    assert len(out) == 4 and all(f.untyped_storage().nbytes() == f.numel() * f.element_size() for f in out)

@@ -140,6 +140,7 @@ def guidance_loss(
     flow: torch.Tensor,
     mask: torch.Tensor | None = None,
     squared: bool = False,
+    min_rms: torch.Tensor | float | None = None,
 ) -> torch.Tensor:
     """Per-frame guidance loss ``||r_n||`` (default, as in DPS) or ``||r_n||^2``; differentiable.
 
@@ -147,16 +148,19 @@ def guidance_loss(
         pred, prev_pred, flow, mask: as for :func:`guidance_residual` (``flow``: the forward flow
             j-1 -> j on frame j-1's grid).
         squared: the squared norm ``||r_n||^2`` instead of the norm.
+        min_rms: the norm's dead zone, an RMS residual per element (a float or ``[N]``) under which it
+            has no gradient (float rounding, not a residual); None:
+            :data:`warped_fast.reference.guidance.NORM_GRAD_MIN_RMS`.
     Returns:
-        ``[N]``. The norm has no gradient while the residual's RMS is under
-        :data:`warped_fast.reference.guidance.NORM_GRAD_MIN_RMS` (float rounding, not a residual).
+        ``[N]``.
     """
     _check_squared(squared)
     _, sumsq = guidance_residual(pred, prev_pred, flow, mask)
     if squared:
         return sumsq
     norm = sumsq.clamp_min(1e-30).sqrt()
-    return torch.where(norm_active(sumsq.detach(), pred[0].numel() if len(pred) else 1), norm, norm.detach())
+    active = norm_active(sumsq.detach(), pred[0].numel() if len(pred) else 1, min_rms)
+    return torch.where(active, norm, norm.detach())
 
 
 def guidance_grad(
@@ -165,6 +169,7 @@ def guidance_grad(
     flow: torch.Tensor,
     mask: torch.Tensor | None = None,
     squared: bool = False,
+    min_rms: torch.Tensor | float | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Guidance loss and its gradient with respect to ``pred``, without autograd (two fused kernels).
 
@@ -176,6 +181,7 @@ def guidance_grad(
         pred, prev_pred, flow, mask: as for :func:`guidance_residual` (``flow``: the forward flow
             j-1 -> j on frame j-1's grid).
         squared: the loss ``||r_n||^2`` (gradient of it) instead of the norm.
+        min_rms: the norm's dead zone, as for :func:`guidance_loss`.
     Returns:
         loss ``[N]`` and grad ``[N, C, H, W]``.
     """
@@ -186,7 +192,7 @@ def guidance_grad(
             loss, scale = sumsq, torch.full_like(sumsq, 2.0)
         else:
             loss = sumsq.sqrt()
-            active = norm_active(sumsq, pred[0].numel() if len(pred) else 1)  # an empty batch: any
+            active = norm_active(sumsq, pred[0].numel() if len(pred) else 1, min_rms)  # empty batch: any
             scale = torch.where(active, 1.0 / loss.clamp_min(1e-30), torch.zeros_like(loss))
         grad = _eager.call("warp_image_grad", r, flow.contiguous(), scale)
     return loss, grad

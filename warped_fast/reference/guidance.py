@@ -9,14 +9,20 @@ from .warp import warp
 
 # The normalized loss ||r|| has a unit-norm gradient r / ||r|| however small r is: float rounding alone
 # (another batch size, a resumed run) would give a full guidance step where the exact residual is 0.
-# Below this RMS residual per element, far under anything visible, the gradient is taken as 0.
+# Below this RMS residual per element, far under anything visible, the gradient is taken as 0 (the ops'
+# default; the video sampler widens it to the rounding of the model's precision, see
+# warped_fast.sampling.guidance.dead_zone).
 NORM_GRAD_MIN_RMS = 1e-5
 
 
-def norm_active(sumsq: torch.Tensor, numel: int) -> torch.Tensor:
+def norm_active(sumsq: torch.Tensor, numel: int, min_rms: torch.Tensor | float | None = None) -> torch.Tensor:
     """``[N]`` bool: whether ``||r_n||`` (``sumsq`` its square, ``numel`` elements per frame) is above the
-    dead zone of :data:`NORM_GRAD_MIN_RMS`, i.e. has a gradient."""
-    return sumsq > (NORM_GRAD_MIN_RMS**2) * numel
+    dead zone, an RMS residual of ``min_rms`` (a float or ``[N]``; None: :data:`NORM_GRAD_MIN_RMS`), i.e.
+    has a gradient."""
+    m = NORM_GRAD_MIN_RMS if min_rms is None else min_rms
+    if isinstance(m, torch.Tensor):
+        m = m.to(sumsq.device, sumsq.dtype)
+    return sumsq > (m**2) * numel
 
 
 def guidance_residual(
@@ -48,11 +54,12 @@ def guidance_grad(
     flow: torch.Tensor,
     mask: torch.Tensor | None = None,
     squared: bool = False,
+    min_rms: torch.Tensor | float | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Per-frame guidance loss and its gradient with respect to ``pred``.
 
     loss_n = ||r_n||_2 (default, normalized as in DPS; no gradient while the residual's RMS is under
-    :data:`NORM_GRAD_MIN_RMS`) or ||r_n||_2^2 (``squared=True``).
+    ``min_rms``, default :data:`NORM_GRAD_MIN_RMS`) or ||r_n||_2^2 (``squared=True``).
 
     Returns:
         loss ``[N]`` (float32, or float64 for float64 inputs) and grad ``[N, C, H, W]`` in ``pred``'s
@@ -65,7 +72,7 @@ def guidance_grad(
             loss = (r**2).sum(1)
         else:
             norm = r.norm(dim=1)
-            loss = torch.where(norm_active(norm.detach() ** 2, r.shape[1]), norm, norm.detach())
+            loss = torch.where(norm_active(norm.detach() ** 2, r.shape[1], min_rms), norm, norm.detach())
         (grad,) = torch.autograd.grad(loss.sum(), p)
     return loss.detach(), grad
 

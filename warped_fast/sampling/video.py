@@ -279,6 +279,7 @@ class VideoSampler:
             prev_predictions: when resuming, frame ``start_index - 1``'s predictions at every step
                 (``S`` tensors ``[C, H, W]``), as the callback saw them.
         """
+        check_int("start_index", start_index, 0)
         if (
             start_index > 0
             and prev_predictions is not None
@@ -290,6 +291,9 @@ class VideoSampler:
         if start_index > 0 and prev_predictions is None and self.config.guidance.mode != "off":
             raise ValueError("prev_predictions: required to resume a guided clip after frame 0")
         prev = None if prev_predictions is None else [p.reshape(1, *p.shape[-3:]) for p in prev_predictions]
+        return self._stream(frames, start_index, prev)  # the arguments checked at the call, not at next()
+
+    def _stream(self, frames, start_index: int, prev) -> Iterator[torch.Tensor]:
         self.losses = {}
         self._clip = None
         if self.config.frame_schedule == "sequential":
@@ -341,5 +345,5 @@ class VideoSampler:
             prev = self._tick_in_chunks(active, prev)
             bar.update(1)
             while active and active[0].step == steps:  # the oldest frames finish first
-                yield active.pop(0).u[0]
+                yield active.pop(0).u[0].clone()  # not a view keeping the tick's whole batch alive
         bar.close()
