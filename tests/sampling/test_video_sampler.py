@@ -106,9 +106,10 @@ class _MemoryBound(torch.nn.Module):
     """A denoiser that runs out of device memory on batches of more than ``fits`` items (its UNet after
     the forward of the failing batch, as a backward would)."""
 
-    def __init__(self, inner, fits: int):
+    def __init__(self, inner, fits: int, error=None):
         super().__init__()
         self.inner, self.fits, self.sizes = inner, fits, []
+        self.error = error or torch.OutOfMemoryError("CUDA out of memory (test)")
 
     def set_schedule(self, schedule):
         self.inner.set_schedule(schedule)
@@ -117,16 +118,21 @@ class _MemoryBound(torch.nn.Module):
         self.sizes.append(u.shape[0])
         d = self.inner(u, sigma, cond)
         if u.shape[0] > self.fits:
-            raise torch.OutOfMemoryError("CUDA out of memory (test)")
+            raise self.error
         return d
 
 
-def test_wavefront_halves_a_batch_that_runs_out_of_memory(caplog):
+@pytest.mark.parametrize(
+    "error",
+    [None, RuntimeError("CUDA error: CUBLAS_STATUS_ALLOC_FAILED when calling `cublasCreate(handle)`")],
+    ids=["OutOfMemoryError", "cublas"],
+)
+def test_wavefront_halves_a_batch_that_runs_out_of_memory(caplog, error):
     den, sched = _tiny()
     frames = _pan_frames(6, 0.6)
     g = GuidanceConfig(mode="exact")
     ref = VideoSampler(den, sched, VideoSamplerConfig("wavefront", max_batch=2, guidance=g)).sample(frames)
-    bound = _MemoryBound(den, fits=2)
+    bound = _MemoryBound(den, fits=2, error=error)
     sampler = VideoSampler(bound, sched, VideoSamplerConfig("wavefront", max_batch=8, guidance=g))
     with caplog.at_level("WARNING", logger="warped_fast"):
         got = sampler.sample(frames)
@@ -135,9 +141,14 @@ def test_wavefront_halves_a_batch_that_runs_out_of_memory(caplog):
     assert [r.getMessage() for r in caplog.records if "ran out of device memory" in r.getMessage()] == [
         "wavefront: 3 frames per denoiser call ran out of device memory; now at most 2",
     ]
-    one = VideoSampler(_MemoryBound(den, fits=0), sched, VideoSamplerConfig("wavefront", guidance=g))
-    with pytest.raises(torch.OutOfMemoryError):
+    one = VideoSampler(
+        _MemoryBound(den, fits=0, error=error), sched, VideoSamplerConfig("wavefront", guidance=g)
+    )
+    with pytest.raises(RuntimeError, match="out of memory|ALLOC_FAILED"):
         one.sample(frames)
+    other = _MemoryBound(den, fits=2, error=RuntimeError("shape mismatch"))  # not memory: raised at once
+    with pytest.raises(RuntimeError, match="shape mismatch"):
+        VideoSampler(other, sched, VideoSamplerConfig("wavefront", guidance=g)).sample(frames)
 
 
 def test_float64_run_keeps_float64_sigmas_and_flows():

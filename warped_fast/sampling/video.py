@@ -28,6 +28,15 @@ from .schedules import SigmaSchedule, work_dtype
 logger = logging.getLogger("warped_fast")
 # torch >= 2.5 names it at the top level; torch.cuda's is the same class
 _OutOfMemory = getattr(torch, "OutOfMemoryError", torch.cuda.OutOfMemoryError)
+# Allocation failures some libraries raise as a plain RuntimeError (cuBLAS / cuDNN workspaces, the CPU
+# allocator): a smaller batch may fit as well
+_ALLOC_FAILED = ("out of memory", "ALLOC_FAILED", "can't allocate memory")
+
+
+def _out_of_memory(e: BaseException) -> bool:
+    return isinstance(e, _OutOfMemory) or (
+        isinstance(e, RuntimeError) and any(s in str(e) for s in _ALLOC_FAILED)
+    )
 
 
 @dataclass(frozen=True)
@@ -212,8 +221,8 @@ class VideoSampler:
             chunk = active[i : i + n]
             try:
                 result = self._advance(chunk, prev)
-            except _OutOfMemory:
-                if n == 1:
+            except RuntimeError as e:  # torch's OutOfMemoryError is one
+                if n == 1 or not _out_of_memory(e):
                     raise
                 result = None
             if result is None:  # out of the except block: the failed attempt's tensors are released
