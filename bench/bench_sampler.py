@@ -3,8 +3,9 @@ Jacobian-free sampling, sequential vs wavefront, fused ops vs the unfused PyTorc
 eager vs compiled UNet, all in one run. Each row is the median of ``--repeats`` (3) whole-clip runs; its
 ratio is to the same guidance mode with the eager UNet and the reference ops, sequential, in this run.
 
-Models: a tiny UNet built in code (CPU default) or an SDXL-shaped random-weight UNet (``--model sdxl``,
-GPU, fp16, 128x128 latent: the cost depends on the shape, not the weights).
+Models: a tiny UNet built in code or an SDXL-shaped random-weight UNet (``--model sdxl``, fp16 on a GPU,
+128x128 latent: the cost depends on the shape, not the weights); by default the SDXL-shaped one on a
+GPU without ``--quick``, else the tiny one.
 """
 
 from __future__ import annotations
@@ -55,13 +56,19 @@ def build_unet(kind: str, device: str, dtype: torch.dtype):
             "text_embeds": torch.randn(1, 1280),
             "time_ids": torch.tensor([[1024.0, 1024, 0, 0, 1024, 1024]]),
         }
+    added = (
+        None if added is None else {k: v.to(device, dtype) for k, v in added.items()}
+    )  # no copies per call
     return unet.to(device, dtype).eval(), ctx.to(device, dtype), added
 
 
 def main():
-    args = parse_args(__doc__.splitlines()[0])
+    args = parse_args(
+        __doc__.splitlines()[0],
+        extra=lambda p: p.add_argument("--model", choices=["tiny", "sdxl"], help="the UNet (see above)"),
+    )
     dev = args.device
-    model = "sdxl" if (dev.startswith("cuda") and not args.quick) else "tiny"
+    model = args.model or ("sdxl" if (dev.startswith("cuda") and not args.quick) else "tiny")
     dtype = torch.float16 if dev.startswith("cuda") else torch.float32
     size = 128 if model == "sdxl" else 32
     frames_n, steps = (16, 8) if dev.startswith("cuda") else (4, 6)

@@ -34,11 +34,16 @@ def _int_list(v: str) -> tuple[int, ...]:
 
 
 def parse_args(
-    description: str, sizes: tuple[int, ...] | None = None, features: tuple[int, ...] | None = None
+    description: str,
+    sizes: tuple[int, ...] | None = None,
+    features: tuple[int, ...] | None = None,
+    extra: Callable[[argparse.ArgumentParser], object] | None = None,
 ) -> argparse.Namespace:
     """The benchmarks' common options; ``sizes`` (the default frame sides) adds ``--sizes``, ``features``
-    (the default feature counts J) ``--features``."""
+    (the default feature counts J) ``--features``; ``extra(parser)`` adds a benchmark's own."""
     p = argparse.ArgumentParser(description=description)
+    if extra is not None:
+        extra(p)
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     p.add_argument("--quick", action="store_true", help="smaller shapes and fewer repeats")
     p.add_argument("--repeats", type=int, default=None)
@@ -95,18 +100,28 @@ def _on(device: str):
     return torch.cuda.device(torch.device(device)) if device.startswith("cuda") else contextlib.nullcontext()
 
 
+# On the CPU a kernel's first calls run slower for a while (allocator and page faults settling: a C++ warp
+# at 1x4x128x128 took 1.3, then 0.52 ms for four calls, then 0.40 ms): warm up for at least this long,
+# then time at least this long, so a median of sub-millisecond calls is the steady state's.
+CPU_WARMUP_MS, CPU_MIN_TIMED_MS, CPU_MAX_REPEATS = 50.0, 200.0, 2000
+
+
 def time_ms(fn: Callable[[], object], device: str, repeats: int, warmup: int = 2) -> float:
-    """Median wall time of ``fn`` in ms (CUDA events on GPU)."""
+    """Median wall time of ``fn`` in ms (CUDA events on GPU) over ``repeats`` calls after ``warmup``; on
+    the CPU, more of both for fast calls (:data:`CPU_WARMUP_MS`, :data:`CPU_MIN_TIMED_MS`)."""
     with _on(device):
         return _time_ms(fn, device, repeats, warmup)
 
 
 def _time_ms(fn: Callable[[], object], device: str, repeats: int, warmup: int) -> float:
-    for _ in range(warmup):
+    cpu = not device.startswith("cuda")
+    t0, n = time.perf_counter(), 0
+    while n < warmup or (cpu and (time.perf_counter() - t0) * 1e3 < CPU_WARMUP_MS):
         fn()
+        n += 1
     sync(device)
-    times = []
-    for _ in range(repeats):
+    times: list[float] = []
+    while len(times) < repeats or (cpu and sum(times) < CPU_MIN_TIMED_MS and len(times) < CPU_MAX_REPEATS):
         if device.startswith("cuda"):
             a, b = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
             a.record()
@@ -186,29 +201,39 @@ def _timed_note(what: str, ms: float, floor: float | None) -> str:
 
 
 class Table:
-    """Collects rows, prints an aligned table and appends them to ``results/<name>.csv``."""
+    """Collects rows, appends each to ``results/<name>.csv`` as it comes (a run stopped by a time limit
+    keeps the rows it measured) and prints an aligned table at the end."""
 
     COLUMNS = ["device", "case", "shape", "backend", "median_ms", "ratio_to_reference", "note"]
 
     def __init__(self, name: str, device: str):
         self.name, self.device, self.dev_name = name, device, device_name(device)
         self.rows: list[dict] = []
+        self.path = RESULTS_DIR / f"{name}.csv"
+        self.stamp = time.strftime("%Y-%m-%dT%H:%M:%S")  # one run's rows share it
 
     def add(
         self, case: str, shape: str, backend: str, ms: float, ref_ms: float | None, note: str = ""
     ) -> None:
         ratio = "" if ref_ms is None else f"{ref_ms / ms:.2f}x"
-        self.rows.append(
-            dict(
-                device=self.dev_name,
-                case=case,
-                shape=shape,
-                backend=backend,
-                median_ms=f"{ms:.4f}",
-                ratio_to_reference=ratio,
-                note=note,
-            )
+        row = dict(
+            device=self.dev_name,
+            case=case,
+            shape=shape,
+            backend=backend,
+            median_ms=f"{ms:.4f}",
+            ratio_to_reference=ratio,
+            note=note,
         )
+        self.rows.append(row)
+        RESULTS_DIR.mkdir(parents=True, exist_ok=True)
+        new = not self.path.exists()
+        with self.path.open("a", newline="") as f:
+            w = csv.DictWriter(f, fieldnames=["time", *self.COLUMNS])
+            if new:
+                w.writeheader()
+            w.writerow({"time": self.stamp, **row})
+        print(f"  {case} | {shape} | {backend}: {ms:.4f} ms {ratio}", flush=True)
 
     def finish(self) -> None:
         widths = {c: max(len(c), *(len(r[c]) for r in self.rows)) for c in self.COLUMNS} if self.rows else {}
@@ -219,17 +244,7 @@ class Table:
         print("  ".join(c.ljust(widths[c]) for c in self.COLUMNS))
         for r in self.rows:
             print("  ".join(r[c].ljust(widths[c]) for c in self.COLUMNS))
-        RESULTS_DIR.mkdir(parents=True, exist_ok=True)
-        path = RESULTS_DIR / f"{self.name}.csv"
-        new = not path.exists()
-        with path.open("a", newline="") as f:
-            w = csv.DictWriter(f, fieldnames=["time", *self.COLUMNS])
-            if new:
-                w.writeheader()
-            stamp = time.strftime("%Y-%m-%dT%H:%M:%S")
-            for r in self.rows:
-                w.writerow({"time": stamp, **r})
-        print(f"(rows appended to {path})")
+        print(f"(rows appended to {self.path})")
 
 
 def smooth_flow(n: int, h: int, w: int, dev: str) -> torch.Tensor:
