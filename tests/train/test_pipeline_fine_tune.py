@@ -89,6 +89,13 @@ def test_resume_and_the_exported_pipeline_folder(folders, tmp_path):
         folders / "inpaint" / "vae" / "config.json"
     ).read_text()
 
+    # a pipeline-folder run is not a default model: its release is refused before anything is written
+    from warped_fast.train.release import release_default_model
+
+    with pytest.raises(ValueError, match="fine-tunes the pipeline folder .* default models are pixel-space"):
+        release_default_model("inpaint", tmp_path / "b", dest=tmp_path / "release")
+    assert not (tmp_path / "release").exists()
+
     # resuming without the pretrained folder: named
     moved = tmp_path / "elsewhere"
     shutil.copytree(tmp_path / "b", moved)
@@ -115,6 +122,13 @@ def test_a_folder_of_images(folders, tmp_path):
         ImageFolder(tmp_path / "empty")
     with pytest.raises(FileNotFoundError, match="data_dir: .* is not a folder"):
         ImageFolder(tmp_path / "missing")
+    # the images are opened at the first batch: a run whose images moved still loads (to export it)
+    tr.train(steps=1)
+    shutil.move(tmp_path / "images", tmp_path / "moved")
+    again = Trainer(_cfg(folders, tmp_path / "run", data_dir=str(tmp_path / "images")), "cpu")
+    assert again.step == 1 and again.export(tmp_path / "export").is_dir()
+    with pytest.raises(FileNotFoundError, match="data_dir: .* is not a folder"):
+        again.train(steps=2)
 
 
 def test_bad_settings_are_named(folders, tmp_path):
@@ -165,9 +179,14 @@ def test_awkward_image_files(tmp_path):
     im.save(tmp_path / "c_rot.jpg", exif=exif)
     assert read_image(tmp_path / "c_rot.jpg").shape == (3, 6, 4)
     (tmp_path / "d_broken.png").write_bytes(b"not a png")
+    good = (tmp_path / "a16.png").read_bytes()  # a PNG whose first data chunk is cut short: SyntaxError
+    i = good.index(b"IDAT") - 4
+    n = int.from_bytes(good[i : i + 4], "big")
+    (tmp_path / "e_chunk.png").write_bytes(good[:i] + (n - 9).to_bytes(4, "big") + good[i + 4 :])
     folder = ImageFolder(tmp_path)
-    name, first = folder[3]  # d_broken.png: the next one, wrapping around, a16.png
+    name, first = folder[3]  # d_broken.png, e_chunk.png: the next one, wrapping around, a16.png
     assert name == "a16.png" and torch.equal(first, folder[0][1])
+    assert folder[4][0] == "a16.png"
     # past PIL's decompression-bomb limit: skipped too
     import PIL.Image
 

@@ -1,6 +1,7 @@
 """Training with GP noise: loss goes down, exact resume, noise switch, configs, shipped weights."""
 
 import json
+import shutil
 from dataclasses import replace
 
 import pytest
@@ -101,6 +102,9 @@ def test_a_pretrained_unet_folder_trains_on_its_own_schedule(tmp_path):
     model = tmp_path / "first" / "model"
     cosine = EulerDiscreteScheduler(beta_schedule="squaredcos_cap_v2", prediction_type="v_prediction")
     cosine.save_pretrained(model)
+    # an earlier from-scratch run in the same folder, its checkpoint removed: its files do not carry over
+    Trainer(_cfg(tmp_path, output_dir=str(tmp_path / "second"), steps=1)).train()
+    shutil.rmtree(tmp_path / "second" / "checkpoint")
     cfg = _cfg(
         tmp_path, output_dir=str(tmp_path / "second"), steps=2, checkpoint_every=1, pretrained=str(model)
     )
@@ -208,8 +212,9 @@ def test_config_files(tmp_path):
         ({"model": "abc"}, TypeError, "model: expected dict"),
         ({"grad_clip": 0.0}, ValueError, "grad_clip: expected a finite value > 0"),
         ({"lengthscale": -1.0}, ValueError, "lengthscale: expected a finite value > 0"),
-        ({"warmup_steps": -5}, ValueError, "warmup_steps: expected >= 0"),
-        ({"weight_decay": -0.1}, ValueError, "weight_decay: expected >= 0"),
+        ({"warmup_steps": -5}, ValueError, "warmup_steps: expected a finite value >= 0"),
+        ({"weight_decay": -0.1}, ValueError, "weight_decay: expected a finite value >= 0"),
+        ({"weight_decay": float("inf")}, ValueError, "weight_decay: expected a finite value >= 0, got inf"),
         ({"seed": 2**31}, ValueError, "seed: expected 0 <= seed < 2\\^31"),
     ):
         with pytest.raises(err, match=msg):

@@ -122,8 +122,8 @@ class TrainConfig:
             if not (math.isfinite(v) and v > 0):
                 raise ValueError(f"{name}: expected a finite value > 0, got {v}")
         for name in ("weight_decay", "warmup_steps"):
-            if not getattr(self, name) >= 0:
-                raise ValueError(f"{name}: expected >= 0, got {getattr(self, name)}")
+            if not (math.isfinite(getattr(self, name)) and getattr(self, name) >= 0):
+                raise ValueError(f"{name}: expected a finite value >= 0, got {getattr(self, name)}")
         if not 0 <= self.seed < 2**31:
             raise ValueError(f"seed: expected 0 <= seed < 2^31, got {self.seed}")
         if self.residual_normalize and not self.residual:

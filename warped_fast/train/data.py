@@ -163,9 +163,6 @@ class ImageFolder:
         return len(self.paths)
 
     def __getitem__(self, k: int) -> tuple[str, torch.Tensor]:
-        from PIL import Image
-
-        unreadable = (OSError, ValueError, Image.DecompressionBombError)
         for i in range(len(self.paths)):
             j = (k + i) % len(self.paths)
             if j in self._bad:
@@ -173,7 +170,9 @@ class ImageFolder:
             for attempt in range(2):  # twice: a network file system's passing error is not a bad file
                 try:
                     return self.paths[j].name, read_image(self.paths[j])
-                except unreadable as e:
+                except (
+                    Exception
+                ) as e:  # Pillow raises many types for damaged files (a broken PNG: SyntaxError)
                     if attempt:
                         self._bad.add(j)
                         logger.warning("data_dir: skipping %s, which cannot be read (%s)", self.paths[j], e)

@@ -29,6 +29,11 @@ def release_default_model(task: str, run_dir: str | Path, dest: Path | None = No
     cfg = trainer.cfg
     if cfg.task != task:
         raise ValueError(f"run_dir: trained for {cfg.task!r}, not {task!r}")
+    if trainer.parts is not None:  # its export is a pipeline folder, not a default model's UNet folder
+        raise ValueError(
+            f"run_dir: {run_dir} fine-tunes the pipeline folder {trainer.parts.root}; the default models are "
+            "pixel-space UNets: export this run with Trainer.export (or train) and load it with from_pretrained"
+        )
     shipped = dest is None
     dest = WEIGHTS_DIR / task if shipped else Path(dest)
     trainer.export(dest, dtype=torch.float16)

@@ -279,10 +279,15 @@ class Trainer:
             for k, v in self.unet.state_dict().items()
             if v.is_floating_point() and cfg.ema_decay > 0 and (not self.lora or k in self.trained)
         }
-        photos = ImageFolder(cfg.data_dir) if cfg.data_dir else load_photos("train")
-        shape = None if self.parts is None else (self.parts.latent_channels, self.parts.latent_size)
-        self.data = BatchSource(cfg, photos, len(self.alphas), shape)
+        if cfg.warmup_steps >= cfg.steps:
+            logger.warning(
+                "warmup_steps %d >= steps %d: the learning rate never reaches lr (%g) and never decays; "
+                "set warmup_steps below steps",
+                cfg.warmup_steps, cfg.steps, cfg.lr,
+            )  # fmt: skip
+        self._data = None  # the training images, opened at the first batch (exporting needs none)
         self.step = 0
+        self._fresh = not resuming  # its first checkpoint replaces any earlier run's files in the folder
         amp = {"fp16": torch.float16, "bf16": torch.bfloat16}.get(cfg.mixed_precision)
         self.amp_dtype = amp if self.device.type == "cuda" else None
         if amp is not None and self.amp_dtype is None:
@@ -325,6 +330,16 @@ class Trainer:
                 f"pretrained: the model predicts {kind!r}; training takes epsilon or v_prediction"
             )
         return kind or "v_prediction"
+
+    @property
+    def data(self) -> BatchSource:
+        """The batches (:class:`BatchSource`) of the run's images, opened on first use."""
+        if self._data is None:
+            cfg = self.cfg
+            photos = ImageFolder(cfg.data_dir) if cfg.data_dir else load_photos("train")
+            shape = None if self.parts is None else (self.parts.latent_channels, self.parts.latent_size)
+            self._data = BatchSource(cfg, photos, len(self.alphas), shape)
+        return self._data
 
     def lr_at(self, step: int) -> float:
         c = self.cfg
@@ -403,15 +418,22 @@ class Trainer:
             )
         else:
             save_checkpoint(self.ckpt, self.unet, self.ema, self.opt, self.step, {}, self.scaler)
+        # beside the checkpoint, what resuming needs (rewritten by a run that did not resume: a folder's
+        # earlier run, whose checkpoint was removed, may have left its own)
+        fresh, self._fresh = self._fresh, False
         arch = self.out / UNET_CONFIG
-        if not arch.is_file():  # the architecture, so that resuming needs no pretrained folder
+        if fresh or not arch.is_file():  # the architecture, so that resuming needs no pretrained folder
             write_json_atomic(arch, json.loads(self.unet.to_json_string()))
         schedule = self.out / TRAIN_SCHEDULE
-        if self.parts is None and not schedule.is_file():  # resuming needs no pretrained folder
+        if self.parts is None and (fresh or not schedule.is_file()):  # nor its schedule
             write_json_atomic(schedule, json.loads(self.scheduler.to_json_string()))
+        elif fresh:
+            schedule.unlink(missing_ok=True)
         mark = self.out / PIPELINE_RUN
-        if self.parts is not None and not mark.is_file():  # resuming needs the folder's other parts
+        if self.parts is not None and (fresh or not mark.is_file()):  # resuming needs the folder's parts
             write_json_atomic(mark, {"pretrained": str(self.parts.root.resolve())})
+        elif self.parts is None and fresh:
+            mark.unlink(missing_ok=True)
 
     def train(self, steps: int | None = None, max_minutes: float | None = None) -> Path:
         """Train up to ``steps`` (default ``cfg.steps``) total steps; returns the exported model folder.
