@@ -124,6 +124,15 @@ def test_a_pretrained_unet_folder_trains_on_its_own_schedule(tmp_path):
             Trainer(_cfg(tmp_path, output_dir=str(tmp_path / name), pretrained=str(model)))
 
 
+def test_a_resolution_the_unet_cannot_halve_is_named(tmp_path):
+    deep = {**TINY, "block_out_channels": [16, 16, 16, 16, 16]}  # halves 4 times: 24 is not a multiple of 16
+    with pytest.raises(
+        ValueError,
+        match="resolution: the UNet halves its input 4 times, .* multiple of 16; got resolution 24",
+    ):
+        Trainer(_cfg(tmp_path, resolution=24, model=deep))
+
+
 def test_data_workers_make_the_same_batches(tmp_path):
     """A batch depends only on the seed and its step: worker processes change nothing."""
     a = Trainer(_cfg(tmp_path / "a", steps=3))

@@ -248,6 +248,15 @@ class Trainer:
         else:
             self.unet = build_unet(cfg)
         self.unet.to(self.device).train()
+        # each down block but the last halves the frame: the training crops must halve that often
+        halvings = len(self.unet.config.block_out_channels) - 1
+        size = cfg.resolution if self.parts is None else self.parts.latent_size
+        if size % 2**halvings:
+            raise ValueError(
+                f"resolution: the UNet halves its input {halvings} times, so the training size ({size}"
+                f"{'' if self.parts is None else ' latent pixels'}) must be a multiple of {2**halvings}; "
+                f"got resolution {cfg.resolution}"
+            )
         # LoRA: the layers adapted (their base weights frozen); the same draw on resume, then the checkpoint's
         self.lora = add_lora(self.unet, cfg.lora_rank, cfg.seed) if cfg.lora_rank else []
         if cfg.gradient_checkpointing:
