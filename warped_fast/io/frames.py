@@ -81,7 +81,10 @@ class FrameStore:
         self.meta_path = self.folder / "progress.json"
         # as stored (JSON): a tuple compares equal to the list it is read back as
         self.total, self.params = total, json.loads(json.dumps(params))
-        fixed = {k: v for k, v in self.params.items() if k not in free}
+
+        def fixed(params):  # the settings a resumed job must keep
+            return {k: v for k, v in params.items() if k not in free} if isinstance(params, dict) else params
+
         if self.meta_path.exists():
             try:
                 old = json.loads(self.meta_path.read_text())
@@ -90,13 +93,7 @@ class FrameStore:
                     f"output: {self.meta_path} is damaged ({e}); delete the folder to restart"
                 ) from e
             started = any(self.folder.glob("frame_*.png")) or any(self.folder.glob("latents/*.safetensors"))
-            old_params = old.get("params")
-            old_fixed = (
-                {k: v for k, v in old_params.items() if k not in free}
-                if isinstance(old_params, dict)
-                else old_params
-            )
-            if (old_fixed != fixed or old.get("total") != total) and started:
+            if (fixed(old.get("params")) != fixed(self.params) or old.get("total") != total) and started:
                 raise OtherJobError(
                     f"output: {self.folder} holds frames of a different job ({_differences(old, self.params, total, free)}"
                     "); choose another folder or delete it"

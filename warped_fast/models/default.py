@@ -82,6 +82,18 @@ def load_pretrained(cls, folder: str | Path, what: str, **kwargs):
     return model
 
 
+def schedule_family(sch_cfg: dict) -> str:
+    """A diffusers scheduler config's family: "flow_matching" (FlowMatch*), "cosine" (Stable Audio's
+    CosineDPMSolverMultistepScheduler: EDM's scalings, timestep atan(sigma) 2 / pi), "edm" (an EDM class or
+    a ``sigma_data``: EDMEulerScheduler, EDMDPMSolverMultistepScheduler, ...) or "ddpm" (betas)."""
+    name = sch_cfg.get("_class_name", "")
+    if name.startswith("FlowMatch"):
+        return "flow_matching"
+    if name.startswith("Cosine"):
+        return "cosine"
+    return "edm" if name.startswith("EDM") or "sigma_data" in sch_cfg else "ddpm"
+
+
 def load_unet_folder(
     folder: str | Path,
     device=None,
@@ -114,21 +126,19 @@ def load_unet_folder(
     sch_dir = next((d for d in sch_dirs if (d / "scheduler_config.json").exists()), None)
     if sch_dir is not None:
         sch_cfg = read_json(sch_dir / "scheduler_config.json", "scheduler")
-        sch_cls = sch_cfg.get("_class_name", "")
-        if sch_cls.startswith("FlowMatch"):  # no noise levels sigma: as an Euler scheduler it would be wrong
+        sch_cls, family = sch_cfg.get("_class_name", ""), schedule_family(sch_cfg)
+        if family == "flow_matching":  # no noise levels sigma: as an Euler scheduler it would be wrong
             raise ValueError(
                 f"scheduler: {sch_cls} in {sch_dir} is a flow-matching schedule; the sampler needs a "
                 "DDPM-family (betas, e.g. EulerDiscreteScheduler) or an EDM model (e.g. EDMEulerScheduler)"
             )
-        # Stable Audio's cosine schedule: EDM's scalings but the timestep atan(sigma) 2 / pi
-        if sch_cls.startswith("Cosine"):
+        if family == "cosine":
             raise ValueError(
                 f"scheduler: {sch_cls} in {sch_dir} conditions the model on atan(sigma) 2 / pi; the sampler "
                 "takes DDPM-family schedules and EDM ones (timestep 0.25 log sigma, e.g. EDMEulerScheduler)"
             )
-        # EDM (a sigma_data: EDMDPMSolverMultistepScheduler, EDMEulerScheduler, ...): its preconditioning,
-        # its sigmas on an Euler grid
-        edm = sch_cls.startswith("EDM") or "sigma_data" in sch_cfg
+        # EDM: its preconditioning, its sigmas on an Euler grid
+        edm = family == "edm"
         sch_type = EDMEulerScheduler if edm else EulerDiscreteScheduler
         scheduler = sch_type.from_config(sch_cfg)  # the config just read, not read again
         cfg = scheduler.config

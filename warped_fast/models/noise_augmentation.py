@@ -18,6 +18,7 @@ from pathlib import Path
 import torch
 
 from ..io.frames import read_json
+from ..noise.base import fork_seed
 
 # diffusers' StableDiffusionUpscalePipeline defaults: the call's noise_level, the pipeline's max_noise_level
 DEFAULT_NOISE_LEVEL = 20
@@ -110,10 +111,5 @@ def augmentation_generator(generator) -> int:
     augmentation has a stream of its own, the same on every device: sharing the job's generator would
     give the augmentation the latent noise's own draws where both are drawn on another device from a
     CPU generator's state."""
-    if isinstance(generator, torch.Generator):
-        fork = torch.Generator(device=generator.device)
-        fork.set_state(generator.get_state())
-        seed = int(torch.randint(0, 2**63 - 1, (1,), generator=fork, device=generator.device).item())
-    else:
-        seed = int(generator or 0) % 2**64
+    seed = fork_seed(generator) if isinstance(generator, torch.Generator) else int(generator or 0) % 2**64
     return seed ^ _AUGMENTATION_SEED

@@ -102,9 +102,15 @@ def _device_generator(cpu_gen: torch.Generator, device: torch.device) -> torch.G
 
 def _device_seed(cpu_gen: torch.Generator) -> int:
     """A seed drawn from a copy of ``cpu_gen``'s state (``cpu_gen`` itself does not advance)."""
-    fork = torch.Generator()
-    fork.set_state(cpu_gen.get_state())
-    return int(torch.randint(0, 2**62, (1,), generator=fork).item()) ^ _DEVICE_SEED_SALT
+    return fork_seed(cpu_gen) ^ _DEVICE_SEED_SALT
+
+
+def fork_seed(generator: torch.Generator) -> int:
+    """A seed in [0, 2^62) drawn from a copy of ``generator``'s state, on its device (``generator`` itself
+    does not advance)."""
+    fork = torch.Generator(device=generator.device)
+    fork.set_state(generator.get_state())
+    return int(torch.randint(0, 2**62, (1,), generator=fork, device=generator.device).item())
 
 
 def _check_shape(shape) -> tuple[int, int, int]:

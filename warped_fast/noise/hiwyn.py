@@ -37,7 +37,7 @@ from dataclasses import dataclass
 
 import torch
 
-from ..ops import _cpu
+from ..ops import _cpu, value_checks
 from ..ops._checks import as_f32, check_finite, check_int
 from ..ops._dispatch import register, select
 from ..reference._bilinear import pixel_grid, sample_extrapolate
@@ -255,5 +255,6 @@ class HIWYNWarp(NoiseWarper):
         check_finite("back_flow", corners)  # a huge finite flow overflows there: the caller's argument
         z = self.randn(c, h, w, k, k)
         fresh = self.randn(c, h, w)
-        self._noise = hiwyn_transport(self._noise, corners, z, fresh, self.config.max_extent)
+        with value_checks(False):  # the corners were just checked (a second scan: a GPU sync)
+            self._noise = hiwyn_transport(self._noise, corners, z, fresh, self.config.max_extent)
         return self._noise

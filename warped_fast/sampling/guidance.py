@@ -14,6 +14,7 @@ import torch
 
 from ..ops import guidance_grad, guidance_loss
 from ..ops._checks import check_int, check_real
+from ..reference.guidance import NORM_GRAD_MIN_RMS
 
 
 @dataclass(frozen=True)
@@ -85,8 +86,6 @@ def dead_zone(prev_pred: torch.Tensor, denoiser) -> torch.Tensor:
     model (its parameters' dtype, else the prediction's) relative to ``prev_pred``'s RMS if larger. A
     normalized gradient has unit norm however small the residual: without it, the rounding differences of
     two batch layouts of a static scene would each take a full guidance step."""
-    from ..reference.guidance import NORM_GRAD_MIN_RMS
-
     dtype = prev_pred.dtype
     if isinstance(denoiser, torch.nn.Module):
         p = next(denoiser.parameters(), None)

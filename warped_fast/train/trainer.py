@@ -22,7 +22,7 @@ import torch
 from tqdm.auto import tqdm
 
 from ..io.frames import read_json, write_json_atomic
-from ..models.default import load_pretrained
+from ..models.default import load_pretrained, schedule_family
 from ..models.denoiser import continuous_v_timesteps
 from ..models.residual import residual_frame
 from ..noise.rff import RFFConfig, RFFField, identity_coords
@@ -132,8 +132,8 @@ def train_scheduler(cfg: TrainConfig, run_dir: Path | None = None):
         return DDPMScheduler(
             num_train_timesteps=1000, beta_schedule="linear", prediction_type=cfg.prediction_type
         )
-    kind = sch.get("_class_name", "")
-    if kind.startswith(("FlowMatch", "EDM", "Cosine")) or "sigma_data" in sch:
+    if schedule_family(sch) != "ddpm":
+        kind = sch.get("_class_name", "")
         raise ValueError(
             f"{name}: {kind or 'the'} schedule in {saved if name == 'run_dir' else folder} has no DDPM "
             "betas; fine-tuning takes DDPM-family models (epsilon or v prediction)"
