@@ -152,15 +152,20 @@ def _noise_option(text: str) -> tuple[str, object]:
         return key.strip(), value
 
 
-def noise_options(method: str, pairs: list[tuple[str, object]] | None) -> dict:
+def noise_options(
+    method: str, pairs: list[tuple[str, object]] | None, lengthscale: float | None = None
+) -> dict:
     """The keyword options of noise ``method`` from --noise-option pairs, checked by building the warper
-    once: the RFF field settings become its ``rff`` (an RFFConfig). Raises CliError on a bad option."""
+    once: the RFF field settings become its ``rff`` (an RFFConfig; ``lengthscale``, a model's trained one,
+    when the pairs give none). Raises CliError on a bad option."""
     import inspect
 
     from .noise import METHODS, RFFConfig, make_noise_warper
 
     opts = dict(pairs or [])
     rff = {k: opts.pop(k) for k in RFF_KEYS if k in opts}
+    if rff and lengthscale is not None:
+        rff.setdefault("lengthscale", lengthscale)
     try:
         if rff:
             known = list(inspect.signature(METHODS[method]).parameters)
@@ -198,6 +203,7 @@ def _restore(args, task) -> int:
     except ValueError as e:
         raise CliError(f"--lam: {str(e).removeprefix('lam: ')}") from None
     pipe = _pipeline(args, task)
+    options = noise_options(args.noise, args.noise_option, pipe.trained_lengthscale)
     if args.steps is not None:  # a step count the model's schedule cannot take: before decoding
         try:
             pipe.denoiser.sampling_schedule(args.steps)

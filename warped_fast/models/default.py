@@ -193,6 +193,18 @@ def trained_noise(folder: str | Path) -> str:
     return str(read_json(train_cfg, "folder").get("noise", "white")) if train_cfg.exists() else "white"
 
 
+def trained_lengthscale(folder: str | Path) -> float | None:
+    """The GP lengthscale (pixels of the noise grid) a :mod:`warped_fast.train` export was trained with,
+    from ``train_config.json``; None for a model trained on white noise or not trained here."""
+    train_cfg = Path(folder) / "train_config.json"
+    if not train_cfg.exists():
+        return None
+    tc = read_json(train_cfg, "folder")
+    if tc.get("noise", "white") != "gp" or "lengthscale" not in tc:
+        return None
+    return float(tc["lengthscale"])
+
+
 def default_model_dir(task: str) -> Path:
     if task not in TASKS:
         raise ValueError(f"task: expected one of {TASKS}, got {task!r}")

@@ -31,6 +31,7 @@ from ..models.default import (
     default_model_dir,
     load_pretrained,
     load_unet_folder,
+    trained_lengthscale,
     trained_noise,
     trained_options,
 )
@@ -38,7 +39,7 @@ from ..models.denoiser import DiffusersDenoiser, config_value, takes_class_label
 from ..models.layouts import frame_condition
 from ..models.noise_augmentation import NoiseAugmentation, augmentation_generator
 from ..models.prompts import PromptEmbeddings, encode_prompt
-from ..noise import make_noise_warper
+from ..noise import RFFConfig, make_noise_warper
 from ..noise.base import check_generator
 from ..ops._checks import check_device, check_finite, check_float_dtype, check_int
 from ..sampling import FrameInput, GuidanceConfig, VideoSampler, VideoSamplerConfig
@@ -82,6 +83,9 @@ class WarpedDiffusionPipeline:
             gets the level as its class label (as diffusers' ``StableDiffusionUpscalePipeline``).
         trained_noise: the noise the model was trained with ("gp" or "white"; :meth:`from_pretrained` reads
             it from the folder), for a warning when a job's noise does not fit it; None: not known.
+        trained_lengthscale: the GP lengthscale (pixels of the noise grid) of a model trained on GP noise
+            (:meth:`from_pretrained` reads it from a trained folder's ``train_config.json``): GP noise of a
+            job whose ``noise_options`` give no ``rff`` takes it; None: the paper's 2/pi.
     """
 
     def __init__(
@@ -93,11 +97,15 @@ class WarpedDiffusionPipeline:
         prompt: PromptEmbeddings | None = None,
         noise_augmentation: NoiseAugmentation | None = None,
         trained_noise: str | None = None,
+        trained_lengthscale: float | None = None,
     ):
         self.denoiser = denoiser
         if trained_noise not in (None, "gp", "white"):
             raise ValueError(f"trained_noise: expected 'gp', 'white' or None, got {trained_noise!r}")
         self.trained_noise = trained_noise
+        if trained_lengthscale is not None:
+            RFFConfig(lengthscale=trained_lengthscale)  # a clear error for a bad value, naming lengthscale
+        self.trained_lengthscale = trained_lengthscale
         self._noise_warned = False
         self.autoencoder = autoencoder or IdentityAutoencoder()
         kind = denoiser.layout.kind
@@ -264,7 +272,7 @@ class WarpedDiffusionPipeline:
         denoiser = DiffusersDenoiser(unet, scheduler=scheduler, **trained_options(unet_dir, kw))
         return cls(
             denoiser, ae, task, sr_factor, prompt=text, noise_augmentation=augmentation,
-            trained_noise=trained_noise(unet_dir),
+            trained_noise=trained_noise(unet_dir), trained_lengthscale=trained_lengthscale(unet_dir),
         )  # fmt: skip
 
     @classmethod
@@ -361,6 +369,16 @@ class WarpedDiffusionPipeline:
 
         return apply
 
+    def _noise_options(self, noise_method: str, noise_options: dict | None) -> dict:
+        """``noise_options`` completed with the model's trained GP lengthscale: GP noise (``"gp"``, or a
+        warper of a GP base) with no ``rff`` of the job's own takes the lengthscale the model saw."""
+        opts = dict(noise_options or {})
+        gp = noise_method == "gp" or opts.get("base") == "gp"
+        ls = self.trained_lengthscale
+        if gp and opts.get("rff") is None and ls is not None and ls != RFFConfig().lengthscale:
+            opts["rff"] = RFFConfig(lengthscale=self.trained_lengthscale)
+        return opts
+
     def _check_noise_fits(self, noise_method: str, noise_options: dict | None) -> None:
         """Warn once when GP noise meets a model trained on white noise (the paper fine-tunes on GP noise
         first; white-noise warpers keep a white-noise model's noise white)."""
@@ -400,7 +418,8 @@ class WarpedDiffusionPipeline:
         self, steps, guidance, noise_method, noise_options, frame_schedule, max_batch, generator, flow_preset,
         output_type, keep_known, callback, progress,
     ):  # fmt: skip
-        """The job's arguments checked before any work: (guidance, steps, schedule, sampler config, warper)."""
+        """The job's arguments checked before any work: (guidance, steps, schedule, sampler config, warper,
+        the noise options completed by :meth:`_noise_options`)."""
         if guidance is not None and not isinstance(guidance, GuidanceConfig):
             raise TypeError(
                 f"guidance: expected a GuidanceConfig (e.g. GuidanceConfig(mode='exact', lam=1.0)) or None, "
@@ -425,11 +444,12 @@ class WarpedDiffusionPipeline:
             )
         schedule = self.denoiser.sampling_schedule(steps)  # a bad step count: before any work
         sampler_cfg = VideoSamplerConfig(frame_schedule, max_batch, guidance, progress)
-        warper = make_noise_warper(noise_method, **(noise_options or {}))
+        noise_options = self._noise_options(noise_method, noise_options)
+        warper = make_noise_warper(noise_method, **noise_options)
         if keep_known and self.task != "inpaint":
             raise ValueError(f"keep_known: for inpainting; the {self.task!r} task has no known pixels")
         self._check_noise_fits(noise_method, noise_options)
-        return guidance, steps, schedule, sampler_cfg, warper
+        return guidance, steps, schedule, sampler_cfg, warper, noise_options
 
     @torch.no_grad()
     def __call__(
@@ -479,7 +499,7 @@ class WarpedDiffusionPipeline:
         """
         if flows is not None:
             flows = _as_flow_pair(flows)
-        guidance, num_inference_steps, schedule, sampler_cfg, warper = self._job_settings(
+        guidance, num_inference_steps, schedule, sampler_cfg, warper, noise_options = self._job_settings(
             num_inference_steps, guidance, noise_method, noise_options, frame_schedule, max_batch, generator,
             flow_preset, output_type, keep_known, callback_on_step_end, progress,
         )  # fmt: skip
@@ -662,7 +682,7 @@ class WarpedDiffusionPipeline:
             )
         if flow_fn is None:
             flow_fn = functools.partial(estimate_flow, preset=flow_preset)
-        guidance, steps, schedule, sampler_cfg, warper = self._job_settings(
+        guidance, steps, schedule, sampler_cfg, warper, noise_options = self._job_settings(
             num_inference_steps, guidance, noise_method, noise_options, frame_schedule, max_batch, generator,
             flow_preset, output_type, keep_known, callback_on_step_end, progress,
         )  # fmt: skip
