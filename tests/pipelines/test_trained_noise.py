@@ -36,7 +36,9 @@ def test_the_trained_lengthscale_is_the_default_of_gp_noise(tmp_path):
     assert torch.equal(trained, _noise(pipe, rff=RFFConfig(lengthscale=1.5)))
     assert not torch.allclose(trained, _noise(pipe, rff=RFFConfig()))  # the job's own rff wins
     # a warper of a GP base takes it too; a white base stays white
-    assert torch.equal(_noise(pipe, "fixed", base="gp"), _noise(pipe, "fixed", base="gp", rff=RFFConfig(lengthscale=1.5)))
+    assert torch.equal(
+        _noise(pipe, "fixed", base="gp"), _noise(pipe, "fixed", base="gp", rff=RFFConfig(lengthscale=1.5))
+    )
     _noise(pipe, "fixed")
 
 
@@ -51,6 +53,8 @@ def test_white_noise_and_untrained_folders_record_no_lengthscale(tmp_path):
 def test_cli_field_settings_keep_the_trained_lengthscale():
     from warped_fast.cli import noise_options
 
-    assert noise_options("gp", [("num_features", 100)], 1.5)["rff"] == RFFConfig(num_features=100, lengthscale=1.5)
+    assert noise_options("gp", [("num_features", 100)], 1.5)["rff"] == RFFConfig(
+        num_features=100, lengthscale=1.5
+    )
     assert noise_options("gp", [("lengthscale", 2.5)], 1.5)["rff"].lengthscale == 2.5
     assert "rff" not in noise_options("gp", [("occlusion", True)], 1.5)  # the pipeline fills it in
