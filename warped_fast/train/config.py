@@ -36,6 +36,9 @@ class TrainConfig:
         crop_scales: range of the random rescaling of the photos before cropping (> 1 upscales).
         resolution, batch_size, steps, lr, weight_decay, grad_clip, ema_decay, warmup_steps (ema_decay 0:
             no moving average kept, the export is the trained weights; a float32 copy less in memory).
+            The learning rate warms up linearly, then decays by a cosine to lr / 10 at ``steps``; ``steps``
+            may change on resume, and the decay then spans the new total (more steps: the rate rises again
+            to where the longer schedule has it).
         residual: the UNet models ``x - base(cond)`` (a fill of the hole / the bicubic upsampling, see
             :mod:`warped_fast.models.residual`) instead of ``x``.
         residual_scale: the residual is multiplied by it (about 1 / its std, like a VAE's scaling

@@ -37,6 +37,8 @@ from .tasks import task_condition
 
 logger = logging.getLogger("warped_fast")
 IMAGE_CHANNELS = 3
+# optimizer steps in a row whose loss or gradient is not finite before training stops as diverged
+MAX_NONFINITE_STEPS = 10
 
 
 def build_unet(cfg: TrainConfig):
@@ -296,6 +298,7 @@ class Trainer:
             )  # fmt: skip
         self._data = None  # the training images, opened at the first batch (exporting needs none)
         self.step = 0
+        self.nonfinite = 0  # steps in a row skipped for a non-finite loss or gradient
         self._fresh = not resuming  # its first checkpoint replaces any earlier run's files in the folder
         amp = {"fp16": torch.float16, "bf16": torch.bfloat16}.get(cfg.mixed_precision)
         self.amp_dtype = amp if self.device.type == "cuda" else None
@@ -400,17 +403,29 @@ class Trainer:
         return torch.nn.functional.mse_loss(pred.float(), target)
 
     def train_step(self, raw=None) -> float:
-        """One optimizer step on batch ``raw`` (a :class:`BatchSource` item; default: the next batch)."""
+        """One optimizer step on batch ``raw`` (a :class:`BatchSource` item; default: the next batch).
+
+        A step whose loss or gradient is not finite leaves the weights, the optimizer and the average
+        as they were (a warning names it; float16's loss scaler skips overflowing gradients itself);
+        :data:`MAX_NONFINITE_STEPS` of them in a row raise ``FloatingPointError``, the last checkpoint
+        holding the weights of the last finite step."""
         for group in self.opt.param_groups:
             group["lr"] = self.lr_at(self.step)
         self.opt.zero_grad(set_to_none=True)  # before the forward: no stale gradients held during it
         loss = self.loss(*(self.batch() if raw is None else self._on_device(raw)))
-        self.scaler.scale(loss).backward()
-        self.scaler.unscale_(self.opt)
-        torch.nn.utils.clip_grad_norm_(self.params, self.cfg.grad_clip)
+        finite = bool(torch.isfinite(loss))
+        if finite:
+            self.scaler.scale(loss).backward()
+            self.scaler.unscale_(self.opt)
+            norm = torch.nn.utils.clip_grad_norm_(self.params, self.cfg.grad_clip)
+            finite = self.scaler.is_enabled() or bool(torch.isfinite(norm))
+        self.step += 1
+        if not finite:
+            self._skip_step(float(loss.detach()))
+            return float(loss.detach())
+        self.nonfinite = 0
         self.scaler.step(self.opt)
         self.scaler.update()
-        self.step += 1
         decay = min(self.cfg.ema_decay, (1 + self.step) / (10 + self.step))
         sd = self.unet.state_dict()
         keys = [k for k in self.ema if k in sd]
@@ -418,6 +433,18 @@ class Trainer:
             with torch.no_grad():
                 torch._foreach_lerp_([self.ema[k] for k in keys], [sd[k].float() for k in keys], 1 - decay)
         return float(loss.detach())
+
+    def _skip_step(self, loss: float) -> None:
+        self.opt.zero_grad(set_to_none=True)
+        self.nonfinite += 1
+        what = "loss" if not math.isfinite(loss) else "gradient"
+        logger.warning("step %d: non-finite %s; the step is skipped (weights unchanged)", self.step, what)
+        if self.nonfinite >= MAX_NONFINITE_STEPS:
+            raise FloatingPointError(
+                f"training diverged: {self.nonfinite} steps in a row (up to step {self.step}) had a non-finite "
+                f"loss or gradient; {self.ckpt} holds the last checkpoint. Train again in a new output_dir with a "
+                f"lower lr (now {self.cfg.lr:g}), more warmup_steps, or float32 / bf16"
+            )
 
     def checkpoint(self) -> None:
         if self.lora:  # the adapters only (a large UNet's base is gigabytes), with the base's fingerprint
