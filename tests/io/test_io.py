@@ -1,13 +1,14 @@
 """Video/mask/frame IO: formats, atomic writes, resume bookkeeping, bad input."""
 
 import json
+import logging
 
 import numpy as np
 import pytest
 import torch
 from PIL import Image
 
-from warped_fast.io import FrameStore, iter_video, load_mask, read_video, write_video
+from warped_fast.io import FrameStore, iter_video, load_mask, read_video, video_fps, write_video
 from warped_fast.io.frames import check_writable
 
 
@@ -497,3 +498,15 @@ def test_iter_masks_fixed_per_frame_and_videos(tmp_path):
     assert torch.equal(torch.cat(got), load_mask(tmp_path / "m.tif", 3, h, w))
     with pytest.raises(ValueError, match="mask: expected size 16x24"):
         next(iter_masks(torch.zeros(8, 8), h, w))
+
+
+def test_gif_frame_delays_are_whole_hundredths(tmp_path, caplog):
+    """A GIF plays at the nearest rate its centisecond delays can give (at least 2 of them), with a
+    warning when that is over 5% off the one asked for."""
+    v = _clip()
+    with caplog.at_level(logging.WARNING, "warped_fast"):
+        assert video_fps(write_video(v, tmp_path / "a.gif", fps=25)) == 25
+        assert video_fps(write_video(v, tmp_path / "b.gif", fps=24)) == 25
+        assert not caplog.text
+        assert video_fps(write_video(v, tmp_path / "c.gif", fps=60)) == 50  # not 100: a 10 ms delay
+    assert "60 fps plays at 50 fps" in caplog.text

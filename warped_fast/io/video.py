@@ -5,6 +5,7 @@ multi-page one is a video), folders of frames, lists of PIL images, arrays and t
 
 from __future__ import annotations
 
+import logging
 import os
 import re
 from collections.abc import Iterator
@@ -16,6 +17,7 @@ import torch
 from ..ops._checks import OVERSHOOT, check_int, check_real, check_unit_range
 
 VIDEO_SUFFIXES = {".mp4", ".mov", ".mkv", ".webm", ".avi", ".gif"}
+logger = logging.getLogger("warped_fast")
 MAX_FPS = 1e4  # frame rates at and above it are not a video's (a container's time base read as one)
 MIN_FPS = 1e-3  # a frame per 17 minutes; far lower rates overflow the encoders' time bases
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".webp", ".tif", ".tiff"}
@@ -331,7 +333,8 @@ def write_video(frames, path: str | Path, fps: float = 8.0, codec: str | None = 
     """Write frames to a video file (mp4, mov, mkv, avi: H.264 by default; webm: VP9; gif), atomically: a
     temp file, then rename. Odd sizes are padded by one pixel (yuv420p needs even sizes). A GIF encoder
     merges consecutive identical frames into one longer frame, so a GIF reads back fewer frames then: the
-    other formats keep them all.
+    other formats keep them all. A GIF's frame delay is a whole number of hundredths of a second, at least 2
+    (the nearest to ``1 / fps``; a warning when that is over 5% off).
 
     Args:
         frames: ``[T, 3, H, W]`` float in [0, 1] (a model's overshoot, up to 0.5 past either end, is
@@ -362,7 +365,7 @@ def write_video(frames, path: str | Path, fps: float = 8.0, codec: str | None = 
     tmp = path.with_name(path.stem + ".partial" + path.suffix)
     try:
         if path.suffix.lower() == ".gif":
-            iio.imwrite(tmp, a, duration=1000 / fps, loop=0)
+            iio.imwrite(tmp, a, duration=10 * _gif_delay(fps), loop=0)
         else:
             iio.imwrite(tmp, a, plugin="pyav", codec=codec, fps=fps, out_pixel_format="yuv420p")
         tmp.replace(path)
@@ -370,6 +373,19 @@ def write_video(frames, path: str | Path, fps: float = 8.0, codec: str | None = 
         tmp.unlink(missing_ok=True)  # no half-written file left behind
         raise
     return path
+
+
+def _gif_delay(fps: float) -> int:
+    """A GIF's frame delay for ``fps``, in the hundredths of a second the format stores: the nearest, at
+    least 2 (players show shorter delays as 10); a warning when the GIF then plays over 5% off ``fps``."""
+    cs = max(2, round(100 / fps))
+    if abs(100 / cs - fps) > 0.05 * fps:
+        logger.warning(
+            "fps: a GIF stores frame delays in hundredths of a second; %g fps plays at %.4g fps (a %d0 ms "
+            "delay); write an mp4 or webm for this frame rate",
+            fps, 100 / cs, cs,
+        )  # fmt: skip
+    return cs
 
 
 def _frames_to_write(frames) -> torch.Tensor:
