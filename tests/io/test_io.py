@@ -281,24 +281,32 @@ def test_exif_orientation_applied(tmp_path):
     assert v.shape == (3, 8, 6) and v[:, :, -1].min() > 0.9 and v[:, :, 0].max() < 0.1  # the top row: right
 
 
-@pytest.mark.parametrize("degrees", [90, -90, 180])
-def test_display_rotation_of_a_video_applied(tmp_path, degrees):
-    """A video whose display matrix rotates it (a phone's portrait clip) reads upright, as players show
-    it: the stored frames turned counterclockwise by the rotation PyAV reports."""
+@pytest.mark.parametrize(
+    "degrees, hflip, vflip",
+    [(90, False, False), (-90, False, False), (180, False, False), (0, True, False), (0, False, True),
+     (90, True, False), (-90, True, False), (180, True, False)],
+)  # fmt: skip
+def test_display_matrix_of_a_video_applied(tmp_path, degrees, hflip, vflip):
+    """A video whose display matrix rotates or mirrors it (a phone's portrait clip, a front camera's
+    mirrored one) reads as players show it: the stored frames turned counterclockwise, then mirrored."""
     import av
 
     stored = np.zeros((32, 48, 3), np.uint8)
     stored[:, :8] = 255  # a white band at the stored frame's left
-    path = tmp_path / f"rot{degrees}.mp4"
+    stored[:6, :, 0] = 255  # a red one at its top: every turn and mirror looks different
+    path = tmp_path / f"rot{degrees}{hflip}{vflip}.mp4"
     with av.open(str(path), "w") as c:
         s = c.add_stream("libx264", rate=8)
         s.width, s.height, s.pix_fmt = 48, 32, "yuv420p"
-        s.set_display_rotation(degrees)
+        s.set_display_rotation(degrees, hflip=hflip, vflip=vflip)
         for _ in range(2):
             c.mux(s.encode(av.VideoFrame.from_ndarray(stored, format="rgb24")))
         c.mux(s.encode())
     v = read_video(path)
-    want = torch.from_numpy(np.rot90(stored, degrees // 90).copy()).permute(2, 0, 1).float() / 255
+    shown = np.rot90(stored, degrees // 90)
+    shown = shown[:, ::-1] if hflip else shown
+    shown = shown[::-1] if vflip else shown
+    want = torch.from_numpy(shown.copy()).permute(2, 0, 1).float() / 255
     assert v.shape == (2, *want.shape)
     assert (v - want).abs().mean() < 0.02
 

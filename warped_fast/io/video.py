@@ -8,6 +8,7 @@ from __future__ import annotations
 import logging
 import os
 import re
+import struct
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -241,17 +242,37 @@ def _decode_file(p: Path, max_frames, start, step) -> Iterator[np.ndarray]:
 
 
 def _video_frames(p: Path) -> Iterator[np.ndarray]:
-    """A video file's frames ``[H, W, 3]`` uint8 (PyAV), upright: a display rotation (a phone's portrait
-    clip stores its frames sideways) is applied, as players do; a display matrix's mirroring is not."""
+    """A video file's frames ``[H, W, 3]`` uint8 (PyAV), as players show them: a display matrix's quarter
+    turns and mirroring (a phone's portrait clip stores its frames sideways) are applied; another angle
+    is taken to its nearest quarter turn."""
     import av
 
     with av.open(str(p)) as container:
         stream = container.streams.video[0]
         stream.thread_type = "AUTO"
         for fr in container.decode(stream):
-            im = fr.to_ndarray(format="rgb24")
-            turns = round((fr.rotation or 0) / 90) % 4  # counterclockwise quarter turns
-            yield np.ascontiguousarray(np.rot90(im, turns)) if turns else im
+            yield _displayed(fr.to_ndarray(format="rgb24"), fr)
+
+
+def _displayed(im: np.ndarray, frame) -> np.ndarray:
+    """A decoded frame's pixels ``[H, W, 3]`` through its display matrix (FFmpeg's: a stored pixel at
+    column x, row y shows at column ``a x + c y``, row ``b x + d y``, shifted into the frame)."""
+    from av.sidedata.sidedata import Type
+
+    sd = frame.side_data
+    if Type.DISPLAYMATRIX not in sd:
+        return im
+    a, b, _, c, d = struct.unpack("<5i", bytes(sd[Type.DISPLAYMATRIX])[:20])  # 16.16 fixed point
+    if (a == 0) == (b == 0) or (a == 0) != (d == 0) or (b == 0) != (c == 0):  # not a quarter turn or flip
+        turns = round((frame.rotation or 0) / 90) % 4  # counterclockwise quarter turns
+        return np.ascontiguousarray(np.rot90(im, turns)) if turns else im
+    if a == 0:  # shown at (column c y, row b x): the transpose
+        im, (flip_rows, flip_cols) = im.transpose(1, 0, 2), (b < 0, c < 0)
+    else:
+        flip_rows, flip_cols = d < 0, a < 0
+    if not (flip_rows or flip_cols or a == 0):
+        return im
+    return np.ascontiguousarray(im[:: -1 if flip_rows else 1, :: -1 if flip_cols else 1])
 
 
 def _pixels(im: np.ndarray) -> np.ndarray:
