@@ -76,6 +76,27 @@ def test_static_scene_in_the_wavefront_schedule_stays_static(mode, dtype):
     ]
 
 
+def test_the_dead_zone_follows_the_models_compute_precision():
+    """One rounding of the precision the model computes in, relative to the previous prediction's RMS (at
+    least DEAD_ZONE_MIN); float32 on CUDA computes its convolutions in TF32 unless told otherwise."""
+    from warped_fast.sampling.guidance import DEAD_ZONE_MIN, compute_eps, dead_zone
+
+    den, _ = _tiny()
+    prev = torch.full((2, 4, H, W), 3.0)
+    assert torch.allclose(dead_zone(prev, den), torch.tensor([3 * DEAD_ZONE_MIN] * 2))
+    den.unet.to(torch.bfloat16)
+    assert torch.allclose(dead_zone(prev, den), torch.tensor([3 * 2.0**-7] * 2))
+    assert compute_eps(torch.float16, torch.device("cpu")) == 2.0**-10
+    cuda = torch.device("cuda")
+    assert compute_eps(torch.float32, cuda) == 2.0**-10  # PyTorch's default: TF32 convolutions
+    conv = torch.backends.cudnn.conv
+    was, conv.fp32_precision = conv.fp32_precision, "ieee"
+    try:
+        assert compute_eps(torch.float32, cuda) == torch.finfo(torch.float32).eps
+    finally:
+        conv.fp32_precision = was
+
+
 def test_lambda_zero_equals_per_frame_sampling_of_warped_noise():
     den, sched = _tiny()
     frames = _pan_frames(3, 0.4)

@@ -73,27 +73,45 @@ def check_gradients_allowed() -> None:
         )
 
 
-# The normalized loss's dead zone in units of the model's rounding: DEAD_ZONE_EPS machine epsilons of its
-# parameters' dtype times the RMS of the previous prediction (bfloat16: 0.8% of it, float16 0.1%, float32
-# 1e-7). Project choice: the shipped model in bfloat16, a static clip batched two ways (the wavefront
-# schedule), needs 0.5 to keep its frames equal; the residuals guidance corrects (warping errors of about 1e-3 in MSE,
-# 3% RMS) are several times 1 in bfloat16.
+# The normalized loss's dead zone, relative to the RMS of the previous prediction: DEAD_ZONE_EPS roundings of
+# the precision the model computes in (bfloat16: 0.8%, float16 and CUDA's TF32 convolutions: 0.1%), at least
+# DEAD_ZONE_MIN (float32's rounding accumulates through the layers: a tiny UNet's batch layouts differ by
+# 3 roundings, 4e-7). Project choice: the shipped model in bfloat16, a static clip batched two ways (the
+# wavefront schedule), needs half a rounding to keep its frames equal; the residuals guidance corrects
+# (warping errors of about 1e-3 in MSE, 3% RMS) are several times one.
 DEAD_ZONE_EPS = 1.0
+DEAD_ZONE_MIN = 1e-5
+
+
+def compute_eps(dtype: torch.dtype, device: torch.device) -> float:
+    """The machine epsilon of the precision a model with parameters of ``dtype`` computes in on
+    ``device``: TF32's (2^-10) for float32 on CUDA while cuDNN may use it for convolutions (PyTorch's
+    default), else the dtype's."""
+    if dtype == torch.float32 and device.type == "cuda":
+        try:
+            tf32 = torch.backends.cudnn.conv.fp32_precision == "tf32"
+        except (AttributeError, RuntimeError):  # older torch: the legacy flag
+            tf32 = bool(torch.backends.cudnn.allow_tf32)
+        if tf32:
+            return 2.0**-10
+    return torch.finfo(dtype).eps
 
 
 def dead_zone(prev_pred: torch.Tensor, denoiser) -> torch.Tensor:
     """``[G]`` the RMS residual per element under which the norm loss has no gradient: the ops' absolute
-    :data:`~warped_fast.reference.guidance.NORM_GRAD_MIN_RMS`, or :data:`DEAD_ZONE_EPS` roundings of the
-    model (its parameters' dtype, else the prediction's) relative to ``prev_pred``'s RMS if larger. A
-    normalized gradient has unit norm however small the residual: without it, the rounding differences of
-    two batch layouts of a static scene would each take a full guidance step."""
+    :data:`~warped_fast.reference.guidance.NORM_GRAD_MIN_RMS`, or, if larger, :data:`DEAD_ZONE_EPS`
+    roundings of the model's precision (:func:`compute_eps` of its parameters' dtype, else the
+    prediction's; at least :data:`DEAD_ZONE_MIN`) relative to ``prev_pred``'s RMS. A normalized gradient
+    has unit norm however small the residual: without it, the rounding differences of two batch layouts
+    of a static scene would each take a full guidance step."""
     dtype = prev_pred.dtype
     if isinstance(denoiser, torch.nn.Module):
         p = next(denoiser.parameters(), None)
         if p is not None and p.is_floating_point() and torch.finfo(p.dtype).eps > torch.finfo(dtype).eps:
             dtype = p.dtype
+    rel = max(DEAD_ZONE_EPS * compute_eps(dtype, prev_pred.device), DEAD_ZONE_MIN)
     rms = prev_pred.detach().flatten(1).float().pow(2).mean(1).sqrt()
-    return (DEAD_ZONE_EPS * torch.finfo(dtype).eps * rms).clamp_min(NORM_GRAD_MIN_RMS)
+    return (rel * rms).clamp_min(NORM_GRAD_MIN_RMS)
 
 
 def _rows(idx: list[int], device: torch.device) -> slice | torch.Tensor:
