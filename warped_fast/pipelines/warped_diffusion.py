@@ -376,7 +376,7 @@ class WarpedDiffusionPipeline:
         gp = noise_method == "gp" or opts.get("base") == "gp"
         ls = self.trained_lengthscale
         if gp and opts.get("rff") is None and ls is not None and ls != RFFConfig().lengthscale:
-            opts["rff"] = RFFConfig(lengthscale=self.trained_lengthscale)
+            opts["rff"] = RFFConfig(lengthscale=ls)
         return opts
 
     def _check_noise_fits(self, noise_method: str, noise_options: dict | None) -> None:
