@@ -388,6 +388,7 @@ def test_a_step_count_the_schedule_cannot_take_is_named_before_decoding(tmp_path
         raise AssertionError("the video was decoded before the step count was checked")
 
     monkeypatch.setattr("warped_fast.io.read_video", no_work)
+    monkeypatch.setattr("warped_fast.io.iter_video", no_work)
     assert main(["sr", str(_clip(tmp_path)), "--out", str(tmp_path / "o"), "--steps", "1"]) == 2
     err = capsys.readouterr().err
     assert err.startswith("warped-fast sr: --steps: ") and "step" in err, err
@@ -565,3 +566,61 @@ def test_dtype_and_compile_reach_the_model(tmp_path):
         main(["inpaint", str(src), "--out", str(out), "--steps", "2", "--quiet", "--dtype", "bfloat16"]) == 0
     )
     assert read_video(out / "inpaint.mp4").shape == (2, 3, 16, 24)
+
+
+def test_the_input_is_decoded_a_frame_at_a_time_and_a_wrong_mask_named_first(tmp_path, monkeypatch, capsys):
+    """The input video is never read whole at its full size (each frame is resized as it is decoded), and
+    a mask file of another size is named after the first frame, before the rest is decoded."""
+    import warped_fast.io as wio
+
+    src = _clip(tmp_path, t=4, h=32, w=48)
+    real_iter, real_read, decoded = wio.iter_video, wio.read_video, []
+
+    def counted(source, *a, **k):
+        for f in real_iter(source, *a, **k):
+            decoded.append(tuple(f.shape))
+            yield f
+
+    def read(source, *a, **k):
+        assert str(source) != str(src), "the input was read whole"
+        return real_read(source, *a, **k)
+
+    monkeypatch.setattr(wio, "iter_video", counted)
+    monkeypatch.setattr(wio.video, "iter_video", counted)  # the mask's reader
+    monkeypatch.setattr(wio, "read_video", read)
+    bad = tmp_path / "bad.png"
+    from PIL import Image
+
+    Image.new("L", (16, 16), 255).save(bad)
+    args = ["inpaint", str(src), "--quiet", "--steps", "2", "--guidance", "off", "--flow-preset", "fast"]
+    assert main([*args, "--out", str(tmp_path / "o1"), "--mask", str(bad)]) == 2
+    assert "mask: expected size 32x48" in capsys.readouterr().err and len(decoded) == 1
+    decoded.clear()
+    m = torch.zeros(4, 3, 32, 48)
+    for j in range(4):  # a moving box (a GIF merges identical frames)
+        m[j, :, 8:24, 12 + 2 * j : 36 + 2 * j] = 1
+    mask = write_video(m, tmp_path / "mask.gif")
+    assert main([*args, "--out", str(tmp_path / "o2"), "--mask", str(mask), "--size", "16x24"]) == 0
+    assert decoded.count((3, 32, 48)) == 8  # the input's 4 frames and the mask's, one at a time
+    assert read_video(tmp_path / "o2" / "inpaint.mp4").shape == (4, 3, 16, 24)
+
+
+def test_out_as_a_video_name_a_missing_model_and_a_diverged_run_are_named(tmp_path, capsys):
+    src = _clip(tmp_path)
+    assert main(["sr", str(src), "--out", str(tmp_path / "restored.mp4")]) == 2
+    assert "--out: a folder" in capsys.readouterr().err and not (tmp_path / "restored.mp4").exists()
+    assert main(["sr", str(src), "--out", str(tmp_path / "o"), "--model", str(tmp_path / "sdxl-typo")]) == 2
+    err = capsys.readouterr().err
+    assert "--model: " in err and "does not exist" in err
+
+
+def test_a_diverged_training_run_is_one_line_with_status_1(tmp_path, monkeypatch, capsys):
+    import warped_fast.train as train
+
+    def diverge(self, *a, **k):
+        raise FloatingPointError("training diverged: 10 steps in a row ...")
+
+    monkeypatch.setattr(train.Trainer, "train", diverge)
+    assert main(["train", "--steps", "3", "--output-dir", str(tmp_path / "run")]) == 1
+    err = capsys.readouterr().err
+    assert err.startswith("warped-fast train: training diverged") and "Traceback" not in err

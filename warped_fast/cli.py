@@ -121,6 +121,8 @@ def _pipeline(args, task):
             raise CliError("--controlnet-scale: goes with --controlnet")
     if args.compile:
         text["backend"] = "compile"
+    if args.model != "default" and not Path(args.model).exists():
+        raise CliError(f"--model: {args.model} does not exist (a local diffusers folder, or 'default')")
     try:
         if args.model == "default":
             return WarpedDiffusionPipeline.from_default(task, device=args.device, **text)
@@ -183,13 +185,20 @@ def noise_options(
 def _restore(args, task) -> int:
     from pathlib import Path
 
-    from .io import load_mask, read_video, resize_frames, video_fps, write_video
+    import torch
+
+    from .io import iter_video, load_mask, resize_frames, video_fps, write_video
     from .io.masks import SHAPES, check_mask_source
+    from .io.video import VIDEO_SUFFIXES
     from .sampling import GuidanceConfig
 
     # before any work: the options, the output folder, the mask file, the model; then the video is decoded
     options = noise_options(args.noise, args.noise_option)
     out = Path(args.out)
+    if out.suffix.lower() in VIDEO_SUFFIXES and not out.is_dir():
+        raise CliError(
+            f"--out: a folder (its frames/ and {task}.mp4 are written there), got the video file name {args.out!r}"
+        )
     _check_out(out / "frames", "--out", out)
     if not Path(args.input).exists():
         raise CliError(f"input: {args.input} does not exist")
@@ -209,13 +218,20 @@ def _restore(args, task) -> int:
             pipe.denoiser.sampling_schedule(args.steps)
         except ValueError as e:
             raise CliError(f"--steps: {e}") from None
-    video = read_video(args.input, max_frames=args.max_frames)
+    size = tuple(args.size) if args.size else None
+    frames = iter_video(args.input, max_frames=args.max_frames)
+    first = next(frames, None)
+    if first is None:
+        raise CliError(f"input: no frames in {args.input}")
+    h0, w0 = first.shape[-2:]
+    if mask is not None and mask not in SHAPES:  # a mask file of another size: before the video is decoded
+        load_mask(mask, 1, h0, w0)
     fps = args.fps or video_fps(args.input) or 8.0  # now: the input may move during a long job
-    if args.size:
-        h, w = args.size
-        if mask is not None and mask not in SHAPES:  # a mask file: read at the input's size, resized with it
-            mask = resize_frames(load_mask(mask, video.shape[0], *video.shape[-2:]), (h, w))
-        video = resize_frames(video, (h, w))
+    # decoded a frame at a time, each resized as it comes: the input never held at its full size
+    fit = (lambda f: f) if size is None else (lambda f: resize_frames(f[None], size)[0])  # noqa: E731
+    video = torch.stack([fit(first), *(fit(f) for f in frames)])
+    if size is not None and mask is not None and mask not in SHAPES:  # read at the input's size, resized
+        mask = load_mask(mask, video.shape[0], h0, w0, size=size)
     res = pipe(
         video, mask, num_inference_steps=args.steps,
         guidance=guidance, noise_method=args.noise, noise_options=options,
@@ -550,6 +566,11 @@ def main(argv: list[str] | None = None) -> int:
             raise
         print(f"warped-fast {args.command}: {e} (--verbose shows the traceback)", file=sys.stderr)
         return 2
+    except FloatingPointError as e:  # a training run that diverged: not bad input, a failed run
+        if args.verbose:
+            raise
+        print(f"warped-fast {args.command}: {e} (--verbose shows the traceback)", file=sys.stderr)
+        return 1
     except ModuleNotFoundError as e:  # an optional dependency (the extras of pyproject.toml)
         if args.verbose:
             raise

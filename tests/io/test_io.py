@@ -518,3 +518,33 @@ def test_gif_frame_delays_are_whole_hundredths(tmp_path, caplog):
         assert not caplog.text
         assert video_fps(write_video(v, tmp_path / "c.gif", fps=60)) == 50  # not 100: a 10 ms delay
     assert "60 fps plays at 50 fps" in caplog.text
+
+
+def test_a_resized_mask_file_is_read_a_frame_at_a_time_as_the_whole_one(tmp_path):
+    """load_mask(..., size=) of a mask video or folder (0/255 or 0/1 PNGs) equals the mask read whole at
+    the video's size, then resized; a mask of another size is named."""
+    from warped_fast.io import resize_frames
+
+    m = torch.zeros(3, 3, 16, 24)
+    for j in range(3):
+        m[j, :, 4:12, 5 + j : 15 + j] = 1
+    folder01 = tmp_path / "m01"
+    folder01.mkdir()
+    for j in range(3):
+        Image.fromarray(m[j, 0].numpy().astype(np.uint8)).save(folder01 / f"{j}.png")  # 0/1 values
+    Image.fromarray((m[0, 0].numpy() * 255).astype(np.uint8)).save(tmp_path / "one.png")
+    for src in (write_video(m, tmp_path / "m.gif"), folder01, tmp_path / "one.png"):
+        whole = resize_frames(load_mask(src, 3, 16, 24), (8, 12))
+        assert torch.equal(load_mask(src, 3, 16, 24, size=(8, 12)), whole)
+        assert whole.shape == (3, 1, 8, 12) and whole.max() == 1
+    with pytest.raises(ValueError, match="mask: expected size 8x8"):
+        load_mask(folder01, 3, 8, 8, size=(4, 4))
+
+
+def test_animated_png_and_webp_report_their_frame_rate(tmp_path):
+    frames = [Image.fromarray(np.full((8, 8, 3), 40 * j, np.uint8)) for j in range(3)]
+    for name in ("a.png", "a.webp"):
+        frames[0].save(tmp_path / name, save_all=True, append_images=frames[1:], duration=40, loop=0)
+        assert video_fps(tmp_path / name) == 25.0
+    frames[0].save(tmp_path / "still.png")
+    assert video_fps(tmp_path / "still.png") is None

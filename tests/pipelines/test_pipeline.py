@@ -350,6 +350,14 @@ def test_noise_options_key_ignores_order_number_form_and_spelled_out_defaults(tm
     )
     assert noise_options_key("gp", {"sigma": 2}) != base
     assert noise_options_key("gp", {"rff": RFFConfig(num_features=64)}) != base
+    # the field at its default settings, spelled out (any channel count: the noise's shape decides it)
+    assert noise_options_key("gp", {"rff": RFFConfig(num_features=3000, channels=3)}) == base
+    assert noise_options_key("fixed", {"base": "gp", "rff": RFFConfig()}) == noise_options_key(
+        "fixed", {"base": "gp"}
+    )
+    assert noise_options_key("gp", {"rff": RFFConfig(channels=3, lengthscale=1.5)}) == noise_options_key(
+        "gp", {"rff": RFFConfig(lengthscale=1.5)}
+    )
     assert noise_options_key("hiwyn", {"upsample": 8}) == noise_options_key("hiwyn", {})
     pipe = _inpaint_pipe()
     v = _video(2)

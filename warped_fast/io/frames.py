@@ -191,6 +191,13 @@ def save_tensors(tensors: dict, path: str | Path) -> None:
 
     path = Path(path)
     save_file(tensors, str(path))
+    match_folder_mode(path)
+
+
+def match_folder_mode(path: str | Path) -> None:
+    """Give the file ``path`` the mode a file newly created in its folder gets (the umask, or the folder's
+    default ACL): safetensors (and diffusers' ``save_pretrained`` through it) writes a private 0600 file."""
+    path = Path(path)
     probe = path.with_name(f".mode_probe_{os.getpid()}")
     with contextlib.suppress(OSError):
         fd = os.open(probe, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o666)

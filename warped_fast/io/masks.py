@@ -38,7 +38,7 @@ def generated_mask(shape: str, t: int, h: int, w: int) -> torch.Tensor:
     return m.expand(t, 1, h, w).contiguous()
 
 
-def load_mask(mask, t: int, h: int, w: int) -> torch.Tensor:
+def load_mask(mask, t: int, h: int, w: int, size: tuple[int, int] | None = None) -> torch.Tensor:
     """A mask for ``t`` frames of ``h x w``: a shape name, an image/video path, a PIL image, an array or a
     tensor (``[H, W]``, ``[H, W, 1|3]``, ``[1|T, H, W]``, ``[1|T, 1|3, H, W]``, ``[1|T, H, W, 1|3]``);
     values > 0.5 (of the [0, 1] range; integers above 1 and floats above 1.5 are read as 0..255; an image
@@ -46,7 +46,13 @@ def load_mask(mask, t: int, h: int, w: int) -> torch.Tensor:
     ``[3|4, H, W]`` tensor is an image, channels first (torchvision's ``read_image``), unless ``t`` is 3 or
     4 (then masks of frames). An image whose colour is one value and whose transparency varies is refused
     (conventions differ on whether transparent pixels are generated). A mask of more frames than ``t``
-    gives its first ``t``."""
+    gives its first ``t``.
+
+    ``size``: ``(H', W')`` to resize the mask to (the video resized with it): it is read and thresholded
+    at ``h x w``, then area-resized, values in [0, 1] (masked where > 0.5); a mask file is read a frame
+    at a time, so a long mask video is never held at its full size."""
+    if size is not None:
+        return _resized_mask(mask, t, h, w, size)
     if isinstance(mask, str) and mask in SHAPES:
         return generated_mask(mask, t, h, w)
     if isinstance(mask, (list, tuple)) and mask and all(_one_mask(x) for x in mask):
@@ -109,6 +115,34 @@ def load_mask(mask, t: int, h: int, w: int) -> torch.Tensor:
     if m.shape[0] not in (1, t):
         raise ValueError(f"mask: expected 1 or {t} frames, got {m.shape[0]}")
     return (m > 0.5).float().expand(t, 1, h, w).contiguous()
+
+
+def _resized_mask(mask, t: int, h: int, w: int, size: tuple[int, int]) -> torch.Tensor:
+    """:func:`load_mask` with ``size``: ``[t, 1, H', W']``."""
+    from .video import IMAGE_SUFFIXES, iter_video, resize_frames
+
+    p = Path(mask) if isinstance(mask, (str, os.PathLike)) else None
+    if p is None or not p.exists() or (p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES):
+        return resize_frames(load_mask(mask, t, h, w), size)  # in memory already, or one image
+    # a mask video or folder: each frame as load_mask reads a file's, then resized
+    try:
+        frames = [resize_frames(_file_frame(f, h, w), size) for f in iter_video(p, max_frames=t)]
+    except ValueError as e:
+        raise ValueError(e if str(e).startswith("mask:") else f"mask: {e}") from e
+    if len(frames) not in (1, t):
+        raise ValueError(f"mask: expected 1 or {t} frames, got {len(frames)}")
+    return torch.cat(frames).expand(t, -1, -1, -1).contiguous()
+
+
+def _file_frame(f: torch.Tensor, h: int, w: int) -> torch.Tensor:
+    """``[1, 1, h, w]`` the mask of one decoded frame ``[3, h, w]`` of a mask file, as :func:`load_mask`
+    reads the file's frames (0/1 values read as 0/255)."""
+    m = f.mean(0, keepdim=True)[None]
+    if m.shape[-2:] != (h, w):
+        raise ValueError(f"mask: expected size {h}x{w} (the video's), got {m.shape[-2]}x{m.shape[-1]}")
+    if 0 < m.max() <= 1.5 / 255:
+        m = m * 255.0
+    return (m > 0.5).float()
 
 
 def _one_mask(x) -> bool:

@@ -149,19 +149,23 @@ def iter_video(
 
 def video_fps(source) -> float | None:
     """The frame rate a video file plays at (mp4, mov, mkv, webm, avi: its stream's average rate, so a
-    variable-rate file's real pace; gif: from its first frame's duration); None for anything else
-    (folders, images, arrays) or when the file does not say. The file must exist."""
+    variable-rate file's real pace; gif and animated png / webp: from the first frame's duration); None
+    for anything else (folders, still images, arrays) or when the file does not say. The file must exist."""
     if not isinstance(source, (str, os.PathLike)):
         return None
     p = _existing(source)
     suffix = p.suffix.lower()
-    if p.is_dir() or suffix not in VIDEO_SUFFIXES:
+    if p.is_dir() or suffix not in (*VIDEO_SUFFIXES, *_ANIMATED_SUFFIXES):
         return None
     try:
-        if suffix == ".gif":
-            import imageio.v3 as iio
+        if suffix == ".gif" or suffix in _ANIMATED_SUFFIXES:
+            from PIL import Image
 
-            duration = iio.immeta(p, index=0).get("duration")  # milliseconds
+            with Image.open(p) as im:
+                animated = getattr(im, "n_frames", 1) > 1 or suffix == ".gif"
+                if animated:
+                    im.load()  # WebP reports a frame's duration once it is decoded
+                duration = im.info.get("duration") if animated else None  # milliseconds
             fps = 1000.0 / duration if duration else None
         else:
             import av
@@ -172,6 +176,9 @@ def video_fps(source) -> float | None:
     except Exception:  # noqa: BLE001 - unreadable metadata: the caller's default rate
         return None
     return float(fps) if fps and 0 < fps < MAX_FPS else None
+
+
+_ANIMATED_SUFFIXES = (".png", ".apng", ".webp")  # images that may hold an animation
 
 
 def _existing(source) -> Path:

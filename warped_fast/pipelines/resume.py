@@ -122,14 +122,21 @@ def options_key(options) -> str:
 
 def noise_options_key(method: str, options: dict | None) -> str:
     """:func:`options_key` of a noise method's options without those given at the method's default (an
-    option spelled out at its default is the same job as one left out)."""
-    from ..noise import METHODS
+    option spelled out at its default is the same job as one left out; so is an ``rff`` of the default
+    field settings, whose channels the noise's shape decides)."""
+    from ..noise import METHODS, RFFConfig
+
+    def canonical(v):
+        if isinstance(v, RFFConfig):
+            v = dataclasses.replace(v, channels=RFFConfig().channels)
+            return None if v == RFFConfig() else v
+        return v
 
     params = inspect.signature(METHODS[method]).parameters
     kept = {
-        k: v
+        k: canonical(v)
         for k, v in (options or {}).items()
-        if k not in params or options_key({k: v}) != options_key({k: params[k].default})
+        if k not in params or options_key({k: canonical(v)}) != options_key({k: params[k].default})
     }
     return options_key(kept)
 

@@ -10,9 +10,9 @@ import shutil
 from pathlib import Path
 
 import torch
-from safetensors.torch import load_file, save_file
+from safetensors.torch import load_file
 
-from ..io.frames import write_json_atomic
+from ..io.frames import save_tensors, write_json_atomic
 
 logger = logging.getLogger("warped_fast")
 
@@ -67,7 +67,7 @@ def save_checkpoint(
     tensors["rng.torch"] = torch.get_rng_state()
     if torch.cuda.is_available() and torch.cuda.is_initialized():  # dropout on CUDA draws from these
         tensors.update({f"rng.cuda.{i}": st for i, st in enumerate(torch.cuda.get_rng_state_all())})
-    save_file(tensors, str(tmp / "state.safetensors"))
+    save_tensors(tensors, tmp / "state.safetensors")
     meta = {"step": step, "optimizer": ometa, **extra}
     if model_keys is not None:
         meta["partial_model"] = True

@@ -21,7 +21,7 @@ from pathlib import Path
 import torch
 from tqdm.auto import tqdm
 
-from ..io.frames import read_json, write_json_atomic
+from ..io.frames import match_folder_mode, read_json, write_json_atomic
 from ..models.default import load_pretrained, schedule_family
 from ..models.denoiser import continuous_v_timesteps
 from ..models.residual import residual_frame
@@ -568,6 +568,8 @@ class Trainer:
             )
         # nn.Module.to: diffusers' override warns about float32 modules even when the list is empty
         torch.nn.Module.to(unet, dtype).save_pretrained(unet_dir, safe_serialization=True)
+        for f in unet_dir.glob("*.safetensors"):  # readable as the files beside them are
+            match_folder_mode(f)
         (unet_dir / "train_config.json").write_text(replace(self.cfg, steps=max(self.step, 1)).to_json())
         if self.parts is not None:  # a pipeline folder: the inference scheduler, VAE and text parts beside
             self.parts.scheduler.save_pretrained(folder / "scheduler")
