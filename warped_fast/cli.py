@@ -183,13 +183,12 @@ def noise_options(
 
 
 def _restore(args, task) -> int:
+    import itertools
     from pathlib import Path
-
-    import torch
 
     from .io import iter_video, load_mask, resize_frames, video_fps, write_video
     from .io.masks import SHAPES, check_mask_source
-    from .io.video import VIDEO_SUFFIXES
+    from .io.video import VIDEO_SUFFIXES, collect_frames
     from .sampling import GuidanceConfig
 
     # before any work: the options, the output folder, the mask file, the model; then the video is decoded
@@ -229,7 +228,7 @@ def _restore(args, task) -> int:
     fps = args.fps or video_fps(args.input) or 8.0  # now: the input may move during a long job
     # decoded a frame at a time, each resized as it comes: the input never held at its full size
     fit = (lambda f: f) if size is None else (lambda f: resize_frames(f[None], size)[0])  # noqa: E731
-    video = torch.stack([fit(first), *(fit(f) for f in frames)])
+    video = collect_frames(itertools.chain([fit(first)], (fit(f) for f in frames)))
     if size is not None and mask is not None and mask not in SHAPES:  # read at the input's size, resized
         mask = load_mask(mask, video.shape[0], h0, w0, size=size)
     res = pipe(

@@ -548,3 +548,13 @@ def test_animated_png_and_webp_report_their_frame_rate(tmp_path):
         assert video_fps(tmp_path / name) == 25.0
     frames[0].save(tmp_path / "still.png")
     assert video_fps(tmp_path / "still.png") is None
+
+
+def test_collect_frames_equals_stack():
+    from warped_fast.io.video import collect_frames
+
+    frames = [torch.rand(3, 5, 7) for _ in range(70)]
+    for n in (1, 32, 33, 70):
+        assert torch.equal(collect_frames(iter(frames[:n]), chunk=32), torch.stack(frames[:n]))
+    with pytest.raises(ValueError, match="frames: none"):
+        collect_frames(iter([]))

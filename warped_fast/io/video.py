@@ -433,6 +433,24 @@ def _frames_to_write(frames) -> torch.Tensor:
         raise type(e)(str(e).replace("video:", "frames:", 1)) from None
 
 
+def collect_frames(frames, chunk: int = 32) -> torch.Tensor:
+    """``[T, ...]`` the frames an iterable yields (each ``[...]``, one shape), copied into buffers of
+    ``chunk`` frames as they come. Kept one by one between the full-size temporaries of decoding, small
+    frames fragment the heap (glibc serves those temporaries from it once one was freed): a long clip's
+    memory grew by about a full-size frame per frame."""
+    chunks, buf, n = [], None, 0
+    for f in frames:
+        if buf is None or n == len(buf):
+            buf, n = torch.empty(chunk, *f.shape, dtype=f.dtype, device=f.device), 0
+            chunks.append(buf)
+        buf[n] = f
+        n += 1
+    if buf is None:
+        raise ValueError("frames: none")
+    chunks[-1] = buf[:n]
+    return torch.cat(chunks)
+
+
 def resize_frames(frames: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
     """Area (down) / bicubic (up) resize of ``[T, 3, H, W]`` frames to ``size`` = (H, W)."""
     h, w = frames.shape[-2:]
