@@ -6,6 +6,7 @@ import sys
 import pytest
 import torch
 
+import warped_fast.pipelines  # noqa: F401 - imported before tests patch the readers it binds
 from warped_fast.cli import main
 from warped_fast.flow import estimate_flow, flow_to_latent
 from warped_fast.io import read_video, video_fps, write_video

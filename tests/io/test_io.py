@@ -284,7 +284,7 @@ def test_exif_orientation_applied(tmp_path):
 @pytest.mark.parametrize(
     "degrees, hflip, vflip",
     [(90, False, False), (-90, False, False), (180, False, False), (0, True, False), (0, False, True),
-     (90, True, False), (-90, True, False), (180, True, False)],
+     (90, True, False), (-90, True, False), (180, True, False), (None, False, False)],
 )  # fmt: skip
 def test_display_matrix_of_a_video_applied(tmp_path, degrees, hflip, vflip):
     """A video whose display matrix rotates or mirrors it (a phone's portrait clip, a front camera's
@@ -298,11 +298,17 @@ def test_display_matrix_of_a_video_applied(tmp_path, degrees, hflip, vflip):
     with av.open(str(path), "w") as c:
         s = c.add_stream("libx264", rate=8)
         s.width, s.height, s.pix_fmt = 48, 32, "yuv420p"
-        s.set_display_rotation(degrees, hflip=hflip, vflip=vflip)
+        if degrees is None:
+            s.set_display_matrix([0] * 9)
+        else:
+            s.set_display_rotation(degrees, hflip=hflip, vflip=vflip)
         for _ in range(2):
             c.mux(s.encode(av.VideoFrame.from_ndarray(stored, format="rgb24")))
         c.mux(s.encode())
     v = read_video(path)
+    if degrees is None:  # a singular matrix: shown as stored
+        assert (v[0] - torch.from_numpy(stored).permute(2, 0, 1).float() / 255).abs().mean() < 0.02
+        return
     shown = np.rot90(stored, degrees // 90)
     shown = shown[:, ::-1] if hflip else shown
     shown = shown[::-1] if vflip else shown
@@ -518,6 +524,10 @@ def test_gif_frame_delays_are_whole_hundredths(tmp_path, caplog):
         assert not caplog.text
         assert video_fps(write_video(v, tmp_path / "c.gif", fps=60)) == 50  # not 100: a 10 ms delay
     assert "60 fps plays at 50 fps" in caplog.text
+    assert video_fps(write_video(v, tmp_path / "d.gif", fps=0.001)) == pytest.approx(100 / 65535)  # 16 bits
+    frames = [Image.fromarray(np.full((8, 8, 3), 40 * j, np.uint8)) for j in range(3)]
+    frames[0].save(tmp_path / "e.gif", save_all=True, append_images=frames[1:], duration=10, loop=0)
+    assert video_fps(tmp_path / "e.gif") == 10  # a 10 ms delay, shown as 100 ms
 
 
 def test_a_resized_mask_file_is_read_a_frame_at_a_time_as_the_whole_one(tmp_path):
@@ -537,6 +547,17 @@ def test_a_resized_mask_file_is_read_a_frame_at_a_time_as_the_whole_one(tmp_path
         whole = resize_frames(load_mask(src, 3, 16, 24), (8, 12))
         assert torch.equal(load_mask(src, 3, 16, 24, size=(8, 12)), whole)
         assert whole.shape == (3, 1, 8, 12) and whole.max() == 1
+    # a 0/255 mask one of whose black frames holds stray values of 1: read as 0..255 over the whole file
+    stray = tmp_path / "stray"
+    stray.mkdir()
+    a = np.zeros((16, 24), np.uint8)
+    a[4:12, 6:18] = 255
+    Image.fromarray(a).save(stray / "0.png")
+    a[:] = 0
+    a[0:8, 0:12] = 1
+    Image.fromarray(a).save(stray / "1.png")
+    whole = resize_frames(load_mask(stray, 2, 16, 24), (8, 12))
+    assert torch.equal(load_mask(stray, 2, 16, 24, size=(8, 12)), whole) and whole[1].max() == 0
     with pytest.raises(ValueError, match="mask: expected size 8x8"):
         load_mask(folder01, 3, 8, 8, size=(4, 4))
 
@@ -556,5 +577,7 @@ def test_collect_frames_equals_stack():
     frames = [torch.rand(3, 5, 7) for _ in range(70)]
     for n in (1, 32, 33, 70):
         assert torch.equal(collect_frames(iter(frames[:n]), chunk=32), torch.stack(frames[:n]))
-    with pytest.raises(ValueError, match="frames: none"):
+    with pytest.raises(ValueError, match="video: zero frames"):
         collect_frames(iter([]))
+    with pytest.raises(ValueError, match=r"frame 2 has shape \[3, 1, 7\]"):
+        collect_frames(iter([*frames[:2], torch.rand(3, 1, 7)]))  # would broadcast into the buffer

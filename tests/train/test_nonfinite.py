@@ -55,6 +55,13 @@ def test_a_nan_gradient_is_skipped_too(tmp_path, monkeypatch, caplog):
 def test_a_run_that_keeps_diverging_stops_and_names_it(tmp_path):
     tr = Trainer(_cfg(tmp_path, steps=MAX_NONFINITE_STEPS + 5))
     tr.loss = lambda *a: torch.tensor(float("inf"), requires_grad=True)
-    with pytest.raises(FloatingPointError, match=f"{MAX_NONFINITE_STEPS} steps in a row.*lower lr"):
+    with pytest.raises(
+        FloatingPointError, match=f"{MAX_NONFINITE_STEPS} steps in a row.*holds its last checkpoint.*lower lr"
+    ):
         tr.train()
     assert tr.step == MAX_NONFINITE_STEPS
+    assert (tmp_path / "run" / "loss.csv").read_text().splitlines() == ["step,loss,lr,seconds"]  # no NaN rows
+    fresh = Trainer(_cfg(tmp_path / "b", steps=20, checkpoint_every=50))
+    fresh.loss = tr.loss
+    with pytest.raises(FloatingPointError, match="no checkpoint was written"):
+        fresh.train()

@@ -119,30 +119,28 @@ def load_mask(mask, t: int, h: int, w: int, size: tuple[int, int] | None = None)
 
 def _resized_mask(mask, t: int, h: int, w: int, size: tuple[int, int]) -> torch.Tensor:
     """:func:`load_mask` with ``size``: ``[t, 1, H', W']``."""
-    from .video import IMAGE_SUFFIXES, iter_video, resize_frames
+    from .video import iter_video, resize_frames
 
-    p = Path(mask) if isinstance(mask, (str, os.PathLike)) else None
-    if p is None or not p.exists() or (p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES):
-        return resize_frames(load_mask(mask, t, h, w), size)  # in memory already, or one image
-    # a mask video or folder: each frame as load_mask reads a file's, then resized
+    if not isinstance(mask, (str, os.PathLike)) or (isinstance(mask, str) and mask in SHAPES):
+        return resize_frames(load_mask(mask, t, h, w), size)  # a shape, or in memory already
+    load_mask(mask, 1, h, w)  # the file's checks (it exists, its size, not alpha alone) on its first frame
+    # each frame thresholded both ways, as 0..255 and as 0/1 values, then resized: load_mask picks the
+    # reading from the largest value of all the frames, known at the end
+    high, low, peak = [], [], 0.0
     try:
-        frames = [resize_frames(_file_frame(f, h, w), size) for f in iter_video(p, max_frames=t)]
+        for f in iter_video(mask, max_frames=t):
+            m = f.mean(0, keepdim=True)[None]
+            if m.shape[-2:] != (h, w):
+                raise ValueError(f"expected size {h}x{w} (the video's), got {m.shape[-2]}x{m.shape[-1]}")
+            peak = max(peak, float(m.max()))
+            high.append(resize_frames((m > 0.5).float(), size))
+            low.append(resize_frames((m * 255.0 > 0.5).float(), size))
     except ValueError as e:
         raise ValueError(e if str(e).startswith("mask:") else f"mask: {e}") from e
-    if len(frames) not in (1, t):
-        raise ValueError(f"mask: expected 1 or {t} frames, got {len(frames)}")
+    if len(high) not in (1, t):
+        raise ValueError(f"mask: expected 1 or {t} frames, got {len(high)}")
+    frames = low if 0 < peak <= 1.5 / 255 else high
     return torch.cat(frames).expand(t, -1, -1, -1).contiguous()
-
-
-def _file_frame(f: torch.Tensor, h: int, w: int) -> torch.Tensor:
-    """``[1, 1, h, w]`` the mask of one decoded frame ``[3, h, w]`` of a mask file, as :func:`load_mask`
-    reads the file's frames (0/1 values read as 0/255)."""
-    m = f.mean(0, keepdim=True)[None]
-    if m.shape[-2:] != (h, w):
-        raise ValueError(f"mask: expected size {h}x{w} (the video's), got {m.shape[-2]}x{m.shape[-1]}")
-    if 0 < m.max() <= 1.5 / 255:
-        m = m * 255.0
-    return (m > 0.5).float()
 
 
 def _one_mask(x) -> bool:

@@ -149,8 +149,9 @@ def iter_video(
 
 def video_fps(source) -> float | None:
     """The frame rate a video file plays at (mp4, mov, mkv, webm, avi: its stream's average rate, so a
-    variable-rate file's real pace; gif and animated png / webp: from the first frame's duration); None
-    for anything else (folders, still images, arrays) or when the file does not say. The file must exist."""
+    variable-rate file's real pace; gif and animated png / webp: from the first frame's duration, under
+    20 ms read as 100 ms, as players show it); None for anything else (folders, still images, arrays) or
+    when the file does not say. The file must exist."""
     if not isinstance(source, (str, os.PathLike)):
         return None
     p = _existing(source)
@@ -166,6 +167,8 @@ def video_fps(source) -> float | None:
                 if animated:
                     im.load()  # WebP reports a frame's duration once it is decoded
                 duration = im.info.get("duration") if animated else None  # milliseconds
+            if duration is not None and duration < 20:  # players show 0 and 10 ms delays as 100 ms
+                duration = 100
             fps = 1000.0 / duration if duration else None
         else:
             import av
@@ -178,7 +181,7 @@ def video_fps(source) -> float | None:
     return float(fps) if fps and 0 < fps < MAX_FPS else None
 
 
-_ANIMATED_SUFFIXES = (".png", ".apng", ".webp")  # images that may hold an animation
+_ANIMATED_SUFFIXES = (".png", ".webp")  # images that may hold an animation
 
 
 def _existing(source) -> Path:
@@ -270,6 +273,8 @@ def _displayed(im: np.ndarray, frame) -> np.ndarray:
     if Type.DISPLAYMATRIX not in sd:
         return im
     a, b, _, c, d = struct.unpack("<5i", bytes(sd[Type.DISPLAYMATRIX])[:20])  # 16.16 fixed point
+    if a * d - b * c == 0:  # singular: no transform (FFmpeg shows the frame as stored)
+        return im
     if (a == 0) == (b == 0) or (a == 0) != (d == 0) or (b == 0) != (c == 0):  # not a quarter turn or flip
         turns = round((frame.rotation or 0) / 90) % 4  # counterclockwise quarter turns
         return np.ascontiguousarray(np.rot90(im, turns)) if turns else im
@@ -406,7 +411,7 @@ def write_video(frames, path: str | Path, fps: float = 8.0, codec: str | None = 
 def _gif_delay(fps: float) -> int:
     """A GIF's frame delay for ``fps``, in the hundredths of a second the format stores: the nearest, at
     least 2 (players show shorter delays as 10); a warning when the GIF then plays over 5% off ``fps``."""
-    cs = max(2, round(100 / fps))
+    cs = min(max(2, round(100 / fps)), 65535)  # the format's 16 bits
     if abs(100 / cs - fps) > 0.05 * fps:
         logger.warning(
             "fps: a GIF stores frame delays in hundredths of a second; %g fps plays at %.4g fps (a %d0 ms "
@@ -434,19 +439,25 @@ def _frames_to_write(frames) -> torch.Tensor:
 
 
 def collect_frames(frames, chunk: int = 32) -> torch.Tensor:
-    """``[T, ...]`` the frames an iterable yields (each ``[...]``, one shape), copied into buffers of
+    """``[T, ...]`` the frames an iterable yields (each ``[...]``, one shape: another is an error naming the
+    frame, as :func:`read_video`'s), copied into buffers of
     ``chunk`` frames as they come. Kept one by one between the full-size temporaries of decoding, small
     frames fragment the heap (glibc serves those temporaries from it once one was freed): a long clip's
     memory grew by about a full-size frame per frame."""
-    chunks, buf, n = [], None, 0
-    for f in frames:
+    chunks, buf, n, first = [], None, 0, None
+    for i, f in enumerate(frames):
+        first = tuple(f.shape) if first is None else first
+        if tuple(f.shape) != first:  # as read_video's
+            raise ValueError(
+                f"video: frame {i} has shape {list(f.shape)}, frame 0 {list(first)}: frames must be one size"
+            )
         if buf is None or n == len(buf):
             buf, n = torch.empty(chunk, *f.shape, dtype=f.dtype, device=f.device), 0
             chunks.append(buf)
         buf[n] = f
         n += 1
     if buf is None:
-        raise ValueError("frames: none")
+        raise ValueError("video: zero frames")
     chunks[-1] = buf[:n]
     return torch.cat(chunks)
 

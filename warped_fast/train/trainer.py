@@ -440,10 +440,14 @@ class Trainer:
         what = "loss" if not math.isfinite(loss) else "gradient"
         logger.warning("step %d: non-finite %s; the step is skipped (weights unchanged)", self.step, what)
         if self.nonfinite >= MAX_NONFINITE_STEPS:
+            # this run's checkpoint: written by it, or the one it resumed from
+            kept = (
+                f"{self.ckpt} holds its last checkpoint" if not self._fresh else "no checkpoint was written"
+            )
             raise FloatingPointError(
                 f"training diverged: {self.nonfinite} steps in a row (up to step {self.step}) had a non-finite "
-                f"loss or gradient; {self.ckpt} holds the last checkpoint. Train again in a new output_dir with a "
-                f"lower lr (now {self.cfg.lr:g}), more warmup_steps, or float32 / bf16"
+                f"loss or gradient; {kept}. Train again in a new output_dir with a lower lr (now "
+                f"{self.cfg.lr:g}), more warmup_steps, or float32 / bf16"
             )
 
     def checkpoint(self) -> None:
@@ -507,14 +511,15 @@ class Trainer:
                             break
                         raise
                     loss = self.train_step(raw)
-                    w.writerow(
-                        [
-                            self.step,
-                            f"{loss:.6f}",
-                            f"{self.lr_at(self.step - 1):.3e}",
-                            f"{time.perf_counter() - t0:.1f}",
-                        ]
-                    )
+                    if math.isfinite(loss):  # a skipped step's NaN would spoil the log's means and plot
+                        w.writerow(
+                            [
+                                self.step,
+                                f"{loss:.6f}",
+                                f"{self.lr_at(self.step - 1):.3e}",
+                                f"{time.perf_counter() - t0:.1f}",
+                            ]
+                        )
                     bar.set_postfix(loss=f"{loss:.4f}")
                     bar.update(1)
                     out_of_time = max_minutes is not None and time.perf_counter() - t0 > 60 * max_minutes
