@@ -211,7 +211,9 @@ def _restore(args, task) -> int:
     except ValueError as e:
         raise CliError(f"--lam: {str(e).removeprefix('lam: ')}") from None
     pipe = _pipeline(args, task)
-    options = noise_options(args.noise, args.noise_option, pipe.trained_lengthscale)
+    options = noise_options(
+        args.noise, args.noise_option, pipe.trained_lengthscale
+    )  # the model's lengthscale
     if args.steps is not None:  # a step count the model's schedule cannot take: before decoding
         try:
             pipe.denoiser.sampling_schedule(args.steps)

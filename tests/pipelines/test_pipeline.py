@@ -375,19 +375,23 @@ def test_noise_options_key_ignores_order_number_form_and_spelled_out_defaults(tm
         )
 
 
+def static_clip_latents(pipe, t: int) -> dict:
+    """Latents ``[t, C, 32, 32]`` of a static clip (one smooth picture, zero flow) under each frame schedule."""
+    img = torch.nn.functional.avg_pool2d(
+        torch.rand(1, 3, 32, 32, generator=torch.Generator().manual_seed(0)), 5, 1, 2
+    )
+    zero = torch.zeros(t - 1, 2, 32, 32)
+    return {
+        s: pipe(img.repeat(t, 1, 1, 1), "box", num_inference_steps=6, frame_schedule=s, flows=(zero, zero),
+                output_type="latent", progress=False).latents.float()
+        for s in ("sequential", "wavefront")
+    }  # fmt: skip
+
+
 def test_a_static_clip_in_bfloat16_stays_static_under_the_wavefront_schedule():
     """The shipped model in bfloat16 rounds a frame's prediction differently in another batch layout; the
     guidance dead zone keeps that rounding from taking full guidance steps (without it the frames drift
     by 0.05 here, on latents of range 0.76)."""
-    pipe = WarpedDiffusionPipeline.from_default("inpaint", dtype=torch.bfloat16)
-    img = torch.nn.functional.avg_pool2d(
-        torch.rand(1, 3, 32, 32, generator=torch.Generator().manual_seed(0)), 5, 1, 2
-    )
-    zero = torch.zeros(2, 2, 32, 32)
-    out = {
-        s: pipe(img.repeat(3, 1, 1, 1), "box", num_inference_steps=6, frame_schedule=s, flows=(zero, zero),
-                output_type="latent", progress=False).latents.float()
-        for s in ("sequential", "wavefront")
-    }  # fmt: skip
+    out = static_clip_latents(WarpedDiffusionPipeline.from_default("inpaint", dtype=torch.bfloat16), 3)
     assert (out["sequential"][1:] == out["sequential"][0]).all()
     assert (out["wavefront"] - out["sequential"]).abs().max() < 0.01

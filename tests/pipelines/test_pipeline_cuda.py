@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from tests.models.tiny import scheduler, tiny_unet
-from tests.pipelines.test_pipeline import _video
+from tests.pipelines.test_pipeline import _video, static_clip_latents
 from warped_fast.models import DiffusersDenoiser
 from warped_fast.pipelines import WarpedDiffusionPipeline
 
@@ -181,15 +181,6 @@ def test_sdxl_tile_controlnet_job_on_cuda():
 def test_a_static_clip_stays_static_under_the_wavefront_schedule_on_cuda(dtype):
     """cuDNN rounds each batch layout differently (float32 convolutions in TF32 by default); the guidance
     dead zone, one rounding of the precision the model computes in, keeps a static clip static."""
-    pipe = WarpedDiffusionPipeline.from_default("inpaint", device="cuda", dtype=dtype)
-    img = torch.nn.functional.avg_pool2d(
-        torch.rand(1, 3, 32, 32, generator=torch.Generator().manual_seed(0)), 5, 1, 2
-    )
-    zero = torch.zeros(3, 2, 32, 32)
-    out = {
-        s: pipe(img.repeat(4, 1, 1, 1), "box", num_inference_steps=6, frame_schedule=s, flows=(zero, zero),
-                output_type="latent", progress=False).latents.float()
-        for s in ("sequential", "wavefront")
-    }  # fmt: skip
+    out = static_clip_latents(WarpedDiffusionPipeline.from_default("inpaint", device="cuda", dtype=dtype), 4)
     for s, lat in out.items():
         assert (lat[1:] - lat[0]).abs().max() < 0.01, s
