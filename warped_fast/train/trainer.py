@@ -407,8 +407,8 @@ class Trainer:
 
         A step whose loss or gradient is not finite leaves the weights, the optimizer and the average
         as they were (a warning names it; float16's loss scaler skips overflowing gradients itself);
-        :data:`MAX_NONFINITE_STEPS` of them in a row raise ``FloatingPointError``, the last checkpoint
-        holding the weights of the last finite step."""
+        :data:`MAX_NONFINITE_STEPS` of them in a row raise ``FloatingPointError`` (the run's last
+        checkpoint left as it was)."""
         for group in self.opt.param_groups:
             group["lr"] = self.lr_at(self.step)
         self.opt.zero_grad(set_to_none=True)  # before the forward: no stale gradients held during it
