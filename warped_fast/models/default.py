@@ -170,14 +170,19 @@ def load_model(
     return DiffusersDenoiser(unet, scheduler=scheduler, **trained_options(folder, denoiser_kwargs))
 
 
+def train_config(folder: str | Path) -> dict:
+    """A :mod:`warped_fast.train` export's ``train_config.json`` in ``folder`` ({} for other models)."""
+    path = Path(folder) / "train_config.json"
+    return read_json(path, "folder") if path.exists() else {}
+
+
 def trained_options(folder: str | Path, denoiser_kwargs: dict) -> dict:
     """``denoiser_kwargs`` completed with the residual options (``residual``, ``residual_scale``,
     ``residual_normalize``, ``residual_fill``) a :mod:`warped_fast.train` export records in
     ``train_config.json`` (absent: a plain model)."""
     out = dict(denoiser_kwargs)
-    train_cfg = Path(folder) / "train_config.json"
-    if train_cfg.exists():
-        tc = read_json(train_cfg, "folder")
+    tc = train_config(folder)
+    if tc:
         out.setdefault("residual", bool(tc.get("residual", False)))
         out.setdefault("residual_scale", float(tc.get("residual_scale", 1.0)))
         out.setdefault("residual_normalize", bool(tc.get("residual_normalize", False)))
@@ -189,20 +194,14 @@ def trained_noise(folder: str | Path) -> str:
     """The noise a model folder was trained with: ``train_config.json``'s ``noise`` (a
     :mod:`warped_fast.train` export: "gp" or "white"), else "white" (diffusion models are trained on white
     noise)."""
-    train_cfg = Path(folder) / "train_config.json"
-    return str(read_json(train_cfg, "folder").get("noise", "white")) if train_cfg.exists() else "white"
+    return str(train_config(folder).get("noise", "white"))
 
 
 def trained_lengthscale(folder: str | Path) -> float | None:
     """The GP lengthscale (pixels of the noise grid) a :mod:`warped_fast.train` export was trained with,
     from ``train_config.json``; None for a model trained on white noise or not trained here."""
-    train_cfg = Path(folder) / "train_config.json"
-    if not train_cfg.exists():
-        return None
-    tc = read_json(train_cfg, "folder")
-    if tc.get("noise", "white") != "gp" or "lengthscale" not in tc:
-        return None
-    return float(tc["lengthscale"])
+    tc = train_config(folder)
+    return float(tc["lengthscale"]) if tc.get("noise") == "gp" and "lengthscale" in tc else None
 
 
 def default_model_dir(task: str) -> Path:

@@ -23,6 +23,12 @@ def value_checks_on() -> bool:
     return _value_checks and not torch.compiler.is_compiling()
 
 
+def check_bool(name: str, v) -> None:
+    """``v`` is True or False (not a number or a string), else a TypeError naming ``name``."""
+    if not isinstance(v, bool):
+        raise TypeError(f"{name}: expected True or False, got {v!r}")
+
+
 def _as_bool(enabled) -> bool:
     if not isinstance(enabled, int):  # bool is an int; a string or None is refused
         raise TypeError(f"enabled: expected True or False, got {enabled!r}")

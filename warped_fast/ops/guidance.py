@@ -9,7 +9,7 @@ import torch
 from .. import reference
 from ..reference.guidance import norm_active
 from . import _cpu, _eager
-from ._checks import as_sigma, check_finite, check_nonempty, check_real, check_tensor, fake_like
+from ._checks import as_sigma, check_bool, check_finite, check_nonempty, check_real, check_tensor, fake_like
 from ._dispatch import register, register_autograd, select
 
 register("guidance_residual", ("triton", "cpu", "reference"))
@@ -129,11 +129,6 @@ def guidance_residual(
     )
 
 
-def _check_squared(squared) -> None:
-    if not isinstance(squared, bool):
-        raise TypeError(f"squared: expected True or False, got {squared!r}")
-
-
 def guidance_loss(
     pred: torch.Tensor,
     prev_pred: torch.Tensor,
@@ -154,7 +149,7 @@ def guidance_loss(
     Returns:
         ``[N]``.
     """
-    _check_squared(squared)
+    check_bool("squared", squared)
     _, sumsq = guidance_residual(pred, prev_pred, flow, mask)
     if squared:
         return sumsq
@@ -185,7 +180,7 @@ def guidance_grad(
     Returns:
         loss ``[N]`` and grad ``[N, C, H, W]``.
     """
-    _check_squared(squared)
+    check_bool("squared", squared)
     with torch.no_grad():
         r, sumsq = guidance_residual(pred, prev_pred, flow, mask)
         if squared:

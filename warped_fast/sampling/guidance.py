@@ -13,7 +13,7 @@ from typing import Literal
 import torch
 
 from ..ops import guidance_grad, guidance_loss
-from ..ops._checks import check_int, check_real
+from ..ops._checks import check_bool, check_int, check_real
 from ..reference.guidance import NORM_GRAD_MIN_RMS
 
 
@@ -45,8 +45,7 @@ class GuidanceConfig:
         check_int("start_step", self.start_step, 0)
         if self.end_step is not None:
             check_int("end_step", self.end_step, 0)
-        if not isinstance(self.occlusion, bool):
-            raise TypeError(f"occlusion: expected True or False, got {self.occlusion!r}")
+        check_bool("occlusion", self.occlusion)
         if self.end_step is not None and self.end_step < self.start_step:
             raise ValueError(
                 f"start_step/end_step: expected 0 <= start <= end, got {self.start_step}, {self.end_step}"

@@ -170,9 +170,7 @@ class ImageFolder:
             for attempt in range(2):  # twice: a network file system's passing error is not a bad file
                 try:
                     return self.paths[j].name, read_image(self.paths[j])
-                except (
-                    Exception
-                ) as e:  # Pillow raises many types for damaged files (a broken PNG: SyntaxError)
+                except Exception as e:  # noqa: BLE001 - Pillow's many types for damaged files (PNG: SyntaxError)
                     if attempt:
                         self._bad.add(j)
                         logger.warning("data_dir: skipping %s, which cannot be read (%s)", self.paths[j], e)

@@ -413,16 +413,17 @@ class Trainer:
             group["lr"] = self.lr_at(self.step)
         self.opt.zero_grad(set_to_none=True)  # before the forward: no stale gradients held during it
         loss = self.loss(*(self.batch() if raw is None else self._on_device(raw)))
-        finite = bool(torch.isfinite(loss))
-        if finite:
-            self.scaler.scale(loss).backward()
-            self.scaler.unscale_(self.opt)
-            norm = torch.nn.utils.clip_grad_norm_(self.params, self.cfg.grad_clip)
-            finite = self.scaler.is_enabled() or bool(torch.isfinite(norm))
+        self.scaler.scale(loss).backward()
+        self.scaler.unscale_(self.opt)
+        norm = torch.nn.utils.clip_grad_norm_(self.params, self.cfg.grad_clip)
+        value = float(loss.detach())  # the step's one wait for the device, after its backward
         self.step += 1
-        if not finite:
-            self._skip_step(float(loss.detach()))
-            return float(loss.detach())
+        # the float16 scaler checks the gradients itself (and skips an overflowing step)
+        if not (math.isfinite(value) and (self.scaler.is_enabled() or math.isfinite(float(norm)))):
+            if self.scaler.is_enabled():
+                self.scaler.update()  # closes the step unscale_ opened (and lowers the scale)
+            self._skip_step(value)
+            return value
         self.nonfinite = 0
         self.scaler.step(self.opt)
         self.scaler.update()
@@ -432,7 +433,7 @@ class Trainer:
         if keys:
             with torch.no_grad():
                 torch._foreach_lerp_([self.ema[k] for k in keys], [sd[k].float() for k in keys], 1 - decay)
-        return float(loss.detach())
+        return value
 
     def _skip_step(self, loss: float) -> None:
         self.opt.zero_grad(set_to_none=True)
